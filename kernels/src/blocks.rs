@@ -1,0 +1,146 @@
+//! `#[repr(C)]` block structs, byte-for-byte the layouts of ggml-common.h.
+//!
+//! Weight blocks hold only byte arrays, so their alignment is 1: a `&[u8]` straight from
+//! the memory map (whatever its offset) can be viewed as a block slice without copying.
+//! f16 scales are stored as little-endian `[u8; 2]` and read through `f16_le`.
+
+use half::f16;
+
+pub const QK_K: usize = 256;
+
+#[inline(always)]
+pub fn f16_le(b: [u8; 2]) -> f32 {
+    f16::from_bits(u16::from_le_bytes(b)).to_f32()
+}
+
+#[inline(always)]
+pub fn f16_bytes(x: f32) -> [u8; 2] {
+    f16::from_f32(x).to_bits().to_le_bytes()
+}
+
+/// A block type whose alignment is 1 and whose every bit pattern is valid.
+///
+/// # Safety
+/// Implementors must be `#[repr(C)]`, contain only `u8`/`i8` arrays, and so have size
+/// `BYTES`, alignment 1 and no padding.
+pub unsafe trait Block: Copy + 'static {
+    const ELEMS: usize;
+    const BYTES: usize;
+}
+
+macro_rules! block {
+    ($(#[$m:meta])* $name:ident, $elems:expr, $bytes:expr, { $($f:ident : $t:ty),* $(,)? }) => {
+        $(#[$m])*
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub struct $name { $(pub $f: $t),* }
+        const _: () = assert!(std::mem::size_of::<$name>() == $bytes);
+        const _: () = assert!(std::mem::align_of::<$name>() == 1);
+        // SAFETY: repr(C), byte arrays only (checked above: size and alignment 1).
+        unsafe impl Block for $name { const ELEMS: usize = $elems; const BYTES: usize = $bytes; }
+        impl Default for $name {
+            fn default() -> Self {
+                // SAFETY: all-zero bytes are a valid value of a byte-array struct.
+                unsafe { std::mem::zeroed() }
+            }
+        }
+    };
+}
+
+block!(
+    /// 32 weights: x = d * (q - 8), q in 0..16; byte j holds q[j] (low nibble) and q[j+16].
+    BlockQ4_0, 32, 18, { d: [u8; 2], qs: [u8; 16] });
+block!(
+    /// 32 weights: x = d * q + m, q in 0..16; nibbles as Q4_0.
+    BlockQ4_1, 32, 20, { d: [u8; 2], m: [u8; 2], qs: [u8; 16] });
+block!(
+    /// 32 weights: x = d * (q - 16), q 5 bits: low nibble as Q4_0, bit 4 of q[j] in qh bit j.
+    BlockQ5_0, 32, 22, { d: [u8; 2], qh: [u8; 4], qs: [u8; 16] });
+block!(
+    /// 32 weights: x = d * q + m, q 5 bits as Q5_0.
+    BlockQ5_1, 32, 24, { d: [u8; 2], m: [u8; 2], qh: [u8; 4], qs: [u8; 16] });
+block!(
+    /// 32 values: x = d * q, q in -127..=127.
+    BlockQ8_0, 32, 34, { d: [u8; 2], qs: [i8; 32] });
+block!(
+    /// 32 activations: x = d * q, with s = d * sum(q) for the `+ m` term of Q4_1/Q5_1.
+    BlockQ8_1, 32, 36, { d: [u8; 2], s: [u8; 2], qs: [i8; 32] });
+block!(
+    /// 256 weights in 16 groups of 16: x = d * (sc & 15) * q - dmin * (sc >> 4), q 2 bits.
+    BlockQ2K, QK_K, 84, { scales: [u8; 16], qs: [u8; 64], d: [u8; 2], dmin: [u8; 2] });
+block!(
+    /// 256 weights in 16 groups of 16: x = d * (sc - 32) * (q - 4 * !hbit), q 3 bits,
+    /// 6-bit scales packed in 12 bytes.
+    BlockQ3K, QK_K, 110, { hmask: [u8; 32], qs: [u8; 64], scales: [u8; 12], d: [u8; 2] });
+block!(
+    /// 256 weights in 8 groups of 32: x = d * sc * q - dmin * m, 6-bit sc/m packed in 12 bytes.
+    BlockQ4K, QK_K, 144, { d: [u8; 2], dmin: [u8; 2], scales: [u8; 12], qs: [u8; 128] });
+block!(
+    /// As Q4_K with a fifth bit per weight in qh.
+    BlockQ5K, QK_K, 176, { d: [u8; 2], dmin: [u8; 2], scales: [u8; 12], qh: [u8; 32], qs: [u8; 128] });
+block!(
+    /// 256 weights in 16 groups of 16: x = d * sc * (q - 32), q 6 bits (4 in ql, 2 in qh).
+    BlockQ6K, QK_K, 210, { ql: [u8; 128], qh: [u8; 64], scales: [i8; 16], d: [u8; 2] });
+block!(
+    /// 32 weights: x = d * KVALUES_IQ4NL[q], q 4 bits laid out as Q4_0.
+    BlockIQ4NL, 32, 18, { d: [u8; 2], qs: [u8; 16] });
+block!(
+    /// 256 weights in 8 groups of 32: x = d * (ls - 32) * KVALUES_IQ4NL[q], 6-bit ls split
+    /// between scales_l (4 bits) and scales_h (2 bits).
+    BlockIQ4XS, QK_K, 136, { d: [u8; 2], scales_h: [u8; 2], scales_l: [u8; 4], qs: [u8; 128] });
+
+/// The non-linear 4-bit codebook of IQ4_NL and IQ4_XS.
+pub const KVALUES_IQ4NL: [i8; 16] = [
+    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+];
+
+/// Activation block for K-type dot products: 256 values, x = d * q, with bsums[i] the sum
+/// of q over group i of 16 (for the K types' minimum terms). Produced by us, never read
+/// from a file, so it keeps its natural f32/i16 layout.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockQ8K {
+    pub d: f32,
+    pub qs: [i8; QK_K],
+    pub bsums: [i16; QK_K / 16],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ8K>() == 292);
+
+impl Default for BlockQ8K {
+    fn default() -> Self {
+        BlockQ8K {
+            d: 0.0,
+            qs: [0; QK_K],
+            bsums: [0; QK_K / 16],
+        }
+    }
+}
+
+/// View bytes as blocks. `None` if the length is not a whole number of blocks.
+pub fn as_blocks<B: Block>(bytes: &[u8]) -> Option<&[B]> {
+    if bytes.len() % B::BYTES != 0 {
+        return None;
+    }
+    // SAFETY: B has alignment 1, size BYTES and accepts every bit pattern (trait contract);
+    // the length is a whole number of blocks.
+    Some(unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const B, bytes.len() / B::BYTES) })
+}
+
+/// View blocks as bytes.
+pub fn as_bytes<B: Block>(blocks: &[B]) -> &[u8] {
+    // SAFETY: B is plain bytes without padding (trait contract).
+    unsafe {
+        std::slice::from_raw_parts(blocks.as_ptr() as *const u8, std::mem::size_of_val(blocks))
+    }
+}
+
+/// View blocks as mutable bytes.
+pub fn as_bytes_mut<B: Block>(blocks: &mut [B]) -> &mut [u8] {
+    // SAFETY: B is plain bytes without padding, and every bit pattern is valid.
+    unsafe {
+        std::slice::from_raw_parts_mut(
+            blocks.as_mut_ptr() as *mut u8,
+            std::mem::size_of_val(blocks),
+        )
+    }
+}

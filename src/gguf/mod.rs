@@ -1,0 +1,83 @@
+//! GGUF files: a validating reader over a memory map, metadata values, and a writer.
+
+mod reader;
+mod value;
+pub mod writer;
+
+pub use reader::{Gguf, TensorInfo, DEFAULT_ALIGNMENT, GGUF_MAGIC};
+pub use value::{Array, Value, ValueType};
+pub use writer::GgufWriter;
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// The bytes behind a parsed file: a read-only memory map (empty files, which cannot be
+/// mapped, are held as an empty vector).
+enum Storage {
+    Map(memmap2::Mmap),
+    Empty,
+}
+
+/// A GGUF file opened for reading: the map and its validated header. Tensor data are
+/// zero-copy views into the map.
+pub struct GgufFile {
+    pub path: PathBuf,
+    storage: Storage,
+    pub gguf: Gguf,
+}
+
+impl GgufFile {
+    pub fn open(path: impl AsRef<Path>) -> Result<GgufFile> {
+        let path = path.as_ref().to_path_buf();
+        let io = |source| Error::Io {
+            path: path.clone(),
+            source,
+        };
+        let file = std::fs::File::open(&path).map_err(io)?;
+        let meta = file.metadata().map_err(io)?;
+        if meta.is_dir() {
+            return Err(io(std::io::Error::other("is a directory")));
+        }
+        let storage = if meta.len() == 0 {
+            Storage::Empty
+        } else {
+            // SAFETY: the map is read-only. Another process truncating or rewriting the file
+            // while it is mapped is outside what we can guard against (as for every mmap
+            // reader); within this process nothing writes to it.
+            Storage::Map(unsafe { memmap2::Mmap::map(&file) }.map_err(io)?)
+        };
+        let bytes: &[u8] = match &storage {
+            Storage::Map(m) => m,
+            Storage::Empty => &[],
+        };
+        let gguf = Gguf::parse(bytes)?;
+        Ok(GgufFile {
+            path,
+            storage,
+            gguf,
+        })
+    }
+
+    /// The whole file.
+    pub fn bytes(&self) -> &[u8] {
+        match &self.storage {
+            Storage::Map(m) => m,
+            Storage::Empty => &[],
+        }
+    }
+
+    /// A tensor's data, zero-copy.
+    pub fn tensor_data(&self, t: &TensorInfo) -> &[u8] {
+        self.gguf.tensor_bytes(self.bytes(), t)
+    }
+
+    /// A tensor by name and its data.
+    pub fn tensor(&self, name: &str) -> Result<(&TensorInfo, &[u8])> {
+        let t = self
+            .gguf
+            .tensor(name)
+            .ok_or_else(|| Error::TensorNotFound { name: name.into() })?;
+        Ok((t, self.tensor_data(t)))
+    }
+}
