@@ -32,18 +32,13 @@ fn scalar_json(v: &Value) -> Json {
 
 /// JSON has no NaN or infinity: those become strings.
 fn float_json(x: f64) -> Json {
-    serde_json::Number::from_f64(x)
-        .map(Json::Number)
-        .unwrap_or_else(|| json!(x.to_string()))
+    serde_json::Number::from_f64(x).map(Json::Number).unwrap_or_else(|| json!(x.to_string()))
 }
 
 fn array_json(a: &Array) -> Json {
     let n = a.len();
     let shown = if n > ARRAY_INLINE_MAX { ARRAY_HEAD } else { n };
-    let items: Vec<Json> = (0..shown)
-        .filter_map(|i| a.get(i))
-        .map(|v| scalar_json(&v))
-        .collect();
+    let items: Vec<Json> = (0..shown).filter_map(|i| a.get(i)).map(|v| scalar_json(&v)).collect();
     if n > ARRAY_INLINE_MAX {
         json!({"type": "array", "element_type": a.element_type().name(), "len": n, "head": items})
     } else {
@@ -78,17 +73,9 @@ fn value_text(v: &Value) -> String {
         Value::Array(a) => {
             let n = a.len();
             let shown = n.min(ARRAY_HEAD);
-            let items: Vec<String> = (0..shown)
-                .filter_map(|i| a.get(i))
-                .map(|v| value_text(&v))
-                .collect();
+            let items: Vec<String> = (0..shown).filter_map(|i| a.get(i)).map(|v| value_text(&v)).collect();
             let more = if n > shown { ", ..." } else { "" };
-            format!(
-                "[{}{more}] ({} x {})",
-                items.join(", "),
-                n,
-                a.element_type().name()
-            )
+            format!("[{}{more}] ({} x {})", items.join(", "), n, a.element_type().name())
         }
         v => scalar_json(v).to_string(),
     }
@@ -136,10 +123,8 @@ pub fn to_text(g: &Gguf) -> String {
         }
     }
     if let Ok(m) = g.get_str("tokenizer.ggml.model") {
-        let pre = g
-            .get_str("tokenizer.ggml.pre")
-            .map(|p| format!(" (pre-tokenizer {p})"))
-            .unwrap_or_default();
+        let pre =
+            g.get_str("tokenizer.ggml.pre").map(|p| format!(" (pre-tokenizer {p})")).unwrap_or_default();
         let _ = writeln!(s, "  {:<14} {m}{pre}", "tokenizer");
     }
     let _ = writeln!(s, "\nmetadata:");
@@ -147,35 +132,15 @@ pub fn to_text(g: &Gguf) -> String {
         let _ = writeln!(s, "  {k:<40} {:<14} {}", v.type_name(), value_text(v));
     }
     let _ = writeln!(s, "\ntensors:");
-    let _ = writeln!(
-        s,
-        "  {:<32} {:<8} {:<22} {:>12} {:>12}",
-        "name", "type", "shape", "offset", "bytes"
-    );
+    let _ = writeln!(s, "  {:<32} {:<8} {:<22} {:>12} {:>12}", "name", "type", "shape", "offset", "bytes");
     for t in &g.tensors {
-        let shape = t
-            .dims
-            .iter()
-            .map(|d| d.to_string())
-            .collect::<Vec<_>>()
-            .join(" x ");
-        let _ = writeln!(
-            s,
-            "  {:<32} {:<8} {:<22} {:>12} {:>12}",
-            t.name,
-            t.ty.name(),
-            shape,
-            t.offset,
-            t.size
-        );
+        let shape = t.dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(" x ");
+        let _ =
+            writeln!(s, "  {:<32} {:<8} {:<22} {:>12} {:>12}", t.name, t.ty.name(), shape, t.offset, t.size);
     }
     let params: u64 = g.tensors.iter().map(|t| t.n_elements).sum();
     let bytes: u64 = g.tensors.iter().map(|t| t.size).sum();
-    let bpw = if params > 0 {
-        bytes as f64 * 8.0 / params as f64
-    } else {
-        0.0
-    };
+    let bpw = if params > 0 { bytes as f64 * 8.0 / params as f64 } else { 0.0 };
     let mut by_type: Vec<(&str, usize)> = Vec::new();
     for t in &g.tensors {
         match by_type.iter_mut().find(|(n, _)| *n == t.ty.name()) {
@@ -183,11 +148,7 @@ pub fn to_text(g: &Gguf) -> String {
             None => by_type.push((t.ty.name(), 1)),
         }
     }
-    let types = by_type
-        .iter()
-        .map(|(n, c)| format!("{n}: {c}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let types = by_type.iter().map(|(n, c)| format!("{n}: {c}")).collect::<Vec<_>>().join(", ");
     let _ = writeln!(
         s,
         "\ntotals: {} tensors ({types}), {} parameters ({:.1} M), {} bytes ({:.1} MiB), {:.2} bits per weight",
@@ -212,22 +173,10 @@ pub fn parse_rows(spec: Option<&str>, n_rows: u64) -> Result<(u64, u64)> {
     let Some(spec) = spec else {
         return Ok((0, n_rows));
     };
-    let bad = || {
-        Error::Invalid(format!(
-            "--rows {spec:?}: expected A:B with 0 <= A < B <= {n_rows}"
-        ))
-    };
+    let bad = || Error::Invalid(format!("--rows {spec:?}: expected A:B with 0 <= A < B <= {n_rows}"));
     let (a, b) = spec.split_once(':').ok_or_else(bad)?;
-    let a = if a.is_empty() {
-        0
-    } else {
-        a.trim().parse::<u64>().map_err(|_| bad())?
-    };
-    let b = if b.is_empty() {
-        n_rows
-    } else {
-        b.trim().parse::<u64>().map_err(|_| bad())?
-    };
+    let a = if a.is_empty() { 0 } else { a.trim().parse::<u64>().map_err(|_| bad())? };
+    let b = if b.is_empty() { n_rows } else { b.trim().parse::<u64>().map_err(|_| bad())? };
     if a >= b || b > n_rows {
         return Err(bad());
     }
@@ -243,20 +192,14 @@ pub fn dump(
     out: &mut dyn Write,
 ) -> Result<()> {
     if !ferrite_kernels::can_dequantize(t.ty) {
-        return Err(Error::Invalid(format!(
-            "tensor {:?}: dumping type {} is not supported",
-            t.name, t.ty
-        )));
+        return Err(Error::Invalid(format!("tensor {:?}: dumping type {} is not supported", t.name, t.ty)));
     }
     let data = file.tensor_data(t);
     let row_len = t.row_len() as usize;
     let row_bytes = t.ty.row_bytes(row_len).expect("validated by the reader");
     let mut buf = vec![0f32; row_len];
     let mut line = String::new();
-    let io = |e: std::io::Error| Error::Io {
-        path: "<stdout>".into(),
-        source: e,
-    };
+    let io = |e: std::io::Error| Error::Io { path: "<stdout>".into(), source: e };
     for r in rows.0..rows.1 {
         let start = r as usize * row_bytes;
         ferrite_kernels::dequantize(t.ty, &data[start..start + row_bytes], &mut buf)?;

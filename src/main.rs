@@ -9,11 +9,7 @@ use ferrite::gguf::GgufFile;
 use ferrite::inspect::{self, DumpFormat};
 
 #[derive(Parser)]
-#[command(
-    name = "ferrite",
-    version,
-    about = "Run and inspect GGUF quantized Llama-family models on the CPU"
-)]
+#[command(name = "ferrite", version, about = "Run and inspect GGUF quantized Llama-family models on the CPU")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -59,12 +55,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 write!(out, "{}", inspect::to_text(&f.gguf))?;
             }
         }
-        Command::Dump {
-            file,
-            tensor,
-            format,
-            rows,
-        } => {
+        Command::Dump { file, tensor, format, rows } => {
             let f = GgufFile::open(&file)?;
             let (t, _) = f.tensor(&tensor)?;
             let rows = inspect::parse_rows(rows.as_deref(), t.n_rows())?;
@@ -96,11 +87,9 @@ fn main() -> ExitCode {
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
-        let io = c.downcast_ref::<std::io::Error>().or_else(|| {
-            match c.downcast_ref::<ferrite::Error>() {
-                Some(ferrite::Error::Io { source, .. }) => Some(source),
-                _ => None,
-            }
+        let io = c.downcast_ref::<std::io::Error>().or_else(|| match c.downcast_ref::<ferrite::Error>() {
+            Some(ferrite::Error::Io { source, .. }) => Some(source),
+            _ => None,
         });
         io.is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })

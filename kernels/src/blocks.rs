@@ -90,9 +90,8 @@ block!(
     BlockIQ4XS, QK_K, 136, { d: [u8; 2], scales_h: [u8; 2], scales_l: [u8; 4], qs: [u8; 128] });
 
 /// The non-linear 4-bit codebook of IQ4_NL and IQ4_XS.
-pub const KVALUES_IQ4NL: [i8; 16] = [
-    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
-];
+pub const KVALUES_IQ4NL: [i8; 16] =
+    [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
 
 /// Activation block for K-type dot products: 256 values, x = d * q, with bsums[i] the sum
 /// of q over group i of 16 (for the K types' minimum terms). Produced by us, never read
@@ -108,11 +107,7 @@ const _: () = assert!(std::mem::size_of::<BlockQ8K>() == 292);
 
 impl Default for BlockQ8K {
     fn default() -> Self {
-        BlockQ8K {
-            d: 0.0,
-            qs: [0; QK_K],
-            bsums: [0; QK_K / 16],
-        }
+        BlockQ8K { d: 0.0, qs: [0; QK_K], bsums: [0; QK_K / 16] }
     }
 }
 
@@ -129,18 +124,11 @@ pub fn as_blocks<B: Block>(bytes: &[u8]) -> Option<&[B]> {
 /// View blocks as bytes.
 pub fn as_bytes<B: Block>(blocks: &[B]) -> &[u8] {
     // SAFETY: B is plain bytes without padding (trait contract).
-    unsafe {
-        std::slice::from_raw_parts(blocks.as_ptr() as *const u8, std::mem::size_of_val(blocks))
-    }
+    unsafe { std::slice::from_raw_parts(blocks.as_ptr() as *const u8, std::mem::size_of_val(blocks)) }
 }
 
 /// View blocks as mutable bytes.
 pub fn as_bytes_mut<B: Block>(blocks: &mut [B]) -> &mut [u8] {
     // SAFETY: B is plain bytes without padding, and every bit pattern is valid.
-    unsafe {
-        std::slice::from_raw_parts_mut(
-            blocks.as_mut_ptr() as *mut u8,
-            std::mem::size_of_val(blocks),
-        )
-    }
+    unsafe { std::slice::from_raw_parts_mut(blocks.as_mut_ptr() as *mut u8, std::mem::size_of_val(blocks)) }
 }

@@ -17,11 +17,7 @@ pub enum KernelError {
     /// No kernel exists for this type (yet).
     Unsupported { ty: GgmlType, what: &'static str },
     /// Input bytes or output length do not fit the type's block layout.
-    BadLength {
-        ty: GgmlType,
-        bytes: usize,
-        elems: usize,
-    },
+    BadLength { ty: GgmlType, bytes: usize, elems: usize },
 }
 
 impl std::fmt::Display for KernelError {
@@ -66,11 +62,7 @@ pub fn can_dequantize(ty: GgmlType) -> bool {
 /// of elements the bytes hold.
 pub fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<(), KernelError> {
     use GgmlType::*;
-    let bad = || KernelError::BadLength {
-        ty,
-        bytes: bytes.len(),
-        elems: out.len(),
-    };
+    let bad = || KernelError::BadLength { ty, bytes: bytes.len(), elems: out.len() };
     if ty.row_bytes(out.len()) != Some(bytes.len()) {
         return Err(bad());
     }
@@ -108,12 +100,7 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<(), Ker
         Q6_K => blocks!(scalar::dequantize_q6_k),
         IQ4_NL => blocks!(scalar::dequantize_iq4_nl),
         IQ4_XS => blocks!(scalar::dequantize_iq4_xs),
-        _ => {
-            return Err(KernelError::Unsupported {
-                ty,
-                what: "dequantization",
-            })
-        }
+        _ => return Err(KernelError::Unsupported { ty, what: "dequantization" }),
     }
     Ok(())
 }

@@ -101,10 +101,7 @@ impl GgmlType {
 
     /// The type for a ggml name (case-insensitive), like "Q4_K" or "q8_0".
     pub fn from_name(name: &str) -> Option<GgmlType> {
-        TABLE
-            .iter()
-            .find(|r| r.2.eq_ignore_ascii_case(name))
-            .map(|r| r.0)
+        TABLE.iter().find(|r| r.2.eq_ignore_ascii_case(name)).map(|r| r.0)
     }
 
     pub fn id(self) -> u32 {
@@ -177,14 +174,8 @@ mod tests {
         assert_eq!(GgmlType::Q2_K.type_size(), 2 * 2 + qk_k / 16 + qk_k / 4);
         assert_eq!(GgmlType::Q8_K.type_size(), 4 + qk_k + qk_k / 16 * 2);
         assert_eq!(GgmlType::IQ4_XS.type_size(), 2 + 2 + qk_k / 64 + qk_k / 2);
-        assert_eq!(
-            GgmlType::IQ3_S.type_size(),
-            2 + 13 * (qk_k / 32) + qk_k / 64
-        );
-        assert_eq!(
-            GgmlType::TQ1_0.type_size(),
-            2 + qk_k / 64 + (qk_k - 4 * qk_k / 64) / 5
-        );
+        assert_eq!(GgmlType::IQ3_S.type_size(), 2 + 13 * (qk_k / 32) + qk_k / 64);
+        assert_eq!(GgmlType::TQ1_0.type_size(), 2 + qk_k / 64 + (qk_k - 4 * qk_k / 64) / 5);
         assert_eq!(GgmlType::Q4_1.row_bytes(64), Some(40));
         assert_eq!(GgmlType::Q4_1.row_bytes(33), None);
     }

@@ -30,10 +30,7 @@ pub struct GgufFile {
 impl GgufFile {
     pub fn open(path: impl AsRef<Path>) -> Result<GgufFile> {
         let path = path.as_ref().to_path_buf();
-        let io = |source| Error::Io {
-            path: path.clone(),
-            source,
-        };
+        let io = |source| Error::Io { path: path.clone(), source };
         let file = std::fs::File::open(&path).map_err(io)?;
         let meta = file.metadata().map_err(io)?;
         if meta.is_dir() {
@@ -52,11 +49,7 @@ impl GgufFile {
             Storage::Empty => &[],
         };
         let gguf = Gguf::parse(bytes)?;
-        Ok(GgufFile {
-            path,
-            storage,
-            gguf,
-        })
+        Ok(GgufFile { path, storage, gguf })
     }
 
     /// The whole file.
@@ -74,10 +67,7 @@ impl GgufFile {
 
     /// A tensor by name and its data.
     pub fn tensor(&self, name: &str) -> Result<(&TensorInfo, &[u8])> {
-        let t = self
-            .gguf
-            .tensor(name)
-            .ok_or_else(|| Error::TensorNotFound { name: name.into() })?;
+        let t = self.gguf.tensor(name).ok_or_else(|| Error::TensorNotFound { name: name.into() })?;
         Ok((t, self.tensor_data(t)))
     }
 }

@@ -112,12 +112,7 @@ impl<'a> Cursor<'a> {
         let fits = self.remaining() / min_size.max(1);
         let limit = cap.min(fits);
         if n > limit {
-            return Err(Error::TooLarge {
-                field: field(),
-                offset,
-                value: n,
-                limit,
-            });
+            return Err(Error::TooLarge { field: field(), offset, value: n, limit });
         }
         Ok(n)
     }
@@ -126,20 +121,13 @@ impl<'a> Cursor<'a> {
         let offset = self.pos as u64;
         let len = self.count(field, 1, cap)?;
         let bytes = self.take(len, field)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| Error::InvalidUtf8 {
-            field: field(),
-            offset,
-        })
+        String::from_utf8(bytes.to_vec()).map_err(|_| Error::InvalidUtf8 { field: field(), offset })
     }
 
     fn value_type(&mut self, field: &dyn Fn() -> String) -> Result<ValueType> {
         let offset = self.pos as u64;
         let id = self.u32(field)?;
-        ValueType::from_id(id).ok_or_else(|| Error::UnknownValueType {
-            field: field(),
-            offset,
-            value: id,
-        })
+        ValueType::from_id(id).ok_or_else(|| Error::UnknownValueType { field: field(), offset, value: id })
     }
 
     fn value(&mut self, ty: ValueType, field: &dyn Fn() -> String, depth: u32) -> Result<Value> {
@@ -176,10 +164,7 @@ impl<'a> Cursor<'a> {
 
     fn array_value(&mut self, field: &dyn Fn() -> String, depth: u32) -> Result<Array> {
         if depth > MAX_DEPTH {
-            return Err(Error::NestingTooDeep {
-                offset: self.pos as u64,
-                limit: MAX_DEPTH,
-            });
+            return Err(Error::NestingTooDeep { offset: self.pos as u64, limit: MAX_DEPTH });
         }
         let ty = self.value_type(field)?;
         let n = self.count(field, ty.min_size(), u64::MAX)? as usize;
@@ -202,56 +187,18 @@ impl<'a> Cursor<'a> {
                 let bytes = self.take(n as u64, field)?;
                 Array::I8(bytes.iter().map(|&b| b as i8).collect())
             }
-            ValueType::U16 => collect!(U16, |v| if let Value::U16(x) = v {
-                x
-            } else {
-                unreachable!()
-            }),
-            ValueType::I16 => collect!(I16, |v| if let Value::I16(x) = v {
-                x
-            } else {
-                unreachable!()
-            }),
-            ValueType::U32 => collect!(U32, |v| if let Value::U32(x) = v {
-                x
-            } else {
-                unreachable!()
-            }),
-            ValueType::I32 => collect!(I32, |v| if let Value::I32(x) = v {
-                x
-            } else {
-                unreachable!()
-            }),
-            ValueType::F32 => collect!(F32, |v| if let Value::F32(x) = v {
-                x
-            } else {
-                unreachable!()
-            }),
-            ValueType::Bool => collect!(Bool, |v| if let Value::Bool(x) = v {
-                x
-            } else {
-                unreachable!()
-            }),
-            ValueType::String => collect!(String, |v| if let Value::String(x) = v {
-                x
-            } else {
-                unreachable!()
-            }),
-            ValueType::U64 => collect!(U64, |v| if let Value::U64(x) = v {
-                x
-            } else {
-                unreachable!()
-            }),
-            ValueType::I64 => collect!(I64, |v| if let Value::I64(x) = v {
-                x
-            } else {
-                unreachable!()
-            }),
-            ValueType::F64 => collect!(F64, |v| if let Value::F64(x) = v {
-                x
-            } else {
-                unreachable!()
-            }),
+            ValueType::U16 => collect!(U16, |v| if let Value::U16(x) = v { x } else { unreachable!() }),
+            ValueType::I16 => collect!(I16, |v| if let Value::I16(x) = v { x } else { unreachable!() }),
+            ValueType::U32 => collect!(U32, |v| if let Value::U32(x) = v { x } else { unreachable!() }),
+            ValueType::I32 => collect!(I32, |v| if let Value::I32(x) = v { x } else { unreachable!() }),
+            ValueType::F32 => collect!(F32, |v| if let Value::F32(x) = v { x } else { unreachable!() }),
+            ValueType::Bool => collect!(Bool, |v| if let Value::Bool(x) = v { x } else { unreachable!() }),
+            ValueType::String => {
+                collect!(String, |v| if let Value::String(x) = v { x } else { unreachable!() })
+            }
+            ValueType::U64 => collect!(U64, |v| if let Value::U64(x) = v { x } else { unreachable!() }),
+            ValueType::I64 => collect!(I64, |v| if let Value::I64(x) = v { x } else { unreachable!() }),
+            ValueType::F64 => collect!(F64, |v| if let Value::F64(x) = v { x } else { unreachable!() }),
             ValueType::Array => {
                 let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
@@ -296,10 +243,7 @@ impl Gguf {
             let ty = c.value_type(&field)?;
             let value = c.value(ty, &field, 0)?;
             if key_index.insert(key.clone(), metadata.len()).is_some() {
-                return Err(Error::DuplicateKey {
-                    key,
-                    offset: entry_offset,
-                });
+                return Err(Error::DuplicateKey { key, offset: entry_offset });
             }
             metadata.push((key, value));
         }
@@ -307,11 +251,7 @@ impl Gguf {
         let alignment = match metadata.iter().find(|(k, _)| k == "general.alignment") {
             None => DEFAULT_ALIGNMENT,
             Some((_, Value::U32(a))) => *a as u64,
-            Some((_, v)) => {
-                return Err(Error::BadAlignmentType {
-                    found: v.value_type().name(),
-                })
-            }
+            Some((_, v)) => return Err(Error::BadAlignmentType { found: v.value_type().name() }),
         };
         if alignment == 0 || !alignment.is_power_of_two() {
             return Err(Error::BadAlignment { value: alignment });
@@ -326,11 +266,7 @@ impl Gguf {
             let n_dims_offset = c.pos as u64;
             let n_dims = c.u32(&field)?;
             if n_dims == 0 || n_dims > MAX_DIMS {
-                return Err(Error::BadDimCount {
-                    tensor: name,
-                    offset: n_dims_offset,
-                    n_dims,
-                });
+                return Err(Error::BadDimCount { tensor: name, offset: n_dims_offset, n_dims });
             }
             let mut dims = Vec::with_capacity(n_dims as usize);
             for _ in 0..n_dims {
@@ -345,12 +281,7 @@ impl Gguf {
                 value: type_id,
             })?;
             if let Some(index) = dims.iter().position(|&d| d == 0) {
-                return Err(Error::ZeroDim {
-                    tensor: name,
-                    offset: n_dims_offset,
-                    index,
-                    value: 0,
-                });
+                return Err(Error::ZeroDim { tensor: name, offset: n_dims_offset, index, value: 0 });
             }
             let n_elements = dims
                 .iter()
@@ -371,28 +302,13 @@ impl Gguf {
                     block: ty.block_size(),
                 });
             }
-            let size = (n_elements / block)
-                .checked_mul(ty.type_size() as u64)
-                .ok_or_else(|| Error::ElementOverflow {
-                    tensor: name.clone(),
-                    offset: n_dims_offset,
-                    dims: dims.clone(),
-                })?;
+            let size = (n_elements / block).checked_mul(ty.type_size() as u64).ok_or_else(|| {
+                Error::ElementOverflow { tensor: name.clone(), offset: n_dims_offset, dims: dims.clone() }
+            })?;
             if tensor_index.insert(name.clone(), tensors.len()).is_some() {
-                return Err(Error::DuplicateTensor {
-                    name,
-                    offset: info_offset,
-                });
+                return Err(Error::DuplicateTensor { name, offset: info_offset });
             }
-            tensors.push(TensorInfo {
-                name,
-                dims,
-                ty,
-                offset,
-                size,
-                n_elements,
-                info_offset,
-            });
+            tensors.push(TensorInfo { name, dims, ty, offset, size, n_elements, info_offset });
         }
 
         let file_len = buf.len() as u64;
@@ -405,13 +321,13 @@ impl Gguf {
                     alignment,
                 });
             }
-            let end = data_offset
-                .checked_add(t.offset)
-                .and_then(|s| s.checked_add(t.size))
-                .ok_or_else(|| Error::TensorOffsetOverflow {
-                    tensor: t.name.clone(),
-                    data_offset: t.offset,
-                    size: t.size,
+            let end =
+                data_offset.checked_add(t.offset).and_then(|s| s.checked_add(t.size)).ok_or_else(|| {
+                    Error::TensorOffsetOverflow {
+                        tensor: t.name.clone(),
+                        data_offset: t.offset,
+                        size: t.size,
+                    }
                 })?;
             if end > file_len {
                 return Err(Error::TensorOutOfFile {
@@ -436,16 +352,7 @@ impl Gguf {
             }
         }
 
-        Ok(Gguf {
-            version,
-            metadata,
-            tensors,
-            alignment,
-            data_offset,
-            file_len,
-            key_index,
-            tensor_index,
-        })
+        Ok(Gguf { version, metadata, tensors, alignment, data_offset, file_len, key_index, tensor_index })
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {
@@ -453,41 +360,28 @@ impl Gguf {
     }
 
     fn require(&self, key: &str) -> Result<&Value> {
-        self.get(key)
-            .ok_or_else(|| Error::MissingKey { key: key.into() })
+        self.get(key).ok_or_else(|| Error::MissingKey { key: key.into() })
     }
 
     fn wrong(&self, key: &str, v: &Value, expected: &'static str) -> Error {
-        Error::WrongType {
-            key: key.into(),
-            found: v.type_name(),
-            expected,
-        }
+        Error::WrongType { key: key.into(), found: v.type_name(), expected }
     }
 
     /// An unsigned integer of any width that fits in u32.
     pub fn get_u32(&self, key: &str) -> Result<u32> {
         let v = self.require(key)?;
-        let n = v
-            .as_u64()
-            .ok_or_else(|| self.wrong(key, v, "unsigned integer"))?;
-        u32::try_from(n).map_err(|_| Error::OutOfRange {
-            key: key.into(),
-            value: n.to_string(),
-        })
+        let n = v.as_u64().ok_or_else(|| self.wrong(key, v, "unsigned integer"))?;
+        u32::try_from(n).map_err(|_| Error::OutOfRange { key: key.into(), value: n.to_string() })
     }
 
     pub fn get_u64(&self, key: &str) -> Result<u64> {
         let v = self.require(key)?;
-        v.as_u64()
-            .ok_or_else(|| self.wrong(key, v, "unsigned integer"))
+        v.as_u64().ok_or_else(|| self.wrong(key, v, "unsigned integer"))
     }
 
     pub fn get_f32(&self, key: &str) -> Result<f32> {
         let v = self.require(key)?;
-        v.as_f64()
-            .map(|x| x as f32)
-            .ok_or_else(|| self.wrong(key, v, "number"))
+        v.as_f64().map(|x| x as f32).ok_or_else(|| self.wrong(key, v, "number"))
     }
 
     pub fn get_bool(&self, key: &str) -> Result<bool> {

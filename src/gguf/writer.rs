@@ -32,13 +32,7 @@ impl Default for GgufWriter {
 
 impl GgufWriter {
     pub fn new() -> GgufWriter {
-        GgufWriter {
-            version: 3,
-            alignment: 32,
-            metadata: Vec::new(),
-            tensors: Vec::new(),
-            data_len: 0,
-        }
+        GgufWriter { version: 3, alignment: 32, metadata: Vec::new(), tensors: Vec::new(), data_len: 0 }
     }
 
     /// Add a metadata entry. `general.alignment` (u32) also sets the data alignment.
@@ -46,10 +40,7 @@ impl GgufWriter {
         if key == "general.alignment" {
             if let Value::U32(a) = value {
                 assert!(a.is_power_of_two(), "alignment must be a power of two");
-                assert!(
-                    self.tensors.is_empty(),
-                    "set the alignment before adding tensors"
-                );
+                assert!(self.tensors.is_empty(), "set the alignment before adding tensors");
                 self.alignment = a as u64;
             }
         }
@@ -63,13 +54,7 @@ impl GgufWriter {
         let size = n / ty.block_size() as u64 * ty.type_size() as u64;
         let offset = self.data_len.div_ceil(self.alignment) * self.alignment;
         self.data_len = offset + size;
-        self.tensors.push(PendingTensor {
-            name: name.to_string(),
-            dims: dims.to_vec(),
-            ty,
-            size,
-            offset,
-        });
+        self.tensors.push(PendingTensor { name: name.to_string(), dims: dims.to_vec(), ty, size, offset });
         self
     }
 
@@ -108,13 +93,7 @@ impl GgufWriter {
 
     /// Write tensor `i`'s data (padding before it as needed). `pos` is the number of data
     /// bytes written so far; returns the new count.
-    pub fn write_tensor_data(
-        &self,
-        w: &mut impl Write,
-        i: usize,
-        pos: u64,
-        data: &[u8],
-    ) -> io::Result<u64> {
+    pub fn write_tensor_data(&self, w: &mut impl Write, i: usize, pos: u64, data: &[u8]) -> io::Result<u64> {
         let t = &self.tensors[i];
         if data.len() as u64 != t.size {
             return Err(io::Error::other(format!(
@@ -125,10 +104,7 @@ impl GgufWriter {
             )));
         }
         if pos > t.offset {
-            return Err(io::Error::other(format!(
-                "tensor {:?} written out of order",
-                t.name
-            )));
+            return Err(io::Error::other(format!("tensor {:?} written out of order", t.name)));
         }
         w.write_all(&vec![0u8; (t.offset - pos) as usize])?;
         w.write_all(data)?;
@@ -148,8 +124,7 @@ impl GgufWriter {
 
     pub fn to_bytes(&self, data: &[&[u8]]) -> Vec<u8> {
         let mut out = Vec::new();
-        self.write_all(&mut out, data)
-            .expect("writing to a Vec cannot fail");
+        self.write_all(&mut out, data).expect("writing to a Vec cannot fail");
         out
     }
 }

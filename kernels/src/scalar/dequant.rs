@@ -160,10 +160,7 @@ pub fn k_scale_min(j: usize, q: &[u8; 12]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {
-        (
-            (q[j + 4] & 15) | ((q[j - 4] >> 6) << 4),
-            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
-        )
+        ((q[j + 4] & 15) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
     }
 }
 
@@ -225,8 +222,7 @@ pub fn dequantize_q6_k(x: &[BlockQ6K], y: &mut [f32]) {
 #[inline(always)]
 pub fn iq4_xs_scale(b: &BlockIQ4XS, g: usize) -> i32 {
     let h = u16::from_le_bytes(b.scales_h);
-    let ls =
-        ((b.scales_l[g / 2] >> (4 * (g % 2))) & 15) as i32 | ((((h >> (2 * g)) & 3) as i32) << 4);
+    let ls = ((b.scales_l[g / 2] >> (4 * (g % 2))) & 15) as i32 | ((((h >> (2 * g)) & 3) as i32) << 4);
     ls - 32
 }
 

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Cross-compiles the kernel tests to aarch64 and runs them under qemu-aarch64 (NEON level).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+if ! command -v aarch64-linux-gnu-gcc >/dev/null || ! command -v qemu-aarch64 >/dev/null; then
+  $SUDO apt-get update -qq >/dev/null
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user >/dev/null
+fi
+rustup target add aarch64-unknown-linux-gnu >/dev/null 2>&1
+cargo test -p ferrite-kernels --release --target aarch64-unknown-linux-gnu
