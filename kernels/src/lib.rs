@@ -2,10 +2,18 @@
 //! quantization and dot products for the GGUF weight types, as a scalar reference and
 //! SIMD levels chosen at run time. No I/O and no model knowledge.
 
+#[cfg(target_arch = "aarch64")]
+pub mod aarch64;
 pub mod blocks;
+pub mod dispatch;
+pub mod matmul;
 pub mod scalar;
 pub mod types;
+#[cfg(target_arch = "x86_64")]
+pub mod x86_64;
 
+pub use dispatch::{ActBuf, ActRef, ActType, Kernels, Level};
+pub use matmul::{matmul, matvec, Matrix};
 pub use types::GgmlType;
 
 use blocks::as_blocks;
@@ -103,4 +111,18 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<(), Ker
         _ => return Err(KernelError::Unsupported { ty, what: "dequantization" }),
     }
     Ok(())
+}
+
+/// Dot product of one weight row (`bytes`, whole blocks of `ty`) with an activation row of
+/// the type `ActType::for_weight(ty)` and the same length.
+pub fn vec_dot(k: &Kernels, ty: GgmlType, bytes: &[u8], act: ActRef) -> Result<f32, KernelError> {
+    let bad = KernelError::BadLength { ty, bytes: bytes.len(), elems: act.len() };
+    if ActType::for_weight(ty) != Some(act.act_type()) {
+        return Err(KernelError::Unsupported { ty, what: "this activation type" });
+    }
+    if ty.row_bytes(act.len()) != Some(bytes.len()) {
+        return Err(bad);
+    }
+    let dot = k.dot(ty).ok_or(KernelError::Unsupported { ty, what: "dot product" })?;
+    Ok(dot(bytes, act))
 }

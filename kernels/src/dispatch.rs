@@ -1,0 +1,336 @@
+//! Kernel levels and their tables. The CPU's features are checked once; a table for a level
+//! exists only if the CPU runs it, which is what makes the `unsafe` calls to
+//! `#[target_feature]` fns below sound. `FERRITE_KERNELS=scalar|avx2|avxvnni|avx512|neon`
+//! lowers the level chosen by `Kernels::best()`; tests ask for each level explicitly.
+
+use std::sync::OnceLock;
+
+use crate::blocks::*;
+use crate::scalar;
+use crate::types::GgmlType;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Level {
+    Scalar,
+    Avx2,
+    AvxVnni,
+    Avx512,
+    Neon,
+}
+
+impl Level {
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Scalar => "scalar",
+            Level::Avx2 => "avx2",
+            Level::AvxVnni => "avxvnni",
+            Level::Avx512 => "avx512",
+            Level::Neon => "neon",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Level> {
+        [Level::Scalar, Level::Avx2, Level::AvxVnni, Level::Avx512, Level::Neon]
+            .into_iter()
+            .find(|l| l.name().eq_ignore_ascii_case(s))
+    }
+
+    /// Whether this CPU runs the level.
+    pub fn supported(self) -> bool {
+        match self {
+            Level::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx2 => {
+                is_x86_feature_detected!("avx2")
+                    && is_x86_feature_detected!("fma")
+                    && is_x86_feature_detected!("f16c")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Level::AvxVnni => Level::Avx2.supported() && is_x86_feature_detected!("avxvnni"),
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx512 => {
+                Level::Avx2.supported()
+                    && is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512bw")
+                    && is_x86_feature_detected!("avx512vl")
+                    && is_x86_feature_detected!("avx512vnni")
+            }
+            #[cfg(target_arch = "aarch64")]
+            Level::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+}
+
+/// The activation format a weight type's dot product takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActType {
+    Q8_0,
+    Q8_1,
+    Q8K,
+    F32,
+}
+
+impl ActType {
+    pub fn for_weight(ty: GgmlType) -> Option<ActType> {
+        use GgmlType::*;
+        Some(match ty {
+            Q4_0 | Q5_0 | Q8_0 | IQ4_NL => ActType::Q8_0,
+            Q4_1 | Q5_1 => ActType::Q8_1,
+            Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | IQ4_XS => ActType::Q8K,
+            F32 | F16 | BF16 => ActType::F32,
+            _ => return None,
+        })
+    }
+
+    /// Elements per activation block.
+    pub fn block(self) -> usize {
+        match self {
+            ActType::Q8_0 | ActType::Q8_1 => 32,
+            ActType::Q8K => QK_K,
+            ActType::F32 => 1,
+        }
+    }
+}
+
+/// A quantized activation row (or several rows back to back).
+#[derive(Clone, Copy, Debug)]
+pub enum ActRef<'a> {
+    Q8_0(&'a [BlockQ8_0]),
+    Q8_1(&'a [BlockQ8_1]),
+    Q8K(&'a [BlockQ8K]),
+    F32(&'a [f32]),
+}
+
+impl<'a> ActRef<'a> {
+    pub fn act_type(&self) -> ActType {
+        match self {
+            ActRef::Q8_0(_) => ActType::Q8_0,
+            ActRef::Q8_1(_) => ActType::Q8_1,
+            ActRef::Q8K(_) => ActType::Q8K,
+            ActRef::F32(_) => ActType::F32,
+        }
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            ActRef::Q8_0(a) => a.len() * 32,
+            ActRef::Q8_1(a) => a.len() * 32,
+            ActRef::Q8K(a) => a.len() * QK_K,
+            ActRef::F32(a) => a.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Row `r` of rows `n` elements long.
+    pub fn row(&self, r: usize, n: usize) -> ActRef<'a> {
+        let b = n / self.act_type().block();
+        match *self {
+            ActRef::Q8_0(a) => ActRef::Q8_0(&a[r * b..(r + 1) * b]),
+            ActRef::Q8_1(a) => ActRef::Q8_1(&a[r * b..(r + 1) * b]),
+            ActRef::Q8K(a) => ActRef::Q8K(&a[r * b..(r + 1) * b]),
+            ActRef::F32(a) => ActRef::F32(&a[r * b..(r + 1) * b]),
+        }
+    }
+}
+
+/// Reusable activation scratch: quantize once per matmul input, no allocation once warm.
+#[derive(Default)]
+pub struct ActBuf {
+    q8_0: Vec<BlockQ8_0>,
+    q8_1: Vec<BlockQ8_1>,
+    q8k: Vec<BlockQ8K>,
+    f32: Vec<f32>,
+}
+
+impl ActBuf {
+    pub fn new() -> ActBuf {
+        ActBuf::default()
+    }
+
+    /// Quantize `x` (rows of `n` elements, `n` a multiple of the block size) to `kind`.
+    pub fn quantize(&mut self, kind: ActType, x: &[f32]) -> ActRef<'_> {
+        let nb = x.len() / kind.block();
+        match kind {
+            ActType::Q8_0 => {
+                self.q8_0.resize(nb, BlockQ8_0::default());
+                scalar::quantize_q8_0(x, &mut self.q8_0);
+                ActRef::Q8_0(&self.q8_0)
+            }
+            ActType::Q8_1 => {
+                self.q8_1.resize(nb, BlockQ8_1::default());
+                scalar::quantize_q8_1(x, &mut self.q8_1);
+                ActRef::Q8_1(&self.q8_1)
+            }
+            ActType::Q8K => {
+                self.q8k.resize(nb, BlockQ8K::default());
+                scalar::quantize_q8_k(x, &mut self.q8k);
+                ActRef::Q8K(&self.q8k)
+            }
+            ActType::F32 => {
+                self.f32.clear();
+                self.f32.extend_from_slice(x);
+                ActRef::F32(&self.f32)
+            }
+        }
+    }
+}
+
+/// A weight row's bytes against an activation row of the matching type.
+pub type DotFn = fn(&[u8], ActRef) -> f32;
+
+/// Expands to a safe wrapper `fn(&[u8], ActRef) -> f32` around a kernel.
+/// The caller (`Kernels::vec_dot` and the matmuls) has checked that the bytes are whole
+/// blocks and that the activation has the weight type's `ActType` and length.
+macro_rules! wrap {
+    ($f:path, $w:ty, $act:ident) => {{
+        fn w(x: &[u8], a: ActRef) -> f32 {
+            let (Some(x), ActRef::$act(a)) = (as_blocks::<$w>(x), a) else { return f32::NAN };
+            #[allow(unused_unsafe)]
+            // SAFETY: this wrapper is stored only in the table of a level whose features the
+            // CPU was checked to have (`Kernels::for_level`).
+            unsafe {
+                $f(x, a)
+            }
+        }
+        w as DotFn
+    }};
+    (float $f:path) => {{
+        fn w(x: &[u8], a: ActRef) -> f32 {
+            let ActRef::F32(a) = a else { return f32::NAN };
+            #[allow(unused_unsafe)]
+            // SAFETY: as above.
+            unsafe {
+                $f(x, a)
+            }
+        }
+        w as DotFn
+    }};
+}
+
+/// The kernels of one level.
+pub struct Kernels {
+    pub level: Level,
+    dots: Vec<(GgmlType, DotFn)>,
+}
+
+fn scalar_dots() -> Vec<(GgmlType, DotFn)> {
+    use GgmlType::*;
+    vec![
+        (Q4_0, wrap!(scalar::vec_dot_q4_0_q8_0, BlockQ4_0, Q8_0)),
+        (Q4_1, wrap!(scalar::vec_dot_q4_1_q8_1, BlockQ4_1, Q8_1)),
+        (Q5_0, wrap!(scalar::vec_dot_q5_0_q8_0, BlockQ5_0, Q8_0)),
+        (Q5_1, wrap!(scalar::vec_dot_q5_1_q8_1, BlockQ5_1, Q8_1)),
+        (Q8_0, wrap!(scalar::vec_dot_q8_0_q8_0, BlockQ8_0, Q8_0)),
+        (IQ4_NL, wrap!(scalar::vec_dot_iq4_nl_q8_0, BlockIQ4NL, Q8_0)),
+        (Q2_K, wrap!(scalar::vec_dot_q2_k_q8_k, BlockQ2K, Q8K)),
+        (Q3_K, wrap!(scalar::vec_dot_q3_k_q8_k, BlockQ3K, Q8K)),
+        (Q4_K, wrap!(scalar::vec_dot_q4_k_q8_k, BlockQ4K, Q8K)),
+        (Q5_K, wrap!(scalar::vec_dot_q5_k_q8_k, BlockQ5K, Q8K)),
+        (Q6_K, wrap!(scalar::vec_dot_q6_k_q8_k, BlockQ6K, Q8K)),
+        (IQ4_XS, wrap!(scalar::vec_dot_iq4_xs_q8_k, BlockIQ4XS, Q8K)),
+        (F32, wrap!(float scalar::vec_dot_f32)),
+        (F16, wrap!(float scalar::vec_dot_f16_f32)),
+        (BF16, wrap!(float scalar::vec_dot_bf16_f32)),
+    ]
+}
+
+/// Replace the scalar entries with a level's own kernels.
+fn with(mut dots: Vec<(GgmlType, DotFn)>, own: Vec<(GgmlType, DotFn)>) -> Vec<(GgmlType, DotFn)> {
+    for (ty, f) in own {
+        match dots.iter_mut().find(|(t, _)| *t == ty) {
+            Some(e) => e.1 = f,
+            None => dots.push((ty, f)),
+        }
+    }
+    dots
+}
+
+#[cfg(target_arch = "x86_64")]
+macro_rules! x86_table {
+    ($m:path) => {{
+        use $m as k;
+        use GgmlType::*;
+        vec![
+            (Q4_0, wrap!(k::vec_dot_q4_0_q8_0, BlockQ4_0, Q8_0)),
+            (Q4_1, wrap!(k::vec_dot_q4_1_q8_1, BlockQ4_1, Q8_1)),
+            (Q8_0, wrap!(k::vec_dot_q8_0_q8_0, BlockQ8_0, Q8_0)),
+            (Q4_K, wrap!(k::vec_dot_q4_k_q8_k, BlockQ4K, Q8K)),
+            (Q6_K, wrap!(k::vec_dot_q6_k_q8_k, BlockQ6K, Q8K)),
+            (F32, wrap!(float k::vec_dot_f32)),
+            (F16, wrap!(float k::vec_dot_f16_f32)),
+        ]
+    }};
+}
+
+fn build(level: Level) -> Kernels {
+    let dots = match level {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => with(scalar_dots(), x86_table!(crate::x86_64::avx2)),
+        #[cfg(target_arch = "x86_64")]
+        Level::AvxVnni => with(scalar_dots(), x86_table!(crate::x86_64::avxvnni)),
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => with(scalar_dots(), x86_table!(crate::x86_64::avx512)),
+        #[cfg(target_arch = "aarch64")]
+        Level::Neon => with(scalar_dots(), crate::aarch64::neon_table()),
+        _ => scalar_dots(),
+    };
+    Kernels { level, dots }
+}
+
+const LEVELS: [Level; 5] = [Level::Scalar, Level::Avx2, Level::AvxVnni, Level::Avx512, Level::Neon];
+
+impl Kernels {
+    /// The table of a level, if this CPU runs it.
+    pub fn for_level(level: Level) -> Option<&'static Kernels> {
+        static TABLES: OnceLock<Vec<Kernels>> = OnceLock::new();
+        let tables = TABLES.get_or_init(|| LEVELS.into_iter().filter(|l| l.supported()).map(build).collect());
+        tables.iter().find(|k| k.level == level)
+    }
+
+    /// Every level this CPU runs, lowest first.
+    pub fn available() -> Vec<Level> {
+        LEVELS.into_iter().filter(|l| l.supported()).collect()
+    }
+
+    /// The best level this CPU runs, lowered by `FERRITE_KERNELS` if set (an unknown or
+    /// unsupported name falls back to the best level, with a warning on stderr).
+    pub fn best() -> &'static Kernels {
+        static BEST: OnceLock<Level> = OnceLock::new();
+        let level = *BEST.get_or_init(|| {
+            let best = *Kernels::available().last().expect("scalar is always available");
+            match std::env::var("FERRITE_KERNELS") {
+                Ok(name) => match Level::from_name(&name) {
+                    Some(l) if l.supported() => l,
+                    _ => {
+                        eprintln!(
+                            "warning: FERRITE_KERNELS={name} is not a level this CPU runs; using {}",
+                            best.name()
+                        );
+                        best
+                    }
+                },
+                Err(_) => best,
+            }
+        });
+        Kernels::for_level(level).expect("a supported level has a table")
+    }
+
+    /// The dot product kernel for a weight type.
+    pub fn dot(&self, ty: GgmlType) -> Option<DotFn> {
+        self.dots.iter().find(|(t, _)| *t == ty).map(|(_, f)| *f)
+    }
+
+    /// Whether this level has its own (non-scalar) kernel for the type.
+    pub fn is_native(&self, ty: GgmlType) -> bool {
+        match (self.dot(ty), Kernels::for_level(Level::Scalar).and_then(|s| s.dot(ty))) {
+            (Some(a), Some(b)) => self.level == Level::Scalar || a as usize != b as usize,
+            _ => false,
+        }
+    }
+}

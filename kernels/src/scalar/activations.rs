@@ -1,0 +1,59 @@
+//! Reference quantizers for activations (and Q8_0 weights): Q8_0, Q8_1, Q8_K, following
+//! ggml's `quantize_row_q8_{0,1,K}_ref` exactly (same rounding, same f16 conversions).
+
+use crate::blocks::*;
+
+/// x.len() == 32 * y.len().
+pub fn quantize_q8_0(x: &[f32], y: &mut [BlockQ8_0]) {
+    for (x, b) in x.chunks_exact(32).zip(y.iter_mut()) {
+        let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        b.d = f16_bytes(d);
+        for (q, v) in b.qs.iter_mut().zip(x) {
+            *q = (v * id).round() as i8;
+        }
+    }
+}
+
+/// As Q8_0, plus s = d * sum(q) for the offset term of Q4_1/Q5_1 dot products.
+pub fn quantize_q8_1(x: &[f32], y: &mut [BlockQ8_1]) {
+    for (x, b) in x.chunks_exact(32).zip(y.iter_mut()) {
+        let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        b.d = f16_bytes(d);
+        let mut sum = 0i32;
+        for (q, v) in b.qs.iter_mut().zip(x) {
+            *q = (v * id).round() as i8;
+            sum += *q as i32;
+        }
+        b.s = f16_bytes(sum as f32 * d);
+    }
+}
+
+/// 256 values per block; the scale maps the value of largest magnitude to -127 (sign kept),
+/// rounding half to even as ggml's `nearest_int`.
+pub fn quantize_q8_k(x: &[f32], y: &mut [BlockQ8K]) {
+    for (x, b) in x.chunks_exact(QK_K).zip(y.iter_mut()) {
+        let (mut amax, mut max) = (0f32, 0f32);
+        for &v in x {
+            if v.abs() > amax {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        if amax == 0.0 {
+            *b = BlockQ8K::default();
+            continue;
+        }
+        let iscale = -127.0 / max;
+        for (q, v) in b.qs.iter_mut().zip(x) {
+            *q = ((iscale * v).round_ties_even() as i32).min(127) as i8;
+        }
+        for (j, s) in b.bsums.iter_mut().enumerate() {
+            *s = b.qs[j * 16..j * 16 + 16].iter().map(|&q| q as i16).sum();
+        }
+        b.d = 1.0 / iscale;
+    }
+}

@@ -1,0 +1,113 @@
+//! 256-bit dot products of the 32-element block types (Q4_0, Q4_1, Q8_0) with Q8_0/Q8_1
+//! activations. One body serves the avx2, avxvnni and avx512 levels: `x86_kernels!`
+//! instantiates it with each level's `mul_sum` (u8 x i8 products summed in i32 lanes).
+
+/// Expands, inside a level's module, to that level's legacy-type kernels. `$feat` is the
+/// target-feature list; `mul_sum(acc, u, s)` must be defined in the calling module.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! x86_legacy_kernels {
+    ($feat:literal) => {
+        use $crate::blocks::*;
+
+        /// The 32 nibbles of a Q4 block as bytes 0..16: low nibbles in lanes 0-15 (elements
+        /// 0-15), high nibbles in lanes 16-31 (elements 16-31).
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn unpack_nibbles(qs: &[u8; 16]) -> __m256i {
+            let b = _mm_loadu_si128(qs.as_ptr() as *const __m128i);
+            let lo = _mm_and_si128(b, _mm_set1_epi8(15));
+            let hi = _mm_and_si128(_mm_srli_epi16(b, 4), _mm_set1_epi8(15));
+            _mm256_set_m128i(hi, lo)
+        }
+
+        /// Signed x signed bytes summed into i32 lanes: |x| as unsigned times y with x's sign.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn mul_sum_i8(acc: __m256i, x: __m256i, y: __m256i) -> __m256i {
+            mul_sum(acc, _mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
+        }
+
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn hsum(v: __m256) -> f32 {
+            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+            _mm_cvtss_f32(s)
+        }
+
+        #[target_feature(enable = $feat)]
+        pub unsafe fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
+            let mut acc = _mm256_setzero_ps();
+            for (a, b) in x.iter().zip(y) {
+                let q = _mm256_sub_epi8(unpack_nibbles(&a.qs), _mm256_set1_epi8(8));
+                let v = _mm256_loadu_si256(b.qs.as_ptr() as *const __m256i);
+                let s = mul_sum_i8(_mm256_setzero_si256(), q, v);
+                let d = _mm256_set1_ps(f16_le(a.d) * f16_le(b.d));
+                acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc);
+            }
+            hsum(acc)
+        }
+
+        #[target_feature(enable = $feat)]
+        pub unsafe fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
+            let mut acc = _mm256_setzero_ps();
+            let mut offsets = 0f32;
+            for (a, b) in x.iter().zip(y) {
+                let q = unpack_nibbles(&a.qs);
+                let v = _mm256_loadu_si256(b.qs.as_ptr() as *const __m256i);
+                let s = mul_sum(_mm256_setzero_si256(), q, v);
+                let d = _mm256_set1_ps(f16_le(a.d) * f16_le(b.d));
+                acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc);
+                offsets += f16_le(a.m) * f16_le(b.s);
+            }
+            hsum(acc) + offsets
+        }
+
+        #[target_feature(enable = $feat)]
+        pub unsafe fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
+            let mut acc = _mm256_setzero_ps();
+            for (a, b) in x.iter().zip(y) {
+                let q = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
+                let v = _mm256_loadu_si256(b.qs.as_ptr() as *const __m256i);
+                let s = mul_sum_i8(_mm256_setzero_si256(), q, v);
+                let d = _mm256_set1_ps(f16_le(a.d) * f16_le(b.d));
+                acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc);
+            }
+            hsum(acc)
+        }
+
+        #[target_feature(enable = $feat)]
+        pub unsafe fn vec_dot_f32(x: &[u8], y: &[f32]) -> f32 {
+            let n = y.len();
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut i = 0;
+            while i + 32 <= n {
+                for (k, a) in acc.iter_mut().enumerate() {
+                    let w = _mm256_loadu_ps(x.as_ptr().add(4 * (i + 8 * k)) as *const f32);
+                    *a = _mm256_fmadd_ps(w, _mm256_loadu_ps(y.as_ptr().add(i + 8 * k)), *a);
+                }
+                i += 32;
+            }
+            let mut s = hsum(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+            s += $crate::scalar::vec_dot_f32(&x[4 * i..], &y[i..]);
+            s
+        }
+
+        #[target_feature(enable = $feat)]
+        pub unsafe fn vec_dot_f16_f32(x: &[u8], y: &[f32]) -> f32 {
+            let n = y.len();
+            let mut acc = [_mm256_setzero_ps(); 2];
+            let mut i = 0;
+            while i + 16 <= n {
+                for (k, a) in acc.iter_mut().enumerate() {
+                    let h = _mm_loadu_si128(x.as_ptr().add(2 * (i + 8 * k)) as *const __m128i);
+                    *a = _mm256_fmadd_ps(_mm256_cvtph_ps(h), _mm256_loadu_ps(y.as_ptr().add(i + 8 * k)), *a);
+                }
+                i += 16;
+            }
+            hsum(_mm256_add_ps(acc[0], acc[1])) + $crate::scalar::vec_dot_f16_f32(&x[2 * i..], &y[i..])
+        }
+    };
+}

@@ -1,0 +1,224 @@
+//! Every kernel level against the scalar reference, on random data and edge cases, at every
+//! block count 1..64 and on unaligned slices; and matvec/matmul against a plain f32 matmul
+//! of the dequantized weights.
+
+use ferrite_kernels::blocks::{as_bytes, f16_bytes};
+use ferrite_kernels::{
+    dequantize, matmul, vec_dot, ActBuf, ActRef, ActType, GgmlType, Kernels, Level, Matrix,
+};
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn f32(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+}
+
+const TYPES: [GgmlType; 15] = [
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::IQ4_NL,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+    GgmlType::IQ4_XS,
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+];
+
+/// Offsets of the f16 scale fields in a block, which must hold finite values.
+fn f16_fields(ty: GgmlType) -> &'static [usize] {
+    use GgmlType::*;
+    match ty {
+        Q4_0 | Q5_0 | Q8_0 | IQ4_NL | IQ4_XS => &[0],
+        Q4_1 | Q5_1 | Q4_K | Q5_K => &[0, 2],
+        Q2_K => &[80, 82],
+        Q3_K => &[108],
+        Q6_K => &[208],
+        _ => &[],
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Case {
+    Random,
+    Zeros,
+    AllOnes,
+    AllZeroBits,
+    HugeScale,
+    TinyScale,
+}
+
+const CASES: [Case; 6] =
+    [Case::Random, Case::Zeros, Case::AllOnes, Case::AllZeroBits, Case::HugeScale, Case::TinyScale];
+
+/// Random weight bytes for `nb` blocks with sane (or deliberately extreme) scales.
+/// AllOnes sets every quant bit (all nibbles 15), AllZeroBits clears them (all nibbles 0).
+fn weights(ty: GgmlType, nb: usize, case: Case, rng: &mut Rng) -> Vec<u8> {
+    let n = nb * ty.block_size();
+    match ty {
+        GgmlType::F32 => return (0..n).flat_map(|_| rng.f32().to_le_bytes()).collect(),
+        GgmlType::F16 => return (0..n).flat_map(|_| half::f16::from_f32(rng.f32()).to_le_bytes()).collect(),
+        GgmlType::BF16 => {
+            return (0..n).flat_map(|_| half::bf16::from_f32(rng.f32()).to_le_bytes()).collect()
+        }
+        _ => {}
+    }
+    let bs = ty.type_size();
+    let mut b: Vec<u8> = match case {
+        Case::Zeros | Case::AllZeroBits => vec![0; nb * bs],
+        Case::AllOnes => vec![0xff; nb * bs],
+        _ => (0..nb * bs).map(|_| rng.next() as u8).collect(),
+    };
+    for blk in b.chunks_exact_mut(bs) {
+        for &off in f16_fields(ty) {
+            let v = match case {
+                Case::Zeros => 0.0,
+                Case::HugeScale => 1000.0 * (rng.f32() + 1.5),
+                Case::TinyScale => 1e-6 * (rng.f32() + 1.5),
+                _ => 0.01 * (rng.f32() + 1.2),
+            };
+            blk[off..off + 2].copy_from_slice(&f16_bytes(v));
+        }
+    }
+    b
+}
+
+fn activation(n: usize, rng: &mut Rng) -> Vec<f32> {
+    (0..n).map(|i| rng.f32() * if i % 37 == 0 { 8.0 } else { 1.0 }).collect()
+}
+
+/// Sum of |w_i * a_i| over the dequantized weights and the dequantized activation.
+fn abs_terms(ty: GgmlType, w: &[u8], a: ActRef) -> f64 {
+    let n = a.len();
+    let mut wf = vec![0f32; n];
+    dequantize(ty, w, &mut wf).unwrap();
+    let mut af = vec![0f32; n];
+    match a {
+        ActRef::Q8_0(b) => dequantize(GgmlType::Q8_0, as_bytes(b), &mut af).unwrap(),
+        ActRef::Q8_1(b) => dequantize(GgmlType::Q8_1, as_bytes(b), &mut af).unwrap(),
+        ActRef::Q8K(b) => ferrite_kernels::scalar::dequantize_q8_k(b, &mut af),
+        ActRef::F32(b) => af.copy_from_slice(b),
+    }
+    wf.iter().zip(&af).map(|(&x, &y)| (x as f64 * y as f64).abs()).sum()
+}
+
+fn levels() -> Vec<&'static Kernels> {
+    let ls: Vec<_> = Kernels::available().into_iter().map(|l| Kernels::for_level(l).unwrap()).collect();
+    eprintln!("levels: {:?}", ls.iter().map(|k| k.level).collect::<Vec<_>>());
+    ls
+}
+
+#[test]
+fn every_level_matches_scalar() {
+    let scalar = Kernels::for_level(Level::Scalar).unwrap();
+    let mut rng = Rng(0x1234_5678_9abc_def1);
+    let mut buf = ActBuf::new();
+    let mut checked = 0;
+    for k in levels().into_iter().filter(|k| k.level != Level::Scalar) {
+        for ty in TYPES {
+            let act = ActType::for_weight(ty).unwrap();
+            for case in CASES {
+                for nb in 1..=64usize {
+                    if !matches!(case, Case::Random) && nb % 7 != 1 {
+                        continue;
+                    }
+                    let n = nb * ty.block_size().max(act.block());
+                    let w = weights(ty, n / ty.block_size(), case, &mut rng);
+                    // Unaligned: the row starts one byte into a larger buffer.
+                    let mut shifted = vec![0u8; w.len() + 1];
+                    shifted[1..].copy_from_slice(&w);
+                    let x = activation(n, &mut rng);
+                    let a = buf.quantize(act, &x);
+                    let want = vec_dot(scalar, ty, &w, a).unwrap();
+                    let got = vec_dot(k, ty, &shifted[1..], a).unwrap();
+                    let tol = 1e-5 * abs_terms(ty, &w, a);
+                    assert!(
+                        ((got - want) as f64).abs() <= tol.max(1e-30),
+                        "{:?} {ty} {case:?} {nb} blocks: {got} vs scalar {want} (tol {tol})",
+                        k.level
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    eprintln!("{checked} comparisons");
+}
+
+/// matmul (several rows, and matvec as n = 1) at every level against f64 arithmetic on
+/// the dequantized weights.
+///
+/// Tolerance: quantizing an activation block to 8 bits moves each element by at most half a
+/// step, amax/254 (Q8_0/Q8_1/Q8_K all use d = amax/127), plus f16 rounding of d (2^-11
+/// relative). So |err| <= sum_i |w_i| * amax(block of i) / 254 * (1 + 2^-10), plus f32
+/// rounding of the sums (1e-4 of the sum of |w_i x_i|). Float weights see no activation
+/// quantization: only the rounding term applies.
+#[test]
+fn matmul_matches_f32_reference() {
+    let mut rng = Rng(99);
+    let mut buf = ActBuf::new();
+    for k in levels() {
+        for ty in TYPES {
+            let act = ActType::for_weight(ty).unwrap();
+            let (rows, cols) = (37, 2 * ty.block_size().max(act.block()).max(64));
+            let w = weights(ty, rows * cols / ty.block_size(), Case::Random, &mut rng);
+            let m = Matrix::new(ty, rows, cols, &w).unwrap();
+            let mut wf = vec![0f32; rows * cols];
+            dequantize(ty, &w, &mut wf).unwrap();
+            for n in [1usize, 3, 8] {
+                let x = activation(n * cols, &mut rng);
+                let mut y = vec![0f32; n * rows];
+                matmul(k, &m, &x, n, &mut y, &mut buf).unwrap();
+                for i in 0..n {
+                    let xi = &x[i * cols..(i + 1) * cols];
+                    for r in 0..rows {
+                        let wr = &wf[r * cols..(r + 1) * cols];
+                        let exact: f64 = wr.iter().zip(xi).map(|(&a, &b)| a as f64 * b as f64).sum();
+                        let abs: f64 = wr.iter().zip(xi).map(|(&a, &b)| (a as f64 * b as f64).abs()).sum();
+                        let mut qerr = 0f64;
+                        if act != ActType::F32 {
+                            for (wb, xb) in wr.chunks(act.block()).zip(xi.chunks(act.block())) {
+                                let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
+                                qerr += wb.iter().map(|v| v.abs() as f64).sum::<f64>() * amax / 254.0;
+                            }
+                        }
+                        let tol = qerr * (1.0 + 1.0 / 1024.0) + 1e-4 * abs + 1e-6;
+                        let got = y[i * rows + r] as f64;
+                        assert!(
+                            (got - exact).abs() <= tol,
+                            "{:?} {ty} n={n} row {r}: {got} vs {exact} (tol {tol})",
+                            k.level
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_inputs_are_errors() {
+    let k = Kernels::best();
+    let mut buf = ActBuf::new();
+    let a = buf.quantize(ActType::Q8_0, &[0.5; 64]);
+    assert!(vec_dot(k, GgmlType::Q4_0, &[0; 18], a).is_err(), "length mismatch");
+    assert!(vec_dot(k, GgmlType::Q4_1, &[0; 40], a).is_err(), "wrong activation type");
+    assert!(vec_dot(k, GgmlType::IQ2_XXS, &[0; 66], a).is_err(), "unsupported type");
+    assert!(Matrix::new(GgmlType::Q4_0, 2, 32, &[0; 35]).is_err());
+    let m = Matrix::new(GgmlType::Q4_0, 2, 32, &[0; 36]).unwrap();
+    let mut y = [0f32; 3];
+    assert!(matmul(k, &m, &[0.0; 32], 1, &mut y, &mut buf).is_err());
+}
