@@ -1,8 +1,15 @@
 //! ferrite: a pure-Rust CPU runtime for GGUF quantized Llama-family models.
 
+pub mod bench;
 pub mod error;
+pub mod generate;
 pub mod gguf;
 pub mod inspect;
+pub mod model;
+pub mod ops;
+pub mod sampler;
+pub mod synth;
+pub mod tokenizer;
 
 pub use error::{Error, Result};
 pub use ferrite_kernels as kernels;

@@ -1,0 +1,112 @@
+//! `ferrite bench`: prefill and decode speed, timed separately like llama-bench
+//! (pp: a batch of p random tokens into an empty cache; tg: n tokens decoded one at a time
+//! from an empty cache), mean and standard deviation over repetitions after a warm-up.
+
+use std::time::Instant;
+
+use serde_json::json;
+
+use crate::error::Result;
+use crate::model::{KvCache, Model, State};
+use crate::sampler::Rng;
+
+#[derive(Clone, Debug)]
+pub struct BenchResult {
+    pub test: String,
+    pub tokens_per_s: f64,
+    pub stddev: f64,
+    pub samples: Vec<f64>,
+}
+
+fn random_tokens(model: &Model, n: usize, rng: &mut Rng) -> Vec<u32> {
+    (0..n).map(|_| (rng.next_u64() % model.config.vocab_size as u64) as u32).collect()
+}
+
+fn mean_std(xs: &[f64]) -> (f64, f64) {
+    let m = xs.iter().sum::<f64>() / xs.len() as f64;
+    let var = if xs.len() > 1 {
+        xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (xs.len() - 1) as f64
+    } else {
+        0.0
+    };
+    (m, var.sqrt())
+}
+
+/// Time `reps` runs of a prefill of `p` tokens (if p > 0) and a decode of `n` tokens (if n > 0).
+pub fn run(model: &Model, p: usize, n: usize, reps: usize) -> Result<Vec<BenchResult>> {
+    let n_ctx = p.max(n).max(1);
+    let mut cache = KvCache::new(&model.config, n_ctx);
+    let mut state = State::new(&model.config, n_ctx);
+    let mut rng = Rng::new(1234);
+    let mut results = Vec::new();
+    // Warm-up: touch every weight once (page faults, caches), as llama-bench does.
+    cache.clear();
+    model.forward(&random_tokens(model, 1, &mut rng), &mut cache, &mut state, None)?;
+    if p > 0 {
+        let mut samples = Vec::new();
+        for _ in 0..reps {
+            let toks = random_tokens(model, p, &mut rng);
+            cache.clear();
+            let t = Instant::now();
+            model.forward(&toks, &mut cache, &mut state, None)?;
+            samples.push(p as f64 / t.elapsed().as_secs_f64());
+        }
+        let (m, s) = mean_std(&samples);
+        results.push(BenchResult { test: format!("pp{p}"), tokens_per_s: m, stddev: s, samples });
+    }
+    if n > 0 {
+        let mut samples = Vec::new();
+        for _ in 0..reps {
+            let toks = random_tokens(model, n, &mut rng);
+            cache.clear();
+            let t = Instant::now();
+            for tok in &toks {
+                model.forward(std::slice::from_ref(tok), &mut cache, &mut state, None)?;
+            }
+            samples.push(n as f64 / t.elapsed().as_secs_f64());
+        }
+        let (m, s) = mean_std(&samples);
+        results.push(BenchResult { test: format!("tg{n}"), tokens_per_s: m, stddev: s, samples });
+    }
+    Ok(results)
+}
+
+pub fn describe(model: &Model) -> (String, u64, u64) {
+    let g = &model.file.gguf;
+    let name = g.get("general.name").and_then(|v| v.as_str()).unwrap_or("llama").to_string();
+    let bytes: u64 = g.tensors.iter().map(|t| t.size).sum();
+    let params: u64 = g.tensors.iter().map(|t| t.n_elements).sum();
+    (name, bytes, params)
+}
+
+pub fn to_markdown(model: &Model, threads: usize, results: &[BenchResult]) -> String {
+    let (name, bytes, params) = describe(model);
+    let mut s = String::from("| model | size | params | kernels | threads | test | t/s |\n");
+    s.push_str("| --- | ---: | ---: | --- | ---: | ---: | ---: |\n");
+    for r in results {
+        s.push_str(&format!(
+            "| {name} | {:.2} GiB | {:.2} B | {} | {threads} | {} | {:.2} ± {:.2} |\n",
+            bytes as f64 / (1u64 << 30) as f64,
+            params as f64 / 1e9,
+            model.kernels.level.name(),
+            r.test,
+            r.tokens_per_s,
+            r.stddev
+        ));
+    }
+    s
+}
+
+pub fn to_json(model: &Model, threads: usize, results: &[BenchResult]) -> serde_json::Value {
+    let (name, bytes, params) = describe(model);
+    json!({
+        "model": name,
+        "size_bytes": bytes,
+        "params": params,
+        "kernels": model.kernels.level.name(),
+        "threads": threads,
+        "results": results.iter().map(|r| json!({
+            "test": r.test, "tokens_per_s": r.tokens_per_s, "stddev": r.stddev, "samples": r.samples,
+        })).collect::<Vec<_>>(),
+    })
+}

@@ -1,0 +1,395 @@
+//! The Llama forward pass over zero-copy weights, with an F16 KV cache.
+//!
+//! One step: x = embed(token); per layer: h = x + Wo·attn(rope(Wq·n(x)), rope(Wk·n(x)), Wv·n(x));
+//! x = h + Wdown·(silu(Wgate·n(h)) * Wup·n(h)); logits = Wout·n(x). Prefill runs the prompt as
+//! a batch through `matmul`; decode runs one token through `matvec`.
+
+pub mod config;
+
+use half::f16;
+use rayon::prelude::*;
+
+pub use config::LlamaConfig;
+use ferrite_kernels::{matmul, ActBuf, GgmlType, Kernels, Matrix};
+
+use crate::error::{Error, Result};
+use crate::gguf::{GgufFile, TensorInfo};
+use crate::ops;
+
+/// Most tokens run through one batched forward call.
+pub const MAX_BATCH: usize = 512;
+
+/// A weight matrix located in the file (a view is made on use).
+#[derive(Clone, Debug)]
+pub struct WeightRef {
+    pub name: String,
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    start: usize,
+    len: usize,
+}
+
+pub struct Layer {
+    pub attn_norm: Vec<f32>,
+    pub wq: WeightRef,
+    pub wk: WeightRef,
+    pub wv: WeightRef,
+    pub wo: WeightRef,
+    pub ffn_norm: Vec<f32>,
+    pub w_gate: WeightRef,
+    pub w_up: WeightRef,
+    pub w_down: WeightRef,
+}
+
+pub struct Model {
+    pub file: GgufFile,
+    pub config: LlamaConfig,
+    pub token_embd: WeightRef,
+    pub layers: Vec<Layer>,
+    pub output_norm: Vec<f32>,
+    /// `output.weight`, or `token_embd.weight` when the output is tied.
+    pub output: WeightRef,
+    /// base^(-2i/rope_dims) * freq_scale / freq_factor_i.
+    pub inv_freq: Vec<f32>,
+    pub kernels: &'static Kernels,
+}
+
+fn find<'a>(file: &'a GgufFile, name: &str) -> Result<&'a TensorInfo> {
+    file.gguf.tensor(name).ok_or_else(|| Error::TensorNotFound { name: name.into() })
+}
+
+/// A 2-D weight, checked to be `cols` (input) x `rows` (output) as GGUF stores it.
+fn weight(file: &GgufFile, name: &str, cols: usize, rows: usize) -> Result<WeightRef> {
+    let t = find(file, name)?;
+    if t.dims != [cols as u64, rows as u64] {
+        return Err(Error::Invalid(format!(
+            "tensor {name:?} has shape {:?}, expected [{cols}, {rows}]",
+            t.dims
+        )));
+    }
+    if ferrite_kernels::ActType::for_weight(t.ty).is_none() || !ferrite_kernels::can_dequantize(t.ty) {
+        return Err(Error::Invalid(format!(
+            "tensor {name:?} has type {}, which ferrite cannot compute with yet",
+            t.ty
+        )));
+    }
+    let start = (file.gguf.data_offset + t.offset) as usize;
+    Ok(WeightRef { name: name.into(), ty: t.ty, rows, cols, start, len: t.size as usize })
+}
+
+fn vector(file: &GgufFile, name: &str, n: usize) -> Result<Vec<f32>> {
+    let t = find(file, name)?;
+    if t.n_elements != n as u64 || !ferrite_kernels::can_dequantize(t.ty) {
+        return Err(Error::Invalid(format!("tensor {name:?}: {} {:?}, expected {n} floats", t.ty, t.dims)));
+    }
+    let mut v = vec![0f32; n];
+    ferrite_kernels::dequantize(t.ty, file.tensor_data(t), &mut v)?;
+    Ok(v)
+}
+
+impl Model {
+    pub fn load(file: GgufFile) -> Result<Model> {
+        let c = LlamaConfig::from_metadata(&file.gguf)?;
+        let (dim, q, kv, ffn) = (c.dim, c.q_dim(), c.kv_dim(), c.ffn_dim);
+        let token_embd = weight(&file, "token_embd.weight", dim, c.vocab_size)?;
+        let output = match file.gguf.tensor("output.weight") {
+            Some(_) => weight(&file, "output.weight", dim, c.vocab_size)?,
+            None => token_embd.clone(),
+        };
+        let mut layers = Vec::with_capacity(c.n_layers);
+        for l in 0..c.n_layers {
+            let n = |s: &str| format!("blk.{l}.{s}.weight");
+            layers.push(Layer {
+                attn_norm: vector(&file, &n("attn_norm"), dim)?,
+                wq: weight(&file, &n("attn_q"), dim, q)?,
+                wk: weight(&file, &n("attn_k"), dim, kv)?,
+                wv: weight(&file, &n("attn_v"), dim, kv)?,
+                wo: weight(&file, &n("attn_output"), q, dim)?,
+                ffn_norm: vector(&file, &n("ffn_norm"), dim)?,
+                w_gate: weight(&file, &n("ffn_gate"), dim, ffn)?,
+                w_up: weight(&file, &n("ffn_up"), dim, ffn)?,
+                w_down: weight(&file, &n("ffn_down"), ffn, dim)?,
+            });
+        }
+        let output_norm = vector(&file, "output_norm.weight", dim)?;
+        let half = c.rope_dims / 2;
+        let factors = match file.gguf.tensor("rope_freqs.weight") {
+            Some(_) => vector(&file, "rope_freqs.weight", half)?,
+            None => vec![1.0; half],
+        };
+        let inv_freq = (0..half)
+            .map(|i| {
+                let f = (c.rope_base as f64).powf(-2.0 * i as f64 / c.rope_dims as f64);
+                (f * c.rope_freq_scale as f64 / factors[i] as f64) as f32
+            })
+            .collect();
+        Ok(Model {
+            file,
+            config: c,
+            token_embd,
+            layers,
+            output_norm,
+            output,
+            inv_freq,
+            kernels: Kernels::best(),
+        })
+    }
+
+    pub fn open(path: impl AsRef<std::path::Path>) -> Result<Model> {
+        Model::load(GgufFile::open(path)?)
+    }
+
+    pub fn matrix(&self, w: &WeightRef) -> Matrix<'_> {
+        let data = &self.file.bytes()[w.start..w.start + w.len];
+        Matrix { ty: w.ty, rows: w.rows, cols: w.cols, data }
+    }
+
+    /// Bytes of weights one decode step reads (every matrix, one embedding row, the norms).
+    pub fn weight_bytes_per_token(&self) -> u64 {
+        let mut n = 0u64;
+        for l in &self.layers {
+            for w in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down] {
+                n += w.len as u64;
+            }
+        }
+        n + self.output.len as u64 + (self.token_embd.len / self.token_embd.rows) as u64
+    }
+}
+
+/// Keys and values of every layer at every position so far, as f16 (llama.cpp's default).
+/// Layout: [layer][position][kv_dim].
+pub struct KvCache {
+    pub n_ctx: usize,
+    kv_dim: usize,
+    k: Vec<f16>,
+    v: Vec<f16>,
+    /// Positions filled.
+    pub len: usize,
+}
+
+impl KvCache {
+    pub fn new(c: &LlamaConfig, n_ctx: usize) -> KvCache {
+        let n = c.n_layers * n_ctx * c.kv_dim();
+        KvCache { n_ctx, kv_dim: c.kv_dim(), k: vec![f16::ZERO; n], v: vec![f16::ZERO; n], len: 0 }
+    }
+
+    /// Bytes the cache holds.
+    pub fn bytes(&self) -> usize {
+        (self.k.len() + self.v.len()) * 2
+    }
+
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    fn at(&self, layer: usize, pos: usize) -> usize {
+        (layer * self.n_ctx + pos) * self.kv_dim
+    }
+}
+
+/// Scratch buffers for a batch of up to `MAX_BATCH` tokens, allocated once.
+pub struct State {
+    batch: usize,
+    x: Vec<f32>,
+    xb: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    att: Vec<f32>,
+    hb: Vec<f32>,
+    hb2: Vec<f32>,
+    scores: Vec<f32>,
+    row: Vec<f32>,
+    pub logits: Vec<f32>,
+    act: ActBuf,
+}
+
+impl State {
+    pub fn new(c: &LlamaConfig, n_ctx: usize) -> State {
+        let b = MAX_BATCH.min(n_ctx).max(1);
+        State {
+            batch: b,
+            x: vec![0.0; b * c.dim],
+            xb: vec![0.0; b * c.dim],
+            q: vec![0.0; b * c.q_dim()],
+            k: vec![0.0; b * c.kv_dim()],
+            v: vec![0.0; b * c.kv_dim()],
+            att: vec![0.0; b * c.q_dim()],
+            hb: vec![0.0; b * c.ffn_dim],
+            hb2: vec![0.0; b * c.ffn_dim],
+            scores: vec![0.0; c.n_heads * n_ctx],
+            row: vec![0.0; c.dim],
+            logits: vec![0.0; c.vocab_size],
+            act: ActBuf::new(),
+        }
+    }
+}
+
+/// Raw pointer shared by attention workers, each writing its own head's slice.
+#[derive(Clone, Copy)]
+struct SharedMut(*mut f32);
+// SAFETY: workers write disjoint regions (one head each) and the buffer outlives the
+// parallel section.
+unsafe impl Send for SharedMut {}
+unsafe impl Sync for SharedMut {}
+
+impl Model {
+    /// Run `tokens` at positions `cache.len..`; afterwards `state.logits` holds the logits
+    /// of the last token (and, if `all_logits` is given, every token's logits are appended
+    /// to it, `vocab` floats per token).
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        state: &mut State,
+        mut all_logits: Option<&mut Vec<f32>>,
+    ) -> Result<()> {
+        if cache.len + tokens.len() > cache.n_ctx {
+            return Err(Error::Invalid(format!(
+                "context full: {} + {} tokens exceed the context of {}",
+                cache.len,
+                tokens.len(),
+                cache.n_ctx
+            )));
+        }
+        if let Some(&t) = tokens.iter().find(|&&t| t as usize >= self.config.vocab_size) {
+            return Err(Error::Invalid(format!(
+                "token id {t} is outside the vocabulary ({})",
+                self.config.vocab_size
+            )));
+        }
+        for chunk in tokens.chunks(state.batch) {
+            self.forward_batch(chunk, cache, state, all_logits.as_deref_mut())?;
+        }
+        Ok(())
+    }
+
+    fn forward_batch(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        s: &mut State,
+        all_logits: Option<&mut Vec<f32>>,
+    ) -> Result<()> {
+        let c = &self.config;
+        let k = self.kernels;
+        let n = tokens.len();
+        let (dim, qd, kvd, ffn, hd) = (c.dim, c.q_dim(), c.kv_dim(), c.ffn_dim, c.head_dim);
+        let pos0 = cache.len;
+
+        let embd = self.matrix(&self.token_embd);
+        for (i, &t) in tokens.iter().enumerate() {
+            ferrite_kernels::dequantize(embd.ty, embd.row(t as usize), &mut s.x[i * dim..(i + 1) * dim])?;
+        }
+
+        for (l, layer) in self.layers.iter().enumerate() {
+            for i in 0..n {
+                ops::rmsnorm(
+                    &mut s.xb[i * dim..(i + 1) * dim],
+                    &s.x[i * dim..(i + 1) * dim],
+                    &layer.attn_norm,
+                    c.rms_eps,
+                );
+            }
+            let xb = &s.xb[..n * dim];
+            matmul(k, &self.matrix(&layer.wq), xb, n, &mut s.q[..n * qd], &mut s.act)?;
+            matmul(k, &self.matrix(&layer.wk), xb, n, &mut s.k[..n * kvd], &mut s.act)?;
+            matmul(k, &self.matrix(&layer.wv), xb, n, &mut s.v[..n * kvd], &mut s.act)?;
+            for i in 0..n {
+                ops::rope(&mut s.q[i * qd..(i + 1) * qd], hd, pos0 + i, &self.inv_freq);
+                ops::rope(&mut s.k[i * kvd..(i + 1) * kvd], hd, pos0 + i, &self.inv_freq);
+                let at = cache.at(l, pos0 + i);
+                for (dst, &src) in cache.k[at..at + kvd].iter_mut().zip(&s.k[i * kvd..(i + 1) * kvd]) {
+                    *dst = f16::from_f32(src);
+                }
+                for (dst, &src) in cache.v[at..at + kvd].iter_mut().zip(&s.v[i * kvd..(i + 1) * kvd]) {
+                    *dst = f16::from_f32(src);
+                }
+            }
+            self.attention(l, n, pos0, cache, s);
+            matmul(k, &self.matrix(&layer.wo), &s.att[..n * qd], n, &mut s.xb[..n * dim], &mut s.act)?;
+            ops::add_in_place(&mut s.x[..n * dim], &s.xb[..n * dim]);
+
+            for i in 0..n {
+                ops::rmsnorm(
+                    &mut s.xb[i * dim..(i + 1) * dim],
+                    &s.x[i * dim..(i + 1) * dim],
+                    &layer.ffn_norm,
+                    c.rms_eps,
+                );
+            }
+            let xb = &s.xb[..n * dim];
+            matmul(k, &self.matrix(&layer.w_gate), xb, n, &mut s.hb[..n * ffn], &mut s.act)?;
+            matmul(k, &self.matrix(&layer.w_up), xb, n, &mut s.hb2[..n * ffn], &mut s.act)?;
+            ops::swiglu(&mut s.hb[..n * ffn], &s.hb2[..n * ffn]);
+            matmul(k, &self.matrix(&layer.w_down), &s.hb[..n * ffn], n, &mut s.xb[..n * dim], &mut s.act)?;
+            ops::add_in_place(&mut s.x[..n * dim], &s.xb[..n * dim]);
+        }
+        cache.len = pos0 + n;
+
+        let out = self.matrix(&self.output);
+        match all_logits {
+            Some(all) => {
+                for i in 0..n {
+                    ops::rmsnorm(
+                        &mut s.xb[i * dim..(i + 1) * dim],
+                        &s.x[i * dim..(i + 1) * dim],
+                        &self.output_norm,
+                        c.rms_eps,
+                    );
+                }
+                let start = all.len();
+                all.resize(start + n * c.vocab_size, 0.0);
+                matmul(k, &out, &s.xb[..n * dim], n, &mut all[start..], &mut s.act)?;
+                s.logits.copy_from_slice(&all[all.len() - c.vocab_size..]);
+            }
+            None => {
+                let last = &s.x[(n - 1) * dim..n * dim];
+                ops::rmsnorm(&mut s.row, last, &self.output_norm, c.rms_eps);
+                matmul(k, &out, &s.row, 1, &mut s.logits, &mut s.act)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Causal grouped-query attention for `n` new tokens at positions pos0.., reading keys
+    /// and values of all positions up to each token from the cache. Heads run in parallel;
+    /// head h reads KV head h / (n_heads / n_kv_heads).
+    fn attention(&self, layer: usize, n: usize, pos0: usize, cache: &KvCache, s: &mut State) {
+        let c = &self.config;
+        let (hd, qd, kvd) = (c.head_dim, c.q_dim(), c.kv_dim());
+        let group = c.n_heads / c.n_kv_heads;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let n_ctx = cache.n_ctx;
+        let base = cache.at(layer, 0);
+        let (kc, vc) = (&cache.k[base..base + n_ctx * kvd], &cache.v[base..base + n_ctx * kvd]);
+        let q = &s.q;
+        let out = SharedMut(s.att.as_mut_ptr());
+        s.scores.par_chunks_mut(n_ctx).enumerate().for_each(|(h, scores)| {
+            let out = out;
+            let kvh = h / group;
+            let mut kf = [0f32; 1024];
+            let kf = &mut kf[..hd];
+            for i in 0..n {
+                let len = pos0 + i + 1;
+                let qh = &q[i * qd + h * hd..i * qd + (h + 1) * hd];
+                for (t, sc) in scores[..len].iter_mut().enumerate() {
+                    let kt = &kc[t * kvd + kvh * hd..t * kvd + (kvh + 1) * hd];
+                    half::slice::HalfFloatSliceExt::convert_to_f32_slice(kt, kf);
+                    *sc = ops::dot(qh, kf) * scale;
+                }
+                ops::softmax(&mut scores[..len]);
+                // SAFETY: head h of token i owns att[i*qd + h*hd .. +hd]; no other worker
+                // touches it, and `s.att` outlives this parallel loop.
+                let o = unsafe { std::slice::from_raw_parts_mut(out.0.add(i * qd + h * hd), hd) };
+                o.fill(0.0);
+                for (t, &p) in scores[..len].iter().enumerate() {
+                    let vt = &vc[t * kvd + kvh * hd..t * kvd + (kvh + 1) * hd];
+                    half::slice::HalfFloatSliceExt::convert_to_f32_slice(vt, kf);
+                    ops::axpy(o, p, kf);
+                }
+            }
+        });
+    }
+}

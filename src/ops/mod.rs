@@ -1,0 +1,119 @@
+//! f32 vector operations of the forward pass: RMSNorm, RoPE, softmax, SiLU/SwiGLU.
+
+/// out = x / sqrt(mean(x^2) + eps) * w.
+pub fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
+    let ss: f32 = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    let scale = 1.0 / (ss + eps).sqrt();
+    for ((o, &v), &g) in out.iter_mut().zip(x).zip(w) {
+        *o = v * scale * g;
+    }
+}
+
+/// Rotary position embedding, GGUF `llama` convention (ggml rope mode 0): adjacent pairs
+/// (x[2i], x[2i+1]) of each head rotate by pos * theta_i. `inv_freq[i]` holds
+/// base^(-2i/rope_dims) with any scaling already applied; dimensions beyond rope_dims
+/// (2 * inv_freq.len()) are left alone.
+pub fn rope(x: &mut [f32], head_dim: usize, pos: usize, inv_freq: &[f32]) {
+    for head in x.chunks_exact_mut(head_dim) {
+        for (i, &f) in inv_freq.iter().enumerate() {
+            let theta = pos as f32 * f;
+            let (s, c) = theta.sin_cos();
+            let (a, b) = (head[2 * i], head[2 * i + 1]);
+            head[2 * i] = a * c - b * s;
+            head[2 * i + 1] = a * s + b * c;
+        }
+    }
+}
+
+/// In-place softmax.
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let mut sum = 0.0;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// gate = silu(gate) * up, the SwiGLU of the feed-forward block.
+pub fn swiglu(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = *g / (1.0 + (-*g).exp()) * u;
+    }
+}
+
+pub fn add_in_place(x: &mut [f32], y: &[f32]) {
+    for (a, &b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    // Four partial sums: independent chains vectorise and round less.
+    let mut s = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for k in 0..8 {
+            s[k] += x[k] * y[k];
+        }
+    }
+    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
+    s.iter().sum::<f32>() + tail
+}
+
+/// out += w * v.
+pub fn axpy(out: &mut [f32], w: f32, v: &[f32]) {
+    for (o, &x) in out.iter_mut().zip(v) {
+        *o += w * x;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rmsnorm_unit_rms() {
+        let x = [3.0f32, -4.0, 0.0, 5.0];
+        let mut out = [0f32; 4];
+        rmsnorm(&mut out, &x, &[1.0, 2.0, 1.0, 1.0], 0.0);
+        let rms = (50.0f32 / 4.0).sqrt();
+        assert!((out[0] - 3.0 / rms).abs() < 1e-6);
+        assert!((out[1] + 8.0 / rms).abs() < 1e-6);
+    }
+
+    #[test]
+    fn rope_rotates_pairs_and_keeps_norm() {
+        let mut x = [1.0f32, 0.0, 0.0, 1.0];
+        rope(&mut x, 4, 1, &[std::f32::consts::FRAC_PI_2, 0.0]);
+        assert!((x[0]).abs() < 1e-6 && (x[1] - 1.0).abs() < 1e-6, "{x:?}");
+        assert_eq!(&x[2..], &[0.0, 1.0]);
+        let mut y = [0.3f32, -0.7, 0.2, 0.9];
+        let n0: f32 = y.iter().map(|v| v * v).sum();
+        rope(&mut y, 4, 17, &[0.5, 0.01]);
+        let n1: f32 = y.iter().map(|v| v * v).sum();
+        assert!((n0 - n1).abs() < 1e-5);
+    }
+
+    #[test]
+    fn softmax_sums_to_one() {
+        let mut x = [1.0f32, 2.0, 3.0, -1000.0];
+        softmax(&mut x);
+        assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(x[2] > x[1] && x[1] > x[0] && x[3] == 0.0);
+    }
+
+    #[test]
+    fn swiglu_matches_definition() {
+        let mut g = [0.0f32, 1.0, -2.0];
+        swiglu(&mut g, &[5.0, 2.0, 1.0]);
+        assert_eq!(g[0], 0.0);
+        assert!((g[1] - 2.0 / (1.0 + (-1.0f32).exp())).abs() < 1e-6);
+        assert!((g[2] - (-2.0 / (1.0 + 2.0f32.exp()))).abs() < 1e-6);
+    }
+}
