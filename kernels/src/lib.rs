@@ -7,13 +7,14 @@ pub mod aarch64;
 pub mod blocks;
 pub mod dispatch;
 pub mod matmul;
+pub mod memory;
 pub mod scalar;
 pub mod types;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_64;
 
 pub use dispatch::{ActBuf, ActRef, ActType, Kernels, Level};
-pub use matmul::{matmul, matvec, Matrix};
+pub use matmul::{matmul, matmul_multi, matvec, Matrix};
 pub use types::GgmlType;
 
 use blocks::as_blocks;

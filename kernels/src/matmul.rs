@@ -69,7 +69,7 @@ pub fn matvec(
 #[derive(Clone, Copy)]
 struct OutPtr(*mut f32);
 // SAFETY: workers write disjoint elements (distinct weight rows), and the pointer outlives
-// the parallel section (it borrows `y` for the whole call).
+// the parallel section (it borrows the output for the whole call).
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
@@ -83,33 +83,59 @@ pub fn matmul(
     y: &mut [f32],
     scratch: &mut ActBuf,
 ) -> Result<(), KernelError> {
-    let (dot, act) = prepare(k, w)?;
-    if x.len() != n * w.cols || y.len() != n * w.rows {
-        return Err(KernelError::BadLength { ty: w.ty, bytes: x.len() * 4, elems: n * w.cols });
+    matmul_multi(k, &[*w], x, n, &mut [y], scratch)
+}
+
+/// Several matrices that share an input (Q, K and V; gate and up): the input is quantized
+/// once and all their rows are spread over the workers in one parallel section.
+/// `ys[j]` receives `n x ws[j].rows` values.
+pub fn matmul_multi(
+    k: &Kernels,
+    ws: &[Matrix],
+    x: &[f32],
+    n: usize,
+    ys: &mut [&mut [f32]],
+    scratch: &mut ActBuf,
+) -> Result<(), KernelError> {
+    let Some(first) = ws.first() else { return Ok(()) };
+    let mut dots = Vec::with_capacity(ws.len());
+    let (_, act) = prepare(k, first)?;
+    for (w, y) in ws.iter().zip(ys.iter()) {
+        let (dot, a) = prepare(k, w)?;
+        if a != act || w.cols != first.cols {
+            return Err(KernelError::Unsupported {
+                ty: w.ty,
+                what: "a shared input with a different layout",
+            });
+        }
+        if x.len() != n * w.cols || y.len() != n * w.rows {
+            return Err(KernelError::BadLength { ty: w.ty, bytes: x.len() * 4, elems: n * w.cols });
+        }
+        dots.push(dot);
+    }
+    if ws.len() != ys.len() {
+        return Err(KernelError::BadLength { ty: first.ty, bytes: ys.len(), elems: ws.len() });
     }
     let a = scratch.quantize(act, x);
-    let (rows, cols) = (w.rows, w.cols);
-    if n == 1 {
-        y.par_chunks_mut(ROWS_PER_TASK).enumerate().for_each(|(c, out)| {
-            for (i, o) in out.iter_mut().enumerate() {
-                *o = dot(w.row(c * ROWS_PER_TASK + i), a);
-            }
-        });
-        return Ok(());
+    let cols = first.cols;
+    let outs: Vec<OutPtr> = ys.iter_mut().map(|y| OutPtr(y.as_mut_ptr())).collect();
+    // Tasks: (matrix, first row) in chunks of ROWS_PER_TASK rows.
+    let mut tasks = Vec::new();
+    for (j, w) in ws.iter().enumerate() {
+        for r0 in (0..w.rows).step_by(ROWS_PER_TASK) {
+            tasks.push((j, r0));
+        }
     }
-    let out = OutPtr(y.as_mut_ptr());
-    let chunks = rows.div_ceil(ROWS_PER_TASK);
-    (0..chunks).into_par_iter().for_each(|c| {
-        let out = out;
-        let r0 = c * ROWS_PER_TASK;
-        let r1 = (r0 + ROWS_PER_TASK).min(rows);
+    tasks.par_iter().for_each(|&(j, r0)| {
+        let (w, dot, out) = (&ws[j], dots[j], outs[j]);
+        let r1 = (r0 + ROWS_PER_TASK).min(w.rows);
         for i in 0..n {
-            let ai: ActRef = a.row(i, cols);
+            let ai: ActRef = if n == 1 { a } else { a.row(i, cols) };
             for r in r0..r1 {
                 let v = dot(w.row(r), ai);
-                // SAFETY: i < n and r < rows, so the index is inside y (checked length
-                // n * rows); no other task writes row r.
-                unsafe { *out.0.add(i * rows + r) = v };
+                // SAFETY: i < n and r < w.rows, so the index is inside ys[j] (length checked
+                // to be n * w.rows); only this task writes rows r0..r1 of matrix j.
+                unsafe { *out.0.add(i * w.rows + r) = v };
             }
         }
     });

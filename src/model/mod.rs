@@ -10,7 +10,7 @@ use half::f16;
 use rayon::prelude::*;
 
 pub use config::LlamaConfig;
-use ferrite_kernels::{matmul, ActBuf, GgmlType, Kernels, Matrix};
+use ferrite_kernels::{matmul, matmul_multi, ActBuf, ActType, GgmlType, Kernels, Matrix};
 
 use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, TensorInfo};
@@ -226,6 +226,27 @@ impl State {
     }
 }
 
+/// Matrices sharing one input: one parallel section when their activation formats agree
+/// (the usual case), one call each otherwise (e.g. a Q4_0 file with a Q6_K attn_v).
+fn matmul_shared(
+    k: &Kernels,
+    ws: &[Matrix],
+    x: &[f32],
+    n: usize,
+    ys: &mut [&mut [f32]],
+    act: &mut ActBuf,
+) -> Result<()> {
+    let same = ws.iter().all(|w| ActType::for_weight(w.ty) == ActType::for_weight(ws[0].ty));
+    if same {
+        matmul_multi(k, ws, x, n, ys, act)?;
+    } else {
+        for (w, y) in ws.iter().zip(ys.iter_mut()) {
+            matmul(k, w, x, n, y, act)?;
+        }
+    }
+    Ok(())
+}
+
 /// Raw pointer shared by attention workers, each writing its own head's slice.
 #[derive(Clone, Copy)]
 struct SharedMut(*mut f32);
@@ -293,9 +314,9 @@ impl Model {
                 );
             }
             let xb = &s.xb[..n * dim];
-            matmul(k, &self.matrix(&layer.wq), xb, n, &mut s.q[..n * qd], &mut s.act)?;
-            matmul(k, &self.matrix(&layer.wk), xb, n, &mut s.k[..n * kvd], &mut s.act)?;
-            matmul(k, &self.matrix(&layer.wv), xb, n, &mut s.v[..n * kvd], &mut s.act)?;
+            let qkv = [self.matrix(&layer.wq), self.matrix(&layer.wk), self.matrix(&layer.wv)];
+            let outs: &mut [&mut [f32]] = &mut [&mut s.q[..n * qd], &mut s.k[..n * kvd], &mut s.v[..n * kvd]];
+            matmul_shared(k, &qkv, xb, n, outs, &mut s.act)?;
             for i in 0..n {
                 ops::rope(&mut s.q[i * qd..(i + 1) * qd], hd, pos0 + i, &self.inv_freq);
                 ops::rope(&mut s.k[i * kvd..(i + 1) * kvd], hd, pos0 + i, &self.inv_freq);
@@ -320,8 +341,9 @@ impl Model {
                 );
             }
             let xb = &s.xb[..n * dim];
-            matmul(k, &self.matrix(&layer.w_gate), xb, n, &mut s.hb[..n * ffn], &mut s.act)?;
-            matmul(k, &self.matrix(&layer.w_up), xb, n, &mut s.hb2[..n * ffn], &mut s.act)?;
+            let gate_up = [self.matrix(&layer.w_gate), self.matrix(&layer.w_up)];
+            let outs: &mut [&mut [f32]] = &mut [&mut s.hb[..n * ffn], &mut s.hb2[..n * ffn]];
+            matmul_shared(k, &gate_up, xb, n, outs, &mut s.act)?;
             ops::swiglu(&mut s.hb[..n * ffn], &s.hb2[..n * ffn]);
             matmul(k, &self.matrix(&layer.w_down), &s.hb[..n * ffn], n, &mut s.xb[..n * dim], &mut s.act)?;
             ops::add_in_place(&mut s.x[..n * dim], &s.xb[..n * dim]);

@@ -397,9 +397,9 @@ pub fn quantize_q6_k(x: &[f32], y: &mut [BlockQ6K]) {
         }
         let iscale = -128.0 / max_scale;
         b.d = f16_bytes(1.0 / iscale);
-        for g in 0..16 {
-            // Wraps into i8 as ggml's int -> int8_t store does (only -128 can reach it).
-            b.scales[g] = nearest_int(iscale * scales[g]).min(127) as i8;
+        for (q, &s) in b.scales.iter_mut().zip(&scales) {
+            // In -128..=127 (|s| <= |max_scale|); `as i8` truncates as ggml's int8_t store.
+            *q = nearest_int(iscale * s).min(127) as i8;
         }
         for g in 0..16 {
             let d = f16_le(b.d) * b.scales[g] as f32;

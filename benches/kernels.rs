@@ -1,0 +1,146 @@
+//! Kernel benchmarks: `cargo bench --bench kernels` (FERRITE_KERNELS picks the level).
+//! - vec_dot: one 4096-wide row pair per type (from cache).
+//! - matvec TYPE/14336x4096: decode-shaped, rotating over >= 1 GiB of distinct matrices so the
+//!   weights stream from memory; throughput is weight bytes (GB/s).
+//! - matmul TYPE/512x4096x4096: prefill-shaped; throughput in multiply-adds.
+//! - memory read/4GiB: the roofline, wide loads into 4 accumulators on all threads.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use ferrite::kernels::{matmul, vec_dot, ActBuf, ActType, GgmlType, Kernels, Matrix};
+
+fn random_weights(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
+    let n = rows * cols;
+    let mut s = seed | 1;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    };
+    // Quantize a few random rows properly, then tile them: same cost as real weights.
+    let pool_rows = 8;
+    let rb = ty.row_bytes(cols).unwrap();
+    let mut pool = vec![0u8; rb * pool_rows];
+    for r in 0..pool_rows {
+        let x: Vec<f32> =
+            (0..cols).map(|_| ((next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1).collect();
+        match ty {
+            GgmlType::F32 => pool[r * rb..(r + 1) * rb]
+                .copy_from_slice(&x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>()),
+            _ => {
+                ferrite::kernels::scalar::quantize::quantize(ty, &x, &mut pool[r * rb..(r + 1) * rb]).unwrap()
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(rb * rows);
+    for _ in 0..rows {
+        let r = (next() % pool_rows as u64) as usize;
+        out.extend_from_slice(&pool[r * rb..(r + 1) * rb]);
+    }
+    assert_eq!(out.len(), ty.row_bytes(n / rows).unwrap() * rows);
+    out
+}
+
+const TYPES: [GgmlType; 7] = [
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q8_0,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+    GgmlType::IQ4_XS,
+];
+
+fn vec_dot_bench(c: &mut Criterion) {
+    let k = Kernels::best();
+    let mut g = c.benchmark_group("vec_dot");
+    let n = 4096;
+    for ty in [
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::Q8_0,
+        GgmlType::Q4_K,
+        GgmlType::Q5_K,
+        GgmlType::Q6_K,
+    ] {
+        if !ferrite::kernels::scalar::quantize::can_quantize(ty) {
+            continue;
+        }
+        let w = random_weights(ty, 1, n, 7);
+        let x: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+        let mut buf = ActBuf::new();
+        let a = buf.quantize(ActType::for_weight(ty).unwrap(), &x);
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_function(BenchmarkId::from_parameter(ty.name().to_lowercase()), |b| {
+            b.iter(|| vec_dot(k, ty, std::hint::black_box(&w), a).unwrap())
+        });
+    }
+    g.finish();
+}
+
+fn matvec_bench(c: &mut Criterion) {
+    let k = Kernels::best();
+    let mut g = c.benchmark_group("matvec");
+    g.sample_size(20);
+    let (rows, cols) = (14336, 4096);
+    for ty in TYPES {
+        if !ferrite::kernels::scalar::quantize::can_quantize(ty) {
+            eprintln!("matvec: no quantizer for {ty} yet, skipped");
+            continue;
+        }
+        let one = random_weights(ty, rows, cols, 11);
+        let count = ((1usize << 30) / one.len()).max(2) + 1;
+        // Distinct copies (different addresses), so each call reads from memory, not cache.
+        let mats: Vec<Vec<u8>> = (0..count).map(|_| one.clone()).collect();
+        let x: Vec<f32> = (0..cols).map(|i| (i as f32 * 0.11).cos()).collect();
+        let mut y = vec![0f32; rows];
+        let mut buf = ActBuf::new();
+        let mut i = 0;
+        g.throughput(Throughput::Bytes(one.len() as u64));
+        g.bench_function(BenchmarkId::new(ty.name().to_lowercase(), format!("{rows}x{cols}")), |b| {
+            b.iter(|| {
+                let m = Matrix::new(ty, rows, cols, &mats[i % count]).unwrap();
+                i += 1;
+                matmul(k, &m, &x, 1, &mut y, &mut buf).unwrap();
+            })
+        });
+    }
+    g.finish();
+}
+
+fn matmul_bench(c: &mut Criterion) {
+    let k = Kernels::best();
+    let mut g = c.benchmark_group("matmul");
+    g.sample_size(10);
+    let (n, rows, cols) = (512, 4096, 4096);
+    for ty in TYPES {
+        if !ferrite::kernels::scalar::quantize::can_quantize(ty) {
+            continue;
+        }
+        let w = random_weights(ty, rows, cols, 13);
+        let m = Matrix::new(ty, rows, cols, &w).unwrap();
+        let x: Vec<f32> = (0..n * cols).map(|i| (i as f32 * 0.013).sin()).collect();
+        let mut y = vec![0f32; n * rows];
+        let mut buf = ActBuf::new();
+        g.throughput(Throughput::Elements((n * rows * cols) as u64));
+        g.bench_function(BenchmarkId::new(ty.name().to_lowercase(), format!("{n}x{rows}x{cols}")), |b| {
+            b.iter(|| matmul(k, &m, &x, n, &mut y, &mut buf).unwrap())
+        });
+    }
+    g.finish();
+}
+
+fn memory_bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("memory");
+    g.sample_size(10);
+    let bytes = 4usize << 30;
+    let buf = vec![1u8; bytes];
+    g.throughput(Throughput::Bytes(bytes as u64));
+    g.bench_function("read/4GiB", |b| b.iter(|| ferrite::kernels::memory::read_all(&buf)));
+    g.finish();
+}
+
+criterion_group!(benches, vec_dot_bench, matvec_bench, matmul_bench, memory_bench);
+criterion_main!(benches);
