@@ -342,6 +342,9 @@ fn run_generation(
     ignore_eos: bool,
     parse_special: bool,
 ) -> anyhow::Result<()> {
+    if prompt.is_empty() {
+        anyhow::bail!("the prompt is empty");
+    }
     let t0 = Instant::now();
     let model = Model::open(path)?;
     let tok = Tokenizer::from_gguf(&model.file.gguf)?;

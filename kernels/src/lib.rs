@@ -15,6 +15,7 @@ pub mod x86_64;
 
 pub use dispatch::{ActBuf, ActRef, ActType, Kernels, Level};
 pub use matmul::{matmul, matmul_multi, matvec, Matrix};
+pub use scalar::quantize::{can_quantize, quantize};
 pub use types::GgmlType;
 
 use blocks::as_blocks;

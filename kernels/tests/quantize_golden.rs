@@ -63,7 +63,7 @@ fn gen_row(rng: &mut Rng, row: usize, x: &mut [f32]) {
         3 => {
             for v in x.iter_mut() {
                 let mut g = rng.gauss() * 0.05;
-                if rng.next_u64() % 64 == 0 {
+                if rng.next_u64() & 63 == 0 {
                     g *= 20.0;
                 }
                 *v = g;

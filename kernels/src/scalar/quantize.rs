@@ -511,6 +511,18 @@ mod tests {
         }
     }
 
+    /// Garbage in (NaN, infinities, f32::MAX) gives garbage blocks, never a panic.
+    #[test]
+    fn non_finite_input_does_not_panic() {
+        let specials = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, f32::MAX, -f32::MAX, 1e-45, 0.0];
+        let x: Vec<f32> =
+            (0..512).map(|i| specials[i % specials.len()] * if i % 3 == 0 { 1.0 } else { -1.0 }).collect();
+        for ty in GgmlType::all().filter(|&t| can_quantize(t)) {
+            let mut out = vec![0u8; ty.row_bytes(x.len()).unwrap()];
+            quantize(ty, &x, &mut out).unwrap();
+        }
+    }
+
     #[test]
     fn quantize_checks_lengths_and_types() {
         let x = [0f32; 256];

@@ -1,0 +1,132 @@
+//! Bad models and bad prompts: each is a one-line `error:` and exit code 1, never a crash.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use ferrite::gguf::{GgufFile, GgufWriter, Value};
+use ferrite::synth::{synth, FileType, Shape};
+use ferrite::kernels::GgmlType;
+
+const SMALL: Shape = Shape {
+    name: "test-small",
+    dim: 64,
+    layers: 2,
+    heads: 4,
+    kv_heads: 2,
+    ffn: 128,
+    vocab: 300,
+    rope_base: 10000.0,
+    tied: false,
+    ctx: 256,
+};
+
+fn small_model(dir: &Path) -> PathBuf {
+    let p = dir.join("small.gguf");
+    synth(&SMALL, FileType::Plain(GgmlType::Q8_0), &p, None, 7).unwrap();
+    p
+}
+
+/// Copy a GGUF, letting `edit` change metadata and tensors (name, dims, keep?).
+fn rewrite(src: &Path, dst: &Path, edit_kv: &dyn Fn(&str, &Value) -> Option<Value>, edit_t: &dyn Fn(&str, &[u64]) -> Option<Vec<u64>>) {
+    let f = GgufFile::open(src).unwrap();
+    let mut w = GgufWriter::new();
+    for (k, v) in &f.gguf.metadata {
+        if let Some(v) = edit_kv(k, v) {
+            w.add(k, v);
+        }
+    }
+    let mut data = Vec::new();
+    for t in &f.gguf.tensors {
+        if let Some(dims) = edit_t(&t.name, &t.dims) {
+            w.add_tensor(&t.name, &dims, t.ty);
+            data.push(f.tensor_data(t).to_vec());
+        }
+    }
+    let refs: Vec<&[u8]> = data.iter().map(|d| d.as_slice()).collect();
+    std::fs::write(dst, w.to_bytes(&refs)).unwrap();
+}
+
+fn run(model: &Path, extra: &[&str]) -> std::process::Output {
+    common::ferrite().arg("run").arg("-m").arg(model).args(["-n", "4", "--temp", "0"]).args(extra).output().unwrap()
+}
+
+fn assert_one_line_error(out: &std::process::Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+    assert!(err.starts_with("error: ") && err.trim_end().lines().count() == 1, "{err:?}");
+    assert!(err.contains(needle), "{err:?} should mention {needle:?}");
+}
+
+#[test]
+fn a_small_synthetic_model_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = small_model(dir.path());
+    let out = run(&m, &["-p", "hello"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("generated:") && err.contains("tokens/s"), "{err}");
+}
+
+#[test]
+fn missing_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = small_model(dir.path());
+    let bad = dir.path().join("bad.gguf");
+    rewrite(&m, &bad, &|_, v| Some(v.clone()), &|n, d| (n != "blk.1.ffn_up.weight").then(|| d.to_vec()));
+    assert_one_line_error(&run(&bad, &["-p", "hi"]), "blk.1.ffn_up.weight");
+}
+
+#[test]
+fn wrong_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = small_model(dir.path());
+    let bad = dir.path().join("bad.gguf");
+    // attn_k is [64, 32]; [32, 64] holds the same bytes in the wrong shape.
+    rewrite(&m, &bad, &|_, v| Some(v.clone()), &|n, d| {
+        Some(if n == "blk.0.attn_k.weight" { vec![d[1], d[0]] } else { d.to_vec() })
+    });
+    assert_one_line_error(&run(&bad, &["-p", "hi"]), "blk.0.attn_k.weight");
+}
+
+#[test]
+fn unknown_architecture() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = small_model(dir.path());
+    let bad = dir.path().join("bad.gguf");
+    rewrite(
+        &m,
+        &bad,
+        &|k, v| Some(if k == "general.architecture" { Value::String("mamba".into()) } else { v.clone() }),
+        &|_, d| Some(d.to_vec()),
+    );
+    assert_one_line_error(&run(&bad, &["-p", "hi"]), "mamba");
+}
+
+#[test]
+fn impossible_head_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = small_model(dir.path());
+    let bad = dir.path().join("bad.gguf");
+    rewrite(
+        &m,
+        &bad,
+        &|k, v| Some(if k == "llama.attention.head_count_kv" { Value::U32(3) } else { v.clone() }),
+        &|_, d| Some(d.to_vec()),
+    );
+    assert_one_line_error(&run(&bad, &["-p", "hi"]), "KV heads");
+}
+
+#[test]
+fn bad_prompts() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = small_model(dir.path());
+    assert_one_line_error(&run(&m, &["-p", ""]), "empty");
+    let f = dir.path().join("prompt.txt");
+    std::fs::write(&f, b"abc \xff\xfe def").unwrap();
+    assert_one_line_error(&run(&m, &["-f", f.to_str().unwrap()]), "prompt file");
+    let long = "word ".repeat(400);
+    assert_one_line_error(&run(&m, &["-p", &long, "-c", "64"]), "context");
+    let out = common::ferrite().args(["run", "-m"]).arg(&m).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "no prompt is a usage error");
+}
