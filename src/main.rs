@@ -105,6 +105,19 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Perplexity of a text file, as llama-perplexity computes it.
+    Perplexity {
+        #[arg(short = 'm', long = "model")]
+        model: PathBuf,
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        #[arg(short = 'c', long = "ctx-size", default_value_t = 512)]
+        ctx_size: usize,
+        #[command(flatten)]
+        threads: Threads,
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the token ids of a text.
     Tokenize {
         #[arg(short = 'm', long = "model")]
@@ -294,6 +307,31 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             })?;
             ferrite::synth::synth(sh, ft, &output, vocab.as_deref(), seed)?;
             eprintln!("wrote {}", output.display());
+        }
+        Command::Perplexity { model, file, ctx_size, threads, json } => {
+            threads.apply()?;
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+            let m = Model::open(&model)?;
+            let tok = Tokenizer::from_gguf(&m.file.gguf)?;
+            let t = Instant::now();
+            let r = ferrite::perplexity::perplexity(&m, &tok, &text, ctx_size, &mut |c, n, ppl| {
+                let width = 30;
+                let done = c * width / n;
+                eprint!("\r[{}{}] chunk {c}/{n}  ppl {ppl:.4}  ", "#".repeat(done), " ".repeat(width - done));
+            })?;
+            eprintln!("\n{:.1} s", t.elapsed().as_secs_f64());
+            if json {
+                let v =
+                    serde_json::json!({"perplexity": r.perplexity, "chunks": r.chunks, "tokens": r.tokens});
+                writeln!(out, "{v}")?;
+            } else {
+                writeln!(
+                    out,
+                    "perplexity: {:.4} ({} chunks of {ctx_size}, {} tokens scored)",
+                    r.perplexity, r.chunks, r.tokens
+                )?;
+            }
         }
         Command::Tokenize { model, prompt, no_bos, no_parse_special, pieces } => {
             let f = GgufFile::open(&model)?;

@@ -21,6 +21,21 @@ macro_rules! x86_legacy_kernels {
             _mm256_set_m128i(hi, lo)
         }
 
+        /// An f16 scale through the F16C unit. Built from a broadcast, not an insert into a
+        /// live register: an insert would chain every block to the previous one.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn h2f(b: [u8; 2]) -> f32 {
+            _mm_cvtss_f32(_mm_cvtph_ps(_mm_set1_epi16(i16::from_le_bytes(b))))
+        }
+
+        /// An f16 scale broadcast to 8 f32 lanes.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn h2f8(b: [u8; 2]) -> __m256 {
+            _mm256_cvtph_ps(_mm_set1_epi16(i16::from_le_bytes(b)))
+        }
+
         /// Signed x signed bytes summed into i32 lanes: |x| as unsigned times y with x's sign.
         #[inline]
         #[target_feature(enable = $feat)]
@@ -37,44 +52,64 @@ macro_rules! x86_legacy_kernels {
             _mm_cvtss_f32(s)
         }
 
+        /// One block's contribution: acc += dx * dy * (i32 lanes as f32).
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn scale_acc(acc: __m256, dx: [u8; 2], dy: [u8; 2], s: __m256i) -> __m256 {
+            _mm256_fmadd_ps(_mm256_mul_ps(h2f8(dx), h2f8(dy)), _mm256_cvtepi32_ps(s), acc)
+        }
+
+        /// Runs `$block(a, b) -> __m256` (one block's scaled products) over block pairs into
+        /// two accumulators, so consecutive blocks do not wait on one FMA chain.
+        macro_rules! two_chains {
+            ($x:expr, $y:expr, $block:expr) => {{
+                let (x, y) = ($x, $y);
+                let n = x.len().min(y.len());
+                let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+                for (xa, ya) in x[..n].chunks_exact(2).zip(y[..n].chunks_exact(2)) {
+                    acc0 = $block(acc0, &xa[0], &ya[0]);
+                    acc1 = $block(acc1, &xa[1], &ya[1]);
+                }
+                if n % 2 == 1 {
+                    acc0 = $block(acc0, &x[n - 1], &y[n - 1]);
+                }
+                _mm256_add_ps(acc0, acc1)
+            }};
+        }
+
         #[target_feature(enable = $feat)]
         pub unsafe fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
-            let mut acc = _mm256_setzero_ps();
-            for (a, b) in x.iter().zip(y) {
-                let q = _mm256_sub_epi8(unpack_nibbles(&a.qs), _mm256_set1_epi8(8));
+            let eight = _mm256_set1_epi8(8);
+            let acc = two_chains!(x, y, |acc, a: &BlockQ4_0, b: &BlockQ8_0| {
+                let q = _mm256_sub_epi8(unpack_nibbles(&a.qs), eight);
                 let v = _mm256_loadu_si256(b.qs.as_ptr() as *const __m256i);
-                let s = mul_sum_i8(_mm256_setzero_si256(), q, v);
-                let d = _mm256_set1_ps(f16_le(a.d) * f16_le(b.d));
-                acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc);
-            }
+                scale_acc(acc, a.d, b.d, mul_sum_i8(_mm256_setzero_si256(), q, v))
+            });
             hsum(acc)
         }
 
         #[target_feature(enable = $feat)]
         pub unsafe fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
-            let mut acc = _mm256_setzero_ps();
-            let mut offsets = 0f32;
-            for (a, b) in x.iter().zip(y) {
+            let acc = two_chains!(x, y, |acc, a: &BlockQ4_1, b: &BlockQ8_1| {
                 let q = unpack_nibbles(&a.qs);
                 let v = _mm256_loadu_si256(b.qs.as_ptr() as *const __m256i);
-                let s = mul_sum(_mm256_setzero_si256(), q, v);
-                let d = _mm256_set1_ps(f16_le(a.d) * f16_le(b.d));
-                acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc);
-                offsets += f16_le(a.m) * f16_le(b.s);
+                scale_acc(acc, a.d, b.d, mul_sum(_mm256_setzero_si256(), q, v))
+            });
+            // The m * s terms: one f32 per block, 8 blocks per vector op.
+            let mut offsets = 0f32;
+            for (a, b) in x.iter().zip(y) {
+                offsets += h2f(a.m) * h2f(b.s);
             }
             hsum(acc) + offsets
         }
 
         #[target_feature(enable = $feat)]
         pub unsafe fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
-            let mut acc = _mm256_setzero_ps();
-            for (a, b) in x.iter().zip(y) {
+            let acc = two_chains!(x, y, |acc, a: &BlockQ8_0, b: &BlockQ8_0| {
                 let q = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
                 let v = _mm256_loadu_si256(b.qs.as_ptr() as *const __m256i);
-                let s = mul_sum_i8(_mm256_setzero_si256(), q, v);
-                let d = _mm256_set1_ps(f16_le(a.d) * f16_le(b.d));
-                acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc);
-            }
+                scale_acc(acc, a.d, b.d, mul_sum_i8(_mm256_setzero_si256(), q, v))
+            });
             hsum(acc)
         }
 
