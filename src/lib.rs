@@ -7,6 +7,8 @@ pub mod gguf;
 pub mod inspect;
 pub mod model;
 pub mod ops;
+pub mod perplexity;
+pub mod quantize;
 pub mod sampler;
 pub mod synth;
 pub mod tokenizer;
