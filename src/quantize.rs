@@ -365,7 +365,7 @@ impl Chooser<'_> {
         let mut t = f.base_type();
         let n_expert = self.facts.n_expert;
         if cat == Category::Output || (self.tied && cat == Category::TokenEmbd) {
-            if ncols % t.block_size() as u64 != 0 {
+            if !ncols.is_multiple_of(t.block_size() as u64) {
                 t = Q8_0;
             } else if t != Q8_0 {
                 t = Q6_K;
@@ -432,7 +432,7 @@ impl Chooser<'_> {
 /// A type whose block does not divide the row length is replaced (`tensor_type_fallback`).
 fn fallback(want: GgmlType, ncols: u64) -> (GgmlType, Option<GgmlType>) {
     use GgmlType::*;
-    let fits = |t: GgmlType| ncols % t.block_size() as u64 == 0;
+    let fits = |t: GgmlType| ncols.is_multiple_of(t.block_size() as u64);
     if fits(want) {
         return (want, None);
     }

@@ -159,12 +159,12 @@ impl ActBuf {
         match kind {
             ActType::Q8_0 => {
                 self.q8_0.resize(nb, BlockQ8_0::default());
-                scalar::quantize_q8_0(x, &mut self.q8_0);
+                scalar::quantize_q8_0_act(x, &mut self.q8_0);
                 ActRef::Q8_0(&self.q8_0)
             }
             ActType::Q8_1 => {
                 self.q8_1.resize(nb, BlockQ8_1::default());
-                scalar::quantize_q8_1(x, &mut self.q8_1);
+                scalar::quantize_q8_1_act(x, &mut self.q8_1);
                 ActRef::Q8_1(&self.q8_1)
             }
             ActType::Q8K => {

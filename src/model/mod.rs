@@ -378,6 +378,11 @@ impl Model {
     /// Causal grouped-query attention for `n` new tokens at positions pos0.., reading keys
     /// and values of all positions up to each token from the cache. Heads run in parallel;
     /// head h reads KV head h / (n_heads / n_kv_heads).
+    ///
+    /// Numerics follow llama.cpp's CPU attention with an F16 cache (its default), so that
+    /// greedy generations agree token for token: the query is rounded to f16, scores are
+    /// f16 x f16 products summed in f32, the softmax runs online (one pass, rescaling when
+    /// a new maximum appears) and the weighted sum of values accumulates in f16.
     fn attention(&self, layer: usize, n: usize, pos0: usize, cache: &KvCache, s: &mut State) {
         let c = &self.config;
         let (hd, qd, kvd) = (c.head_dim, c.q_dim(), c.kv_dim());
@@ -388,28 +393,51 @@ impl Model {
         let (kc, vc) = (&cache.k[base..base + n_ctx * kvd], &cache.v[base..base + n_ctx * kvd]);
         let q = &s.q;
         let out = SharedMut(s.att.as_mut_ptr());
-        s.scores.par_chunks_mut(n_ctx).enumerate().for_each(|(h, scores)| {
+        (0..c.n_heads).into_par_iter().for_each(|h| {
             let out = out;
             let kvh = h / group;
+            let mut q16 = [f16::ZERO; 1024];
+            let mut acc16 = [f16::ZERO; 1024];
             let mut kf = [0f32; 1024];
-            let kf = &mut kf[..hd];
+            let mut qf = [0f32; 1024];
+            let (q16, acc16, kf, qf) = (&mut q16[..hd], &mut acc16[..hd], &mut kf[..hd], &mut qf[..hd]);
             for i in 0..n {
                 let len = pos0 + i + 1;
                 let qh = &q[i * qd + h * hd..i * qd + (h + 1) * hd];
-                for (t, sc) in scores[..len].iter_mut().enumerate() {
+                for (d, &v) in q16.iter_mut().zip(qh) {
+                    *d = f16::from_f32(v);
+                }
+                half::slice::HalfFloatSliceExt::convert_to_f32_slice(&q16[..], qf);
+                acc16.fill(f16::ZERO);
+                let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
+                for t in 0..len {
                     let kt = &kc[t * kvd + kvh * hd..t * kvd + (kvh + 1) * hd];
                     half::slice::HalfFloatSliceExt::convert_to_f32_slice(kt, kf);
-                    *sc = ops::dot(qh, kf) * scale;
+                    let sc = ops::dot(qf, kf) * scale;
+                    let (ms, vs);
+                    if sc > m {
+                        ms = (m - sc).exp();
+                        vs = 1.0;
+                        m = sc;
+                        for a in acc16.iter_mut() {
+                            *a = f16::from_f32(a.to_f32() * ms);
+                        }
+                    } else {
+                        ms = 1.0;
+                        vs = (sc - m).exp();
+                    }
+                    let vt = &vc[t * kvd + kvh * hd..t * kvd + (kvh + 1) * hd];
+                    for (a, &v) in acc16.iter_mut().zip(vt) {
+                        *a = f16::from_f32(a.to_f32() + v.to_f32() * vs);
+                    }
+                    sum = sum * ms + vs;
                 }
-                ops::softmax(&mut scores[..len]);
                 // SAFETY: head h of token i owns att[i*qd + h*hd .. +hd]; no other worker
                 // touches it, and `s.att` outlives this parallel loop.
                 let o = unsafe { std::slice::from_raw_parts_mut(out.0.add(i * qd + h * hd), hd) };
-                o.fill(0.0);
-                for (t, &p) in scores[..len].iter().enumerate() {
-                    let vt = &vc[t * kvd + kvh * hd..t * kvd + (kvh + 1) * hd];
-                    half::slice::HalfFloatSliceExt::convert_to_f32_slice(vt, kf);
-                    ops::axpy(o, p, kf);
+                let inv = 1.0 / sum;
+                for (o, a) in o.iter_mut().zip(acc16.iter()) {
+                    *o = a.to_f32() * inv;
                 }
             }
         });

@@ -8,15 +8,19 @@
 //! lookup per candidate pair and no string building.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 
+use super::hash::FastMap;
 use super::unicode::BYTE_TO_CHAR;
 
 const NO_PART: u32 = u32::MAX;
 
+/// A mergeable pair: (rank, left index, left length, right length, right index).
+type Candidate = (u32, usize, usize, usize, usize);
+
 pub(crate) struct Bpe {
     /// (left part, right part) -> rank (the merge's index in `tokenizer.ggml.merges`).
-    ranks: HashMap<(u32, u32), u32>,
+    ranks: FastMap<(u32, u32), u32>,
     /// rank -> part id of the merged string (`NO_PART` if it is neither a token nor a half).
     merged: Vec<u32>,
     /// Part id of each byte's character.
@@ -30,63 +34,90 @@ impl Bpe {
     /// `merges` are "left right" strings; `token_to_id` maps token text to id.
     pub fn new(
         merges: &[String],
-        token_to_id: &HashMap<String, u32>,
+        token_to_id: &FastMap<String, u32>,
         n_vocab: u32,
         ignore_merges: bool,
     ) -> Bpe {
-        let mut extra: HashMap<&str, u32> = HashMap::new();
-        let mut next_extra = n_vocab;
-        let mut part_of = |s: &str, extra: &mut HashMap<&str, u32>| -> Option<u32> {
-            if let Some(&id) = token_to_id.get(s) {
-                return Some(id);
-            }
-            extra.get(s).copied()
+        // Most of the load time is hash lookups of merge strings (three per merge: the
+        // halves and the result), so they run on several threads. Not on rayon's global
+        // pool: loading must not initialise it before the CLI sizes it.
+        let lookup = |chunk: &[String]| -> Vec<[u32; 3]> {
+            let get = |s: &str| token_to_id.get(s).copied().unwrap_or(NO_PART);
+            let mut joined = String::new();
+            chunk
+                .iter()
+                .map(|m| match split_merge(m) {
+                    None => [NO_PART; 3],
+                    Some((a, b)) => {
+                        joined.clear();
+                        joined.push_str(a);
+                        joined.push_str(b);
+                        [get(a), get(b), get(&joined)]
+                    }
+                })
+                .collect()
         };
+        let threads = if merges.len() < 50_000 {
+            1
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get()).min(8)
+        };
+        let per = merges.len().div_ceil(threads).max(1);
+        let mut ids: Vec<[u32; 3]> = std::thread::scope(|s| {
+            let jobs: Vec<_> = merges.chunks(per).map(|c| (c, s.spawn(move || lookup(c)))).collect();
+            jobs.into_iter().flat_map(|(c, job)| job.join().unwrap_or_else(|_| lookup(c))).collect()
+        });
 
-        // Split as llama.cpp: at the first space after the first byte. A merge without a
-        // space has empty halves, which no symbol ever matches.
-        let halves: Vec<Option<(&str, &str)>> = merges
-            .iter()
-            .map(|m| {
-                let at = m.as_bytes().iter().skip(1).position(|&b| b == b' ')? + 1;
-                Some((&m[..at], &m[at + 1..]))
-            })
-            .collect();
-        for (a, b) in halves.iter().flatten() {
-            for s in [*a, *b] {
-                if part_of(s, &mut extra).is_none() && next_extra < NO_PART {
-                    extra.insert(s, next_extra);
-                    next_extra += 1;
+        // Halves that are not tokens (not seen in real vocabularies, but allowed) get part
+        // ids past the vocabulary, so merges through them still work.
+        let mut extra: FastMap<&str, u32> = FastMap::default();
+        for (m, id) in merges.iter().zip(ids.iter_mut()) {
+            if id[0] != NO_PART && id[1] != NO_PART {
+                continue;
+            }
+            let Some((a, b)) = split_merge(m) else { continue };
+            for (half, slot) in [(a, 0), (b, 1)] {
+                if id[slot] == NO_PART {
+                    let next = n_vocab.saturating_add(extra.len() as u32);
+                    if next < NO_PART {
+                        id[slot] = *extra.entry(half).or_insert(next);
+                    }
+                }
+            }
+        }
+        if !extra.is_empty() {
+            let mut joined = String::new();
+            for (m, id) in merges.iter().zip(ids.iter_mut()) {
+                if let (NO_PART, Some((a, b))) = (id[2], split_merge(m)) {
+                    joined.clear();
+                    joined.push_str(a);
+                    joined.push_str(b);
+                    id[2] = extra.get(joined.as_str()).copied().unwrap_or(NO_PART);
                 }
             }
         }
 
-        let mut ranks = HashMap::with_capacity(merges.len());
-        let mut merged = vec![NO_PART; merges.len()];
-        let mut joined = String::new();
-        for (rank, h) in halves.iter().enumerate() {
-            let Some((a, b)) = h else { continue };
-            let (Some(pa), Some(pb)) = (part_of(a, &mut extra), part_of(b, &mut extra)) else { continue };
-            // The first listing of a pair keeps its rank.
-            ranks.entry((pa, pb)).or_insert(rank as u32);
-            joined.clear();
-            joined.push_str(a);
-            joined.push_str(b);
-            merged[rank] = part_of(&joined, &mut extra).unwrap_or(NO_PART);
+        let mut ranks = FastMap::with_capacity_and_hasher(ids.len(), Default::default());
+        for (rank, id) in ids.iter().enumerate() {
+            if id[0] != NO_PART && id[1] != NO_PART {
+                // The first listing of a pair keeps its rank.
+                ranks.entry((id[0], id[1])).or_insert(rank as u32);
+            }
         }
+        let merged = ids.iter().map(|id| id[2]).collect();
 
         let mut byte_part = [NO_PART; 256];
         let mut buf = [0u8; 4];
         for (b, part) in byte_part.iter_mut().enumerate() {
             let s: &str = BYTE_TO_CHAR[b].encode_utf8(&mut buf);
-            *part = part_of(s, &mut extra).unwrap_or(NO_PART);
+            *part = token_to_id.get(s).or_else(|| extra.get(s)).copied().unwrap_or(NO_PART);
         }
 
         Bpe { ranks, merged, byte_part, n_vocab, ignore_merges }
     }
 
     /// Tokens of one word (raw UTF-8 bytes, not yet in the byte alphabet), appended to `out`.
-    pub fn encode_word(&self, word: &[u8], token_to_id: &HashMap<String, u32>, out: &mut Vec<u32>) {
+    pub fn encode_word(&self, word: &[u8], token_to_id: &FastMap<String, u32>, out: &mut Vec<u32>) {
         if word.is_empty() {
             return;
         }
@@ -118,7 +149,7 @@ impl Bpe {
             .collect();
 
         // (rank, left, left length, right length, right): smallest rank, then leftmost.
-        let mut queue: BinaryHeap<Reverse<(u32, usize, usize, usize, usize)>> = BinaryHeap::new();
+        let mut queue: BinaryHeap<Reverse<Candidate>> = BinaryHeap::new();
         let push = |syms: &[Sym], queue: &mut BinaryHeap<_>, l: usize, r: usize| {
             if l == END || r == END {
                 return;
@@ -171,4 +202,11 @@ impl Bpe {
             i = s.next;
         }
     }
+}
+
+/// A merge's halves, split as llama.cpp does: at the first space after the first byte.
+/// Without such a space there is no merge (llama.cpp keeps empty halves, which never match).
+fn split_merge(m: &str) -> Option<(&str, &str)> {
+    let at = m.as_bytes().iter().skip(1).position(|&b| b == b' ')? + 1;
+    Some((&m[..at], &m[at + 1..]))
 }

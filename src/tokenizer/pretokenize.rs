@@ -148,8 +148,8 @@ fn split_each(cps: &[u32], pieces: &[usize], pred: fn(u32) -> bool) -> Vec<usize
     let mut out = Vec::with_capacity(pieces.len());
     for_pieces(pieces, |ini, end| {
         let mut prev = ini;
-        for pos in ini..end {
-            if pred(cps[pos]) {
+        for (pos, &cp) in cps.iter().enumerate().take(end).skip(ini) {
+            if pred(cp) {
                 if pos > prev {
                     out.push(pos - prev);
                 }

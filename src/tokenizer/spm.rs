@@ -4,7 +4,9 @@
 //! and write what remains; a piece that is not a token falls back to byte tokens `<0xNN>`.
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
+
+use super::hash::FastMap;
 
 struct Pair {
     score: f32,
@@ -35,7 +37,7 @@ impl Eq for Pair {}
 /// the token for raw byte b, if any.
 pub(crate) fn encode(
     text: &str,
-    token_to_id: &HashMap<String, u32>,
+    token_to_id: &FastMap<String, u32>,
     scores: &[f32],
     byte_token: &[Option<u32>; 256],
     out: &mut Vec<u32>,

@@ -57,3 +57,34 @@ pub fn quantize_q8_k(x: &[f32], y: &mut [BlockQ8K]) {
         b.d = 1.0 / iscale;
     }
 }
+
+/// Activations at run time: as llama.cpp's x86 `quantize_row_q8_0` (not its reference):
+/// the multiplier is 127 / amax and values round half to even. Both differ from the
+/// reference by an ulp or a tie now and then; matching them keeps our logits on llama.cpp's.
+pub fn quantize_q8_0_act(x: &[f32], y: &mut [BlockQ8_0]) {
+    for (x, b) in x.chunks_exact(32).zip(y.iter_mut()) {
+        let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        b.d = f16_bytes(d);
+        for (q, v) in b.qs.iter_mut().zip(x) {
+            *q = (v * id).round_ties_even() as i8;
+        }
+    }
+}
+
+/// As `quantize_q8_0_act`, plus s = d * sum(q).
+pub fn quantize_q8_1_act(x: &[f32], y: &mut [BlockQ8_1]) {
+    for (x, b) in x.chunks_exact(32).zip(y.iter_mut()) {
+        let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        b.d = f16_bytes(d);
+        let mut sum = 0i32;
+        for (q, v) in b.qs.iter_mut().zip(x) {
+            *q = (v * id).round_ties_even() as i8;
+            sum += *q as i32;
+        }
+        b.s = f16_bytes(d * sum as f32);
+    }
+}
