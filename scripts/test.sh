@@ -11,6 +11,7 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
 cargo fmt --all --check
 cargo build --release --workspace
+./scripts/make-variants.sh
 cargo test --workspace --release
 cargo clippy --workspace --all-targets --release -- -D warnings
 

@@ -118,6 +118,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Requantize a model, choosing each tensor's type as llama-quantize does.
+    Quantize {
+        input: PathBuf,
+        output: PathBuf,
+        /// Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, F16, BF16, F32.
+        #[arg(value_name = "TYPE")]
+        ty: String,
+    },
     /// Print the token ids of a text.
     Tokenize {
         #[arg(short = 'm', long = "model")]
@@ -332,6 +340,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     r.perplexity, r.chunks, r.tokens
                 )?;
             }
+        }
+        Command::Quantize { input, output, ty } => {
+            let r = ferrite::quantize::quantize_file(&input, &output, &ty)?;
+            eprintln!("{r}");
         }
         Command::Tokenize { model, prompt, no_bos, no_parse_special, pieces } => {
             let f = GgufFile::open(&model)?;

@@ -39,10 +39,10 @@ for t, path in models.items():
     gen[t] = {}
     for p in prompts:
         r = subprocess.run([f"{bin_dir}/llama-completion", "-m", path, "-no-cnv", "--temp", "0",
-                            "--no-display-prompt", "-p", p, "-n", "40", "-t", "2", "--log-disable"],
+                            "--no-display-prompt", "-p", p, "-n", "40", "-t", "2"],
                            capture_output=True, check=True)
         text = r.stdout.decode("utf-8")
-        eos = text.endswith(" [end of text]\n") or text.endswith(" [end of text]")
+        eos = " [end of text]" in text
         if eos:
             text = text[: text.rindex(" [end of text]")]
         gen[t][p] = {"text": text, "eos": eos}

@@ -199,7 +199,6 @@ pub struct State {
     att: Vec<f32>,
     hb: Vec<f32>,
     hb2: Vec<f32>,
-    scores: Vec<f32>,
     row: Vec<f32>,
     pub logits: Vec<f32>,
     act: ActBuf,
@@ -218,7 +217,6 @@ impl State {
             att: vec![0.0; b * c.q_dim()],
             hb: vec![0.0; b * c.ffn_dim],
             hb2: vec![0.0; b * c.ffn_dim],
-            scores: vec![0.0; c.n_heads * n_ctx],
             row: vec![0.0; c.dim],
             logits: vec![0.0; c.vocab_size],
             act: ActBuf::new(),
@@ -379,10 +377,13 @@ impl Model {
     /// and values of all positions up to each token from the cache. Heads run in parallel;
     /// head h reads KV head h / (n_heads / n_kv_heads).
     ///
-    /// Numerics follow llama.cpp's CPU attention with an F16 cache (its default), so that
-    /// greedy generations agree token for token: the query is rounded to f16, scores are
-    /// f16 x f16 products summed in f32, the softmax runs online (one pass, rescaling when
-    /// a new maximum appears) and the weighted sum of values accumulates in f16.
+    /// Numerics follow llama.cpp's CPU flash attention with an F16 cache (its default), so
+    /// that greedy generations agree token for token. The softmax runs online (one pass,
+    /// rescaling when a new maximum appears). For batches under 64 tokens (decode, short
+    /// prompts) llama.cpp rounds the query to f16 and accumulates the weighted values in
+    /// f16; from 64 tokens on (its tiled path) everything after the cache stays f32. With an
+    /// f16 cache, rounding makes implementations drift apart by ~1e-3 relative anyway; this
+    /// keeps us on the same side of each rounding as the reference where it is cheap to.
     fn attention(&self, layer: usize, n: usize, pos0: usize, cache: &KvCache, s: &mut State) {
         let c = &self.config;
         let (hd, qd, kvd) = (c.head_dim, c.q_dim(), c.kv_dim());
@@ -393,6 +394,7 @@ impl Model {
         let (kc, vc) = (&cache.k[base..base + n_ctx * kvd], &cache.v[base..base + n_ctx * kvd]);
         let q = &s.q;
         let out = SharedMut(s.att.as_mut_ptr());
+        let f16_path = n < 64;
         (0..c.n_heads).into_par_iter().for_each(|h| {
             let out = out;
             let kvh = h / group;
@@ -400,15 +402,22 @@ impl Model {
             let mut acc16 = [f16::ZERO; 1024];
             let mut kf = [0f32; 1024];
             let mut qf = [0f32; 1024];
+            let mut acc32 = [0f32; 1024];
             let (q16, acc16, kf, qf) = (&mut q16[..hd], &mut acc16[..hd], &mut kf[..hd], &mut qf[..hd]);
+            let acc32 = &mut acc32[..hd];
             for i in 0..n {
                 let len = pos0 + i + 1;
                 let qh = &q[i * qd + h * hd..i * qd + (h + 1) * hd];
-                for (d, &v) in q16.iter_mut().zip(qh) {
-                    *d = f16::from_f32(v);
+                if f16_path {
+                    for (d, &v) in q16.iter_mut().zip(qh) {
+                        *d = f16::from_f32(v);
+                    }
+                    half::slice::HalfFloatSliceExt::convert_to_f32_slice(&q16[..], qf);
+                } else {
+                    qf.copy_from_slice(qh);
                 }
-                half::slice::HalfFloatSliceExt::convert_to_f32_slice(&q16[..], qf);
                 acc16.fill(f16::ZERO);
+                acc32.fill(0.0);
                 let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
                 for t in 0..len {
                     let kt = &kc[t * kvd + kvh * hd..t * kvd + (kvh + 1) * hd];
@@ -419,16 +428,25 @@ impl Model {
                         ms = (m - sc).exp();
                         vs = 1.0;
                         m = sc;
-                        for a in acc16.iter_mut() {
-                            *a = f16::from_f32(a.to_f32() * ms);
+                        if f16_path {
+                            for a in acc16.iter_mut() {
+                                *a = f16::from_f32(a.to_f32() * ms);
+                            }
+                        } else {
+                            acc32.iter_mut().for_each(|a| *a *= ms);
                         }
                     } else {
                         ms = 1.0;
                         vs = (sc - m).exp();
                     }
                     let vt = &vc[t * kvd + kvh * hd..t * kvd + (kvh + 1) * hd];
-                    for (a, &v) in acc16.iter_mut().zip(vt) {
-                        *a = f16::from_f32(a.to_f32() + v.to_f32() * vs);
+                    if f16_path {
+                        for (a, &v) in acc16.iter_mut().zip(vt) {
+                            *a = f16::from_f32(a.to_f32() + v.to_f32() * vs);
+                        }
+                    } else {
+                        half::slice::HalfFloatSliceExt::convert_to_f32_slice(vt, kf);
+                        ops::axpy(acc32, vs, kf);
                     }
                     sum = sum * ms + vs;
                 }
@@ -436,8 +454,14 @@ impl Model {
                 // touches it, and `s.att` outlives this parallel loop.
                 let o = unsafe { std::slice::from_raw_parts_mut(out.0.add(i * qd + h * hd), hd) };
                 let inv = 1.0 / sum;
-                for (o, a) in o.iter_mut().zip(acc16.iter()) {
-                    *o = a.to_f32() * inv;
+                if f16_path {
+                    for (o, a) in o.iter_mut().zip(acc16.iter()) {
+                        *o = a.to_f32() * inv;
+                    }
+                } else {
+                    for (o, a) in o.iter_mut().zip(acc32.iter()) {
+                        *o = a * inv;
+                    }
                 }
             }
         });
