@@ -5,8 +5,8 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use ferrite::gguf::{GgufFile, GgufWriter, Value};
-use ferrite::synth::{synth, FileType, Shape};
 use ferrite::kernels::GgmlType;
+use ferrite::synth::{synth, FileType, Shape};
 
 const SMALL: Shape = Shape {
     name: "test-small",
@@ -27,8 +27,11 @@ fn small_model(dir: &Path) -> PathBuf {
     p
 }
 
-/// Copy a GGUF, letting `edit` change metadata and tensors (name, dims, keep?).
-fn rewrite(src: &Path, dst: &Path, edit_kv: &dyn Fn(&str, &Value) -> Option<Value>, edit_t: &dyn Fn(&str, &[u64]) -> Option<Vec<u64>>) {
+type EditKv<'a> = &'a dyn Fn(&str, &Value) -> Option<Value>;
+type EditTensor<'a> = &'a dyn Fn(&str, &[u64]) -> Option<Vec<u64>>;
+
+/// Copy a GGUF, letting `edit_kv` change or drop metadata and `edit_t` reshape or drop tensors.
+fn rewrite(src: &Path, dst: &Path, edit_kv: EditKv, edit_t: EditTensor) {
     let f = GgufFile::open(src).unwrap();
     let mut w = GgufWriter::new();
     for (k, v) in &f.gguf.metadata {
@@ -48,7 +51,14 @@ fn rewrite(src: &Path, dst: &Path, edit_kv: &dyn Fn(&str, &Value) -> Option<Valu
 }
 
 fn run(model: &Path, extra: &[&str]) -> std::process::Output {
-    common::ferrite().arg("run").arg("-m").arg(model).args(["-n", "4", "--temp", "0"]).args(extra).output().unwrap()
+    common::ferrite()
+        .arg("run")
+        .arg("-m")
+        .arg(model)
+        .args(["-n", "4", "--temp", "0"])
+        .args(extra)
+        .output()
+        .unwrap()
 }
 
 fn assert_one_line_error(out: &std::process::Output, needle: &str) {

@@ -113,7 +113,7 @@ impl Default for BlockQ8K {
 
 /// View bytes as blocks. `None` if the length is not a whole number of blocks.
 pub fn as_blocks<B: Block>(bytes: &[u8]) -> Option<&[B]> {
-    if bytes.len() % B::BYTES != 0 {
+    if !bytes.len().is_multiple_of(B::BYTES) {
         return None;
     }
     // SAFETY: B has alignment 1, size BYTES and accepts every bit pattern (trait contract);

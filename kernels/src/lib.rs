@@ -2,6 +2,9 @@
 //! quantization and dot products for the GGUF weight types, as a scalar reference and
 //! SIMD levels chosen at run time. No I/O and no model knowledge.
 
+// Kernels index blocks by position on purpose: the loops mirror the block layouts.
+#![allow(clippy::needless_range_loop)]
+
 #[cfg(target_arch = "aarch64")]
 pub mod aarch64;
 pub mod blocks;

@@ -48,7 +48,7 @@ fn prepare(k: &Kernels, w: &Matrix) -> Result<(DotFn, ActType), KernelError> {
     let unsupported = KernelError::Unsupported { ty: w.ty, what: "matrix multiplication" };
     let act = ActType::for_weight(w.ty).ok_or(unsupported.clone())?;
     let dot = k.dot(w.ty).ok_or(unsupported)?;
-    if w.cols % act.block() != 0 {
+    if !w.cols.is_multiple_of(act.block()) {
         return Err(KernelError::BadLength { ty: w.ty, bytes: w.data.len(), elems: w.cols });
     }
     Ok((dot, act))

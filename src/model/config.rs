@@ -110,7 +110,8 @@ impl LlamaConfig {
         if vocab_size == 0 || vocab_size > MAX_VOCAB {
             return Err(bad(format!("vocabulary size {vocab_size}")));
         }
-        if !(rope_base.is_finite() && rope_base > 1.0) || !(rms_eps.is_finite() && rms_eps > 0.0) {
+        let sane = rope_base.is_finite() && rope_base > 1.0 && rms_eps.is_finite() && rms_eps > 0.0;
+        if !sane {
             return Err(bad(format!("rope base {rope_base}, RMS epsilon {rms_eps}")));
         }
         Ok(LlamaConfig {

@@ -253,6 +253,13 @@ struct SharedMut(*mut f32);
 unsafe impl Send for SharedMut {}
 unsafe impl Sync for SharedMut {}
 
+impl SharedMut {
+    /// Through a method, so closures capture the Send wrapper, not the raw pointer field.
+    fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
+
 impl Model {
     /// Run `tokens` at positions `cache.len..`; afterwards `state.logits` holds the logits
     /// of the last token (and, if `all_logits` is given, every token's logits are appended
@@ -396,7 +403,6 @@ impl Model {
         let out = SharedMut(s.att.as_mut_ptr());
         let f16_path = n < 64;
         (0..c.n_heads).into_par_iter().for_each(|h| {
-            let out = out;
             let kvh = h / group;
             let mut q16 = [f16::ZERO; 1024];
             let mut acc16 = [f16::ZERO; 1024];
@@ -452,7 +458,7 @@ impl Model {
                 }
                 // SAFETY: head h of token i owns att[i*qd + h*hd .. +hd]; no other worker
                 // touches it, and `s.att` outlives this parallel loop.
-                let o = unsafe { std::slice::from_raw_parts_mut(out.0.add(i * qd + h * hd), hd) };
+                let o = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(i * qd + h * hd), hd) };
                 let inv = 1.0 / sum;
                 if f16_path {
                     for (o, a) in o.iter_mut().zip(acc16.iter()) {

@@ -22,6 +22,10 @@ unsafe fn nibbles(qs: &[u8; 16]) -> (int8x16_t, int8x16_t) {
     (vreinterpretq_s8_u8(vandq_u8(b, vdupq_n_u8(15))), vreinterpretq_s8_u8(vshrq_n_u8(b, 4)))
 }
 
+/// # Safety
+
+/// The CPU must have this level's target features (reached only through dispatch).
+
 #[target_feature(enable = "neon")]
 pub unsafe fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
     let mut acc = vdupq_n_f32(0.0);
@@ -34,6 +38,10 @@ pub unsafe fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
     }
     vaddvq_f32(acc)
 }
+
+/// # Safety
+
+/// The CPU must have this level's target features (reached only through dispatch).
 
 #[target_feature(enable = "neon")]
 pub unsafe fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
@@ -49,6 +57,10 @@ pub unsafe fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
     vaddvq_f32(acc) + offsets
 }
 
+/// # Safety
+
+/// The CPU must have this level's target features (reached only through dispatch).
+
 #[target_feature(enable = "neon")]
 pub unsafe fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
     let mut acc = vdupq_n_f32(0.0);
@@ -62,6 +74,8 @@ pub unsafe fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
 
 /// Q4_K: see the scalar reference for the layout; groups of 32 scaled by 6-bit scales,
 /// minimums folded in through the activation's bsums.
+/// # Safety
+/// The CPU must have this level's target features (reached only through dispatch).
 #[target_feature(enable = "neon")]
 pub unsafe fn vec_dot_q4_k_q8_k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
     let mut sum = 0f32;
@@ -88,6 +102,8 @@ pub unsafe fn vec_dot_q4_k_q8_k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
 }
 
 /// Q6_K: 6-bit values rebuilt from ql/qh 16 at a time, offset by -32, groups of 16.
+/// # Safety
+/// The CPU must have this level's target features (reached only through dispatch).
 #[target_feature(enable = "neon")]
 pub unsafe fn vec_dot_q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
     let mut sum = 0f32;
@@ -120,6 +136,10 @@ pub unsafe fn vec_dot_q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
     }
     sum
 }
+
+/// # Safety
+
+/// The CPU must have this level's target features (reached only through dispatch).
 
 #[target_feature(enable = "neon")]
 pub unsafe fn vec_dot_f32(x: &[u8], y: &[f32]) -> f32 {

@@ -8,6 +8,8 @@ macro_rules! x86_k_kernels {
         /// Q4_K x Q8_K. Block: 8 groups of 32 weights; qs byte l of pair p holds group 2p
         /// (low nibble) and group 2p+1 (high nibble); (scale, min) per group in 12 bytes.
         ///   sum = d * dy * sum_g sc_g * sum(q*qy) - dmin * dy * sum_g m_g * bsum_g
+        /// # Safety
+        /// The CPU must have this level's target features (reached only through dispatch).
         #[target_feature(enable = $feat)]
         pub unsafe fn vec_dot_q4_k_q8_k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
             let mut acc = _mm256_setzero_ps();
@@ -42,6 +44,8 @@ macro_rules! x86_k_kernels {
         /// low (k<2) or high nibbles of ql[32*(k%2)..] and bits 2k..2k+1 of qh. 16 groups of
         /// 16 with i8 scales; q in 0..64 is offset by -32, folded in through bsums:
         ///   sum = d * dy * sum_g sc_g * (sum(q*qy) - 32 * bsum_g)
+        /// # Safety
+        /// The CPU must have this level's target features (reached only through dispatch).
         #[target_feature(enable = $feat)]
         pub unsafe fn vec_dot_q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
             let mut acc = _mm256_setzero_ps();

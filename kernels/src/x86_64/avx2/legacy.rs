@@ -77,6 +77,10 @@ macro_rules! x86_legacy_kernels {
             }};
         }
 
+        /// # Safety
+
+        /// The CPU must have this level's target features (reached only through dispatch).
+
         #[target_feature(enable = $feat)]
         pub unsafe fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
             let eight = _mm256_set1_epi8(8);
@@ -87,6 +91,10 @@ macro_rules! x86_legacy_kernels {
             });
             hsum(acc)
         }
+
+        /// # Safety
+
+        /// The CPU must have this level's target features (reached only through dispatch).
 
         #[target_feature(enable = $feat)]
         pub unsafe fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
@@ -103,6 +111,10 @@ macro_rules! x86_legacy_kernels {
             hsum(acc) + offsets
         }
 
+        /// # Safety
+
+        /// The CPU must have this level's target features (reached only through dispatch).
+
         #[target_feature(enable = $feat)]
         pub unsafe fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
             let acc = two_chains!(x, y, |acc, a: &BlockQ8_0, b: &BlockQ8_0| {
@@ -112,6 +124,10 @@ macro_rules! x86_legacy_kernels {
             });
             hsum(acc)
         }
+
+        /// # Safety
+
+        /// The CPU must have this level's target features (reached only through dispatch).
 
         #[target_feature(enable = $feat)]
         pub unsafe fn vec_dot_f32(x: &[u8], y: &[f32]) -> f32 {
@@ -129,6 +145,10 @@ macro_rules! x86_legacy_kernels {
             s += $crate::scalar::vec_dot_f32(&x[4 * i..], &y[i..]);
             s
         }
+
+        /// # Safety
+
+        /// The CPU must have this level's target features (reached only through dispatch).
 
         #[target_feature(enable = $feat)]
         pub unsafe fn vec_dot_f16_f32(x: &[u8], y: &[f32]) -> f32 {
