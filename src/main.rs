@@ -225,6 +225,7 @@ impl Threads {
                 anyhow::bail!("-t {t}: threads must be between 1 and 1024");
             }
             rayon::ThreadPoolBuilder::new().num_threads(t).build_global()?;
+            ferrite::kernels::pool::set_threads(t);
         }
         Ok(())
     }
@@ -297,7 +298,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let m = Model::open(&model)?;
             let results = ferrite::bench::run(&m, n_prompt, n_gen, reps)?;
-            let t = rayon::current_num_threads();
+            let t = ferrite::kernels::pool::global().threads();
             if json {
                 writeln!(out, "{}", ferrite::bench::to_json(&m, t, &results))?;
             } else {

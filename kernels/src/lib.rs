@@ -11,6 +11,7 @@ pub mod blocks;
 pub mod dispatch;
 pub mod matmul;
 pub mod memory;
+pub mod pool;
 pub mod scalar;
 pub mod types;
 #[cfg(target_arch = "x86_64")]

@@ -5,8 +5,6 @@
 //! Weights: `rows` rows of `cols` elements, row-major as stored in GGUF (each row a run of
 //! whole blocks). Output: `y[i * rows + r]` = row r of the weights . activation row i.
 
-use rayon::prelude::*;
-
 use crate::dispatch::{ActBuf, ActRef, ActType, DotFn, Kernels};
 use crate::types::GgmlType;
 use crate::KernelError;
@@ -73,6 +71,13 @@ struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
+impl OutPtr {
+    /// Through a method, so closures capture the Sync wrapper, not the raw pointer field.
+    fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// Y = X W^T for `n` activation rows (prefill). Each task takes a chunk of weight rows and
 /// runs every activation row against them while they are in cache.
 pub fn matmul(
@@ -86,6 +91,9 @@ pub fn matmul(
     matmul_multi(k, &[*w], x, n, &mut [y], scratch)
 }
 
+/// Most matrices sharing one input in a `matmul_multi` call.
+pub const MAX_SHARED: usize = 4;
+
 /// Several matrices that share an input (Q, K and V; gate and up): the input is quantized
 /// once and all their rows are spread over the workers in one parallel section.
 /// `ys[j]` receives `n x ws[j].rows` values.
@@ -98,9 +106,15 @@ pub fn matmul_multi(
     scratch: &mut ActBuf,
 ) -> Result<(), KernelError> {
     let Some(first) = ws.first() else { return Ok(()) };
-    let mut dots = Vec::with_capacity(ws.len());
+    if ws.len() != ys.len() || ws.len() > MAX_SHARED {
+        return Err(KernelError::BadLength { ty: first.ty, bytes: ys.len(), elems: ws.len() });
+    }
     let (_, act) = prepare(k, first)?;
-    for (w, y) in ws.iter().zip(ys.iter()) {
+    let mut dots: [Option<DotFn>; MAX_SHARED] = [None; MAX_SHARED];
+    // First task of each matrix (task t belongs to the last j with starts[j] <= t).
+    let mut starts = [usize::MAX; MAX_SHARED + 1];
+    let mut tasks = 0;
+    for (j, (w, y)) in ws.iter().zip(ys.iter()).enumerate() {
         let (dot, a) = prepare(k, w)?;
         if a != act || w.cols != first.cols {
             return Err(KernelError::Unsupported {
@@ -111,23 +125,23 @@ pub fn matmul_multi(
         if x.len() != n * w.cols || y.len() != n * w.rows {
             return Err(KernelError::BadLength { ty: w.ty, bytes: x.len() * 4, elems: n * w.cols });
         }
-        dots.push(dot);
+        dots[j] = Some(dot);
+        starts[j] = tasks;
+        tasks += w.rows.div_ceil(ROWS_PER_TASK);
     }
-    if ws.len() != ys.len() {
-        return Err(KernelError::BadLength { ty: first.ty, bytes: ys.len(), elems: ws.len() });
-    }
+    starts[ws.len()] = tasks;
     let a = scratch.quantize(act, x);
     let cols = first.cols;
-    let outs: Vec<OutPtr> = ys.iter_mut().map(|y| OutPtr(y.as_mut_ptr())).collect();
-    // Tasks: (matrix, first row) in chunks of ROWS_PER_TASK rows.
-    let mut tasks = Vec::new();
-    for (j, w) in ws.iter().enumerate() {
-        for r0 in (0..w.rows).step_by(ROWS_PER_TASK) {
-            tasks.push((j, r0));
-        }
+    let mut outs = [OutPtr(std::ptr::null_mut()); MAX_SHARED];
+    for (o, y) in outs.iter_mut().zip(ys.iter_mut()) {
+        *o = OutPtr(y.as_mut_ptr());
     }
-    tasks.par_iter().for_each(|&(j, r0)| {
-        let (w, dot, out) = (&ws[j], dots[j], outs[j]);
+    let outs = outs;
+    crate::pool::global().run(tasks, &|t| {
+        let j = (0..ws.len()).rev().find(|&j| starts[j] <= t).unwrap_or(0);
+        let (w, out) = (&ws[j], outs[j]);
+        let Some(dot) = dots[j] else { return };
+        let r0 = (t - starts[j]) * ROWS_PER_TASK;
         let r1 = (r0 + ROWS_PER_TASK).min(w.rows);
         for i in 0..n {
             let ai: ActRef = if n == 1 { a } else { a.row(i, cols) };
@@ -135,7 +149,7 @@ pub fn matmul_multi(
                 let v = dot(w.row(r), ai);
                 // SAFETY: i < n and r < w.rows, so the index is inside ys[j] (length checked
                 // to be n * w.rows); only this task writes rows r0..r1 of matrix j.
-                unsafe { *out.0.add(i * w.rows + r) = v };
+                unsafe { *out.ptr().add(i * w.rows + r) = v };
             }
         }
     });

@@ -7,7 +7,6 @@
 pub mod config;
 
 use half::f16;
-use rayon::prelude::*;
 
 pub use config::LlamaConfig;
 use ferrite_kernels::{matmul, matmul_multi, ActBuf, ActType, GgmlType, Kernels, Matrix};
@@ -245,6 +244,14 @@ fn matmul_shared(
     Ok(())
 }
 
+/// Round each value to the nearest f16 (kept as f32), through the slice conversions (F16C
+/// when the CPU has it): the f16 accumulator of llama.cpp's attention, element by element.
+fn round_f16(x: &mut [f32], tmp: &mut [f16]) {
+    use half::slice::HalfFloatSliceExt;
+    tmp.convert_from_f32_slice(x);
+    tmp.convert_to_f32_slice(x);
+}
+
 /// Raw pointer shared by attention workers, each writing its own head's slice.
 #[derive(Clone, Copy)]
 struct SharedMut(*mut f32);
@@ -402,7 +409,7 @@ impl Model {
         let q = &s.q;
         let out = SharedMut(s.att.as_mut_ptr());
         let f16_path = n < 64;
-        (0..c.n_heads).into_par_iter().for_each(|h| {
+        ferrite_kernels::pool::global().run(c.n_heads, &|h| {
             let kvh = h / group;
             let mut q16 = [f16::ZERO; 1024];
             let mut acc16 = [f16::ZERO; 1024];
@@ -422,7 +429,6 @@ impl Model {
                 } else {
                     qf.copy_from_slice(qh);
                 }
-                acc16.fill(f16::ZERO);
                 acc32.fill(0.0);
                 let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
                 for t in 0..len {
@@ -434,25 +440,19 @@ impl Model {
                         ms = (m - sc).exp();
                         vs = 1.0;
                         m = sc;
+                        acc32.iter_mut().for_each(|a| *a *= ms);
                         if f16_path {
-                            for a in acc16.iter_mut() {
-                                *a = f16::from_f32(a.to_f32() * ms);
-                            }
-                        } else {
-                            acc32.iter_mut().for_each(|a| *a *= ms);
+                            round_f16(acc32, acc16);
                         }
                     } else {
                         ms = 1.0;
                         vs = (sc - m).exp();
                     }
                     let vt = &vc[t * kvd + kvh * hd..t * kvd + (kvh + 1) * hd];
+                    half::slice::HalfFloatSliceExt::convert_to_f32_slice(vt, kf);
+                    ops::axpy(acc32, vs, kf);
                     if f16_path {
-                        for (a, &v) in acc16.iter_mut().zip(vt) {
-                            *a = f16::from_f32(a.to_f32() + v.to_f32() * vs);
-                        }
-                    } else {
-                        half::slice::HalfFloatSliceExt::convert_to_f32_slice(vt, kf);
-                        ops::axpy(acc32, vs, kf);
+                        round_f16(acc32, acc16);
                     }
                     sum = sum * ms + vs;
                 }
@@ -460,14 +460,8 @@ impl Model {
                 // touches it, and `s.att` outlives this parallel loop.
                 let o = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(i * qd + h * hd), hd) };
                 let inv = 1.0 / sum;
-                if f16_path {
-                    for (o, a) in o.iter_mut().zip(acc16.iter()) {
-                        *o = a.to_f32() * inv;
-                    }
-                } else {
-                    for (o, a) in o.iter_mut().zip(acc32.iter()) {
-                        *o = a * inv;
-                    }
+                for (o, a) in o.iter_mut().zip(acc32.iter()) {
+                    *o = a * inv;
                 }
             }
         });

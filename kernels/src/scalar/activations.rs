@@ -49,13 +49,22 @@ pub fn quantize_q8_k(x: &[f32], y: &mut [BlockQ8K]) {
         }
         let iscale = -127.0 / max;
         for (q, v) in b.qs.iter_mut().zip(x) {
-            *q = ((iscale * v).round_ties_even() as i32).min(127) as i8;
+            *q = (rint(iscale * v) as i32).min(127) as i8;
         }
         for (j, s) in b.bsums.iter_mut().enumerate() {
             *s = b.qs[j * 16..j * 16 + 16].iter().map(|&q| q as i16).sum();
         }
         b.d = 1.0 / iscale;
     }
+}
+
+/// Round half to even without a libm call (`f32::round_ties_even` becomes `rintf` on the
+/// x86_64 baseline): adding and removing 1.5 * 2^23 leaves the nearest integer under the
+/// default rounding mode. Valid for |x| < 2^22, far beyond the +-127.5 used here.
+#[inline(always)]
+fn rint(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    (x + MAGIC) - MAGIC
 }
 
 /// Activations at run time: as llama.cpp's x86 `quantize_row_q8_0` (not its reference):
@@ -68,7 +77,7 @@ pub fn quantize_q8_0_act(x: &[f32], y: &mut [BlockQ8_0]) {
         let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
         b.d = f16_bytes(d);
         for (q, v) in b.qs.iter_mut().zip(x) {
-            *q = (v * id).round_ties_even() as i8;
+            *q = rint(v * id) as i8;
         }
     }
 }
@@ -82,7 +91,7 @@ pub fn quantize_q8_1_act(x: &[f32], y: &mut [BlockQ8_1]) {
         b.d = f16_bytes(d);
         let mut sum = 0i32;
         for (q, v) in b.qs.iter_mut().zip(x) {
-            *q = (v * id).round_ties_even() as i8;
+            *q = rint(v * id) as i8;
             sum += *q as i32;
         }
         b.s = f16_bytes(d * sum as f32);
