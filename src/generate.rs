@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::model::{KvCache, Model, State};
+use crate::model::{KvCache, Model, Op, State};
 use crate::sampler::Sampler;
 
 pub struct Session<'m> {
@@ -105,7 +105,11 @@ impl<'m> Session<'m> {
             if max_tokens.is_some_and(|m| stats.generated_tokens >= m) {
                 return Ok((Stop::Length, stats));
             }
+            let t = self.state.prof_decode.as_ref().map(|_| Instant::now());
             let next = sampler.sample(&mut self.state.logits, &self.tokens);
+            if let (Some(p), Some(t)) = (self.state.prof_decode.as_mut(), t) {
+                p.add(Op::Sampling, t.elapsed(), 0, 0);
+            }
             if is_eog(next) && !ignore_eos {
                 return Ok((Stop::EndOfGeneration, stats));
             }

@@ -58,6 +58,11 @@ impl GgufWriter {
         self
     }
 
+    /// Number of tensors declared.
+    pub fn tensor_count(&self) -> usize {
+        self.tensors.len()
+    }
+
     /// Bytes of tensor `i`'s data.
     pub fn tensor_size(&self, i: usize) -> u64 {
         self.tensors[i].size

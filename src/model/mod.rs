@@ -5,11 +5,15 @@
 //! a batch through `matmul`; decode runs one token through `matvec`.
 
 pub mod config;
+pub mod profile;
+
+use std::time::Instant;
 
 use half::f16;
 
 pub use config::LlamaConfig;
 use ferrite_kernels::{matmul, matmul_multi, ActBuf, ActType, GgmlType, Kernels, Matrix};
+pub use profile::{Op, Profile, Tap};
 
 use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, TensorInfo};
@@ -201,6 +205,11 @@ pub struct State {
     row: Vec<f32>,
     pub logits: Vec<f32>,
     act: ActBuf,
+    /// Per-op statistics of batched (prefill) and single-token (decode) steps, when set.
+    pub prof_prefill: Option<Box<Profile>>,
+    pub prof_decode: Option<Box<Profile>>,
+    /// Activation dumps, when set (taken for the last row of each batch).
+    pub tap: Option<Tap>,
 }
 
 impl State {
@@ -219,6 +228,9 @@ impl State {
             row: vec![0.0; c.dim],
             logits: vec![0.0; c.vocab_size],
             act: ActBuf::new(),
+            prof_prefill: None,
+            prof_decode: None,
+            tap: None,
         }
     }
 }
@@ -310,80 +322,228 @@ impl Model {
         let n = tokens.len();
         let (dim, qd, kvd, ffn, hd) = (c.dim, c.q_dim(), c.kv_dim(), c.ffn_dim, c.head_dim);
         let pos0 = cache.len;
+        let wall = Instant::now();
+        // Bookkeeping only when asked: both are None in normal runs.
+        let mut prof = if n > 1 { s.prof_prefill.take() } else { s.prof_decode.take() };
+        let mut tap = s.tap.take();
+        let nn = n as u64;
+        macro_rules! timed {
+            ($op:expr, $bytes:expr, $flops:expr, $body:expr) => {{
+                let t0 = profile::start(&prof);
+                let r = $body;
+                if let (Some(p), Some(t0)) = (prof.as_mut(), t0) {
+                    p.add($op, t0.elapsed(), $bytes, $flops);
+                }
+                r
+            }};
+        }
+        // The last row of a batch buffer, for the activation taps.
+        let last = |v: &[f32], w: usize| v[(n - 1) * w..n * w].to_vec();
+        let mm = |w: &WeightRef| (w.len as u64, 2 * (w.rows * w.cols) as u64 * nn);
 
         let embd = self.matrix(&self.token_embd);
-        for (i, &t) in tokens.iter().enumerate() {
-            ferrite_kernels::dequantize(embd.ty, embd.row(t as usize), &mut s.x[i * dim..(i + 1) * dim])?;
-        }
+        timed!(Op::Embed, (embd.row_bytes() * n) as u64, 0, {
+            for (i, &t) in tokens.iter().enumerate() {
+                ferrite_kernels::dequantize(embd.ty, embd.row(t as usize), &mut s.x[i * dim..(i + 1) * dim])?;
+            }
+        });
 
         for (l, layer) in self.layers.iter().enumerate() {
-            for i in 0..n {
-                ops::rmsnorm(
-                    &mut s.xb[i * dim..(i + 1) * dim],
-                    &s.x[i * dim..(i + 1) * dim],
-                    &layer.attn_norm,
-                    c.rms_eps,
-                );
+            let tapping = tap.as_ref().is_some_and(|t| t.wants(l));
+            if tapping {
+                let t = tap.as_mut().expect("tapping");
+                t.save(Some(l), "attn_norm.in", &last(&s.x, dim))?;
             }
-            let xb = &s.xb[..n * dim];
-            let qkv = [self.matrix(&layer.wq), self.matrix(&layer.wk), self.matrix(&layer.wv)];
-            let outs: &mut [&mut [f32]] = &mut [&mut s.q[..n * qd], &mut s.k[..n * kvd], &mut s.v[..n * kvd]];
-            matmul_shared(k, &qkv, xb, n, outs, &mut s.act)?;
-            for i in 0..n {
-                ops::rope(&mut s.q[i * qd..(i + 1) * qd], hd, pos0 + i, &self.inv_freq);
-                ops::rope(&mut s.k[i * kvd..(i + 1) * kvd], hd, pos0 + i, &self.inv_freq);
-                let at = cache.at(l, pos0 + i);
-                for (dst, &src) in cache.k[at..at + kvd].iter_mut().zip(&s.k[i * kvd..(i + 1) * kvd]) {
-                    *dst = f16::from_f32(src);
-                }
-                for (dst, &src) in cache.v[at..at + kvd].iter_mut().zip(&s.v[i * kvd..(i + 1) * kvd]) {
-                    *dst = f16::from_f32(src);
-                }
-            }
-            self.attention(l, n, pos0, cache, s);
-            matmul(k, &self.matrix(&layer.wo), &s.att[..n * qd], n, &mut s.xb[..n * dim], &mut s.act)?;
-            ops::add_in_place(&mut s.x[..n * dim], &s.xb[..n * dim]);
-
-            for i in 0..n {
-                ops::rmsnorm(
-                    &mut s.xb[i * dim..(i + 1) * dim],
-                    &s.x[i * dim..(i + 1) * dim],
-                    &layer.ffn_norm,
-                    c.rms_eps,
-                );
-            }
-            let xb = &s.xb[..n * dim];
-            let gate_up = [self.matrix(&layer.w_gate), self.matrix(&layer.w_up)];
-            let outs: &mut [&mut [f32]] = &mut [&mut s.hb[..n * ffn], &mut s.hb2[..n * ffn]];
-            matmul_shared(k, &gate_up, xb, n, outs, &mut s.act)?;
-            ops::swiglu(&mut s.hb[..n * ffn], &s.hb2[..n * ffn]);
-            matmul(k, &self.matrix(&layer.w_down), &s.hb[..n * ffn], n, &mut s.xb[..n * dim], &mut s.act)?;
-            ops::add_in_place(&mut s.x[..n * dim], &s.xb[..n * dim]);
-        }
-        cache.len = pos0 + n;
-
-        let out = self.matrix(&self.output);
-        match all_logits {
-            Some(all) => {
+            timed!(Op::AttnNorm, 0, 4 * (n * dim) as u64, {
                 for i in 0..n {
                     ops::rmsnorm(
                         &mut s.xb[i * dim..(i + 1) * dim],
                         &s.x[i * dim..(i + 1) * dim],
-                        &self.output_norm,
+                        &layer.attn_norm,
                         c.rms_eps,
                     );
                 }
+            });
+            let t0 = profile::start(&prof);
+            let xb = &s.xb[..n * dim];
+            let qkv = [self.matrix(&layer.wq), self.matrix(&layer.wk), self.matrix(&layer.wv)];
+            let outs: &mut [&mut [f32]] = &mut [&mut s.q[..n * qd], &mut s.k[..n * kvd], &mut s.v[..n * kvd]];
+            matmul_shared(k, &qkv, xb, n, outs, &mut s.act)?;
+            if let (Some(p), Some(t0)) = (prof.as_mut(), t0) {
+                let (q, kk, v) = (mm(&layer.wq), mm(&layer.wk), mm(&layer.wv));
+                p.add_split(
+                    &[(Op::AttnQ, q.0, q.1), (Op::AttnK, kk.0, kk.1), (Op::AttnV, v.0, v.1)],
+                    t0.elapsed(),
+                );
+            }
+            if tapping {
+                let t = tap.as_mut().expect("tapping");
+                t.save(Some(l), "attn_norm.out", &last(&s.xb, dim))?;
+                t.save(Some(l), "attn_q.out", &last(&s.q, qd))?;
+                t.save(Some(l), "attn_k.out", &last(&s.k, kvd))?;
+                t.save(Some(l), "attn_v.out", &last(&s.v, kvd))?;
+            }
+            timed!(Op::Rope, 0, 6 * (n * (qd + kvd) / 2) as u64, {
+                for i in 0..n {
+                    ops::rope(&mut s.q[i * qd..(i + 1) * qd], hd, pos0 + i, &self.inv_freq);
+                    ops::rope(&mut s.k[i * kvd..(i + 1) * kvd], hd, pos0 + i, &self.inv_freq);
+                }
+            });
+            timed!(Op::KvStore, 0, 0, {
+                for i in 0..n {
+                    let at = cache.at(l, pos0 + i);
+                    let (kd, vd) = (&mut cache.k[at..at + kvd], &mut cache.v[at..at + kvd]);
+                    half::slice::HalfFloatSliceExt::convert_from_f32_slice(kd, &s.k[i * kvd..(i + 1) * kvd]);
+                    half::slice::HalfFloatSliceExt::convert_from_f32_slice(vd, &s.v[i * kvd..(i + 1) * kvd]);
+                }
+            });
+            // Attention reads every cached position: 4 flops per head dimension (score and
+            // weighted sum) per position.
+            let ctx_sum: u64 = (0..n).map(|i| (pos0 + i + 1) as u64).sum();
+            let kv_bytes = 2 * 2 * kvd as u64 * ctx_sum;
+            timed!(
+                Op::Attention,
+                kv_bytes,
+                4 * (c.n_heads * hd) as u64 * ctx_sum,
+                self.attention(l, n, pos0, cache, s)
+            );
+            if tapping {
+                let t = tap.as_mut().expect("tapping");
+                t.save(Some(l), "rope_q.out", &last(&s.q, qd))?;
+                t.save(Some(l), "rope_k.out", &last(&s.k, kvd))?;
+                t.save(Some(l), "attention.out", &last(&s.att, qd))?;
+            }
+            let (b, f) = mm(&layer.wo);
+            timed!(
+                Op::AttnOutput,
+                b,
+                f,
+                matmul(k, &self.matrix(&layer.wo), &s.att[..n * qd], n, &mut s.xb[..n * dim], &mut s.act)?
+            );
+            if tapping {
+                tap.as_mut().expect("tapping").save(Some(l), "attn_output.out", &last(&s.xb, dim))?;
+            }
+            timed!(
+                Op::Residual,
+                0,
+                (n * dim) as u64,
+                ops::add_in_place(&mut s.x[..n * dim], &s.xb[..n * dim])
+            );
+
+            timed!(Op::FfnNorm, 0, 4 * (n * dim) as u64, {
+                for i in 0..n {
+                    ops::rmsnorm(
+                        &mut s.xb[i * dim..(i + 1) * dim],
+                        &s.x[i * dim..(i + 1) * dim],
+                        &layer.ffn_norm,
+                        c.rms_eps,
+                    );
+                }
+            });
+            let t0 = profile::start(&prof);
+            let xb = &s.xb[..n * dim];
+            let gate_up = [self.matrix(&layer.w_gate), self.matrix(&layer.w_up)];
+            let outs: &mut [&mut [f32]] = &mut [&mut s.hb[..n * ffn], &mut s.hb2[..n * ffn]];
+            matmul_shared(k, &gate_up, xb, n, outs, &mut s.act)?;
+            if let (Some(p), Some(t0)) = (prof.as_mut(), t0) {
+                let (g, u) = (mm(&layer.w_gate), mm(&layer.w_up));
+                p.add_split(&[(Op::FfnGate, g.0, g.1), (Op::FfnUp, u.0, u.1)], t0.elapsed());
+            }
+            if tapping {
+                let t = tap.as_mut().expect("tapping");
+                t.save(Some(l), "ffn_inp", &last(&s.x, dim))?;
+                t.save(Some(l), "ffn_norm.out", &last(&s.xb, dim))?;
+                t.save(Some(l), "ffn_gate.out", &last(&s.hb, ffn))?;
+                t.save(Some(l), "ffn_up.out", &last(&s.hb2, ffn))?;
+            }
+            timed!(Op::SwiGlu, 0, 6 * (n * ffn) as u64, ops::swiglu(&mut s.hb[..n * ffn], &s.hb2[..n * ffn]));
+            if tapping {
+                tap.as_mut().expect("tapping").save(Some(l), "swiglu.out", &last(&s.hb, ffn))?;
+            }
+            let (b, f) = mm(&layer.w_down);
+            timed!(
+                Op::FfnDown,
+                b,
+                f,
+                matmul(
+                    k,
+                    &self.matrix(&layer.w_down),
+                    &s.hb[..n * ffn],
+                    n,
+                    &mut s.xb[..n * dim],
+                    &mut s.act
+                )?
+            );
+            timed!(
+                Op::Residual,
+                0,
+                (n * dim) as u64,
+                ops::add_in_place(&mut s.x[..n * dim], &s.xb[..n * dim])
+            );
+            if tapping {
+                let t = tap.as_mut().expect("tapping");
+                t.save(Some(l), "ffn_down.out", &last(&s.xb, dim))?;
+                t.save(Some(l), "layer.out", &last(&s.x, dim))?;
+            }
+        }
+        cache.len = pos0 + n;
+
+        let out = self.matrix(&self.output);
+        let out_bytes = self.output.len as u64;
+        let vocab = c.vocab_size as u64;
+        match all_logits {
+            Some(all) => {
+                timed!(Op::OutputNorm, 0, 4 * (n * dim) as u64, {
+                    for i in 0..n {
+                        ops::rmsnorm(
+                            &mut s.xb[i * dim..(i + 1) * dim],
+                            &s.x[i * dim..(i + 1) * dim],
+                            &self.output_norm,
+                            c.rms_eps,
+                        );
+                    }
+                });
                 let start = all.len();
                 all.resize(start + n * c.vocab_size, 0.0);
-                matmul(k, &out, &s.xb[..n * dim], n, &mut all[start..], &mut s.act)?;
+                timed!(
+                    Op::Output,
+                    out_bytes,
+                    2 * vocab * dim as u64 * nn,
+                    matmul(k, &out, &s.xb[..n * dim], n, &mut all[start..], &mut s.act)?
+                );
                 s.logits.copy_from_slice(&all[all.len() - c.vocab_size..]);
             }
             None => {
-                let last = &s.x[(n - 1) * dim..n * dim];
-                ops::rmsnorm(&mut s.row, last, &self.output_norm, c.rms_eps);
-                matmul(k, &out, &s.row, 1, &mut s.logits, &mut s.act)?;
+                let last_x = &s.x[(n - 1) * dim..n * dim];
+                timed!(
+                    Op::OutputNorm,
+                    0,
+                    4 * dim as u64,
+                    ops::rmsnorm(&mut s.row, last_x, &self.output_norm, c.rms_eps)
+                );
+                timed!(
+                    Op::Output,
+                    out_bytes,
+                    2 * vocab * dim as u64,
+                    matmul(k, &out, &s.row, 1, &mut s.logits, &mut s.act)?
+                );
             }
         }
+        if let Some(t) = tap.as_mut() {
+            t.save(None, "output_norm.out", &s.row)?;
+            t.save(None, "logits", &s.logits)?;
+        }
+        if let Some(p) = prof.as_mut() {
+            p.tokens += nn;
+            p.steps += 1;
+            p.wall += wall.elapsed();
+        }
+        if n > 1 {
+            s.prof_prefill = prof;
+        } else {
+            s.prof_decode = prof;
+        }
+        s.tap = tap;
         Ok(())
     }
 
