@@ -1,7 +1,9 @@
 //! ferrite: a pure-Rust CPU runtime for GGUF quantized Llama-family models.
 
 pub mod bench;
+pub mod chat;
 pub mod error;
+pub mod explain;
 pub mod generate;
 pub mod gguf;
 pub mod inspect;
@@ -10,6 +12,7 @@ pub mod ops;
 pub mod perplexity;
 pub mod quantize;
 pub mod sampler;
+pub mod server;
 pub mod synth;
 pub mod tokenizer;
 

@@ -71,6 +71,16 @@ enum Command {
         /// Treat special-token text in the prompt (like <|im_start|>) as plain text.
         #[arg(long)]
         no_parse_special: bool,
+        /// After generating, print a table of time, bytes and FLOPs per operation (stderr).
+        #[arg(long)]
+        profile: bool,
+        /// Write the inputs and outputs of each step at the prompt's last position as .npy
+        /// files (plus index.json) into this directory.
+        #[arg(long, value_name = "DIR")]
+        dump_activations: Option<PathBuf>,
+        /// Layers to dump, e.g. 0,1,-1 (negative counts from the end).
+        #[arg(long, default_value = "0,-1", allow_hyphen_values = true)]
+        layers: String,
     },
     /// Measure prefill and decode speed (like llama-bench).
     Bench {
@@ -126,6 +136,19 @@ enum Command {
         #[arg(value_name = "TYPE")]
         ty: String,
     },
+    /// Walk through one decode token: shapes, bytes, FLOPs, and this machine's limits.
+    Explain {
+        #[arg(short = 'm', long = "model")]
+        model: PathBuf,
+        /// Position of the token (how many tokens are already in the KV cache).
+        #[arg(long, default_value_t = 0)]
+        pos: usize,
+        /// Also run `bench` (pp64, tg32) and show the measured speeds beside the limits.
+        #[arg(long)]
+        measure: bool,
+        #[command(flatten)]
+        threads: Threads,
+    },
     /// Print the token ids of a text.
     Tokenize {
         #[arg(short = 'm', long = "model")]
@@ -156,6 +179,53 @@ enum Command {
         no_bos: bool,
         #[command(flatten)]
         threads: Threads,
+    },
+    /// Talk with a model: a terminal chat, or one message per line of piped input.
+    Chat {
+        #[arg(short = 'm', long = "model")]
+        model: PathBuf,
+        /// The conversation's system prompt.
+        #[arg(long)]
+        system_prompt: Option<String>,
+        /// Use this chat template instead of the model's: a Jinja file, or one of chatml,
+        /// llama3, llama2, gemma, phi3.
+        #[arg(long, value_name = "NAME|FILE")]
+        chat_template: Option<String>,
+        /// Most tokens per answer (-1: until the end of the turn or a full context).
+        #[arg(short = 'n', long = "n-predict", default_value_t = -1, allow_negative_numbers = true)]
+        n_predict: i64,
+        /// Context size in tokens (0: the model's training context).
+        #[arg(short = 'c', long = "ctx-size", default_value_t = 4096)]
+        ctx_size: usize,
+        #[command(flatten)]
+        threads: Threads,
+        #[command(flatten)]
+        sampling: Sampling,
+    },
+    /// Serve the model over an OpenAI-compatible HTTP API (/v1/chat/completions, ...).
+    Serve {
+        #[arg(short = 'm', long = "model")]
+        model: PathBuf,
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Port (0: any free port; the address is printed).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Context size in tokens (0: the model's training context).
+        #[arg(short = 'c', long = "ctx-size", default_value_t = 4096)]
+        ctx_size: usize,
+        /// Use this chat template instead of the model's: a Jinja file, or one of chatml,
+        /// llama3, llama2, gemma, phi3.
+        #[arg(long, value_name = "NAME|FILE")]
+        chat_template: Option<String>,
+        /// Largest request body in bytes.
+        #[arg(long, default_value_t = 2 << 20)]
+        max_body: usize,
+        #[command(flatten)]
+        threads: Threads,
+        /// Defaults for requests that leave a setting out; --seed seeds requests without one.
+        #[command(flatten)]
+        sampling: Sampling,
     },
 }
 
@@ -270,6 +340,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             sampling,
             ignore_eos,
             no_parse_special,
+            profile,
+            dump_activations,
+            layers,
         } => {
             threads.apply()?;
             let sampler_config = sampling.config()?;
@@ -280,15 +353,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 (None, None) => unreachable!("clap requires one"),
             };
             drop(out);
-            run_generation(
-                &model,
-                &prompt,
+            let opts = RunOptions {
                 n_predict,
                 ctx_size,
                 sampler_config,
                 ignore_eos,
-                !no_parse_special,
-            )?;
+                parse_special: !no_parse_special,
+                profile,
+                dump: dump_activations.map(|d| (d, layers)),
+            };
+            run_generation(&model, &prompt, opts)?;
             return Ok(());
         }
         Command::Bench { model, n_prompt, n_gen, reps, threads, json } => {
@@ -346,6 +420,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let r = ferrite::quantize::quantize_file(&input, &output, &ty)?;
             eprintln!("{r}");
         }
+        Command::Explain { model, pos, measure, threads } => {
+            threads.apply()?;
+            let m = Model::open(&model)?;
+            let bw = ferrite::kernels::memory::measure_read_bandwidth(1 << 30, 3);
+            let ops = ferrite::explain::measure_int8_ops();
+            let measured = if measure {
+                let r = ferrite::bench::run(&m, 64, 32, 3)?;
+                Some((r[0].tokens_per_s, r[1].tokens_per_s))
+            } else {
+                None
+            };
+            write!(out, "{}", ferrite::explain::report(&m, pos, bw, ops, measured))?;
+        }
         Command::Tokenize { model, prompt, no_bos, no_parse_special, pieces } => {
             let f = GgufFile::open(&model)?;
             let tok = Tokenizer::from_gguf(&f.gguf)?;
@@ -379,20 +466,64 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let bytes: Vec<u8> = state.logits.iter().flat_map(|x| x.to_le_bytes()).collect();
             out.write_all(&bytes)?;
         }
+        Command::Chat { model, system_prompt, chat_template, n_predict, ctx_size, threads, sampling } => {
+            threads.apply()?;
+            let opts = ferrite::chat::ChatOptions {
+                ctx_size,
+                sampler: sampling.config()?,
+                max_tokens: usize::try_from(n_predict).ok(),
+                system_prompt,
+                chat_template,
+            };
+            drop(out);
+            return ferrite::chat::run_chat(&model, opts);
+        }
+        Command::Serve { model, host, port, ctx_size, chat_template, max_body, threads, sampling } => {
+            threads.apply()?;
+            let opts = ferrite::server::ServeOptions {
+                host,
+                port,
+                ctx_size,
+                sampler: sampling.config()?,
+                seed: sampling.seed,
+                chat_template,
+                max_body,
+            };
+            drop(out);
+            return ferrite::server::serve(&model, opts);
+        }
     }
     out.flush()?;
     Ok(())
 }
 
-fn run_generation(
-    path: &std::path::Path,
-    prompt: &str,
+struct RunOptions {
     n_predict: i64,
     ctx_size: usize,
     sampler_config: SamplerConfig,
     ignore_eos: bool,
     parse_special: bool,
-) -> anyhow::Result<()> {
+    profile: bool,
+    dump: Option<(PathBuf, String)>,
+}
+
+/// "0,1,-1" -> layer indices (negative from the end).
+fn parse_layers(spec: &str, n_layers: usize) -> anyhow::Result<Vec<usize>> {
+    spec.split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            let v: i64 =
+                s.trim().parse().map_err(|_| anyhow::anyhow!("--layers: {s:?} is not a layer number"))?;
+            let l = if v < 0 { n_layers as i64 + v } else { v };
+            if l < 0 || l >= n_layers as i64 {
+                anyhow::bail!("--layers: {v} is outside 0..{n_layers}");
+            }
+            Ok(l as usize)
+        })
+        .collect()
+}
+
+fn run_generation(path: &std::path::Path, prompt: &str, o: RunOptions) -> anyhow::Result<()> {
     if prompt.is_empty() {
         anyhow::bail!("the prompt is empty");
     }
@@ -400,11 +531,11 @@ fn run_generation(
     let model = Model::open(path)?;
     let tok = Tokenizer::from_gguf(&model.file.gguf)?;
     let load = t0.elapsed();
-    let n_ctx = if ctx_size == 0 { model.config.n_ctx_train } else { ctx_size };
+    let n_ctx = if o.ctx_size == 0 { model.config.n_ctx_train } else { o.ctx_size };
     if n_ctx > model.config.n_ctx_train.max(1 << 20) {
         anyhow::bail!("-c {n_ctx}: larger than any context this model can use");
     }
-    let ids = tok.encode(prompt, true, parse_special);
+    let ids = tok.encode(prompt, true, o.parse_special);
     if ids.is_empty() {
         anyhow::bail!("the prompt is empty");
     }
@@ -412,14 +543,29 @@ fn run_generation(
         anyhow::bail!("the prompt is {} tokens, the context only {} (raise -c)", ids.len(), n_ctx);
     }
     let mut session = Session::new(&model, n_ctx);
-    let mut sampler = Sampler::new(sampler_config);
-    let max = if n_predict < 0 { None } else { Some(n_predict as usize) };
+    if o.profile {
+        session.state.prof_prefill = Some(Box::default());
+        session.state.prof_decode = Some(Box::default());
+    }
+    if let Some((dir, layers)) = &o.dump {
+        let layers = parse_layers(layers, model.config.n_layers)?;
+        session.state.tap = Some(ferrite::model::Tap::new(dir.clone(), layers)?);
+    }
+    let t = Instant::now();
+    session.feed(&ids)?;
+    let prompt_time = t.elapsed();
+    if let Some(tap) = session.state.tap.take() {
+        tap.write_index(&ids)?;
+        eprintln!("wrote {} activation arrays to {}", tap.written.len(), tap.dir.display());
+    }
+    let mut sampler = Sampler::new(o.sampler_config);
+    let max = if o.n_predict < 0 { None } else { Some(o.n_predict as usize) };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut decoder = StreamDecoder::new(false);
     let mut write_err = None;
-    let (stop, stats) =
-        session.generate(&ids, max, &mut sampler, &|t| tok.is_eog(t), ignore_eos, &mut |t| {
+    let (stop, mut stats) =
+        session.generate(&[], max, &mut sampler, &|t| tok.is_eog(t), o.ignore_eos, &mut |t| {
             let text = decoder.push(&tok, t);
             match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
                 Ok(()) => true,
@@ -429,6 +575,8 @@ fn run_generation(
                 }
             }
         })?;
+    stats.prompt_tokens = ids.len();
+    stats.prompt_time = prompt_time;
     if let Some(e) = write_err {
         return Err(e.into());
     }
@@ -457,6 +605,13 @@ fn run_generation(
         stats.decode_time.as_secs_f64() * 1e3,
         stats.decode_tps()
     );
+    let level = model.kernels.level.name();
+    if let Some(p) = &session.state.prof_prefill {
+        eprintln!("\n{}", p.table("prefill", level));
+    }
+    if let Some(p) = &session.state.prof_decode {
+        eprintln!("{}", p.table("decode", level));
+    }
     Ok(())
 }
 
