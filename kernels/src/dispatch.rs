@@ -213,10 +213,32 @@ macro_rules! wrap {
     }};
 }
 
+/// Four weight rows against one activation row.
+pub type Dot4Fn = fn([&[u8]; 4], ActRef) -> [f32; 4];
+
+/// Expands to a safe wrapper `Dot4Fn` around a four-row kernel (same contract as `wrap!`).
+#[cfg(target_arch = "x86_64")]
+macro_rules! wrap4 {
+    ($f:path, $w:ty, $act:ident) => {{
+        fn w(x: [&[u8]; 4], a: ActRef) -> [f32; 4] {
+            let ActRef::$act(a) = a else { return [f32::NAN; 4] };
+            let (Some(x0), Some(x1), Some(x2), Some(x3)) =
+                (as_blocks::<$w>(x[0]), as_blocks::<$w>(x[1]), as_blocks::<$w>(x[2]), as_blocks::<$w>(x[3]))
+            else {
+                return [f32::NAN; 4];
+            };
+            // SAFETY: stored only in the table of a level the CPU was checked to run.
+            unsafe { $f([x0, x1, x2, x3], a) }
+        }
+        w as Dot4Fn
+    }};
+}
+
 /// The kernels of one level.
 pub struct Kernels {
     pub level: Level,
     dots: Vec<(GgmlType, DotFn)>,
+    dots4: Vec<(GgmlType, Dot4Fn)>,
 }
 
 fn scalar_dots() -> Vec<(GgmlType, DotFn)> {
@@ -268,7 +290,29 @@ macro_rules! x86_table {
     }};
 }
 
+#[cfg(target_arch = "x86_64")]
+macro_rules! x86_table4 {
+    ($m:path) => {{
+        use $m as k;
+        use GgmlType::*;
+        vec![
+            (Q4_0, wrap4!(k::vec_dot4_q4_0_q8_0, BlockQ4_0, Q8_0)),
+            (Q4_1, wrap4!(k::vec_dot4_q4_1_q8_1, BlockQ4_1, Q8_1)),
+            (Q8_0, wrap4!(k::vec_dot4_q8_0_q8_0, BlockQ8_0, Q8_0)),
+        ]
+    }};
+}
+
 fn build(level: Level) -> Kernels {
+    let dots4: Vec<(GgmlType, Dot4Fn)> = match level {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => x86_table4!(crate::x86_64::avx2),
+        #[cfg(target_arch = "x86_64")]
+        Level::AvxVnni => x86_table4!(crate::x86_64::avxvnni),
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => x86_table4!(crate::x86_64::avx512),
+        _ => Vec::new(),
+    };
     let dots = match level {
         #[cfg(target_arch = "x86_64")]
         Level::Avx2 => with(scalar_dots(), x86_table!(crate::x86_64::avx2)),
@@ -280,7 +324,7 @@ fn build(level: Level) -> Kernels {
         Level::Neon => with(scalar_dots(), crate::aarch64::neon_table()),
         _ => scalar_dots(),
     };
-    Kernels { level, dots }
+    Kernels { level, dots, dots4 }
 }
 
 const LEVELS: [Level; 5] = [Level::Scalar, Level::Avx2, Level::AvxVnni, Level::Avx512, Level::Neon];
@@ -324,6 +368,11 @@ impl Kernels {
     /// The dot product kernel for a weight type.
     pub fn dot(&self, ty: GgmlType) -> Option<DotFn> {
         self.dots.iter().find(|(t, _)| *t == ty).map(|(_, f)| *f)
+    }
+
+    /// The four-row kernel for a weight type, where the level has one.
+    pub fn dot4(&self, ty: GgmlType) -> Option<Dot4Fn> {
+        self.dots4.iter().find(|(t, _)| *t == ty).map(|(_, f)| *f)
     }
 
     /// Whether this level has its own (non-scalar) kernel for the type.

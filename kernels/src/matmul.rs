@@ -5,7 +5,7 @@
 //! Weights: `rows` rows of `cols` elements, row-major as stored in GGUF (each row a run of
 //! whole blocks). Output: `y[i * rows + r]` = row r of the weights . activation row i.
 
-use crate::dispatch::{ActBuf, ActRef, ActType, DotFn, Kernels};
+use crate::dispatch::{ActBuf, ActRef, ActType, Dot4Fn, DotFn, Kernels};
 use crate::types::GgmlType;
 use crate::KernelError;
 
@@ -111,6 +111,7 @@ pub fn matmul_multi(
     }
     let (_, act) = prepare(k, first)?;
     let mut dots: [Option<DotFn>; MAX_SHARED] = [None; MAX_SHARED];
+    let mut dots4: [Option<Dot4Fn>; MAX_SHARED] = [None; MAX_SHARED];
     // First task of each matrix (task t belongs to the last j with starts[j] <= t).
     let mut starts = [usize::MAX; MAX_SHARED + 1];
     let mut tasks = 0;
@@ -126,6 +127,7 @@ pub fn matmul_multi(
             return Err(KernelError::BadLength { ty: w.ty, bytes: x.len() * 4, elems: n * w.cols });
         }
         dots[j] = Some(dot);
+        dots4[j] = k.dot4(w.ty);
         starts[j] = tasks;
         tasks += w.rows.div_ceil(ROWS_PER_TASK);
     }
@@ -145,11 +147,23 @@ pub fn matmul_multi(
         let r1 = (r0 + ROWS_PER_TASK).min(w.rows);
         for i in 0..n {
             let ai: ActRef = if n == 1 { a } else { a.row(i, cols) };
-            for r in r0..r1 {
+            let mut r = r0;
+            if let Some(dot4) = dots4[j] {
+                while r + 4 <= r1 {
+                    let v = dot4([w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)], ai);
+                    for (d, v) in v.into_iter().enumerate() {
+                        // SAFETY: as below, for rows r..r+4 < r1 <= w.rows.
+                        unsafe { *out.ptr().add(i * w.rows + r + d) = v };
+                    }
+                    r += 4;
+                }
+            }
+            while r < r1 {
                 let v = dot(w.row(r), ai);
                 // SAFETY: i < n and r < w.rows, so the index is inside ys[j] (length checked
                 // to be n * w.rows); only this task writes rows r0..r1 of matrix j.
                 unsafe { *out.ptr().add(i * w.rows + r) = v };
+                r += 1;
             }
         }
     });

@@ -209,6 +209,40 @@ fn matmul_matches_f32_reference() {
     }
 }
 
+/// The four-row kernels against the scalar one-row reference, row by row.
+#[test]
+fn four_row_kernels_match_scalar() {
+    let scalar = Kernels::for_level(Level::Scalar).unwrap();
+    let mut rng = Rng(7);
+    let mut buf = ActBuf::new();
+    let mut checked = 0;
+    for k in levels() {
+        for ty in TYPES {
+            let Some(dot4) = k.dot4(ty) else { continue };
+            let act = ActType::for_weight(ty).unwrap();
+            for nb in [1usize, 2, 3, 7, 18, 64] {
+                let n = nb * ty.block_size();
+                let rows: Vec<Vec<u8>> = (0..4).map(|_| weights(ty, nb, Case::Random, &mut rng)).collect();
+                let x = activation(n, &mut rng);
+                let a = buf.quantize(act, &x);
+                let got = dot4([&rows[0], &rows[1], &rows[2], &rows[3]], a);
+                for (r, row) in rows.iter().enumerate() {
+                    let want = vec_dot(scalar, ty, row, a).unwrap();
+                    let tol = 1e-5 * abs_terms(ty, row, a);
+                    assert!(
+                        ((got[r] - want) as f64).abs() <= tol,
+                        "{:?} {ty} {nb} blocks row {r}: {} vs {want}",
+                        k.level,
+                        got[r]
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    eprintln!("{checked} four-row comparisons");
+}
+
 #[test]
 fn bad_inputs_are_errors() {
     let k = Kernels::best();

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates tests/fixtures/tiny/ (see its README.md): a random-weight F16 Llama model
 # (written by scripts/goldens/tiny_models.py, fixed seed), llama-quantize'd to every weight
-# type the runtime supports, and llama.cpp's last-position logits for two prompts on each,
+# type the runtime supports, and llama.cpp's last-position logits for seven prompts on each,
 # with manifest.json (file, type, prompt, token ids, sha256). Checked by tests/tiny_logits.rs.
 #   usage: scripts/goldens/tiny-models.sh
 # Needs: python3 with gguf==0.19.0 and numpy, and the llama.cpp reference build for this CPU

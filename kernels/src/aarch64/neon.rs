@@ -23,9 +23,7 @@ unsafe fn nibbles(qs: &[u8; 16]) -> (int8x16_t, int8x16_t) {
 }
 
 /// # Safety
-
 /// The CPU must have this level's target features (reached only through dispatch).
-
 #[target_feature(enable = "neon")]
 pub unsafe fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
     let mut acc = vdupq_n_f32(0.0);
@@ -40,9 +38,7 @@ pub unsafe fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
 }
 
 /// # Safety
-
 /// The CPU must have this level's target features (reached only through dispatch).
-
 #[target_feature(enable = "neon")]
 pub unsafe fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
     let mut acc = vdupq_n_f32(0.0);
@@ -58,9 +54,7 @@ pub unsafe fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
 }
 
 /// # Safety
-
 /// The CPU must have this level's target features (reached only through dispatch).
-
 #[target_feature(enable = "neon")]
 pub unsafe fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
     let mut acc = vdupq_n_f32(0.0);
@@ -138,9 +132,7 @@ pub unsafe fn vec_dot_q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
 }
 
 /// # Safety
-
 /// The CPU must have this level's target features (reached only through dispatch).
-
 #[target_feature(enable = "neon")]
 pub unsafe fn vec_dot_f32(x: &[u8], y: &[f32]) -> f32 {
     let n = y.len();

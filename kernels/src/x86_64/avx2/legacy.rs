@@ -78,9 +78,7 @@ macro_rules! x86_legacy_kernels {
         }
 
         /// # Safety
-
         /// The CPU must have this level's target features (reached only through dispatch).
-
         #[target_feature(enable = $feat)]
         pub unsafe fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
             let eight = _mm256_set1_epi8(8);
@@ -93,9 +91,7 @@ macro_rules! x86_legacy_kernels {
         }
 
         /// # Safety
-
         /// The CPU must have this level's target features (reached only through dispatch).
-
         #[target_feature(enable = $feat)]
         pub unsafe fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
             let acc = two_chains!(x, y, |acc, a: &BlockQ4_1, b: &BlockQ8_1| {
@@ -112,9 +108,7 @@ macro_rules! x86_legacy_kernels {
         }
 
         /// # Safety
-
         /// The CPU must have this level's target features (reached only through dispatch).
-
         #[target_feature(enable = $feat)]
         pub unsafe fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
             let acc = two_chains!(x, y, |acc, a: &BlockQ8_0, b: &BlockQ8_0| {
@@ -125,10 +119,74 @@ macro_rules! x86_legacy_kernels {
             hsum(acc)
         }
 
+        /// Four weight rows against one activation row (decode, and each activation row
+        /// of a prefill tile): the activation block is loaded and its scale converted once
+        /// for four rows, and the four rows are four independent FMA chains.
+        macro_rules! four_rows {
+            ($x:expr, $y:expr, $W:ty, $A:ty, |$a:ident, $b:ident, $v:ident, $dy:ident| $sum:expr, $extra:expr) => {{
+                let (x, y): ([&[$W]; 4], &[$A]) = ($x, $y);
+                let n = y.len();
+                if x.iter().any(|r| r.len() != n) {
+                    return [f32::NAN; 4];
+                }
+                let mut acc = [_mm256_setzero_ps(); 4];
+                for bi in 0..n {
+                    // SAFETY: bi < n, the length of y and (checked above) of every row.
+                    let $b = unsafe { y.get_unchecked(bi) };
+                    let $v = _mm256_loadu_si256($b.qs.as_ptr() as *const __m256i);
+                    let $dy = h2f8($b.d);
+                    for r in 0..4 {
+                        // SAFETY: as above.
+                        let $a = unsafe { x[r].get_unchecked(bi) };
+                        let s: __m256i = $sum;
+                        acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(h2f8($a.d), $dy), _mm256_cvtepi32_ps(s), acc[r]);
+                    }
+                }
+                let extra: [f32; 4] = $extra;
+                [hsum(acc[0]) + extra[0], hsum(acc[1]) + extra[1], hsum(acc[2]) + extra[2], hsum(acc[3]) + extra[3]]
+            }};
+        }
+
         /// # Safety
-
         /// The CPU must have this level's target features (reached only through dispatch).
+        #[target_feature(enable = $feat)]
+        pub unsafe fn vec_dot4_q4_0_q8_0(x: [&[BlockQ4_0]; 4], y: &[BlockQ8_0]) -> [f32; 4] {
+            let eight = _mm256_set1_epi8(8);
+            four_rows!(x, y, BlockQ4_0, BlockQ8_0, |a, b, v, dy| {
+                let q = _mm256_sub_epi8(unpack_nibbles(&a.qs), eight);
+                mul_sum_i8(_mm256_setzero_si256(), q, v)
+            }, [0.0; 4])
+        }
 
+        /// # Safety
+        /// The CPU must have this level's target features (reached only through dispatch).
+        #[target_feature(enable = $feat)]
+        pub unsafe fn vec_dot4_q4_1_q8_1(x: [&[BlockQ4_1]; 4], y: &[BlockQ8_1]) -> [f32; 4] {
+            four_rows!(x, y, BlockQ4_1, BlockQ8_1, |a, b, v, dy| {
+                mul_sum(_mm256_setzero_si256(), unpack_nibbles(&a.qs), v)
+            }, {
+                let mut off = [0f32; 4];
+                for (o, row) in off.iter_mut().zip(x) {
+                    for (a, b) in row.iter().zip(y) {
+                        *o += h2f(a.m) * h2f(b.s);
+                    }
+                }
+                off
+            })
+        }
+
+        /// # Safety
+        /// The CPU must have this level's target features (reached only through dispatch).
+        #[target_feature(enable = $feat)]
+        pub unsafe fn vec_dot4_q8_0_q8_0(x: [&[BlockQ8_0]; 4], y: &[BlockQ8_0]) -> [f32; 4] {
+            four_rows!(x, y, BlockQ8_0, BlockQ8_0, |a, b, v, dy| {
+                let q = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
+                mul_sum_i8(_mm256_setzero_si256(), q, v)
+            }, [0.0; 4])
+        }
+
+        /// # Safety
+        /// The CPU must have this level's target features (reached only through dispatch).
         #[target_feature(enable = $feat)]
         pub unsafe fn vec_dot_f32(x: &[u8], y: &[f32]) -> f32 {
             let n = y.len();
@@ -147,9 +205,7 @@ macro_rules! x86_legacy_kernels {
         }
 
         /// # Safety
-
         /// The CPU must have this level's target features (reached only through dispatch).
-
         #[target_feature(enable = $feat)]
         pub unsafe fn vec_dot_f16_f32(x: &[u8], y: &[f32]) -> f32 {
             let n = y.len();

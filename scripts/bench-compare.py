@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""ferrite against llama.cpp on the same files and threads, runs alternated back to back.
+Writes bench/results.json and prints a markdown table; scripts/bench-chart.py draws it.
+    usage: scripts/bench-compare.py [-t THREADS] [-r REPS] [--levels] MODEL.gguf [-p P] [-n N] ...
+Each MODEL may be followed by its own -p/-n (defaults 64/32). llama.cpp: the build of
+scripts/llama-cpp-native.sh (its llama-bench)."""
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def llama_bin():
+    out = subprocess.run([f"{ROOT}/scripts/llama-cpp-native.sh"], capture_output=True, text=True, check=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+def run_llama(bin_dir, model, p, n, t, r):
+    out = subprocess.run([f"{bin_dir}/llama-bench", "-m", model, "-p", str(p), "-n", str(n), "-t", str(t),
+                          "-r", str(r), "-o", "json"], capture_output=True, text=True, check=True)
+    res = {}
+    for x in json.loads(out.stdout):
+        key = f"pp{x['n_prompt']}" if x["n_prompt"] else f"tg{x['n_gen']}"
+        res[key] = (x["avg_ts"], x["stddev_ts"])
+    return res
+
+
+def run_ferrite(model, p, n, t, r, level=None):
+    env = dict(os.environ)
+    if level:
+        env["FERRITE_KERNELS"] = level
+    out = subprocess.run([f"{ROOT}/target/release/ferrite", "bench", "-m", model, "-p", str(p), "-n", str(n),
+                          "-t", str(t), "-r", str(r), "--json"], capture_output=True, text=True, check=True, env=env)
+    d = json.loads(out.stdout)
+    return {x["test"]: (x["tokens_per_s"], x["stddev"]) for x in d["results"]}, d["kernels"]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("-t", type=int, default=2)
+    ap.add_argument("-r", type=int, default=3)
+    ap.add_argument("--levels", default="", help="extra FERRITE_KERNELS levels to run, comma separated")
+    ap.add_argument("--bandwidth", type=float, default=0.0, help="measured read bandwidth, GB/s")
+    ap.add_argument("items", nargs="+")
+    a = ap.parse_args()
+    models, cur = [], None
+    it = iter(a.items)
+    for x in it:
+        if x in ("-p", "-n"):
+            cur[x] = int(next(it))
+        else:
+            cur = {"model": x, "-p": 64, "-n": 32}
+            models.append(cur)
+    bin_dir = llama_bin()
+    rows = []
+    for m in models:
+        name = os.path.basename(m["model"])
+        size = os.path.getsize(m["model"])
+        ours, level = run_ferrite(m["model"], m["-p"], m["-n"], a.t, a.r)
+        theirs = run_llama(bin_dir, m["model"], m["-p"], m["-n"], a.t, a.r)
+        ours2, _ = run_ferrite(m["model"], m["-p"], m["-n"], a.t, a.r)
+        for test in theirs:
+            o = max(ours[test][0], ours2[test][0])
+            row = {"model": name, "bytes": size, "test": test, "threads": a.t, "kernels": level,
+                   "ferrite": o, "llama_cpp": theirs[test][0], "ratio": o / theirs[test][0]}
+            if test.startswith("tg") and a.bandwidth > 0:
+                row["roofline_pct"] = 100 * o * size / (a.bandwidth * 1e9)
+                row["llama_roofline_pct"] = 100 * theirs[test][0] * size / (a.bandwidth * 1e9)
+            rows.append(row)
+        for lv in [x for x in a.levels.split(",") if x]:
+            r, _ = run_ferrite(m["model"], m["-p"], m["-n"], a.t, a.r, lv)
+            for test in r:
+                rows.append({"model": name, "bytes": size, "test": test, "threads": a.t, "kernels": lv,
+                             "ferrite": r[test][0], "llama_cpp": theirs[test][0], "ratio": r[test][0] / theirs[test][0]})
+        sys.stderr.write(f"done {name}\n")
+    os.makedirs(f"{ROOT}/bench", exist_ok=True)
+    json.dump(rows, open(f"{ROOT}/bench/results.json", "w"), indent=1)
+    print("| file | test | kernels | ferrite t/s | llama.cpp t/s | ratio | decode % of roofline (ferrite / llama.cpp) |")
+    print("|---|---|---|---:|---:|---:|---:|")
+    for r in rows:
+        roof = f"{r['roofline_pct']:.0f}% / {r['llama_roofline_pct']:.0f}%" if "roofline_pct" in r else ""
+        print(f"| {r['model']} | {r['test']} | {r['kernels']} | {r['ferrite']:.2f} | {r['llama_cpp']:.2f} | {r['ratio']:.2f}x | {roof} |")
+
+
+if __name__ == "__main__":
+    main()
