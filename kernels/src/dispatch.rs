@@ -234,11 +234,32 @@ macro_rules! wrap4 {
     }};
 }
 
+/// Four weight rows against two activation rows (a prefill register tile).
+pub type Dot4x2Fn = fn([&[u8]; 4], [ActRef; 2]) -> [[f32; 4]; 2];
+
+#[cfg(target_arch = "x86_64")]
+macro_rules! wrap4x2 {
+    ($f:path, $w:ty, $act:ident) => {{
+        fn w(x: [&[u8]; 4], a: [ActRef; 2]) -> [[f32; 4]; 2] {
+            let (ActRef::$act(a0), ActRef::$act(a1)) = (a[0], a[1]) else { return [[f32::NAN; 4]; 2] };
+            let (Some(x0), Some(x1), Some(x2), Some(x3)) =
+                (as_blocks::<$w>(x[0]), as_blocks::<$w>(x[1]), as_blocks::<$w>(x[2]), as_blocks::<$w>(x[3]))
+            else {
+                return [[f32::NAN; 4]; 2];
+            };
+            // SAFETY: stored only in the table of a level the CPU was checked to run.
+            unsafe { $f([x0, x1, x2, x3], [a0, a1]) }
+        }
+        w as Dot4x2Fn
+    }};
+}
+
 /// The kernels of one level.
 pub struct Kernels {
     pub level: Level,
     dots: Vec<(GgmlType, DotFn)>,
     dots4: Vec<(GgmlType, Dot4Fn)>,
+    dots4x2: Vec<(GgmlType, Dot4x2Fn)>,
 }
 
 fn scalar_dots() -> Vec<(GgmlType, DotFn)> {
@@ -303,7 +324,29 @@ macro_rules! x86_table4 {
     }};
 }
 
+#[cfg(target_arch = "x86_64")]
+macro_rules! x86_table4x2 {
+    ($m:path) => {{
+        use $m as k;
+        use GgmlType::*;
+        vec![
+            (Q4_0, wrap4x2!(k::vec_dot4x2_q4_0_q8_0, BlockQ4_0, Q8_0)),
+            (Q4_1, wrap4x2!(k::vec_dot4x2_q4_1_q8_1, BlockQ4_1, Q8_1)),
+            (Q8_0, wrap4x2!(k::vec_dot4x2_q8_0_q8_0, BlockQ8_0, Q8_0)),
+        ]
+    }};
+}
+
 fn build(level: Level) -> Kernels {
+    let dots4x2: Vec<(GgmlType, Dot4x2Fn)> = match level {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => x86_table4x2!(crate::x86_64::avx2),
+        #[cfg(target_arch = "x86_64")]
+        Level::AvxVnni => x86_table4x2!(crate::x86_64::avxvnni),
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => x86_table4x2!(crate::x86_64::avx512),
+        _ => Vec::new(),
+    };
     let dots4: Vec<(GgmlType, Dot4Fn)> = match level {
         #[cfg(target_arch = "x86_64")]
         Level::Avx2 => x86_table4!(crate::x86_64::avx2),
@@ -324,7 +367,7 @@ fn build(level: Level) -> Kernels {
         Level::Neon => with(scalar_dots(), crate::aarch64::neon_table()),
         _ => scalar_dots(),
     };
-    Kernels { level, dots, dots4 }
+    Kernels { level, dots, dots4, dots4x2 }
 }
 
 const LEVELS: [Level; 5] = [Level::Scalar, Level::Avx2, Level::AvxVnni, Level::Avx512, Level::Neon];
@@ -373,6 +416,11 @@ impl Kernels {
     /// The four-row kernel for a weight type, where the level has one.
     pub fn dot4(&self, ty: GgmlType) -> Option<Dot4Fn> {
         self.dots4.iter().find(|(t, _)| *t == ty).map(|(_, f)| *f)
+    }
+
+    /// The 4x2 register-tile kernel for a weight type, where the level has one.
+    pub fn dot4x2(&self, ty: GgmlType) -> Option<Dot4x2Fn> {
+        self.dots4x2.iter().find(|(t, _)| *t == ty).map(|(_, f)| *f)
     }
 
     /// Whether this level has its own (non-scalar) kernel for the type.

@@ -5,7 +5,7 @@
 //! Weights: `rows` rows of `cols` elements, row-major as stored in GGUF (each row a run of
 //! whole blocks). Output: `y[i * rows + r]` = row r of the weights . activation row i.
 
-use crate::dispatch::{ActBuf, ActRef, ActType, Dot4Fn, DotFn, Kernels};
+use crate::dispatch::{ActBuf, ActRef, ActType, Dot4Fn, Dot4x2Fn, DotFn, Kernels};
 use crate::types::GgmlType;
 use crate::KernelError;
 
@@ -112,6 +112,7 @@ pub fn matmul_multi(
     let (_, act) = prepare(k, first)?;
     let mut dots: [Option<DotFn>; MAX_SHARED] = [None; MAX_SHARED];
     let mut dots4: [Option<Dot4Fn>; MAX_SHARED] = [None; MAX_SHARED];
+    let mut tiles: [Option<Dot4x2Fn>; MAX_SHARED] = [None; MAX_SHARED];
     // First task of each matrix (task t belongs to the last j with starts[j] <= t).
     let mut starts = [usize::MAX; MAX_SHARED + 1];
     let mut tasks = 0;
@@ -128,6 +129,7 @@ pub fn matmul_multi(
         }
         dots[j] = Some(dot);
         dots4[j] = k.dot4(w.ty);
+        tiles[j] = k.dot4x2(w.ty);
         starts[j] = tasks;
         tasks += w.rows.div_ceil(ROWS_PER_TASK);
     }
@@ -145,24 +147,48 @@ pub fn matmul_multi(
         let Some(dot) = dots[j] else { return };
         let r0 = (t - starts[j]) * ROWS_PER_TASK;
         let r1 = (r0 + ROWS_PER_TASK).min(w.rows);
-        for i in 0..n {
+        let write = |i: usize, r: usize, v: f32| {
+            // SAFETY: callers pass i < n and r < w.rows, so the index is inside ys[j] (length
+            // checked to be n * w.rows); only this task writes rows r0..r1 of matrix j.
+            unsafe { *out.ptr().add(i * w.rows + r) = v };
+        };
+        // Prefill: 4x2 tiles (four weight rows, two activation rows) where they fit.
+        let mut i0 = 0;
+        if let (Some(tile), true) = (tiles[j], n >= 2) {
+            while i0 + 2 <= n {
+                let a2 = [a.row(i0, cols), a.row(i0 + 1, cols)];
+                let mut r = r0;
+                while r + 4 <= r1 {
+                    let v = tile([w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)], a2);
+                    for (c, vc) in v.iter().enumerate() {
+                        for (d, &x) in vc.iter().enumerate() {
+                            write(i0 + c, r + d, x);
+                        }
+                    }
+                    r += 4;
+                }
+                for rr in r..r1 {
+                    for c in 0..2 {
+                        write(i0 + c, rr, dot(w.row(rr), a2[c]));
+                    }
+                }
+                i0 += 2;
+            }
+        }
+        for i in i0..n {
             let ai: ActRef = if n == 1 { a } else { a.row(i, cols) };
             let mut r = r0;
             if let Some(dot4) = dots4[j] {
                 while r + 4 <= r1 {
                     let v = dot4([w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)], ai);
                     for (d, v) in v.into_iter().enumerate() {
-                        // SAFETY: as below, for rows r..r+4 < r1 <= w.rows.
-                        unsafe { *out.ptr().add(i * w.rows + r + d) = v };
+                        write(i, r + d, v);
                     }
                     r += 4;
                 }
             }
             while r < r1 {
-                let v = dot(w.row(r), ai);
-                // SAFETY: i < n and r < w.rows, so the index is inside ys[j] (length checked
-                // to be n * w.rows); only this task writes rows r0..r1 of matrix j.
-                unsafe { *out.ptr().add(i * w.rows + r) = v };
+                write(i, r, dot(w.row(r), ai));
                 r += 1;
             }
         }

@@ -185,6 +185,85 @@ macro_rules! x86_legacy_kernels {
             }, [0.0; 4])
         }
 
+        /// Register tile for prefill: four weight rows against two activation rows. Each
+        /// weight block is unpacked once and used for both activation rows.
+        macro_rules! four_by_two {
+            ($x:expr, $y:expr, $W:ty, $A:ty, |$a:ident| $unpack:expr, |$q:ident, $v:ident| $sum:expr, $extra:expr) => {{
+                let (x, y): ([&[$W]; 4], [&[$A]; 2]) = ($x, $y);
+                let n = y[0].len();
+                if x.iter().any(|r| r.len() != n) || y[1].len() != n {
+                    return [[f32::NAN; 4]; 2];
+                }
+                let mut acc = [[_mm256_setzero_ps(); 4]; 2];
+                for bi in 0..n {
+                    // SAFETY: bi < n, the length of every row (checked above).
+                    let (b0, b1) = unsafe { (y[0].get_unchecked(bi), y[1].get_unchecked(bi)) };
+                    let v = [
+                        _mm256_loadu_si256(b0.qs.as_ptr() as *const __m256i),
+                        _mm256_loadu_si256(b1.qs.as_ptr() as *const __m256i),
+                    ];
+                    let dy = [h2f8(b0.d), h2f8(b1.d)];
+                    for r in 0..4 {
+                        // SAFETY: as above.
+                        let $a = unsafe { x[r].get_unchecked(bi) };
+                        let $q: __m256i = $unpack;
+                        let dx = h2f8($a.d);
+                        for c in 0..2 {
+                            let $v = v[c];
+                            let s: __m256i = $sum;
+                            acc[c][r] = _mm256_fmadd_ps(_mm256_mul_ps(dx, dy[c]), _mm256_cvtepi32_ps(s), acc[c][r]);
+                        }
+                    }
+                }
+                let extra: [[f32; 4]; 2] = $extra;
+                let mut out = [[0f32; 4]; 2];
+                for c in 0..2 {
+                    for r in 0..4 {
+                        out[c][r] = hsum(acc[c][r]) + extra[c][r];
+                    }
+                }
+                out
+            }};
+        }
+
+        /// # Safety
+        /// The CPU must have this level's target features (reached only through dispatch).
+        #[target_feature(enable = $feat)]
+        pub unsafe fn vec_dot4x2_q4_0_q8_0(x: [&[BlockQ4_0]; 4], y: [&[BlockQ8_0]; 2]) -> [[f32; 4]; 2] {
+            let eight = _mm256_set1_epi8(8);
+            four_by_two!(x, y, BlockQ4_0, BlockQ8_0, |a| _mm256_sub_epi8(unpack_nibbles(&a.qs), eight), |q, v| {
+                mul_sum_i8(_mm256_setzero_si256(), q, v)
+            }, [[0.0; 4]; 2])
+        }
+
+        /// # Safety
+        /// The CPU must have this level's target features (reached only through dispatch).
+        #[target_feature(enable = $feat)]
+        pub unsafe fn vec_dot4x2_q4_1_q8_1(x: [&[BlockQ4_1]; 4], y: [&[BlockQ8_1]; 2]) -> [[f32; 4]; 2] {
+            four_by_two!(x, y, BlockQ4_1, BlockQ8_1, |a| unpack_nibbles(&a.qs), |q, v| {
+                mul_sum(_mm256_setzero_si256(), q, v)
+            }, {
+                let mut off = [[0f32; 4]; 2];
+                for c in 0..2 {
+                    for r in 0..4 {
+                        for (a, b) in x[r].iter().zip(y[c]) {
+                            off[c][r] += h2f(a.m) * h2f(b.s);
+                        }
+                    }
+                }
+                off
+            })
+        }
+
+        /// # Safety
+        /// The CPU must have this level's target features (reached only through dispatch).
+        #[target_feature(enable = $feat)]
+        pub unsafe fn vec_dot4x2_q8_0_q8_0(x: [&[BlockQ8_0]; 4], y: [&[BlockQ8_0]; 2]) -> [[f32; 4]; 2] {
+            four_by_two!(x, y, BlockQ8_0, BlockQ8_0, |a| _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i), |q, v| {
+                mul_sum_i8(_mm256_setzero_si256(), q, v)
+            }, [[0.0; 4]; 2])
+        }
+
         /// # Safety
         /// The CPU must have this level's target features (reached only through dispatch).
         #[target_feature(enable = $feat)]
