@@ -7,7 +7,7 @@ use std::time::Instant;
 use serde_json::json;
 
 use crate::error::Result;
-use crate::model::{KvCache, Model, State};
+use crate::model::{KvCache, Model, Profile, State};
 use crate::sampler::Rng;
 
 #[derive(Clone, Debug)]
@@ -34,9 +34,25 @@ fn mean_std(xs: &[f64]) -> (f64, f64) {
 
 /// Time `reps` runs of a prefill of `p` tokens (if p > 0) and a decode of `n` tokens (if n > 0).
 pub fn run(model: &Model, p: usize, n: usize, reps: usize) -> Result<Vec<BenchResult>> {
+    run_with(model, p, n, reps, false).map(|(r, _)| r)
+}
+
+/// As `run`; with `profile`, the forward passes also keep per-op statistics (returned as
+/// prefill and decode profiles), so the cost of the bookkeeping itself can be measured.
+pub fn run_with(
+    model: &Model,
+    p: usize,
+    n: usize,
+    reps: usize,
+    profile: bool,
+) -> Result<(Vec<BenchResult>, Option<(Profile, Profile)>)> {
     let n_ctx = p.max(n).max(1);
     let mut cache = KvCache::new(&model.config, n_ctx);
     let mut state = State::new(&model.config, n_ctx);
+    if profile {
+        state.prof_prefill = Some(Box::default());
+        state.prof_decode = Some(Box::default());
+    }
     let mut rng = Rng::new(1234);
     let mut results = Vec::new();
     // Warm-up: touch every weight once (page faults, caches), as llama-bench does.
@@ -68,7 +84,11 @@ pub fn run(model: &Model, p: usize, n: usize, reps: usize) -> Result<Vec<BenchRe
         let (m, s) = mean_std(&samples);
         results.push(BenchResult { test: format!("tg{n}"), tokens_per_s: m, stddev: s, samples });
     }
-    Ok(results)
+    let profiles = match (state.prof_prefill.take(), state.prof_decode.take()) {
+        (Some(a), Some(b)) => Some((*a, *b)),
+        _ => None,
+    };
+    Ok((results, profiles))
 }
 
 pub fn describe(model: &Model) -> (String, u64, u64) {

@@ -98,6 +98,10 @@ enum Command {
         threads: Threads,
         #[arg(long)]
         json: bool,
+        /// Keep per-op statistics while measuring (shows what the bookkeeping costs) and
+        /// print them on stderr.
+        #[arg(long)]
+        profile: bool,
     },
     /// Write a random-weight model of a real shape (for benchmarks).
     Synth {
@@ -365,13 +369,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             run_generation(&model, &prompt, opts)?;
             return Ok(());
         }
-        Command::Bench { model, n_prompt, n_gen, reps, threads, json } => {
+        Command::Bench { model, n_prompt, n_gen, reps, threads, json, profile } => {
             threads.apply()?;
             if reps == 0 || reps > 1000 || n_prompt > 1 << 20 || n_gen > 1 << 20 {
                 anyhow::bail!("-r must be 1..1000, -p and -n at most 1048576");
             }
             let m = Model::open(&model)?;
-            let results = ferrite::bench::run(&m, n_prompt, n_gen, reps)?;
+            let (results, profiles) = ferrite::bench::run_with(&m, n_prompt, n_gen, reps, profile)?;
+            if let Some((pp, tg)) = profiles {
+                let level = m.kernels.level.name();
+                eprintln!("{}\n{}", pp.table("prefill", level), tg.table("decode", level));
+            }
             let t = ferrite::kernels::pool::global().threads();
             if json {
                 writeln!(out, "{}", ferrite::bench::to_json(&m, t, &results))?;

@@ -82,3 +82,39 @@ fn llama3_8b_costs_by_hand() {
     assert_eq!(c.matmul_flops, 2 * macs);
     assert_eq!(c.attention_flops, 4 * 32 * 32 * 128 * 4096);
 }
+
+/// The profile's bytes column: for one decode step, each matrix op read exactly its
+/// weights' bytes (summed over layers), and the output op the output matrix.
+#[test]
+fn profile_bytes_equal_weight_sizes() {
+    use ferrite::model::{KvCache, Op, Profile, State};
+    let m = Model::open(common::smollm2()).unwrap();
+    let mut cache = KvCache::new(&m.config, 16);
+    let mut state = State::new(&m.config, 16);
+    m.forward(&[504, 3575], &mut cache, &mut state, None).unwrap();
+    state.prof_decode = Some(Box::<Profile>::default());
+    m.forward(&[282], &mut cache, &mut state, None).unwrap();
+    let p = state.prof_decode.take().unwrap();
+    let f = &m.file.gguf;
+    let sum = |suffix: &str| -> u64 {
+        (0..30).map(|l| f.tensor(&format!("blk.{l}.{suffix}.weight")).unwrap().size).sum()
+    };
+    let stat = |op: Op| p.ops[ferrite::model::profile::OPS.iter().position(|&o| o == op).unwrap()];
+    for (op, name) in [
+        (Op::AttnQ, "attn_q"),
+        (Op::AttnK, "attn_k"),
+        (Op::AttnV, "attn_v"),
+        (Op::AttnOutput, "attn_output"),
+        (Op::FfnGate, "ffn_gate"),
+        (Op::FfnUp, "ffn_up"),
+        (Op::FfnDown, "ffn_down"),
+    ] {
+        assert_eq!(stat(op).bytes, sum(name), "{name}");
+        assert_eq!(stat(op).calls, 30, "{name}");
+    }
+    assert_eq!(stat(Op::Output).bytes, f.tensor("token_embd.weight").unwrap().size);
+    assert_eq!(p.tokens, 1);
+    // The ops cover the step: their times add up to the wall time of the forward call.
+    let (ops, wall) = (p.total().as_secs_f64(), p.wall.as_secs_f64());
+    assert!(ops <= wall * 1.001 && ops >= wall * 0.5, "ops {ops} s, wall {wall} s");
+}
