@@ -94,17 +94,15 @@ macro_rules! x86_legacy_kernels {
         /// The CPU must have this level's target features (reached only through dispatch).
         #[target_feature(enable = $feat)]
         pub unsafe fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
+            // m * s / 8 in every lane joins the chain (see vec_dot4_q4_1_q8_1).
+            let eighth = _mm256_set1_ps(0.125);
             let acc = two_chains!(x, y, |acc, a: &BlockQ4_1, b: &BlockQ8_1| {
                 let q = unpack_nibbles(&a.qs);
                 let v = _mm256_loadu_si256(b.qs.as_ptr() as *const __m256i);
-                scale_acc(acc, a.d, b.d, mul_sum(_mm256_setzero_si256(), q, v))
+                let acc = scale_acc(acc, a.d, b.d, mul_sum(_mm256_setzero_si256(), q, v));
+                _mm256_fmadd_ps(h2f8(a.m), _mm256_mul_ps(h2f8(b.s), eighth), acc)
             });
-            // The m * s terms: one f32 per block, 8 blocks per vector op.
-            let mut offsets = 0f32;
-            for (a, b) in x.iter().zip(y) {
-                offsets += h2f(a.m) * h2f(b.s);
-            }
-            hsum(acc) + offsets
+            hsum(acc)
         }
 
         /// # Safety
@@ -123,7 +121,7 @@ macro_rules! x86_legacy_kernels {
         /// of a prefill tile): the activation block is loaded and its scale converted once
         /// for four rows, and the four rows are four independent FMA chains.
         macro_rules! four_rows {
-            ($x:expr, $y:expr, $W:ty, $A:ty, |$a:ident, $b:ident, $v:ident, $dy:ident| $sum:expr, $extra:expr) => {{
+            ($x:expr, $y:expr, $W:ty, $A:ty, |$a:ident, $b:ident, $v:ident, $dy:ident| $sum:expr, $min:expr) => {{
                 let (x, y): ([&[$W]; 4], &[$A]) = ($x, $y);
                 let n = y.len();
                 if x.iter().any(|r| r.len() != n) {
@@ -140,10 +138,10 @@ macro_rules! x86_legacy_kernels {
                         let $a = unsafe { x[r].get_unchecked(bi) };
                         let s: __m256i = $sum;
                         acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(h2f8($a.d), $dy), _mm256_cvtepi32_ps(s), acc[r]);
+                        acc[r] = $min(acc[r], $a, $b);
                     }
                 }
-                let extra: [f32; 4] = $extra;
-                [hsum(acc[0]) + extra[0], hsum(acc[1]) + extra[1], hsum(acc[2]) + extra[2], hsum(acc[3]) + extra[3]]
+                [hsum(acc[0]), hsum(acc[1]), hsum(acc[2]), hsum(acc[3])]
             }};
         }
 
@@ -155,40 +153,26 @@ macro_rules! x86_legacy_kernels {
             four_rows!(x, y, BlockQ4_0, BlockQ8_0, |a, b, v, dy| {
                 let q = _mm256_sub_epi8(unpack_nibbles(&a.qs), eight);
                 mul_sum_i8(_mm256_setzero_si256(), q, v)
-            }, [0.0; 4])
+            }, |acc, _, _| acc)
         }
 
         /// # Safety
         /// The CPU must have this level's target features (reached only through dispatch).
         #[target_feature(enable = $feat)]
         pub unsafe fn vec_dot4_q4_1_q8_1(x: [&[BlockQ4_1]; 4], y: &[BlockQ8_1]) -> [f32; 4] {
+            // The m * s term of each block joins the same chain: all 8 lanes get m * s / 8
+            // (an exact scaling), so the final horizontal sum adds m * s once.
             four_rows!(x, y, BlockQ4_1, BlockQ8_1, |a, b, v, dy| {
                 mul_sum(_mm256_setzero_si256(), unpack_nibbles(&a.qs), v)
-            }, {
-                let mut off = [0f32; 4];
-                for (o, row) in off.iter_mut().zip(x) {
-                    for (a, b) in row.iter().zip(y) {
-                        *o += h2f(a.m) * h2f(b.s);
-                    }
-                }
-                off
+            }, |acc, a: &BlockQ4_1, b: &BlockQ8_1| {
+                _mm256_fmadd_ps(h2f8(a.m), _mm256_mul_ps(h2f8(b.s), _mm256_set1_ps(0.125)), acc)
             })
-        }
-
-        /// # Safety
-        /// The CPU must have this level's target features (reached only through dispatch).
-        #[target_feature(enable = $feat)]
-        pub unsafe fn vec_dot4_q8_0_q8_0(x: [&[BlockQ8_0]; 4], y: &[BlockQ8_0]) -> [f32; 4] {
-            four_rows!(x, y, BlockQ8_0, BlockQ8_0, |a, b, v, dy| {
-                let q = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
-                mul_sum_i8(_mm256_setzero_si256(), q, v)
-            }, [0.0; 4])
         }
 
         /// Register tile for prefill: four weight rows against two activation rows. Each
         /// weight block is unpacked once and used for both activation rows.
         macro_rules! four_by_two {
-            ($x:expr, $y:expr, $W:ty, $A:ty, |$a:ident| $unpack:expr, |$q:ident, $v:ident| $sum:expr, $extra:expr) => {{
+            ($x:expr, $y:expr, $W:ty, $A:ty, |$a:ident| $unpack:expr, |$q:ident, $v:ident| $sum:expr, $min:expr) => {{
                 let (x, y): ([&[$W]; 4], [&[$A]; 2]) = ($x, $y);
                 let n = y[0].len();
                 if x.iter().any(|r| r.len() != n) || y[1].len() != n {
@@ -212,14 +196,14 @@ macro_rules! x86_legacy_kernels {
                             let $v = v[c];
                             let s: __m256i = $sum;
                             acc[c][r] = _mm256_fmadd_ps(_mm256_mul_ps(dx, dy[c]), _mm256_cvtepi32_ps(s), acc[c][r]);
+                            acc[c][r] = $min(acc[c][r], $a, if c == 0 { b0 } else { b1 });
                         }
                     }
                 }
-                let extra: [[f32; 4]; 2] = $extra;
                 let mut out = [[0f32; 4]; 2];
                 for c in 0..2 {
                     for r in 0..4 {
-                        out[c][r] = hsum(acc[c][r]) + extra[c][r];
+                        out[c][r] = hsum(acc[c][r]);
                     }
                 }
                 out
@@ -233,7 +217,7 @@ macro_rules! x86_legacy_kernels {
             let eight = _mm256_set1_epi8(8);
             four_by_two!(x, y, BlockQ4_0, BlockQ8_0, |a| _mm256_sub_epi8(unpack_nibbles(&a.qs), eight), |q, v| {
                 mul_sum_i8(_mm256_setzero_si256(), q, v)
-            }, [[0.0; 4]; 2])
+            }, |acc, _, _| acc)
         }
 
         /// # Safety
@@ -242,16 +226,8 @@ macro_rules! x86_legacy_kernels {
         pub unsafe fn vec_dot4x2_q4_1_q8_1(x: [&[BlockQ4_1]; 4], y: [&[BlockQ8_1]; 2]) -> [[f32; 4]; 2] {
             four_by_two!(x, y, BlockQ4_1, BlockQ8_1, |a| unpack_nibbles(&a.qs), |q, v| {
                 mul_sum(_mm256_setzero_si256(), q, v)
-            }, {
-                let mut off = [[0f32; 4]; 2];
-                for c in 0..2 {
-                    for r in 0..4 {
-                        for (a, b) in x[r].iter().zip(y[c]) {
-                            off[c][r] += h2f(a.m) * h2f(b.s);
-                        }
-                    }
-                }
-                off
+            }, |acc, a: &BlockQ4_1, b: &BlockQ8_1| {
+                _mm256_fmadd_ps(h2f8(a.m), _mm256_mul_ps(h2f8(b.s), _mm256_set1_ps(0.125)), acc)
             })
         }
 
@@ -261,7 +237,7 @@ macro_rules! x86_legacy_kernels {
         pub unsafe fn vec_dot4x2_q8_0_q8_0(x: [&[BlockQ8_0]; 4], y: [&[BlockQ8_0]; 2]) -> [[f32; 4]; 2] {
             four_by_two!(x, y, BlockQ8_0, BlockQ8_0, |a| _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i), |q, v| {
                 mul_sum_i8(_mm256_setzero_si256(), q, v)
-            }, [[0.0; 4]; 2])
+            }, |acc, _, _| acc)
         }
 
         /// # Safety
