@@ -36,6 +36,25 @@ macro_rules! x86_legacy_kernels {
             _mm256_cvtph_ps(_mm_set1_epi16(i16::from_le_bytes(b)))
         }
 
+        /// Q4_1's per-block m * s for four rows at once (lane r = row r), multiplied and added
+        /// as separate f32 operations in block order, as llama.cpp's scalar sum does.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn min_terms(acc: __m128, a: [&BlockQ4_1; 4], b: &BlockQ8_1) -> __m128 {
+            let m = _mm_setr_epi16(
+                i16::from_le_bytes(a[0].m),
+                i16::from_le_bytes(a[1].m),
+                i16::from_le_bytes(a[2].m),
+                i16::from_le_bytes(a[3].m),
+                0,
+                0,
+                0,
+                0,
+            );
+            let s = _mm_cvtph_ps(_mm_set1_epi16(i16::from_le_bytes(b.s)));
+            _mm_add_ps(acc, _mm_mul_ps(_mm_cvtph_ps(m), s))
+        }
+
         /// Signed x signed bytes summed into i32 lanes: |x| as unsigned times y with x's sign.
         #[inline]
         #[target_feature(enable = $feat)]
@@ -94,15 +113,20 @@ macro_rules! x86_legacy_kernels {
         /// The CPU must have this level's target features (reached only through dispatch).
         #[target_feature(enable = $feat)]
         pub unsafe fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
-            // m * s / 8 in every lane joins the chain (see vec_dot4_q4_1_q8_1).
-            let eighth = _mm256_set1_ps(0.125);
             let acc = two_chains!(x, y, |acc, a: &BlockQ4_1, b: &BlockQ8_1| {
                 let q = unpack_nibbles(&a.qs);
                 let v = _mm256_loadu_si256(b.qs.as_ptr() as *const __m256i);
-                let acc = scale_acc(acc, a.d, b.d, mul_sum(_mm256_setzero_si256(), q, v));
-                _mm256_fmadd_ps(h2f8(a.m), _mm256_mul_ps(h2f8(b.s), eighth), acc)
+                scale_acc(acc, a.d, b.d, mul_sum(_mm256_setzero_si256(), q, v))
             });
-            hsum(acc)
+            // The m * s terms summed in block order, as llama.cpp does. The portable f16
+            // conversion here: the scalar F16C sequence compiles to an insert into a live
+            // register, chaining every block to the previous one. (Only rows left over from
+            // the four-row kernel come here.)
+            let mut offsets = 0f32;
+            for (a, b) in x.iter().zip(y) {
+                offsets += f16_le(a.m) * f16_le(b.s);
+            }
+            hsum(acc) + offsets
         }
 
         /// # Safety
@@ -128,6 +152,8 @@ macro_rules! x86_legacy_kernels {
                     return [f32::NAN; 4];
                 }
                 let mut acc = [_mm256_setzero_ps(); 4];
+                // Lane r: the block-order sum of row r's extra per-block term (Q4_1's m * s).
+                let mut extra = _mm_setzero_ps();
                 for bi in 0..n {
                     // SAFETY: bi < n, the length of y and (checked above) of every row.
                     let $b = unsafe { y.get_unchecked(bi) };
@@ -138,10 +164,13 @@ macro_rules! x86_legacy_kernels {
                         let $a = unsafe { x[r].get_unchecked(bi) };
                         let s: __m256i = $sum;
                         acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(h2f8($a.d), $dy), _mm256_cvtepi32_ps(s), acc[r]);
-                        acc[r] = $min(acc[r], $a, $b);
                     }
+                    // SAFETY: as above.
+                    extra = $min(extra, unsafe { [x[0].get_unchecked(bi), x[1].get_unchecked(bi), x[2].get_unchecked(bi), x[3].get_unchecked(bi)] }, $b);
                 }
-                [hsum(acc[0]), hsum(acc[1]), hsum(acc[2]), hsum(acc[3])]
+                let mut e = [0f32; 4];
+                _mm_storeu_ps(e.as_mut_ptr(), extra);
+                [hsum(acc[0]) + e[0], hsum(acc[1]) + e[1], hsum(acc[2]) + e[2], hsum(acc[3]) + e[3]]
             }};
         }
 
@@ -153,20 +182,16 @@ macro_rules! x86_legacy_kernels {
             four_rows!(x, y, BlockQ4_0, BlockQ8_0, |a, b, v, dy| {
                 let q = _mm256_sub_epi8(unpack_nibbles(&a.qs), eight);
                 mul_sum_i8(_mm256_setzero_si256(), q, v)
-            }, |acc, _, _| acc)
+            }, |extra, _, _| extra)
         }
 
         /// # Safety
         /// The CPU must have this level's target features (reached only through dispatch).
         #[target_feature(enable = $feat)]
         pub unsafe fn vec_dot4_q4_1_q8_1(x: [&[BlockQ4_1]; 4], y: &[BlockQ8_1]) -> [f32; 4] {
-            // The m * s term of each block joins the same chain: all 8 lanes get m * s / 8
-            // (an exact scaling), so the final horizontal sum adds m * s once.
             four_rows!(x, y, BlockQ4_1, BlockQ8_1, |a, b, v, dy| {
                 mul_sum(_mm256_setzero_si256(), unpack_nibbles(&a.qs), v)
-            }, |acc, a: &BlockQ4_1, b: &BlockQ8_1| {
-                _mm256_fmadd_ps(h2f8(a.m), _mm256_mul_ps(h2f8(b.s), _mm256_set1_ps(0.125)), acc)
-            })
+            }, |extra, a: [&BlockQ4_1; 4], b: &BlockQ8_1| min_terms(extra, a, b))
         }
 
         /// Register tile for prefill: four weight rows against two activation rows. Each
@@ -179,6 +204,7 @@ macro_rules! x86_legacy_kernels {
                     return [[f32::NAN; 4]; 2];
                 }
                 let mut acc = [[_mm256_setzero_ps(); 4]; 2];
+                let mut extra = [_mm_setzero_ps(); 2];
                 for bi in 0..n {
                     // SAFETY: bi < n, the length of every row (checked above).
                     let (b0, b1) = unsafe { (y[0].get_unchecked(bi), y[1].get_unchecked(bi)) };
@@ -196,14 +222,19 @@ macro_rules! x86_legacy_kernels {
                             let $v = v[c];
                             let s: __m256i = $sum;
                             acc[c][r] = _mm256_fmadd_ps(_mm256_mul_ps(dx, dy[c]), _mm256_cvtepi32_ps(s), acc[c][r]);
-                            acc[c][r] = $min(acc[c][r], $a, if c == 0 { b0 } else { b1 });
                         }
                     }
+                    // SAFETY: as above.
+                    let rows = unsafe { [x[0].get_unchecked(bi), x[1].get_unchecked(bi), x[2].get_unchecked(bi), x[3].get_unchecked(bi)] };
+                    extra[0] = $min(extra[0], rows, b0);
+                    extra[1] = $min(extra[1], rows, b1);
                 }
                 let mut out = [[0f32; 4]; 2];
                 for c in 0..2 {
+                    let mut e = [0f32; 4];
+                    _mm_storeu_ps(e.as_mut_ptr(), extra[c]);
                     for r in 0..4 {
-                        out[c][r] = hsum(acc[c][r]);
+                        out[c][r] = hsum(acc[c][r]) + e[r];
                     }
                 }
                 out
@@ -217,7 +248,7 @@ macro_rules! x86_legacy_kernels {
             let eight = _mm256_set1_epi8(8);
             four_by_two!(x, y, BlockQ4_0, BlockQ8_0, |a| _mm256_sub_epi8(unpack_nibbles(&a.qs), eight), |q, v| {
                 mul_sum_i8(_mm256_setzero_si256(), q, v)
-            }, |acc, _, _| acc)
+            }, |extra, _, _| extra)
         }
 
         /// # Safety
@@ -226,9 +257,7 @@ macro_rules! x86_legacy_kernels {
         pub unsafe fn vec_dot4x2_q4_1_q8_1(x: [&[BlockQ4_1]; 4], y: [&[BlockQ8_1]; 2]) -> [[f32; 4]; 2] {
             four_by_two!(x, y, BlockQ4_1, BlockQ8_1, |a| unpack_nibbles(&a.qs), |q, v| {
                 mul_sum(_mm256_setzero_si256(), q, v)
-            }, |acc, a: &BlockQ4_1, b: &BlockQ8_1| {
-                _mm256_fmadd_ps(h2f8(a.m), _mm256_mul_ps(h2f8(b.s), _mm256_set1_ps(0.125)), acc)
-            })
+            }, |extra, a: [&BlockQ4_1; 4], b: &BlockQ8_1| min_terms(extra, a, b))
         }
 
         /// # Safety
@@ -237,7 +266,7 @@ macro_rules! x86_legacy_kernels {
         pub unsafe fn vec_dot4x2_q8_0_q8_0(x: [&[BlockQ8_0]; 4], y: [&[BlockQ8_0]; 2]) -> [[f32; 4]; 2] {
             four_by_two!(x, y, BlockQ8_0, BlockQ8_0, |a| _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i), |q, v| {
                 mul_sum_i8(_mm256_setzero_si256(), q, v)
-            }, |acc, _, _| acc)
+            }, |extra, _, _| extra)
         }
 
         /// # Safety
