@@ -33,9 +33,9 @@ macro_rules! x86_k_kernels {
                     sumi = _mm256_add_epi32(sumi, _mm256_mullo_epi32(p0, _mm256_set1_epi32(sc0 as i32)));
                     sumi = _mm256_add_epi32(sumi, _mm256_mullo_epi32(p1, _mm256_set1_epi32(sc1 as i32)));
                 }
-                let d = b.d * h2f(a.d);
+                let d = b.d * f16_le(a.d);
                 acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-                mins += b.d * h2f(a.dmin) * sm as f32;
+                mins += b.d * f16_le(a.dmin) * sm as f32;
             }
             hsum(acc) - mins
         }
@@ -91,7 +91,7 @@ macro_rules! x86_k_kernels {
                         sumi = _mm256_add_epi32(sumi, _mm256_mullo_epi32(p, sc));
                     }
                 }
-                let d = b.d * h2f(a.d);
+                let d = b.d * f16_le(a.d);
                 let total = _mm256_sub_epi32(sumi, _mm256_setr_epi32(32 * offset, 0, 0, 0, 0, 0, 0, 0));
                 acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(total), acc);
             }

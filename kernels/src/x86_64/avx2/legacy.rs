@@ -21,14 +21,6 @@ macro_rules! x86_legacy_kernels {
             _mm256_set_m128i(hi, lo)
         }
 
-        /// An f16 scale through the F16C unit. Built from a broadcast, not an insert into a
-        /// live register: an insert would chain every block to the previous one.
-        #[inline]
-        #[target_feature(enable = $feat)]
-        unsafe fn h2f(b: [u8; 2]) -> f32 {
-            _mm_cvtss_f32(_mm_cvtph_ps(_mm_set1_epi16(i16::from_le_bytes(b))))
-        }
-
         /// An f16 scale broadcast to 8 f32 lanes.
         #[inline]
         #[target_feature(enable = $feat)]
