@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 
-python3 -c "import gguf, numpy" 2>/dev/null || python3 -m pip install -q "gguf==0.19.0" numpy
+python3 -c "import gguf, numpy, openai" 2>/dev/null || python3 -m pip install -q "gguf==0.19.0" numpy "openai==3.57.0"
 ./scripts/fetch-models.sh
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 

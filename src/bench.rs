@@ -37,6 +37,9 @@ pub fn run(model: &Model, p: usize, n: usize, reps: usize) -> Result<Vec<BenchRe
     run_with(model, p, n, reps, false).map(|(r, _)| r)
 }
 
+/// Prefill and decode profiles.
+pub type Profiles = (Profile, Profile);
+
 /// As `run`; with `profile`, the forward passes also keep per-op statistics (returned as
 /// prefill and decode profiles), so the cost of the bookkeeping itself can be measured.
 pub fn run_with(
@@ -45,7 +48,7 @@ pub fn run_with(
     n: usize,
     reps: usize,
     profile: bool,
-) -> Result<(Vec<BenchResult>, Option<(Profile, Profile)>)> {
+) -> Result<(Vec<BenchResult>, Option<Profiles>)> {
     let n_ctx = p.max(n).max(1);
     let mut cache = KvCache::new(&model.config, n_ctx);
     let mut state = State::new(&model.config, n_ctx);

@@ -76,8 +76,9 @@ pub enum ChatError {
         builtin_names()
     )]
     NoTemplate,
-    #[error("cannot read chat template {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    /// Neither a built-in name nor a readable file.
+    #[error("cannot read chat template {path}: {err} (built-in templates: {})", builtin_names())]
+    Io { path: PathBuf, err: std::io::Error },
     /// The template does not parse, or failed (`raise_exception`, an undefined value...)
     /// while rendering.
     #[error("chat template ({name}): {detail}")]
@@ -104,7 +105,7 @@ impl Message {
 /// A compiled chat template.
 pub struct ChatTemplate {
     env: Environment<'static>,
-    /// Where it came from (for error messages): "model", a built-in name or a file.
+    /// Where it came from, for error messages: the model, a built-in name or a file.
     name: String,
     bos_token: String,
     eos_token: String,
@@ -145,8 +146,8 @@ impl ChatTemplate {
                     return ChatTemplate::new(name, src, &bos, &eos);
                 }
                 let path = Path::new(s);
-                let src = std::fs::read_to_string(path)
-                    .map_err(|source| ChatError::Io { path: path.into(), source })?;
+                let src =
+                    std::fs::read_to_string(path).map_err(|err| ChatError::Io { path: path.into(), err })?;
                 ChatTemplate::new(s, &src, &bos, &eos)
             }
             None => match gguf.get("tokenizer.chat_template").and_then(|v| v.as_str()) {
@@ -534,6 +535,7 @@ pub fn run_chat(model_path: &Path, opts: ChatOptions) -> anyhow::Result<()> {
         let mut out = stdout.lock();
         let mut decoder = StreamDecoder::new(false);
         let mut answer = String::new();
+        let mut write_err = None;
         CANCEL.store(false, Ordering::SeqCst);
         GENERATING.store(true, Ordering::SeqCst);
         let result = session.generate(
@@ -548,12 +550,19 @@ pub fn run_chat(model_path: &Path, opts: ChatOptions) -> anyhow::Result<()> {
                 }
                 let piece = decoder.push(&tok, t);
                 answer.push_str(&piece);
-                // A closed stdout ends the chat below; the answer goes on being recorded.
-                let _ = out.write_all(piece.as_bytes()).and_then(|_| out.flush());
-                true
+                match out.write_all(piece.as_bytes()).and_then(|_| out.flush()) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        write_err = Some(e);
+                        false
+                    }
+                }
             },
         );
         GENERATING.store(false, Ordering::SeqCst);
+        if let Some(e) = write_err {
+            return Err(e.into()); // stdout is gone (`ferrite chat | head`)
+        }
         let (stop, stats) = match result {
             Ok(r) => r,
             Err(e) => {

@@ -128,7 +128,7 @@ pub fn read_request(r: &mut impl BufRead, w: &mut impl Write, max_body: usize) -
 
 /// Read and drop `n` bytes (or until the connection ends).
 pub fn drain(r: &mut impl Read, n: usize) {
-    let _ = io::copy(&mut r.take(n as u64), &mut io::sink());
+    let _ = io::copy(&mut (&mut *r).take(n as u64), &mut io::sink());
 }
 
 fn reason(status: u16) -> &'static str {

@@ -162,7 +162,9 @@ pub fn serve(model_path: &Path, opts: ServeOptions) -> anyhow::Result<()> {
             }
             let spawned =
                 std::thread::Builder::new().name("ferrite-http".into()).spawn_scoped(s, move || {
-                    server.connection(stream);
+                    // A bug must not take the server down: its panic is printed, the rest go on.
+                    let serve = std::panic::AssertUnwindSafe(|| server.connection(stream));
+                    let _ = std::panic::catch_unwind(serve);
                     server.connections.fetch_sub(1, Ordering::SeqCst);
                 });
             if let Err(e) = spawned {
@@ -222,6 +224,11 @@ impl Server<'_> {
                 let err = ApiError::new(status, kind, message);
                 let _ = http::respond(&mut w, status, "application/json", err.body().to_string().as_bytes());
                 eprintln!("- -> {status} {}", err.message);
+                // Input left unread at close makes the kernel reset the connection, which
+                // can destroy the answer before the client reads it: close gently.
+                let _ = stream.shutdown(std::net::Shutdown::Write);
+                let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+                http::drain(&mut reader, 1 << 20);
                 return;
             }
         };
@@ -339,7 +346,8 @@ impl Server<'_> {
                 let (text, hit) = stopper.push(&decoder.push(&self.tok, t));
                 out.send(&text);
                 hit_stop = hit;
-                let gone = out.write_failed || (!p.stream && tokens_seen % 8 == 0 && client_gone(stream));
+                let gone =
+                    out.write_failed || (!p.stream && tokens_seen.is_multiple_of(8) && client_gone(stream));
                 !hit && !gone
             });
         let (stop, stats) = match result {
