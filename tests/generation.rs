@@ -42,7 +42,7 @@ fn logits_for(m: &Model, tokens: &[u32]) -> Vec<f32> {
 #[test]
 fn greedy_continuations_match_llama_cpp_up_to_near_ties() {
     let g = goldens();
-    let (mut exact, mut total) = (0, 0);
+    let (mut exact, mut total, mut agreed) = (0, 0, 0usize);
     for (ty, cases) in g["generation"].as_object().unwrap() {
         let m = model(ty);
         let tok = Tokenizer::from_gguf(&m.file.gguf).unwrap();
@@ -65,10 +65,12 @@ fn greedy_continuations_match_llama_cpp_up_to_near_ties() {
             let ours = tok.decode(&out);
             if ours.trim_end_matches('\n') == text.trim_end_matches('\n') {
                 exact += 1;
+                agreed += 40;
                 continue;
             }
             let theirs = tok.encode(text, false, false);
             let k = out.iter().zip(&theirs).take_while(|(a, b)| a == b).count();
+            agreed += k;
             let mut ctx = ids.clone();
             ctx.extend_from_slice(&out[..k]);
             let logits = logits_for(&m, &ctx);
@@ -98,8 +100,10 @@ fn greedy_continuations_match_llama_cpp_up_to_near_ties() {
             );
         }
     }
-    eprintln!("{exact}/{total} continuations identical to llama.cpp's over 40 tokens");
-    assert!(exact * 5 >= total, "too few exact matches: {exact}/{total}");
+    let mean = agreed as f64 / total as f64;
+    eprintln!("{exact}/{total} continuations identical to llama.cpp's over 40 tokens; {mean:.1} tokens agree on average");
+    // Near ties come at random places; a wrong model parts at once on almost every prompt.
+    assert!(mean >= 8.0, "continuations agree for only {mean:.1} tokens on average");
 }
 
 /// Logits at the last prompt position against llama.cpp's: llama.cpp's top token must be
