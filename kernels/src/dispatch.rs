@@ -302,6 +302,8 @@ macro_rules! x86_table {
         vec![
             (Q4_0, wrap!(k::vec_dot_q4_0_q8_0, BlockQ4_0, Q8_0)),
             (Q4_1, wrap!(k::vec_dot_q4_1_q8_1, BlockQ4_1, Q8_1)),
+            (Q5_0, wrap!(k::vec_dot_q5_0_q8_0, BlockQ5_0, Q8_0)),
+            (Q5_1, wrap!(k::vec_dot_q5_1_q8_1, BlockQ5_1, Q8_1)),
             (Q8_0, wrap!(k::vec_dot_q8_0_q8_0, BlockQ8_0, Q8_0)),
             (Q4_K, wrap!(k::vec_dot_q4_k_q8_k, BlockQ4K, Q8K)),
             (Q6_K, wrap!(k::vec_dot_q6_k_q8_k, BlockQ6K, Q8K)),

@@ -133,6 +133,50 @@ macro_rules! x86_legacy_kernels {
             hsum(acc)
         }
 
+        /// The 32 five-bit values of a Q5 block: the nibbles as `unpack_nibbles`, plus 16
+        /// where bit e of qh is set (element e). Each qh byte is copied to 8 lanes, and each
+        /// lane tests its own bit.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn unpack_q5(qs: &[u8; 16], qh: [u8; 4]) -> __m256i {
+            let rep = _mm256_shuffle_epi8(
+                _mm256_set1_epi32(i32::from_le_bytes(qh)),
+                _mm256_setr_epi64x(0, 0x0101_0101_0101_0101, 0x0202_0202_0202_0202, 0x0303_0303_0303_0303),
+            );
+            let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+            let set = _mm256_cmpeq_epi8(_mm256_and_si256(rep, bit), bit);
+            _mm256_or_si256(unpack_nibbles(qs), _mm256_and_si256(set, _mm256_set1_epi8(16)))
+        }
+
+        /// # Safety
+        /// The CPU must have this level's target features (reached only through dispatch).
+        #[target_feature(enable = $feat)]
+        pub unsafe fn vec_dot_q5_0_q8_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
+            let sixteen = _mm256_set1_epi8(16);
+            let acc = two_chains!(x, y, |acc, a: &BlockQ5_0, b: &BlockQ8_0| {
+                let q = _mm256_sub_epi8(unpack_q5(&a.qs, a.qh), sixteen);
+                let v = _mm256_loadu_si256(b.qs.as_ptr() as *const __m256i);
+                scale_acc(acc, a.d, b.d, mul_sum_i8(_mm256_setzero_si256(), q, v))
+            });
+            hsum(acc)
+        }
+
+        /// # Safety
+        /// The CPU must have this level's target features (reached only through dispatch).
+        #[target_feature(enable = $feat)]
+        pub unsafe fn vec_dot_q5_1_q8_1(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 {
+            let acc = two_chains!(x, y, |acc, a: &BlockQ5_1, b: &BlockQ8_1| {
+                let v = _mm256_loadu_si256(b.qs.as_ptr() as *const __m256i);
+                scale_acc(acc, a.d, b.d, mul_sum(_mm256_setzero_si256(), unpack_q5(&a.qs, a.qh), v))
+            });
+            // m * s in block order with the portable conversion (see vec_dot_q4_1_q8_1).
+            let mut offsets = 0f32;
+            for (a, b) in x.iter().zip(y) {
+                offsets += f16_le(a.m) * f16_le(b.s);
+            }
+            hsum(acc) + offsets
+        }
+
         /// Four weight rows against one activation row (decode, and each activation row
         /// of a prefill tile): the activation block is loaded and its scale converted once
         /// for four rows, and the four rows are four independent FMA chains.
