@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """ferrite against llama.cpp on the same files and threads, runs alternated back to back.
 Writes bench/results.json and prints a markdown table; scripts/bench-chart.py draws it.
-    usage: scripts/bench-compare.py [-t THREADS] [-r REPS] [--levels] MODEL.gguf [-p P] [-n N] ...
+    usage: scripts/bench-compare.py [-t THREADS] [-r REPS] [--levels L] [--bandwidth GBS] -- MODEL.gguf [-p P] [-n N] ...
 Each MODEL may be followed by its own -p/-n (defaults 64/32). llama.cpp: the build of
 scripts/llama-cpp-native.sh (its llama-bench)."""
 import argparse
