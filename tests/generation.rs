@@ -18,8 +18,11 @@ use ferrite::sampler::{Sampler, SamplerConfig};
 use ferrite::tokenizer::Tokenizer;
 use serde_json::Value;
 
-/// Largest logit gap accepted at a divergence (SmolLM2's logits span ~30-45).
-const TIE_MARGIN: f32 = 0.5;
+/// Largest logit gap accepted at a divergence. SmolLM2's logits span ~30-45; llama.cpp against
+/// itself (flash attention on vs off, same prompt) moves single logits by up to 0.70, so a
+/// parting within 1.0 is a tie at the reference's own noise level. A wrong model parts by
+/// several logits, usually at the first token.
+const TIE_MARGIN: f32 = 1.0;
 
 fn goldens() -> Value {
     let p = common::fixture("goldens/generation.json");
