@@ -305,8 +305,10 @@ macro_rules! x86_table {
             (Q5_0, wrap!(k::vec_dot_q5_0_q8_0, BlockQ5_0, Q8_0)),
             (Q5_1, wrap!(k::vec_dot_q5_1_q8_1, BlockQ5_1, Q8_1)),
             (Q8_0, wrap!(k::vec_dot_q8_0_q8_0, BlockQ8_0, Q8_0)),
+            (IQ4_NL, wrap!(k::vec_dot_iq4_nl_q8_0, BlockIQ4NL, Q8_0)),
             (Q4_K, wrap!(k::vec_dot_q4_k_q8_k, BlockQ4K, Q8K)),
             (Q6_K, wrap!(k::vec_dot_q6_k_q8_k, BlockQ6K, Q8K)),
+            (IQ4_XS, wrap!(k::vec_dot_iq4_xs_q8_k, BlockIQ4XS, Q8K)),
             (F32, wrap!(float k::vec_dot_f32)),
             (F16, wrap!(float k::vec_dot_f16_f32)),
         ]

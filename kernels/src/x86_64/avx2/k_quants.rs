@@ -97,5 +97,30 @@ macro_rules! x86_k_kernels {
             }
             hsum(acc)
         }
+
+        /// IQ4_XS x Q8_K: 8 groups of 32 weights; each group's nibbles go through the IQ4
+        /// codebook (`vpshufb`) and its integer sum is scaled by the group's 6-bit scale - 32.
+        ///
+        /// # Safety
+        /// The CPU must have this level's target features (reached only through dispatch).
+        #[target_feature(enable = $feat)]
+        pub unsafe fn vec_dot_iq4_xs_q8_k(x: &[BlockIQ4XS], y: &[BlockQ8K]) -> f32 {
+            let book = _mm256_broadcastsi128_si256(_mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i));
+            let mut acc = _mm256_setzero_ps();
+            for (a, b) in x.iter().zip(y) {
+                let mut sumi = _mm256_setzero_si256();
+                for g in 0..8 {
+                    let qs: &[u8; 16] = a.qs[16 * g..16 * g + 16].try_into().expect("16 bytes");
+                    let q = _mm256_shuffle_epi8(book, unpack_nibbles(qs));
+                    let v = _mm256_loadu_si256(b.qs.as_ptr().add(32 * g) as *const __m256i);
+                    let p = mul_sum_i8(_mm256_setzero_si256(), q, v);
+                    let sc = $crate::scalar::iq4_xs_scale(a, g);
+                    sumi = _mm256_add_epi32(sumi, _mm256_mullo_epi32(p, _mm256_set1_epi32(sc)));
+                }
+                let d = b.d * f16_le(a.d);
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+            }
+            hsum(acc)
+        }
     };
 }

@@ -177,6 +177,21 @@ macro_rules! x86_legacy_kernels {
             hsum(acc) + offsets
         }
 
+        /// # Safety
+        /// The CPU must have this level's target features (reached only through dispatch).
+        #[target_feature(enable = $feat)]
+        pub unsafe fn vec_dot_iq4_nl_q8_0(x: &[BlockIQ4NL], y: &[BlockQ8_0]) -> f32 {
+            // The 16-entry codebook in both 128-bit lanes: `vpshufb` maps each nibble to its
+            // signed value.
+            let book = _mm256_broadcastsi128_si256(_mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i));
+            let acc = two_chains!(x, y, |acc, a: &BlockIQ4NL, b: &BlockQ8_0| {
+                let q = _mm256_shuffle_epi8(book, unpack_nibbles(&a.qs));
+                let v = _mm256_loadu_si256(b.qs.as_ptr() as *const __m256i);
+                scale_acc(acc, a.d, b.d, mul_sum_i8(_mm256_setzero_si256(), q, v))
+            });
+            hsum(acc)
+        }
+
         /// Four weight rows against one activation row (decode, and each activation row
         /// of a prefill tile): the activation block is loaded and its scale converted once
         /// for four rows, and the four rows are four independent FMA chains.
