@@ -50,13 +50,16 @@ impl Rng {
 pub struct Sampler {
     pub config: SamplerConfig,
     rng: Rng,
+    // Scratch reused from token to token: sampling allocates nothing once warm.
     candidates: Vec<(u32, f32)>,
+    seen: Vec<u32>,
+    weights: Vec<f32>,
 }
 
 impl Sampler {
     pub fn new(config: SamplerConfig) -> Sampler {
         let rng = Rng::new(config.seed);
-        Sampler { config, rng, candidates: Vec::new() }
+        Sampler { config, rng, candidates: Vec::new(), seen: Vec::new(), weights: Vec::new() }
     }
 
     /// Pick the next token from `logits` (modified in place by the penalty), given the
@@ -65,10 +68,12 @@ impl Sampler {
         let c = &self.config;
         if c.repeat_penalty != 1.0 && c.repeat_last_n > 0 {
             let recent = &history[history.len().saturating_sub(c.repeat_last_n)..];
-            let mut seen: Vec<u32> = recent.to_vec();
+            let seen = &mut self.seen;
+            seen.clear();
+            seen.extend_from_slice(recent);
             seen.sort_unstable();
             seen.dedup();
-            for t in seen {
+            for &t in seen.iter() {
                 if let Some(l) = logits.get_mut(t as usize) {
                     *l = if *l > 0.0 { *l / c.repeat_penalty } else { *l * c.repeat_penalty };
                 }
@@ -89,9 +94,11 @@ impl Sampler {
             cand.truncate(c.top_k);
         }
         cand.sort_unstable_by(by_logit);
-        // Probabilities at temperature 1 for top-p and min-p (as llama.cpp's chain).
         let max = cand[0].1;
-        let probs: Vec<f32> = cand.iter().map(|&(_, l)| (l - max).exp()).collect();
+        // Probabilities at temperature 1 (unnormalised), for top-p and min-p.
+        let probs = &mut self.weights;
+        probs.clear();
+        probs.extend(cand.iter().map(|&(_, l)| (l - max).exp()));
         let total: f32 = probs.iter().sum();
         let mut keep = cand.len();
         if c.top_p < 1.0 {
@@ -109,7 +116,9 @@ impl Sampler {
             keep = keep.min(probs.iter().take_while(|&&p| p >= floor).count().max(1));
         }
         cand.truncate(keep.max(1));
-        let weights: Vec<f32> = cand.iter().map(|&(_, l)| ((l - max) / c.temp).exp()).collect();
+        let weights = &mut self.weights;
+        weights.clear();
+        weights.extend(cand.iter().map(|&(_, l)| ((l - max) / c.temp).exp()));
         let sum: f32 = weights.iter().sum();
         let mut r = self.rng.f32() * sum;
         for (i, w) in weights.iter().enumerate() {
