@@ -164,6 +164,21 @@ pub fn k_scale_min(j: usize, q: &[u8; 12]) -> (u8, u8) {
     }
 }
 
+/// All eight (scale, min) pairs of a Q4_K/Q5_K block at once with word operations (for the
+/// SIMD kernels): returns the scales as the bytes of one u64 (group 0 in the low byte) and
+/// the mins likewise. Same values as `k_scale_min(0..8)`.
+pub fn k_scales_mins(q: &[u8; 12]) -> (u64, u64) {
+    let w = |i: usize| u32::from_le_bytes([q[4 * i], q[4 * i + 1], q[4 * i + 2], q[4 * i + 3]]);
+    let (w0, w1, w2) = (w(0), w(1), w(2));
+    // Groups 0-3: the low 6 bits of bytes 0-3 (scales) and 4-7 (mins). Groups 4-7: a nibble
+    // of bytes 8-11, plus the top 2 bits of bytes 0-3 (scales) or 4-7 (mins) above it.
+    let sc_lo = w0 & 0x3f3f_3f3f;
+    let m_lo = w1 & 0x3f3f_3f3f;
+    let sc_hi = (w2 & 0x0f0f_0f0f) | (((w0 >> 6) & 0x0303_0303) << 4);
+    let m_hi = ((w2 >> 4) & 0x0f0f_0f0f) | (((w1 >> 6) & 0x0303_0303) << 4);
+    (sc_lo as u64 | (sc_hi as u64) << 32, m_lo as u64 | (m_hi as u64) << 32)
+}
+
 /// Q4_K: 8 groups of 32; each 32 bytes of qs hold two groups (low nibbles, then high).
 pub fn dequantize_q4_k(x: &[BlockQ4K], y: &mut [f32]) {
     for (b, y) in x.iter().zip(y.chunks_exact_mut(QK_K)) {
@@ -235,6 +250,33 @@ pub fn dequantize_iq4_xs(x: &[BlockIQ4XS], y: &mut [f32]) {
             for j in 0..16 {
                 y[g * 32 + j] = dl * KVALUES_IQ4NL[(q[j] & 15) as usize] as f32;
                 y[g * 32 + j + 16] = dl * KVALUES_IQ4NL[(q[j] >> 4) as usize] as f32;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_k_scales_match_per_group_decoding() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..10_000 {
+            let mut q = [0u8; 12];
+            for b in q.iter_mut() {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                *b = state as u8;
+            }
+            let (sc, m) = k_scales_mins(&q);
+            for j in 0..8 {
+                assert_eq!(
+                    k_scale_min(j, &q),
+                    ((sc >> (8 * j)) as u8, (m >> (8 * j)) as u8),
+                    "{q:?} group {j}"
+                );
             }
         }
     }
