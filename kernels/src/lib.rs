@@ -9,6 +9,7 @@
 pub mod aarch64;
 pub mod blocks;
 pub mod dispatch;
+pub mod math;
 pub mod matmul;
 pub mod memory;
 pub mod pool;

@@ -1,9 +1,12 @@
 //! f32 vector operations of the forward pass: RMSNorm, RoPE, softmax, SiLU/SwiGLU.
 
-/// out = x / sqrt(mean(x^2) + eps) * w.
+/// out = x / sqrt(mean(x^2) + eps) * w. The squares are summed in f64 and the mean rounded
+/// to f32 once, as llama.cpp does: an f32 sum differs in the last bits, enough to flip an
+/// occasional rounding when the next matmul quantizes its input to 8 bits.
 pub fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
-    let ss: f32 = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
-    let scale = 1.0 / (ss + eps).sqrt();
+    let sum: f64 = x.iter().map(|&v| (v * v) as f64).sum();
+    let mean = (sum / x.len() as f64) as f32;
+    let scale = 1.0 / (mean + eps).sqrt();
     for ((o, &v), &g) in out.iter_mut().zip(x).zip(w) {
         *o = v * scale * g;
     }
@@ -39,11 +42,10 @@ pub fn softmax(x: &mut [f32]) {
     }
 }
 
-/// gate = silu(gate) * up, the SwiGLU of the feed-forward block.
+/// gate = silu(gate) * up, the SwiGLU of the feed-forward block (vectorized in the kernels,
+/// with the same exp approximation as llama.cpp; see `ferrite_kernels::math`).
 pub fn swiglu(gate: &mut [f32], up: &[f32]) {
-    for (g, &u) in gate.iter_mut().zip(up) {
-        *g = *g / (1.0 + (-*g).exp()) * u;
-    }
+    ferrite_kernels::math::swiglu(gate, up);
 }
 
 pub fn add_in_place(x: &mut [f32], y: &[f32]) {

@@ -15,3 +15,56 @@ unsafe fn mul_sum(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
 
 crate::x86_legacy_kernels!("avx2,fma,f16c");
 crate::x86_k_kernels!("avx2,fma,f16c");
+
+/// `math::exp_approx` on 8 lanes (same operations, so the same bits).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn exp8(x: __m256) -> __m256 {
+    use crate::math::{C, LN2_HI, LN2_LO, LOG2E, SHIFT};
+    let k = |b: u32| _mm256_set1_ps(f32::from_bits(b));
+    let z = _mm256_fmadd_ps(x, k(LOG2E), k(SHIFT));
+    let n = _mm256_sub_ps(z, k(SHIFT));
+    let b = _mm256_fnmadd_ps(n, k(LN2_LO), _mm256_fnmadd_ps(n, k(LN2_HI), x));
+    let e = _mm256_slli_epi32(_mm256_castps_si256(z), 23);
+    let scale = _mm256_castsi256_ps(_mm256_add_epi32(e, _mm256_set1_epi32(1f32.to_bits() as i32)));
+    let abs_n = _mm256_andnot_ps(_mm256_set1_ps(-0.0), n);
+    let big = _mm256_cmp_ps(abs_n, _mm256_set1_ps(126.0), _CMP_GT_OQ);
+    let u = _mm256_mul_ps(b, b);
+    let j = _mm256_fmadd_ps(
+        _mm256_fmadd_ps(_mm256_fmadd_ps(k(C[4]), b, k(C[3])), u, _mm256_fmadd_ps(k(C[2]), b, k(C[1]))),
+        u,
+        _mm256_mul_ps(k(C[0]), b),
+    );
+    let normal = _mm256_fmadd_ps(j, scale, scale);
+    if _mm256_movemask_ps(big) == 0 {
+        return normal;
+    }
+    // Rare lanes with |n| > 126: as the scalar code (2^n in two factors, or 0/inf).
+    let g = _mm256_and_si256(
+        _mm256_castps_si256(_mm256_cmp_ps(n, _mm256_setzero_ps(), _CMP_LE_OQ)),
+        _mm256_set1_epi32(0x8200_0000u32 as i32),
+    );
+    let s1 = _mm256_castsi256_ps(_mm256_add_epi32(g, _mm256_set1_epi32(0x7f00_0000)));
+    let s2 = _mm256_castsi256_ps(_mm256_sub_epi32(e, g));
+    let huge = _mm256_cmp_ps(abs_n, _mm256_set1_ps(192.0), _CMP_GT_OQ);
+    let split = _mm256_mul_ps(_mm256_fmadd_ps(s2, j, s2), s1);
+    let r = _mm256_blendv_ps(normal, split, big);
+    _mm256_blendv_ps(r, _mm256_mul_ps(s1, s1), huge)
+}
+
+/// gate = silu(gate) * up (see `math::swiglu_scalar`; same bits).
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn swiglu(gate: &mut [f32], up: &[f32]) {
+    let n = gate.len().min(up.len());
+    let full = n / 8 * 8;
+    for i in (0..full).step_by(8) {
+        let g = _mm256_loadu_ps(gate.as_ptr().add(i));
+        let e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), g));
+        let s = _mm256_div_ps(g, _mm256_add_ps(_mm256_set1_ps(1.0), e));
+        _mm256_storeu_ps(gate.as_mut_ptr().add(i), _mm256_mul_ps(s, _mm256_loadu_ps(up.as_ptr().add(i))));
+    }
+    crate::math::swiglu_scalar(&mut gate[full..n], &up[full..n]);
+}
