@@ -1,6 +1,7 @@
 //! AVX2 + FMA + F16C level: u8 x i8 products through `vpmaddubsw` + `vpmaddwd`.
 
 mod k_quants;
+mod k_quants_more;
 mod legacy;
 
 use std::arch::x86_64::*;
@@ -15,3 +16,4 @@ unsafe fn mul_sum(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
 
 crate::x86_legacy_kernels!("avx2,fma,f16c");
 crate::x86_k_kernels!("avx2,fma,f16c");
+crate::x86_k_more_kernels!("avx2,fma,f16c");
