@@ -24,12 +24,21 @@ fn random_weights(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> Vec<u8> 
     for r in 0..pool_rows {
         let x: Vec<f32> =
             (0..cols).map(|_| ((next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1).collect();
+        let row = &mut pool[r * rb..(r + 1) * rb];
         match ty {
-            GgmlType::F32 => pool[r * rb..(r + 1) * rb]
-                .copy_from_slice(&x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>()),
-            _ => {
-                ferrite::kernels::scalar::quantize::quantize(ty, &x, &mut pool[r * rb..(r + 1) * rb]).unwrap()
+            GgmlType::F32 => row.copy_from_slice(&x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>()),
+            // No quantizer (yet): random quant bits with small finite f16 scales; the dot
+            // product costs the same whatever the bits.
+            GgmlType::Q2_K | GgmlType::Q3_K => {
+                row.iter_mut().for_each(|b| *b = next() as u8);
+                let scales: &[usize] = if ty == GgmlType::Q2_K { &[80, 82] } else { &[108] };
+                for blk in row.chunks_exact_mut(ty.type_size()) {
+                    for &off in scales {
+                        blk[off..off + 2].copy_from_slice(&half::f16::from_f32(0.01).to_le_bytes());
+                    }
+                }
             }
+            _ => ferrite::kernels::scalar::quantize::quantize(ty, &x, row).unwrap(),
         }
     }
     let mut out = Vec::with_capacity(rb * rows);
@@ -61,13 +70,14 @@ fn vec_dot_bench(c: &mut Criterion) {
         GgmlType::Q5_0,
         GgmlType::Q5_1,
         GgmlType::Q8_0,
+        GgmlType::Q2_K,
+        GgmlType::Q3_K,
         GgmlType::Q4_K,
         GgmlType::Q5_K,
         GgmlType::Q6_K,
+        GgmlType::F16,
+        GgmlType::BF16,
     ] {
-        if !ferrite::kernels::scalar::quantize::can_quantize(ty) {
-            continue;
-        }
         let w = random_weights(ty, 1, n, 7);
         let x: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
         let mut buf = ActBuf::new();

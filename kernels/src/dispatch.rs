@@ -306,11 +306,15 @@ macro_rules! x86_table {
             (Q5_1, wrap!(k::vec_dot_q5_1_q8_1, BlockQ5_1, Q8_1)),
             (Q8_0, wrap!(k::vec_dot_q8_0_q8_0, BlockQ8_0, Q8_0)),
             (IQ4_NL, wrap!(k::vec_dot_iq4_nl_q8_0, BlockIQ4NL, Q8_0)),
+            (Q2_K, wrap!(k::vec_dot_q2_k_q8_k, BlockQ2K, Q8K)),
+            (Q3_K, wrap!(k::vec_dot_q3_k_q8_k, BlockQ3K, Q8K)),
             (Q4_K, wrap!(k::vec_dot_q4_k_q8_k, BlockQ4K, Q8K)),
+            (Q5_K, wrap!(k::vec_dot_q5_k_q8_k, BlockQ5K, Q8K)),
             (Q6_K, wrap!(k::vec_dot_q6_k_q8_k, BlockQ6K, Q8K)),
             (IQ4_XS, wrap!(k::vec_dot_iq4_xs_q8_k, BlockIQ4XS, Q8K)),
             (F32, wrap!(float k::vec_dot_f32)),
             (F16, wrap!(float k::vec_dot_f16_f32)),
+            (BF16, wrap!(float k::vec_dot_bf16_f32)),
         ]
     }};
 }

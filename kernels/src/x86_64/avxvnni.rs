@@ -10,3 +10,4 @@ unsafe fn mul_sum(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
 
 crate::x86_legacy_kernels!("avx2,fma,f16c,avxvnni");
 crate::x86_k_kernels!("avx2,fma,f16c,avxvnni");
+crate::x86_k_more_kernels!("avx2,fma,f16c,avxvnni");

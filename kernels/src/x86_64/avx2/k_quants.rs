@@ -1,5 +1,5 @@
-//! 256-bit dot products of the K types (Q4_K, Q6_K) with Q8_K activations; one body for
-//! the avx2, avxvnni and avx512 levels (see legacy.rs).
+//! 256-bit dot products of the K types (Q4_K, Q6_K, IQ4_XS) with Q8_K activations; one body
+//! for the avx2, avxvnni and avx512 levels (see legacy.rs). Q2_K, Q3_K, Q5_K: k_quants_more.rs.
 
 #[macro_export]
 #[doc(hidden)]

@@ -1,5 +1,5 @@
-//! 256-bit dot products of the 32-element block types (Q4_0, Q4_1, Q8_0) with Q8_0/Q8_1
-//! activations. One body serves the avx2, avxvnni and avx512 levels: `x86_kernels!`
+//! 256-bit dot products of the 32-element block types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
+//! IQ4_NL) with Q8_0/Q8_1 activations, and of the float types (F32, F16, BF16). One body serves the avx2, avxvnni and avx512 levels: `x86_kernels!`
 //! instantiates it with each level's `mul_sum` (u8 x i8 products summed in i32 lanes).
 
 /// Expands, inside a level's module, to that level's legacy-type kernels. `$feat` is the
@@ -357,6 +357,26 @@ macro_rules! x86_legacy_kernels {
                 i += 16;
             }
             hsum(_mm256_add_ps(acc[0], acc[1])) + $crate::scalar::vec_dot_f16_f32(&x[2 * i..], &y[i..])
+        }
+
+        /// bf16 weights: each u16 widened to 32 bits and moved to the top half is the f32.
+        /// # Safety
+        /// The CPU must have this level's target features (reached only through dispatch).
+        #[target_feature(enable = $feat)]
+        pub unsafe fn vec_dot_bf16_f32(x: &[u8], y: &[f32]) -> f32 {
+            let n = y.len();
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut i = 0;
+            while i + 32 <= n {
+                for (k, a) in acc.iter_mut().enumerate() {
+                    let h = _mm_loadu_si128(x.as_ptr().add(2 * (i + 8 * k)) as *const __m128i);
+                    let w = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+                    *a = _mm256_fmadd_ps(w, _mm256_loadu_ps(y.as_ptr().add(i + 8 * k)), *a);
+                }
+                i += 32;
+            }
+            let s = hsum(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+            s + $crate::scalar::vec_dot_bf16_f32(&x[2 * i..], &y[i..])
         }
     };
 }

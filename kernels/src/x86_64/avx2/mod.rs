@@ -1,6 +1,7 @@
 //! AVX2 + FMA + F16C level: u8 x i8 products through `vpmaddubsw` + `vpmaddwd`.
 
 mod k_quants;
+mod k_quants_more;
 mod legacy;
 
 use std::arch::x86_64::*;
@@ -15,13 +16,20 @@ unsafe fn mul_sum(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
 
 crate::x86_legacy_kernels!("avx2,fma,f16c");
 crate::x86_k_kernels!("avx2,fma,f16c");
+crate::x86_k_more_kernels!("avx2,fma,f16c");
+
+/// A constant given by its bits, in 8 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn k(bits: u32) -> __m256 {
+    _mm256_set1_ps(f32::from_bits(bits))
+}
 
 /// `math::exp_approx` on 8 lanes (same operations, so the same bits).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn exp8(x: __m256) -> __m256 {
     use crate::math::{C, LN2_HI, LN2_LO, LOG2E, SHIFT};
-    let k = |b: u32| _mm256_set1_ps(f32::from_bits(b));
     let z = _mm256_fmadd_ps(x, k(LOG2E), k(SHIFT));
     let n = _mm256_sub_ps(z, k(SHIFT));
     let b = _mm256_fnmadd_ps(n, k(LN2_LO), _mm256_fnmadd_ps(n, k(LN2_HI), x));
