@@ -9,3 +9,6 @@ if ! command -v aarch64-linux-gnu-gcc >/dev/null || ! command -v qemu-aarch64 >/
 fi
 rustup target add aarch64-unknown-linux-gnu >/dev/null 2>&1
 cargo test -p ferrite-kernels --release --target aarch64-unknown-linux-gnu
+# A CPU without dotprod (Cortex-A53): the NEON level must pick its plain (no `sdot`) table.
+CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu cortex-a53" \
+  cargo test -p ferrite-kernels --release --target aarch64-unknown-linux-gnu --test levels

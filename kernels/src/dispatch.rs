@@ -1,6 +1,8 @@
 //! Kernel levels and their tables. The CPU's features are checked once; a table for a level
 //! exists only if the CPU runs it, which is what makes the `unsafe` calls to
-//! `#[target_feature]` fns below sound. `FERRITE_KERNELS=scalar|avx2|avxvnni|avx512|neon`
+//! `#[target_feature]` fns below sound. A level may have variants for optional extensions
+//! (NEON with `sdot` where the CPU has dotprod); the best variant is the level's table.
+//! `FERRITE_KERNELS=scalar|avx2|avxvnni|avx512|neon`
 //! lowers the level chosen by `Kernels::best()`; tests ask for each level explicitly.
 
 use std::sync::OnceLock;
@@ -192,8 +194,8 @@ macro_rules! wrap {
         fn w(x: &[u8], a: ActRef) -> f32 {
             let (Some(x), ActRef::$act(a)) = (as_blocks::<$w>(x), a) else { return f32::NAN };
             #[allow(unused_unsafe)]
-            // SAFETY: this wrapper is stored only in the table of a level whose features the
-            // CPU was checked to have (`Kernels::for_level`).
+            // SAFETY: this wrapper is stored only in a table (of a level, or a variant of one)
+            // whose features the CPU was checked to have (`Kernels::tables`).
             unsafe {
                 $f(x, a)
             }
@@ -257,6 +259,9 @@ macro_rules! wrap4x2 {
 /// The kernels of one level.
 pub struct Kernels {
     pub level: Level,
+    /// The level's name, plus `+feature` for a variant that uses an optional extension
+    /// (`neon+dotprod`).
+    pub name: &'static str,
     dots: Vec<(GgmlType, DotFn)>,
     dots4: Vec<(GgmlType, Dot4Fn)>,
     dots4x2: Vec<(GgmlType, Dot4x2Fn)>,
@@ -349,7 +354,61 @@ macro_rules! x86_table4x2 {
     }};
 }
 
+#[cfg(target_arch = "aarch64")]
+macro_rules! neon_table {
+    ($m:path) => {{
+        use $m as k;
+        use GgmlType::*;
+        vec![
+            (Q4_0, wrap!(k::vec_dot_q4_0_q8_0, BlockQ4_0, Q8_0)),
+            (Q4_1, wrap!(k::vec_dot_q4_1_q8_1, BlockQ4_1, Q8_1)),
+            (Q5_0, wrap!(k::vec_dot_q5_0_q8_0, BlockQ5_0, Q8_0)),
+            (Q5_1, wrap!(k::vec_dot_q5_1_q8_1, BlockQ5_1, Q8_1)),
+            (Q8_0, wrap!(k::vec_dot_q8_0_q8_0, BlockQ8_0, Q8_0)),
+            (IQ4_NL, wrap!(k::vec_dot_iq4_nl_q8_0, BlockIQ4NL, Q8_0)),
+            (Q2_K, wrap!(k::vec_dot_q2_k_q8_k, BlockQ2K, Q8K)),
+            (Q3_K, wrap!(k::vec_dot_q3_k_q8_k, BlockQ3K, Q8K)),
+            (Q4_K, wrap!(k::vec_dot_q4_k_q8_k, BlockQ4K, Q8K)),
+            (Q5_K, wrap!(k::vec_dot_q5_k_q8_k, BlockQ5K, Q8K)),
+            (Q6_K, wrap!(k::vec_dot_q6_k_q8_k, BlockQ6K, Q8K)),
+            (IQ4_XS, wrap!(k::vec_dot_iq4_xs_q8_k, BlockIQ4XS, Q8K)),
+            (F32, wrap!(float k::vec_dot_f32)),
+            (F16, wrap!(float k::vec_dot_f16_f32)),
+            (BF16, wrap!(float k::vec_dot_bf16_f32)),
+        ]
+    }};
+}
+
+/// The NEON level's table: with `sdot` if `dotprod`, else with widening multiplies.
+/// `dotprod` must be true only if the CPU has it (the table's kernels need it).
+///
+/// The Neon level uses the `sdot` table wherever the CPU has dotprod. There the plain one
+/// is built too, as an extra entry of `Kernels::tables()`, so that tests check both.
+#[cfg(target_arch = "aarch64")]
+fn build_neon(dotprod: bool) -> Kernels {
+    let (name, own) = match dotprod {
+        true => ("neon+dotprod", neon_table!(crate::aarch64::dotprod)),
+        false => ("neon", neon_table!(crate::aarch64::neon)),
+    };
+    Kernels {
+        level: Level::Neon,
+        name,
+        dots: with(scalar_dots(), own),
+        dots4: Vec::new(),
+        dots4x2: Vec::new(),
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+fn has_dotprod() -> bool {
+    std::arch::is_aarch64_feature_detected!("dotprod")
+}
+
 fn build(level: Level) -> Kernels {
+    #[cfg(target_arch = "aarch64")]
+    if level == Level::Neon {
+        return build_neon(has_dotprod());
+    }
     let dots4x2: Vec<(GgmlType, Dot4x2Fn)> = match level {
         #[cfg(target_arch = "x86_64")]
         Level::Avx2 => x86_table4x2!(crate::x86_64::avx2),
@@ -375,11 +434,9 @@ fn build(level: Level) -> Kernels {
         Level::AvxVnni => with(scalar_dots(), x86_table!(crate::x86_64::avxvnni)),
         #[cfg(target_arch = "x86_64")]
         Level::Avx512 => with(scalar_dots(), x86_table!(crate::x86_64::avx512)),
-        #[cfg(target_arch = "aarch64")]
-        Level::Neon => with(scalar_dots(), crate::aarch64::neon_table()),
         _ => scalar_dots(),
     };
-    Kernels { level, dots, dots4, dots4x2 }
+    Kernels { level, name: level.name(), dots, dots4, dots4x2 }
 }
 
 const LEVELS: [Level; 5] = [Level::Scalar, Level::Avx2, Level::AvxVnni, Level::Avx512, Level::Neon];
@@ -387,9 +444,23 @@ const LEVELS: [Level; 5] = [Level::Scalar, Level::Avx2, Level::AvxVnni, Level::A
 impl Kernels {
     /// The table of a level, if this CPU runs it.
     pub fn for_level(level: Level) -> Option<&'static Kernels> {
+        Kernels::tables().iter().find(|k| k.level == level)
+    }
+
+    /// Every table this CPU runs: each level's, lowest first, then the variants a level
+    /// passed over for a better one (NEON without `sdot` on a CPU with dotprod), which
+    /// only tests and benchmarks reach.
+    pub fn tables() -> &'static [Kernels] {
         static TABLES: OnceLock<Vec<Kernels>> = OnceLock::new();
-        let tables = TABLES.get_or_init(|| LEVELS.into_iter().filter(|l| l.supported()).map(build).collect());
-        tables.iter().find(|k| k.level == level)
+        TABLES.get_or_init(|| {
+            #[allow(unused_mut)]
+            let mut tables: Vec<Kernels> = LEVELS.into_iter().filter(|l| l.supported()).map(build).collect();
+            #[cfg(target_arch = "aarch64")]
+            if Level::Neon.supported() && has_dotprod() {
+                tables.push(build_neon(false));
+            }
+            tables
+        })
     }
 
     /// Every level this CPU runs, lowest first.

@@ -115,9 +115,11 @@ fn abs_terms(ty: GgmlType, w: &[u8], a: ActRef) -> f64 {
     wf.iter().zip(&af).map(|(&x, &y)| (x as f64 * y as f64).abs()).sum()
 }
 
+/// Every table this CPU runs: each level's, and the variants a level passed over (NEON
+/// without `sdot` where the CPU has dotprod).
 fn levels() -> Vec<&'static Kernels> {
-    let ls: Vec<_> = Kernels::available().into_iter().map(|l| Kernels::for_level(l).unwrap()).collect();
-    eprintln!("levels: {:?}", ls.iter().map(|k| k.level).collect::<Vec<_>>());
+    let ls: Vec<_> = Kernels::tables().iter().collect();
+    eprintln!("levels: {:?}", ls.iter().map(|k| k.name).collect::<Vec<_>>());
     ls
 }
 
@@ -147,8 +149,8 @@ fn every_level_matches_scalar() {
                     let tol = 1e-5 * abs_terms(ty, &w, a);
                     assert!(
                         ((got - want) as f64).abs() <= tol.max(1e-30),
-                        "{:?} {ty} {case:?} {nb} blocks: {got} vs scalar {want} (tol {tol})",
-                        k.level
+                        "{} {ty} {case:?} {nb} blocks: {got} vs scalar {want} (tol {tol})",
+                        k.name
                     );
                     checked += 1;
                 }
@@ -158,16 +160,80 @@ fn every_level_matches_scalar() {
     eprintln!("{checked} comparisons");
 }
 
-/// Every x86 SIMD level this CPU runs has its own kernel for every type (none falls back to
-/// the scalar reference). NEON is not complete yet (several types still use scalar code),
-/// so it is left out here.
+/// Every SIMD level (and NEON variant) this CPU runs has its own kernel for every type (none
+/// falls back to the scalar reference).
 #[test]
 fn every_level_is_complete() {
-    for k in levels().into_iter().filter(|k| matches!(k.level, Level::Avx2 | Level::AvxVnni | Level::Avx512))
-    {
+    for k in levels().into_iter().filter(|k| k.level != Level::Scalar) {
         let missing: Vec<_> = TYPES.into_iter().filter(|&ty| !k.is_native(ty)).collect();
-        assert!(missing.is_empty(), "{:?} falls back to scalar for {missing:?}", k.level);
+        assert!(missing.is_empty(), "{} falls back to scalar for {missing:?}", k.name);
     }
+}
+
+/// With every scale 1 (weights and activations) a dot product is its integer sums, and on
+/// this data their f32 scaling and summing is exact (or done as the scalar reference does),
+/// so each level must give the scalar result exactly: any difference is in an integer sum.
+/// Activations take every value a Q8 block holds (|q| <= 127).
+#[test]
+fn integer_sums_are_exact() {
+    use ferrite_kernels::blocks::{BlockQ8K, BlockQ8_0, BlockQ8_1};
+    let scalar = Kernels::for_level(Level::Scalar).unwrap();
+    let mut rng = Rng(0x0dd_ba11);
+    let one = f16_bytes(1.0);
+    let mut checked = 0;
+    for k in levels().into_iter().filter(|k| k.level != Level::Scalar) {
+        for ty in TYPES.into_iter().filter(|t| !matches!(t, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)) {
+            let act = ActType::for_weight(ty).unwrap();
+            for case in [Case::Random, Case::AllOnes, Case::AllZeroBits] {
+                for nb in 1..=8usize {
+                    let n = nb * ty.block_size().max(act.block());
+                    let mut w = weights(ty, n / ty.block_size(), case, &mut rng);
+                    for blk in w.chunks_exact_mut(ty.type_size()) {
+                        for &off in f16_fields(ty) {
+                            blk[off..off + 2].copy_from_slice(&one);
+                        }
+                    }
+                    let mut q =
+                        || -> [i8; 32] { std::array::from_fn(|_| ((rng.next() % 255) as i32 - 127) as i8) };
+                    let (q8_0, q8_1, q8k): (Vec<BlockQ8_0>, Vec<BlockQ8_1>, Vec<BlockQ8K>) = match act {
+                        ActType::Q8_0 => {
+                            ((0..n / 32).map(|_| BlockQ8_0 { d: one, qs: q() }).collect(), vec![], vec![])
+                        }
+                        ActType::Q8_1 => {
+                            let b = (0..n / 32).map(|_| {
+                                let qs = q();
+                                BlockQ8_1 { d: one, s: f16_bytes((qs[0] / 2) as f32), qs }
+                            });
+                            (vec![], b.collect(), vec![])
+                        }
+                        _ => {
+                            let b = (0..n / 256).map(|_| {
+                                let mut qs = [0i8; 256];
+                                for c in qs.chunks_exact_mut(32) {
+                                    c.copy_from_slice(&q());
+                                }
+                                let bsums = std::array::from_fn(|g| {
+                                    qs[16 * g..16 * g + 16].iter().map(|&v| v as i16).sum()
+                                });
+                                BlockQ8K { d: 1.0, qs, bsums }
+                            });
+                            (vec![], vec![], b.collect())
+                        }
+                    };
+                    let a = match act {
+                        ActType::Q8_0 => ActRef::Q8_0(&q8_0),
+                        ActType::Q8_1 => ActRef::Q8_1(&q8_1),
+                        _ => ActRef::Q8K(&q8k),
+                    };
+                    let want = vec_dot(scalar, ty, &w, a).unwrap();
+                    let got = vec_dot(k, ty, &w, a).unwrap();
+                    assert_eq!(got, want, "{} {ty} {case:?} {nb} blocks", k.name);
+                    checked += 1;
+                }
+            }
+        }
+    }
+    eprintln!("{checked} exact comparisons");
 }
 
 /// matmul (several rows, and matvec as n = 1) at every level against f64 arithmetic on
@@ -211,8 +277,8 @@ fn matmul_matches_f32_reference() {
                         let got = y[i * rows + r] as f64;
                         assert!(
                             (got - exact).abs() <= tol,
-                            "{:?} {ty} n={n} row {r}: {got} vs {exact} (tol {tol})",
-                            k.level
+                            "{} {ty} n={n} row {r}: {got} vs {exact} (tol {tol})",
+                            k.name
                         );
                     }
                 }
@@ -243,8 +309,8 @@ fn four_row_kernels_match_scalar() {
                     let tol = 1e-5 * abs_terms(ty, row, a);
                     assert!(
                         ((got[r] - want) as f64).abs() <= tol,
-                        "{:?} {ty} {nb} blocks row {r}: {} vs {want}",
-                        k.level,
+                        "{} {ty} {nb} blocks row {r}: {} vs {want}",
+                        k.name,
                         got[r]
                     );
                     checked += 1;
@@ -269,7 +335,7 @@ fn four_row_kernels_match_scalar() {
                     for (r, row) in rows.iter().enumerate() {
                         let want = vec_dot(scalar, ty, row, *col).unwrap();
                         let tol = 1e-5 * abs_terms(ty, row, *col);
-                        assert!(((got[c][r] - want) as f64).abs() <= tol, "{:?} {ty} tile {c},{r}", k.level);
+                        assert!(((got[c][r] - want) as f64).abs() <= tol, "{} {ty} tile {c},{r}", k.name);
                         tiles += 1;
                     }
                 }
@@ -277,6 +343,24 @@ fn four_row_kernels_match_scalar() {
         }
     }
     eprintln!("{tiles} tile comparisons");
+}
+
+/// The NEON level (each of its variants) has its own kernel for every type.
+#[cfg(target_arch = "aarch64")]
+#[test]
+fn neon_level_is_complete() {
+    let neon: Vec<_> = Kernels::tables().iter().filter(|k| k.level == Level::Neon).collect();
+    assert!(!neon.is_empty(), "no NEON table");
+    if std::arch::is_aarch64_feature_detected!("dotprod") {
+        let names: Vec<_> = neon.iter().map(|k| k.name).collect();
+        assert_eq!(names, ["neon+dotprod", "neon"], "both variants are built");
+        assert_eq!(Kernels::for_level(Level::Neon).unwrap().name, "neon+dotprod", "sdot is used");
+    }
+    for k in neon {
+        for ty in TYPES {
+            assert!(k.is_native(ty), "{} falls back to scalar for {ty}", k.name);
+        }
+    }
 }
 
 #[test]
