@@ -89,6 +89,13 @@ block!(
     /// between scales_l (4 bits) and scales_h (2 bits).
     BlockIQ4XS, QK_K, 136, { d: [u8; 2], scales_h: [u8; 2], scales_l: [u8; 4], qs: [u8; 128] });
 
+block!(
+    /// Q4_0 blocks of 8 consecutive rows at one block column, interleaved at load (see
+    /// `repack`): the 8 scales, then 4 chunks of 32 bytes; chunk c holds bytes 4c..4c+4 of
+    /// each row's qs (row r at 4r), so one 256-bit register carries 4 weights of each of
+    /// the 8 rows and the dot product accumulates one row per 32-bit lane.
+    BlockQ4_0x8, 256, 144, { d: [u8; 16], qs: [u8; 128] });
+
 /// The non-linear 4-bit codebook of IQ4_NL and IQ4_XS.
 pub const KVALUES_IQ4NL: [i8; 16] =
     [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];

@@ -8,6 +8,7 @@
 use std::sync::OnceLock;
 
 use crate::blocks::*;
+use crate::repack::Layout;
 use crate::scalar;
 use crate::types::GgmlType;
 
@@ -256,6 +257,34 @@ macro_rules! wrap4x2 {
     }};
 }
 
+/// A group of 8 interleaved weight rows (`repack::Layout::Q4_0x8`) against one activation
+/// row, and against four.
+pub type Dot8Fn = fn(&[u8], ActRef) -> [f32; 8];
+pub type Dot8x4Fn = fn(&[u8], [ActRef; 4]) -> [[f32; 8]; 4];
+
+/// Expands to the safe wrappers (`Dot8Fn`, `Dot8x4Fn`) of a level's Q4_0x8 kernels.
+#[cfg(target_arch = "x86_64")]
+macro_rules! wrap_q4_0x8 {
+    ($m:path) => {{
+        use $m as k;
+        fn one(x: &[u8], a: ActRef) -> [f32; 8] {
+            let (Some(x), ActRef::Q8_0(a)) = (as_blocks::<BlockQ4_0x8>(x), a) else { return [f32::NAN; 8] };
+            // SAFETY: stored only in the table of a level the CPU was checked to run.
+            unsafe { k::vec_dot_q4_0x8_q8_0(x, a) }
+        }
+        fn four(x: &[u8], a: [ActRef; 4]) -> [[f32; 8]; 4] {
+            let (Some(x), [ActRef::Q8_0(a0), ActRef::Q8_0(a1), ActRef::Q8_0(a2), ActRef::Q8_0(a3)]) =
+                (as_blocks::<BlockQ4_0x8>(x), a)
+            else {
+                return [[f32::NAN; 8]; 4];
+            };
+            // SAFETY: as above.
+            unsafe { k::vec_dot_q4_0x8x4_q8_0(x, [a0, a1, a2, a3]) }
+        }
+        Some((one as Dot8Fn, four as Dot8x4Fn))
+    }};
+}
+
 /// The kernels of one level.
 pub struct Kernels {
     pub level: Level,
@@ -265,6 +294,8 @@ pub struct Kernels {
     dots: Vec<(GgmlType, DotFn)>,
     dots4: Vec<(GgmlType, Dot4Fn)>,
     dots4x2: Vec<(GgmlType, Dot4x2Fn)>,
+    /// Kernels for Q4_0 rows repacked as `Layout::Q4_0x8`, where the level has them.
+    q4_0x8: Option<(Dot8Fn, Dot8x4Fn)>,
 }
 
 fn scalar_dots() -> Vec<(GgmlType, DotFn)> {
@@ -396,6 +427,7 @@ fn build_neon(dotprod: bool) -> Kernels {
         dots: with(scalar_dots(), own),
         dots4: Vec::new(),
         dots4x2: Vec::new(),
+        q4_0x8: None,
     }
 }
 
@@ -436,7 +468,16 @@ fn build(level: Level) -> Kernels {
         Level::Avx512 => with(scalar_dots(), x86_table!(crate::x86_64::avx512)),
         _ => scalar_dots(),
     };
-    Kernels { level, name: level.name(), dots, dots4, dots4x2 }
+    let q4_0x8 = match level {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => wrap_q4_0x8!(crate::x86_64::avx2),
+        #[cfg(target_arch = "x86_64")]
+        Level::AvxVnni => wrap_q4_0x8!(crate::x86_64::avxvnni),
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => wrap_q4_0x8!(crate::x86_64::avx512),
+        _ => None,
+    };
+    Kernels { level, name: level.name(), dots, dots4, dots4x2, q4_0x8 }
 }
 
 const LEVELS: [Level; 5] = [Level::Scalar, Level::Avx2, Level::AvxVnni, Level::Avx512, Level::Neon];
@@ -504,6 +545,19 @@ impl Kernels {
     /// The 4x2 register-tile kernel for a weight type, where the level has one.
     pub fn dot4x2(&self, ty: GgmlType) -> Option<Dot4x2Fn> {
         self.dots4x2.iter().find(|(t, _)| *t == ty).map(|(_, f)| *f)
+    }
+
+    /// The kernels for an interleaved layout, where the level has them.
+    pub fn repacked(&self, layout: Layout) -> Option<(Dot8Fn, Dot8x4Fn)> {
+        match layout {
+            Layout::Q4_0x8 => self.q4_0x8,
+            Layout::Rows => None,
+        }
+    }
+
+    /// The layout worth repacking a matrix into for this level, if any (see `repack`).
+    pub fn preferred_layout(&self, ty: GgmlType, rows: usize, cols: usize) -> Option<Layout> {
+        (self.q4_0x8.is_some() && crate::repack::repackable(ty, rows, cols)).then_some(Layout::Q4_0x8)
     }
 
     /// Whether this level has its own (non-scalar) kernel for the type.

@@ -13,6 +13,7 @@ pub mod math;
 pub mod matmul;
 pub mod memory;
 pub mod pool;
+pub mod repack;
 pub mod scalar;
 pub mod types;
 #[cfg(target_arch = "x86_64")]

@@ -5,20 +5,24 @@
 //! Weights: `rows` rows of `cols` elements, row-major as stored in GGUF (each row a run of
 //! whole blocks). Output: `y[i * rows + r]` = row r of the weights . activation row i.
 
-use crate::dispatch::{ActBuf, ActRef, ActType, Dot4Fn, Dot4x2Fn, DotFn, Kernels};
+use crate::dispatch::{ActBuf, ActRef, ActType, Dot4Fn, Dot4x2Fn, Dot8Fn, Dot8x4Fn, DotFn, Kernels};
+use crate::repack::{Layout, GROUP};
 use crate::types::GgmlType;
 use crate::KernelError;
 
 /// Rows per rayon task: big enough to amortise scheduling, small enough to balance 2-64
 /// threads on the smallest matrices we see (576 rows).
 const ROWS_PER_TASK: usize = 16;
+// Tasks of interleaved matrices hold whole groups.
+const _: () = assert!(ROWS_PER_TASK.is_multiple_of(GROUP));
 
-/// A weight matrix: type, shape and bytes (zero-copy from the file).
+/// A weight matrix: type, shape and bytes (zero-copy from the file, or repacked at load).
 #[derive(Clone, Copy, Debug)]
 pub struct Matrix<'a> {
     pub ty: GgmlType,
     pub rows: usize,
     pub cols: usize,
+    pub layout: Layout,
     pub data: &'a [u8],
 }
 
@@ -29,7 +33,29 @@ impl<'a> Matrix<'a> {
         if row_bytes.checked_mul(rows) != Some(data.len()) {
             return Err(bad);
         }
-        Ok(Matrix { ty, rows, cols, data })
+        Ok(Matrix { ty, rows, cols, layout: Layout::Rows, data })
+    }
+
+    /// A matrix in an interleaved layout made by `repack::repack` (same bytes in all, rows
+    /// a multiple of the group).
+    pub fn with_layout(
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        layout: Layout,
+        data: &'a [u8],
+    ) -> Result<Matrix<'a>, KernelError> {
+        let m = Matrix::new(ty, rows, cols, data)?;
+        if layout != Layout::Rows && !crate::repack::repackable(ty, rows, cols) {
+            return Err(KernelError::Unsupported { ty, what: "this layout" });
+        }
+        Ok(Matrix { layout, ..m })
+    }
+
+    /// The bytes of group `g` (rows 8g..8g+8) of an interleaved layout.
+    fn group(&self, g: usize) -> &'a [u8] {
+        let gb = self.row_bytes() * GROUP;
+        &self.data[g * gb..(g + 1) * gb]
     }
 
     pub fn row_bytes(&self) -> usize {
@@ -113,6 +139,7 @@ pub fn matmul_multi(
     let mut dots: [Option<DotFn>; MAX_SHARED] = [None; MAX_SHARED];
     let mut dots4: [Option<Dot4Fn>; MAX_SHARED] = [None; MAX_SHARED];
     let mut tiles: [Option<Dot4x2Fn>; MAX_SHARED] = [None; MAX_SHARED];
+    let mut x8: [Option<(Dot8Fn, Dot8x4Fn)>; MAX_SHARED] = [None; MAX_SHARED];
     // First task of each matrix (task t belongs to the last j with starts[j] <= t).
     let mut starts = [usize::MAX; MAX_SHARED + 1];
     let mut tasks = 0;
@@ -130,6 +157,12 @@ pub fn matmul_multi(
         dots[j] = Some(dot);
         dots4[j] = k.dot4(w.ty);
         tiles[j] = k.dot4x2(w.ty);
+        if w.layout != Layout::Rows {
+            x8[j] = k.repacked(w.layout);
+            if x8[j].is_none() {
+                return Err(KernelError::Unsupported { ty: w.ty, what: "this layout at this kernel level" });
+            }
+        }
         starts[j] = tasks;
         tasks += w.rows.div_ceil(ROWS_PER_TASK);
     }
@@ -152,6 +185,31 @@ pub fn matmul_multi(
             // checked to be n * w.rows); only this task writes rows r0..r1 of matrix j.
             unsafe { *out.ptr().add(i * w.rows + r) = v };
         };
+        // Interleaved layout: groups of 8 rows (r0 and r1 are multiples of 8: ROWS_PER_TASK
+        // is, and so are the rows of a repacked matrix); four activation rows at a time.
+        if let Some((one, four)) = x8[j] {
+            for g in r0 / GROUP..r1 / GROUP {
+                let x = w.group(g);
+                let mut i = 0;
+                while i + 4 <= n {
+                    let v =
+                        four(x, [a.row(i, cols), a.row(i + 1, cols), a.row(i + 2, cols), a.row(i + 3, cols)]);
+                    for (c, vc) in v.iter().enumerate() {
+                        for (d, &x) in vc.iter().enumerate() {
+                            write(i + c, g * GROUP + d, x);
+                        }
+                    }
+                    i += 4;
+                }
+                for i in i..n {
+                    let ai: ActRef = if n == 1 { a } else { a.row(i, cols) };
+                    for (d, x) in one(x, ai).into_iter().enumerate() {
+                        write(i, g * GROUP + d, x);
+                    }
+                }
+            }
+            return;
+        }
         // Prefill: 4x2 tiles (four weight rows, two activation rows) where they fit.
         let mut i0 = 0;
         if let (Some(tile), true) = (tiles[j], n >= 2) {

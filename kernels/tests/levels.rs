@@ -376,3 +376,66 @@ fn bad_inputs_are_errors() {
     let mut y = [0f32; 3];
     assert!(matmul(k, &m, &[0.0; 32], 1, &mut y, &mut buf).is_err());
 }
+
+/// Repacked (interleaved) matrices at every level that has kernels for them: the same
+/// products as the scalar reference on the row layout, for decode (n = 1) and prefill
+/// (n = 3..9, covering the four-row tiles and their remainders), on random and edge-case
+/// weights; and the layout's inverse gives back every original block.
+#[test]
+fn repacked_matmul_matches_rows() {
+    use ferrite_kernels::blocks::{as_blocks, BlockQ4_0, BlockQ4_0x8};
+    use ferrite_kernels::repack::{repack, unpack_q4_0x8, Layout};
+    let scalar = Kernels::for_level(Level::Scalar).unwrap();
+    let mut rng = Rng(0x5eed_0f_8a);
+    let mut buf = ActBuf::new();
+    let mut checked = 0;
+    let ty = GgmlType::Q4_0;
+    for case in CASES {
+        let (rows, cols) = (24, 32 * 11);
+        let w = weights(ty, rows * cols / 32, case, &mut rng);
+        let (layout, packed) = repack(ty, rows, cols, &w).expect("repackable");
+        assert_eq!(layout, Layout::Q4_0x8);
+        assert_eq!(packed.len(), w.len());
+        let orig: &[BlockQ4_0] = as_blocks(&w).unwrap();
+        let groups: &[BlockQ4_0x8] = as_blocks(&packed).unwrap();
+        let nb = cols / 32;
+        for (i, g) in groups.iter().enumerate() {
+            let (grp, j) = (i / nb, i % nb);
+            for r in 0..8 {
+                assert_eq!(unpack_q4_0x8(g, r), orig[(grp * 8 + r) * nb + j], "{case:?} block {i} row {r}");
+            }
+        }
+        let plain = Matrix::new(ty, rows, cols, &w).unwrap();
+        let m = Matrix::with_layout(ty, rows, cols, layout, &packed).unwrap();
+        for k in levels().into_iter().filter(|k| k.repacked(layout).is_some()) {
+            for n in [1usize, 3, 4, 5, 8, 9] {
+                let x = activation(n * cols, &mut rng);
+                let (mut want, mut got) = (vec![0f32; n * rows], vec![0f32; n * rows]);
+                matmul(scalar, &plain, &x, n, &mut want, &mut buf).unwrap();
+                matmul(k, &m, &x, n, &mut got, &mut buf).unwrap();
+                let a = buf.quantize(ActType::Q8_0, &x);
+                for i in 0..n {
+                    for r in 0..rows {
+                        let tol = 1e-5 * abs_terms(ty, plain.row(r), a.row(i, cols));
+                        let (g, w) = (got[i * rows + r], want[i * rows + r]);
+                        assert!(
+                            ((g - w) as f64).abs() <= tol.max(1e-30),
+                            "{} {case:?} n={n} act row {i} weight row {r}: {g} vs scalar {w} (tol {tol})",
+                            k.name
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+        }
+    }
+    // A layout the level has no kernels for is an error, not a wrong answer.
+    let w = weights(ty, 8, Case::Random, &mut rng);
+    let (layout, packed) = repack(ty, 8, 32, &w).unwrap();
+    let m = Matrix::with_layout(ty, 8, 32, layout, &packed).unwrap();
+    let x = activation(32, &mut rng);
+    let mut y = vec![0f32; 8];
+    assert!(matmul(scalar, &m, &x, 1, &mut y, &mut buf).is_err());
+    assert!(Matrix::with_layout(ty, 4, 32, layout, &w[..4 * 18]).is_err(), "rows not a multiple of 8");
+    eprintln!("{checked} repacked comparisons");
+}

@@ -60,6 +60,26 @@ impl GgufFile {
         }
     }
 
+    /// Tell the kernel this process no longer needs a range of the map (its contents were
+    /// copied, e.g. repacked): the pages leave our resident set and stay in the page cache.
+    /// Best effort; a later read of the range faults the same bytes back in.
+    pub fn release(&self, start: usize, len: usize) {
+        #[cfg(unix)]
+        if let Storage::Map(m) = &self.storage {
+            // Whole pages inside the range only, so nothing outside it is dropped.
+            let page = 4096;
+            let (a, b) = (start.div_ceil(page) * page, (start + len) / page * page);
+            if b > a && b <= m.len() {
+                // SAFETY: the map is a read-only shared file mapping: MADV_DONTNEED only drops
+                // our page-table entries, and later reads see the file's (unchanged) bytes,
+                // so no reference into the map observes different contents.
+                let _ = unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, a, b - a) };
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = (start, len);
+    }
+
     /// A tensor's data, zero-copy.
     pub fn tensor_data(&self, t: &TensorInfo) -> &[u8] {
         self.gguf.tensor_bytes(self.bytes(), t)

@@ -12,6 +12,9 @@ use std::time::Instant;
 use half::f16;
 
 pub use config::LlamaConfig;
+use std::sync::Arc;
+
+use ferrite_kernels::repack::Layout;
 use ferrite_kernels::{matmul, matmul_multi, ActBuf, ActType, GgmlType, Kernels, Matrix};
 pub use profile::{Op, Profile, Tap};
 
@@ -31,6 +34,8 @@ pub struct WeightRef {
     pub cols: usize,
     start: usize,
     len: usize,
+    /// The rows rearranged at load for the kernel level (see `ferrite_kernels::repack`).
+    packed: Option<(Layout, Arc<Vec<u8>>)>,
 }
 
 pub struct Layer {
@@ -78,7 +83,7 @@ fn weight(file: &GgufFile, name: &str, cols: usize, rows: usize) -> Result<Weigh
         )));
     }
     let start = (file.gguf.data_offset + t.offset) as usize;
-    Ok(WeightRef { name: name.into(), ty: t.ty, rows, cols, start, len: t.size as usize })
+    Ok(WeightRef { name: name.into(), ty: t.ty, rows, cols, start, len: t.size as usize, packed: None })
 }
 
 fn vector(file: &GgufFile, name: &str, n: usize) -> Result<Vec<f32>> {
@@ -127,7 +132,7 @@ impl Model {
                 (f * c.rope_freq_scale as f64 / factors[i] as f64) as f32
             })
             .collect();
-        Ok(Model {
+        let mut m = Model {
             file,
             config: c,
             token_embd,
@@ -136,16 +141,71 @@ impl Model {
             output,
             inv_freq,
             kernels: Kernels::best(),
-        })
+        };
+        if std::env::var_os("FERRITE_NO_REPACK").is_none() {
+            m.repack();
+        }
+        Ok(m)
+    }
+
+    /// Rearrange the matrices whose kernels gain from an interleaved layout (Q4_0 at the x86
+    /// levels), in parallel. The copies replace the file's bytes for compute, and the file's
+    /// pages of those matrices are released, so resident memory stays about the file size.
+    fn repack(&mut self) {
+        use rayon::prelude::*;
+        let k = self.kernels;
+        let bytes = self.file.bytes();
+        let mut ws: Vec<&mut WeightRef> = self
+            .layers
+            .iter_mut()
+            .flat_map(|l| {
+                [&mut l.wq, &mut l.wk, &mut l.wv, &mut l.wo, &mut l.w_gate, &mut l.w_up, &mut l.w_down]
+            })
+            .chain(std::iter::once(&mut self.output))
+            .filter(|w| k.preferred_layout(w.ty, w.rows, w.cols).is_some())
+            .collect();
+        ws.par_iter_mut().for_each(|w| {
+            let data = &bytes[w.start..w.start + w.len];
+            if let Some((layout, v)) = ferrite_kernels::repack::repack(w.ty, w.rows, w.cols, data) {
+                w.packed = Some((layout, Arc::new(v)));
+            }
+        });
+        // The token embedding is read by row: when the output shares it, keep its pages.
+        let embd = (self.token_embd.start, self.token_embd.len);
+        for w in ws {
+            if w.packed.is_some() && (w.start, w.len) != embd {
+                self.file.release(w.start, w.len);
+            }
+        }
+    }
+
+    /// Bytes of weights held in repacked copies.
+    pub fn repacked_bytes(&self) -> usize {
+        let mut n = 0;
+        for l in &self.layers {
+            for w in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down] {
+                n += w.packed.as_ref().map_or(0, |p| p.1.len());
+            }
+        }
+        n + self.output.packed.as_ref().map_or(0, |p| p.1.len())
     }
 
     pub fn open(path: impl AsRef<std::path::Path>) -> Result<Model> {
         Model::load(GgufFile::open(path)?)
     }
 
-    pub fn matrix(&self, w: &WeightRef) -> Matrix<'_> {
+    /// The matrix for compute: the repacked copy where there is one.
+    pub fn matrix<'a>(&'a self, w: &'a WeightRef) -> Matrix<'a> {
+        match &w.packed {
+            Some((layout, v)) => Matrix { ty: w.ty, rows: w.rows, cols: w.cols, layout: *layout, data: v },
+            None => self.file_matrix(w),
+        }
+    }
+
+    /// The matrix as stored in the file, row after row (for row lookups and inspection).
+    pub fn file_matrix(&self, w: &WeightRef) -> Matrix<'_> {
         let data = &self.file.bytes()[w.start..w.start + w.len];
-        Matrix { ty: w.ty, rows: w.rows, cols: w.cols, data }
+        Matrix { ty: w.ty, rows: w.rows, cols: w.cols, layout: Layout::Rows, data }
     }
 
     /// Bytes of weights one decode step reads (every matrix, one embedding row, the norms).
@@ -341,7 +401,7 @@ impl Model {
         let last = |v: &[f32], w: usize| v[(n - 1) * w..n * w].to_vec();
         let mm = |w: &WeightRef| (w.len as u64, 2 * (w.rows * w.cols) as u64 * nn);
 
-        let embd = self.matrix(&self.token_embd);
+        let embd = self.file_matrix(&self.token_embd);
         timed!(Op::Embed, (embd.row_bytes() * n) as u64, 0, {
             for (i, &t) in tokens.iter().enumerate() {
                 ferrite_kernels::dequantize(embd.ty, embd.row(t as usize), &mut s.x[i * dim..(i + 1) * dim])?;

@@ -1,0 +1,72 @@
+//! Weight layouts rearranged at load time where a kernel gains from them.
+//!
+//! `Q4_0x8`: eight rows of a Q4_0 matrix interleaved block by block (`BlockQ4_0x8`). A
+//! 256-bit register then holds 4 weights of each of 8 rows, so one `vpmaddubsw` works for
+//! 8 rows at once against 4 broadcast activations, the 8 row sums land in the 8 lanes of
+//! one register (no horizontal sums) and the 8 scales convert in one instruction. Same
+//! bytes as the original (a copy: the original pages of the file are no longer read).
+
+use crate::blocks::{as_blocks, BlockQ4_0, BlockQ4_0x8, BlockQ8_0};
+use crate::types::GgmlType;
+
+/// How a matrix's bytes are laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// As in the GGUF file: row after row.
+    Rows,
+    /// Q4_0 in groups of 8 rows, `BlockQ4_0x8` (rows a multiple of 8).
+    Q4_0x8,
+}
+
+/// Rows per group of the interleaved layouts.
+pub const GROUP: usize = 8;
+
+/// Whether `repack` rearranges a matrix of this type and shape.
+pub fn repackable(ty: GgmlType, rows: usize, cols: usize) -> bool {
+    ty == GgmlType::Q4_0 && rows.is_multiple_of(GROUP) && cols.is_multiple_of(32) && cols > 0
+}
+
+/// The Q4_0x8 layout of a Q4_0 matrix (`None` if it is not `repackable`).
+pub fn repack(ty: GgmlType, rows: usize, cols: usize, data: &[u8]) -> Option<(Layout, Vec<u8>)> {
+    if !repackable(ty, rows, cols) || data.len() != rows * cols / 32 * 18 {
+        return None;
+    }
+    let blocks: &[BlockQ4_0] = as_blocks(data)?;
+    let nb = cols / 32;
+    let mut out = Vec::with_capacity(data.len());
+    for g in 0..rows / GROUP {
+        for j in 0..nb {
+            let row = |r: usize| &blocks[(g * GROUP + r) * nb + j];
+            for r in 0..GROUP {
+                out.extend_from_slice(&row(r).d);
+            }
+            for c in 0..4 {
+                for r in 0..GROUP {
+                    out.extend_from_slice(&row(r).qs[4 * c..4 * c + 4]);
+                }
+            }
+        }
+    }
+    Some((Layout::Q4_0x8, out))
+}
+
+/// Row r of a Q4_0x8 block column back as a Q4_0 block (the inverse of `repack`).
+pub fn unpack_q4_0x8(b: &BlockQ4_0x8, r: usize) -> BlockQ4_0 {
+    let mut qs = [0u8; 16];
+    for c in 0..4 {
+        qs[4 * c..4 * c + 4].copy_from_slice(&b.qs[32 * c + 4 * r..32 * c + 4 * r + 4]);
+    }
+    BlockQ4_0 { d: [b.d[2 * r], b.d[2 * r + 1]], qs }
+}
+
+/// Scalar reference: the 8 rows of a group against one activation row, each row summed in
+/// block order by `scalar::vec_dot_q4_0_q8_0`.
+pub fn vec_dot_q4_0x8_q8_0(x: &[BlockQ4_0x8], y: &[BlockQ8_0]) -> [f32; 8] {
+    let mut out = [0f32; 8];
+    for (b, a) in x.iter().zip(y) {
+        for (r, o) in out.iter_mut().enumerate() {
+            *o += crate::scalar::vec_dot_q4_0_q8_0(&[unpack_q4_0x8(b, r)], std::slice::from_ref(a));
+        }
+    }
+    out
+}
