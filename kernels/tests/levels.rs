@@ -386,7 +386,7 @@ fn repacked_matmul_matches_rows() {
     use ferrite_kernels::blocks::{as_blocks, BlockQ4_0, BlockQ4_0x8};
     use ferrite_kernels::repack::{repack, unpack_q4_0x8, Layout};
     let scalar = Kernels::for_level(Level::Scalar).unwrap();
-    let mut rng = Rng(0x5eed_0f_8a);
+    let mut rng = Rng(0x5eed_0f8a);
     let mut buf = ActBuf::new();
     let mut checked = 0;
     let ty = GgmlType::Q4_0;
