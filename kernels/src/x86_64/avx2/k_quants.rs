@@ -43,10 +43,12 @@ macro_rules! x86_k_kernels {
                             bsum[c] = _mm_hadd_epi16(_mm_loadu_si128(p), _mm_loadu_si128(p.add(1)));
                         }
                         for r in 0..$R {
-                            if $R > 1 {
-                                // Interleaved streams: ask for each row's data ahead of time (a
-                                // prefetch never faults; the address is only computed).
-                                _mm_prefetch::<_MM_HINT_T0>(x[r].as_ptr().wrapping_add(bi + 2) as *const i8);
+                            // Ask for the row's data 4 blocks ahead: the loads the out-of-order
+                            // core keeps in flight alone fall short of the memory's bandwidth
+                            // (a prefetch never faults; the address is only computed).
+                            let ahead = x[r].as_ptr().wrapping_add(bi + 4) as *const i8;
+                            for line in 0..3 {
+                                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
                             }
                             // SAFETY: as above.
                             let a = unsafe { x[r].get_unchecked(bi) };
@@ -140,9 +142,10 @@ macro_rules! x86_k_kernels {
                             bsums[c] = _mm256_loadu_si256(b[c].bsums.as_ptr() as *const __m256i);
                         }
                         for r in 0..$R {
-                            if $R > 1 {
-                                // As in q4_k_tile!: one prefetch per interleaved stream.
-                                _mm_prefetch::<_MM_HINT_T0>(x[r].as_ptr().wrapping_add(bi + 2) as *const i8);
+                            // As in q4_k_tile!.
+                            let ahead = x[r].as_ptr().wrapping_add(bi + 4) as *const i8;
+                            for line in 0..4 {
+                                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
                             }
                             // SAFETY: as above.
                             let a = unsafe { x[r].get_unchecked(bi) };
