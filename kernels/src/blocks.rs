@@ -96,6 +96,13 @@ block!(
     /// the 8 rows and the dot product accumulates one row per 32-bit lane.
     BlockQ4_0x8, 256, 144, { d: [u8; 16], qs: [u8; 128] });
 
+block!(
+    /// Q4_K blocks of 8 consecutive rows at one block column, interleaved at load (see
+    /// `repack`): the 8 d, the 8 dmin, the 6-bit scales and mins unpacked to bytes (index
+    /// 8 * group + row), then the quants: qs[256p + 32c + 4r..+4] holds bytes 32p + 4c..+4
+    /// of row r's qs (low nibbles: group 2p, high: group 2p + 1).
+    BlockQ4Kx8, 256, 1184, { d: [u8; 16], dmin: [u8; 16], scales: [u8; 64], mins: [u8; 64], qs: [u8; 1024] });
+
 /// The non-linear 4-bit codebook of IQ4_NL and IQ4_XS.
 pub const KVALUES_IQ4NL: [i8; 16] =
     [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];

@@ -262,26 +262,37 @@ macro_rules! wrap4x2 {
 pub type Dot8Fn = fn(&[u8], ActRef) -> [f32; 8];
 pub type Dot8x4Fn = fn(&[u8], [ActRef; 4]) -> [[f32; 8]; 4];
 
-/// Expands to the safe wrappers (`Dot8Fn`, `Dot8x4Fn`) of a level's Q4_0x8 kernels.
+/// Expands to the safe wrappers (`Dot8Fn`, `Dot8x4Fn`) of a level's kernels for an
+/// interleaved block type.
 #[cfg(target_arch = "x86_64")]
-macro_rules! wrap_q4_0x8 {
-    ($m:path) => {{
-        use $m as k;
+macro_rules! wrap_x8 {
+    ($one:path, $four:path, $w:ty, $act:ident) => {{
         fn one(x: &[u8], a: ActRef) -> [f32; 8] {
-            let (Some(x), ActRef::Q8_0(a)) = (as_blocks::<BlockQ4_0x8>(x), a) else { return [f32::NAN; 8] };
+            let (Some(x), ActRef::$act(a)) = (as_blocks::<$w>(x), a) else { return [f32::NAN; 8] };
             // SAFETY: stored only in the table of a level the CPU was checked to run.
-            unsafe { k::vec_dot_q4_0x8_q8_0(x, a) }
+            unsafe { $one(x, a) }
         }
         fn four(x: &[u8], a: [ActRef; 4]) -> [[f32; 8]; 4] {
-            let (Some(x), [ActRef::Q8_0(a0), ActRef::Q8_0(a1), ActRef::Q8_0(a2), ActRef::Q8_0(a3)]) =
-                (as_blocks::<BlockQ4_0x8>(x), a)
+            let (Some(x), [ActRef::$act(a0), ActRef::$act(a1), ActRef::$act(a2), ActRef::$act(a3)]) =
+                (as_blocks::<$w>(x), a)
             else {
                 return [[f32::NAN; 8]; 4];
             };
             // SAFETY: as above.
-            unsafe { k::vec_dot_q4_0x8x4_q8_0(x, [a0, a1, a2, a3]) }
+            unsafe { $four(x, [a0, a1, a2, a3]) }
         }
         Some((one as Dot8Fn, four as Dot8x4Fn))
+    }};
+}
+
+#[cfg(target_arch = "x86_64")]
+macro_rules! x86_x8 {
+    ($m:path) => {{
+        use $m as k;
+        (
+            wrap_x8!(k::vec_dot_q4_0x8_q8_0, k::vec_dot_q4_0x8x4_q8_0, BlockQ4_0x8, Q8_0),
+            wrap_x8!(k::vec_dot_q4_kx8_q8_k, k::vec_dot_q4_kx8x4_q8_k, BlockQ4Kx8, Q8K),
+        )
     }};
 }
 
@@ -296,6 +307,7 @@ pub struct Kernels {
     dots4x2: Vec<(GgmlType, Dot4x2Fn)>,
     /// Kernels for Q4_0 rows repacked as `Layout::Q4_0x8`, where the level has them.
     q4_0x8: Option<(Dot8Fn, Dot8x4Fn)>,
+    q4_kx8: Option<(Dot8Fn, Dot8x4Fn)>,
 }
 
 fn scalar_dots() -> Vec<(GgmlType, DotFn)> {
@@ -428,6 +440,7 @@ fn build_neon(dotprod: bool) -> Kernels {
         dots4: Vec::new(),
         dots4x2: Vec::new(),
         q4_0x8: None,
+        q4_kx8: None,
     }
 }
 
@@ -468,16 +481,16 @@ fn build(level: Level) -> Kernels {
         Level::Avx512 => with(scalar_dots(), x86_table!(crate::x86_64::avx512)),
         _ => scalar_dots(),
     };
-    let q4_0x8 = match level {
+    let (q4_0x8, q4_kx8) = match level {
         #[cfg(target_arch = "x86_64")]
-        Level::Avx2 => wrap_q4_0x8!(crate::x86_64::avx2),
+        Level::Avx2 => x86_x8!(crate::x86_64::avx2),
         #[cfg(target_arch = "x86_64")]
-        Level::AvxVnni => wrap_q4_0x8!(crate::x86_64::avxvnni),
+        Level::AvxVnni => x86_x8!(crate::x86_64::avxvnni),
         #[cfg(target_arch = "x86_64")]
-        Level::Avx512 => wrap_q4_0x8!(crate::x86_64::avx512),
-        _ => None,
+        Level::Avx512 => x86_x8!(crate::x86_64::avx512),
+        _ => (None, None),
     };
-    Kernels { level, name: level.name(), dots, dots4, dots4x2, q4_0x8 }
+    Kernels { level, name: level.name(), dots, dots4, dots4x2, q4_0x8, q4_kx8 }
 }
 
 const LEVELS: [Level; 5] = [Level::Scalar, Level::Avx2, Level::AvxVnni, Level::Avx512, Level::Neon];
@@ -551,13 +564,15 @@ impl Kernels {
     pub fn repacked(&self, layout: Layout) -> Option<(Dot8Fn, Dot8x4Fn)> {
         match layout {
             Layout::Q4_0x8 => self.q4_0x8,
+            Layout::Q4Kx8 => self.q4_kx8,
             Layout::Rows => None,
         }
     }
 
     /// The layout worth repacking a matrix into for this level, if any (see `repack`).
     pub fn preferred_layout(&self, ty: GgmlType, rows: usize, cols: usize) -> Option<Layout> {
-        (self.q4_0x8.is_some() && crate::repack::repackable(ty, rows, cols)).then_some(Layout::Q4_0x8)
+        let layout = Layout::for_type(ty)?;
+        (self.repacked(layout).is_some() && crate::repack::repackable(ty, rows, cols)).then_some(layout)
     }
 
     /// Whether this level has its own (non-scalar) kernel for the type.

@@ -36,8 +36,8 @@ impl<'a> Matrix<'a> {
         Ok(Matrix { ty, rows, cols, layout: Layout::Rows, data })
     }
 
-    /// A matrix in an interleaved layout made by `repack::repack` (same bytes in all, rows
-    /// a multiple of the group).
+    /// A matrix in an interleaved layout made by `repack::repack` (rows a multiple of the
+    /// group).
     pub fn with_layout(
         ty: GgmlType,
         rows: usize,
@@ -45,16 +45,22 @@ impl<'a> Matrix<'a> {
         layout: Layout,
         data: &'a [u8],
     ) -> Result<Matrix<'a>, KernelError> {
-        let m = Matrix::new(ty, rows, cols, data)?;
-        if layout != Layout::Rows && !crate::repack::repackable(ty, rows, cols) {
+        if layout == Layout::Rows {
+            return Matrix::new(ty, rows, cols, data);
+        }
+        if Layout::for_type(ty) != Some(layout) || !crate::repack::repackable(ty, rows, cols) {
             return Err(KernelError::Unsupported { ty, what: "this layout" });
         }
-        Ok(Matrix { layout, ..m })
+        let bytes = rows / GROUP * (cols / ty.block_size()) * layout.block_bytes();
+        if data.len() != bytes {
+            return Err(KernelError::BadLength { ty, bytes: data.len(), elems: rows * cols });
+        }
+        Ok(Matrix { ty, rows, cols, layout, data })
     }
 
     /// The bytes of group `g` (rows 8g..8g+8) of an interleaved layout.
     fn group(&self, g: usize) -> &'a [u8] {
-        let gb = self.row_bytes() * GROUP;
+        let gb = self.cols / self.ty.block_size() * self.layout.block_bytes();
         &self.data[g * gb..(g + 1) * gb]
     }
 

@@ -5,8 +5,11 @@
 //! 8 rows at once against 4 broadcast activations, the 8 row sums land in the 8 lanes of
 //! one register (no horizontal sums) and the 8 scales convert in one instruction. Same
 //! bytes as the original (a copy: the original pages of the file are no longer read).
+//!
+//! `Q4_Kx8`: the same for Q4_K, with each row's 6-bit scales and mins unpacked to bytes
+//! (1184 bytes per 8 blocks instead of 1152, +2.8%). One `vpmaddwd` applies 8 rows' scales.
 
-use crate::blocks::{as_blocks, BlockQ4_0, BlockQ4_0x8, BlockQ8_0};
+use crate::blocks::{as_blocks, BlockQ4K, BlockQ4_0, BlockQ4_0x8, BlockQ8_0};
 use crate::types::GgmlType;
 
 /// How a matrix's bytes are laid out.
@@ -16,6 +19,28 @@ pub enum Layout {
     Rows,
     /// Q4_0 in groups of 8 rows, `BlockQ4_0x8` (rows a multiple of 8).
     Q4_0x8,
+    /// Q4_K in groups of 8 rows, `BlockQ4Kx8`.
+    Q4Kx8,
+}
+
+impl Layout {
+    /// The interleaved layout for a weight type, if there is one.
+    pub fn for_type(ty: GgmlType) -> Option<Layout> {
+        match ty {
+            GgmlType::Q4_0 => Some(Layout::Q4_0x8),
+            GgmlType::Q4_K => Some(Layout::Q4Kx8),
+            _ => None,
+        }
+    }
+
+    /// Bytes of one interleaved block (8 rows by one block column).
+    pub fn block_bytes(self) -> usize {
+        match self {
+            Layout::Rows => 0,
+            Layout::Q4_0x8 => 144,
+            Layout::Q4Kx8 => 1184,
+        }
+    }
 }
 
 /// Rows per group of the interleaved layouts.
@@ -23,17 +48,58 @@ pub const GROUP: usize = 8;
 
 /// Whether `repack` rearranges a matrix of this type and shape.
 pub fn repackable(ty: GgmlType, rows: usize, cols: usize) -> bool {
-    ty == GgmlType::Q4_0 && rows.is_multiple_of(GROUP) && cols.is_multiple_of(32) && cols > 0
+    Layout::for_type(ty).is_some()
+        && rows.is_multiple_of(GROUP)
+        && cols.is_multiple_of(ty.block_size())
+        && cols > 0
 }
 
-/// The Q4_0x8 layout of a Q4_0 matrix (`None` if it is not `repackable`).
+/// The interleaved layout of a Q4_0 or Q4_K matrix (`None` if it is not `repackable`).
 pub fn repack(ty: GgmlType, rows: usize, cols: usize, data: &[u8]) -> Option<(Layout, Vec<u8>)> {
-    if !repackable(ty, rows, cols) || data.len() != rows * cols / 32 * 18 {
+    if !repackable(ty, rows, cols) || Some(data.len()) != ty.row_bytes(cols).map(|b| b * rows) {
         return None;
     }
-    let blocks: &[BlockQ4_0] = as_blocks(data)?;
-    let nb = cols / 32;
-    let mut out = Vec::with_capacity(data.len());
+    match ty {
+        GgmlType::Q4_0 => Some((Layout::Q4_0x8, repack_q4_0(as_blocks(data)?, rows, cols / 32))),
+        GgmlType::Q4_K => Some((Layout::Q4Kx8, repack_q4_k(as_blocks(data)?, rows, cols / 256))),
+        _ => None,
+    }
+}
+
+fn repack_q4_k(blocks: &[BlockQ4K], rows: usize, nb: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(rows / GROUP * nb * Layout::Q4Kx8.block_bytes());
+    for g in 0..rows / GROUP {
+        for j in 0..nb {
+            let row = |r: usize| &blocks[(g * GROUP + r) * nb + j];
+            for r in 0..GROUP {
+                out.extend_from_slice(&row(r).d);
+            }
+            for r in 0..GROUP {
+                out.extend_from_slice(&row(r).dmin);
+            }
+            let unpacked: Vec<(u64, u64)> =
+                (0..GROUP).map(|r| crate::scalar::k_scales_mins(&row(r).scales)).collect();
+            for part in [0, 1] {
+                for grp in 0..8 {
+                    for &(sc, m) in &unpacked {
+                        out.push(([sc, m][part] >> (8 * grp)) as u8);
+                    }
+                }
+            }
+            for p in 0..4 {
+                for c in 0..8 {
+                    for r in 0..GROUP {
+                        out.extend_from_slice(&row(r).qs[32 * p + 4 * c..32 * p + 4 * c + 4]);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn repack_q4_0(blocks: &[BlockQ4_0], rows: usize, nb: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(blocks.len() * 18);
     for g in 0..rows / GROUP {
         for j in 0..nb {
             let row = |r: usize| &blocks[(g * GROUP + r) * nb + j];
@@ -47,7 +113,7 @@ pub fn repack(ty: GgmlType, rows: usize, cols: usize, data: &[u8]) -> Option<(La
             }
         }
     }
-    Some((Layout::Q4_0x8, out))
+    out
 }
 
 /// Row r of a Q4_0x8 block column back as a Q4_0 block (the inverse of `repack`).

@@ -389,20 +389,25 @@ fn repacked_matmul_matches_rows() {
     let mut rng = Rng(0x5eed_0f8a);
     let mut buf = ActBuf::new();
     let mut checked = 0;
-    let ty = GgmlType::Q4_0;
-    for case in CASES {
-        let (rows, cols) = (24, 32 * 11);
-        let w = weights(ty, rows * cols / 32, case, &mut rng);
+    for (ty, case) in [GgmlType::Q4_0, GgmlType::Q4_K].into_iter().flat_map(|t| CASES.map(|c| (t, c))) {
+        let (rows, cols) = (24, ty.block_size() * if ty == GgmlType::Q4_0 { 11 } else { 3 });
+        let w = weights(ty, rows * cols / ty.block_size(), case, &mut rng);
         let (layout, packed) = repack(ty, rows, cols, &w).expect("repackable");
-        assert_eq!(layout, Layout::Q4_0x8);
-        assert_eq!(packed.len(), w.len());
-        let orig: &[BlockQ4_0] = as_blocks(&w).unwrap();
-        let groups: &[BlockQ4_0x8] = as_blocks(&packed).unwrap();
-        let nb = cols / 32;
-        for (i, g) in groups.iter().enumerate() {
-            let (grp, j) = (i / nb, i % nb);
-            for r in 0..8 {
-                assert_eq!(unpack_q4_0x8(g, r), orig[(grp * 8 + r) * nb + j], "{case:?} block {i} row {r}");
+        assert_eq!(Some(layout), Layout::for_type(ty));
+        if ty == GgmlType::Q4_0 {
+            assert_eq!(packed.len(), w.len());
+            let orig: &[BlockQ4_0] = as_blocks(&w).unwrap();
+            let groups: &[BlockQ4_0x8] = as_blocks(&packed).unwrap();
+            let nb = cols / 32;
+            for (i, g) in groups.iter().enumerate() {
+                let (grp, j) = (i / nb, i % nb);
+                for r in 0..8 {
+                    assert_eq!(
+                        unpack_q4_0x8(g, r),
+                        orig[(grp * 8 + r) * nb + j],
+                        "{case:?} block {i} row {r}"
+                    );
+                }
             }
         }
         let plain = Matrix::new(ty, rows, cols, &w).unwrap();
@@ -413,14 +418,14 @@ fn repacked_matmul_matches_rows() {
                 let (mut want, mut got) = (vec![0f32; n * rows], vec![0f32; n * rows]);
                 matmul(scalar, &plain, &x, n, &mut want, &mut buf).unwrap();
                 matmul(k, &m, &x, n, &mut got, &mut buf).unwrap();
-                let a = buf.quantize(ActType::Q8_0, &x);
+                let a = buf.quantize(ActType::for_weight(ty).unwrap(), &x);
                 for i in 0..n {
                     for r in 0..rows {
                         let tol = 1e-5 * abs_terms(ty, plain.row(r), a.row(i, cols));
                         let (g, w) = (got[i * rows + r], want[i * rows + r]);
                         assert!(
                             ((g - w) as f64).abs() <= tol.max(1e-30),
-                            "{} {case:?} n={n} act row {i} weight row {r}: {g} vs scalar {w} (tol {tol})",
+                            "{} {ty} {case:?} n={n} act row {i} weight row {r}: {g} vs scalar {w} (tol {tol})",
                             k.name
                         );
                         checked += 1;
@@ -430,6 +435,7 @@ fn repacked_matmul_matches_rows() {
         }
     }
     // A layout the level has no kernels for is an error, not a wrong answer.
+    let ty = GgmlType::Q4_0;
     let w = weights(ty, 8, Case::Random, &mut rng);
     let (layout, packed) = repack(ty, 8, 32, &w).unwrap();
     let m = Matrix::with_layout(ty, 8, 32, layout, &packed).unwrap();

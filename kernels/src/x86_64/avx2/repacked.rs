@@ -61,6 +61,116 @@ macro_rules! x86_repacked_kernels {
             };
         }
 
+        /// Q4_Kx8 tile: one group of 8 weight rows against `$C` activation rows; lane r of
+        /// every register is row r. Per group of 32: the 8 `vpmaddubsw` results (4 weights
+        /// of each row against 4 broadcast activations) add up in i16, then one `vpmaddwd`
+        /// applies the 8 rows' scales. The mins meet the activation's group sums (bsums).
+        ///   sum = d * dy * sum_g sc_g * sum(q*qy) - dmin * dy * sum_g m_g * bsum_g
+        macro_rules! q4_kx8_tile {
+            ($C:literal, $x:expr, $y:expr) => {
+                'tile: {
+                    let (x, y): (&[BlockQ4Kx8], [&[BlockQ8K]; $C]) = ($x, $y);
+                    let n = x.len();
+                    if y.iter().any(|c| c.len() != n) {
+                        break 'tile [[f32::NAN; 8]; $C];
+                    }
+                    let m4 = _mm256_set1_epi8(15);
+                    let mut acc = [_mm256_setzero_ps(); $C];
+                    for j in 0..n {
+                        // The next block, 1184 bytes, ahead of use (see PF).
+                        let ahead = x.as_ptr().wrapping_add(j + 1) as *const i8;
+                        for line in 0..19 {
+                            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
+                        }
+                        // SAFETY: j < n, the length of x and (checked above) of every y row.
+                        let b = unsafe { x.get_unchecked(j) };
+                        let mut a: [&BlockQ8K; $C] = [unsafe { y[0].get_unchecked(j) }; $C];
+                        for col in 0..$C {
+                            // SAFETY: as above.
+                            a[col] = unsafe { y[col].get_unchecked(j) };
+                        }
+                        let mut sumi = [_mm256_setzero_si256(); $C];
+                        for g in 0..8 {
+                            let (p, shift) = (g / 2, 4 * (g % 2) as i32);
+                            let mut s16 = [_mm256_setzero_si256(); $C];
+                            for c in 0..8 {
+                                let v =
+                                    _mm256_loadu_si256(b.qs.as_ptr().add(256 * p + 32 * c) as *const __m256i);
+                                let q = _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(shift)), m4);
+                                for col in 0..$C {
+                                    let ya = (a[col].qs.as_ptr().add(32 * g + 4 * c) as *const i32)
+                                        .read_unaligned();
+                                    // u8 <= 15 times i8, 8 pairs summed: |s| <= 8 * 2 * 15 * 128 < 2^15.
+                                    s16[col] = _mm256_add_epi16(
+                                        s16[col],
+                                        _mm256_maddubs_epi16(q, _mm256_set1_epi32(ya)),
+                                    );
+                                }
+                            }
+                            // Row r's scale in i16 lanes 2r and 2r + 1.
+                            let sc = _mm256_cvtepu8_epi32(_mm_loadl_epi64(
+                                b.scales.as_ptr().add(8 * g) as *const __m128i
+                            ));
+                            let sc = _mm256_or_si256(sc, _mm256_slli_epi32(sc, 16));
+                            for col in 0..$C {
+                                sumi[col] = _mm256_add_epi32(sumi[col], _mm256_madd_epi16(s16[col], sc));
+                            }
+                        }
+                        // Mins, two groups per `vpmaddwd`: row r's (m_g, m_g+1) in lanes 2r, 2r + 1
+                        // against (bsum_g, bsum_g+1), the activations' sums over each group of 32.
+                        let mut mins = [_mm256_setzero_si256(); 4];
+                        for k in 0..4 {
+                            let lo = _mm256_cvtepu8_epi32(_mm_loadl_epi64(
+                                b.mins.as_ptr().add(16 * k) as *const __m128i
+                            ));
+                            let hi = _mm256_cvtepu8_epi32(_mm_loadl_epi64(
+                                b.mins.as_ptr().add(16 * k + 8) as *const __m128i
+                            ));
+                            mins[k] = _mm256_or_si256(lo, _mm256_slli_epi32(hi, 16));
+                        }
+                        let d = _mm256_cvtph_ps(_mm_loadu_si128(b.d.as_ptr() as *const __m128i));
+                        let dmin = _mm256_cvtph_ps(_mm_loadu_si128(b.dmin.as_ptr() as *const __m128i));
+                        for col in 0..$C {
+                            let bs = &a[col].bsums;
+                            let mut summ = _mm256_setzero_si256();
+                            for k in 0..4 {
+                                let s0 = bs[4 * k] as i32 + bs[4 * k + 1] as i32;
+                                let s1 = bs[4 * k + 2] as i32 + bs[4 * k + 3] as i32;
+                                let pair = _mm256_set1_epi32((s0 & 0xffff) | (s1 << 16));
+                                summ = _mm256_add_epi32(summ, _mm256_madd_epi16(mins[k], pair));
+                            }
+                            let dy = _mm256_set1_ps(a[col].d);
+                            let v = _mm256_fmadd_ps(
+                                _mm256_mul_ps(d, dy),
+                                _mm256_cvtepi32_ps(sumi[col]),
+                                acc[col],
+                            );
+                            acc[col] = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, dy), _mm256_cvtepi32_ps(summ), v);
+                        }
+                    }
+                    let mut out = [[0f32; 8]; $C];
+                    for col in 0..$C {
+                        _mm256_storeu_ps(out[col].as_mut_ptr(), acc[col]);
+                    }
+                    out
+                }
+            };
+        }
+
+        /// # Safety
+        /// The CPU must have this level's target features (reached only through dispatch).
+        #[target_feature(enable = $feat)]
+        pub unsafe fn vec_dot_q4_kx8_q8_k(x: &[BlockQ4Kx8], y: &[BlockQ8K]) -> [f32; 8] {
+            q4_kx8_tile!(1, x, [y])[0]
+        }
+
+        /// # Safety
+        /// The CPU must have this level's target features (reached only through dispatch).
+        #[target_feature(enable = $feat)]
+        pub unsafe fn vec_dot_q4_kx8x4_q8_k(x: &[BlockQ4Kx8], y: [&[BlockQ8K]; 4]) -> [[f32; 8]; 4] {
+            q4_kx8_tile!(4, x, y)
+        }
+
         /// Prefetch distance of the interleaved kernels, in blocks.
         const PF: usize = 8;
 
