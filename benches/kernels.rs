@@ -1,11 +1,13 @@
 //! Kernel benchmarks: `cargo bench --bench kernels` (FERRITE_KERNELS picks the level).
 //! - vec_dot: one 4096-wide row pair per type (from cache).
 //! - matvec TYPE/14336x4096: decode-shaped, rotating over >= 1 GiB of distinct matrices so the
-//!   weights stream from memory; throughput is weight bytes (GB/s).
+//!   weights stream from memory; throughput is weight bytes (GB/s). Matrices are in the
+//!   layout the model runs them in (repacked where the level prefers, as at model load).
 //! - matmul TYPE/512x4096x4096: prefill-shaped; throughput in multiply-adds.
 //! - memory read/4GiB: the roofline, wide loads into 4 accumulators on all threads.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use ferrite::kernels::repack::Layout;
 use ferrite::kernels::{matmul, vec_dot, ActBuf, ActType, GgmlType, Kernels, Matrix};
 
 fn random_weights(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
@@ -60,6 +62,14 @@ const TYPES: [GgmlType; 7] = [
     GgmlType::IQ4_XS,
 ];
 
+/// A matrix's bytes in the layout the level prefers (what `Model::load` does).
+fn prepared(k: &Kernels, ty: GgmlType, rows: usize, cols: usize, w: Vec<u8>) -> (Layout, Vec<u8>) {
+    match k.preferred_layout(ty, rows, cols) {
+        Some(_) => ferrite::kernels::repack::repack(ty, rows, cols, &w).expect("repackable"),
+        None => (Layout::Rows, w),
+    }
+}
+
 fn vec_dot_bench(c: &mut Criterion) {
     let k = Kernels::best();
     let mut g = c.benchmark_group("vec_dot");
@@ -100,7 +110,7 @@ fn matvec_bench(c: &mut Criterion) {
             eprintln!("matvec: no quantizer for {ty} yet, skipped");
             continue;
         }
-        let one = random_weights(ty, rows, cols, 11);
+        let (layout, one) = prepared(k, ty, rows, cols, random_weights(ty, rows, cols, 11));
         let count = ((1usize << 30) / one.len()).max(2) + 1;
         // Distinct copies (different addresses), so each call reads from memory, not cache.
         let mats: Vec<Vec<u8>> = (0..count).map(|_| one.clone()).collect();
@@ -111,7 +121,7 @@ fn matvec_bench(c: &mut Criterion) {
         g.throughput(Throughput::Bytes(one.len() as u64));
         g.bench_function(BenchmarkId::new(ty.name().to_lowercase(), format!("{rows}x{cols}")), |b| {
             b.iter(|| {
-                let m = Matrix::new(ty, rows, cols, &mats[i % count]).unwrap();
+                let m = Matrix::with_layout(ty, rows, cols, layout, &mats[i % count]).unwrap();
                 i += 1;
                 matmul(k, &m, &x, 1, &mut y, &mut buf).unwrap();
             })
@@ -129,8 +139,8 @@ fn matmul_bench(c: &mut Criterion) {
         if !ferrite::kernels::scalar::quantize::can_quantize(ty) {
             continue;
         }
-        let w = random_weights(ty, rows, cols, 13);
-        let m = Matrix::new(ty, rows, cols, &w).unwrap();
+        let (layout, w) = prepared(k, ty, rows, cols, random_weights(ty, rows, cols, 13));
+        let m = Matrix::with_layout(ty, rows, cols, layout, &w).unwrap();
         let x: Vec<f32> = (0..n * cols).map(|i| (i as f32 * 0.013).sin()).collect();
         let mut y = vec![0f32; n * rows];
         let mut buf = ActBuf::new();
