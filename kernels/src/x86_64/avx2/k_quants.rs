@@ -143,7 +143,7 @@ macro_rules! x86_k_kernels {
                         }
                         for r in 0..$R {
                             // As in q4_k_tile!.
-                            let ahead = x[r].as_ptr().wrapping_add(bi + 4) as *const i8;
+                            let ahead = x[r].as_ptr().wrapping_add(bi + 6) as *const i8;
                             for line in 0..4 {
                                 _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
                             }

@@ -80,7 +80,7 @@ macro_rules! x86_legacy_kernels {
                 for (xa, ya) in x[..n].chunks_exact(2).zip(y[..n].chunks_exact(2)) {
                     // Ask for the weights ~512 bytes ahead (see q4_k_tile!); one line per pair
                     // of blocks covers blocks of up to 32 bytes, the rest still gains.
-                    let ahead = xa.as_ptr().wrapping_add(512 / std::mem::size_of_val(&xa[0]));
+                    let ahead = xa.as_ptr().wrapping_add(1024 / std::mem::size_of_val(&xa[0]));
                     _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
                     acc0 = $block(acc0, &xa[0], &ya[0]);
                     acc1 = $block(acc1, &xa[1], &ya[1]);
