@@ -103,6 +103,11 @@ block!(
     /// of row r's qs (low nibbles: group 2p, high: group 2p + 1).
     BlockQ4Kx8, 256, 1184, { d: [u8; 16], dmin: [u8; 16], scales: [u8; 64], mins: [u8; 64], qs: [u8; 1024] });
 
+block!(
+    /// Q8_0 blocks of 8 consecutive rows at one block column, interleaved at load (see
+    /// `repack`): the 8 scales, then qs[32k + 4r..+4] = bytes 4k..4k+4 of row r's qs.
+    BlockQ8_0x8, 256, 272, { d: [u8; 16], qs: [u8; 256] });
+
 /// The non-linear 4-bit codebook of IQ4_NL and IQ4_XS.
 pub const KVALUES_IQ4NL: [i8; 16] =
     [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];

@@ -292,6 +292,7 @@ macro_rules! x86_x8 {
         (
             wrap_x8!(k::vec_dot_q4_0x8_q8_0, k::vec_dot_q4_0x8x4_q8_0, BlockQ4_0x8, Q8_0),
             wrap_x8!(k::vec_dot_q4_kx8_q8_k, k::vec_dot_q4_kx8x4_q8_k, BlockQ4Kx8, Q8K),
+            wrap_x8!(k::vec_dot_q8_0x8_q8_0, k::vec_dot_q8_0x8x4_q8_0, BlockQ8_0x8, Q8_0),
         )
     }};
 }
@@ -308,6 +309,7 @@ pub struct Kernels {
     /// Kernels for Q4_0 rows repacked as `Layout::Q4_0x8`, where the level has them.
     q4_0x8: Option<(Dot8Fn, Dot8x4Fn)>,
     q4_kx8: Option<(Dot8Fn, Dot8x4Fn)>,
+    q8_0x8: Option<(Dot8Fn, Dot8x4Fn)>,
 }
 
 fn scalar_dots() -> Vec<(GgmlType, DotFn)> {
@@ -441,6 +443,7 @@ fn build_neon(dotprod: bool) -> Kernels {
         dots4x2: Vec::new(),
         q4_0x8: None,
         q4_kx8: None,
+        q8_0x8: None,
     }
 }
 
@@ -481,16 +484,16 @@ fn build(level: Level) -> Kernels {
         Level::Avx512 => with(scalar_dots(), x86_table!(crate::x86_64::avx512)),
         _ => scalar_dots(),
     };
-    let (q4_0x8, q4_kx8) = match level {
+    let (q4_0x8, q4_kx8, q8_0x8) = match level {
         #[cfg(target_arch = "x86_64")]
         Level::Avx2 => x86_x8!(crate::x86_64::avx2),
         #[cfg(target_arch = "x86_64")]
         Level::AvxVnni => x86_x8!(crate::x86_64::avxvnni),
         #[cfg(target_arch = "x86_64")]
         Level::Avx512 => x86_x8!(crate::x86_64::avx512),
-        _ => (None, None),
+        _ => (None, None, None),
     };
-    Kernels { level, name: level.name(), dots, dots4, dots4x2, q4_0x8, q4_kx8 }
+    Kernels { level, name: level.name(), dots, dots4, dots4x2, q4_0x8, q4_kx8, q8_0x8 }
 }
 
 const LEVELS: [Level; 5] = [Level::Scalar, Level::Avx2, Level::AvxVnni, Level::Avx512, Level::Neon];
@@ -565,6 +568,7 @@ impl Kernels {
         match layout {
             Layout::Q4_0x8 => self.q4_0x8,
             Layout::Q4Kx8 => self.q4_kx8,
+            Layout::Q8_0x8 => self.q8_0x8,
             Layout::Rows => None,
         }
     }

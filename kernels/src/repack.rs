@@ -8,6 +8,7 @@
 //!
 //! `Q4_Kx8`: the same for Q4_K, with each row's 6-bit scales and mins unpacked to bytes
 //! (1184 bytes per 8 blocks instead of 1152, +2.8%). One `vpmaddwd` applies 8 rows' scales.
+//! `Q8_0x8`: Q8_0 interleaved 4 bytes per row the same way (same size).
 
 use crate::blocks::{as_blocks, BlockQ4K, BlockQ4_0, BlockQ4_0x8, BlockQ8_0};
 use crate::types::GgmlType;
@@ -21,6 +22,8 @@ pub enum Layout {
     Q4_0x8,
     /// Q4_K in groups of 8 rows, `BlockQ4Kx8`.
     Q4Kx8,
+    /// Q8_0 in groups of 8 rows, `BlockQ8_0x8`.
+    Q8_0x8,
 }
 
 impl Layout {
@@ -29,6 +32,7 @@ impl Layout {
         match ty {
             GgmlType::Q4_0 => Some(Layout::Q4_0x8),
             GgmlType::Q4_K => Some(Layout::Q4Kx8),
+            GgmlType::Q8_0 => Some(Layout::Q8_0x8),
             _ => None,
         }
     }
@@ -39,6 +43,7 @@ impl Layout {
             Layout::Rows => 0,
             Layout::Q4_0x8 => 144,
             Layout::Q4Kx8 => 1184,
+            Layout::Q8_0x8 => 272,
         }
     }
 }
@@ -62,6 +67,7 @@ pub fn repack(ty: GgmlType, rows: usize, cols: usize, data: &[u8]) -> Option<(La
     match ty {
         GgmlType::Q4_0 => Some((Layout::Q4_0x8, repack_q4_0(as_blocks(data)?, rows, cols / 32))),
         GgmlType::Q4_K => Some((Layout::Q4Kx8, repack_q4_k(as_blocks(data)?, rows, cols / 256))),
+        GgmlType::Q8_0 => Some((Layout::Q8_0x8, repack_q8_0(as_blocks(data)?, rows, cols / 32))),
         _ => None,
     }
 }
@@ -91,6 +97,24 @@ fn repack_q4_k(blocks: &[BlockQ4K], rows: usize, nb: usize) -> Vec<u8> {
                     for r in 0..GROUP {
                         out.extend_from_slice(&row(r).qs[32 * p + 4 * c..32 * p + 4 * c + 4]);
                     }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn repack_q8_0(blocks: &[BlockQ8_0], rows: usize, nb: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(blocks.len() * 34);
+    for g in 0..rows / GROUP {
+        for j in 0..nb {
+            let row = |r: usize| &blocks[(g * GROUP + r) * nb + j];
+            for r in 0..GROUP {
+                out.extend_from_slice(&row(r).d);
+            }
+            for k in 0..8 {
+                for r in 0..GROUP {
+                    out.extend(row(r).qs[4 * k..4 * k + 4].iter().map(|&q| q as u8));
                 }
             }
         }

@@ -171,6 +171,71 @@ macro_rules! x86_repacked_kernels {
             q4_kx8_tile!(4, x, y)
         }
 
+        /// Q8_0x8 tile: one group of 8 weight rows against `$C` activation rows; lane r of
+        /// every register is row r. Signed x signed through the sign trick: |w| as unsigned
+        /// times y with w's sign (|w| taken once for all activation rows).
+        macro_rules! q8_0x8_tile {
+            ($C:literal, $x:expr, $y:expr) => {
+                'tile: {
+                    let (x, y): (&[BlockQ8_0x8], [&[BlockQ8_0]; $C]) = ($x, $y);
+                    let n = x.len();
+                    if y.iter().any(|c| c.len() != n) {
+                        break 'tile [[f32::NAN; 8]; $C];
+                    }
+                    let mut acc = [_mm256_setzero_ps(); $C];
+                    for j in 0..n {
+                        // Ahead of use (see PF): 272-byte blocks, 5 lines each.
+                        let ahead = x.as_ptr().wrapping_add(j + 4) as *const i8;
+                        for line in 0..5 {
+                            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
+                        }
+                        // SAFETY: j < n, the length of x and (checked above) of every y row.
+                        let b = unsafe { x.get_unchecked(j) };
+                        let mut s = [_mm256_setzero_si256(); $C];
+                        for k in 0..8 {
+                            let w = _mm256_loadu_si256(b.qs.as_ptr().add(32 * k) as *const __m256i);
+                            let aw = _mm256_sign_epi8(w, w);
+                            for col in 0..$C {
+                                // SAFETY: as above.
+                                let a = unsafe { y[col].get_unchecked(j) };
+                                let ya = (a.qs.as_ptr().add(4 * k) as *const i32).read_unaligned();
+                                s[col] = mul_sum(s[col], aw, _mm256_sign_epi8(_mm256_set1_epi32(ya), w));
+                            }
+                        }
+                        let d = _mm256_cvtph_ps(_mm_loadu_si128(b.d.as_ptr() as *const __m128i));
+                        for col in 0..$C {
+                            // SAFETY: as above.
+                            let a = unsafe { y[col].get_unchecked(j) };
+                            acc[col] = _mm256_fmadd_ps(
+                                _mm256_mul_ps(d, h2f8(a.d)),
+                                _mm256_cvtepi32_ps(s[col]),
+                                acc[col],
+                            );
+                        }
+                    }
+                    let mut out = [[0f32; 8]; $C];
+                    for col in 0..$C {
+                        _mm256_storeu_ps(out[col].as_mut_ptr(), acc[col]);
+                    }
+                    out
+                }
+            };
+        }
+
+        /// # Safety
+        /// The CPU must have this level's target features (reached only through dispatch).
+        #[target_feature(enable = $feat)]
+        pub unsafe fn vec_dot_q8_0x8_q8_0(x: &[BlockQ8_0x8], y: &[BlockQ8_0]) -> [f32; 8] {
+            q8_0x8_tile!(1, x, [y])[0]
+        }
+
+        /// # Safety
+        /// The CPU must have this level's target features (reached only through dispatch).
+        #[target_feature(enable = $feat)]
+        pub unsafe fn vec_dot_q8_0x8x4_q8_0(x: &[BlockQ8_0x8], y: [&[BlockQ8_0]; 4]) -> [[f32; 8]; 4] {
+            q8_0x8_tile!(4, x, y)
+        }
+
         /// Prefetch distance of the interleaved kernels, in blocks.
         const PF: usize = 8;
 
