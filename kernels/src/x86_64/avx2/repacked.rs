@@ -5,13 +5,14 @@
 #[doc(hidden)]
 macro_rules! x86_repacked_kernels {
     ($feat:literal) => {
-        /// Q4_0x8 tile: one group of 8 weight rows against `$C` activation rows; lane r of
-        /// every register is row r. sum((q - 8) * y) = sum(q * y) - 8 * sum(y): the nibbles
-        /// go in unsigned and the activation block's sum, shared by the 8 rows, comes off once.
-        macro_rules! q4_0x8_tile {
-            ($C:literal, $x:expr, $y:expr) => {
+        /// Tile of the 4-bit interleaved types (Q4_0x8, Q4_1x8): one group of 8 weight rows
+        /// against `$C` activation rows; lane r of every register is row r. The nibbles go in
+        /// unsigned: `$update` gets the block `$b`, the activation block `$a`, the 8 row sums
+        /// of q * y `$s` and the 8 scales `$d`, and returns the new accumulator (from `$acc`).
+        macro_rules! nibble_x8_tile {
+            ($C:literal, $x:expr, $y:expr, $W:ty, $A:ty, |$b:ident, $a:ident, $s:ident, $d:ident, $acc:ident| $update:expr) => {
                 'tile: {
-                    let (x, y): (&[BlockQ4_0x8], [&[BlockQ8_0]; $C]) = ($x, $y);
+                    let (x, y): (&[$W], [&[$A]; $C]) = ($x, $y);
                     let n = x.len();
                     if y.iter().any(|c| c.len() != n) {
                         break 'tile [[f32::NAN; 8]; $C];
@@ -27,29 +28,28 @@ macro_rules! x86_repacked_kernels {
                         _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
                         _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(128));
                         // SAFETY: j < n, the length of x and (checked above) of every y row.
-                        let b = unsafe { x.get_unchecked(j) };
-                        let d = _mm256_cvtph_ps(_mm_loadu_si128(b.d.as_ptr() as *const __m128i));
+                        let $b = unsafe { x.get_unchecked(j) };
+                        let $d = _mm256_cvtph_ps(_mm_loadu_si128($b.d.as_ptr() as *const __m128i));
                         // q[k]: weights 4k..4k+4 of each row (k < 4 low nibbles; k >= 4 high
                         // nibbles, elements 16 + 4(k-4) = 4k as well).
                         let mut q = [_mm256_setzero_si256(); 8];
                         for c in 0..4 {
-                            let v = _mm256_loadu_si256(b.qs.as_ptr().add(32 * c) as *const __m256i);
+                            let v = _mm256_loadu_si256($b.qs.as_ptr().add(32 * c) as *const __m256i);
                             q[c] = _mm256_and_si256(v, m4);
                             q[4 + c] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
                         }
                         for col in 0..$C {
                             // SAFETY: as above.
-                            let a = unsafe { y[col].get_unchecked(j) };
-                            let p = a.qs.as_ptr() as *const i32;
+                            let $a = unsafe { y[col].get_unchecked(j) };
+                            let p = $a.qs.as_ptr() as *const i32;
                             let mut ya = [_mm256_setzero_si256(); 8];
                             for k in 0..8 {
                                 // Activations 4k..4k+4 in every lane.
                                 ya[k] = _mm256_set1_epi32(p.add(k).read_unaligned());
                             }
-                            let sy = sum_i8(_mm256_loadu_si256(a.qs.as_ptr() as *const __m256i));
-                            let s = _mm256_sub_epi32(dot_u4x8(&q, &ya), _mm256_slli_epi32(sy, 3));
-                            acc[col] =
-                                _mm256_fmadd_ps(_mm256_mul_ps(d, h2f8(a.d)), _mm256_cvtepi32_ps(s), acc[col]);
+                            let $s = dot_u4x8(&q, &ya);
+                            let $acc = acc[col];
+                            acc[col] = $update;
                         }
                     }
                     let mut out = [[0f32; 8]; $C];
@@ -249,11 +249,49 @@ macro_rules! x86_repacked_kernels {
             _mm256_add_epi32(s, _mm256_permute2x128_si256(s, s, 1))
         }
 
+        /// Q4_0: sum((q - 8) * y) = sum(q * y) - 8 * sum(y), the activation block's sum
+        /// (shared by the 8 rows) taken off once.
+        macro_rules! q4_0x8_tile {
+            ($C:literal, $x:expr, $y:expr) => {
+                nibble_x8_tile!($C, $x, $y, BlockQ4_0x8, BlockQ8_0, |b, a, s, d, acc| {
+                    let sy = sum_i8(_mm256_loadu_si256(a.qs.as_ptr() as *const __m256i));
+                    let s = _mm256_sub_epi32(s, _mm256_slli_epi32(sy, 3));
+                    _mm256_fmadd_ps(_mm256_mul_ps(d, h2f8(a.d)), _mm256_cvtepi32_ps(s), acc)
+                })
+            };
+        }
+
+        /// Q4_1: x = d * q + m, so the block adds d * dy * sum(q * y) + m * s, where the
+        /// activation block carries s = dy * sum(y).
+        macro_rules! q4_1x8_tile {
+            ($C:literal, $x:expr, $y:expr) => {
+                nibble_x8_tile!($C, $x, $y, BlockQ4_1x8, BlockQ8_1, |b, a, s, d, acc| {
+                    let v = _mm256_fmadd_ps(_mm256_mul_ps(d, h2f8(a.d)), _mm256_cvtepi32_ps(s), acc);
+                    let m = _mm256_cvtph_ps(_mm_loadu_si128(b.m.as_ptr() as *const __m128i));
+                    _mm256_fmadd_ps(m, h2f8(a.s), v)
+                })
+            };
+        }
+
         /// # Safety
         /// The CPU must have this level's target features (reached only through dispatch).
         #[target_feature(enable = $feat)]
         pub unsafe fn vec_dot_q4_0x8_q8_0(x: &[BlockQ4_0x8], y: &[BlockQ8_0]) -> [f32; 8] {
             q4_0x8_tile!(1, x, [y])[0]
+        }
+
+        /// # Safety
+        /// The CPU must have this level's target features (reached only through dispatch).
+        #[target_feature(enable = $feat)]
+        pub unsafe fn vec_dot_q4_1x8_q8_1(x: &[BlockQ4_1x8], y: &[BlockQ8_1]) -> [f32; 8] {
+            q4_1x8_tile!(1, x, [y])[0]
+        }
+
+        /// # Safety
+        /// The CPU must have this level's target features (reached only through dispatch).
+        #[target_feature(enable = $feat)]
+        pub unsafe fn vec_dot_q4_1x8x4_q8_1(x: &[BlockQ4_1x8], y: [&[BlockQ8_1]; 4]) -> [[f32; 8]; 4] {
+            q4_1x8_tile!(4, x, y)
         }
 
         /// # Safety
