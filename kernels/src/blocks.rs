@@ -112,6 +112,11 @@ block!(
     /// Q4_1 blocks of 8 rows interleaved as `BlockQ4_0x8`, with the 8 m after the 8 d.
     BlockQ4_1x8, 256, 160, { d: [u8; 16], m: [u8; 16], qs: [u8; 128] });
 
+block!(
+    /// Q5_0 blocks of 8 rows interleaved as `BlockQ4_0x8`, with each row's 32 high bits
+    /// (qh) at 4r after the 8 d.
+    BlockQ5_0x8, 256, 176, { d: [u8; 16], qh: [u8; 32], qs: [u8; 128] });
+
 /// The non-linear 4-bit codebook of IQ4_NL and IQ4_XS.
 pub const KVALUES_IQ4NL: [i8; 16] =
     [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];

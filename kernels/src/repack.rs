@@ -8,9 +8,10 @@
 //!
 //! `Q4_Kx8`: the same for Q4_K, with each row's 6-bit scales and mins unpacked to bytes
 //! (1184 bytes per 8 blocks instead of 1152, +2.8%). One `vpmaddwd` applies 8 rows' scales.
-//! `Q8_0x8`: Q8_0 interleaved 4 bytes per row the same way (same size); `Q4_1x8` as Q4_0x8.
+//! `Q8_0x8`: Q8_0 interleaved 4 bytes per row the same way (same size); `Q4_1x8` and `Q5_0x8`
+//! as Q4_0x8.
 
-use crate::blocks::{as_blocks, BlockQ4K, BlockQ4_0, BlockQ4_0x8, BlockQ4_1, BlockQ8_0};
+use crate::blocks::{as_blocks, BlockQ4K, BlockQ4_0, BlockQ4_0x8, BlockQ4_1, BlockQ5_0, BlockQ8_0};
 use crate::types::GgmlType;
 
 /// How a matrix's bytes are laid out.
@@ -26,6 +27,8 @@ pub enum Layout {
     Q8_0x8,
     /// Q4_1 in groups of 8 rows, `BlockQ4_1x8`.
     Q4_1x8,
+    /// Q5_0 in groups of 8 rows, `BlockQ5_0x8`.
+    Q5_0x8,
 }
 
 impl Layout {
@@ -36,6 +39,7 @@ impl Layout {
             GgmlType::Q4_K => Some(Layout::Q4Kx8),
             GgmlType::Q8_0 => Some(Layout::Q8_0x8),
             GgmlType::Q4_1 => Some(Layout::Q4_1x8),
+            GgmlType::Q5_0 => Some(Layout::Q5_0x8),
             _ => None,
         }
     }
@@ -48,6 +52,7 @@ impl Layout {
             Layout::Q4Kx8 => 1184,
             Layout::Q8_0x8 => 272,
             Layout::Q4_1x8 => 160,
+            Layout::Q5_0x8 => 176,
         }
     }
 }
@@ -73,6 +78,7 @@ pub fn repack(ty: GgmlType, rows: usize, cols: usize, data: &[u8]) -> Option<(La
         GgmlType::Q4_K => Some((Layout::Q4Kx8, repack_q4_k(as_blocks(data)?, rows, cols / 256))),
         GgmlType::Q8_0 => Some((Layout::Q8_0x8, repack_q8_0(as_blocks(data)?, rows, cols / 32))),
         GgmlType::Q4_1 => Some((Layout::Q4_1x8, repack_q4_1(as_blocks(data)?, rows, cols / 32))),
+        GgmlType::Q5_0 => Some((Layout::Q5_0x8, repack_q5_0(as_blocks(data)?, rows, cols / 32))),
         _ => None,
     }
 }
@@ -137,6 +143,27 @@ fn repack_q4_1(blocks: &[BlockQ4_1], rows: usize, nb: usize) -> Vec<u8> {
             }
             for r in 0..GROUP {
                 out.extend_from_slice(&row(r).m);
+            }
+            for c in 0..4 {
+                for r in 0..GROUP {
+                    out.extend_from_slice(&row(r).qs[4 * c..4 * c + 4]);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn repack_q5_0(blocks: &[BlockQ5_0], rows: usize, nb: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(blocks.len() * 22);
+    for g in 0..rows / GROUP {
+        for j in 0..nb {
+            let row = |r: usize| &blocks[(g * GROUP + r) * nb + j];
+            for r in 0..GROUP {
+                out.extend_from_slice(&row(r).d);
+            }
+            for r in 0..GROUP {
+                out.extend_from_slice(&row(r).qh);
             }
             for c in 0..4 {
                 for r in 0..GROUP {

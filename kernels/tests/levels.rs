@@ -389,7 +389,7 @@ fn repacked_matmul_matches_rows() {
     let mut rng = Rng(0x5eed_0f8a);
     let mut buf = ActBuf::new();
     let mut checked = 0;
-    for (ty, case) in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q4_K, GgmlType::Q8_0]
+    for (ty, case) in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q4_K, GgmlType::Q8_0]
         .into_iter()
         .flat_map(|t| CASES.map(|c| (t, c)))
     {

@@ -273,6 +273,80 @@ macro_rules! x86_repacked_kernels {
             };
         }
 
+        /// Q5_0x8 tile: as Q4_0x8 with the fifth bits: qh holds row r's 32 high bits in
+        /// lane r; for weights 4k..4k+4, byte k/2 of the lane is copied to its 4 bytes and
+        /// each byte tests its own bit. q in 0..32 goes in unsigned, with 16 * sum(y) off.
+        macro_rules! q5_0x8_tile {
+            ($C:literal, $x:expr, $y:expr) => {'tile: {
+                let (x, y): (&[BlockQ5_0x8], [&[BlockQ8_0]; $C]) = ($x, $y);
+                let n = x.len();
+                if y.iter().any(|c| c.len() != n) {
+                    break 'tile [[f32::NAN; 8]; $C];
+                }
+                let m4 = _mm256_set1_epi8(15);
+                // Byte 4i of each dword, for the byte copies.
+                let dword_base = _mm256_set1_epi64x(0x0404_0404_0000_0000);
+                let dword_base = _mm256_add_epi8(
+                    dword_base,
+                    _mm256_setr_epi64x(0, 0x0808_0808_0808_0808, 0, 0x0808_0808_0808_0808),
+                );
+                let mut acc = [_mm256_setzero_ps(); $C];
+                for j in 0..n {
+                    let ahead = x.as_ptr().wrapping_add(j + PF) as *const i8;
+                    for line in 0..3 {
+                        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
+                    }
+                    // SAFETY: j < n, the length of x and (checked above) of every y row.
+                    let b = unsafe { x.get_unchecked(j) };
+                    let qh = _mm256_loadu_si256(b.qh.as_ptr() as *const __m256i);
+                    let mut q = [_mm256_setzero_si256(); 8];
+                    for c in 0..4 {
+                        let v = _mm256_loadu_si256(b.qs.as_ptr().add(32 * c) as *const __m256i);
+                        q[c] = _mm256_and_si256(v, m4);
+                        q[4 + c] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                    }
+                    for k in 0..8 {
+                        let rep = _mm256_shuffle_epi8(qh, _mm256_add_epi8(dword_base, _mm256_set1_epi8((k / 2) as i8)));
+                        let bit = _mm256_set1_epi32((0x0804_0201u32 << (4 * (k % 2))) as i32);
+                        let set = _mm256_cmpeq_epi8(_mm256_and_si256(rep, bit), bit);
+                        q[k] = _mm256_or_si256(q[k], _mm256_and_si256(set, _mm256_set1_epi8(16)));
+                    }
+                    let d = _mm256_cvtph_ps(_mm_loadu_si128(b.d.as_ptr() as *const __m128i));
+                    for col in 0..$C {
+                        // SAFETY: as above.
+                        let a = unsafe { y[col].get_unchecked(j) };
+                        let p = a.qs.as_ptr() as *const i32;
+                        let mut s = _mm256_setzero_si256();
+                        for k in 0..8 {
+                            s = mul_sum(s, q[k], _mm256_set1_epi32(p.add(k).read_unaligned()));
+                        }
+                        let sy = sum_i8(_mm256_loadu_si256(a.qs.as_ptr() as *const __m256i));
+                        let s = _mm256_sub_epi32(s, _mm256_slli_epi32(sy, 4));
+                        acc[col] = _mm256_fmadd_ps(_mm256_mul_ps(d, h2f8(a.d)), _mm256_cvtepi32_ps(s), acc[col]);
+                    }
+                }
+                let mut out = [[0f32; 8]; $C];
+                for col in 0..$C {
+                    _mm256_storeu_ps(out[col].as_mut_ptr(), acc[col]);
+                }
+                out
+            }};
+        }
+
+        /// # Safety
+        /// The CPU must have this level's target features (reached only through dispatch).
+        #[target_feature(enable = $feat)]
+        pub unsafe fn vec_dot_q5_0x8_q8_0(x: &[BlockQ5_0x8], y: &[BlockQ8_0]) -> [f32; 8] {
+            q5_0x8_tile!(1, x, [y])[0]
+        }
+
+        /// # Safety
+        /// The CPU must have this level's target features (reached only through dispatch).
+        #[target_feature(enable = $feat)]
+        pub unsafe fn vec_dot_q5_0x8x4_q8_0(x: &[BlockQ5_0x8], y: [&[BlockQ8_0]; 4]) -> [[f32; 8]; 4] {
+            q5_0x8_tile!(4, x, y)
+        }
+
         /// # Safety
         /// The CPU must have this level's target features (reached only through dispatch).
         #[target_feature(enable = $feat)]
