@@ -117,6 +117,13 @@ block!(
     /// (qh) at 4r after the 8 d.
     BlockQ5_0x8, 256, 176, { d: [u8; 16], qh: [u8; 32], qs: [u8; 128] });
 
+block!(
+    /// Q6_K blocks of 8 consecutive rows at one block column, interleaved at load (see
+    /// `repack`): the 8 d, the scales (index 8 * group + row), then ql[512h + 256s + 32c +
+    /// 4r..+4] = bytes 64h + 32s + 4c..+4 of row r's ql, and qh[256h + 32c + 4r..+4] =
+    /// bytes 32h + 4c..+4 of row r's qh.
+    BlockQ6Kx8, 256, 1680, { d: [u8; 16], scales: [u8; 128], ql: [u8; 1024], qh: [u8; 512] });
+
 /// The non-linear 4-bit codebook of IQ4_NL and IQ4_XS.
 pub const KVALUES_IQ4NL: [i8; 16] =
     [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];

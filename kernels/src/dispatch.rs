@@ -295,6 +295,7 @@ macro_rules! x86_x8 {
             wrap_x8!(k::vec_dot_q8_0x8_q8_0, k::vec_dot_q8_0x8x4_q8_0, BlockQ8_0x8, Q8_0),
             wrap_x8!(k::vec_dot_q4_1x8_q8_1, k::vec_dot_q4_1x8x4_q8_1, BlockQ4_1x8, Q8_1),
             wrap_x8!(k::vec_dot_q5_0x8_q8_0, k::vec_dot_q5_0x8x4_q8_0, BlockQ5_0x8, Q8_0),
+            wrap_x8!(k::vec_dot_q6_kx8_q8_k, k::vec_dot_q6_kx8x4_q8_k, BlockQ6Kx8, Q8K),
         )
     }};
 }
@@ -314,6 +315,7 @@ pub struct Kernels {
     q8_0x8: Option<(Dot8Fn, Dot8x4Fn)>,
     q4_1x8: Option<(Dot8Fn, Dot8x4Fn)>,
     q5_0x8: Option<(Dot8Fn, Dot8x4Fn)>,
+    q6_kx8: Option<(Dot8Fn, Dot8x4Fn)>,
 }
 
 fn scalar_dots() -> Vec<(GgmlType, DotFn)> {
@@ -450,6 +452,7 @@ fn build_neon(dotprod: bool) -> Kernels {
         q8_0x8: None,
         q4_1x8: None,
         q5_0x8: None,
+        q6_kx8: None,
     }
 }
 
@@ -490,16 +493,28 @@ fn build(level: Level) -> Kernels {
         Level::Avx512 => with(scalar_dots(), x86_table!(crate::x86_64::avx512)),
         _ => scalar_dots(),
     };
-    let (q4_0x8, q4_kx8, q8_0x8, q4_1x8, q5_0x8) = match level {
+    let (q4_0x8, q4_kx8, q8_0x8, q4_1x8, q5_0x8, q6_kx8) = match level {
         #[cfg(target_arch = "x86_64")]
         Level::Avx2 => x86_x8!(crate::x86_64::avx2),
         #[cfg(target_arch = "x86_64")]
         Level::AvxVnni => x86_x8!(crate::x86_64::avxvnni),
         #[cfg(target_arch = "x86_64")]
         Level::Avx512 => x86_x8!(crate::x86_64::avx512),
-        _ => (None, None, None, None, None),
+        _ => (None, None, None, None, None, None),
     };
-    Kernels { level, name: level.name(), dots, dots4, dots4x2, q4_0x8, q4_kx8, q8_0x8, q4_1x8, q5_0x8 }
+    Kernels {
+        level,
+        name: level.name(),
+        dots,
+        dots4,
+        dots4x2,
+        q4_0x8,
+        q4_kx8,
+        q8_0x8,
+        q4_1x8,
+        q5_0x8,
+        q6_kx8,
+    }
 }
 
 const LEVELS: [Level; 5] = [Level::Scalar, Level::Avx2, Level::AvxVnni, Level::Avx512, Level::Neon];
@@ -577,6 +592,7 @@ impl Kernels {
             Layout::Q8_0x8 => self.q8_0x8,
             Layout::Q4_1x8 => self.q4_1x8,
             Layout::Q5_0x8 => self.q5_0x8,
+            Layout::Q6Kx8 => self.q6_kx8,
             Layout::Rows => None,
         }
     }

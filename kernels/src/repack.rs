@@ -9,9 +9,9 @@
 //! `Q4_Kx8`: the same for Q4_K, with each row's 6-bit scales and mins unpacked to bytes
 //! (1184 bytes per 8 blocks instead of 1152, +2.8%). One `vpmaddwd` applies 8 rows' scales.
 //! `Q8_0x8`: Q8_0 interleaved 4 bytes per row the same way (same size); `Q4_1x8` and `Q5_0x8`
-//! as Q4_0x8.
+//! as Q4_0x8; `Q6Kx8`: Q6_K's ql and qh bytes interleaved 4 per row (same size).
 
-use crate::blocks::{as_blocks, BlockQ4K, BlockQ4_0, BlockQ4_0x8, BlockQ4_1, BlockQ5_0, BlockQ8_0};
+use crate::blocks::{as_blocks, BlockQ4K, BlockQ4_0, BlockQ4_0x8, BlockQ4_1, BlockQ5_0, BlockQ6K, BlockQ8_0};
 use crate::types::GgmlType;
 
 /// How a matrix's bytes are laid out.
@@ -29,6 +29,8 @@ pub enum Layout {
     Q4_1x8,
     /// Q5_0 in groups of 8 rows, `BlockQ5_0x8`.
     Q5_0x8,
+    /// Q6_K in groups of 8 rows, `BlockQ6Kx8`.
+    Q6Kx8,
 }
 
 impl Layout {
@@ -40,6 +42,7 @@ impl Layout {
             GgmlType::Q8_0 => Some(Layout::Q8_0x8),
             GgmlType::Q4_1 => Some(Layout::Q4_1x8),
             GgmlType::Q5_0 => Some(Layout::Q5_0x8),
+            GgmlType::Q6_K => Some(Layout::Q6Kx8),
             _ => None,
         }
     }
@@ -53,6 +56,7 @@ impl Layout {
             Layout::Q8_0x8 => 272,
             Layout::Q4_1x8 => 160,
             Layout::Q5_0x8 => 176,
+            Layout::Q6Kx8 => 1680,
         }
     }
 }
@@ -79,6 +83,7 @@ pub fn repack(ty: GgmlType, rows: usize, cols: usize, data: &[u8]) -> Option<(La
         GgmlType::Q8_0 => Some((Layout::Q8_0x8, repack_q8_0(as_blocks(data)?, rows, cols / 32))),
         GgmlType::Q4_1 => Some((Layout::Q4_1x8, repack_q4_1(as_blocks(data)?, rows, cols / 32))),
         GgmlType::Q5_0 => Some((Layout::Q5_0x8, repack_q5_0(as_blocks(data)?, rows, cols / 32))),
+        GgmlType::Q6_K => Some((Layout::Q6Kx8, repack_q6_k(as_blocks(data)?, rows, cols / 256))),
         _ => None,
     }
 }
@@ -168,6 +173,42 @@ fn repack_q5_0(blocks: &[BlockQ5_0], rows: usize, nb: usize) -> Vec<u8> {
             for c in 0..4 {
                 for r in 0..GROUP {
                     out.extend_from_slice(&row(r).qs[4 * c..4 * c + 4]);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn repack_q6_k(blocks: &[BlockQ6K], rows: usize, nb: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(blocks.len() * 210);
+    for g in 0..rows / GROUP {
+        for j in 0..nb {
+            let row = |r: usize| &blocks[(g * GROUP + r) * nb + j];
+            for r in 0..GROUP {
+                out.extend_from_slice(&row(r).d);
+            }
+            for grp in 0..16 {
+                for r in 0..GROUP {
+                    out.push(row(r).scales[grp] as u8);
+                }
+            }
+            for h in 0..2 {
+                for s in 0..2 {
+                    for c in 0..8 {
+                        for r in 0..GROUP {
+                            let o = 64 * h + 32 * s + 4 * c;
+                            out.extend_from_slice(&row(r).ql[o..o + 4]);
+                        }
+                    }
+                }
+            }
+            for h in 0..2 {
+                for c in 0..8 {
+                    for r in 0..GROUP {
+                        let o = 32 * h + 4 * c;
+                        out.extend_from_slice(&row(r).qh[o..o + 4]);
+                    }
                 }
             }
         }

@@ -389,9 +389,10 @@ fn repacked_matmul_matches_rows() {
     let mut rng = Rng(0x5eed_0f8a);
     let mut buf = ActBuf::new();
     let mut checked = 0;
-    for (ty, case) in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q4_K, GgmlType::Q8_0]
-        .into_iter()
-        .flat_map(|t| CASES.map(|c| (t, c)))
+    for (ty, case) in
+        [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0]
+            .into_iter()
+            .flat_map(|t| CASES.map(|c| (t, c)))
     {
         let (rows, cols) = (24, ty.block_size() * if ty.block_size() == 32 { 11 } else { 3 });
         let w = weights(ty, rows * cols / ty.block_size(), case, &mut rng);

@@ -347,6 +347,131 @@ macro_rules! x86_repacked_kernels {
             q5_0x8_tile!(4, x, y)
         }
 
+        /// Q6_Kx8 tile (as `q4_kx8_tile!`). Step (h, k, c): weights 128h + 32k + 4c..+4 of
+        /// each row, the low (k < 2) or high nibble of ql plus bits 2k, 2k+1 of qh at bit 4;
+        /// q in 0..64 pairs fit i16 twice, so each group of 16 (4 steps) takes 2 `vpmaddwd`s
+        /// with its scale. The -32 offset goes through bsums:
+        ///   sum = d * dy * sum_g sc_g * (sum(q*qy) - 32 * bsum_g)
+        macro_rules! q6_kx8_tile {
+            ($C:literal, $x:expr, $y:expr) => {'tile: {
+                let (x, y): (&[BlockQ6Kx8], [&[BlockQ8K]; $C]) = ($x, $y);
+                let n = x.len();
+                if y.iter().any(|c| c.len() != n) {
+                    break 'tile [[f32::NAN; 8]; $C];
+                }
+                let m4 = _mm256_set1_epi8(15);
+                let m30 = _mm256_set1_epi8(0x30);
+                let lo16 = _mm256_set1_epi32(0xffff);
+                let mut acc = [_mm256_setzero_ps(); $C];
+                for j in 0..n {
+                    // The next block, 1680 bytes, ahead of use (see PF).
+                    let ahead = x.as_ptr().wrapping_add(j + 1) as *const i8;
+                    for line in 0..27 {
+                        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
+                    }
+                    // SAFETY: j < n, the length of x and (checked above) of every y row.
+                    let b = unsafe { x.get_unchecked(j) };
+                    // SAFETY: as above.
+                    let mut a: [&BlockQ8K; $C] = [unsafe { y[0].get_unchecked(j) }; $C];
+                    for col in 0..$C {
+                        // SAFETY: as above.
+                        a[col] = unsafe { y[col].get_unchecked(j) };
+                    }
+                    // The offsets, two groups per `vpmaddwd`: row r's (sc_g, sc_g+1) in i16
+                    // lanes 2r, 2r + 1 against (bsum_g, bsum_g+1).
+                    let mut sumi = [_mm256_setzero_si256(); $C];
+                    let mut offs = [_mm256_setzero_si256(); $C];
+                    for g in (0..16).step_by(2) {
+                        let lo = _mm256_and_si256(i8x8_to_i32(b.scales.as_ptr().add(8 * g)), lo16);
+                        let pair = _mm256_or_si256(lo, _mm256_slli_epi32(i8x8_to_i32(b.scales.as_ptr().add(8 * g + 8)), 16));
+                        for col in 0..$C {
+                            let bs = &a[col].bsums;
+                            let bsum = _mm256_set1_epi32((bs[g] as i32 & 0xffff) | ((bs[g + 1] as i32) << 16));
+                            offs[col] = _mm256_add_epi32(offs[col], _mm256_madd_epi16(pair, bsum));
+                        }
+                    }
+                    for h in 0..2 {
+                        for k in 0..4 {
+                            for gi in 0..2 {
+                                let g = 8 * h + 2 * k + gi;
+                                // Row r's scale of group g as i16 in lanes 2r and 2r + 1.
+                                let sc = i8x8_to_i32(b.scales.as_ptr().add(8 * g));
+                                let sc = _mm256_or_si256(_mm256_and_si256(sc, lo16), _mm256_slli_epi32(sc, 16));
+                                let mut s16 = [[_mm256_setzero_si256(); 2]; $C];
+                                for t in 0..4 {
+                                    let c = 4 * gi + t;
+                                    let ql = _mm256_loadu_si256(
+                                        b.ql.as_ptr().add(512 * h + 256 * (k % 2) + 32 * c) as *const __m256i,
+                                    );
+                                    let qh = _mm256_loadu_si256(b.qh.as_ptr().add(256 * h + 32 * c) as *const __m256i);
+                                    let nib = if k < 2 {
+                                        _mm256_and_si256(ql, m4)
+                                    } else {
+                                        _mm256_and_si256(_mm256_srli_epi16(ql, 4), m4)
+                                    };
+                                    // Bits 2k, 2k+1 of each qh byte moved to bits 4, 5 (16-bit
+                                    // shifts: bits crossing bytes fall outside the mask).
+                                    let hb = match k {
+                                        0 => _mm256_slli_epi16(qh, 4),
+                                        1 => _mm256_slli_epi16(qh, 2),
+                                        2 => qh,
+                                        _ => _mm256_srli_epi16(qh, 2),
+                                    };
+                                    let q = _mm256_or_si256(nib, _mm256_and_si256(hb, m30));
+                                    for col in 0..$C {
+                                        let e = 128 * h + 32 * k + 4 * c;
+                                        let ya = (a[col].qs.as_ptr().add(e) as *const i32).read_unaligned();
+                                        // u8 < 64 times i8, 2 pairs summed: < 2^15.
+                                        let p = _mm256_maddubs_epi16(q, _mm256_set1_epi32(ya));
+                                        s16[col][t / 2] = _mm256_add_epi16(s16[col][t / 2], p);
+                                    }
+                                }
+                                for col in 0..$C {
+                                    let s = _mm256_add_epi32(
+                                        _mm256_madd_epi16(s16[col][0], sc),
+                                        _mm256_madd_epi16(s16[col][1], sc),
+                                    );
+                                    sumi[col] = _mm256_add_epi32(sumi[col], s);
+                                }
+                            }
+                        }
+                    }
+                    let d = _mm256_cvtph_ps(_mm_loadu_si128(b.d.as_ptr() as *const __m128i));
+                    for col in 0..$C {
+                        let total = _mm256_sub_epi32(sumi[col], _mm256_slli_epi32(offs[col], 5));
+                        let dy = _mm256_set1_ps(a[col].d);
+                        acc[col] = _mm256_fmadd_ps(_mm256_mul_ps(d, dy), _mm256_cvtepi32_ps(total), acc[col]);
+                    }
+                }
+                let mut out = [[0f32; 8]; $C];
+                for col in 0..$C {
+                    _mm256_storeu_ps(out[col].as_mut_ptr(), acc[col]);
+                }
+                out
+            }};
+        }
+
+        /// Eight signed bytes widened to i32 lanes (row r's scale of one group in lane r).
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn i8x8_to_i32(p: *const u8) -> __m256i {
+            _mm256_cvtepi8_epi32(_mm_loadl_epi64(p as *const __m128i))
+        }
+
+        /// # Safety
+        /// The CPU must have this level's target features (reached only through dispatch).
+        #[target_feature(enable = $feat)]
+        pub unsafe fn vec_dot_q6_kx8_q8_k(x: &[BlockQ6Kx8], y: &[BlockQ8K]) -> [f32; 8] {
+            q6_kx8_tile!(1, x, [y])[0]
+        }
+
+        /// # Safety
+        /// The CPU must have this level's target features (reached only through dispatch).
+        #[target_feature(enable = $feat)]
+        pub unsafe fn vec_dot_q6_kx8x4_q8_k(x: &[BlockQ6Kx8], y: [&[BlockQ8K]; 4]) -> [[f32; 8]; 4] {
+            q6_kx8_tile!(4, x, y)
+        }
+
         /// # Safety
         /// The CPU must have this level's target features (reached only through dispatch).
         #[target_feature(enable = $feat)]
