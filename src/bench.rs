@@ -133,3 +133,57 @@ pub fn to_json(model: &Model, threads: usize, results: &[BenchResult]) -> serde_
         })).collect::<Vec<_>>(),
     })
 }
+
+/// What loading cost: time, repacked copies, and the peak resident memory of the process.
+#[derive(Clone, Debug)]
+pub struct Memory {
+    pub load_ms: f64,
+    pub file_bytes: u64,
+    pub repacked_bytes: u64,
+    pub peak_rss_bytes: Option<u64>,
+}
+
+impl Memory {
+    pub fn of(model: &Model, load: std::time::Duration) -> Memory {
+        Memory {
+            load_ms: load.as_secs_f64() * 1e3,
+            file_bytes: model.file.bytes().len() as u64,
+            repacked_bytes: model.repacked_bytes() as u64,
+            peak_rss_bytes: peak_rss(),
+        }
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "load_ms": self.load_ms,
+            "file_bytes": self.file_bytes,
+            "repacked_bytes": self.repacked_bytes,
+            "peak_rss_bytes": self.peak_rss_bytes,
+        })
+    }
+}
+
+impl std::fmt::Display for Memory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        write!(
+            f,
+            "load {:.0} ms; file {:.2} GiB; repacked copies {:.2} GiB (their file pages released)",
+            self.load_ms,
+            gib(self.file_bytes),
+            gib(self.repacked_bytes)
+        )?;
+        if let Some(p) = self.peak_rss_bytes {
+            write!(f, "; peak resident {:.2} GiB", gib(p))?;
+        }
+        Ok(())
+    }
+}
+
+/// The process's peak resident set (Linux: VmHWM in /proc/self/status).
+fn peak_rss() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}

@@ -374,17 +374,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if reps == 0 || reps > 1000 || n_prompt > 1 << 20 || n_gen > 1 << 20 {
                 anyhow::bail!("-r must be 1..1000, -p and -n at most 1048576");
             }
+            let t0 = std::time::Instant::now();
             let m = Model::open(&model)?;
+            let load = t0.elapsed();
             let (results, profiles) = ferrite::bench::run_with(&m, n_prompt, n_gen, reps, profile)?;
             if let Some((pp, tg)) = profiles {
                 let level = m.kernels.level.name();
                 eprintln!("{}\n{}", pp.table("prefill", level), tg.table("decode", level));
             }
             let t = ferrite::kernels::pool::global().threads();
+            let mem = ferrite::bench::Memory::of(&m, load);
             if json {
-                writeln!(out, "{}", ferrite::bench::to_json(&m, t, &results))?;
+                let mut v = ferrite::bench::to_json(&m, t, &results);
+                v["memory"] = mem.to_json();
+                writeln!(out, "{v}")?;
             } else {
                 write!(out, "{}", ferrite::bench::to_markdown(&m, t, &results))?;
+                eprintln!("{mem}");
             }
         }
         Command::Synth { shape, ty, output, vocab, seed } => {

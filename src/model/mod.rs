@@ -164,19 +164,20 @@ impl Model {
             .chain(std::iter::once(&mut self.output))
             .filter(|w| k.preferred_layout(w.ty, w.rows, w.cols).is_some())
             .collect();
+        // The token embedding is read by row: when the output shares it, keep its pages.
+        let embd = (self.token_embd.start, self.token_embd.len);
+        let file = &self.file;
         ws.par_iter_mut().for_each(|w| {
             let data = &bytes[w.start..w.start + w.len];
             if let Some((layout, v)) = ferrite_kernels::repack::repack(w.ty, w.rows, w.cols, data) {
                 w.packed = Some((layout, Arc::new(v)));
+                // Released right away, so resident memory stays near the file size while
+                // the copies are made.
+                if (w.start, w.len) != embd {
+                    file.release(w.start, w.len);
+                }
             }
         });
-        // The token embedding is read by row: when the output shares it, keep its pages.
-        let embd = (self.token_embd.start, self.token_embd.len);
-        for w in ws {
-            if w.packed.is_some() && (w.start, w.len) != embd {
-                self.file.release(w.start, w.len);
-            }
-        }
     }
 
     /// Bytes of weights held in repacked copies.
