@@ -2,6 +2,9 @@
 """ferrite against llama.cpp on the same files and threads, runs alternated back to back.
 Writes bench/results.json and prints a markdown table; scripts/bench-chart.py draws it.
     usage: scripts/bench-compare.py [-t THREADS] [-r REPS] [--levels L] [--bandwidth GBS] -- MODEL.gguf [-p P] [-n N] ...
+"% of roofline" divides decode bytes/s (tokens/s x file size) by the read bandwidth that
+`ferrite bench --roofline` measures right after each of its two runs (the best of the two;
+this VM's bandwidth drifts by a quarter over minutes), or by --bandwidth if given.
 Each MODEL may be followed by its own -p/-n (defaults 64/32). llama.cpp: the build of
 scripts/llama-cpp-native.sh (its llama-bench)."""
 import argparse
@@ -33,9 +36,11 @@ def run_ferrite(model, p, n, t, r, level=None):
     if level:
         env["FERRITE_KERNELS"] = level
     out = subprocess.run([f"{ROOT}/target/release/ferrite", "bench", "-m", model, "-p", str(p), "-n", str(n),
-                          "-t", str(t), "-r", str(r), "--json"], capture_output=True, text=True, check=True, env=env)
+                          "-t", str(t), "-r", str(r), "--json", "--roofline"], capture_output=True, text=True,
+                         check=True, env=env)
     d = json.loads(out.stdout)
-    return {x["test"]: (x["tokens_per_s"], x["stddev"]) for x in d["results"]}, d["kernels"]
+    res = {x["test"]: (x["tokens_per_s"], x["stddev"]) for x in d["results"]}
+    return res, d["kernels"], d.get("read_bandwidth_bytes_per_s", 0.0) / 1e9
 
 
 def main():
@@ -59,30 +64,33 @@ def main():
     for m in models:
         name = os.path.basename(m["model"])
         size = os.path.getsize(m["model"])
-        ours, level = run_ferrite(m["model"], m["-p"], m["-n"], a.t, a.r)
+        ours, level, bw1 = run_ferrite(m["model"], m["-p"], m["-n"], a.t, a.r)
         theirs = run_llama(bin_dir, m["model"], m["-p"], m["-n"], a.t, a.r)
-        ours2, _ = run_ferrite(m["model"], m["-p"], m["-n"], a.t, a.r)
+        ours2, _, bw2 = run_ferrite(m["model"], m["-p"], m["-n"], a.t, a.r)
+        bw = a.bandwidth if a.bandwidth > 0 else max(bw1, bw2)
         for test in theirs:
             o = max(ours[test][0], ours2[test][0])
             row = {"model": name, "bytes": size, "test": test, "threads": a.t, "kernels": level,
                    "ferrite": o, "llama_cpp": theirs[test][0], "ratio": o / theirs[test][0]}
-            if test.startswith("tg") and a.bandwidth > 0:
-                row["roofline_pct"] = 100 * o * size / (a.bandwidth * 1e9)
-                row["llama_roofline_pct"] = 100 * theirs[test][0] * size / (a.bandwidth * 1e9)
+            if test.startswith("tg") and bw > 0:
+                row["bandwidth_gbs"] = bw
+                row["roofline_pct"] = 100 * o * size / (bw * 1e9)
+                row["llama_roofline_pct"] = 100 * theirs[test][0] * size / (bw * 1e9)
             rows.append(row)
         for lv in [x for x in a.levels.split(",") if x]:
-            r, _ = run_ferrite(m["model"], m["-p"], m["-n"], a.t, a.r, lv)
+            r, _, _ = run_ferrite(m["model"], m["-p"], m["-n"], a.t, a.r, lv)
             for test in r:
                 rows.append({"model": name, "bytes": size, "test": test, "threads": a.t, "kernels": lv,
                              "ferrite": r[test][0], "llama_cpp": theirs[test][0], "ratio": r[test][0] / theirs[test][0]})
         sys.stderr.write(f"done {name}\n")
     os.makedirs(f"{ROOT}/bench", exist_ok=True)
     json.dump(rows, open(f"{ROOT}/bench/results.json", "w"), indent=1)
-    print("| file | test | kernels | ferrite t/s | llama.cpp t/s | ratio | decode % of roofline (ferrite / llama.cpp) |")
-    print("|---|---|---|---:|---:|---:|---:|")
+    print("| file | test | kernels | ferrite t/s | llama.cpp t/s | ratio | read GB/s | decode % of roofline (ferrite / llama.cpp) |")
+    print("|---|---|---|---:|---:|---:|---:|---:|")
     for r in rows:
         roof = f"{r['roofline_pct']:.0f}% / {r['llama_roofline_pct']:.0f}%" if "roofline_pct" in r else ""
-        print(f"| {r['model']} | {r['test']} | {r['kernels']} | {r['ferrite']:.2f} | {r['llama_cpp']:.2f} | {r['ratio']:.2f}x | {roof} |")
+        bw = f"{r['bandwidth_gbs']:.1f}" if "bandwidth_gbs" in r else ""
+        print(f"| {r['model']} | {r['test']} | {r['kernels']} | {r['ferrite']:.2f} | {r['llama_cpp']:.2f} | {r['ratio']:.2f}x | {bw} | {roof} |")
 
 
 if __name__ == "__main__":

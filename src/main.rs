@@ -102,6 +102,10 @@ enum Command {
         /// print them on stderr.
         #[arg(long)]
         profile: bool,
+        /// After the runs, also measure the memory read bandwidth (1 GiB, best of 3): the
+        /// decode roofline at that moment, in the output.
+        #[arg(long)]
+        roofline: bool,
     },
     /// Write a random-weight model of a real shape (for benchmarks).
     Synth {
@@ -369,7 +373,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             run_generation(&model, &prompt, opts)?;
             return Ok(());
         }
-        Command::Bench { model, n_prompt, n_gen, reps, threads, json, profile } => {
+        Command::Bench { model, n_prompt, n_gen, reps, threads, json, profile, roofline } => {
             threads.apply()?;
             if reps == 0 || reps > 1000 || n_prompt > 1 << 20 || n_gen > 1 << 20 {
                 anyhow::bail!("-r must be 1..1000, -p and -n at most 1048576");
@@ -384,13 +388,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let t = ferrite::kernels::pool::global().threads();
             let mem = ferrite::bench::Memory::of(&m, load);
+            let bw = roofline.then(|| ferrite::kernels::memory::measure_read_bandwidth(1 << 30, 3));
             if json {
                 let mut v = ferrite::bench::to_json(&m, t, &results);
                 v["memory"] = mem.to_json();
+                if let Some(bw) = bw {
+                    v["read_bandwidth_bytes_per_s"] = bw.into();
+                }
                 writeln!(out, "{v}")?;
             } else {
                 write!(out, "{}", ferrite::bench::to_markdown(&m, t, &results))?;
                 eprintln!("{mem}");
+                if let Some(bw) = bw {
+                    eprintln!("memory read bandwidth now: {:.1} GB/s", bw / 1e9);
+                }
             }
         }
         Command::Synth { shape, ty, output, vocab, seed } => {

@@ -173,7 +173,7 @@ fn every_level_is_complete() {
 /// With every scale 1 (weights and activations) a dot product is its integer sums, and on
 /// this data their f32 scaling and summing is exact (or done as the scalar reference does),
 /// so each level must give the scalar result exactly: any difference is in an integer sum.
-/// Activations take every value a Q8 block holds (|q| <= 127).
+/// Activations take every value a Q8 block holds (|q| <= 127) where the sums allow it.
 #[test]
 fn integer_sums_are_exact() {
     use ferrite_kernels::blocks::{BlockQ8K, BlockQ8_0, BlockQ8_1};
@@ -193,8 +193,21 @@ fn integer_sums_are_exact() {
                             blk[off..off + 2].copy_from_slice(&one);
                         }
                     }
-                    let mut q =
-                        || -> [i8; 32] { std::array::from_fn(|_| ((rng.next() % 255) as i32 - 127) as i8) };
+                    // Exact only while every partial sum, in any order, stays below 2^24 (f32
+                    // holds integers exactly up to there): cap |activation| so that
+                    // sum_i (|w_i| + 2 min_i) * cap stays below it (the min terms are summed
+                    // apart from the scaled quants, so each can be as large as |w_i| + min_i).
+                    // Weights with small integers keep the full range +-127; IQ4_XS with every
+                    // bit set (113 x scale 31) or large K scales get a smaller one.
+                    let mut wf = vec![0f32; n];
+                    dequantize(ty, &w, &mut wf).unwrap();
+                    let mins = min_bound(ty);
+                    let sw: f64 = wf.iter().map(|&v| v.abs() as f64 + 2.0 * mins).sum();
+                    let room = (1u64 << 24) as f64 - 64.0 * (n / 32 + 1) as f64;
+                    let cap = (room / sw.max(1.0)).floor().clamp(1.0, 127.0) as u64;
+                    let mut q = || -> [i8; 32] {
+                        std::array::from_fn(|_| ((rng.next() % (2 * cap + 1)) as i64 - cap as i64) as i8)
+                    };
                     let (q8_0, q8_1, q8k): (Vec<BlockQ8_0>, Vec<BlockQ8_1>, Vec<BlockQ8K>) = match act {
                         ActType::Q8_0 => {
                             ((0..n / 32).map(|_| BlockQ8_0 { d: one, qs: q() }).collect(), vec![], vec![])
@@ -234,6 +247,17 @@ fn integer_sums_are_exact() {
         }
     }
     eprintln!("{checked} exact comparisons");
+}
+
+/// The largest min (offset) term per weight when every f16 scale is 1: Q4_1/Q5_1 add m = 1,
+/// Q2_K subtracts a 4-bit min, Q4_K/Q5_K a 6-bit one.
+fn min_bound(ty: GgmlType) -> f64 {
+    match ty {
+        GgmlType::Q4_1 | GgmlType::Q5_1 => 1.0,
+        GgmlType::Q2_K => 15.0,
+        GgmlType::Q4_K | GgmlType::Q5_K => 63.0,
+        _ => 0.0,
+    }
 }
 
 /// matmul (several rows, and matvec as n = 1) at every level against f64 arithmetic on

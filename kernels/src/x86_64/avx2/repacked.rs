@@ -84,6 +84,7 @@ macro_rules! x86_repacked_kernels {
                         }
                         // SAFETY: j < n, the length of x and (checked above) of every y row.
                         let b = unsafe { x.get_unchecked(j) };
+                        // SAFETY: as above.
                         let mut a: [&BlockQ8K; $C] = [unsafe { y[0].get_unchecked(j) }; $C];
                         for col in 0..$C {
                             // SAFETY: as above.
