@@ -15,6 +15,9 @@ unsafe fn mul_sum(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
     _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)))
 }
 
+/// `mul_sum` widens through i16 here: the interleaved K kernels keep their i16 sums.
+const VNNI: bool = false;
+
 crate::x86_legacy_kernels!("avx2,fma,f16c");
 crate::x86_k_kernels!("avx2,fma,f16c");
 crate::x86_k_more_kernels!("avx2,fma,f16c");

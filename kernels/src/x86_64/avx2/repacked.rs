@@ -97,28 +97,49 @@ macro_rules! x86_repacked_kernels {
                                     _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * (3 * g + l)));
                                 }
                             }
-                            let mut s16 = [_mm256_setzero_si256(); $C];
-                            for c in 0..8 {
-                                let v =
-                                    _mm256_loadu_si256(b.qs.as_ptr().add(256 * p + 32 * c) as *const __m256i);
-                                let q = _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(shift)), m4);
-                                for col in 0..$C {
-                                    let ya = (a[col].qs.as_ptr().add(32 * g + 4 * c) as *const i32)
-                                        .read_unaligned();
-                                    // u8 <= 15 times i8, 8 pairs summed: |s| <= 8 * 2 * 15 * 128 < 2^15.
-                                    s16[col] = _mm256_add_epi16(
-                                        s16[col],
-                                        _mm256_maddubs_epi16(q, _mm256_set1_epi32(ya)),
-                                    );
-                                }
-                            }
-                            // Row r's scale in i16 lanes 2r and 2r + 1.
                             let sc = _mm256_cvtepu8_epi32(_mm_loadl_epi64(
                                 b.scales.as_ptr().add(8 * g) as *const __m128i
                             ));
-                            let sc = _mm256_or_si256(sc, _mm256_slli_epi32(sc, 16));
-                            for col in 0..$C {
-                                sumi[col] = _mm256_add_epi32(sumi[col], _mm256_madd_epi16(s16[col], sc));
+                            if VNNI {
+                                // One `vpdpbusd` per step into i32, the scale applied by
+                                // `vpmulld` once per group (the u8 x i8 sums stay exact).
+                                let mut s32 = [_mm256_setzero_si256(); $C];
+                                for c in 0..8 {
+                                    let v = _mm256_loadu_si256(
+                                        b.qs.as_ptr().add(256 * p + 32 * c) as *const __m256i
+                                    );
+                                    let q = _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(shift)), m4);
+                                    for col in 0..$C {
+                                        let ya = (a[col].qs.as_ptr().add(32 * g + 4 * c) as *const i32)
+                                            .read_unaligned();
+                                        s32[col] = mul_sum(s32[col], q, _mm256_set1_epi32(ya));
+                                    }
+                                }
+                                for col in 0..$C {
+                                    sumi[col] = _mm256_add_epi32(sumi[col], _mm256_mullo_epi32(s32[col], sc));
+                                }
+                            } else {
+                                let mut s16 = [_mm256_setzero_si256(); $C];
+                                for c in 0..8 {
+                                    let v = _mm256_loadu_si256(
+                                        b.qs.as_ptr().add(256 * p + 32 * c) as *const __m256i
+                                    );
+                                    let q = _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(shift)), m4);
+                                    for col in 0..$C {
+                                        let ya = (a[col].qs.as_ptr().add(32 * g + 4 * c) as *const i32)
+                                            .read_unaligned();
+                                        // u8 <= 15 times i8, 8 pairs summed: |s| <= 8 * 2 * 15 * 128 < 2^15.
+                                        s16[col] = _mm256_add_epi16(
+                                            s16[col],
+                                            _mm256_maddubs_epi16(q, _mm256_set1_epi32(ya)),
+                                        );
+                                    }
+                                }
+                                // Row r's scale in i16 lanes 2r and 2r + 1.
+                                let sc = _mm256_or_si256(sc, _mm256_slli_epi32(sc, 16));
+                                for col in 0..$C {
+                                    sumi[col] = _mm256_add_epi32(sumi[col], _mm256_madd_epi16(s16[col], sc));
+                                }
                             }
                         }
                         // Mins, two groups per `vpmaddwd`: row r's (m_g, m_g+1) in lanes 2r, 2r + 1
@@ -404,9 +425,11 @@ macro_rules! x86_repacked_kernels {
                                     _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(128 * g + 64));
                                 }
                                 // Row r's scale of group g as i16 in lanes 2r and 2r + 1.
-                                let sc = i8x8_to_i32(b.scales.as_ptr().add(8 * g));
-                                let sc = _mm256_or_si256(_mm256_and_si256(sc, lo16), _mm256_slli_epi32(sc, 16));
+                                // (VNNI levels: in i32 lanes, for `vpmulld`.)
+                                let sc32 = i8x8_to_i32(b.scales.as_ptr().add(8 * g));
+                                let sc = _mm256_or_si256(_mm256_and_si256(sc32, lo16), _mm256_slli_epi32(sc32, 16));
                                 let mut s16 = [[_mm256_setzero_si256(); 2]; $C];
+                                let mut s32 = [_mm256_setzero_si256(); $C];
                                 for t in 0..4 {
                                     let c = 4 * gi + t;
                                     let ql = _mm256_loadu_si256(
@@ -430,10 +453,20 @@ macro_rules! x86_repacked_kernels {
                                     for col in 0..$C {
                                         let e = 128 * h + 32 * k + 4 * c;
                                         let ya = (a[col].qs.as_ptr().add(e) as *const i32).read_unaligned();
-                                        // u8 < 64 times i8, 2 pairs summed: < 2^15.
-                                        let p = _mm256_maddubs_epi16(q, _mm256_set1_epi32(ya));
-                                        s16[col][t / 2] = _mm256_add_epi16(s16[col][t / 2], p);
+                                        if VNNI {
+                                            s32[col] = mul_sum(s32[col], q, _mm256_set1_epi32(ya));
+                                        } else {
+                                            // u8 < 64 times i8, 2 pairs summed: < 2^15.
+                                            let p = _mm256_maddubs_epi16(q, _mm256_set1_epi32(ya));
+                                            s16[col][t / 2] = _mm256_add_epi16(s16[col][t / 2], p);
+                                        }
                                     }
+                                }
+                                if VNNI {
+                                    for col in 0..$C {
+                                        sumi[col] = _mm256_add_epi32(sumi[col], _mm256_mullo_epi32(s32[col], sc32));
+                                    }
+                                    continue;
                                 }
                                 for col in 0..$C {
                                     let s = _mm256_add_epi32(
