@@ -7,6 +7,7 @@
 
 #[cfg(target_arch = "aarch64")]
 pub mod aarch64;
+pub mod attention;
 pub mod blocks;
 pub mod dispatch;
 pub mod math;

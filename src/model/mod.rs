@@ -14,6 +14,7 @@ use half::f16;
 pub use config::LlamaConfig;
 use std::sync::Arc;
 
+use ferrite_kernels::attention::KvRows;
 use ferrite_kernels::repack::Layout;
 use ferrite_kernels::{matmul, matmul_multi, ActBuf, ActType, GgmlType, Kernels, Matrix};
 pub use profile::{Op, Profile, Tap};
@@ -446,8 +447,8 @@ impl Model {
             }
             timed!(Op::Rope, 0, 6 * (n * (qd + kvd) / 2) as u64, {
                 for i in 0..n {
-                    ops::rope(&mut s.q[i * qd..(i + 1) * qd], hd, pos0 + i, &self.inv_freq);
-                    ops::rope(&mut s.k[i * kvd..(i + 1) * kvd], hd, pos0 + i, &self.inv_freq);
+                    let (q, k) = (&mut s.q[i * qd..(i + 1) * qd], &mut s.k[i * kvd..(i + 1) * kvd]);
+                    ops::rope_many(&mut [q, k], hd, pos0 + i, &self.inv_freq);
                 }
             });
             timed!(Op::KvStore, 0, 0, {
@@ -616,7 +617,8 @@ impl Model {
     /// that greedy generations agree token for token. The softmax runs online (one pass,
     /// rescaling when a new maximum appears). For batches under 64 tokens (decode, short
     /// prompts) llama.cpp rounds the query to f16 and accumulates the weighted values in
-    /// f16; from 64 tokens on (its tiled path) everything after the cache stays f32. With an
+    /// f16; from 64 tokens on (its tiled path) everything after the cache stays f32, and
+    /// ferrite runs `ferrite_kernels::attention::attend` (SIMD, scores in blocks). With an
     /// f16 cache, rounding makes implementations drift apart by ~1e-3 relative anyway; this
     /// keeps us on the same side of each rounding as the reference where it is cheap to.
     fn attention(&self, layer: usize, n: usize, pos0: usize, cache: &KvCache, s: &mut State) {
@@ -630,7 +632,12 @@ impl Model {
         let q = &s.q;
         let out = SharedMut(s.att.as_mut_ptr());
         let f16_path = n < 64;
-        ferrite_kernels::pool::global().run(c.n_heads, &|h| {
+        // Tasks: a head and a run of up to QCHUNK queries (later ones cost more: causal).
+        const QCHUNK: usize = 16;
+        let chunks = n.div_ceil(QCHUNK);
+        let kern = self.kernels;
+        ferrite_kernels::pool::global().run(c.n_heads * chunks, &|task| {
+            let (h, chunk) = (task / chunks, task % chunks);
             let kvh = h / group;
             let mut q16 = [f16::ZERO; 1024];
             let mut acc16 = [f16::ZERO; 1024];
@@ -639,17 +646,23 @@ impl Model {
             let mut acc32 = [0f32; 1024];
             let (q16, acc16, kf, qf) = (&mut q16[..hd], &mut acc16[..hd], &mut kf[..hd], &mut qf[..hd]);
             let acc32 = &mut acc32[..hd];
-            for i in 0..n {
+            for i in chunk * QCHUNK..n.min((chunk + 1) * QCHUNK) {
                 let len = pos0 + i + 1;
                 let qh = &q[i * qd + h * hd..i * qd + (h + 1) * hd];
-                if f16_path {
-                    for (d, &v) in q16.iter_mut().zip(qh) {
-                        *d = f16::from_f32(v);
-                    }
-                    half::slice::HalfFloatSliceExt::convert_to_f32_slice(&q16[..], qf);
-                } else {
-                    qf.copy_from_slice(qh);
+                if !f16_path {
+                    // SAFETY: as below: head h of token i owns att[i*qd + h*hd .. +hd].
+                    let o = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(i * qd + h * hd), hd) };
+                    let keys = KvRows { data: kc, stride: kvd, offset: kvh * hd };
+                    let values = KvRows { data: vc, stride: kvd, offset: kvh * hd };
+                    ferrite_kernels::attention::attend(kern, qh, keys, values, len, scale, o);
+                    continue;
                 }
+                // Short batches and decode: the query rounded to f16, the weighted values
+                // accumulated through f16 (llama.cpp's path below 64 tokens).
+                for (d, &v) in q16.iter_mut().zip(qh) {
+                    *d = f16::from_f32(v);
+                }
+                half::slice::HalfFloatSliceExt::convert_to_f32_slice(&q16[..], qf);
                 acc32.fill(0.0);
                 let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
                 for t in 0..len {
@@ -662,9 +675,7 @@ impl Model {
                         vs = 1.0;
                         m = sc;
                         acc32.iter_mut().for_each(|a| *a *= ms);
-                        if f16_path {
-                            round_f16(acc32, acc16);
-                        }
+                        round_f16(acc32, acc16);
                     } else {
                         ms = 1.0;
                         vs = (sc - m).exp();
@@ -672,9 +683,7 @@ impl Model {
                     let vt = &vc[t * kvd + kvh * hd..t * kvd + (kvh + 1) * hd];
                     half::slice::HalfFloatSliceExt::convert_to_f32_slice(vt, kf);
                     ops::axpy(acc32, vs, kf);
-                    if f16_path {
-                        round_f16(acc32, acc16);
-                    }
+                    round_f16(acc32, acc16);
                     sum = sum * ms + vs;
                 }
                 // SAFETY: head h of token i owns att[i*qd + h*hd .. +hd]; no other worker

@@ -17,13 +17,24 @@ pub fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
 /// base^(-2i/rope_dims) with any scaling already applied; dimensions beyond rope_dims
 /// (2 * inv_freq.len()) are left alone.
 pub fn rope(x: &mut [f32], head_dim: usize, pos: usize, inv_freq: &[f32]) {
-    for head in x.chunks_exact_mut(head_dim) {
-        for (i, &f) in inv_freq.iter().enumerate() {
-            let theta = pos as f32 * f;
-            let (s, c) = theta.sin_cos();
-            let (a, b) = (head[2 * i], head[2 * i + 1]);
-            head[2 * i] = a * c - b * s;
-            head[2 * i + 1] = a * s + b * c;
+    rope_many(&mut [x], head_dim, pos, inv_freq);
+}
+
+/// `rope` on several vectors at one position (a token's Q and K): the cos/sin pairs are
+/// computed once and applied to every head. Head dims are at most 1024 (the config checks).
+pub fn rope_many(xs: &mut [&mut [f32]], head_dim: usize, pos: usize, inv_freq: &[f32]) {
+    let mut cs = [(0f32, 0f32); 512];
+    let n = inv_freq.len().min(head_dim / 2).min(cs.len());
+    for (c, &f) in cs[..n].iter_mut().zip(inv_freq) {
+        *c = (pos as f32 * f).sin_cos();
+    }
+    for x in xs.iter_mut() {
+        for head in x.chunks_exact_mut(head_dim) {
+            for (pair, &(s, c)) in head.chunks_exact_mut(2).zip(&cs[..n]) {
+                let (a, b) = (pair[0], pair[1]);
+                pair[0] = a * c - b * s;
+                pair[1] = a * s + b * c;
+            }
         }
     }
 }

@@ -94,3 +94,115 @@ pub unsafe fn swiglu(gate: &mut [f32], up: &[f32]) {
     }
     crate::math::swiglu_scalar(&mut gate[full..n], &up[full..n]);
 }
+
+/// Sum of the 8 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn hsum8(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+}
+
+/// `attention::attend_scalar` with 8-lane dot products, exponentials and value updates.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C; `out.len() == q.len()` and the rows of `keys`
+/// and `values` hold positions 0..len (`attention::attend` checks both).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn attend(
+    q: &[f32],
+    keys: crate::attention::KvRows,
+    values: crate::attention::KvRows,
+    len: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    use crate::attention::BLOCK;
+    use crate::math::exp_approx;
+    let hd = q.len();
+    let full = hd / 8 * 8;
+    let (qp, op) = (q.as_ptr(), out.as_mut_ptr());
+    // Position t's row starts `stride * t + offset` elements into its data.
+    let krow = |t: usize| keys.data.as_ptr().add(t * keys.stride + keys.offset) as *const __m128i;
+    let vrow = |t: usize| values.data.as_ptr().add(t * values.stride + values.offset) as *const __m128i;
+    out.fill(0.0);
+    let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
+    let mut s = [0f32; BLOCK];
+    let mut t0 = 0;
+    while t0 < len {
+        let nb = (len - t0).min(BLOCK);
+        let mut mb = f32::NEG_INFINITY;
+        for i in 0..nb {
+            let kp = krow(t0 + i);
+            let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            let mut c = 0;
+            while c + 16 <= full {
+                a0 = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(qp.add(c)),
+                    _mm256_cvtph_ps(_mm_loadu_si128(kp.add(c / 8))),
+                    a0,
+                );
+                a1 = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(qp.add(c + 8)),
+                    _mm256_cvtph_ps(_mm_loadu_si128(kp.add(c / 8 + 1))),
+                    a1,
+                );
+                c += 16;
+            }
+            if c < full {
+                a0 = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(qp.add(c)),
+                    _mm256_cvtph_ps(_mm_loadu_si128(kp.add(c / 8))),
+                    a0,
+                );
+            }
+            let mut d = hsum8(_mm256_add_ps(a0, a1));
+            let kt = kp as *const half::f16;
+            for e in full..hd {
+                d += q[e] * (*kt.add(e)).to_f32();
+            }
+            s[i] = d * scale;
+            mb = mb.max(s[i]);
+        }
+        if mb > m {
+            let r = if m == f32::NEG_INFINITY { 0.0 } else { exp_approx(m - mb) };
+            out.iter_mut().for_each(|o| *o *= r);
+            sum *= r;
+            m = mb;
+        }
+        // Exponentials eight at a time (exp8 gives exp_approx's bits), the tail one by one.
+        let (mv, mut sv) = (_mm256_set1_ps(m), _mm256_setzero_ps());
+        let nb8 = nb / 8 * 8;
+        for i in (0..nb8).step_by(8) {
+            let p = exp8(_mm256_sub_ps(_mm256_loadu_ps(s.as_ptr().add(i)), mv));
+            _mm256_storeu_ps(s.as_mut_ptr().add(i), p);
+            sv = _mm256_add_ps(sv, p);
+        }
+        sum += hsum8(sv);
+        for si in &mut s[nb8..nb] {
+            *si = exp_approx(*si - m);
+            sum += *si;
+        }
+        for (i, &p) in s[..nb].iter().enumerate() {
+            let vp = vrow(t0 + i);
+            let pv = _mm256_set1_ps(p);
+            for c in (0..full).step_by(8) {
+                let o = _mm256_loadu_ps(op.add(c));
+                _mm256_storeu_ps(
+                    op.add(c),
+                    _mm256_fmadd_ps(pv, _mm256_cvtph_ps(_mm_loadu_si128(vp.add(c / 8))), o),
+                );
+            }
+            let vt = vp as *const half::f16;
+            for e in full..hd {
+                out[e] += p * (*vt.add(e)).to_f32();
+            }
+        }
+        t0 += nb;
+    }
+    if sum > 0.0 {
+        let inv = 1.0 / sum;
+        out.iter_mut().for_each(|o| *o *= inv);
+    }
+}
