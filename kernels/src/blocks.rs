@@ -146,6 +146,19 @@ impl Default for BlockQ8K {
     }
 }
 
+/// Activation block for the interleaved Q4_0/Q5_0/Q8_0 kernels: a Q8_0 block (same
+/// quantization, `d` the f16 scale's value) that carries the sum of its q, so that a
+/// kernel taking an offset off (8 for Q4_0, 16 for Q5_0, 128 for Q8_0's unsigned trick)
+/// reads the sum instead of adding 32 bytes again for every group of 8 weight rows.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BlockQ8_0S {
+    pub d: f32,
+    pub sum: i32,
+    pub qs: [i8; 32],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ8_0S>() == 40);
+
 /// View bytes as blocks. `None` if the length is not a whole number of blocks.
 pub fn as_blocks<B: Block>(bytes: &[u8]) -> Option<&[B]> {
     if !bytes.len().is_multiple_of(B::BYTES) {

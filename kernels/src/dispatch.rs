@@ -70,6 +70,8 @@ impl Level {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ActType {
     Q8_0,
+    /// Q8_0 with each block's sum (`BlockQ8_0S`), for the interleaved Q4_0/Q5_0/Q8_0 kernels.
+    Q8_0S,
     Q8_1,
     Q8K,
     F32,
@@ -90,7 +92,7 @@ impl ActType {
     /// Elements per activation block.
     pub fn block(self) -> usize {
         match self {
-            ActType::Q8_0 | ActType::Q8_1 => 32,
+            ActType::Q8_0 | ActType::Q8_0S | ActType::Q8_1 => 32,
             ActType::Q8K => QK_K,
             ActType::F32 => 1,
         }
@@ -101,6 +103,7 @@ impl ActType {
 #[derive(Clone, Copy, Debug)]
 pub enum ActRef<'a> {
     Q8_0(&'a [BlockQ8_0]),
+    Q8_0S(&'a [BlockQ8_0S]),
     Q8_1(&'a [BlockQ8_1]),
     Q8K(&'a [BlockQ8K]),
     F32(&'a [f32]),
@@ -110,6 +113,7 @@ impl<'a> ActRef<'a> {
     pub fn act_type(&self) -> ActType {
         match self {
             ActRef::Q8_0(_) => ActType::Q8_0,
+            ActRef::Q8_0S(_) => ActType::Q8_0S,
             ActRef::Q8_1(_) => ActType::Q8_1,
             ActRef::Q8K(_) => ActType::Q8K,
             ActRef::F32(_) => ActType::F32,
@@ -120,6 +124,7 @@ impl<'a> ActRef<'a> {
     pub fn len(&self) -> usize {
         match self {
             ActRef::Q8_0(a) => a.len() * 32,
+            ActRef::Q8_0S(a) => a.len() * 32,
             ActRef::Q8_1(a) => a.len() * 32,
             ActRef::Q8K(a) => a.len() * QK_K,
             ActRef::F32(a) => a.len(),
@@ -135,6 +140,7 @@ impl<'a> ActRef<'a> {
         let b = n / self.act_type().block();
         match *self {
             ActRef::Q8_0(a) => ActRef::Q8_0(&a[r * b..(r + 1) * b]),
+            ActRef::Q8_0S(a) => ActRef::Q8_0S(&a[r * b..(r + 1) * b]),
             ActRef::Q8_1(a) => ActRef::Q8_1(&a[r * b..(r + 1) * b]),
             ActRef::Q8K(a) => ActRef::Q8K(&a[r * b..(r + 1) * b]),
             ActRef::F32(a) => ActRef::F32(&a[r * b..(r + 1) * b]),
@@ -146,6 +152,7 @@ impl<'a> ActRef<'a> {
 #[derive(Default)]
 pub struct ActBuf {
     q8_0: Vec<BlockQ8_0>,
+    q8_0s: Vec<BlockQ8_0S>,
     q8_1: Vec<BlockQ8_1>,
     q8k: Vec<BlockQ8K>,
     f32: Vec<f32>,
@@ -164,6 +171,11 @@ impl ActBuf {
                 self.q8_0.resize(nb, BlockQ8_0::default());
                 scalar::quantize_q8_0_act(x, &mut self.q8_0);
                 ActRef::Q8_0(&self.q8_0)
+            }
+            ActType::Q8_0S => {
+                self.q8_0s.resize(nb, BlockQ8_0S::default());
+                scalar::quantize_q8_0s_act(x, &mut self.q8_0s);
+                ActRef::Q8_0S(&self.q8_0s)
             }
             ActType::Q8_1 => {
                 self.q8_1.resize(nb, BlockQ8_1::default());
@@ -290,11 +302,11 @@ macro_rules! x86_x8 {
     ($m:path) => {{
         use $m as k;
         (
-            wrap_x8!(k::vec_dot_q4_0x8_q8_0, k::vec_dot_q4_0x8x4_q8_0, BlockQ4_0x8, Q8_0),
+            wrap_x8!(k::vec_dot_q4_0x8_q8_0, k::vec_dot_q4_0x8x4_q8_0, BlockQ4_0x8, Q8_0S),
             wrap_x8!(k::vec_dot_q4_kx8_q8_k, k::vec_dot_q4_kx8x4_q8_k, BlockQ4Kx8, Q8K),
-            wrap_x8!(k::vec_dot_q8_0x8_q8_0, k::vec_dot_q8_0x8x4_q8_0, BlockQ8_0x8, Q8_0),
+            wrap_x8!(k::vec_dot_q8_0x8_q8_0, k::vec_dot_q8_0x8x4_q8_0, BlockQ8_0x8, Q8_0S),
             wrap_x8!(k::vec_dot_q4_1x8_q8_1, k::vec_dot_q4_1x8x4_q8_1, BlockQ4_1x8, Q8_1),
-            wrap_x8!(k::vec_dot_q5_0x8_q8_0, k::vec_dot_q5_0x8x4_q8_0, BlockQ5_0x8, Q8_0),
+            wrap_x8!(k::vec_dot_q5_0x8_q8_0, k::vec_dot_q5_0x8x4_q8_0, BlockQ5_0x8, Q8_0S),
             wrap_x8!(k::vec_dot_q6_kx8_q8_k, k::vec_dot_q6_kx8x4_q8_k, BlockQ6Kx8, Q8K),
         )
     }};

@@ -68,6 +68,15 @@ impl<'a> Matrix<'a> {
         &self.data[g * gb..(g + 1) * gb]
     }
 
+    /// The activation format this matrix's kernels take: the weight type's, except that the
+    /// interleaved Q4_0/Q5_0/Q8_0 kernels take Q8_0 blocks with their sums.
+    pub fn act_type(&self) -> Option<ActType> {
+        match self.layout {
+            Layout::Q4_0x8 | Layout::Q5_0x8 | Layout::Q8_0x8 => Some(ActType::Q8_0S),
+            _ => ActType::for_weight(self.ty),
+        }
+    }
+
     pub fn row_bytes(&self) -> usize {
         self.data.len() / self.rows.max(1)
     }
@@ -80,7 +89,7 @@ impl<'a> Matrix<'a> {
 
 fn prepare(k: &Kernels, w: &Matrix) -> Result<(DotFn, ActType), KernelError> {
     let unsupported = KernelError::Unsupported { ty: w.ty, what: "matrix multiplication" };
-    let act = ActType::for_weight(w.ty).ok_or(unsupported.clone())?;
+    let act = w.act_type().ok_or(unsupported.clone())?;
     let dot = k.dot(w.ty).ok_or(unsupported)?;
     if !w.cols.is_multiple_of(act.block()) {
         return Err(KernelError::BadLength { ty: w.ty, bytes: w.data.len(), elems: w.cols });

@@ -109,6 +109,11 @@ fn abs_terms(ty: GgmlType, w: &[u8], a: ActRef) -> f64 {
     match a {
         ActRef::Q8_0(b) => dequantize(GgmlType::Q8_0, as_bytes(b), &mut af).unwrap(),
         ActRef::Q8_1(b) => dequantize(GgmlType::Q8_1, as_bytes(b), &mut af).unwrap(),
+        ActRef::Q8_0S(b) => {
+            for (o, blk) in af.chunks_exact_mut(32).zip(b) {
+                o.iter_mut().zip(&blk.qs).for_each(|(o, &q)| *o = blk.d * q as f32);
+            }
+        }
         ActRef::Q8K(b) => ferrite_kernels::scalar::dequantize_q8_k(b, &mut af),
         ActRef::F32(b) => af.copy_from_slice(b),
     }

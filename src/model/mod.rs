@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use ferrite_kernels::attention::KvRows;
 use ferrite_kernels::repack::Layout;
-use ferrite_kernels::{matmul, matmul_multi, ActBuf, ActType, GgmlType, Kernels, Matrix};
+use ferrite_kernels::{matmul, matmul_multi, ActBuf, GgmlType, Kernels, Matrix};
 pub use profile::{Op, Profile, Tap};
 
 use crate::error::{Error, Result};
@@ -307,7 +307,7 @@ fn matmul_shared(
     ys: &mut [&mut [f32]],
     act: &mut ActBuf,
 ) -> Result<()> {
-    let same = ws.iter().all(|w| ActType::for_weight(w.ty) == ActType::for_weight(ws[0].ty));
+    let same = ws.iter().all(|w| w.act_type() == ws[0].act_type());
     if same {
         matmul_multi(k, ws, x, n, ys, act)?;
     } else {

@@ -82,6 +82,17 @@ pub fn quantize_q8_0_act(x: &[f32], y: &mut [BlockQ8_0]) {
     }
 }
 
+/// As `quantize_q8_0_act` (the same q and the f16 scale's value), plus the sum of q.
+pub fn quantize_q8_0s_act(x: &[f32], y: &mut [BlockQ8_0S]) {
+    for (x, b) in x.chunks_exact(32).zip(y.iter_mut()) {
+        let mut q = [BlockQ8_0::default()];
+        quantize_q8_0_act(x, &mut q);
+        b.d = crate::blocks::f16_le(q[0].d);
+        b.qs = q[0].qs;
+        b.sum = q[0].qs.iter().map(|&v| v as i32).sum();
+    }
+}
+
 /// As `quantize_q8_0_act`, plus s = d * sum(q).
 pub fn quantize_q8_1_act(x: &[f32], y: &mut [BlockQ8_1]) {
     for (x, b) in x.chunks_exact(32).zip(y.iter_mut()) {
@@ -95,5 +106,27 @@ pub fn quantize_q8_1_act(x: &[f32], y: &mut [BlockQ8_1]) {
             sum += *q as i32;
         }
         b.s = f16_bytes(d * sum as f32);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Q8_0S is Q8_0 (same q, the f16 scale's value) with the exact sum of q.
+    #[test]
+    fn q8_0s_is_q8_0_with_its_sum() {
+        let x: Vec<f32> = (0..32 * 9).map(|i| ((i * 7919) % 613) as f32 / 40.0 - 7.0).collect();
+        let mut x = x;
+        x[32..64].iter_mut().for_each(|v| *v = 0.0);
+        let (mut a, mut b) = (vec![BlockQ8_0::default(); 9], vec![BlockQ8_0S::default(); 9]);
+        quantize_q8_0_act(&x, &mut a);
+        quantize_q8_0s_act(&x, &mut b);
+        for (a, b) in a.iter().zip(&b) {
+            assert_eq!(a.qs, b.qs);
+            assert_eq!(f16_le(a.d).to_bits(), b.d.to_bits());
+            assert_eq!(b.sum, a.qs.iter().map(|&q| q as i32).sum::<i32>());
+        }
+        assert_eq!(b[1].sum, 0);
     }
 }

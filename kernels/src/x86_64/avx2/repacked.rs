@@ -198,12 +198,14 @@ macro_rules! x86_repacked_kernels {
         }
 
         /// Q8_0x8 tile: one group of 8 weight rows against `$C` activation rows; lane r of
-        /// every register is row r. Signed x signed through the sign trick: |w| as unsigned
-        /// times y with w's sign (|w| taken once for all activation rows).
+        /// every register is row r. Signed x signed: on the VNNI levels the weights go in
+        /// as unsigned w + 128 (`vpdpbusd` does not saturate) and 128 * sum(y) comes off
+        /// once per block; elsewhere through the sign trick (|w| as unsigned times y with
+        /// w's sign), since `vpmaddubsw` would saturate on (w + 128) * y.
         macro_rules! q8_0x8_tile {
             ($C:literal, $x:expr, $y:expr) => {
                 'tile: {
-                    let (x, y): (&[BlockQ8_0x8], [&[BlockQ8_0]; $C]) = ($x, $y);
+                    let (x, y): (&[BlockQ8_0x8], [&[BlockQ8_0S]; $C]) = ($x, $y);
                     let n = x.len();
                     if y.iter().any(|c| c.len() != n) {
                         break 'tile [[f32::NAN; 8]; $C];
@@ -220,21 +222,32 @@ macro_rules! x86_repacked_kernels {
                         let mut s = [_mm256_setzero_si256(); $C];
                         for k in 0..8 {
                             let w = _mm256_loadu_si256(b.qs.as_ptr().add(32 * k) as *const __m256i);
-                            let aw = _mm256_sign_epi8(w, w);
-                            for col in 0..$C {
-                                // SAFETY: as above.
-                                let a = unsafe { y[col].get_unchecked(j) };
-                                let ya = (a.qs.as_ptr().add(4 * k) as *const i32).read_unaligned();
-                                s[col] = mul_sum(s[col], aw, _mm256_sign_epi8(_mm256_set1_epi32(ya), w));
+                            if VNNI {
+                                let u = _mm256_xor_si256(w, _mm256_set1_epi8(-128));
+                                for col in 0..$C {
+                                    // SAFETY: as above.
+                                    let a = unsafe { y[col].get_unchecked(j) };
+                                    let ya = (a.qs.as_ptr().add(4 * k) as *const i32).read_unaligned();
+                                    s[col] = mul_sum(s[col], u, _mm256_set1_epi32(ya));
+                                }
+                            } else {
+                                let aw = _mm256_sign_epi8(w, w);
+                                for col in 0..$C {
+                                    // SAFETY: as above.
+                                    let a = unsafe { y[col].get_unchecked(j) };
+                                    let ya = (a.qs.as_ptr().add(4 * k) as *const i32).read_unaligned();
+                                    s[col] = mul_sum(s[col], aw, _mm256_sign_epi8(_mm256_set1_epi32(ya), w));
+                                }
                             }
                         }
                         let d = _mm256_cvtph_ps(_mm_loadu_si128(b.d.as_ptr() as *const __m128i));
                         for col in 0..$C {
                             // SAFETY: as above.
                             let a = unsafe { y[col].get_unchecked(j) };
+                            let sc = if VNNI { _mm256_sub_epi32(s[col], _mm256_set1_epi32(128 * a.sum)) } else { s[col] };
                             acc[col] = _mm256_fmadd_ps(
-                                _mm256_mul_ps(d, h2f8(a.d)),
-                                _mm256_cvtepi32_ps(s[col]),
+                                _mm256_mul_ps(d, _mm256_set1_ps(a.d)),
+                                _mm256_cvtepi32_ps(sc),
                                 acc[col],
                             );
                         }
@@ -251,38 +264,27 @@ macro_rules! x86_repacked_kernels {
         /// # Safety
         /// The CPU must have this level's target features (reached only through dispatch).
         #[target_feature(enable = $feat)]
-        pub unsafe fn vec_dot_q8_0x8_q8_0(x: &[BlockQ8_0x8], y: &[BlockQ8_0]) -> [f32; 8] {
+        pub unsafe fn vec_dot_q8_0x8_q8_0(x: &[BlockQ8_0x8], y: &[BlockQ8_0S]) -> [f32; 8] {
             q8_0x8_tile!(1, x, [y])[0]
         }
 
         /// # Safety
         /// The CPU must have this level's target features (reached only through dispatch).
         #[target_feature(enable = $feat)]
-        pub unsafe fn vec_dot_q8_0x8x4_q8_0(x: &[BlockQ8_0x8], y: [&[BlockQ8_0]; 4]) -> [[f32; 8]; 4] {
+        pub unsafe fn vec_dot_q8_0x8x4_q8_0(x: &[BlockQ8_0x8], y: [&[BlockQ8_0S]; 4]) -> [[f32; 8]; 4] {
             q8_0x8_tile!(4, x, y)
         }
 
         /// Prefetch distance of the interleaved kernels, in blocks.
         const PF: usize = 8;
 
-        /// The sum of 32 signed bytes, in every i32 lane.
-        #[inline]
-        #[target_feature(enable = $feat)]
-        unsafe fn sum_i8(v: __m256i) -> __m256i {
-            let s = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), v), _mm256_set1_epi16(1));
-            let s = _mm256_add_epi32(s, _mm256_shuffle_epi32(s, 0x4e));
-            let s = _mm256_add_epi32(s, _mm256_shuffle_epi32(s, 0xb1));
-            _mm256_add_epi32(s, _mm256_permute2x128_si256(s, s, 1))
-        }
-
         /// Q4_0: sum((q - 8) * y) = sum(q * y) - 8 * sum(y), the activation block's sum
-        /// (shared by the 8 rows) taken off once.
+        /// (shared by the 8 rows, carried by the block) taken off once.
         macro_rules! q4_0x8_tile {
             ($C:literal, $x:expr, $y:expr) => {
-                nibble_x8_tile!($C, $x, $y, BlockQ4_0x8, BlockQ8_0, |b, a, s, d, acc| {
-                    let sy = sum_i8(_mm256_loadu_si256(a.qs.as_ptr() as *const __m256i));
-                    let s = _mm256_sub_epi32(s, _mm256_slli_epi32(sy, 3));
-                    _mm256_fmadd_ps(_mm256_mul_ps(d, h2f8(a.d)), _mm256_cvtepi32_ps(s), acc)
+                nibble_x8_tile!($C, $x, $y, BlockQ4_0x8, BlockQ8_0S, |b, a, s, d, acc| {
+                    let s = _mm256_sub_epi32(s, _mm256_set1_epi32(8 * a.sum));
+                    _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(a.d)), _mm256_cvtepi32_ps(s), acc)
                 })
             };
         }
@@ -304,7 +306,7 @@ macro_rules! x86_repacked_kernels {
         /// each byte tests its own bit. q in 0..32 goes in unsigned, with 16 * sum(y) off.
         macro_rules! q5_0x8_tile {
             ($C:literal, $x:expr, $y:expr) => {'tile: {
-                let (x, y): (&[BlockQ5_0x8], [&[BlockQ8_0]; $C]) = ($x, $y);
+                let (x, y): (&[BlockQ5_0x8], [&[BlockQ8_0S]; $C]) = ($x, $y);
                 let n = x.len();
                 if y.iter().any(|c| c.len() != n) {
                     break 'tile [[f32::NAN; 8]; $C];
@@ -346,9 +348,8 @@ macro_rules! x86_repacked_kernels {
                         for k in 0..8 {
                             s = mul_sum(s, q[k], _mm256_set1_epi32(p.add(k).read_unaligned()));
                         }
-                        let sy = sum_i8(_mm256_loadu_si256(a.qs.as_ptr() as *const __m256i));
-                        let s = _mm256_sub_epi32(s, _mm256_slli_epi32(sy, 4));
-                        acc[col] = _mm256_fmadd_ps(_mm256_mul_ps(d, h2f8(a.d)), _mm256_cvtepi32_ps(s), acc[col]);
+                        let s = _mm256_sub_epi32(s, _mm256_set1_epi32(16 * a.sum));
+                        acc[col] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(a.d)), _mm256_cvtepi32_ps(s), acc[col]);
                     }
                 }
                 let mut out = [[0f32; 8]; $C];
@@ -362,14 +363,14 @@ macro_rules! x86_repacked_kernels {
         /// # Safety
         /// The CPU must have this level's target features (reached only through dispatch).
         #[target_feature(enable = $feat)]
-        pub unsafe fn vec_dot_q5_0x8_q8_0(x: &[BlockQ5_0x8], y: &[BlockQ8_0]) -> [f32; 8] {
+        pub unsafe fn vec_dot_q5_0x8_q8_0(x: &[BlockQ5_0x8], y: &[BlockQ8_0S]) -> [f32; 8] {
             q5_0x8_tile!(1, x, [y])[0]
         }
 
         /// # Safety
         /// The CPU must have this level's target features (reached only through dispatch).
         #[target_feature(enable = $feat)]
-        pub unsafe fn vec_dot_q5_0x8x4_q8_0(x: &[BlockQ5_0x8], y: [&[BlockQ8_0]; 4]) -> [[f32; 8]; 4] {
+        pub unsafe fn vec_dot_q5_0x8x4_q8_0(x: &[BlockQ5_0x8], y: [&[BlockQ8_0S]; 4]) -> [[f32; 8]; 4] {
             q5_0x8_tile!(4, x, y)
         }
 
@@ -517,7 +518,7 @@ macro_rules! x86_repacked_kernels {
         /// # Safety
         /// The CPU must have this level's target features (reached only through dispatch).
         #[target_feature(enable = $feat)]
-        pub unsafe fn vec_dot_q4_0x8_q8_0(x: &[BlockQ4_0x8], y: &[BlockQ8_0]) -> [f32; 8] {
+        pub unsafe fn vec_dot_q4_0x8_q8_0(x: &[BlockQ4_0x8], y: &[BlockQ8_0S]) -> [f32; 8] {
             q4_0x8_tile!(1, x, [y])[0]
         }
 
@@ -538,7 +539,7 @@ macro_rules! x86_repacked_kernels {
         /// # Safety
         /// The CPU must have this level's target features (reached only through dispatch).
         #[target_feature(enable = $feat)]
-        pub unsafe fn vec_dot_q4_0x8x4_q8_0(x: &[BlockQ4_0x8], y: [&[BlockQ8_0]; 4]) -> [[f32; 8]; 4] {
+        pub unsafe fn vec_dot_q4_0x8x4_q8_0(x: &[BlockQ4_0x8], y: [&[BlockQ8_0S]; 4]) -> [[f32; 8]; 4] {
             q4_0x8_tile!(4, x, y)
         }
     };
