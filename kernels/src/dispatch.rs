@@ -164,27 +164,28 @@ impl ActBuf {
     }
 
     /// Quantize `x` (rows of `n` elements, `n` a multiple of the block size) to `kind`.
+    /// Not from inside a `pool` task: a long input is quantized in parallel on the pool.
     pub fn quantize(&mut self, kind: ActType, x: &[f32]) -> ActRef<'_> {
         let nb = x.len() / kind.block();
         match kind {
             ActType::Q8_0 => {
                 self.q8_0.resize(nb, BlockQ8_0::default());
-                scalar::quantize_q8_0_act(x, &mut self.q8_0);
+                par_quantize(x, &mut self.q8_0, 32, scalar::quantize_q8_0_act);
                 ActRef::Q8_0(&self.q8_0)
             }
             ActType::Q8_0S => {
                 self.q8_0s.resize(nb, BlockQ8_0S::default());
-                scalar::quantize_q8_0s_act(x, &mut self.q8_0s);
+                par_quantize(x, &mut self.q8_0s, 32, scalar::quantize_q8_0s_act);
                 ActRef::Q8_0S(&self.q8_0s)
             }
             ActType::Q8_1 => {
                 self.q8_1.resize(nb, BlockQ8_1::default());
-                scalar::quantize_q8_1_act(x, &mut self.q8_1);
+                par_quantize(x, &mut self.q8_1, 32, scalar::quantize_q8_1_act);
                 ActRef::Q8_1(&self.q8_1)
             }
             ActType::Q8K => {
                 self.q8k.resize(nb, BlockQ8K::default());
-                scalar::quantize_q8_k(x, &mut self.q8k);
+                par_quantize(x, &mut self.q8k, QK_K, scalar::quantize_q8_k);
                 ActRef::Q8K(&self.q8k)
             }
             ActType::F32 => {
@@ -194,6 +195,36 @@ impl ActBuf {
             }
         }
     }
+}
+
+/// Blocks quantized per task when an input is split across the pool (16K values: below
+/// that, waking the workers costs more than the quantization, ~2 ns a value).
+const QUANT_TASK: usize = 1 << 14;
+
+/// `f(x, y)` for `y`'s blocks of `block` values, split across the pool for long inputs
+/// (prefill: a 64-token batch of 8192-wide rows is half a million values).
+fn par_quantize<B: Send>(x: &[f32], y: &mut [B], block: usize, f: fn(&[f32], &mut [B])) {
+    let per = (QUANT_TASK / block).max(1);
+    let tasks = y.len().div_ceil(per);
+    if tasks <= 1 || crate::pool::global().threads() == 1 {
+        f(x, y);
+        return;
+    }
+    struct Out<B>(*mut B);
+    // SAFETY: each task writes its own disjoint range of blocks; `y` outlives the run.
+    unsafe impl<B: Send> Sync for Out<B> {}
+    impl<B> Out<B> {
+        fn ptr(&self) -> *mut B {
+            self.0
+        }
+    }
+    let (out, n) = (Out(y.as_mut_ptr()), y.len());
+    crate::pool::global().run(tasks, &|t| {
+        let (b0, b1) = (t * per, ((t + 1) * per).min(n));
+        // SAFETY: blocks b0..b1 < n belong to task t alone (see `Out`).
+        let ys = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(b0), b1 - b0) };
+        f(&x[b0 * block..b1 * block], ys);
+    });
 }
 
 /// A weight row's bytes against an activation row of the matching type.

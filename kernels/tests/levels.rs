@@ -478,3 +478,32 @@ fn repacked_matmul_matches_rows() {
     assert!(Matrix::with_layout(ty, 4, 32, layout, &w[..4 * 18]).is_err(), "rows not a multiple of 8");
     eprintln!("{checked} repacked comparisons");
 }
+
+/// A long input is quantized in parallel: the blocks equal the serial quantizers' output.
+#[test]
+fn parallel_activation_quantization_equals_serial() {
+    use ferrite_kernels::blocks::{BlockQ8K, BlockQ8_0, BlockQ8_0S, BlockQ8_1};
+    use ferrite_kernels::scalar::{quantize_q8_0_act, quantize_q8_0s_act, quantize_q8_1_act, quantize_q8_k};
+    let mut rng = Rng(0x0a11_5ca1);
+    let x = activation(3 * 16384 + 7 * 256, &mut rng);
+    let mut buf = ActBuf::new();
+    let nb = x.len() / 32;
+    let mut a = vec![BlockQ8_0::default(); nb];
+    quantize_q8_0_act(&x, &mut a);
+    assert!(matches!(buf.quantize(ActType::Q8_0, &x), ActRef::Q8_0(b) if b == &a[..]));
+    let mut b = vec![BlockQ8_1::default(); nb];
+    quantize_q8_1_act(&x, &mut b);
+    assert!(matches!(buf.quantize(ActType::Q8_1, &x), ActRef::Q8_1(v) if v == &b[..]));
+    let mut c = vec![BlockQ8_0S::default(); nb];
+    quantize_q8_0s_act(&x, &mut c);
+    let ActRef::Q8_0S(v) = buf.quantize(ActType::Q8_0S, &x) else { panic!("not Q8_0S") };
+    assert!(v.iter().zip(&c).all(|(p, q)| p.d.to_bits() == q.d.to_bits() && p.sum == q.sum && p.qs == q.qs));
+    let mut d = vec![BlockQ8K::default(); x.len() / 256];
+    quantize_q8_k(&x, &mut d);
+    let ActRef::Q8K(v) = buf.quantize(ActType::Q8K, &x) else { panic!("not Q8K") };
+    assert!(v
+        .iter()
+        .zip(&d)
+        .all(|(p, q)| p.d.to_bits() == q.d.to_bits() && p.qs == q.qs && p.bsums == q.bsums));
+    assert_eq!(v.len(), d.len());
+}
