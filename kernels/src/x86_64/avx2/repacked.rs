@@ -417,64 +417,100 @@ macro_rules! x86_repacked_kernels {
                             offs[col] = _mm256_add_epi32(offs[col], _mm256_madd_epi16(pair, bsum));
                         }
                     }
-                    for h in 0..2 {
-                        for k in 0..4 {
-                            for gi in 0..2 {
-                                let g = 8 * h + 2 * k + gi;
-                                if g < 14 {
-                                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(128 * g));
-                                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(128 * g + 64));
-                                }
-                                // Row r's scale of group g as i16 in lanes 2r and 2r + 1.
-                                // (VNNI levels: in i32 lanes, for `vpmulld`.)
-                                let sc32 = i8x8_to_i32(b.scales.as_ptr().add(8 * g));
-                                let sc = _mm256_or_si256(_mm256_and_si256(sc32, lo16), _mm256_slli_epi32(sc32, 16));
-                                let mut s16 = [[_mm256_setzero_si256(); 2]; $C];
-                                let mut s32 = [_mm256_setzero_si256(); $C];
+                    if VNNI {
+                        // Straight-line order: per (h, c) the 3 loads give weights 4c..4c+4 of
+                        // all four k (low/high nibbles of two ql runs, four 2-bit fields of qh),
+                        // each summed by `vpdpbusd` into its group's i32 lanes; a group's sums
+                        // take its scales by `vpmulld` after its 4 steps.
+                        for h in 0..2 {
+                            for half in 0..2 {
+                                let mut s32 = [[_mm256_setzero_si256(); 4]; $C];
                                 for t in 0..4 {
-                                    let c = 4 * gi + t;
-                                    let ql = _mm256_loadu_si256(
-                                        b.ql.as_ptr().add(512 * h + 256 * (k % 2) + 32 * c) as *const __m256i,
-                                    );
+                                    let c = 4 * half + t;
+                                    let pf = 8 * h + 4 * half + t;
+                                    if pf < 14 {
+                                        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(128 * pf));
+                                        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(128 * pf + 64));
+                                    }
+                                    let ql0 = _mm256_loadu_si256(b.ql.as_ptr().add(512 * h + 32 * c) as *const __m256i);
+                                    let ql1 =
+                                        _mm256_loadu_si256(b.ql.as_ptr().add(512 * h + 256 + 32 * c) as *const __m256i);
                                     let qh = _mm256_loadu_si256(b.qh.as_ptr().add(256 * h + 32 * c) as *const __m256i);
-                                    let nib = if k < 2 {
-                                        _mm256_and_si256(ql, m4)
-                                    } else {
-                                        _mm256_and_si256(_mm256_srli_epi16(ql, 4), m4)
-                                    };
                                     // Bits 2k, 2k+1 of each qh byte moved to bits 4, 5 (16-bit
                                     // shifts: bits crossing bytes fall outside the mask).
-                                    let hb = match k {
-                                        0 => _mm256_slli_epi16(qh, 4),
-                                        1 => _mm256_slli_epi16(qh, 2),
-                                        2 => qh,
-                                        _ => _mm256_srli_epi16(qh, 2),
-                                    };
-                                    let q = _mm256_or_si256(nib, _mm256_and_si256(hb, m30));
+                                    let q = [
+                                        _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30)),
+                                        _mm256_or_si256(_mm256_and_si256(ql1, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30)),
+                                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), _mm256_and_si256(qh, m30)),
+                                        _mm256_or_si256(
+                                            _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                                            _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30),
+                                        ),
+                                    ];
                                     for col in 0..$C {
-                                        let e = 128 * h + 32 * k + 4 * c;
-                                        let ya = (a[col].qs.as_ptr().add(e) as *const i32).read_unaligned();
-                                        if VNNI {
-                                            s32[col] = mul_sum(s32[col], q, _mm256_set1_epi32(ya));
+                                        let p = a[col].qs.as_ptr().add(128 * h + 4 * c);
+                                        for k in 0..4 {
+                                            let ya = (p.add(32 * k) as *const i32).read_unaligned();
+                                            s32[col][k] = mul_sum(s32[col][k], q[k], _mm256_set1_epi32(ya));
+                                        }
+                                    }
+                                }
+                                for k in 0..4 {
+                                    let sc = i8x8_to_i32(b.scales.as_ptr().add(8 * (8 * h + 2 * k + half)));
+                                    for col in 0..$C {
+                                        sumi[col] = _mm256_add_epi32(sumi[col], _mm256_mullo_epi32(s32[col][k], sc));
+                                    }
+                                }
+                            }
+                        }
+                    } else {
+                        for h in 0..2 {
+                            for k in 0..4 {
+                                for gi in 0..2 {
+                                    let g = 8 * h + 2 * k + gi;
+                                    if g < 14 {
+                                        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(128 * g));
+                                        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(128 * g + 64));
+                                    }
+                                    // Row r's scale of group g as i16 in lanes 2r and 2r + 1.
+                                    let sc = i8x8_to_i32(b.scales.as_ptr().add(8 * g));
+                                    let sc = _mm256_or_si256(_mm256_and_si256(sc, lo16), _mm256_slli_epi32(sc, 16));
+                                    let mut s16 = [[_mm256_setzero_si256(); 2]; $C];
+                                    for t in 0..4 {
+                                        let c = 4 * gi + t;
+                                        let ql = _mm256_loadu_si256(
+                                            b.ql.as_ptr().add(512 * h + 256 * (k % 2) + 32 * c) as *const __m256i,
+                                        );
+                                        let qh = _mm256_loadu_si256(b.qh.as_ptr().add(256 * h + 32 * c) as *const __m256i);
+                                        let nib = if k < 2 {
+                                            _mm256_and_si256(ql, m4)
                                         } else {
+                                            _mm256_and_si256(_mm256_srli_epi16(ql, 4), m4)
+                                        };
+                                        // Bits 2k, 2k+1 of each qh byte moved to bits 4, 5 (16-bit
+                                        // shifts: bits crossing bytes fall outside the mask).
+                                        let hb = match k {
+                                            0 => _mm256_slli_epi16(qh, 4),
+                                            1 => _mm256_slli_epi16(qh, 2),
+                                            2 => qh,
+                                            _ => _mm256_srli_epi16(qh, 2),
+                                        };
+                                        let q = _mm256_or_si256(nib, _mm256_and_si256(hb, m30));
+                                        for col in 0..$C {
+                                            let e = 128 * h + 32 * k + 4 * c;
+                                            let ya = (a[col].qs.as_ptr().add(e) as *const i32).read_unaligned();
                                             // u8 < 64 times i8, 2 pairs summed: < 2^15.
                                             let p = _mm256_maddubs_epi16(q, _mm256_set1_epi32(ya));
                                             s16[col][t / 2] = _mm256_add_epi16(s16[col][t / 2], p);
                                         }
                                     }
-                                }
-                                if VNNI {
                                     for col in 0..$C {
-                                        sumi[col] = _mm256_add_epi32(sumi[col], _mm256_mullo_epi32(s32[col], sc32));
+                                        let s = _mm256_add_epi32(
+                                            _mm256_madd_epi16(s16[col][0], sc),
+                                            _mm256_madd_epi16(s16[col][1], sc),
+                                        );
+                                        sumi[col] = _mm256_add_epi32(sumi[col], s);
                                     }
-                                    continue;
-                                }
-                                for col in 0..$C {
-                                    let s = _mm256_add_epi32(
-                                        _mm256_madd_epi16(s16[col][0], sc),
-                                        _mm256_madd_epi16(s16[col][1], sc),
-                                    );
-                                    sumi[col] = _mm256_add_epi32(sumi[col], s);
                                 }
                             }
                         }
