@@ -417,14 +417,10 @@ impl Model {
                 t.save(Some(l), "attn_norm.in", &last(&s.x, dim))?;
             }
             timed!(Op::AttnNorm, 0, 4 * (n * dim) as u64, {
-                for i in 0..n {
-                    ops::rmsnorm(
-                        &mut s.xb[i * dim..(i + 1) * dim],
-                        &s.x[i * dim..(i + 1) * dim],
-                        &layer.attn_norm,
-                        c.rms_eps,
-                    );
-                }
+                let x = &s.x;
+                ops::par_chunks(&mut s.xb[..n * dim], dim, &|i, o| {
+                    ops::rmsnorm(o, &x[i * dim..(i + 1) * dim], &layer.attn_norm, c.rms_eps)
+                });
             });
             let t0 = profile::start(&prof);
             let xb = &s.xb[..n * dim];
@@ -485,22 +481,18 @@ impl Model {
             if tapping {
                 tap.as_mut().expect("tapping").save(Some(l), "attn_output.out", &last(&s.xb, dim))?;
             }
-            timed!(
-                Op::Residual,
-                0,
-                (n * dim) as u64,
-                ops::add_in_place(&mut s.x[..n * dim], &s.xb[..n * dim])
-            );
+            timed!(Op::Residual, 0, (n * dim) as u64, {
+                let xb = &s.xb;
+                ops::par_chunks(&mut s.x[..n * dim], dim, &|i, x| {
+                    ops::add_in_place(x, &xb[i * dim..(i + 1) * dim])
+                })
+            });
 
             timed!(Op::FfnNorm, 0, 4 * (n * dim) as u64, {
-                for i in 0..n {
-                    ops::rmsnorm(
-                        &mut s.xb[i * dim..(i + 1) * dim],
-                        &s.x[i * dim..(i + 1) * dim],
-                        &layer.ffn_norm,
-                        c.rms_eps,
-                    );
-                }
+                let x = &s.x;
+                ops::par_chunks(&mut s.xb[..n * dim], dim, &|i, o| {
+                    ops::rmsnorm(o, &x[i * dim..(i + 1) * dim], &layer.ffn_norm, c.rms_eps)
+                });
             });
             let t0 = profile::start(&prof);
             let xb = &s.xb[..n * dim];
@@ -518,7 +510,12 @@ impl Model {
                 t.save(Some(l), "ffn_gate.out", &last(&s.hb, ffn))?;
                 t.save(Some(l), "ffn_up.out", &last(&s.hb2, ffn))?;
             }
-            timed!(Op::SwiGlu, 0, 6 * (n * ffn) as u64, ops::swiglu(&mut s.hb[..n * ffn], &s.hb2[..n * ffn]));
+            timed!(Op::SwiGlu, 0, 6 * (n * ffn) as u64, {
+                let up = &s.hb2;
+                ops::par_chunks(&mut s.hb[..n * ffn], ffn, &|i, g| {
+                    ops::swiglu(g, &up[i * ffn..(i + 1) * ffn])
+                })
+            });
             if tapping {
                 tap.as_mut().expect("tapping").save(Some(l), "swiglu.out", &last(&s.hb, ffn))?;
             }
@@ -536,12 +533,12 @@ impl Model {
                     &mut s.act
                 )?
             );
-            timed!(
-                Op::Residual,
-                0,
-                (n * dim) as u64,
-                ops::add_in_place(&mut s.x[..n * dim], &s.xb[..n * dim])
-            );
+            timed!(Op::Residual, 0, (n * dim) as u64, {
+                let xb = &s.xb;
+                ops::par_chunks(&mut s.x[..n * dim], dim, &|i, x| {
+                    ops::add_in_place(x, &xb[i * dim..(i + 1) * dim])
+                })
+            });
             if tapping {
                 let t = tap.as_mut().expect("tapping");
                 t.save(Some(l), "ffn_down.out", &last(&s.xb, dim))?;
