@@ -192,20 +192,28 @@ pub fn report(m: &Model, pos: usize, bandwidth: f64, int8_ops: f64, measured: Op
 }
 
 /// Multiply-add throughput (x2, as FLOPs) of the best kernels on a Q8_0 matrix that stays in
-/// cache, 64 activation rows at a time: the compute ceiling of prefill.
+/// cache, 64 activation rows at a time, in the layout the model would run it in (interleaved
+/// where the level has kernels for it): the compute ceiling of prefill.
 pub fn measure_int8_ops() -> f64 {
     use ferrite_kernels::{matmul, ActBuf, GgmlType, Kernels, Matrix};
-    let (rows, cols, n) = (256usize, 2048usize, 64usize);
+    let (rows, cols, n) = (2048usize, 2048usize, 64usize);
     let x: Vec<f32> = (0..rows * cols).map(|i| ((i * 7919 % 1000) as f32 - 500.0) * 1e-3).collect();
     let mut w = vec![0u8; GgmlType::Q8_0.row_bytes(cols).unwrap_or(0) * rows];
     if ferrite_kernels::quantize(GgmlType::Q8_0, &x, &mut w).is_err() {
         return 0.0;
     }
-    let Ok(m) = Matrix::new(GgmlType::Q8_0, rows, cols, &w) else { return 0.0 };
+    let k = Kernels::best();
+    let (layout, w) = match k.preferred_layout(GgmlType::Q8_0, rows, cols) {
+        Some(_) => match ferrite_kernels::repack::repack(GgmlType::Q8_0, rows, cols, &w) {
+            Some(packed) => packed,
+            None => return 0.0,
+        },
+        None => (ferrite_kernels::repack::Layout::Rows, w),
+    };
+    let Ok(m) = Matrix::with_layout(GgmlType::Q8_0, rows, cols, layout, &w) else { return 0.0 };
     let a: Vec<f32> = (0..n * cols).map(|i| ((i * 31 % 200) as f32 - 100.0) * 1e-2).collect();
     let mut y = vec![0f32; n * rows];
     let mut buf = ActBuf::new();
-    let k = Kernels::best();
     let _ = matmul(k, &m, &a, n, &mut y, &mut buf);
     let mut best = 0f64;
     for _ in 0..5 {
