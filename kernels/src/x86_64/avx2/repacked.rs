@@ -157,12 +157,16 @@ macro_rules! x86_repacked_kernels {
                         let d = _mm256_cvtph_ps(_mm_loadu_si128(b.d.as_ptr() as *const __m128i));
                         let dmin = _mm256_cvtph_ps(_mm_loadu_si128(b.dmin.as_ptr() as *const __m128i));
                         for col in 0..$C {
-                            let bs = &a[col].bsums;
+                            // The 8 sums over groups of 32 (pairs of the 16 bsums; |sum| <= 32 * 127
+                            // fits i16), packed to i16: (bsum_2k, bsum_2k+1) is dword k of
+                            // 128-bit lane k / 2, broadcast by one permute.
+                            let bs = _mm256_loadu_si256(a[col].bsums.as_ptr() as *const __m256i);
+                            let b32 = _mm256_madd_epi16(bs, _mm256_set1_epi16(1));
+                            let b16 = _mm256_packs_epi32(b32, b32);
                             let mut summ = _mm256_setzero_si256();
                             for k in 0..4 {
-                                let s0 = bs[4 * k] as i32 + bs[4 * k + 1] as i32;
-                                let s1 = bs[4 * k + 2] as i32 + bs[4 * k + 3] as i32;
-                                let pair = _mm256_set1_epi32((s0 & 0xffff) | (s1 << 16));
+                                let idx = _mm256_set1_epi32((4 * (k / 2) + k % 2) as i32);
+                                let pair = _mm256_permutevar8x32_epi32(b16, idx);
                                 summ = _mm256_add_epi32(summ, _mm256_madd_epi16(mins[k], pair));
                             }
                             let dy = _mm256_set1_ps(a[col].d);
@@ -412,8 +416,8 @@ macro_rules! x86_repacked_kernels {
                         let lo = _mm256_and_si256(i8x8_to_i32(b.scales.as_ptr().add(8 * g)), lo16);
                         let pair = _mm256_or_si256(lo, _mm256_slli_epi32(i8x8_to_i32(b.scales.as_ptr().add(8 * g + 8)), 16));
                         for col in 0..$C {
-                            let bs = &a[col].bsums;
-                            let bsum = _mm256_set1_epi32((bs[g] as i32 & 0xffff) | ((bs[g + 1] as i32) << 16));
+                            // (bsum_g, bsum_g+1): the dword at bsums[g] (little-endian i16 pair).
+                            let bsum = _mm256_set1_epi32((a[col].bsums.as_ptr().add(g) as *const i32).read_unaligned());
                             offs[col] = _mm256_add_epi32(offs[col], _mm256_madd_epi16(pair, bsum));
                         }
                     }
