@@ -11,7 +11,10 @@
 //! `Q8_0x8`: Q8_0 interleaved 4 bytes per row the same way (same size); `Q4_1x8` and `Q5_0x8`
 //! as Q4_0x8; `Q6Kx8`: Q6_K's ql and qh bytes interleaved 4 per row (same size).
 
-use crate::blocks::{as_blocks, BlockQ4K, BlockQ4_0, BlockQ4_0x8, BlockQ4_1, BlockQ5_0, BlockQ6K, BlockQ8_0};
+use crate::blocks::{
+    as_blocks, as_bytes, Block, BlockQ4K, BlockQ4Kx8, BlockQ4_0, BlockQ4_0x8, BlockQ4_1, BlockQ4_1x8,
+    BlockQ5_0, BlockQ5_0x8, BlockQ6K, BlockQ6Kx8, BlockQ8_0, BlockQ8_0x8,
+};
 use crate::types::GgmlType;
 
 /// How a matrix's bytes are laid out.
@@ -88,150 +91,117 @@ pub fn repack(ty: GgmlType, rows: usize, cols: usize, data: &[u8]) -> Option<(La
     }
 }
 
+/// Builds the interleaved matrix: for each group of 8 rows and block column j, `f` fills
+/// one destination block from the 8 rows' blocks at column j. Each block is assembled on the
+/// stack and copied out whole (repacking an 8B model's 4-8 GB is part of its load time).
+fn interleave<S: Block, D: Block + Default>(
+    blocks: &[S],
+    rows: usize,
+    nb: usize,
+    f: impl Fn([&S; GROUP], &mut D),
+) -> Vec<u8> {
+    let mut out = vec![0u8; rows / GROUP * nb * D::BYTES];
+    for (i, chunk) in out.chunks_exact_mut(D::BYTES).enumerate() {
+        let (g, j) = (i / nb, i % nb);
+        let src: [&S; GROUP] = std::array::from_fn(|r| &blocks[(g * GROUP + r) * nb + j]);
+        let mut d = D::default();
+        f(src, &mut d);
+        chunk.copy_from_slice(as_bytes(std::slice::from_ref(&d)));
+    }
+    out
+}
+
 fn repack_q4_k(blocks: &[BlockQ4K], rows: usize, nb: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(rows / GROUP * nb * Layout::Q4Kx8.block_bytes());
-    for g in 0..rows / GROUP {
-        for j in 0..nb {
-            let row = |r: usize| &blocks[(g * GROUP + r) * nb + j];
-            for r in 0..GROUP {
-                out.extend_from_slice(&row(r).d);
-            }
-            for r in 0..GROUP {
-                out.extend_from_slice(&row(r).dmin);
-            }
-            let unpacked: Vec<(u64, u64)> =
-                (0..GROUP).map(|r| crate::scalar::k_scales_mins(&row(r).scales)).collect();
-            for part in [0, 1] {
-                for grp in 0..8 {
-                    for &(sc, m) in &unpacked {
-                        out.push(([sc, m][part] >> (8 * grp)) as u8);
-                    }
-                }
+    interleave(blocks, rows, nb, |src, o: &mut BlockQ4Kx8| {
+        for (r, b) in src.iter().enumerate() {
+            o.d[2 * r..2 * r + 2].copy_from_slice(&b.d);
+            o.dmin[2 * r..2 * r + 2].copy_from_slice(&b.dmin);
+            // Scales and mins unpacked to bytes: group-major, row-minor.
+            let (sc, m) = crate::scalar::k_scales_mins(&b.scales);
+            for grp in 0..8 {
+                o.scales[8 * grp + r] = (sc >> (8 * grp)) as u8;
+                o.mins[8 * grp + r] = (m >> (8 * grp)) as u8;
             }
             for p in 0..4 {
                 for c in 0..8 {
-                    for r in 0..GROUP {
-                        out.extend_from_slice(&row(r).qs[32 * p + 4 * c..32 * p + 4 * c + 4]);
-                    }
+                    let at = 256 * p + 32 * c + 4 * r;
+                    o.qs[at..at + 4].copy_from_slice(&b.qs[32 * p + 4 * c..32 * p + 4 * c + 4]);
                 }
             }
         }
-    }
-    out
+    })
 }
 
 fn repack_q8_0(blocks: &[BlockQ8_0], rows: usize, nb: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(blocks.len() * 34);
-    for g in 0..rows / GROUP {
-        for j in 0..nb {
-            let row = |r: usize| &blocks[(g * GROUP + r) * nb + j];
-            for r in 0..GROUP {
-                out.extend_from_slice(&row(r).d);
-            }
+    interleave(blocks, rows, nb, |src, o: &mut BlockQ8_0x8| {
+        for (r, b) in src.iter().enumerate() {
+            o.d[2 * r..2 * r + 2].copy_from_slice(&b.d);
             for k in 0..8 {
-                for r in 0..GROUP {
-                    out.extend(row(r).qs[4 * k..4 * k + 4].iter().map(|&q| q as u8));
+                for e in 0..4 {
+                    o.qs[32 * k + 4 * r + e] = b.qs[4 * k + e] as u8;
                 }
             }
         }
-    }
-    out
+    })
 }
 
 fn repack_q4_1(blocks: &[BlockQ4_1], rows: usize, nb: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(blocks.len() * 20);
-    for g in 0..rows / GROUP {
-        for j in 0..nb {
-            let row = |r: usize| &blocks[(g * GROUP + r) * nb + j];
-            for r in 0..GROUP {
-                out.extend_from_slice(&row(r).d);
-            }
-            for r in 0..GROUP {
-                out.extend_from_slice(&row(r).m);
-            }
+    interleave(blocks, rows, nb, |src, o: &mut BlockQ4_1x8| {
+        for (r, b) in src.iter().enumerate() {
+            o.d[2 * r..2 * r + 2].copy_from_slice(&b.d);
+            o.m[2 * r..2 * r + 2].copy_from_slice(&b.m);
             for c in 0..4 {
-                for r in 0..GROUP {
-                    out.extend_from_slice(&row(r).qs[4 * c..4 * c + 4]);
-                }
+                o.qs[32 * c + 4 * r..32 * c + 4 * r + 4].copy_from_slice(&b.qs[4 * c..4 * c + 4]);
             }
         }
-    }
-    out
+    })
 }
 
 fn repack_q5_0(blocks: &[BlockQ5_0], rows: usize, nb: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(blocks.len() * 22);
-    for g in 0..rows / GROUP {
-        for j in 0..nb {
-            let row = |r: usize| &blocks[(g * GROUP + r) * nb + j];
-            for r in 0..GROUP {
-                out.extend_from_slice(&row(r).d);
-            }
-            for r in 0..GROUP {
-                out.extend_from_slice(&row(r).qh);
-            }
+    interleave(blocks, rows, nb, |src, o: &mut BlockQ5_0x8| {
+        for (r, b) in src.iter().enumerate() {
+            o.d[2 * r..2 * r + 2].copy_from_slice(&b.d);
+            o.qh[4 * r..4 * r + 4].copy_from_slice(&b.qh);
             for c in 0..4 {
-                for r in 0..GROUP {
-                    out.extend_from_slice(&row(r).qs[4 * c..4 * c + 4]);
-                }
+                o.qs[32 * c + 4 * r..32 * c + 4 * r + 4].copy_from_slice(&b.qs[4 * c..4 * c + 4]);
             }
         }
-    }
-    out
+    })
 }
 
 fn repack_q6_k(blocks: &[BlockQ6K], rows: usize, nb: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(blocks.len() * 210);
-    for g in 0..rows / GROUP {
-        for j in 0..nb {
-            let row = |r: usize| &blocks[(g * GROUP + r) * nb + j];
-            for r in 0..GROUP {
-                out.extend_from_slice(&row(r).d);
-            }
+    interleave(blocks, rows, nb, |src, o: &mut BlockQ6Kx8| {
+        for (r, b) in src.iter().enumerate() {
+            o.d[2 * r..2 * r + 2].copy_from_slice(&b.d);
             for grp in 0..16 {
-                for r in 0..GROUP {
-                    out.push(row(r).scales[grp] as u8);
-                }
+                o.scales[8 * grp + r] = b.scales[grp] as u8;
             }
+            // ql: runs (h, s) of 32 bytes, 4 bytes per row in turn; qh: runs h of 32.
             for h in 0..2 {
-                for s in 0..2 {
+                for sub in 0..2 {
                     for c in 0..8 {
-                        for r in 0..GROUP {
-                            let o = 64 * h + 32 * s + 4 * c;
-                            out.extend_from_slice(&row(r).ql[o..o + 4]);
-                        }
+                        let (from, at) = (64 * h + 32 * sub + 4 * c, ((2 * h + sub) * 8 + c) * 32 + 4 * r);
+                        o.ql[at..at + 4].copy_from_slice(&b.ql[from..from + 4]);
                     }
                 }
-            }
-            for h in 0..2 {
                 for c in 0..8 {
-                    for r in 0..GROUP {
-                        let o = 32 * h + 4 * c;
-                        out.extend_from_slice(&row(r).qh[o..o + 4]);
-                    }
+                    let (from, at) = (32 * h + 4 * c, (8 * h + c) * 32 + 4 * r);
+                    o.qh[at..at + 4].copy_from_slice(&b.qh[from..from + 4]);
                 }
             }
         }
-    }
-    out
+    })
 }
 
 fn repack_q4_0(blocks: &[BlockQ4_0], rows: usize, nb: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(blocks.len() * 18);
-    for g in 0..rows / GROUP {
-        for j in 0..nb {
-            let row = |r: usize| &blocks[(g * GROUP + r) * nb + j];
-            for r in 0..GROUP {
-                out.extend_from_slice(&row(r).d);
-            }
+    interleave(blocks, rows, nb, |src, o: &mut BlockQ4_0x8| {
+        for (r, b) in src.iter().enumerate() {
+            o.d[2 * r..2 * r + 2].copy_from_slice(&b.d);
             for c in 0..4 {
-                for r in 0..GROUP {
-                    out.extend_from_slice(&row(r).qs[4 * c..4 * c + 4]);
-                }
+                o.qs[32 * c + 4 * r..32 * c + 4 * r + 4].copy_from_slice(&b.qs[4 * c..4 * c + 4]);
             }
         }
-    }
-    out
+    })
 }
 
 /// Row r of a Q4_0x8 block column back as a Q4_0 block (the inverse of `repack`).
