@@ -303,6 +303,8 @@ macro_rules! wrap4x2 {
 /// A group of 8 interleaved weight rows (`repack::Layout::Q4_0x8`) against one activation
 /// row, and against four.
 pub type Dot8Fn = fn(&[u8], ActRef) -> [f32; 8];
+/// Two interleaved groups (16 rows) against four activation rows, in 512-bit registers.
+pub type Dot16x4Fn = fn(&[u8], &[u8], [ActRef; 4]) -> [[f32; 16]; 4];
 pub type Dot8x4Fn = fn(&[u8], [ActRef; 4]) -> [[f32; 8]; 4];
 
 /// Expands to the safe wrappers (`Dot8Fn`, `Dot8x4Fn`) of a level's kernels for an
@@ -343,6 +345,17 @@ macro_rules! x86_x8 {
     }};
 }
 
+#[cfg(target_arch = "x86_64")]
+fn q4_0x16_avx512(xa: &[u8], xb: &[u8], a: [ActRef; 4]) -> [[f32; 16]; 4] {
+    let (Some(xa), Some(xb), [ActRef::Q8_0S(a0), ActRef::Q8_0S(a1), ActRef::Q8_0S(a2), ActRef::Q8_0S(a3)]) =
+        (as_blocks::<BlockQ4_0x8>(xa), as_blocks::<BlockQ4_0x8>(xb), a)
+    else {
+        return [[f32::NAN; 16]; 4];
+    };
+    // SAFETY: stored only in the avx512 table, which exists only if the CPU runs it.
+    unsafe { crate::x86_64::avx512::vec_dot_q4_0x16x4_q8_0(xa, xb, [a0, a1, a2, a3]) }
+}
+
 /// The kernels of one level.
 pub struct Kernels {
     pub level: Level,
@@ -359,6 +372,8 @@ pub struct Kernels {
     q4_1x8: Option<(Dot8Fn, Dot8x4Fn)>,
     q5_0x8: Option<(Dot8Fn, Dot8x4Fn)>,
     q6_kx8: Option<(Dot8Fn, Dot8x4Fn)>,
+    /// 16-row Q4_0x8 prefill kernel (the avx512 level).
+    q4_0x16: Option<Dot16x4Fn>,
 }
 
 fn scalar_dots() -> Vec<(GgmlType, DotFn)> {
@@ -496,6 +511,7 @@ fn build_neon(dotprod: bool) -> Kernels {
         q4_1x8: None,
         q5_0x8: None,
         q6_kx8: None,
+        q4_0x16: None,
     }
 }
 
@@ -557,6 +573,11 @@ fn build(level: Level) -> Kernels {
         q4_1x8,
         q5_0x8,
         q6_kx8,
+        q4_0x16: match level {
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx512 => Some(q4_0x16_avx512 as Dot16x4Fn),
+            _ => None,
+        },
     }
 }
 
@@ -628,6 +649,14 @@ impl Kernels {
     }
 
     /// The kernels for an interleaved layout, where the level has them.
+    /// The 16-row prefill kernel of an interleaved layout, where the level has one.
+    pub fn repacked16(&self, layout: Layout) -> Option<Dot16x4Fn> {
+        match layout {
+            Layout::Q4_0x8 => self.q4_0x16,
+            _ => None,
+        }
+    }
+
     pub fn repacked(&self, layout: Layout) -> Option<(Dot8Fn, Dot8x4Fn)> {
         match layout {
             Layout::Q4_0x8 => self.q4_0x8,

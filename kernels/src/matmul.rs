@@ -5,7 +5,9 @@
 //! Weights: `rows` rows of `cols` elements, row-major as stored in GGUF (each row a run of
 //! whole blocks). Output: `y[i * rows + r]` = row r of the weights . activation row i.
 
-use crate::dispatch::{ActBuf, ActRef, ActType, Dot4Fn, Dot4x2Fn, Dot8Fn, Dot8x4Fn, DotFn, Kernels};
+use crate::dispatch::{
+    ActBuf, ActRef, ActType, Dot16x4Fn, Dot4Fn, Dot4x2Fn, Dot8Fn, Dot8x4Fn, DotFn, Kernels,
+};
 use crate::repack::{Layout, GROUP};
 use crate::types::GgmlType;
 use crate::KernelError;
@@ -159,6 +161,7 @@ pub fn matmul_multi(
     let mut dots4: [Option<Dot4Fn>; MAX_SHARED] = [None; MAX_SHARED];
     let mut tiles: [Option<Dot4x2Fn>; MAX_SHARED] = [None; MAX_SHARED];
     let mut x8: [Option<(Dot8Fn, Dot8x4Fn)>; MAX_SHARED] = [None; MAX_SHARED];
+    let mut x16: [Option<Dot16x4Fn>; MAX_SHARED] = [None; MAX_SHARED];
     // First task of each matrix (task t belongs to the last j with starts[j] <= t).
     let mut starts = [usize::MAX; MAX_SHARED + 1];
     let mut tasks = 0;
@@ -180,6 +183,7 @@ pub fn matmul_multi(
         tiles[j] = k.dot4x2(w.ty);
         if w.layout != Layout::Rows {
             x8[j] = k.repacked(w.layout);
+            x16[j] = k.repacked16(w.layout);
             if x8[j].is_none() {
                 return Err(KernelError::Unsupported { ty: w.ty, what: "this layout at this kernel level" });
             }
@@ -210,7 +214,35 @@ pub fn matmul_multi(
         // Interleaved layout: groups of 8 rows (r0 and r1 are multiples of 8: the chunk
         // is, and so are the rows of a repacked matrix); four activation rows at a time.
         if let Some((one, four)) = x8[j] {
-            for g in r0 / GROUP..r1 / GROUP {
+            let (g1, mut g) = (r1 / GROUP, r0 / GROUP);
+            while g < g1 {
+                // Two groups at once where the level has a 16-row kernel (prefill).
+                if let (Some(k16), true) = (x16[j], g + 1 < g1 && n >= 4) {
+                    let (xa, xb) = (w.group(g), w.group(g + 1));
+                    let mut i = 0;
+                    while i + 4 <= n {
+                        let v = k16(
+                            xa,
+                            xb,
+                            [a.row(i, cols), a.row(i + 1, cols), a.row(i + 2, cols), a.row(i + 3, cols)],
+                        );
+                        for (c, vc) in v.iter().enumerate() {
+                            for (d, &x) in vc.iter().enumerate() {
+                                write(i + c, g * GROUP + d, x);
+                            }
+                        }
+                        i += 4;
+                    }
+                    for i in i..n {
+                        for (h, x) in [xa, xb].into_iter().enumerate() {
+                            for (d, v) in one(x, a.row(i, cols)).into_iter().enumerate() {
+                                write(i, (g + h) * GROUP + d, v);
+                            }
+                        }
+                    }
+                    g += 2;
+                    continue;
+                }
                 let x = w.group(g);
                 let mut i = 0;
                 while i + 4 <= n {
@@ -229,6 +261,7 @@ pub fn matmul_multi(
                         write(i, g * GROUP + d, x);
                     }
                 }
+                g += 1;
             }
             return;
         }
