@@ -356,6 +356,17 @@ fn q4_0x16_avx512(xa: &[u8], xb: &[u8], a: [ActRef; 4]) -> [[f32; 16]; 4] {
     unsafe { crate::x86_64::avx512::vec_dot_q4_0x16x4_q8_0(xa, xb, [a0, a1, a2, a3]) }
 }
 
+#[cfg(target_arch = "x86_64")]
+fn q4_kx16_avx512(xa: &[u8], xb: &[u8], a: [ActRef; 4]) -> [[f32; 16]; 4] {
+    let (Some(xa), Some(xb), [ActRef::Q8K(a0), ActRef::Q8K(a1), ActRef::Q8K(a2), ActRef::Q8K(a3)]) =
+        (as_blocks::<BlockQ4Kx8>(xa), as_blocks::<BlockQ4Kx8>(xb), a)
+    else {
+        return [[f32::NAN; 16]; 4];
+    };
+    // SAFETY: stored only in the avx512 table, which exists only if the CPU runs it.
+    unsafe { crate::x86_64::avx512::vec_dot_q4_kx16x4_q8_k(xa, xb, [a0, a1, a2, a3]) }
+}
+
 /// The kernels of one level.
 pub struct Kernels {
     pub level: Level,
@@ -372,8 +383,9 @@ pub struct Kernels {
     q4_1x8: Option<(Dot8Fn, Dot8x4Fn)>,
     q5_0x8: Option<(Dot8Fn, Dot8x4Fn)>,
     q6_kx8: Option<(Dot8Fn, Dot8x4Fn)>,
-    /// 16-row Q4_0x8 prefill kernel (the avx512 level).
+    /// 16-row Q4_0x8 and Q4_Kx8 prefill kernels (the avx512 level).
     q4_0x16: Option<Dot16x4Fn>,
+    q4_kx16: Option<Dot16x4Fn>,
 }
 
 fn scalar_dots() -> Vec<(GgmlType, DotFn)> {
@@ -512,6 +524,7 @@ fn build_neon(dotprod: bool) -> Kernels {
         q5_0x8: None,
         q6_kx8: None,
         q4_0x16: None,
+        q4_kx16: None,
     }
 }
 
@@ -576,6 +589,11 @@ fn build(level: Level) -> Kernels {
         q4_0x16: match level {
             #[cfg(target_arch = "x86_64")]
             Level::Avx512 => Some(q4_0x16_avx512 as Dot16x4Fn),
+            _ => None,
+        },
+        q4_kx16: match level {
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx512 => Some(q4_kx16_avx512 as Dot16x4Fn),
             _ => None,
         },
     }
@@ -653,6 +671,7 @@ impl Kernels {
     pub fn repacked16(&self, layout: Layout) -> Option<Dot16x4Fn> {
         match layout {
             Layout::Q4_0x8 => self.q4_0x16,
+            Layout::Q4Kx8 => self.q4_kx16,
             _ => None,
         }
     }

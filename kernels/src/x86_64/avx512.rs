@@ -1,6 +1,6 @@
 //! AVX-512 (F, BW, VL) with VNNI: `vpdpbusd` on 256-bit registers (EVEX encoding).
 
-use crate::blocks::{BlockQ4_0x8, BlockQ8_0S};
+use crate::blocks::{BlockQ4Kx8, BlockQ4_0x8, BlockQ8K, BlockQ8_0S};
 use std::arch::x86_64::*;
 
 #[inline]
@@ -78,6 +78,106 @@ pub unsafe fn vec_dot_q4_0x16x4_q8_0(
             let s = _mm512_sub_epi32(s, _mm512_set1_epi32(8 * act.sum));
             acc[col] =
                 _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(act.d)), _mm512_cvtepi32_ps(s), acc[col]);
+        }
+    }
+    let mut out = [[0f32; 16]; 4];
+    for col in 0..4 {
+        _mm512_storeu_ps(out[col].as_mut_ptr(), acc[col]);
+    }
+    out
+}
+
+/// Eight bytes of `a` then eight of `b`, widened to the 16 u32 lanes of a 512-bit register
+/// (row r of group a in lane r, of group b in lane 8 + r).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn u8x16_pair(a: *const u8, b: *const u8) -> __m512i {
+    let lo = _mm_loadl_epi64(a as *const __m128i);
+    let hi = _mm_loadl_epi64(b as *const __m128i);
+    _mm512_cvtepu8_epi32(_mm_unpacklo_epi64(lo, hi))
+}
+
+/// The 16 f16 scales of two groups (8 each) as f32 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn f16x16_pair(a: &[u8; 16], b: &[u8; 16]) -> __m512 {
+    let (da, db) =
+        (_mm_loadu_si128(a.as_ptr() as *const __m128i), _mm_loadu_si128(b.as_ptr() as *const __m128i));
+    _mm512_cvtph_ps(_mm256_set_m128i(db, da))
+}
+
+/// Two Q4_Kx8 groups (16 rows) against 4 activation rows in 512-bit registers (as
+/// `vec_dot_q4_0x16x4_q8_0`; the sums of `q4_kx8_tile!`'s VNNI path, lane for lane).
+///
+/// # Safety
+/// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn vec_dot_q4_kx16x4_q8_k(
+    xa: &[BlockQ4Kx8],
+    xb: &[BlockQ4Kx8],
+    y: [&[BlockQ8K]; 4],
+) -> [[f32; 16]; 4] {
+    let n = xa.len();
+    if xb.len() != n || y.iter().any(|c| c.len() != n) {
+        return [[f32::NAN; 16]; 4];
+    }
+    let m4 = _mm512_set1_epi8(15);
+    let mut acc = [_mm512_setzero_ps(); 4];
+    for j in 0..n {
+        // SAFETY: j < n, the length of xa, xb and (checked above) every y row.
+        let (a, b) = unsafe { (xa.get_unchecked(j), xb.get_unchecked(j)) };
+        // SAFETY: as above.
+        let act: [&BlockQ8K; 4] = std::array::from_fn(|c| unsafe { y[c].get_unchecked(j) });
+        let (pa, pb) =
+            (xa.as_ptr().wrapping_add(j + 1) as *const i8, xb.as_ptr().wrapping_add(j + 1) as *const i8);
+        let mut sumi = [_mm512_setzero_si512(); 4];
+        for g in 0..8 {
+            // The next blocks, 19 lines each, a few lines per group (see q4_kx8_tile!).
+            for l in 0..3 {
+                if 3 * g + l < 19 {
+                    _mm_prefetch::<_MM_HINT_T0>(pa.wrapping_add(64 * (3 * g + l)));
+                    _mm_prefetch::<_MM_HINT_T0>(pb.wrapping_add(64 * (3 * g + l)));
+                }
+            }
+            let (p, shift) = (g / 2, 4 * (g % 2) as u32);
+            let mut s32 = [_mm512_setzero_si512(); 4];
+            for c in 0..8 {
+                let va = _mm256_loadu_si256(a.qs.as_ptr().add(256 * p + 32 * c) as *const __m256i);
+                let vb = _mm256_loadu_si256(b.qs.as_ptr().add(256 * p + 32 * c) as *const __m256i);
+                let v = _mm512_inserti64x4(_mm512_castsi256_si512(va), vb, 1);
+                let q = _mm512_and_si512(_mm512_srl_epi16(v, _mm_cvtsi32_si128(shift as i32)), m4);
+                for col in 0..4 {
+                    let ya = (act[col].qs.as_ptr().add(32 * g + 4 * c) as *const i32).read_unaligned();
+                    s32[col] = _mm512_dpbusd_epi32(s32[col], q, _mm512_set1_epi32(ya));
+                }
+            }
+            let sc = u8x16_pair(a.scales.as_ptr().add(8 * g), b.scales.as_ptr().add(8 * g));
+            for col in 0..4 {
+                sumi[col] = _mm512_add_epi32(sumi[col], _mm512_mullo_epi32(s32[col], sc));
+            }
+        }
+        // Mins: row r's (m_2k, m_2k+1) as i16 in lanes 2r, 2r + 1 against the activation's
+        // (bsum_2k, bsum_2k+1) broadcast (see q4_kx8_tile!).
+        let mut mins = [_mm512_setzero_si512(); 4];
+        for k in 0..4 {
+            let lo = u8x16_pair(a.mins.as_ptr().add(16 * k), b.mins.as_ptr().add(16 * k));
+            let hi = u8x16_pair(a.mins.as_ptr().add(16 * k + 8), b.mins.as_ptr().add(16 * k + 8));
+            mins[k] = _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
+        }
+        let d = f16x16_pair(&a.d, &b.d);
+        let dmin = f16x16_pair(&a.dmin, &b.dmin);
+        for col in 0..4 {
+            let bs = _mm256_loadu_si256(act[col].bsums.as_ptr() as *const __m256i);
+            let b16 = _mm256_packs_epi32(_mm256_madd_epi16(bs, _mm256_set1_epi16(1)), _mm256_setzero_si256());
+            let mut summ = _mm512_setzero_si512();
+            for k in 0..4 {
+                let pair = _mm256_permutevar8x32_epi32(b16, _mm256_set1_epi32((4 * (k / 2) + k % 2) as i32));
+                let pair = _mm512_broadcastd_epi32(_mm256_castsi256_si128(pair));
+                summ = _mm512_add_epi32(summ, _mm512_madd_epi16(mins[k], pair));
+            }
+            let dy = _mm512_set1_ps(act[col].d);
+            let v = _mm512_fmadd_ps(_mm512_mul_ps(d, dy), _mm512_cvtepi32_ps(sumi[col]), acc[col]);
+            acc[col] = _mm512_fnmadd_ps(_mm512_mul_ps(dmin, dy), _mm512_cvtepi32_ps(summ), v);
         }
     }
     let mut out = [[0f32; 16]; 4];
