@@ -1,6 +1,6 @@
 //! AVX-512 (F, BW, VL) with VNNI: `vpdpbusd` on 256-bit registers (EVEX encoding).
 
-use crate::blocks::{BlockQ4Kx8, BlockQ4_0x8, BlockQ8K, BlockQ8_0S};
+use crate::blocks::{BlockQ4Kx8, BlockQ4_0x8, BlockQ8K, BlockQ8_0S, BlockQ8_0x8};
 use std::arch::x86_64::*;
 
 #[inline]
@@ -178,6 +178,61 @@ pub unsafe fn vec_dot_q4_kx16x4_q8_k(
             let dy = _mm512_set1_ps(act[col].d);
             let v = _mm512_fmadd_ps(_mm512_mul_ps(d, dy), _mm512_cvtepi32_ps(sumi[col]), acc[col]);
             acc[col] = _mm512_fnmadd_ps(_mm512_mul_ps(dmin, dy), _mm512_cvtepi32_ps(summ), v);
+        }
+    }
+    let mut out = [[0f32; 16]; 4];
+    for col in 0..4 {
+        _mm512_storeu_ps(out[col].as_mut_ptr(), acc[col]);
+    }
+    out
+}
+
+/// Two Q8_0x8 groups (16 rows) against 4 activation rows in 512-bit registers: weights go
+/// in as unsigned w + 128 with 128 * sum(y) taken off per block (the sums of
+/// `q8_0x8_tile!`'s VNNI path, lane for lane).
+///
+/// # Safety
+/// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn vec_dot_q8_0x16x4_q8_0(
+    xa: &[BlockQ8_0x8],
+    xb: &[BlockQ8_0x8],
+    y: [&[BlockQ8_0S]; 4],
+) -> [[f32; 16]; 4] {
+    let n = xa.len();
+    if xb.len() != n || y.iter().any(|c| c.len() != n) {
+        return [[f32::NAN; 16]; 4];
+    }
+    let flip = _mm512_set1_epi8(-128);
+    let mut acc = [_mm512_setzero_ps(); 4];
+    for j in 0..n {
+        for x in [xa, xb] {
+            let ahead = x.as_ptr().wrapping_add(j + 4) as *const i8;
+            for line in 0..5 {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
+            }
+        }
+        // SAFETY: j < n, the length of xa, xb and (checked above) every y row.
+        let (a, b) = unsafe { (xa.get_unchecked(j), xb.get_unchecked(j)) };
+        let mut s = [_mm512_setzero_si512(); 4];
+        for k in 0..8 {
+            let wa = _mm256_loadu_si256(a.qs.as_ptr().add(32 * k) as *const __m256i);
+            let wb = _mm256_loadu_si256(b.qs.as_ptr().add(32 * k) as *const __m256i);
+            let u = _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(wa), wb, 1), flip);
+            for col in 0..4 {
+                // SAFETY: as above.
+                let act = unsafe { y[col].get_unchecked(j) };
+                let ya = (act.qs.as_ptr().add(4 * k) as *const i32).read_unaligned();
+                s[col] = _mm512_dpbusd_epi32(s[col], u, _mm512_set1_epi32(ya));
+            }
+        }
+        let d = f16x16_pair(&a.d, &b.d);
+        for col in 0..4 {
+            // SAFETY: as above.
+            let act = unsafe { y[col].get_unchecked(j) };
+            let sc = _mm512_sub_epi32(s[col], _mm512_set1_epi32(128 * act.sum));
+            acc[col] =
+                _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(act.d)), _mm512_cvtepi32_ps(sc), acc[col]);
         }
     }
     let mut out = [[0f32; 16]; 4];
