@@ -378,6 +378,17 @@ fn q8_0x16_avx512(xa: &[u8], xb: &[u8], a: [ActRef; 4]) -> [[f32; 16]; 4] {
     unsafe { crate::x86_64::avx512::vec_dot_q8_0x16x4_q8_0(xa, xb, [a0, a1, a2, a3]) }
 }
 
+#[cfg(target_arch = "x86_64")]
+fn q5_0x16_avx512(xa: &[u8], xb: &[u8], a: [ActRef; 4]) -> [[f32; 16]; 4] {
+    let (Some(xa), Some(xb), [ActRef::Q8_0S(a0), ActRef::Q8_0S(a1), ActRef::Q8_0S(a2), ActRef::Q8_0S(a3)]) =
+        (as_blocks::<BlockQ5_0x8>(xa), as_blocks::<BlockQ5_0x8>(xb), a)
+    else {
+        return [[f32::NAN; 16]; 4];
+    };
+    // SAFETY: stored only in the avx512 table, which exists only if the CPU runs it.
+    unsafe { crate::x86_64::avx512::vec_dot_q5_0x16x4_q8_0(xa, xb, [a0, a1, a2, a3]) }
+}
+
 /// The kernels of one level.
 pub struct Kernels {
     pub level: Level,
@@ -398,6 +409,7 @@ pub struct Kernels {
     q4_0x16: Option<Dot16x4Fn>,
     q4_kx16: Option<Dot16x4Fn>,
     q8_0x16: Option<Dot16x4Fn>,
+    q5_0x16: Option<Dot16x4Fn>,
 }
 
 fn scalar_dots() -> Vec<(GgmlType, DotFn)> {
@@ -538,6 +550,7 @@ fn build_neon(dotprod: bool) -> Kernels {
         q4_0x16: None,
         q4_kx16: None,
         q8_0x16: None,
+        q5_0x16: None,
     }
 }
 
@@ -612,6 +625,11 @@ fn build(level: Level) -> Kernels {
         q8_0x16: match level {
             #[cfg(target_arch = "x86_64")]
             Level::Avx512 => Some(q8_0x16_avx512 as Dot16x4Fn),
+            _ => None,
+        },
+        q5_0x16: match level {
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx512 => Some(q5_0x16_avx512 as Dot16x4Fn),
             _ => None,
         },
     }
@@ -691,6 +709,7 @@ impl Kernels {
             Layout::Q4_0x8 => self.q4_0x16,
             Layout::Q4Kx8 => self.q4_kx16,
             Layout::Q8_0x8 => self.q8_0x16,
+            Layout::Q5_0x8 => self.q5_0x16,
             _ => None,
         }
     }

@@ -1,6 +1,6 @@
 //! AVX-512 (F, BW, VL) with VNNI: `vpdpbusd` on 256-bit registers (EVEX encoding).
 
-use crate::blocks::{BlockQ4Kx8, BlockQ4_0x8, BlockQ8K, BlockQ8_0S, BlockQ8_0x8};
+use crate::blocks::{BlockQ4Kx8, BlockQ4_0x8, BlockQ5_0x8, BlockQ8K, BlockQ8_0S, BlockQ8_0x8};
 use std::arch::x86_64::*;
 
 #[inline]
@@ -233,6 +233,78 @@ pub unsafe fn vec_dot_q8_0x16x4_q8_0(
             let sc = _mm512_sub_epi32(s[col], _mm512_set1_epi32(128 * act.sum));
             acc[col] =
                 _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(act.d)), _mm512_cvtepi32_ps(sc), acc[col]);
+        }
+    }
+    let mut out = [[0f32; 16]; 4];
+    for col in 0..4 {
+        _mm512_storeu_ps(out[col].as_mut_ptr(), acc[col]);
+    }
+    out
+}
+
+/// Two Q5_0x8 groups (16 rows) against 4 activation rows in 512-bit registers (the sums of
+/// `q5_0x8_tile!`, lane for lane; the fifth bits set through a byte mask).
+///
+/// # Safety
+/// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn vec_dot_q5_0x16x4_q8_0(
+    xa: &[BlockQ5_0x8],
+    xb: &[BlockQ5_0x8],
+    y: [&[BlockQ8_0S]; 4],
+) -> [[f32; 16]; 4] {
+    let n = xa.len();
+    if xb.len() != n || y.iter().any(|c| c.len() != n) {
+        return [[f32::NAN; 16]; 4];
+    }
+    let m4 = _mm512_set1_epi8(15);
+    let sixteen = _mm512_set1_epi8(16);
+    // Byte 4i of each dword, for the byte copies (per 128-bit lane, as in q5_0x8_tile!).
+    let half = _mm256_add_epi8(
+        _mm256_set1_epi64x(0x0404_0404_0000_0000),
+        _mm256_setr_epi64x(0, 0x0808_0808_0808_0808, 0, 0x0808_0808_0808_0808),
+    );
+    let dword_base = _mm512_inserti64x4(_mm512_castsi256_si512(half), half, 1);
+    let mut acc = [_mm512_setzero_ps(); 4];
+    for j in 0..n {
+        for x in [xa, xb] {
+            let ahead = x.as_ptr().wrapping_add(j + 8) as *const i8;
+            for line in 0..3 {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
+            }
+        }
+        // SAFETY: j < n, the length of xa, xb and (checked above) every y row.
+        let (a, b) = unsafe { (xa.get_unchecked(j), xb.get_unchecked(j)) };
+        let pair = |pa: *const u8, pb: *const u8| {
+            let va = _mm256_loadu_si256(pa as *const __m256i);
+            let vb = _mm256_loadu_si256(pb as *const __m256i);
+            _mm512_inserti64x4(_mm512_castsi256_si512(va), vb, 1)
+        };
+        let qh = pair(a.qh.as_ptr(), b.qh.as_ptr());
+        let mut q = [_mm512_setzero_si512(); 8];
+        for c in 0..4 {
+            let v = pair(a.qs.as_ptr().add(32 * c), b.qs.as_ptr().add(32 * c));
+            q[c] = _mm512_and_si512(v, m4);
+            q[4 + c] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+        }
+        for k in 0..8 {
+            let rep = _mm512_shuffle_epi8(qh, _mm512_add_epi8(dword_base, _mm512_set1_epi8((k / 2) as i8)));
+            let bit = _mm512_set1_epi32((0x0804_0201u32 << (4 * (k % 2))) as i32);
+            let set = _mm512_test_epi8_mask(rep, bit);
+            q[k] = _mm512_mask_add_epi8(q[k], set, q[k], sixteen);
+        }
+        let d = f16x16_pair(&a.d, &b.d);
+        for col in 0..4 {
+            // SAFETY: as above.
+            let act = unsafe { y[col].get_unchecked(j) };
+            let p = act.qs.as_ptr() as *const i32;
+            let mut s = _mm512_setzero_si512();
+            for k in 0..8 {
+                s = _mm512_dpbusd_epi32(s, q[k], _mm512_set1_epi32(p.add(k).read_unaligned()));
+            }
+            let s = _mm512_sub_epi32(s, _mm512_set1_epi32(16 * act.sum));
+            acc[col] =
+                _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(act.d)), _mm512_cvtepi32_ps(s), acc[col]);
         }
     }
     let mut out = [[0f32; 16]; 4];
