@@ -389,6 +389,17 @@ fn q5_0x16_avx512(xa: &[u8], xb: &[u8], a: [ActRef; 4]) -> [[f32; 16]; 4] {
     unsafe { crate::x86_64::avx512::vec_dot_q5_0x16x4_q8_0(xa, xb, [a0, a1, a2, a3]) }
 }
 
+#[cfg(target_arch = "x86_64")]
+fn q6_kx16_avx512(xa: &[u8], xb: &[u8], a: [ActRef; 4]) -> [[f32; 16]; 4] {
+    let (Some(xa), Some(xb), [ActRef::Q8K(a0), ActRef::Q8K(a1), ActRef::Q8K(a2), ActRef::Q8K(a3)]) =
+        (as_blocks::<BlockQ6Kx8>(xa), as_blocks::<BlockQ6Kx8>(xb), a)
+    else {
+        return [[f32::NAN; 16]; 4];
+    };
+    // SAFETY: stored only in the avx512 table, which exists only if the CPU runs it.
+    unsafe { crate::x86_64::avx512::vec_dot_q6_kx16x4_q8_k(xa, xb, [a0, a1, a2, a3]) }
+}
+
 /// The kernels of one level.
 pub struct Kernels {
     pub level: Level,
@@ -410,6 +421,7 @@ pub struct Kernels {
     q4_kx16: Option<Dot16x4Fn>,
     q8_0x16: Option<Dot16x4Fn>,
     q5_0x16: Option<Dot16x4Fn>,
+    q6_kx16: Option<Dot16x4Fn>,
 }
 
 fn scalar_dots() -> Vec<(GgmlType, DotFn)> {
@@ -551,6 +563,7 @@ fn build_neon(dotprod: bool) -> Kernels {
         q4_kx16: None,
         q8_0x16: None,
         q5_0x16: None,
+        q6_kx16: None,
     }
 }
 
@@ -632,6 +645,11 @@ fn build(level: Level) -> Kernels {
             Level::Avx512 => Some(q5_0x16_avx512 as Dot16x4Fn),
             _ => None,
         },
+        q6_kx16: match level {
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx512 => Some(q6_kx16_avx512 as Dot16x4Fn),
+            _ => None,
+        },
     }
 }
 
@@ -710,6 +728,7 @@ impl Kernels {
             Layout::Q4Kx8 => self.q4_kx16,
             Layout::Q8_0x8 => self.q8_0x16,
             Layout::Q5_0x8 => self.q5_0x16,
+            Layout::Q6Kx8 => self.q6_kx16,
             _ => None,
         }
     }

@@ -1,6 +1,6 @@
 //! AVX-512 (F, BW, VL) with VNNI: `vpdpbusd` on 256-bit registers (EVEX encoding).
 
-use crate::blocks::{BlockQ4Kx8, BlockQ4_0x8, BlockQ5_0x8, BlockQ8K, BlockQ8_0S, BlockQ8_0x8};
+use crate::blocks::{BlockQ4Kx8, BlockQ4_0x8, BlockQ5_0x8, BlockQ6Kx8, BlockQ8K, BlockQ8_0S, BlockQ8_0x8};
 use std::arch::x86_64::*;
 
 #[inline]
@@ -305,6 +305,128 @@ pub unsafe fn vec_dot_q5_0x16x4_q8_0(
             let s = _mm512_sub_epi32(s, _mm512_set1_epi32(16 * act.sum));
             acc[col] =
                 _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(act.d)), _mm512_cvtepi32_ps(s), acc[col]);
+        }
+    }
+    let mut out = [[0f32; 16]; 4];
+    for col in 0..4 {
+        _mm512_storeu_ps(out[col].as_mut_ptr(), acc[col]);
+    }
+    out
+}
+
+/// Eight signed bytes of `a` then eight of `b`, widened to 16 i32 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn i8x16_pair(a: *const u8, b: *const u8) -> __m512i {
+    let lo = _mm_loadl_epi64(a as *const __m128i);
+    let hi = _mm_loadl_epi64(b as *const __m128i);
+    _mm512_cvtepi8_epi32(_mm_unpacklo_epi64(lo, hi))
+}
+
+/// Two Q6_Kx8 groups (16 rows) against 4 activation rows in 512-bit registers (the sums of
+/// `q6_kx8_tile!`'s VNNI path, lane for lane).
+///
+/// # Safety
+/// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn vec_dot_q6_kx16x4_q8_k(
+    xa: &[BlockQ6Kx8],
+    xb: &[BlockQ6Kx8],
+    y: [&[BlockQ8K]; 4],
+) -> [[f32; 16]; 4] {
+    let n = xa.len();
+    if xb.len() != n || y.iter().any(|c| c.len() != n) {
+        return [[f32::NAN; 16]; 4];
+    }
+    let m4 = _mm512_set1_epi8(15);
+    let m30 = _mm512_set1_epi8(0x30);
+    let lo16 = _mm512_set1_epi32(0xffff);
+    let mut acc = [_mm512_setzero_ps(); 4];
+    for j in 0..n {
+        // SAFETY: j < n, the length of xa, xb and (checked above) every y row.
+        let (a, b) = unsafe { (xa.get_unchecked(j), xb.get_unchecked(j)) };
+        // SAFETY: as above.
+        let act: [&BlockQ8K; 4] = std::array::from_fn(|c| unsafe { y[c].get_unchecked(j) });
+        let (pa, pb) =
+            (xa.as_ptr().wrapping_add(j + 2) as *const i8, xb.as_ptr().wrapping_add(j + 2) as *const i8);
+        let pair = |pa: *const u8, pb: *const u8| {
+            let va = _mm256_loadu_si256(pa as *const __m256i);
+            let vb = _mm256_loadu_si256(pb as *const __m256i);
+            _mm512_inserti64x4(_mm512_castsi256_si512(va), vb, 1)
+        };
+        // The -32 offsets, two groups per `vpmaddwd` (see q6_kx8_tile!).
+        let mut offs = [_mm512_setzero_si512(); 4];
+        for g in (0..16).step_by(2) {
+            let lo = _mm512_and_si512(
+                i8x16_pair(a.scales.as_ptr().add(8 * g), b.scales.as_ptr().add(8 * g)),
+                lo16,
+            );
+            let hi = i8x16_pair(a.scales.as_ptr().add(8 * g + 8), b.scales.as_ptr().add(8 * g + 8));
+            let sc2 = _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
+            for col in 0..4 {
+                let bsum = _mm512_set1_epi32((act[col].bsums.as_ptr().add(g) as *const i32).read_unaligned());
+                offs[col] = _mm512_add_epi32(offs[col], _mm512_madd_epi16(sc2, bsum));
+            }
+        }
+        let mut sumi = [_mm512_setzero_si512(); 4];
+        for h in 0..2 {
+            for half in 0..2 {
+                let mut s32 = [[_mm512_setzero_si512(); 4]; 4];
+                for t in 0..4 {
+                    let c = 4 * half + t;
+                    let pf = 8 * h + 4 * half + t;
+                    if pf < 14 {
+                        for p in [pa, pb] {
+                            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(128 * pf));
+                            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(128 * pf + 64));
+                        }
+                    }
+                    let ql0 = pair(a.ql.as_ptr().add(512 * h + 32 * c), b.ql.as_ptr().add(512 * h + 32 * c));
+                    let ql1 = pair(
+                        a.ql.as_ptr().add(512 * h + 256 + 32 * c),
+                        b.ql.as_ptr().add(512 * h + 256 + 32 * c),
+                    );
+                    let qh = pair(a.qh.as_ptr().add(256 * h + 32 * c), b.qh.as_ptr().add(256 * h + 32 * c));
+                    let q = [
+                        _mm512_or_si512(
+                            _mm512_and_si512(ql0, m4),
+                            _mm512_and_si512(_mm512_slli_epi16(qh, 4), m30),
+                        ),
+                        _mm512_or_si512(
+                            _mm512_and_si512(ql1, m4),
+                            _mm512_and_si512(_mm512_slli_epi16(qh, 2), m30),
+                        ),
+                        _mm512_or_si512(
+                            _mm512_and_si512(_mm512_srli_epi16(ql0, 4), m4),
+                            _mm512_and_si512(qh, m30),
+                        ),
+                        _mm512_or_si512(
+                            _mm512_and_si512(_mm512_srli_epi16(ql1, 4), m4),
+                            _mm512_and_si512(_mm512_srli_epi16(qh, 2), m30),
+                        ),
+                    ];
+                    for col in 0..4 {
+                        let p = act[col].qs.as_ptr().add(128 * h + 4 * c);
+                        for k in 0..4 {
+                            let ya = (p.add(32 * k) as *const i32).read_unaligned();
+                            s32[col][k] = _mm512_dpbusd_epi32(s32[col][k], q[k], _mm512_set1_epi32(ya));
+                        }
+                    }
+                }
+                for k in 0..4 {
+                    let g = 8 * h + 2 * k + half;
+                    let sc = i8x16_pair(a.scales.as_ptr().add(8 * g), b.scales.as_ptr().add(8 * g));
+                    for col in 0..4 {
+                        sumi[col] = _mm512_add_epi32(sumi[col], _mm512_mullo_epi32(s32[col][k], sc));
+                    }
+                }
+            }
+        }
+        let d = f16x16_pair(&a.d, &b.d);
+        for col in 0..4 {
+            let total = _mm512_sub_epi32(sumi[col], _mm512_slli_epi32(offs[col], 5));
+            let dy = _mm512_set1_ps(act[col].d);
+            acc[col] = _mm512_fmadd_ps(_mm512_mul_ps(d, dy), _mm512_cvtepi32_ps(total), acc[col]);
         }
     }
     let mut out = [[0f32; 16]; 4];
