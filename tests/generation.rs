@@ -111,9 +111,11 @@ fn greedy_continuations_match_llama_cpp_up_to_near_ties() {
 
 /// Logits at the last prompt position against llama.cpp's: llama.cpp's top token must be
 /// (within a near tie) ours, and the two vectors must agree to within a few percent of the
-/// range (measured: 1.2-2.3% on Q4_1/Q8_0, up to 4.7% on Q4_0, whose llama.cpp kernels
-/// repack weights and sum in another order; llama.cpp against itself, flash attention on
-/// and off: 1.9%). The RMS difference, less sensitive to single outliers, must stay lower.
+/// range (measured: 1.4-3.5% on Q4_1/Q8_0/Q4_0, 2.2-5.0% on Q4_K_M). llama.cpp against
+/// itself moves as much: flash attention on and off, 1.9%; its AVX-512 build on a Zen 4
+/// against these goldens from its AVX2 build on another x86 machine, 1.1-3.6% on the same
+/// files and prompts (0.00% on one). The RMS difference, less sensitive to single outliers,
+/// must stay lower.
 #[test]
 fn logits_match_llama_cpp() {
     let g = goldens();
