@@ -76,12 +76,7 @@ pub fn attend_scalar(q: &[f32], keys: KvRows, values: KvRows, len: usize, scale:
             *si = q.iter().zip(kt).map(|(a, b)| a * b.to_f32()).sum::<f32>() * scale;
             mb = mb.max(*si);
         }
-        if mb > m {
-            let r = if m == f32::NEG_INFINITY { 0.0 } else { exp_approx(m - mb) };
-            out.iter_mut().for_each(|o| *o *= r);
-            sum *= r;
-            m = mb;
-        }
+        raise_max(out, &mut sum, &mut m, mb);
         for (i, &si) in s[..nb].iter().enumerate() {
             let p = exp_approx(si - m);
             sum += p;
@@ -91,6 +86,21 @@ pub fn attend_scalar(q: &[f32], keys: KvRows, values: KvRows, len: usize, scale:
         }
         t0 += nb;
     }
+    normalize(out, sum);
+}
+
+/// A block raised the running maximum from `m` to `mb`: rescale what was summed so far.
+pub(crate) fn raise_max(out: &mut [f32], sum: &mut f32, m: &mut f32, mb: f32) {
+    if mb > *m {
+        let r = if *m == f32::NEG_INFINITY { 0.0 } else { exp_approx(*m - mb) };
+        out.iter_mut().for_each(|o| *o *= r);
+        *sum *= r;
+        *m = mb;
+    }
+}
+
+/// Divide the weighted values by the sum of the weights.
+pub(crate) fn normalize(out: &mut [f32], sum: f32) {
     if sum > 0.0 {
         let inv = 1.0 / sum;
         out.iter_mut().for_each(|o| *o *= inv);

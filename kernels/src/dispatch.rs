@@ -345,59 +345,24 @@ macro_rules! x86_x8 {
     }};
 }
 
+/// Expands to the safe wrapper (`Dot16x4Fn`) of a 16-row avx512 kernel.
 #[cfg(target_arch = "x86_64")]
-fn q4_0x16_avx512(xa: &[u8], xb: &[u8], a: [ActRef; 4]) -> [[f32; 16]; 4] {
-    let (Some(xa), Some(xb), [ActRef::Q8_0S(a0), ActRef::Q8_0S(a1), ActRef::Q8_0S(a2), ActRef::Q8_0S(a3)]) =
-        (as_blocks::<BlockQ4_0x8>(xa), as_blocks::<BlockQ4_0x8>(xb), a)
-    else {
-        return [[f32::NAN; 16]; 4];
-    };
-    // SAFETY: stored only in the avx512 table, which exists only if the CPU runs it.
-    unsafe { crate::x86_64::avx512::vec_dot_q4_0x16x4_q8_0(xa, xb, [a0, a1, a2, a3]) }
-}
-
-#[cfg(target_arch = "x86_64")]
-fn q4_kx16_avx512(xa: &[u8], xb: &[u8], a: [ActRef; 4]) -> [[f32; 16]; 4] {
-    let (Some(xa), Some(xb), [ActRef::Q8K(a0), ActRef::Q8K(a1), ActRef::Q8K(a2), ActRef::Q8K(a3)]) =
-        (as_blocks::<BlockQ4Kx8>(xa), as_blocks::<BlockQ4Kx8>(xb), a)
-    else {
-        return [[f32::NAN; 16]; 4];
-    };
-    // SAFETY: stored only in the avx512 table, which exists only if the CPU runs it.
-    unsafe { crate::x86_64::avx512::vec_dot_q4_kx16x4_q8_k(xa, xb, [a0, a1, a2, a3]) }
-}
-
-#[cfg(target_arch = "x86_64")]
-fn q8_0x16_avx512(xa: &[u8], xb: &[u8], a: [ActRef; 4]) -> [[f32; 16]; 4] {
-    let (Some(xa), Some(xb), [ActRef::Q8_0S(a0), ActRef::Q8_0S(a1), ActRef::Q8_0S(a2), ActRef::Q8_0S(a3)]) =
-        (as_blocks::<BlockQ8_0x8>(xa), as_blocks::<BlockQ8_0x8>(xb), a)
-    else {
-        return [[f32::NAN; 16]; 4];
-    };
-    // SAFETY: stored only in the avx512 table, which exists only if the CPU runs it.
-    unsafe { crate::x86_64::avx512::vec_dot_q8_0x16x4_q8_0(xa, xb, [a0, a1, a2, a3]) }
-}
-
-#[cfg(target_arch = "x86_64")]
-fn q5_0x16_avx512(xa: &[u8], xb: &[u8], a: [ActRef; 4]) -> [[f32; 16]; 4] {
-    let (Some(xa), Some(xb), [ActRef::Q8_0S(a0), ActRef::Q8_0S(a1), ActRef::Q8_0S(a2), ActRef::Q8_0S(a3)]) =
-        (as_blocks::<BlockQ5_0x8>(xa), as_blocks::<BlockQ5_0x8>(xb), a)
-    else {
-        return [[f32::NAN; 16]; 4];
-    };
-    // SAFETY: stored only in the avx512 table, which exists only if the CPU runs it.
-    unsafe { crate::x86_64::avx512::vec_dot_q5_0x16x4_q8_0(xa, xb, [a0, a1, a2, a3]) }
-}
-
-#[cfg(target_arch = "x86_64")]
-fn q6_kx16_avx512(xa: &[u8], xb: &[u8], a: [ActRef; 4]) -> [[f32; 16]; 4] {
-    let (Some(xa), Some(xb), [ActRef::Q8K(a0), ActRef::Q8K(a1), ActRef::Q8K(a2), ActRef::Q8K(a3)]) =
-        (as_blocks::<BlockQ6Kx8>(xa), as_blocks::<BlockQ6Kx8>(xb), a)
-    else {
-        return [[f32::NAN; 16]; 4];
-    };
-    // SAFETY: stored only in the avx512 table, which exists only if the CPU runs it.
-    unsafe { crate::x86_64::avx512::vec_dot_q6_kx16x4_q8_k(xa, xb, [a0, a1, a2, a3]) }
+macro_rules! wrap_x16 {
+    ($f:path, $w:ty, $act:ident) => {{
+        fn four(xa: &[u8], xb: &[u8], a: [ActRef; 4]) -> [[f32; 16]; 4] {
+            let (
+                Some(xa),
+                Some(xb),
+                [ActRef::$act(a0), ActRef::$act(a1), ActRef::$act(a2), ActRef::$act(a3)],
+            ) = (as_blocks::<$w>(xa), as_blocks::<$w>(xb), a)
+            else {
+                return [[f32::NAN; 16]; 4];
+            };
+            // SAFETY: stored only in the avx512 table, which exists only if the CPU runs it.
+            unsafe { $f(xa, xb, [a0, a1, a2, a3]) }
+        }
+        Some(four as Dot16x4Fn)
+    }};
 }
 
 /// The kernels of one level.
@@ -613,6 +578,20 @@ fn build(level: Level) -> Kernels {
         Level::Avx512 => x86_x8!(crate::x86_64::avx512),
         _ => (None, None, None, None, None, None),
     };
+    let (q4_0x16, q4_kx16, q8_0x16, q5_0x16, q6_kx16) = match level {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => {
+            use crate::x86_64::avx512 as k;
+            (
+                wrap_x16!(k::vec_dot_q4_0x16x4_q8_0, BlockQ4_0x8, Q8_0S),
+                wrap_x16!(k::vec_dot_q4_kx16x4_q8_k, BlockQ4Kx8, Q8K),
+                wrap_x16!(k::vec_dot_q8_0x16x4_q8_0, BlockQ8_0x8, Q8_0S),
+                wrap_x16!(k::vec_dot_q5_0x16x4_q8_0, BlockQ5_0x8, Q8_0S),
+                wrap_x16!(k::vec_dot_q6_kx16x4_q8_k, BlockQ6Kx8, Q8K),
+            )
+        }
+        _ => (None, None, None, None, None),
+    };
     Kernels {
         level,
         name: level.name(),
@@ -625,31 +604,11 @@ fn build(level: Level) -> Kernels {
         q4_1x8,
         q5_0x8,
         q6_kx8,
-        q4_0x16: match level {
-            #[cfg(target_arch = "x86_64")]
-            Level::Avx512 => Some(q4_0x16_avx512 as Dot16x4Fn),
-            _ => None,
-        },
-        q4_kx16: match level {
-            #[cfg(target_arch = "x86_64")]
-            Level::Avx512 => Some(q4_kx16_avx512 as Dot16x4Fn),
-            _ => None,
-        },
-        q8_0x16: match level {
-            #[cfg(target_arch = "x86_64")]
-            Level::Avx512 => Some(q8_0x16_avx512 as Dot16x4Fn),
-            _ => None,
-        },
-        q5_0x16: match level {
-            #[cfg(target_arch = "x86_64")]
-            Level::Avx512 => Some(q5_0x16_avx512 as Dot16x4Fn),
-            _ => None,
-        },
-        q6_kx16: match level {
-            #[cfg(target_arch = "x86_64")]
-            Level::Avx512 => Some(q6_kx16_avx512 as Dot16x4Fn),
-            _ => None,
-        },
+        q4_0x16,
+        q4_kx16,
+        q8_0x16,
+        q5_0x16,
+        q6_kx16,
     }
 }
 

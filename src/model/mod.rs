@@ -636,6 +636,19 @@ impl Model {
         ferrite_kernels::pool::global().run(c.n_heads * chunks, &|task| {
             let (h, chunk) = (task / chunks, task % chunks);
             let kvh = h / group;
+            let rows = chunk * QCHUNK..n.min((chunk + 1) * QCHUNK);
+            if !f16_path {
+                let keys = KvRows { data: kc, stride: kvd, offset: kvh * hd };
+                let values = KvRows { data: vc, stride: kvd, offset: kvh * hd };
+                for i in rows {
+                    let qh = &q[i * qd + h * hd..i * qd + (h + 1) * hd];
+                    // SAFETY: head h of token i owns att[i*qd + h*hd .. +hd]; no other task
+                    // touches it, and `s.att` outlives this parallel loop.
+                    let o = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(i * qd + h * hd), hd) };
+                    ferrite_kernels::attention::attend(kern, qh, keys, values, pos0 + i + 1, scale, o);
+                }
+                return;
+            }
             let mut q16 = [f16::ZERO; 1024];
             let mut acc16 = [f16::ZERO; 1024];
             let mut kf = [0f32; 1024];
@@ -643,17 +656,9 @@ impl Model {
             let mut acc32 = [0f32; 1024];
             let (q16, acc16, kf, qf) = (&mut q16[..hd], &mut acc16[..hd], &mut kf[..hd], &mut qf[..hd]);
             let acc32 = &mut acc32[..hd];
-            for i in chunk * QCHUNK..n.min((chunk + 1) * QCHUNK) {
+            for i in rows {
                 let len = pos0 + i + 1;
                 let qh = &q[i * qd + h * hd..i * qd + (h + 1) * hd];
-                if !f16_path {
-                    // SAFETY: as below: head h of token i owns att[i*qd + h*hd .. +hd].
-                    let o = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(i * qd + h * hd), hd) };
-                    let keys = KvRows { data: kc, stride: kvd, offset: kvh * hd };
-                    let values = KvRows { data: vc, stride: kvd, offset: kvh * hd };
-                    ferrite_kernels::attention::attend(kern, qh, keys, values, len, scale, o);
-                    continue;
-                }
                 // Short batches and decode: the query rounded to f16, the weighted values
                 // accumulated through f16 (llama.cpp's path below 64 tokens).
                 for (d, &v) in q16.iter_mut().zip(qh) {

@@ -28,6 +28,38 @@ unsafe fn dot_u4x8(q: &[__m256i; 8], y: &[__m256i; 8]) -> __m256i {
     s
 }
 
+/// 32 bytes at `a` (lanes 0-7: group a's rows) and 32 at `b` (lanes 8-15) in one register.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn join32(a: *const u8, b: *const u8) -> __m512i {
+    let va = _mm256_loadu_si256(a as *const __m256i);
+    let vb = _mm256_loadu_si256(b as *const __m256i);
+    _mm512_inserti64x4(_mm512_castsi256_si512(va), vb, 1)
+}
+
+/// Asks for `lines` cache lines of both groups' block `j + ahead` (a prefetch never faults).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn prefetch_pair<T>(xa: &[T], xb: &[T], at: usize, lines: usize) {
+    for x in [xa, xb] {
+        let p = x.as_ptr().wrapping_add(at) as *const i8;
+        for line in 0..lines {
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64 * line));
+        }
+    }
+}
+
+/// The four accumulators as rows of 16 outputs.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn store16(acc: &[__m512; 4]) -> [[f32; 16]; 4] {
+    let mut out = [[0f32; 16]; 4];
+    for (o, a) in out.iter_mut().zip(acc) {
+        _mm512_storeu_ps(o.as_mut_ptr(), *a);
+    }
+    out
+}
+
 /// Two Q4_0x8 groups (16 rows) against 4 activation rows in 512-bit registers: lanes 0-7
 /// are group `xa`'s rows, lanes 8-15 group `xb`'s; one `vpdpbusd` then does 16 rows, so a
 /// broadcast activation word and the per-column bookkeeping serve twice the rows of the
@@ -48,22 +80,13 @@ pub unsafe fn vec_dot_q4_0x16x4_q8_0(
     let m4 = _mm512_set1_epi8(15);
     let mut acc = [_mm512_setzero_ps(); 4];
     for j in 0..n {
-        for x in [xa, xb] {
-            let ahead = x.as_ptr().wrapping_add(j + 8) as *const i8;
-            for line in 0..3 {
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
-            }
-        }
+        prefetch_pair(xa, xb, j + 8, 3);
         // SAFETY: j < n, the length of xa, xb and (checked above) every y row.
         let (a, b) = unsafe { (xa.get_unchecked(j), xb.get_unchecked(j)) };
-        let da = _mm_loadu_si128(a.d.as_ptr() as *const __m128i);
-        let db = _mm_loadu_si128(b.d.as_ptr() as *const __m128i);
-        let d = _mm512_cvtph_ps(_mm256_set_m128i(db, da));
+        let d = f16x16_pair(&a.d, &b.d);
         let mut q = [_mm512_setzero_si512(); 8];
         for c in 0..4 {
-            let va = _mm256_loadu_si256(a.qs.as_ptr().add(32 * c) as *const __m256i);
-            let vb = _mm256_loadu_si256(b.qs.as_ptr().add(32 * c) as *const __m256i);
-            let v = _mm512_inserti64x4(_mm512_castsi256_si512(va), vb, 1);
+            let v = join32(a.qs.as_ptr().add(32 * c), b.qs.as_ptr().add(32 * c));
             q[c] = _mm512_and_si512(v, m4);
             q[4 + c] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
         }
@@ -80,11 +103,7 @@ pub unsafe fn vec_dot_q4_0x16x4_q8_0(
                 _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(act.d)), _mm512_cvtepi32_ps(s), acc[col]);
         }
     }
-    let mut out = [[0f32; 16]; 4];
-    for col in 0..4 {
-        _mm512_storeu_ps(out[col].as_mut_ptr(), acc[col]);
-    }
-    out
+    store16(&acc)
 }
 
 /// Eight bytes of `a` then eight of `b`, widened to the 16 u32 lanes of a 512-bit register
@@ -142,9 +161,7 @@ pub unsafe fn vec_dot_q4_kx16x4_q8_k(
             let (p, shift) = (g / 2, 4 * (g % 2) as u32);
             let mut s32 = [_mm512_setzero_si512(); 4];
             for c in 0..8 {
-                let va = _mm256_loadu_si256(a.qs.as_ptr().add(256 * p + 32 * c) as *const __m256i);
-                let vb = _mm256_loadu_si256(b.qs.as_ptr().add(256 * p + 32 * c) as *const __m256i);
-                let v = _mm512_inserti64x4(_mm512_castsi256_si512(va), vb, 1);
+                let v = join32(a.qs.as_ptr().add(256 * p + 32 * c), b.qs.as_ptr().add(256 * p + 32 * c));
                 let q = _mm512_and_si512(_mm512_srl_epi16(v, _mm_cvtsi32_si128(shift as i32)), m4);
                 for col in 0..4 {
                     let ya = (act[col].qs.as_ptr().add(32 * g + 4 * c) as *const i32).read_unaligned();
@@ -180,11 +197,7 @@ pub unsafe fn vec_dot_q4_kx16x4_q8_k(
             acc[col] = _mm512_fnmadd_ps(_mm512_mul_ps(dmin, dy), _mm512_cvtepi32_ps(summ), v);
         }
     }
-    let mut out = [[0f32; 16]; 4];
-    for col in 0..4 {
-        _mm512_storeu_ps(out[col].as_mut_ptr(), acc[col]);
-    }
-    out
+    store16(&acc)
 }
 
 /// Two Q8_0x8 groups (16 rows) against 4 activation rows in 512-bit registers: weights go
@@ -206,19 +219,12 @@ pub unsafe fn vec_dot_q8_0x16x4_q8_0(
     let flip = _mm512_set1_epi8(-128);
     let mut acc = [_mm512_setzero_ps(); 4];
     for j in 0..n {
-        for x in [xa, xb] {
-            let ahead = x.as_ptr().wrapping_add(j + 4) as *const i8;
-            for line in 0..5 {
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
-            }
-        }
+        prefetch_pair(xa, xb, j + 4, 5);
         // SAFETY: j < n, the length of xa, xb and (checked above) every y row.
         let (a, b) = unsafe { (xa.get_unchecked(j), xb.get_unchecked(j)) };
         let mut s = [_mm512_setzero_si512(); 4];
         for k in 0..8 {
-            let wa = _mm256_loadu_si256(a.qs.as_ptr().add(32 * k) as *const __m256i);
-            let wb = _mm256_loadu_si256(b.qs.as_ptr().add(32 * k) as *const __m256i);
-            let u = _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(wa), wb, 1), flip);
+            let u = _mm512_xor_si512(join32(a.qs.as_ptr().add(32 * k), b.qs.as_ptr().add(32 * k)), flip);
             for col in 0..4 {
                 // SAFETY: as above.
                 let act = unsafe { y[col].get_unchecked(j) };
@@ -235,11 +241,7 @@ pub unsafe fn vec_dot_q8_0x16x4_q8_0(
                 _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(act.d)), _mm512_cvtepi32_ps(sc), acc[col]);
         }
     }
-    let mut out = [[0f32; 16]; 4];
-    for col in 0..4 {
-        _mm512_storeu_ps(out[col].as_mut_ptr(), acc[col]);
-    }
-    out
+    store16(&acc)
 }
 
 /// Two Q5_0x8 groups (16 rows) against 4 activation rows in 512-bit registers (the sums of
@@ -267,23 +269,13 @@ pub unsafe fn vec_dot_q5_0x16x4_q8_0(
     let dword_base = _mm512_inserti64x4(_mm512_castsi256_si512(half), half, 1);
     let mut acc = [_mm512_setzero_ps(); 4];
     for j in 0..n {
-        for x in [xa, xb] {
-            let ahead = x.as_ptr().wrapping_add(j + 8) as *const i8;
-            for line in 0..3 {
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
-            }
-        }
+        prefetch_pair(xa, xb, j + 8, 3);
         // SAFETY: j < n, the length of xa, xb and (checked above) every y row.
         let (a, b) = unsafe { (xa.get_unchecked(j), xb.get_unchecked(j)) };
-        let pair = |pa: *const u8, pb: *const u8| {
-            let va = _mm256_loadu_si256(pa as *const __m256i);
-            let vb = _mm256_loadu_si256(pb as *const __m256i);
-            _mm512_inserti64x4(_mm512_castsi256_si512(va), vb, 1)
-        };
-        let qh = pair(a.qh.as_ptr(), b.qh.as_ptr());
+        let qh = join32(a.qh.as_ptr(), b.qh.as_ptr());
         let mut q = [_mm512_setzero_si512(); 8];
         for c in 0..4 {
-            let v = pair(a.qs.as_ptr().add(32 * c), b.qs.as_ptr().add(32 * c));
+            let v = join32(a.qs.as_ptr().add(32 * c), b.qs.as_ptr().add(32 * c));
             q[c] = _mm512_and_si512(v, m4);
             q[4 + c] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
         }
@@ -307,11 +299,7 @@ pub unsafe fn vec_dot_q5_0x16x4_q8_0(
                 _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(act.d)), _mm512_cvtepi32_ps(s), acc[col]);
         }
     }
-    let mut out = [[0f32; 16]; 4];
-    for col in 0..4 {
-        _mm512_storeu_ps(out[col].as_mut_ptr(), acc[col]);
-    }
-    out
+    store16(&acc)
 }
 
 /// Eight signed bytes of `a` then eight of `b`, widened to 16 i32 lanes.
@@ -349,11 +337,6 @@ pub unsafe fn vec_dot_q6_kx16x4_q8_k(
         let act: [&BlockQ8K; 4] = std::array::from_fn(|c| unsafe { y[c].get_unchecked(j) });
         let (pa, pb) =
             (xa.as_ptr().wrapping_add(j + 2) as *const i8, xb.as_ptr().wrapping_add(j + 2) as *const i8);
-        let pair = |pa: *const u8, pb: *const u8| {
-            let va = _mm256_loadu_si256(pa as *const __m256i);
-            let vb = _mm256_loadu_si256(pb as *const __m256i);
-            _mm512_inserti64x4(_mm512_castsi256_si512(va), vb, 1)
-        };
         // The -32 offsets, two groups per `vpmaddwd` (see q6_kx8_tile!).
         let mut offs = [_mm512_setzero_si512(); 4];
         for g in (0..16).step_by(2) {
@@ -381,12 +364,13 @@ pub unsafe fn vec_dot_q6_kx16x4_q8_k(
                             _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(128 * pf + 64));
                         }
                     }
-                    let ql0 = pair(a.ql.as_ptr().add(512 * h + 32 * c), b.ql.as_ptr().add(512 * h + 32 * c));
-                    let ql1 = pair(
+                    let ql0 =
+                        join32(a.ql.as_ptr().add(512 * h + 32 * c), b.ql.as_ptr().add(512 * h + 32 * c));
+                    let ql1 = join32(
                         a.ql.as_ptr().add(512 * h + 256 + 32 * c),
                         b.ql.as_ptr().add(512 * h + 256 + 32 * c),
                     );
-                    let qh = pair(a.qh.as_ptr().add(256 * h + 32 * c), b.qh.as_ptr().add(256 * h + 32 * c));
+                    let qh = join32(a.qh.as_ptr().add(256 * h + 32 * c), b.qh.as_ptr().add(256 * h + 32 * c));
                     let q = [
                         _mm512_or_si512(
                             _mm512_and_si512(ql0, m4),
@@ -429,9 +413,5 @@ pub unsafe fn vec_dot_q6_kx16x4_q8_k(
             acc[col] = _mm512_fmadd_ps(_mm512_mul_ps(d, dy), _mm512_cvtepi32_ps(total), acc[col]);
         }
     }
-    let mut out = [[0f32; 16]; 4];
-    for col in 0..4 {
-        _mm512_storeu_ps(out[col].as_mut_ptr(), acc[col]);
-    }
-    out
+    store16(&acc)
 }

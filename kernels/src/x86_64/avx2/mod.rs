@@ -165,12 +165,7 @@ pub unsafe fn attend(
             s[i] = d * scale;
             mb = mb.max(s[i]);
         }
-        if mb > m {
-            let r = if m == f32::NEG_INFINITY { 0.0 } else { exp_approx(m - mb) };
-            out.iter_mut().for_each(|o| *o *= r);
-            sum *= r;
-            m = mb;
-        }
+        crate::attention::raise_max(out, &mut sum, &mut m, mb);
         // Exponentials eight at a time (exp8 gives exp_approx's bits), the tail one by one.
         let (mv, mut sv) = (_mm256_set1_ps(m), _mm256_setzero_ps());
         let nb8 = nb / 8 * 8;
@@ -201,8 +196,5 @@ pub unsafe fn attend(
         }
         t0 += nb;
     }
-    if sum > 0.0 {
-        let inv = 1.0 / sum;
-        out.iter_mut().for_each(|o| *o *= inv);
-    }
+    crate::attention::normalize(out, sum);
 }

@@ -100,46 +100,32 @@ macro_rules! x86_repacked_kernels {
                             let sc = _mm256_cvtepu8_epi32(_mm_loadl_epi64(
                                 b.scales.as_ptr().add(8 * g) as *const __m128i
                             ));
-                            if VNNI {
-                                // One `vpdpbusd` per step into i32, the scale applied by
-                                // `vpmulld` once per group (the u8 x i8 sums stay exact).
-                                let mut s32 = [_mm256_setzero_si256(); $C];
-                                for c in 0..8 {
-                                    let v = _mm256_loadu_si256(
-                                        b.qs.as_ptr().add(256 * p + 32 * c) as *const __m256i
-                                    );
-                                    let q = _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(shift)), m4);
-                                    for col in 0..$C {
-                                        let ya = (a[col].qs.as_ptr().add(32 * g + 4 * c) as *const i32)
-                                            .read_unaligned();
-                                        s32[col] = mul_sum(s32[col], q, _mm256_set1_epi32(ya));
-                                    }
-                                }
+                            // VNNI levels: one `vpdpbusd` per step into i32 (`s`), the scale
+                            // applied by `vpmulld` once per group (the u8 x i8 sums stay exact).
+                            // Elsewhere: `vpmaddubsw` sums in i16 (u8 <= 15 times i8, 8 pairs:
+                            // |s| <= 8 * 2 * 15 * 128 < 2^15), widened by the scale's `vpmaddwd`.
+                            let mut s = [_mm256_setzero_si256(); $C];
+                            for c in 0..8 {
+                                let v = _mm256_loadu_si256(b.qs.as_ptr().add(256 * p + 32 * c) as *const __m256i);
+                                let q = _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(shift)), m4);
                                 for col in 0..$C {
-                                    sumi[col] = _mm256_add_epi32(sumi[col], _mm256_mullo_epi32(s32[col], sc));
+                                    let ya = (a[col].qs.as_ptr().add(32 * g + 4 * c) as *const i32).read_unaligned();
+                                    let y = _mm256_set1_epi32(ya);
+                                    s[col] = if VNNI {
+                                        mul_sum(s[col], q, y)
+                                    } else {
+                                        _mm256_add_epi16(s[col], _mm256_maddubs_epi16(q, y))
+                                    };
                                 }
-                            } else {
-                                let mut s16 = [_mm256_setzero_si256(); $C];
-                                for c in 0..8 {
-                                    let v = _mm256_loadu_si256(
-                                        b.qs.as_ptr().add(256 * p + 32 * c) as *const __m256i
-                                    );
-                                    let q = _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(shift)), m4);
-                                    for col in 0..$C {
-                                        let ya = (a[col].qs.as_ptr().add(32 * g + 4 * c) as *const i32)
-                                            .read_unaligned();
-                                        // u8 <= 15 times i8, 8 pairs summed: |s| <= 8 * 2 * 15 * 128 < 2^15.
-                                        s16[col] = _mm256_add_epi16(
-                                            s16[col],
-                                            _mm256_maddubs_epi16(q, _mm256_set1_epi32(ya)),
-                                        );
-                                    }
-                                }
-                                // Row r's scale in i16 lanes 2r and 2r + 1.
-                                let sc = _mm256_or_si256(sc, _mm256_slli_epi32(sc, 16));
-                                for col in 0..$C {
-                                    sumi[col] = _mm256_add_epi32(sumi[col], _mm256_madd_epi16(s16[col], sc));
-                                }
+                            }
+                            for col in 0..$C {
+                                let scaled = if VNNI {
+                                    _mm256_mullo_epi32(s[col], sc)
+                                } else {
+                                    // Row r's scale in i16 lanes 2r and 2r + 1.
+                                    _mm256_madd_epi16(s[col], _mm256_or_si256(sc, _mm256_slli_epi32(sc, 16)))
+                                };
+                                sumi[col] = _mm256_add_epi32(sumi[col], scaled);
                             }
                         }
                         // Mins, two groups per `vpmaddwd`: row r's (m_g, m_g+1) in lanes 2r, 2r + 1
