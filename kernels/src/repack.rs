@@ -75,20 +75,42 @@ pub fn repackable(ty: GgmlType, rows: usize, cols: usize) -> bool {
         && cols > 0
 }
 
-/// The interleaved layout of a Q4_0 or Q4_K matrix (`None` if it is not `repackable`).
+/// The interleaved layout of a matrix (`None` if it is not `repackable`), in a new buffer.
 pub fn repack(ty: GgmlType, rows: usize, cols: usize, data: &[u8]) -> Option<(Layout, Vec<u8>)> {
-    if !repackable(ty, rows, cols) || Some(data.len()) != ty.row_bytes(cols).map(|b| b * rows) {
+    let mut out = vec![0u8; repacked_len(ty, rows, cols)?];
+    let layout = repack_into(ty, rows, cols, data, &mut out)?;
+    Some((layout, out))
+}
+
+/// Bytes of the interleaved copy of a matrix (`None` if it is not `repackable`).
+pub fn repacked_len(ty: GgmlType, rows: usize, cols: usize) -> Option<usize> {
+    if !repackable(ty, rows, cols) {
         return None;
     }
-    match ty {
-        GgmlType::Q4_0 => Some((Layout::Q4_0x8, repack_q4_0(as_blocks(data)?, rows, cols / 32))),
-        GgmlType::Q4_K => Some((Layout::Q4Kx8, repack_q4_k(as_blocks(data)?, rows, cols / 256))),
-        GgmlType::Q8_0 => Some((Layout::Q8_0x8, repack_q8_0(as_blocks(data)?, rows, cols / 32))),
-        GgmlType::Q4_1 => Some((Layout::Q4_1x8, repack_q4_1(as_blocks(data)?, rows, cols / 32))),
-        GgmlType::Q5_0 => Some((Layout::Q5_0x8, repack_q5_0(as_blocks(data)?, rows, cols / 32))),
-        GgmlType::Q6_K => Some((Layout::Q6Kx8, repack_q6_k(as_blocks(data)?, rows, cols / 256))),
-        _ => None,
+    let layout = Layout::for_type(ty)?;
+    Some(rows / GROUP * (cols / ty.block_size()) * layout.block_bytes())
+}
+
+/// Writes the interleaved layout of a matrix into `out`, which the caller allocates with
+/// `repacked_len` bytes (so that it can choose the memory: the model asks for huge pages).
+/// `None`, with `out` untouched, if the matrix is not `repackable` or a length disagrees.
+pub fn repack_into(ty: GgmlType, rows: usize, cols: usize, data: &[u8], out: &mut [u8]) -> Option<Layout> {
+    if Some(data.len()) != ty.row_bytes(cols).map(|b| b * rows)
+        || Some(out.len()) != repacked_len(ty, rows, cols)
+    {
+        return None;
     }
+    let nb = cols / ty.block_size();
+    match ty {
+        GgmlType::Q4_0 => repack_q4_0(as_blocks(data)?, rows, nb, out),
+        GgmlType::Q4_K => repack_q4_k(as_blocks(data)?, rows, nb, out),
+        GgmlType::Q8_0 => repack_q8_0(as_blocks(data)?, rows, nb, out),
+        GgmlType::Q4_1 => repack_q4_1(as_blocks(data)?, rows, nb, out),
+        GgmlType::Q5_0 => repack_q5_0(as_blocks(data)?, rows, nb, out),
+        GgmlType::Q6_K => repack_q6_k(as_blocks(data)?, rows, nb, out),
+        _ => return None,
+    }
+    Layout::for_type(ty)
 }
 
 /// Builds the interleaved matrix: for each group of 8 rows and block column j, `f` fills
@@ -98,9 +120,10 @@ fn interleave<S: Block, D: Block + Default>(
     blocks: &[S],
     rows: usize,
     nb: usize,
+    out: &mut [u8],
     f: impl Fn([&S; GROUP], &mut D),
-) -> Vec<u8> {
-    let mut out = vec![0u8; rows / GROUP * nb * D::BYTES];
+) {
+    debug_assert_eq!(out.len(), rows / GROUP * nb * D::BYTES);
     for (i, chunk) in out.chunks_exact_mut(D::BYTES).enumerate() {
         let (g, j) = (i / nb, i % nb);
         let src: [&S; GROUP] = std::array::from_fn(|r| &blocks[(g * GROUP + r) * nb + j]);
@@ -108,11 +131,10 @@ fn interleave<S: Block, D: Block + Default>(
         f(src, &mut d);
         chunk.copy_from_slice(as_bytes(std::slice::from_ref(&d)));
     }
-    out
 }
 
-fn repack_q4_k(blocks: &[BlockQ4K], rows: usize, nb: usize) -> Vec<u8> {
-    interleave(blocks, rows, nb, |src, o: &mut BlockQ4Kx8| {
+fn repack_q4_k(blocks: &[BlockQ4K], rows: usize, nb: usize, out: &mut [u8]) {
+    interleave(blocks, rows, nb, out, |src, o: &mut BlockQ4Kx8| {
         for (r, b) in src.iter().enumerate() {
             o.d[2 * r..2 * r + 2].copy_from_slice(&b.d);
             o.dmin[2 * r..2 * r + 2].copy_from_slice(&b.dmin);
@@ -132,8 +154,8 @@ fn repack_q4_k(blocks: &[BlockQ4K], rows: usize, nb: usize) -> Vec<u8> {
     })
 }
 
-fn repack_q8_0(blocks: &[BlockQ8_0], rows: usize, nb: usize) -> Vec<u8> {
-    interleave(blocks, rows, nb, |src, o: &mut BlockQ8_0x8| {
+fn repack_q8_0(blocks: &[BlockQ8_0], rows: usize, nb: usize, out: &mut [u8]) {
+    interleave(blocks, rows, nb, out, |src, o: &mut BlockQ8_0x8| {
         for (r, b) in src.iter().enumerate() {
             o.d[2 * r..2 * r + 2].copy_from_slice(&b.d);
             for k in 0..8 {
@@ -145,8 +167,8 @@ fn repack_q8_0(blocks: &[BlockQ8_0], rows: usize, nb: usize) -> Vec<u8> {
     })
 }
 
-fn repack_q4_1(blocks: &[BlockQ4_1], rows: usize, nb: usize) -> Vec<u8> {
-    interleave(blocks, rows, nb, |src, o: &mut BlockQ4_1x8| {
+fn repack_q4_1(blocks: &[BlockQ4_1], rows: usize, nb: usize, out: &mut [u8]) {
+    interleave(blocks, rows, nb, out, |src, o: &mut BlockQ4_1x8| {
         for (r, b) in src.iter().enumerate() {
             o.d[2 * r..2 * r + 2].copy_from_slice(&b.d);
             o.m[2 * r..2 * r + 2].copy_from_slice(&b.m);
@@ -157,8 +179,8 @@ fn repack_q4_1(blocks: &[BlockQ4_1], rows: usize, nb: usize) -> Vec<u8> {
     })
 }
 
-fn repack_q5_0(blocks: &[BlockQ5_0], rows: usize, nb: usize) -> Vec<u8> {
-    interleave(blocks, rows, nb, |src, o: &mut BlockQ5_0x8| {
+fn repack_q5_0(blocks: &[BlockQ5_0], rows: usize, nb: usize, out: &mut [u8]) {
+    interleave(blocks, rows, nb, out, |src, o: &mut BlockQ5_0x8| {
         for (r, b) in src.iter().enumerate() {
             o.d[2 * r..2 * r + 2].copy_from_slice(&b.d);
             o.qh[4 * r..4 * r + 4].copy_from_slice(&b.qh);
@@ -169,8 +191,8 @@ fn repack_q5_0(blocks: &[BlockQ5_0], rows: usize, nb: usize) -> Vec<u8> {
     })
 }
 
-fn repack_q6_k(blocks: &[BlockQ6K], rows: usize, nb: usize) -> Vec<u8> {
-    interleave(blocks, rows, nb, |src, o: &mut BlockQ6Kx8| {
+fn repack_q6_k(blocks: &[BlockQ6K], rows: usize, nb: usize, out: &mut [u8]) {
+    interleave(blocks, rows, nb, out, |src, o: &mut BlockQ6Kx8| {
         for (r, b) in src.iter().enumerate() {
             o.d[2 * r..2 * r + 2].copy_from_slice(&b.d);
             for grp in 0..16 {
@@ -193,8 +215,8 @@ fn repack_q6_k(blocks: &[BlockQ6K], rows: usize, nb: usize) -> Vec<u8> {
     })
 }
 
-fn repack_q4_0(blocks: &[BlockQ4_0], rows: usize, nb: usize) -> Vec<u8> {
-    interleave(blocks, rows, nb, |src, o: &mut BlockQ4_0x8| {
+fn repack_q4_0(blocks: &[BlockQ4_0], rows: usize, nb: usize, out: &mut [u8]) {
+    interleave(blocks, rows, nb, out, |src, o: &mut BlockQ4_0x8| {
         for (r, b) in src.iter().enumerate() {
             o.d[2 * r..2 * r + 2].copy_from_slice(&b.d);
             for c in 0..4 {

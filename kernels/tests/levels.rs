@@ -413,7 +413,7 @@ fn bad_inputs_are_errors() {
 #[test]
 fn repacked_matmul_matches_rows() {
     use ferrite_kernels::blocks::{as_blocks, BlockQ4_0, BlockQ4_0x8};
-    use ferrite_kernels::repack::{repack, unpack_q4_0x8, Layout};
+    use ferrite_kernels::repack::{repack, repack_into, unpack_q4_0x8, Layout};
     let scalar = Kernels::for_level(Level::Scalar).unwrap();
     let mut rng = Rng(0x5eed_0f8a);
     let mut buf = ActBuf::new();
@@ -427,6 +427,15 @@ fn repacked_matmul_matches_rows() {
         let w = weights(ty, rows * cols / ty.block_size(), case, &mut rng);
         let (layout, packed) = repack(ty, rows, cols, &w).expect("repackable");
         assert_eq!(Some(layout), Layout::for_type(ty));
+        // Whole row groups are contiguous in both layouts: the model repacks big matrices in
+        // pieces, which must give the same bytes as one call.
+        let mut pieces = vec![0u8; packed.len()];
+        let (src_half, dst_half) = (w.len() / rows * 16, packed.len() / rows * 16);
+        let (d0, d1) = pieces.split_at_mut(dst_half);
+        assert_eq!(repack_into(ty, 16, cols, &w[..src_half], d0), Some(layout));
+        assert_eq!(repack_into(ty, rows - 16, cols, &w[src_half..], d1), Some(layout));
+        assert!(pieces == packed, "{ty} {case:?}: repack in two pieces differs");
+        assert_eq!(repack_into(ty, rows, cols, &w, &mut pieces[1..]), None, "short output");
         if ty == GgmlType::Q4_0 {
             assert_eq!(packed.len(), w.len());
             let orig: &[BlockQ4_0] = as_blocks(&w).unwrap();

@@ -60,6 +60,22 @@ impl GgufFile {
         }
     }
 
+    /// Ask the kernel to map a range's pages now, in one call, rather than fault by fault
+    /// as it is read (a repack reads every byte once). Best effort: without it the reads fault.
+    pub fn populate(&self, start: usize, len: usize) {
+        #[cfg(target_os = "linux")]
+        if let Storage::Map(m) = &self.storage {
+            let page = 4096;
+            let a = start / page * page;
+            let b = (start + len).min(m.len());
+            if b > a {
+                let _ = m.advise_range(memmap2::Advice::PopulateRead, a, b - a);
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = (start, len);
+    }
+
     /// Tell the kernel this process no longer needs a range of the map (its contents were
     /// copied, e.g. repacked): the pages leave our resident set and stay in the page cache.
     /// Best effort; a later read of the range faults the same bytes back in.

@@ -15,7 +15,7 @@ pub use config::LlamaConfig;
 use std::sync::Arc;
 
 use ferrite_kernels::attention::KvRows;
-use ferrite_kernels::repack::Layout;
+use ferrite_kernels::repack::{self, Layout};
 use ferrite_kernels::{matmul, matmul_multi, ActBuf, GgmlType, Kernels, Matrix};
 pub use profile::{Op, Profile, Tap};
 
@@ -36,7 +36,30 @@ pub struct WeightRef {
     start: usize,
     len: usize,
     /// The rows rearranged at load for the kernel level (see `ferrite_kernels::repack`).
-    packed: Option<(Layout, Arc<Vec<u8>>)>,
+    packed: Option<(Layout, Arc<Packed>)>,
+}
+
+/// A repacked copy, in anonymous memory that asks for transparent huge pages: an 8B model's
+/// copies are 4-8 GB, and faulting them in 4 KiB at a time was most of its load time.
+#[derive(Debug)]
+struct Packed(memmap2::MmapMut);
+
+impl Packed {
+    /// Zeroed memory of `len` bytes (`None` if the system refuses the mapping).
+    fn zeroed(len: usize) -> Option<Packed> {
+        let map = memmap2::MmapMut::map_anon(len).ok()?;
+        // Advice only: where huge pages are off, the copy is made in small pages.
+        #[cfg(target_os = "linux")]
+        let _ = map.advise(memmap2::Advice::HugePage);
+        Some(Packed(map))
+    }
+}
+
+impl std::ops::Deref for Packed {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 pub struct Layer {
@@ -156,7 +179,7 @@ impl Model {
         use rayon::prelude::*;
         let k = self.kernels;
         let bytes = self.file.bytes();
-        let mut ws: Vec<&mut WeightRef> = self
+        let ws: Vec<&mut WeightRef> = self
             .layers
             .iter_mut()
             .flat_map(|l| {
@@ -168,17 +191,51 @@ impl Model {
         // The token embedding is read by row: when the output shares it, keep its pages.
         let embd = (self.token_embd.start, self.token_embd.len);
         let file = &self.file;
-        ws.par_iter_mut().for_each(|w| {
-            let data = &bytes[w.start..w.start + w.len];
-            if let Some((layout, v)) = ferrite_kernels::repack::repack(w.ty, w.rows, w.cols, data) {
-                w.packed = Some((layout, Arc::new(v)));
+        let mut outs: Vec<Option<Packed>> =
+            ws.iter().map(|w| repack::repacked_len(w.ty, w.rows, w.cols).and_then(Packed::zeroed)).collect();
+        // Pieces of about 4 MiB of whole row groups (they are contiguous in the file and in the
+        // copy), so that one big matrix such as the output does not leave a thread idle.
+        struct Piece<'a> {
+            m: usize,
+            start: usize,
+            rows: usize,
+            src: &'a [u8],
+            dst: &'a mut [u8],
+        }
+        let mut pieces = Vec::new();
+        for (m, (w, out)) in ws.iter().zip(outs.iter_mut()).enumerate() {
+            let (Some(out), Some(row_bytes)) = (out.as_mut(), w.ty.row_bytes(w.cols)) else { continue };
+            let step = ((4 << 20) / row_bytes.max(1)).max(1).div_ceil(repack::GROUP) * repack::GROUP;
+            let packed_row = out.len() / w.rows;
+            let mut dst: &mut [u8] = &mut out.0;
+            for r0 in (0..w.rows).step_by(step) {
+                let rows = step.min(w.rows - r0);
+                let (d, rest) = std::mem::take(&mut dst).split_at_mut(rows * packed_row);
+                dst = rest;
+                let start = w.start + r0 * row_bytes;
+                pieces.push(Piece { m, start, rows, src: &bytes[start..start + rows * row_bytes], dst: d });
+            }
+        }
+        let failed: Vec<usize> = pieces
+            .into_par_iter()
+            .filter_map(|p| {
+                let w = &ws[p.m];
+                file.populate(p.start, p.src.len());
+                let ok = repack::repack_into(w.ty, p.rows, w.cols, p.src, p.dst).is_some();
                 // Released right away, so resident memory stays near the file size while
                 // the copies are made.
-                if (w.start, w.len) != embd {
-                    file.release(w.start, w.len);
+                if ok && (w.start, w.len) != embd {
+                    file.release(p.start, p.src.len());
                 }
+                (!ok).then_some(p.m)
+            })
+            .collect();
+        for (m, (w, out)) in ws.into_iter().zip(outs).enumerate() {
+            if let (Some(out), false) = (out, failed.contains(&m)) {
+                let layout = repack::Layout::for_type(w.ty).expect("repackable type");
+                w.packed = Some((layout, Arc::new(out)));
             }
-        });
+        }
     }
 
     /// Bytes of weights held in repacked copies.
