@@ -89,6 +89,159 @@ pub fn attend_scalar(q: &[f32], keys: KvRows, values: KvRows, len: usize, scale:
     normalize(out, sum);
 }
 
+/// Largest head dimension (the model config rejects more).
+pub const MAX_HEAD_DIM: usize = 1024;
+
+/// How llama.cpp's build for an instruction set sums an f16 dot product (`ggml_vec_dot_f16`,
+/// the attention scores of its short-batch path). The order of the float additions matters
+/// there: the weighted values are accumulated in f16, and a score one ulp apart can round a
+/// value the other way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DotOrder {
+    /// No SIMD: the f32 products added one by one into an f64.
+    Serial,
+    /// Four accumulators of this many f32 lanes (4: NEON, 8: AVX2, 16: AVX-512) over steps of
+    /// four vectors with fused multiply-adds, reduced as that build reduces them; a tail
+    /// shorter than a step is added product by product in f64.
+    Lanes(usize),
+}
+
+impl DotOrder {
+    /// The order llama.cpp's build for a level's instruction set uses.
+    pub fn of(k: &Kernels) -> DotOrder {
+        use crate::dispatch::Level as L;
+        match k.level {
+            L::Scalar => DotOrder::Serial,
+            L::Avx2 | L::AvxVnni => DotOrder::Lanes(8),
+            L::Avx512 => DotOrder::Lanes(16),
+            L::Neon => DotOrder::Lanes(4),
+        }
+    }
+}
+
+/// The f16 dot product of a query (values already f16) and a key row in `order`.
+pub fn dot_f16_ref(order: DotOrder, q: &[f32], k: &[f16]) -> f32 {
+    let mut sum = 0f64;
+    let mut done = 0;
+    if let DotOrder::Lanes(w) = order {
+        let step = 4 * w;
+        done = q.len() / step * step;
+        let mut acc = [[0f32; 16]; 4];
+        for i in (0..done).step_by(step) {
+            for (j, a) in acc.iter_mut().enumerate() {
+                for (l, a) in a[..w].iter_mut().enumerate() {
+                    let e = i + j * w + l;
+                    *a = q[e].mul_add(k[e].to_f32(), *a);
+                }
+            }
+        }
+        let x: [f32; 16] = std::array::from_fn(|l| (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]));
+        // Each build's horizontal sum: AVX-512 (gcc's _mm512_reduce_add_ps) halves down to
+        // four lanes and adds (0+2)+(1+3); AVX folds to four and adds pairs by hadd,
+        // (0+1)+(2+3), as NEON's vaddvq does.
+        let r = match w {
+            16 => {
+                let t: [f32; 8] = std::array::from_fn(|i| x[i] + x[i + 8]);
+                let u: [f32; 4] = std::array::from_fn(|i| t[i] + t[i + 4]);
+                (u[0] + u[2]) + (u[1] + u[3])
+            }
+            8 => {
+                let t: [f32; 4] = std::array::from_fn(|i| x[i] + x[i + 4]);
+                (t[0] + t[1]) + (t[2] + t[3])
+            }
+            _ => (x[0] + x[1]) + (x[2] + x[3]),
+        };
+        sum = r as f64;
+    }
+    for (a, b) in q[done..].iter().zip(&k[done..]) {
+        sum += (a * b.to_f32()) as f64;
+    }
+    sum as f32
+}
+
+/// Attention as llama.cpp computes it for decode and batches under 64 tokens (its CPU flash
+/// attention over an f16 cache): the query rounded to f16, scores summed in the order of
+/// llama.cpp's build for the level's instruction set (`DotOrder::of`), online softmax with the
+/// C library's `expf`, and the weighted values accumulated in f16, one rounding per fused
+/// multiply-add. Matching its roundings keeps greedy runs on the same tokens as llama.cpp
+/// longer; x86 levels run it in SIMD registers, the others through `attend_f16_ref`. (Not
+/// emulated: llama.cpp's split of a single query's positions across threads once its cache
+/// view reaches 512 positions, whose partial sums round separately.)
+///
+/// # Panics
+/// As `attend`, or if the head dimension exceeds `MAX_HEAD_DIM`.
+pub fn attend_f16(
+    k: &Kernels,
+    q: &[f32],
+    keys: KvRows,
+    values: KvRows,
+    len: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    let hd = q.len();
+    assert!(out.len() == hd && keys.holds(len, hd) && values.holds(len, hd), "attention rows out of range");
+    assert!(hd <= MAX_HEAD_DIM, "head dimension {hd} over {MAX_HEAD_DIM}");
+    #[cfg(target_arch = "x86_64")]
+    match k.level {
+        Level::Avx512 if hd.is_multiple_of(64) => {
+            // SAFETY: an avx512 table exists only if the CPU runs AVX-512 F/BW/VL, AVX2, FMA
+            // and F16C; rows were checked above, hd is a whole number of steps.
+            unsafe { crate::x86_64::avx512::attend_f16(q, keys, values, len, scale, out) };
+            return;
+        }
+        Level::Avx2 | Level::AvxVnni if hd.is_multiple_of(32) => {
+            // SAFETY: these tables exist only if the CPU runs AVX2, FMA and F16C; rows were
+            // checked above, hd is a whole number of steps.
+            unsafe { crate::x86_64::avx2::attend_f16(q, keys, values, len, scale, out) };
+            return;
+        }
+        _ => {}
+    }
+    attend_f16_ref(DotOrder::of(k), q, keys, values, len, scale, out)
+}
+
+/// Scalar reference of `attend_f16` for a given dot order.
+pub fn attend_f16_ref(
+    order: DotOrder,
+    q: &[f32],
+    keys: KvRows,
+    values: KvRows,
+    len: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    let hd = q.len();
+    assert!(out.len() == hd && keys.holds(len, hd) && values.holds(len, hd), "attention rows out of range");
+    assert!(hd <= MAX_HEAD_DIM, "head dimension {hd} over {MAX_HEAD_DIM}");
+    let round = |x: f32| f16::from_f32(x).to_f32();
+    let mut qf = [0f32; MAX_HEAD_DIM];
+    let qf = &mut qf[..hd];
+    for (d, &v) in qf.iter_mut().zip(q) {
+        *d = round(v);
+    }
+    let acc = out;
+    acc.fill(0.0);
+    let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
+    for t in 0..len {
+        let sc = dot_f16_ref(order, qf, keys.row(t, hd)) * scale;
+        let (ms, vs) = if sc > m {
+            let ms = (m - sc).exp();
+            m = sc;
+            acc.iter_mut().for_each(|a| *a = round(*a * ms));
+            (ms, 1.0)
+        } else {
+            (1.0, (sc - m).exp())
+        };
+        for (a, v) in acc.iter_mut().zip(values.row(t, hd)) {
+            *a = round(v.to_f32().mul_add(vs, *a));
+        }
+        sum = sum.mul_add(ms, vs);
+    }
+    let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
+    acc.iter_mut().for_each(|a| *a *= inv);
+}
+
 /// A block raised the running maximum from `m` to `mb`: rescale what was summed so far.
 pub(crate) fn raise_max(out: &mut [f32], sum: &mut f32, m: &mut f32, mb: f32) {
     if mb > *m {
@@ -169,6 +322,102 @@ mod tests {
                 for d in 0..hd {
                     let err = (got[d] as f64 - want[d]).abs();
                     assert!(err <= 2e-5 * vmax, "{name} hd={hd} len={len} d={d}: {} vs {}", got[d], want[d]);
+                }
+            }
+        }
+    }
+
+    /// Random keys and values for `len` positions of width hd inside wider rows (as in the
+    /// cache: other heads around), the query, and the scores' spread.
+    fn case(hd: usize, len: usize, spread: f32, seed: &mut u64) -> (Vec<f16>, Vec<f16>, Vec<f32>) {
+        let kvd = 3 * hd + 5;
+        let keys = (0..len * kvd).map(|_| f16::from_f32(rng(seed) * spread)).collect();
+        let values = (0..len * kvd).map(|_| f16::from_f32(rng(seed) * 3.0)).collect();
+        let q = (0..hd).map(|_| rng(seed) * spread).collect();
+        (keys, values, q)
+    }
+
+    /// The SIMD bodies of the f16 path are the reference in registers: same bits at every
+    /// level, for widths with and without a SIMD body, scores that keep raising the maximum
+    /// (rescaling the f16 accumulator) and scores far apart.
+    #[test]
+    fn f16_path_levels_equal_their_reference_bit_for_bit() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for &(hd, len, spread) in &[
+            (64, 1, 1.0),
+            (64, 5, 1.0),
+            (64, 200, 4.0),
+            (128, 77, 8.0),
+            (32, 40, 2.0),
+            (96, 33, 3.0),
+            (80, 9, 1.0),
+            (6, 3, 1.0),
+            (64, 300, 60.0),
+        ] {
+            let (keys, values, mut q) = case(hd, len, spread, &mut seed);
+            if spread > 50.0 {
+                // Keys growing along the query: nearly every position is a new maximum.
+                q.iter_mut().for_each(|x| *x = x.abs());
+            }
+            let kvd = 3 * hd + 5;
+            let (kr, vr) = (
+                KvRows { data: &keys, stride: kvd, offset: hd + 2 },
+                KvRows { data: &values, stride: kvd, offset: hd + 2 },
+            );
+            let scale = 1.0 / (hd as f32).sqrt();
+            for level in Kernels::available() {
+                let k = Kernels::for_level(level).unwrap();
+                let (mut got, mut want) = (vec![0f32; hd], vec![0f32; hd]);
+                attend_f16(k, &q, kr, vr, len, scale, &mut got);
+                attend_f16_ref(DotOrder::of(k), &q, kr, vr, len, scale, &mut want);
+                for d in 0..hd {
+                    assert_eq!(got[d].to_bits(), want[d].to_bits(), "{} hd={hd} len={len} d={d}", k.name);
+                }
+            }
+        }
+    }
+
+    /// Every dot order is a dot product (within f32 rounding of the sum of |terms|), and the
+    /// f16 path is a softmax attention (within the f16 accumulator's worst-case rounding).
+    #[test]
+    fn f16_path_orders_match_f64() {
+        let mut seed = 0x1234_5678_9abc_def1u64;
+        for order in [DotOrder::Serial, DotOrder::Lanes(4), DotOrder::Lanes(8), DotOrder::Lanes(16)] {
+            for &(hd, len) in &[(64, 30), (128, 50), (100, 20), (64, 1)] {
+                let (keys, values, q) = case(hd, len, 2.0, &mut seed);
+                let kvd = 3 * hd + 5;
+                let (kr, vr) = (
+                    KvRows { data: &keys, stride: kvd, offset: 0 },
+                    KvRows { data: &values, stride: kvd, offset: 0 },
+                );
+                let qf: Vec<f32> = q.iter().map(|&x| f16::from_f32(x).to_f32()).collect();
+                let sc: Vec<f64> = (0..len)
+                    .map(|t| {
+                        let kt = kr.row(t, hd);
+                        let d = dot_f16_ref(order, &qf, kt);
+                        let exact: f64 = qf.iter().zip(kt).map(|(&a, b)| a as f64 * b.to_f64()).sum();
+                        let terms: f64 = qf.iter().zip(kt).map(|(&a, b)| (a as f64 * b.to_f64()).abs()).sum();
+                        assert!(
+                            (d as f64 - exact).abs() <= 1e-6 * terms + 1e-30,
+                            "{order:?} hd={hd}: {d} vs {exact}"
+                        );
+                        exact * 0.125
+                    })
+                    .collect();
+                let m = sc.iter().cloned().fold(f64::MIN, f64::max);
+                let p: Vec<f64> = sc.iter().map(|s| (s - m).exp()).collect();
+                let total: f64 = p.iter().sum();
+                let mut got = vec![0f32; hd];
+                attend_f16_ref(order, &q, kr, vr, len, 0.125, &mut got);
+                for (d, &g) in got.iter().enumerate() {
+                    let want = (0..len).map(|t| p[t] * vr.row(t, hd)[d].to_f64()).sum::<f64>() / total;
+                    // Up to two f16 roundings (2^-11 relative) per position, each of at most
+                    // the largest value (1.5) times the running sum's share of the total.
+                    let tol = 2.0 * len as f64 * 2f64.powi(-11) * 1.5;
+                    assert!(
+                        (g as f64 - want).abs() <= tol,
+                        "{order:?} hd={hd} len={len} d={d}: {g} vs {want}"
+                    );
                 }
             }
         }

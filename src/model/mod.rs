@@ -375,14 +375,6 @@ fn matmul_shared(
     Ok(())
 }
 
-/// Round each value to the nearest f16 (kept as f32), through the slice conversions (F16C
-/// when the CPU has it): the f16 accumulator of llama.cpp's attention, element by element.
-fn round_f16(x: &mut [f32], tmp: &mut [f16]) {
-    use half::slice::HalfFloatSliceExt;
-    tmp.convert_from_f32_slice(x);
-    tmp.convert_to_f32_slice(x);
-}
-
 /// Raw pointer shared by attention workers, each writing its own head's slice.
 #[derive(Clone, Copy)]
 struct SharedMut(*mut f32);
@@ -671,10 +663,11 @@ impl Model {
     /// that greedy generations agree token for token. The softmax runs online (one pass,
     /// rescaling when a new maximum appears). For batches under 64 tokens (decode, short
     /// prompts) llama.cpp rounds the query to f16 and accumulates the weighted values in
-    /// f16; from 64 tokens on (its tiled path) everything after the cache stays f32, and
-    /// ferrite runs `ferrite_kernels::attention::attend` (SIMD, scores in blocks). With an
-    /// f16 cache, rounding makes implementations drift apart by ~1e-3 relative anyway; this
-    /// keeps us on the same side of each rounding as the reference where it is cheap to.
+    /// f16: `ferrite_kernels::attention::attend_f16` does the same roundings, with the scores
+    /// summed in the order of llama.cpp's build for the same instruction set, so that on
+    /// layers where the inputs agree the outputs agree to the bit. From 64 tokens on (its
+    /// tiled path) everything after the cache stays f32, and ferrite runs
+    /// `ferrite_kernels::attention::attend` (SIMD, scores in blocks).
     fn attention(&self, layer: usize, n: usize, pos0: usize, cache: &KvCache, s: &mut State) {
         let c = &self.config;
         let (hd, qd, kvd) = (c.head_dim, c.q_dim(), c.kv_dim());
@@ -694,63 +687,18 @@ impl Model {
             let (h, chunk) = (task / chunks, task % chunks);
             let kvh = h / group;
             let rows = chunk * QCHUNK..n.min((chunk + 1) * QCHUNK);
-            if !f16_path {
-                let keys = KvRows { data: kc, stride: kvd, offset: kvh * hd };
-                let values = KvRows { data: vc, stride: kvd, offset: kvh * hd };
-                for i in rows {
-                    let qh = &q[i * qd + h * hd..i * qd + (h + 1) * hd];
-                    // SAFETY: head h of token i owns att[i*qd + h*hd .. +hd]; no other task
-                    // touches it, and `s.att` outlives this parallel loop.
-                    let o = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(i * qd + h * hd), hd) };
-                    ferrite_kernels::attention::attend(kern, qh, keys, values, pos0 + i + 1, scale, o);
-                }
-                return;
-            }
-            let mut q16 = [f16::ZERO; 1024];
-            let mut acc16 = [f16::ZERO; 1024];
-            let mut kf = [0f32; 1024];
-            let mut qf = [0f32; 1024];
-            let mut acc32 = [0f32; 1024];
-            let (q16, acc16, kf, qf) = (&mut q16[..hd], &mut acc16[..hd], &mut kf[..hd], &mut qf[..hd]);
-            let acc32 = &mut acc32[..hd];
+            let keys = KvRows { data: kc, stride: kvd, offset: kvh * hd };
+            let values = KvRows { data: vc, stride: kvd, offset: kvh * hd };
             for i in rows {
-                let len = pos0 + i + 1;
                 let qh = &q[i * qd + h * hd..i * qd + (h + 1) * hd];
-                // Short batches and decode: the query rounded to f16, the weighted values
-                // accumulated through f16 (llama.cpp's path below 64 tokens).
-                for (d, &v) in q16.iter_mut().zip(qh) {
-                    *d = f16::from_f32(v);
-                }
-                half::slice::HalfFloatSliceExt::convert_to_f32_slice(&q16[..], qf);
-                acc32.fill(0.0);
-                let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
-                for t in 0..len {
-                    let kt = &kc[t * kvd + kvh * hd..t * kvd + (kvh + 1) * hd];
-                    half::slice::HalfFloatSliceExt::convert_to_f32_slice(kt, kf);
-                    let sc = ops::dot(qf, kf) * scale;
-                    let (ms, vs);
-                    if sc > m {
-                        ms = (m - sc).exp();
-                        vs = 1.0;
-                        m = sc;
-                        acc32.iter_mut().for_each(|a| *a *= ms);
-                        round_f16(acc32, acc16);
-                    } else {
-                        ms = 1.0;
-                        vs = (sc - m).exp();
-                    }
-                    let vt = &vc[t * kvd + kvh * hd..t * kvd + (kvh + 1) * hd];
-                    half::slice::HalfFloatSliceExt::convert_to_f32_slice(vt, kf);
-                    ops::axpy(acc32, vs, kf);
-                    round_f16(acc32, acc16);
-                    sum = sum * ms + vs;
-                }
-                // SAFETY: head h of token i owns att[i*qd + h*hd .. +hd]; no other worker
+                // SAFETY: head h of token i owns att[i*qd + h*hd .. +hd]; no other task
                 // touches it, and `s.att` outlives this parallel loop.
                 let o = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(i * qd + h * hd), hd) };
-                let inv = 1.0 / sum;
-                for (o, a) in o.iter_mut().zip(acc32.iter()) {
-                    *o = a * inv;
+                let len = pos0 + i + 1;
+                if f16_path {
+                    ferrite_kernels::attention::attend_f16(kern, qh, keys, values, len, scale, o);
+                } else {
+                    ferrite_kernels::attention::attend(kern, qh, keys, values, len, scale, o);
                 }
             }
         });

@@ -415,3 +415,69 @@ pub unsafe fn vec_dot_q6_kx16x4_q8_k(
     }
     store16(&acc)
 }
+
+/// `attention::attend_f16` for llama.cpp's AVX-512 order (`DotOrder::Lanes(16)`): four
+/// 16-lane fused multiply-add chains per position, gcc's `_mm512_reduce_add_ps` tree, the f16
+/// accumulator rounded through `vcvtps2ph` (nearest even).
+///
+/// # Safety
+/// The CPU must have AVX-512 F/BW/VL, AVX2, FMA and F16C; `out.len() == q.len()`, `q.len()`
+/// a multiple of 64 and at most `MAX_HEAD_DIM`, rows holding 0..len (`attend_f16` checks).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn attend_f16(
+    q: &[f32],
+    keys: crate::attention::KvRows,
+    values: crate::attention::KvRows,
+    len: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    let hd = q.len();
+    let round = |v: __m512| _mm512_cvtph_ps(_mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v));
+    let mut qf = [0f32; crate::attention::MAX_HEAD_DIM];
+    let (qp, qfp, ap) = (q.as_ptr(), qf.as_mut_ptr(), out.as_mut_ptr());
+    for c in (0..hd).step_by(16) {
+        _mm512_storeu_ps(qfp.add(c), round(_mm512_loadu_ps(qp.add(c))));
+        _mm512_storeu_ps(ap.add(c), _mm512_setzero_ps());
+    }
+    let krow = |t: usize| keys.data.as_ptr().add(t * keys.stride + keys.offset) as *const __m256i;
+    let vrow = |t: usize| values.data.as_ptr().add(t * values.stride + values.offset) as *const __m256i;
+    let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
+    for t in 0..len {
+        let kp = krow(t);
+        let mut s = [_mm512_setzero_ps(); 4];
+        for i in (0..hd).step_by(64) {
+            for (j, s) in s.iter_mut().enumerate() {
+                let kx = _mm512_cvtph_ps(_mm256_loadu_si256(kp.add(i / 16 + j)));
+                *s = _mm512_fmadd_ps(_mm512_loadu_ps(qfp.add(i + 16 * j)), kx, *s);
+            }
+        }
+        let x = _mm512_add_ps(_mm512_add_ps(s[0], s[2]), _mm512_add_ps(s[1], s[3]));
+        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(x)));
+        let x8 = _mm256_add_ps(hi, _mm512_castps512_ps256(x));
+        let x4 = _mm_add_ps(_mm256_extractf128_ps::<1>(x8), _mm256_castps256_ps128(x8));
+        let x2 = _mm_add_ps(x4, _mm_shuffle_ps::<0b01_00_11_10>(x4, x4));
+        let sc = (_mm_cvtss_f32(x2) + _mm_cvtss_f32(_mm_shuffle_ps::<1>(x2, x2))) * scale;
+        let (ms, vs) = if sc > m {
+            let ms = (m - sc).exp();
+            m = sc;
+            let msv = _mm512_set1_ps(ms);
+            for c in (0..hd).step_by(16) {
+                _mm512_storeu_ps(ap.add(c), round(_mm512_mul_ps(_mm512_loadu_ps(ap.add(c)), msv)));
+            }
+            (ms, 1.0)
+        } else {
+            (1.0, (sc - m).exp())
+        };
+        let (vp, vsv) = (vrow(t), _mm512_set1_ps(vs));
+        for c in (0..hd).step_by(16) {
+            let v = _mm512_cvtph_ps(_mm256_loadu_si256(vp.add(c / 16)));
+            _mm512_storeu_ps(ap.add(c), round(_mm512_fmadd_ps(v, vsv, _mm512_loadu_ps(ap.add(c)))));
+        }
+        sum = sum.mul_add(ms, vs);
+    }
+    let inv = _mm512_set1_ps(if sum == 0.0 { 0.0 } else { 1.0 / sum });
+    for c in (0..hd).step_by(16) {
+        _mm512_storeu_ps(ap.add(c), _mm512_mul_ps(_mm512_loadu_ps(ap.add(c)), inv));
+    }
+}

@@ -198,3 +198,67 @@ pub unsafe fn attend(
     }
     crate::attention::normalize(out, sum);
 }
+
+/// `attention::attend_f16` for llama.cpp's AVX2 order (`DotOrder::Lanes(8)`): per position,
+/// four 8-lane fused multiply-add chains over the head, the AVX horizontal sum, then the f16
+/// accumulator updated in registers and rounded through `vcvtps2ph` (nearest even).
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C; `out.len() == q.len()`, `q.len()` a multiple of 32
+/// and at most `MAX_HEAD_DIM`, and the rows hold positions 0..len (`attend_f16` checks).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn attend_f16(
+    q: &[f32],
+    keys: crate::attention::KvRows,
+    values: crate::attention::KvRows,
+    len: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    let hd = q.len();
+    let round = |v: __m256| _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v));
+    let mut qf = [0f32; crate::attention::MAX_HEAD_DIM];
+    let (qp, qfp, ap) = (q.as_ptr(), qf.as_mut_ptr(), out.as_mut_ptr());
+    for c in (0..hd).step_by(8) {
+        _mm256_storeu_ps(qfp.add(c), round(_mm256_loadu_ps(qp.add(c))));
+        _mm256_storeu_ps(ap.add(c), _mm256_setzero_ps());
+    }
+    let krow = |t: usize| keys.data.as_ptr().add(t * keys.stride + keys.offset) as *const __m128i;
+    let vrow = |t: usize| values.data.as_ptr().add(t * values.stride + values.offset) as *const __m128i;
+    let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
+    for t in 0..len {
+        let kp = krow(t);
+        let mut s = [_mm256_setzero_ps(); 4];
+        for i in (0..hd).step_by(32) {
+            for (j, s) in s.iter_mut().enumerate() {
+                let kx = _mm256_cvtph_ps(_mm_loadu_si128(kp.add(i / 8 + j)));
+                *s = _mm256_fmadd_ps(_mm256_loadu_ps(qfp.add(i + 8 * j)), kx, *s);
+            }
+        }
+        let x = _mm256_add_ps(_mm256_add_ps(s[0], s[2]), _mm256_add_ps(s[1], s[3]));
+        let x4 = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps::<1>(x));
+        let x2 = _mm_hadd_ps(x4, x4);
+        let sc = _mm_cvtss_f32(_mm_hadd_ps(x2, x2)) * scale;
+        let (ms, vs) = if sc > m {
+            let ms = (m - sc).exp();
+            m = sc;
+            let msv = _mm256_set1_ps(ms);
+            for c in (0..hd).step_by(8) {
+                _mm256_storeu_ps(ap.add(c), round(_mm256_mul_ps(_mm256_loadu_ps(ap.add(c)), msv)));
+            }
+            (ms, 1.0)
+        } else {
+            (1.0, (sc - m).exp())
+        };
+        let (vp, vsv) = (vrow(t), _mm256_set1_ps(vs));
+        for c in (0..hd).step_by(8) {
+            let v = _mm256_cvtph_ps(_mm_loadu_si128(vp.add(c / 8)));
+            _mm256_storeu_ps(ap.add(c), round(_mm256_fmadd_ps(v, vsv, _mm256_loadu_ps(ap.add(c)))));
+        }
+        sum = sum.mul_add(ms, vs);
+    }
+    let inv = _mm256_set1_ps(if sum == 0.0 { 0.0 } else { 1.0 / sum });
+    for c in (0..hd).step_by(8) {
+        _mm256_storeu_ps(ap.add(c), _mm256_mul_ps(_mm256_loadu_ps(ap.add(c)), inv));
+    }
+}
