@@ -306,6 +306,8 @@ pub type Dot8Fn = fn(&[u8], ActRef) -> [f32; 8];
 /// Two interleaved groups (16 rows) against four activation rows, in 512-bit registers.
 pub type Dot16x4Fn = fn(&[u8], &[u8], [ActRef; 4]) -> [[f32; 16]; 4];
 pub type Dot8x4Fn = fn(&[u8], [ActRef; 4]) -> [[f32; 8]; 4];
+/// Two interleaved groups against eight activation rows (prefill of 8 rows or more).
+pub type Dot16x8Fn = fn(&[u8], &[u8], [ActRef; 8]) -> [[f32; 16]; 8];
 
 /// Expands to the safe wrappers (`Dot8Fn`, `Dot8x4Fn`) of a level's kernels for an
 /// interleaved block type.
@@ -365,6 +367,26 @@ macro_rules! wrap_x16 {
     }};
 }
 
+/// Expands to the safe wrapper (`Dot16x8Fn`) of a 16-row, 8-column avx512 kernel.
+#[cfg(target_arch = "x86_64")]
+macro_rules! wrap_x16x8 {
+    ($f:path, $w:ty, $act:ident) => {{
+        fn eight(xa: &[u8], xb: &[u8], a: [ActRef; 8]) -> [[f32; 16]; 8] {
+            let (Some(xa), Some(xb)) = (as_blocks::<$w>(xa), as_blocks::<$w>(xb)) else {
+                return [[f32::NAN; 16]; 8];
+            };
+            let mut rows = [&[][..]; 8];
+            for (r, a) in rows.iter_mut().zip(a) {
+                let ActRef::$act(a) = a else { return [[f32::NAN; 16]; 8] };
+                *r = a;
+            }
+            // SAFETY: stored only in the avx512 table, which exists only if the CPU runs it.
+            unsafe { $f(xa, xb, rows) }
+        }
+        Some(eight as Dot16x8Fn)
+    }};
+}
+
 /// The kernels of one level.
 pub struct Kernels {
     pub level: Level,
@@ -387,6 +409,10 @@ pub struct Kernels {
     q8_0x16: Option<Dot16x4Fn>,
     q5_0x16: Option<Dot16x4Fn>,
     q6_kx16: Option<Dot16x4Fn>,
+    q4_0x16x8: Option<Dot16x8Fn>,
+    q4_kx16x8: Option<Dot16x8Fn>,
+    q8_0x16x8: Option<Dot16x8Fn>,
+    q5_0x16x8: Option<Dot16x8Fn>,
 }
 
 fn scalar_dots() -> Vec<(GgmlType, DotFn)> {
@@ -529,6 +555,10 @@ fn build_neon(dotprod: bool) -> Kernels {
         q8_0x16: None,
         q5_0x16: None,
         q6_kx16: None,
+        q4_0x16x8: None,
+        q4_kx16x8: None,
+        q8_0x16x8: None,
+        q5_0x16x8: None,
     }
 }
 
@@ -592,6 +622,19 @@ fn build(level: Level) -> Kernels {
         }
         _ => (None, None, None, None, None),
     };
+    let (q4_0x16x8, q4_kx16x8, q8_0x16x8, q5_0x16x8) = match level {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => {
+            use crate::x86_64::avx512 as k;
+            (
+                wrap_x16x8!(k::vec_dot_q4_0x16x8_q8_0, BlockQ4_0x8, Q8_0S),
+                wrap_x16x8!(k::vec_dot_q4_kx16x8_q8_k, BlockQ4Kx8, Q8K),
+                wrap_x16x8!(k::vec_dot_q8_0x16x8_q8_0, BlockQ8_0x8, Q8_0S),
+                wrap_x16x8!(k::vec_dot_q5_0x16x8_q8_0, BlockQ5_0x8, Q8_0S),
+            )
+        }
+        _ => (None, None, None, None),
+    };
     Kernels {
         level,
         name: level.name(),
@@ -609,6 +652,10 @@ fn build(level: Level) -> Kernels {
         q8_0x16,
         q5_0x16,
         q6_kx16,
+        q4_0x16x8,
+        q4_kx16x8,
+        q8_0x16x8,
+        q5_0x16x8,
     }
 }
 
@@ -681,6 +728,16 @@ impl Kernels {
 
     /// The kernels for an interleaved layout, where the level has them.
     /// The 16-row prefill kernel of an interleaved layout, where the level has one.
+    pub fn repacked16x8(&self, layout: Layout) -> Option<Dot16x8Fn> {
+        match layout {
+            Layout::Q4_0x8 => self.q4_0x16x8,
+            Layout::Q4Kx8 => self.q4_kx16x8,
+            Layout::Q8_0x8 => self.q8_0x16x8,
+            Layout::Q5_0x8 => self.q5_0x16x8,
+            _ => None,
+        }
+    }
+
     pub fn repacked16(&self, layout: Layout) -> Option<Dot16x4Fn> {
         match layout {
             Layout::Q4_0x8 => self.q4_0x16,

@@ -6,7 +6,7 @@
 //! whole blocks). Output: `y[i * rows + r]` = row r of the weights . activation row i.
 
 use crate::dispatch::{
-    ActBuf, ActRef, ActType, Dot16x4Fn, Dot4Fn, Dot4x2Fn, Dot8Fn, Dot8x4Fn, DotFn, Kernels,
+    ActBuf, ActRef, ActType, Dot16x4Fn, Dot16x8Fn, Dot4Fn, Dot4x2Fn, Dot8Fn, Dot8x4Fn, DotFn, Kernels,
 };
 use crate::repack::{Layout, GROUP};
 use crate::types::GgmlType;
@@ -162,6 +162,7 @@ pub fn matmul_multi(
     let mut tiles: [Option<Dot4x2Fn>; MAX_SHARED] = [None; MAX_SHARED];
     let mut x8: [Option<(Dot8Fn, Dot8x4Fn)>; MAX_SHARED] = [None; MAX_SHARED];
     let mut x16: [Option<Dot16x4Fn>; MAX_SHARED] = [None; MAX_SHARED];
+    let mut x16x8: [Option<Dot16x8Fn>; MAX_SHARED] = [None; MAX_SHARED];
     // First task of each matrix (task t belongs to the last j with starts[j] <= t).
     let mut starts = [usize::MAX; MAX_SHARED + 1];
     let mut tasks = 0;
@@ -184,6 +185,7 @@ pub fn matmul_multi(
         if w.layout != Layout::Rows {
             x8[j] = k.repacked(w.layout);
             x16[j] = k.repacked16(w.layout);
+            x16x8[j] = k.repacked16x8(w.layout);
             if x8[j].is_none() {
                 return Err(KernelError::Unsupported { ty: w.ty, what: "this layout at this kernel level" });
             }
@@ -220,6 +222,17 @@ pub fn matmul_multi(
                 if let (Some(k16), true) = (x16[j], g + 1 < g1 && n >= 4) {
                     let (xa, xb) = (w.group(g), w.group(g + 1));
                     let mut i = 0;
+                    if let Some(k8) = x16x8[j] {
+                        while i + 8 <= n {
+                            let v = k8(xa, xb, std::array::from_fn(|c| a.row(i + c, cols)));
+                            for (c, vc) in v.iter().enumerate() {
+                                for (d, &x) in vc.iter().enumerate() {
+                                    write(i + c, g * GROUP + d, x);
+                                }
+                            }
+                            i += 8;
+                        }
+                    }
                     while i + 4 <= n {
                         let v = k16(
                             xa,

@@ -408,7 +408,7 @@ fn bad_inputs_are_errors() {
 
 /// Repacked (interleaved) matrices at every level that has kernels for them: the same
 /// products as the scalar reference on the row layout, for decode (n = 1) and prefill
-/// (n = 3..9, covering the four-row tiles and their remainders), on random and edge-case
+/// (n = 3..13, covering the four- and eight-row tiles and their remainders), on random and edge-case
 /// weights; and the layout's inverse gives back every original block.
 #[test]
 fn repacked_matmul_matches_rows() {
@@ -455,7 +455,7 @@ fn repacked_matmul_matches_rows() {
         let plain = Matrix::new(ty, rows, cols, &w).unwrap();
         let m = Matrix::with_layout(ty, rows, cols, layout, &packed).unwrap();
         for k in levels().into_iter().filter(|k| k.repacked(layout).is_some()) {
-            for n in [1usize, 3, 4, 5, 8, 9] {
+            for n in [1usize, 3, 4, 5, 8, 9, 13] {
                 let x = activation(n * cols, &mut rng);
                 let (mut want, mut got) = (vec![0f32; n * rows], vec![0f32; n * rows]);
                 matmul(scalar, &plain, &x, n, &mut want, &mut buf).unwrap();

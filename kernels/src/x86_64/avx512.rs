@@ -49,6 +49,17 @@ unsafe fn prefetch_pair<T>(xa: &[T], xb: &[T], at: usize, lines: usize) {
     }
 }
 
+/// C accumulators as rows of 16 outputs.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn storen<const C: usize>(acc: &[__m512; C]) -> [[f32; 16]; C] {
+    let mut out = [[0f32; 16]; C];
+    for (o, a) in out.iter_mut().zip(acc) {
+        _mm512_storeu_ps(o.as_mut_ptr(), *a);
+    }
+    out
+}
+
 /// The four accumulators as rows of 16 outputs.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -73,12 +84,36 @@ pub unsafe fn vec_dot_q4_0x16x4_q8_0(
     xb: &[BlockQ4_0x8],
     y: [&[BlockQ8_0S]; 4],
 ) -> [[f32; 16]; 4] {
+    q4_0x16::<4>(xa, xb, y)
+}
+
+/// `vec_dot_q4_0x16x4_q8_0` against 8 activation rows: each unpacked weight register serves
+/// twice the columns.
+///
+/// # Safety
+/// As `vec_dot_q4_0x16x4_q8_0`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn vec_dot_q4_0x16x8_q8_0(
+    xa: &[BlockQ4_0x8],
+    xb: &[BlockQ4_0x8],
+    y: [&[BlockQ8_0S]; 8],
+) -> [[f32; 16]; 8] {
+    q4_0x16::<8>(xa, xb, y)
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn q4_0x16<const C: usize>(
+    xa: &[BlockQ4_0x8],
+    xb: &[BlockQ4_0x8],
+    y: [&[BlockQ8_0S]; C],
+) -> [[f32; 16]; C] {
     let n = xa.len();
     if xb.len() != n || y.iter().any(|c| c.len() != n) {
-        return [[f32::NAN; 16]; 4];
+        return [[f32::NAN; 16]; C];
     }
     let m4 = _mm512_set1_epi8(15);
-    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut acc = [_mm512_setzero_ps(); C];
     for j in 0..n {
         prefetch_pair(xa, xb, j + 8, 3);
         // SAFETY: j < n, the length of xa, xb and (checked above) every y row.
@@ -90,7 +125,7 @@ pub unsafe fn vec_dot_q4_0x16x4_q8_0(
             q[c] = _mm512_and_si512(v, m4);
             q[4 + c] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
         }
-        for col in 0..4 {
+        for col in 0..C {
             // SAFETY: as above.
             let act = unsafe { y[col].get_unchecked(j) };
             let p = act.qs.as_ptr() as *const i32;
@@ -103,7 +138,7 @@ pub unsafe fn vec_dot_q4_0x16x4_q8_0(
                 _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(act.d)), _mm512_cvtepi32_ps(s), acc[col]);
         }
     }
-    store16(&acc)
+    storen(&acc)
 }
 
 /// Eight bytes of `a` then eight of `b`, widened to the 16 u32 lanes of a 512-bit register
@@ -136,20 +171,44 @@ pub unsafe fn vec_dot_q4_kx16x4_q8_k(
     xb: &[BlockQ4Kx8],
     y: [&[BlockQ8K]; 4],
 ) -> [[f32; 16]; 4] {
+    q4_kx16::<4>(xa, xb, y)
+}
+
+/// `vec_dot_q4_kx16x4_q8_k` against 8 activation rows (each unpacked weight register serves twice the
+/// columns).
+///
+/// # Safety
+/// As `vec_dot_q4_kx16x4_q8_k`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn vec_dot_q4_kx16x8_q8_k(
+    xa: &[BlockQ4Kx8],
+    xb: &[BlockQ4Kx8],
+    y: [&[BlockQ8K]; 8],
+) -> [[f32; 16]; 8] {
+    q4_kx16::<8>(xa, xb, y)
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn q4_kx16<const C: usize>(
+    xa: &[BlockQ4Kx8],
+    xb: &[BlockQ4Kx8],
+    y: [&[BlockQ8K]; C],
+) -> [[f32; 16]; C] {
     let n = xa.len();
     if xb.len() != n || y.iter().any(|c| c.len() != n) {
-        return [[f32::NAN; 16]; 4];
+        return [[f32::NAN; 16]; C];
     }
     let m4 = _mm512_set1_epi8(15);
-    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut acc = [_mm512_setzero_ps(); C];
     for j in 0..n {
         // SAFETY: j < n, the length of xa, xb and (checked above) every y row.
         let (a, b) = unsafe { (xa.get_unchecked(j), xb.get_unchecked(j)) };
         // SAFETY: as above.
-        let act: [&BlockQ8K; 4] = std::array::from_fn(|c| unsafe { y[c].get_unchecked(j) });
+        let act: [&BlockQ8K; C] = std::array::from_fn(|c| unsafe { y[c].get_unchecked(j) });
         let (pa, pb) =
             (xa.as_ptr().wrapping_add(j + 1) as *const i8, xb.as_ptr().wrapping_add(j + 1) as *const i8);
-        let mut sumi = [_mm512_setzero_si512(); 4];
+        let mut sumi = [_mm512_setzero_si512(); C];
         for g in 0..8 {
             // The next blocks, 19 lines each, a few lines per group (see q4_kx8_tile!).
             for l in 0..3 {
@@ -159,17 +218,17 @@ pub unsafe fn vec_dot_q4_kx16x4_q8_k(
                 }
             }
             let (p, shift) = (g / 2, 4 * (g % 2) as u32);
-            let mut s32 = [_mm512_setzero_si512(); 4];
+            let mut s32 = [_mm512_setzero_si512(); C];
             for c in 0..8 {
                 let v = join32(a.qs.as_ptr().add(256 * p + 32 * c), b.qs.as_ptr().add(256 * p + 32 * c));
                 let q = _mm512_and_si512(_mm512_srl_epi16(v, _mm_cvtsi32_si128(shift as i32)), m4);
-                for col in 0..4 {
+                for col in 0..C {
                     let ya = (act[col].qs.as_ptr().add(32 * g + 4 * c) as *const i32).read_unaligned();
                     s32[col] = _mm512_dpbusd_epi32(s32[col], q, _mm512_set1_epi32(ya));
                 }
             }
             let sc = u8x16_pair(a.scales.as_ptr().add(8 * g), b.scales.as_ptr().add(8 * g));
-            for col in 0..4 {
+            for col in 0..C {
                 sumi[col] = _mm512_add_epi32(sumi[col], _mm512_mullo_epi32(s32[col], sc));
             }
         }
@@ -183,7 +242,7 @@ pub unsafe fn vec_dot_q4_kx16x4_q8_k(
         }
         let d = f16x16_pair(&a.d, &b.d);
         let dmin = f16x16_pair(&a.dmin, &b.dmin);
-        for col in 0..4 {
+        for col in 0..C {
             let bs = _mm256_loadu_si256(act[col].bsums.as_ptr() as *const __m256i);
             let b16 = _mm256_packs_epi32(_mm256_madd_epi16(bs, _mm256_set1_epi16(1)), _mm256_setzero_si256());
             let mut summ = _mm512_setzero_si512();
@@ -197,7 +256,7 @@ pub unsafe fn vec_dot_q4_kx16x4_q8_k(
             acc[col] = _mm512_fnmadd_ps(_mm512_mul_ps(dmin, dy), _mm512_cvtepi32_ps(summ), v);
         }
     }
-    store16(&acc)
+    storen(&acc)
 }
 
 /// Two Q8_0x8 groups (16 rows) against 4 activation rows in 512-bit registers: weights go
@@ -212,20 +271,44 @@ pub unsafe fn vec_dot_q8_0x16x4_q8_0(
     xb: &[BlockQ8_0x8],
     y: [&[BlockQ8_0S]; 4],
 ) -> [[f32; 16]; 4] {
+    q8_0x16::<4>(xa, xb, y)
+}
+
+/// `vec_dot_q8_0x16x4_q8_0` against 8 activation rows (each unpacked weight register serves twice the
+/// columns).
+///
+/// # Safety
+/// As `vec_dot_q8_0x16x4_q8_0`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn vec_dot_q8_0x16x8_q8_0(
+    xa: &[BlockQ8_0x8],
+    xb: &[BlockQ8_0x8],
+    y: [&[BlockQ8_0S]; 8],
+) -> [[f32; 16]; 8] {
+    q8_0x16::<8>(xa, xb, y)
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn q8_0x16<const C: usize>(
+    xa: &[BlockQ8_0x8],
+    xb: &[BlockQ8_0x8],
+    y: [&[BlockQ8_0S]; C],
+) -> [[f32; 16]; C] {
     let n = xa.len();
     if xb.len() != n || y.iter().any(|c| c.len() != n) {
-        return [[f32::NAN; 16]; 4];
+        return [[f32::NAN; 16]; C];
     }
     let flip = _mm512_set1_epi8(-128);
-    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut acc = [_mm512_setzero_ps(); C];
     for j in 0..n {
         prefetch_pair(xa, xb, j + 4, 5);
         // SAFETY: j < n, the length of xa, xb and (checked above) every y row.
         let (a, b) = unsafe { (xa.get_unchecked(j), xb.get_unchecked(j)) };
-        let mut s = [_mm512_setzero_si512(); 4];
+        let mut s = [_mm512_setzero_si512(); C];
         for k in 0..8 {
             let u = _mm512_xor_si512(join32(a.qs.as_ptr().add(32 * k), b.qs.as_ptr().add(32 * k)), flip);
-            for col in 0..4 {
+            for col in 0..C {
                 // SAFETY: as above.
                 let act = unsafe { y[col].get_unchecked(j) };
                 let ya = (act.qs.as_ptr().add(4 * k) as *const i32).read_unaligned();
@@ -233,7 +316,7 @@ pub unsafe fn vec_dot_q8_0x16x4_q8_0(
             }
         }
         let d = f16x16_pair(&a.d, &b.d);
-        for col in 0..4 {
+        for col in 0..C {
             // SAFETY: as above.
             let act = unsafe { y[col].get_unchecked(j) };
             let sc = _mm512_sub_epi32(s[col], _mm512_set1_epi32(128 * act.sum));
@@ -241,7 +324,7 @@ pub unsafe fn vec_dot_q8_0x16x4_q8_0(
                 _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(act.d)), _mm512_cvtepi32_ps(sc), acc[col]);
         }
     }
-    store16(&acc)
+    storen(&acc)
 }
 
 /// Two Q5_0x8 groups (16 rows) against 4 activation rows in 512-bit registers (the sums of
@@ -255,9 +338,33 @@ pub unsafe fn vec_dot_q5_0x16x4_q8_0(
     xb: &[BlockQ5_0x8],
     y: [&[BlockQ8_0S]; 4],
 ) -> [[f32; 16]; 4] {
+    q5_0x16::<4>(xa, xb, y)
+}
+
+/// `vec_dot_q5_0x16x4_q8_0` against 8 activation rows (each unpacked weight register serves twice the
+/// columns).
+///
+/// # Safety
+/// As `vec_dot_q5_0x16x4_q8_0`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn vec_dot_q5_0x16x8_q8_0(
+    xa: &[BlockQ5_0x8],
+    xb: &[BlockQ5_0x8],
+    y: [&[BlockQ8_0S]; 8],
+) -> [[f32; 16]; 8] {
+    q5_0x16::<8>(xa, xb, y)
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn q5_0x16<const C: usize>(
+    xa: &[BlockQ5_0x8],
+    xb: &[BlockQ5_0x8],
+    y: [&[BlockQ8_0S]; C],
+) -> [[f32; 16]; C] {
     let n = xa.len();
     if xb.len() != n || y.iter().any(|c| c.len() != n) {
-        return [[f32::NAN; 16]; 4];
+        return [[f32::NAN; 16]; C];
     }
     let m4 = _mm512_set1_epi8(15);
     let sixteen = _mm512_set1_epi8(16);
@@ -267,7 +374,7 @@ pub unsafe fn vec_dot_q5_0x16x4_q8_0(
         _mm256_setr_epi64x(0, 0x0808_0808_0808_0808, 0, 0x0808_0808_0808_0808),
     );
     let dword_base = _mm512_inserti64x4(_mm512_castsi256_si512(half), half, 1);
-    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut acc = [_mm512_setzero_ps(); C];
     for j in 0..n {
         prefetch_pair(xa, xb, j + 8, 3);
         // SAFETY: j < n, the length of xa, xb and (checked above) every y row.
@@ -286,7 +393,7 @@ pub unsafe fn vec_dot_q5_0x16x4_q8_0(
             q[k] = _mm512_mask_add_epi8(q[k], set, q[k], sixteen);
         }
         let d = f16x16_pair(&a.d, &b.d);
-        for col in 0..4 {
+        for col in 0..C {
             // SAFETY: as above.
             let act = unsafe { y[col].get_unchecked(j) };
             let p = act.qs.as_ptr() as *const i32;
@@ -299,7 +406,7 @@ pub unsafe fn vec_dot_q5_0x16x4_q8_0(
                 _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(act.d)), _mm512_cvtepi32_ps(s), acc[col]);
         }
     }
-    store16(&acc)
+    storen(&acc)
 }
 
 /// Eight signed bytes of `a` then eight of `b`, widened to 16 i32 lanes.
