@@ -129,8 +129,37 @@ fn interleave<S: Block, D: Block + Default>(
         let src: [&S; GROUP] = std::array::from_fn(|r| &blocks[(g * GROUP + r) * nb + j]);
         let mut d = D::default();
         f(src, &mut d);
-        chunk.copy_from_slice(as_bytes(std::slice::from_ref(&d)));
+        store_streaming(chunk, as_bytes(std::slice::from_ref(&d)));
     }
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: SSE is part of x86_64; the fence orders the streaming stores above before
+    // anything that follows (the copy is read by other threads once the repack returns).
+    unsafe {
+        std::arch::x86_64::_mm_sfence()
+    };
+}
+
+/// Copies a finished block to its place. On x86 with 16-byte aligned places (every block
+/// size is a multiple of 16 and the copies are page-aligned maps), non-temporal stores: the
+/// copy is written once and not read for a while, so fetching its lines first would only
+/// double the traffic and evict the source.
+fn store_streaming(dst: &mut [u8], src: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if (dst.as_ptr() as usize).is_multiple_of(16) && src.len().is_multiple_of(16) && dst.len() == src.len() {
+        use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_stream_si128};
+        for (i, c) in src.chunks_exact(16).enumerate() {
+            // SAFETY: SSE2 is part of x86_64; dst is 16-byte aligned and as long as src, so
+            // every 16-byte store at 16 * i lies inside it, aligned.
+            unsafe {
+                _mm_stream_si128(
+                    dst.as_mut_ptr().add(16 * i) as *mut __m128i,
+                    _mm_loadu_si128(c.as_ptr() as *const __m128i),
+                )
+            };
+        }
+        return;
+    }
+    dst.copy_from_slice(src);
 }
 
 fn repack_q4_k(blocks: &[BlockQ4K], rows: usize, nb: usize, out: &mut [u8]) {
