@@ -89,6 +89,105 @@ pub fn attend_scalar(q: &[f32], keys: KvRows, values: KvRows, len: usize, scale:
     normalize(out, sum);
 }
 
+/// Queries per `attend_many` call at most.
+pub const MAX_MANY: usize = 128;
+/// Positions per block of `attend_many` (its converted keys and values stay in L1/L2).
+pub const MANY_BLOCK: usize = 64;
+/// Largest head dimension `attend_many` takes (its scratch is on the stack).
+pub const MANY_MAX_HD: usize = 256;
+
+/// Many queries over the same cached keys and values (the heads of one KV head, for a run
+/// of prompt tokens): query i attends positions 0..lens[i] and writes `outs[i]`. Each block
+/// of `MANY_BLOCK` positions is converted from f16 once for all the queries (keys
+/// transposed, so that a vector of scores covers 8 positions and no horizontal sums are
+/// needed), which is most of what `attend` spends per query. Same exponentials and online
+/// softmax as `attend`; scores summed in head-dimension order (`attend_many_ref`).
+///
+/// # Panics
+/// If the slices disagree in length or exceed `MAX_MANY`, a query or output is not `hd`
+/// long, hd exceeds `MANY_MAX_HD`, or the rows do not hold the longest query's positions.
+pub fn attend_many(
+    k: &Kernels,
+    qs: &[&[f32]],
+    lens: &[usize],
+    keys: KvRows,
+    values: KvRows,
+    scale: f32,
+    outs: &mut [&mut [f32]],
+) {
+    let hd = check_many(qs, lens, keys, values, outs);
+    #[cfg(target_arch = "x86_64")]
+    if matches!(k.level, Level::Avx2 | Level::AvxVnni | Level::Avx512) && hd.is_multiple_of(64) {
+        // SAFETY: these tables exist only if the CPU runs AVX2, FMA and F16C; shapes and
+        // rows were checked above, hd is a whole number of 64-wide chunks.
+        unsafe { crate::x86_64::avx2::attend_many(qs, lens, keys, values, scale, outs) };
+        return;
+    }
+    let _ = (k, hd);
+    attend_many_ref(qs, lens, keys, values, scale, outs)
+}
+
+/// The checks of `attend_many`; the head dimension.
+fn check_many(qs: &[&[f32]], lens: &[usize], keys: KvRows, values: KvRows, outs: &[&mut [f32]]) -> usize {
+    let hd = qs.first().map_or(0, |q| q.len());
+    let max_len = lens.iter().copied().max().unwrap_or(0);
+    assert!(
+        qs.len() == lens.len() && qs.len() == outs.len() && qs.len() <= MAX_MANY,
+        "attend_many: query lists disagree"
+    );
+    assert!(
+        hd <= MANY_MAX_HD && qs.iter().all(|q| q.len() == hd) && outs.iter().all(|o| o.len() == hd),
+        "attend_many: head widths disagree"
+    );
+    assert!(keys.holds(max_len, hd) && values.holds(max_len, hd), "attention rows out of range");
+    hd
+}
+
+/// Scalar reference of `attend_many`: per block and query, scores by fused multiply-adds in
+/// head-dimension order, the running maximum raised as in `attend`, then each position's
+/// weight `exp_approx(s - m)` added to the sum and, by fused multiply-adds, its values to
+/// the output, positions in order.
+pub fn attend_many_ref(
+    qs: &[&[f32]],
+    lens: &[usize],
+    keys: KvRows,
+    values: KvRows,
+    scale: f32,
+    outs: &mut [&mut [f32]],
+) {
+    let hd = check_many(qs, lens, keys, values, outs);
+    let max_len = lens.iter().copied().max().unwrap_or(0);
+    let mut m = [f32::NEG_INFINITY; MAX_MANY];
+    let mut sum = [0f32; MAX_MANY];
+    outs.iter_mut().for_each(|o| o.fill(0.0));
+    let mut s = [0f32; MANY_BLOCK];
+    for b0 in (0..max_len).step_by(MANY_BLOCK) {
+        let nb = MANY_BLOCK.min(max_len - b0);
+        for (i, (q, out)) in qs.iter().zip(outs.iter_mut()).enumerate() {
+            let valid = nb.min(lens[i].saturating_sub(b0));
+            if valid == 0 {
+                continue;
+            }
+            for (p, sp) in s[..valid].iter_mut().enumerate() {
+                let kr = keys.row(b0 + p, hd);
+                *sp = q.iter().zip(kr).fold(0f32, |a, (&x, y)| x.mul_add(y.to_f32(), a)) * scale;
+            }
+            let mb = s[..valid].iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            raise_max(out, &mut sum[i], &mut m[i], mb);
+            for (p, &sp) in s[..valid].iter().enumerate() {
+                let e = exp_approx(sp - m[i]);
+                sum[i] += e;
+                for (o, v) in out.iter_mut().zip(values.row(b0 + p, hd)) {
+                    *o = e.mul_add(v.to_f32(), *o);
+                }
+            }
+        }
+    }
+    for (o, &sm) in outs.iter_mut().zip(&sum) {
+        normalize(o, sm);
+    }
+}
+
 /// Largest head dimension (the model config rejects more).
 pub const MAX_HEAD_DIM: usize = 1024;
 
@@ -417,6 +516,79 @@ mod tests {
                     assert!(
                         (g as f64 - want).abs() <= tol,
                         "{order:?} hd={hd} len={len} d={d}: {g} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// `attend_many` at every level equals its reference to the bit, and the reference is a
+    /// softmax attention (within f32 rounding, as `attend`), for query counts around the
+    /// groups of four, lengths around the blocks of 64 and the steps of 16, and queries of
+    /// different lengths in one call.
+    #[test]
+    fn attend_many_matches_reference_and_f64() {
+        let mut seed = 0x0ddb_1a5e_5eed_0001u64;
+        for &(hd, nq, max_len, spread) in &[
+            (64, 1, 1, 1.0),
+            (64, 4, 17, 2.0),
+            (64, 7, 64, 4.0),
+            (64, 13, 150, 8.0),
+            (128, 5, 70, 3.0),
+            (128, 9, 200, 30.0),
+            (80, 3, 40, 1.0),
+        ] {
+            let (keys, values, _) = case(hd, max_len, spread, &mut seed);
+            let kvd = 3 * hd + 5;
+            let (kr, vr) = (
+                KvRows { data: &keys, stride: kvd, offset: 1 },
+                KvRows { data: &values, stride: kvd, offset: 1 },
+            );
+            let qv: Vec<Vec<f32>> =
+                (0..nq).map(|_| (0..hd).map(|_| rng(&mut seed) * spread).collect()).collect();
+            let qs: Vec<&[f32]> = qv.iter().map(|q| q.as_slice()).collect();
+            // Causal-like lengths: the last query sees everything, earlier ones less.
+            let lens: Vec<usize> =
+                (0..nq).map(|i| max_len - (nq - 1 - i).min(max_len - 1) * 3 % max_len.max(1)).collect();
+            let scale = 1.0 / (hd as f32).sqrt();
+            let mut want = vec![vec![0f32; hd]; nq];
+            {
+                let mut outs: Vec<&mut [f32]> = want.iter_mut().map(|o| o.as_mut_slice()).collect();
+                attend_many_ref(&qs, &lens, kr, vr, scale, &mut outs);
+            }
+            for level in Kernels::available() {
+                let k = Kernels::for_level(level).unwrap();
+                let mut got = vec![vec![1f32; hd]; nq];
+                let mut outs: Vec<&mut [f32]> = got.iter_mut().map(|o| o.as_mut_slice()).collect();
+                attend_many(k, &qs, &lens, kr, vr, scale, &mut outs);
+                for i in 0..nq {
+                    for d in 0..hd {
+                        assert_eq!(
+                            got[i][d].to_bits(),
+                            want[i][d].to_bits(),
+                            "{} hd={hd} nq={nq} query {i} d={d}",
+                            k.name
+                        );
+                    }
+                }
+            }
+            let vmax = values.iter().map(|v| v.to_f64().abs()).fold(0.0, f64::max);
+            for i in 0..nq {
+                let sc: Vec<f64> = (0..lens[i])
+                    .map(|t| {
+                        qs[i].iter().zip(kr.row(t, hd)).map(|(&a, b)| a as f64 * b.to_f64()).sum::<f64>()
+                            * scale as f64
+                    })
+                    .collect();
+                let m = sc.iter().cloned().fold(f64::MIN, f64::max);
+                let p: Vec<f64> = sc.iter().map(|s| (s - m).exp()).collect();
+                let total: f64 = p.iter().sum();
+                for d in 0..hd {
+                    let exact = (0..lens[i]).map(|t| p[t] * vr.row(t, hd)[d].to_f64()).sum::<f64>() / total;
+                    assert!(
+                        (want[i][d] as f64 - exact).abs() <= 2e-5 * vmax,
+                        "hd={hd} query {i} d={d}: {} vs {exact}",
+                        want[i][d]
                     );
                 }
             }

@@ -679,10 +679,39 @@ impl Model {
         let q = &s.q;
         let out = SharedMut(s.att.as_mut_ptr());
         let f16_path = n < 64;
+        let kern = self.kernels;
+        use ferrite_kernels::attention::{attend, attend_f16, attend_many, MANY_MAX_HD, MAX_MANY};
+        if !f16_path && hd <= MANY_MAX_HD && group <= MAX_MANY {
+            // Prompt batches: the heads of one KV head and a run of tokens per task, so each
+            // block of cached keys and values is converted once for all of them.
+            let qchunk = (MAX_MANY / group).min(16);
+            let chunks = n.div_ceil(qchunk);
+            ferrite_kernels::pool::global().run(c.n_kv_heads * chunks, &|task| {
+                let (kvh, chunk) = (task / chunks, task % chunks);
+                let keys = KvRows { data: kc, stride: kvd, offset: kvh * hd };
+                let values = KvRows { data: vc, stride: kvd, offset: kvh * hd };
+                let rows = chunk * qchunk..n.min((chunk + 1) * qchunk);
+                let mut qs: [&[f32]; MAX_MANY] = [&[]; MAX_MANY];
+                let mut lens = [0usize; MAX_MANY];
+                let mut outs: [&mut [f32]; MAX_MANY] = std::array::from_fn(|_| &mut [][..]);
+                let mut m = 0;
+                for i in rows {
+                    for h in kvh * group..(kvh + 1) * group {
+                        qs[m] = &q[i * qd + h * hd..i * qd + (h + 1) * hd];
+                        lens[m] = pos0 + i + 1;
+                        // SAFETY: head h of token i owns att[i*qd + h*hd .. +hd]; each (i, h)
+                        // is in one task only, and `s.att` outlives this parallel loop.
+                        outs[m] = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(i * qd + h * hd), hd) };
+                        m += 1;
+                    }
+                }
+                attend_many(kern, &qs[..m], &lens[..m], keys, values, scale, &mut outs[..m]);
+            });
+            return;
+        }
         // Tasks: a head and a run of up to QCHUNK queries (later ones cost more: causal).
         const QCHUNK: usize = 16;
         let chunks = n.div_ceil(QCHUNK);
-        let kern = self.kernels;
         ferrite_kernels::pool::global().run(c.n_heads * chunks, &|task| {
             let (h, chunk) = (task / chunks, task % chunks);
             let kvh = h / group;
@@ -696,9 +725,9 @@ impl Model {
                 let o = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(i * qd + h * hd), hd) };
                 let len = pos0 + i + 1;
                 if f16_path {
-                    ferrite_kernels::attention::attend_f16(kern, qh, keys, values, len, scale, o);
+                    attend_f16(kern, qh, keys, values, len, scale, o);
                 } else {
-                    ferrite_kernels::attention::attend(kern, qh, keys, values, len, scale, o);
+                    attend(kern, qh, keys, values, len, scale, o);
                 }
             }
         });

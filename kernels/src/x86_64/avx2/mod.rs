@@ -262,3 +262,116 @@ pub unsafe fn attend_f16(
         _mm256_storeu_ps(ap.add(c), _mm256_mul_ps(_mm256_loadu_ps(ap.add(c)), inv));
     }
 }
+
+/// `attention::attend_many_ref` in registers: each block's keys converted and transposed
+/// once (`kt[d][p]`), scores for four queries x 16 positions per step (one broadcast query
+/// element against two vectors of keys per fused multiply-add pair), values converted once
+/// and added with 64 output lanes in registers.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C; the shapes and rows are as `attend_many` checks,
+/// and the head dimension is a multiple of 64.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn attend_many(
+    qs: &[&[f32]],
+    lens: &[usize],
+    keys: crate::attention::KvRows,
+    values: crate::attention::KvRows,
+    scale: f32,
+    outs: &mut [&mut [f32]],
+) {
+    use crate::attention::{MANY_BLOCK as B, MANY_MAX_HD, MAX_MANY};
+    let nq = qs.len();
+    let Some(hd) = qs.first().map(|q| q.len()) else { return };
+    let max_len = lens.iter().copied().max().unwrap_or(0);
+    let mut kt = [0f32; MANY_MAX_HD * B];
+    let mut vf = [0f32; B * MANY_MAX_HD];
+    let mut row = [0f32; MANY_MAX_HD];
+    let mut m = [f32::NEG_INFINITY; MAX_MANY];
+    let mut sum = [0f32; MAX_MANY];
+    let mut s = [[0f32; B]; 4];
+    let mut e = [0f32; B];
+    outs.iter_mut().for_each(|o| o.fill(0.0));
+    for b0 in (0..max_len).step_by(B) {
+        let nb = B.min(max_len - b0);
+        for p in 0..nb {
+            let kp = keys.data.as_ptr().add((b0 + p) * keys.stride + keys.offset);
+            let vp = values.data.as_ptr().add((b0 + p) * values.stride + values.offset);
+            for c in (0..hd).step_by(8) {
+                _mm256_storeu_ps(
+                    row.as_mut_ptr().add(c),
+                    _mm256_cvtph_ps(_mm_loadu_si128(kp.add(c) as *const __m128i)),
+                );
+                _mm256_storeu_ps(
+                    vf.as_mut_ptr().add(p * hd + c),
+                    _mm256_cvtph_ps(_mm_loadu_si128(vp.add(c) as *const __m128i)),
+                );
+            }
+            for (d, &x) in row[..hd].iter().enumerate() {
+                kt[d * B + p] = x;
+            }
+        }
+        let valid = |i: usize| nb.min(lens[i].saturating_sub(b0));
+        let mut i0 = 0;
+        while i0 < nq {
+            let g = (nq - i0).min(4);
+            let most = (i0..i0 + g).map(valid).max().unwrap_or(0);
+            // Missing queries of a last short group repeat the first (results unused).
+            let qp: [*const f32; 4] = std::array::from_fn(|j| qs[i0 + if j < g { j } else { 0 }].as_ptr());
+            for p0 in (0..most).step_by(16) {
+                let mut acc = [[_mm256_setzero_ps(); 2]; 4];
+                for d in 0..hd {
+                    let k0 = _mm256_loadu_ps(kt.as_ptr().add(d * B + p0));
+                    let k1 = _mm256_loadu_ps(kt.as_ptr().add(d * B + p0 + 8));
+                    for (a, q) in acc.iter_mut().zip(qp) {
+                        let b = _mm256_set1_ps(*q.add(d));
+                        a[0] = _mm256_fmadd_ps(b, k0, a[0]);
+                        a[1] = _mm256_fmadd_ps(b, k1, a[1]);
+                    }
+                }
+                let sc = _mm256_set1_ps(scale);
+                for (si, a) in s.iter_mut().zip(acc) {
+                    _mm256_storeu_ps(si.as_mut_ptr().add(p0), _mm256_mul_ps(a[0], sc));
+                    _mm256_storeu_ps(si.as_mut_ptr().add(p0 + 8), _mm256_mul_ps(a[1], sc));
+                }
+            }
+            for (j, sj) in s.iter().enumerate().take(g) {
+                let i = i0 + j;
+                let n = valid(i);
+                if n == 0 {
+                    continue;
+                }
+                let out = &mut *outs[i];
+                let mb = sj[..n].iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                crate::attention::raise_max(out, &mut sum[i], &mut m[i], mb);
+                let mv = _mm256_set1_ps(m[i]);
+                for p in (0..n).step_by(8) {
+                    _mm256_storeu_ps(
+                        e.as_mut_ptr().add(p),
+                        exp8(_mm256_sub_ps(_mm256_loadu_ps(sj.as_ptr().add(p)), mv)),
+                    );
+                }
+                for &x in &e[..n] {
+                    sum[i] += x;
+                }
+                for dc in (0..hd).step_by(64) {
+                    let op = out.as_mut_ptr().add(dc);
+                    let mut a: [__m256; 8] = std::array::from_fn(|c| _mm256_loadu_ps(op.add(8 * c)));
+                    for (p, &w) in e[..n].iter().enumerate() {
+                        let (w, vr) = (_mm256_set1_ps(w), vf.as_ptr().add(p * hd + dc));
+                        for (c, a) in a.iter_mut().enumerate() {
+                            *a = _mm256_fmadd_ps(w, _mm256_loadu_ps(vr.add(8 * c)), *a);
+                        }
+                    }
+                    for (c, a) in a.iter().enumerate() {
+                        _mm256_storeu_ps(op.add(8 * c), *a);
+                    }
+                }
+            }
+            i0 += g;
+        }
+    }
+    for (o, &sm) in outs.iter_mut().zip(&sum) {
+        crate::attention::normalize(o, sm);
+    }
+}
