@@ -701,7 +701,8 @@ impl Model {
                         lens[m] = pos0 + i + 1;
                         // SAFETY: head h of token i owns att[i*qd + h*hd .. +hd]; each (i, h)
                         // is in one task only, and `s.att` outlives this parallel loop.
-                        outs[m] = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(i * qd + h * hd), hd) };
+                        outs[m] =
+                            unsafe { std::slice::from_raw_parts_mut(out.ptr().add(i * qd + h * hd), hd) };
                         m += 1;
                     }
                 }
