@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """ferrite against llama.cpp on the same files and threads, runs alternated back to back.
-Writes bench/results.json and prints a markdown table; scripts/bench-chart.py draws it.
-    usage: scripts/bench-compare.py [-t THREADS] [-r REPS] [--levels L] [--bandwidth GBS] -- MODEL.gguf [-p P] [-n N] ...
+Writes bench/results.json (or -o FILE) and prints a markdown table; scripts/bench-chart.py draws it.
+    usage: scripts/bench-compare.py [-t THREADS] [-r REPS] [--levels L] [--bandwidth GBS] [-o OUT.json] -- MODEL.gguf [-p P] [-n N] ...
 "% of roofline" divides decode bytes/s (tokens/s x file size) by the read bandwidth that
 `ferrite bench --roofline` measures right after each of its two runs (the best of the two;
 this VM's bandwidth drifts by a quarter over minutes), or by --bandwidth if given.
@@ -49,6 +49,7 @@ def main():
     ap.add_argument("-r", type=int, default=3)
     ap.add_argument("--levels", default="", help="extra FERRITE_KERNELS levels to run, comma separated")
     ap.add_argument("--bandwidth", type=float, default=0.0, help="measured read bandwidth, GB/s")
+    ap.add_argument("-o", default=f"{ROOT}/bench/results.json", help="where the JSON results go")
     ap.add_argument("items", nargs="+")
     a = ap.parse_args()
     models, cur = [], None
@@ -84,7 +85,7 @@ def main():
                              "ferrite": r[test][0], "llama_cpp": theirs[test][0], "ratio": r[test][0] / theirs[test][0]})
         sys.stderr.write(f"done {name}\n")
     os.makedirs(f"{ROOT}/bench", exist_ok=True)
-    json.dump(rows, open(f"{ROOT}/bench/results.json", "w"), indent=1)
+    json.dump(rows, open(a.o, "w"), indent=1)
     print("| file | test | kernels | ferrite t/s | llama.cpp t/s | ratio | read GB/s | decode % of roofline (ferrite / llama.cpp) |")
     print("|---|---|---|---:|---:|---:|---:|---:|")
     for r in rows:
