@@ -16,13 +16,3 @@ crate::x86_k_kernels!("avx2,fma,f16c,avxvnni");
 crate::x86_k_more_kernels!("avx2,fma,f16c,avxvnni");
 crate::x86_repacked_kernels!("avx2,fma,f16c,avxvnni");
 
-/// Eight u8 x i8 products of 4 summed per i32 lane (see avx2::dot_u4x8).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
-unsafe fn dot_u4x8(q: &[__m256i; 8], y: &[__m256i; 8]) -> __m256i {
-    let mut s = _mm256_setzero_si256();
-    for k in 0..8 {
-        s = _mm256_dpbusd_avx_epi32(s, q[k], y[k]);
-    }
-    s
-}

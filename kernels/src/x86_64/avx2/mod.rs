@@ -23,19 +23,6 @@ crate::x86_k_kernels!("avx2,fma,f16c");
 crate::x86_k_more_kernels!("avx2,fma,f16c");
 crate::x86_repacked_kernels!("avx2,fma,f16c");
 
-/// Eight u8 x i8 products of 4 summed per i32 lane: 8 pairs of registers. The i16 pair sums
-/// of `vpmaddubsw` are added in i16 (8 x 2 x 15 x 128 < 2^15 for nibble weights) and
-/// widened once.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_u4x8(q: &[__m256i; 8], y: &[__m256i; 8]) -> __m256i {
-    let mut s = _mm256_maddubs_epi16(q[0], y[0]);
-    for k in 1..8 {
-        s = _mm256_add_epi16(s, _mm256_maddubs_epi16(q[k], y[k]));
-    }
-    _mm256_madd_epi16(s, _mm256_set1_epi16(1))
-}
-
 /// A constant given by its bits, in 8 lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]

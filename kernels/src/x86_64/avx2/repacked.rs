@@ -1,5 +1,5 @@
 //! Kernels for the interleaved layouts of `repack` (one body for the avx2, avxvnni and
-//! avx512 levels; each level defines `dot_u4x8`).
+//! avx512 levels; each level defines `mul_sum` and `VNNI`).
 
 #[macro_export]
 #[doc(hidden)]
@@ -30,24 +30,35 @@ macro_rules! x86_repacked_kernels {
                         // SAFETY: j < n, the length of x and (checked above) of every y row.
                         let $b = unsafe { x.get_unchecked(j) };
                         let $d = _mm256_cvtph_ps(_mm_loadu_si128($b.d.as_ptr() as *const __m128i));
-                        // q[k]: weights 4k..4k+4 of each row (k < 4 low nibbles; k >= 4 high
-                        // nibbles, elements 16 + 4(k-4) = 4k as well).
-                        let mut q = [_mm256_setzero_si256(); 8];
+                        // One weight register at a time, met by every activation row: 4
+                        // weights of each row (k < 4 low nibbles of run k; k >= 4 the high
+                        // nibbles of run k - 4, elements 16 + 4(k-4) = 4k as well) against
+                        // activations 4k..4k+4 in every lane. Few live registers: holding
+                        // all 8 weight registers spilled half of them at 16 ymm.
+                        let mut s = [_mm256_setzero_si256(); $C];
                         for c in 0..4 {
                             let v = _mm256_loadu_si256($b.qs.as_ptr().add(32 * c) as *const __m256i);
-                            q[c] = _mm256_and_si256(v, m4);
-                            q[4 + c] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                            let lo = _mm256_and_si256(v, m4);
+                            let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                            for (k, q) in [(c, lo), (4 + c, hi)] {
+                                for col in 0..$C {
+                                    // SAFETY: as above.
+                                    let p = unsafe { y[col].get_unchecked(j).qs.as_ptr().add(4 * k) };
+                                    let ya = _mm256_set1_epi32((p as *const i32).read_unaligned());
+                                    // Without VNNI the pair sums add up in i16 (8 x 2 x 15 x 128
+                                    // < 2^15) and widen once below.
+                                    s[col] = if VNNI {
+                                        mul_sum(s[col], q, ya)
+                                    } else {
+                                        _mm256_add_epi16(s[col], _mm256_maddubs_epi16(q, ya))
+                                    };
+                                }
+                            }
                         }
                         for col in 0..$C {
                             // SAFETY: as above.
                             let $a = unsafe { y[col].get_unchecked(j) };
-                            let p = $a.qs.as_ptr() as *const i32;
-                            let mut ya = [_mm256_setzero_si256(); 8];
-                            for k in 0..8 {
-                                // Activations 4k..4k+4 in every lane.
-                                ya[k] = _mm256_set1_epi32(p.add(k).read_unaligned());
-                            }
-                            let $s = dot_u4x8(&q, &ya);
+                            let $s = if VNNI { s[col] } else { _mm256_madd_epi16(s[col], _mm256_set1_epi16(1)) };
                             let $acc = acc[col];
                             acc[col] = $update;
                         }
@@ -394,19 +405,7 @@ macro_rules! x86_repacked_kernels {
                         // SAFETY: as above.
                         a[col] = unsafe { y[col].get_unchecked(j) };
                     }
-                    // The offsets, two groups per `vpmaddwd`: row r's (sc_g, sc_g+1) in i16
-                    // lanes 2r, 2r + 1 against (bsum_g, bsum_g+1).
                     let mut sumi = [_mm256_setzero_si256(); $C];
-                    let mut offs = [_mm256_setzero_si256(); $C];
-                    for g in (0..16).step_by(2) {
-                        let lo = _mm256_and_si256(i8x8_to_i32(b.scales.as_ptr().add(8 * g)), lo16);
-                        let pair = _mm256_or_si256(lo, _mm256_slli_epi32(i8x8_to_i32(b.scales.as_ptr().add(8 * g + 8)), 16));
-                        for col in 0..$C {
-                            // (bsum_g, bsum_g+1): the dword at bsums[g] (little-endian i16 pair).
-                            let bsum = _mm256_set1_epi32((a[col].bsums.as_ptr().add(g) as *const i32).read_unaligned());
-                            offs[col] = _mm256_add_epi32(offs[col], _mm256_madd_epi16(pair, bsum));
-                        }
-                    }
                     if VNNI {
                         // Straight-line order: per (h, c) the 3 loads give weights 4c..4c+4 of
                         // all four k (low/high nibbles of two ql runs, four 2-bit fields of qh),
@@ -455,54 +454,25 @@ macro_rules! x86_repacked_kernels {
                         }
                     } else {
                         for h in 0..2 {
-                            for k in 0..4 {
-                                for gi in 0..2 {
-                                    let g = 8 * h + 2 * k + gi;
-                                    if g < 14 {
-                                        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(128 * g));
-                                        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(128 * g + 64));
-                                    }
-                                    // Row r's scale of group g as i16 in lanes 2r and 2r + 1.
-                                    let sc = i8x8_to_i32(b.scales.as_ptr().add(8 * g));
-                                    let sc = _mm256_or_si256(_mm256_and_si256(sc, lo16), _mm256_slli_epi32(sc, 16));
-                                    let mut s16 = [[_mm256_setzero_si256(); 2]; $C];
-                                    for t in 0..4 {
-                                        let c = 4 * gi + t;
-                                        let ql = _mm256_loadu_si256(
-                                            b.ql.as_ptr().add(512 * h + 256 * (k % 2) + 32 * c) as *const __m256i,
-                                        );
-                                        let qh = _mm256_loadu_si256(b.qh.as_ptr().add(256 * h + 32 * c) as *const __m256i);
-                                        let nib = if k < 2 {
-                                            _mm256_and_si256(ql, m4)
-                                        } else {
-                                            _mm256_and_si256(_mm256_srli_epi16(ql, 4), m4)
-                                        };
-                                        // Bits 2k, 2k+1 of each qh byte moved to bits 4, 5 (16-bit
-                                        // shifts: bits crossing bytes fall outside the mask).
-                                        let hb = match k {
-                                            0 => _mm256_slli_epi16(qh, 4),
-                                            1 => _mm256_slli_epi16(qh, 2),
-                                            2 => qh,
-                                            _ => _mm256_srli_epi16(qh, 2),
-                                        };
-                                        let q = _mm256_or_si256(nib, _mm256_and_si256(hb, m30));
-                                        for col in 0..$C {
-                                            let e = 128 * h + 32 * k + 4 * c;
-                                            let ya = (a[col].qs.as_ptr().add(e) as *const i32).read_unaligned();
-                                            // u8 < 64 times i8, 2 pairs summed: < 2^15.
-                                            let p = _mm256_maddubs_epi16(q, _mm256_set1_epi32(ya));
-                                            s16[col][t / 2] = _mm256_add_epi16(s16[col][t / 2], p);
-                                        }
-                                    }
-                                    for col in 0..$C {
-                                        let s = _mm256_add_epi32(
-                                            _mm256_madd_epi16(s16[col][0], sc),
-                                            _mm256_madd_epi16(s16[col][1], sc),
-                                        );
-                                        sumi[col] = _mm256_add_epi32(sumi[col], s);
-                                    }
-                                }
+                            for gi in 0..2 {
+                                q6_kx8_group::<0, $C>(b, &a, h, gi, ahead, &mut sumi);
+                                q6_kx8_group::<1, $C>(b, &a, h, gi, ahead, &mut sumi);
+                                q6_kx8_group::<2, $C>(b, &a, h, gi, ahead, &mut sumi);
+                                q6_kx8_group::<3, $C>(b, &a, h, gi, ahead, &mut sumi);
                             }
+                        }
+                    }
+                    // The offsets, two groups per `vpmaddwd`: row r's (sc_g, sc_g+1) in i16
+                    // lanes 2r, 2r + 1 against (bsum_g, bsum_g+1). After the sums, so that
+                    // they are not live through them.
+                    let mut offs = [_mm256_setzero_si256(); $C];
+                    for g in (0..16).step_by(2) {
+                        let lo = _mm256_and_si256(i8x8_to_i32(b.scales.as_ptr().add(8 * g)), lo16);
+                        let pair = _mm256_or_si256(lo, _mm256_slli_epi32(i8x8_to_i32(b.scales.as_ptr().add(8 * g + 8)), 16));
+                        for col in 0..$C {
+                            // (bsum_g, bsum_g+1): the dword at bsums[g] (little-endian i16 pair).
+                            let bsum = _mm256_set1_epi32((a[col].bsums.as_ptr().add(g) as *const i32).read_unaligned());
+                            offs[col] = _mm256_add_epi32(offs[col], _mm256_madd_epi16(pair, bsum));
                         }
                     }
                     let d = _mm256_cvtph_ps(_mm_loadu_si128(b.d.as_ptr() as *const __m128i));
@@ -518,6 +488,62 @@ macro_rules! x86_repacked_kernels {
                 }
                 out
             }};
+        }
+
+        /// One group of 16 weights of a Q6_Kx8 block (g = 8h + 2K + gi) against C activation
+        /// rows without VNNI: the sums of q * y in i16, widened by the scales' `vpmaddwd`
+        /// into `sumi`. K is a constant so that its shifts are chosen at compile time.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn q6_kx8_group<const K: usize, const C: usize>(
+            b: &BlockQ6Kx8,
+            a: &[&BlockQ8K; C],
+            h: usize,
+            gi: usize,
+            ahead: *const i8,
+            sumi: &mut [__m256i; C],
+        ) {
+            let (m4, m30, lo16) = (_mm256_set1_epi8(15), _mm256_set1_epi8(0x30), _mm256_set1_epi32(0xffff));
+            let g = 8 * h + 2 * K + gi;
+            if g < 14 {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(128 * g));
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(128 * g + 64));
+            }
+            // Row r's scale of group g as i16 in lanes 2r and 2r + 1.
+            let sc = i8x8_to_i32(b.scales.as_ptr().add(8 * g));
+            let sc = _mm256_or_si256(_mm256_and_si256(sc, lo16), _mm256_slli_epi32(sc, 16));
+            // Two steps at a time: u8 < 64 times i8, 2 pairs per `vpmaddubsw`, two of them
+            // summed: < 2^15. One i16 sum per column is live (more spilled at 16 ymm).
+            for tp in 0..2 {
+                let mut s16 = [_mm256_setzero_si256(); C];
+                for t in 2 * tp..2 * tp + 2 {
+                    let c = 4 * gi + t;
+                    let ql = _mm256_loadu_si256(b.ql.as_ptr().add(512 * h + 256 * (K % 2) + 32 * c) as *const __m256i);
+                    let qh = _mm256_loadu_si256(b.qh.as_ptr().add(256 * h + 32 * c) as *const __m256i);
+                    let nib = if K < 2 {
+                        _mm256_and_si256(ql, m4)
+                    } else {
+                        _mm256_and_si256(_mm256_srli_epi16(ql, 4), m4)
+                    };
+                    // Bits 2K, 2K+1 of each qh byte moved to bits 4, 5 (16-bit shifts: bits
+                    // crossing bytes fall outside the mask).
+                    let hb = match K {
+                        0 => _mm256_slli_epi16(qh, 4),
+                        1 => _mm256_slli_epi16(qh, 2),
+                        2 => qh,
+                        _ => _mm256_srli_epi16(qh, 2),
+                    };
+                    let q = _mm256_or_si256(nib, _mm256_and_si256(hb, m30));
+                    for col in 0..C {
+                        let e = 128 * h + 32 * K + 4 * c;
+                        let ya = (a[col].qs.as_ptr().add(e) as *const i32).read_unaligned();
+                        s16[col] = _mm256_add_epi16(s16[col], _mm256_maddubs_epi16(q, _mm256_set1_epi32(ya)));
+                    }
+                }
+                for col in 0..C {
+                    sumi[col] = _mm256_add_epi32(sumi[col], _mm256_madd_epi16(s16[col], sc));
+                }
+            }
         }
 
         /// Eight signed bytes widened to i32 lanes (row r's scale of one group in lane r).
