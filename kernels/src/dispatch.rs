@@ -170,22 +170,22 @@ impl ActBuf {
         match kind {
             ActType::Q8_0 => {
                 self.q8_0.resize(nb, BlockQ8_0::default());
-                par_quantize(x, &mut self.q8_0, 32, scalar::quantize_q8_0_act);
+                par_quantize(x, &mut self.q8_0, 32, act_quant::quantize_q8_0_act);
                 ActRef::Q8_0(&self.q8_0)
             }
             ActType::Q8_0S => {
                 self.q8_0s.resize(nb, BlockQ8_0S::default());
-                par_quantize(x, &mut self.q8_0s, 32, scalar::quantize_q8_0s_act);
+                par_quantize(x, &mut self.q8_0s, 32, act_quant::quantize_q8_0s_act);
                 ActRef::Q8_0S(&self.q8_0s)
             }
             ActType::Q8_1 => {
                 self.q8_1.resize(nb, BlockQ8_1::default());
-                par_quantize(x, &mut self.q8_1, 32, scalar::quantize_q8_1_act);
+                par_quantize(x, &mut self.q8_1, 32, act_quant::quantize_q8_1_act);
                 ActRef::Q8_1(&self.q8_1)
             }
             ActType::Q8K => {
                 self.q8k.resize(nb, BlockQ8K::default());
-                par_quantize(x, &mut self.q8k, QK_K, scalar::quantize_q8_k);
+                par_quantize(x, &mut self.q8k, QK_K, act_quant::quantize_q8_k);
                 ActRef::Q8K(&self.q8k)
             }
             ActType::F32 => {
@@ -197,8 +197,30 @@ impl ActBuf {
     }
 }
 
+/// The activation quantizers: AVX2 where the CPU has it (bit for bit the scalar ones, so
+/// the choice never changes a result), the scalar reference elsewhere.
+mod act_quant {
+    use crate::blocks::*;
+    use crate::scalar;
+
+    macro_rules! pick {
+        ($($name:ident: $B:ty),*) => {$(
+            pub fn $name(x: &[f32], y: &mut [$B]) {
+                #[cfg(target_arch = "x86_64")]
+                if crate::x86_64::quantize::available() {
+                    // SAFETY: the CPU has AVX2 (checked just above).
+                    return unsafe { crate::x86_64::quantize::$name(x, y) };
+                }
+                scalar::$name(x, y)
+            }
+        )*};
+    }
+    pick!(quantize_q8_0_act: BlockQ8_0, quantize_q8_0s_act: BlockQ8_0S, quantize_q8_1_act: BlockQ8_1,
+          quantize_q8_k: BlockQ8K);
+}
+
 /// Blocks quantized per task when an input is split across the pool (16K values: below
-/// that, waking the workers costs more than the quantization, ~2 ns a value).
+/// that, waking the workers costs more than the quantization).
 const QUANT_TASK: usize = 1 << 14;
 
 /// `f(x, y)` for `y`'s blocks of `block` values, split across the pool for long inputs

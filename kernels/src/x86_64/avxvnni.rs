@@ -15,4 +15,3 @@ crate::x86_legacy_kernels!("avx2,fma,f16c,avxvnni");
 crate::x86_k_kernels!("avx2,fma,f16c,avxvnni");
 crate::x86_k_more_kernels!("avx2,fma,f16c,avxvnni");
 crate::x86_repacked_kernels!("avx2,fma,f16c,avxvnni");
-

@@ -4,3 +4,4 @@
 pub mod avx2;
 pub mod avx512;
 pub mod avxvnni;
+pub mod quantize;
