@@ -3,6 +3,9 @@
 //! - matvec TYPE/14336x4096: decode-shaped, rotating over >= 1 GiB of distinct matrices so the
 //!   weights stream from memory; throughput is weight bytes (GB/s). Matrices are in the
 //!   layout the model runs them in (repacked where the level prefers, as at model load).
+//! - matvec_cached TYPE/2048x2048: the same product on one matrix that stays in the last-level
+//!   cache: the kernel's compute ceiling (decode is memory-bound only where this is well above
+//!   the memory's bandwidth).
 //! - matmul TYPE/512x4096x4096: prefill-shaped; throughput in multiply-adds.
 //! - memory read/4GiB: the roofline, wide loads into 4 accumulators on all threads.
 
@@ -130,6 +133,28 @@ fn matvec_bench(c: &mut Criterion) {
     g.finish();
 }
 
+fn matvec_cached_bench(c: &mut Criterion) {
+    let k = Kernels::best();
+    let mut g = c.benchmark_group("matvec_cached");
+    g.sample_size(50);
+    let (rows, cols) = (2048, 2048);
+    for ty in TYPES {
+        if !ferrite::kernels::scalar::quantize::can_quantize(ty) {
+            continue;
+        }
+        let (layout, w) = prepared(k, ty, rows, cols, random_weights(ty, rows, cols, 17));
+        let m = Matrix::with_layout(ty, rows, cols, layout, &w).unwrap();
+        let x: Vec<f32> = (0..cols).map(|i| (i as f32 * 0.11).cos()).collect();
+        let mut y = vec![0f32; rows];
+        let mut buf = ActBuf::new();
+        g.throughput(Throughput::Bytes(w.len() as u64));
+        g.bench_function(BenchmarkId::new(ty.name().to_lowercase(), format!("{rows}x{cols}")), |b| {
+            b.iter(|| matmul(k, &m, &x, 1, &mut y, &mut buf).unwrap())
+        });
+    }
+    g.finish();
+}
+
 fn matmul_bench(c: &mut Criterion) {
     let k = Kernels::best();
     let mut g = c.benchmark_group("matmul");
@@ -162,5 +187,5 @@ fn memory_bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, vec_dot_bench, matvec_bench, matmul_bench, memory_bench);
+criterion_group!(benches, vec_dot_bench, matvec_bench, matvec_cached_bench, matmul_bench, memory_bench);
 criterion_main!(benches);
