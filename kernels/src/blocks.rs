@@ -104,6 +104,14 @@ block!(
     BlockQ4Kx8, 256, 1184, { d: [u8; 16], dmin: [u8; 16], scales: [u8; 64], mins: [u8; 64], qs: [u8; 1024] });
 
 block!(
+/// Q5_K blocks of 8 consecutive rows, interleaved as `BlockQ4Kx8` (d, dmin, unpacked
+/// scales and mins, qs the same way), plus the fifth bits: qh[32c + 4r..+4] holds bytes
+/// 4c..4c+4 of row r's qh (bit g of byte l: weight 32g + l).
+BlockQ5Kx8, 256, 1440, {
+    d: [u8; 16], dmin: [u8; 16], scales: [u8; 64], mins: [u8; 64], qh: [u8; 256], qs: [u8; 1024]
+});
+
+block!(
     /// Q8_0 blocks of 8 consecutive rows at one block column, interleaved at load (see
     /// `repack`): the 8 scales, then qs[32k + 4r..+4] = bytes 4k..4k+4 of row r's qs.
     BlockQ8_0x8, 256, 272, { d: [u8; 16], qs: [u8; 256] });

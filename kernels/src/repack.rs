@@ -9,11 +9,12 @@
 //! `Q4_Kx8`: the same for Q4_K, with each row's 6-bit scales and mins unpacked to bytes
 //! (1184 bytes per 8 blocks instead of 1152, +2.8%). One `vpmaddwd` applies 8 rows' scales.
 //! `Q8_0x8`: Q8_0 interleaved 4 bytes per row the same way (same size); `Q4_1x8` and `Q5_0x8`
-//! as Q4_0x8; `Q6Kx8`: Q6_K's ql and qh bytes interleaved 4 per row (same size).
+//! as Q4_0x8; `Q6Kx8`: Q6_K's ql and qh bytes interleaved 4 per row (same size); `Q5Kx8`: as
+//! Q4_Kx8, with qh interleaved 4 bytes per row (1440 bytes per 8 blocks instead of 1408).
 
 use crate::blocks::{
     as_blocks, as_bytes, Block, BlockQ4K, BlockQ4Kx8, BlockQ4_0, BlockQ4_0x8, BlockQ4_1, BlockQ4_1x8,
-    BlockQ5_0, BlockQ5_0x8, BlockQ6K, BlockQ6Kx8, BlockQ8_0, BlockQ8_0x8,
+    BlockQ5K, BlockQ5Kx8, BlockQ5_0, BlockQ5_0x8, BlockQ6K, BlockQ6Kx8, BlockQ8_0, BlockQ8_0x8,
 };
 use crate::types::GgmlType;
 
@@ -34,6 +35,8 @@ pub enum Layout {
     Q5_0x8,
     /// Q6_K in groups of 8 rows, `BlockQ6Kx8`.
     Q6Kx8,
+    /// Q5_K in groups of 8 rows, `BlockQ5Kx8`.
+    Q5Kx8,
 }
 
 impl Layout {
@@ -46,6 +49,7 @@ impl Layout {
             GgmlType::Q4_1 => Some(Layout::Q4_1x8),
             GgmlType::Q5_0 => Some(Layout::Q5_0x8),
             GgmlType::Q6_K => Some(Layout::Q6Kx8),
+            GgmlType::Q5_K => Some(Layout::Q5Kx8),
             _ => None,
         }
     }
@@ -60,6 +64,7 @@ impl Layout {
             Layout::Q4_1x8 => 160,
             Layout::Q5_0x8 => 176,
             Layout::Q6Kx8 => 1680,
+            Layout::Q5Kx8 => 1440,
         }
     }
 }
@@ -108,6 +113,7 @@ pub fn repack_into(ty: GgmlType, rows: usize, cols: usize, data: &[u8], out: &mu
         GgmlType::Q4_1 => repack_q4_1(as_blocks(data)?, rows, nb, out),
         GgmlType::Q5_0 => repack_q5_0(as_blocks(data)?, rows, nb, out),
         GgmlType::Q6_K => repack_q6_k(as_blocks(data)?, rows, nb, out),
+        GgmlType::Q5_K => repack_q5_k(as_blocks(data)?, rows, nb, out),
         _ => return None,
     }
     Layout::for_type(ty)
@@ -172,6 +178,30 @@ fn repack_q4_k(blocks: &[BlockQ4K], rows: usize, nb: usize, out: &mut [u8]) {
             for grp in 0..8 {
                 o.scales[8 * grp + r] = (sc >> (8 * grp)) as u8;
                 o.mins[8 * grp + r] = (m >> (8 * grp)) as u8;
+            }
+            for p in 0..4 {
+                for c in 0..8 {
+                    let at = 256 * p + 32 * c + 4 * r;
+                    o.qs[at..at + 4].copy_from_slice(&b.qs[32 * p + 4 * c..32 * p + 4 * c + 4]);
+                }
+            }
+        }
+    })
+}
+
+fn repack_q5_k(blocks: &[BlockQ5K], rows: usize, nb: usize, out: &mut [u8]) {
+    interleave(blocks, rows, nb, out, |src, o: &mut BlockQ5Kx8| {
+        for (r, b) in src.iter().enumerate() {
+            o.d[2 * r..2 * r + 2].copy_from_slice(&b.d);
+            o.dmin[2 * r..2 * r + 2].copy_from_slice(&b.dmin);
+            // The scales and mins pack as Q4_K's.
+            let (sc, m) = crate::scalar::k_scales_mins(&b.scales);
+            for grp in 0..8 {
+                o.scales[8 * grp + r] = (sc >> (8 * grp)) as u8;
+                o.mins[8 * grp + r] = (m >> (8 * grp)) as u8;
+            }
+            for c in 0..8 {
+                o.qh[32 * c + 4 * r..32 * c + 4 * r + 4].copy_from_slice(&b.qh[4 * c..4 * c + 4]);
             }
             for p in 0..4 {
                 for c in 0..8 {

@@ -72,15 +72,17 @@ macro_rules! x86_repacked_kernels {
             };
         }
 
-        /// Q4_Kx8 tile: one group of 8 weight rows against `$C` activation rows; lane r of
-        /// every register is row r. Per group of 32: the 8 `vpmaddubsw` results (4 weights
-        /// of each row against 4 broadcast activations) add up in i16, then one `vpmaddwd`
-        /// applies the 8 rows' scales. The mins meet the activation's group sums (bsums).
+        /// Q4_Kx8 and Q5_Kx8 tile: one group of 8 weight rows against `$C` activation rows;
+        /// lane r of every register is row r. Per group of 32: the `vpmaddubsw` results (4
+        /// weights of each row against 4 broadcast activations) add up in i16, `$steps` at a
+        /// time (8 for 4-bit q, 4 for 5-bit), then `vpmaddwd` applies the 8 rows' scales. The
+        /// mins meet the activation's group sums (bsums). `$hi` returns the weights `$q` of
+        /// block `$b`, group `$g`, step `$c` with their fifth bits (Q5_K) or as they are.
         ///   sum = d * dy * sum_g sc_g * sum(q*qy) - dmin * dy * sum_g m_g * bsum_g
-        macro_rules! q4_kx8_tile {
-            ($C:literal, $x:expr, $y:expr) => {
+        macro_rules! k_x8_tile {
+            ($C:literal, $x:expr, $y:expr, $W:ty, $steps:literal, |$b:ident, $g:ident, $c:ident, $q:ident| $hi:expr) => {
                 'tile: {
-                    let (x, y): (&[BlockQ4Kx8], [&[BlockQ8K]; $C]) = ($x, $y);
+                    let (x, y): (&[$W], [&[BlockQ8K]; $C]) = ($x, $y);
                     let n = x.len();
                     if y.iter().any(|c| c.len() != n) {
                         break 'tile [[f32::NAN; 8]; $C];
@@ -88,9 +90,11 @@ macro_rules! x86_repacked_kernels {
                     let m4 = _mm256_set1_epi8(15);
                     let mut acc = [_mm256_setzero_ps(); $C];
                     for j in 0..n {
-                        // The next block, 1184 bytes (19 lines), is prefetched 3 lines per
-                        // group below: asked all at once, the requests fill the core's miss
-                        // buffers and the loads of this block queue behind them.
+                        // The next block (Q4_K 1184 bytes, 19 lines; Q5_K 23 lines) is
+                        // prefetched 3 lines per group below: asked all at once, the requests
+                        // fill the core's miss buffers and the loads of this block queue
+                        // behind them.
+                        const LINES: usize = std::mem::size_of::<$W>().div_ceil(64);
                         let ahead = x.as_ptr().wrapping_add(j + 1) as *const i8;
                         // SAFETY: j < n, the length of x and (checked above) of every y row.
                         let b = unsafe { x.get_unchecked(j) };
@@ -104,7 +108,7 @@ macro_rules! x86_repacked_kernels {
                         for g in 0..8 {
                             let (p, shift) = (g / 2, 4 * (g % 2) as i32);
                             for l in 0..3 {
-                                if 3 * g + l < 19 {
+                                if 3 * g + l < LINES {
                                     _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * (3 * g + l)));
                                 }
                             }
@@ -114,11 +118,17 @@ macro_rules! x86_repacked_kernels {
                             // VNNI levels: one `vpdpbusd` per step into i32 (`s`), the scale
                             // applied by `vpmulld` once per group (the u8 x i8 sums stay exact).
                             // Elsewhere: `vpmaddubsw` sums in i16 (u8 <= 15 times i8, 8 pairs:
-                            // |s| <= 8 * 2 * 15 * 128 < 2^15), widened by the scale's `vpmaddwd`.
+                            // |s| <= 8 * 2 * 15 * 128 < 2^15; u8 <= 31: 4 pairs), widened by the
+                            // scale's `vpmaddwd` (row r's scale in i16 lanes 2r and 2r + 1).
+                            let sc16 = _mm256_or_si256(sc, _mm256_slli_epi32(sc, 16));
                             let mut s = [_mm256_setzero_si256(); $C];
                             for c in 0..8 {
                                 let v = _mm256_loadu_si256(b.qs.as_ptr().add(256 * p + 32 * c) as *const __m256i);
                                 let q = _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(shift)), m4);
+                                let q = {
+                                    let ($b, $g, $c, $q) = (b, g, c, q);
+                                    $hi
+                                };
                                 for col in 0..$C {
                                     let ya = (a[col].qs.as_ptr().add(32 * g + 4 * c) as *const i32).read_unaligned();
                                     let y = _mm256_set1_epi32(ya);
@@ -128,15 +138,17 @@ macro_rules! x86_repacked_kernels {
                                         _mm256_add_epi16(s[col], _mm256_maddubs_epi16(q, y))
                                     };
                                 }
+                                if !VNNI && (c + 1) % $steps == 0 {
+                                    for col in 0..$C {
+                                        sumi[col] = _mm256_add_epi32(sumi[col], _mm256_madd_epi16(s[col], sc16));
+                                        s[col] = _mm256_setzero_si256();
+                                    }
+                                }
                             }
-                            for col in 0..$C {
-                                let scaled = if VNNI {
-                                    _mm256_mullo_epi32(s[col], sc)
-                                } else {
-                                    // Row r's scale in i16 lanes 2r and 2r + 1.
-                                    _mm256_madd_epi16(s[col], _mm256_or_si256(sc, _mm256_slli_epi32(sc, 16)))
-                                };
-                                sumi[col] = _mm256_add_epi32(sumi[col], scaled);
+                            if VNNI {
+                                for col in 0..$C {
+                                    sumi[col] = _mm256_add_epi32(sumi[col], _mm256_mullo_epi32(s[col], sc));
+                                }
                             }
                         }
                         // Mins, two groups per `vpmaddwd`: row r's (m_g, m_g+1) in lanes 2r, 2r + 1
@@ -182,6 +194,40 @@ macro_rules! x86_repacked_kernels {
                     out
                 }
             };
+        }
+
+        macro_rules! q4_kx8_tile {
+            ($C:literal, $x:expr, $y:expr) => {
+                k_x8_tile!($C, $x, $y, BlockQ4Kx8, 8, |_b, _g, _c, q| q)
+            };
+        }
+
+        /// Q5_K: the fifth bit of weight l of group g is bit g of qh byte l; the step's qh
+        /// register holds it for all 8 rows, moved to bit 4 by 16-bit shifts (right by g:
+        /// bit g of each byte to bit 0 or 8, then left by 4; bits from the other byte stay
+        /// outside the mask).
+        macro_rules! q5_kx8_tile {
+            ($C:literal, $x:expr, $y:expr) => {
+                k_x8_tile!($C, $x, $y, BlockQ5Kx8, 4, |b, g, c, q| {
+                    let h = _mm256_loadu_si256(b.qh.as_ptr().add(32 * c) as *const __m256i);
+                    let h = _mm256_slli_epi16(_mm256_srl_epi16(h, _mm_cvtsi32_si128(g as i32)), 4);
+                    _mm256_or_si256(q, _mm256_and_si256(h, _mm256_set1_epi8(0x10)))
+                })
+            };
+        }
+
+        /// # Safety
+        /// The CPU must have this level's target features (reached only through dispatch).
+        #[target_feature(enable = $feat)]
+        pub unsafe fn vec_dot_q5_kx8_q8_k(x: &[BlockQ5Kx8], y: &[BlockQ8K]) -> [f32; 8] {
+            q5_kx8_tile!(1, x, [y])[0]
+        }
+
+        /// # Safety
+        /// The CPU must have this level's target features (reached only through dispatch).
+        #[target_feature(enable = $feat)]
+        pub unsafe fn vec_dot_q5_kx8x4_q8_k(x: &[BlockQ5Kx8], y: [&[BlockQ8K]; 4]) -> [[f32; 8]; 4] {
+            q5_kx8_tile!(4, x, y)
         }
 
         /// # Safety
