@@ -112,7 +112,7 @@ enum Command {
         /// llama3-8b, llama3-1b, llama2-7b or tiny.
         #[arg(long)]
         shape: String,
-        /// Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, Q4_K_M, F16 or F32.
+        /// Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, Q4_K_M, Q5_K_M, F16 or F32.
         #[arg(long = "type")]
         ty: String,
         #[arg(short = 'o', long = "output")]
@@ -411,7 +411,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .find(|s| s.name == shape)
                 .ok_or_else(|| anyhow::anyhow!("--shape {shape}: expected one of {}", names.join(", ")))?;
             let ft = ferrite::synth::FileType::parse(&ty).ok_or_else(|| {
-                anyhow::anyhow!("--type {ty}: expected Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, Q4_K_M, F16 or F32")
+                anyhow::anyhow!("--type {ty}: expected Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, Q4_K_M, Q5_K_M, F16 or F32")
             })?;
             ferrite::synth::synth(sh, ft, &output, vocab.as_deref(), seed)?;
             eprintln!("wrote {}", output.display());

@@ -84,12 +84,16 @@ pub const SHAPES: &[Shape] = &[
 pub enum FileType {
     Plain(GgmlType),
     Q4KM,
+    Q5KM,
 }
 
 impl FileType {
     pub fn parse(s: &str) -> Option<FileType> {
         if s.eq_ignore_ascii_case("Q4_K_M") {
             return Some(FileType::Q4KM);
+        }
+        if s.eq_ignore_ascii_case("Q5_K_M") {
+            return Some(FileType::Q5KM);
         }
         let ty = GgmlType::from_name(s)?;
         ferrite_kernels::scalar::quantize::can_quantize(ty).then_some(FileType::Plain(ty)).or(matches!(
@@ -103,6 +107,7 @@ impl FileType {
     fn ftype(self) -> u32 {
         match self {
             FileType::Q4KM => 15,
+            FileType::Q5KM => 17,
             FileType::Plain(t) => match t {
                 GgmlType::F32 => 0,
                 GgmlType::F16 => 1,
@@ -121,11 +126,12 @@ impl FileType {
 
     /// The type of each tensor, as llama.cpp's quantizer picks it for this file type:
     /// the output matrix (and a tied embedding) gets Q6_K unless the file is Q8_0 or float;
-    /// Q4_K_M gives attn_v and ffn_down Q6_K in the layers `use_more_bits` picks.
+    /// Q4_K_M and Q5_K_M give attn_v and ffn_down Q6_K in the layers `use_more_bits` picks.
     fn tensor_type(self, name: &str, layer: usize, n_layers: usize, tied: bool) -> GgmlType {
         let base = match self {
             FileType::Plain(t) => t,
             FileType::Q4KM => GgmlType::Q4_K,
+            FileType::Q5KM => GgmlType::Q5_K,
         };
         let is_output = name == "output.weight" || (tied && name == "token_embd.weight");
         if is_output {
@@ -134,7 +140,9 @@ impl FileType {
                 _ => GgmlType::Q6_K,
             };
         }
-        if self == FileType::Q4KM && (name.ends_with("attn_v.weight") || name.ends_with("ffn_down.weight")) {
+        if matches!(self, FileType::Q4KM | FileType::Q5KM)
+            && (name.ends_with("attn_v.weight") || name.ends_with("ffn_down.weight"))
+        {
             let more = layer < n_layers / 8
                 || layer >= 7 * n_layers / 8
                 || (layer as i64 - (n_layers / 8) as i64).rem_euclid(3) == 2;
@@ -193,6 +201,7 @@ pub fn synth(shape: &Shape, ftype: FileType, out: &Path, vocab: Option<&Path>, s
     let s = shape;
     let type_name = match ftype {
         FileType::Q4KM => "Q4_K_M".to_string(),
+        FileType::Q5KM => "Q5_K_M".to_string(),
         FileType::Plain(t) => t.name().to_string(),
     };
     w.add("general.architecture", Value::String("llama".into()));
