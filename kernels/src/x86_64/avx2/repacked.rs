@@ -374,28 +374,43 @@ macro_rules! x86_repacked_kernels {
                     // SAFETY: j < n, the length of x and (checked above) of every y row.
                     let b = unsafe { x.get_unchecked(j) };
                     let qh = _mm256_loadu_si256(b.qh.as_ptr() as *const __m256i);
-                    let mut q = [_mm256_setzero_si256(); 8];
+                    let d = _mm256_cvtph_ps(_mm_loadu_si128(b.d.as_ptr() as *const __m128i));
+                    // One weight register at a time against every activation row (as in
+                    // `nibble_x8_tile!`); without VNNI the pair sums add up in i16 four steps
+                    // at a time (4 x 2 x 31 x 128 < 2^15), then widen into `s`.
+                    let mut s = [_mm256_setzero_si256(); $C];
+                    let mut s16 = [_mm256_setzero_si256(); $C];
                     for c in 0..4 {
                         let v = _mm256_loadu_si256(b.qs.as_ptr().add(32 * c) as *const __m256i);
-                        q[c] = _mm256_and_si256(v, m4);
-                        q[4 + c] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                        let lo = _mm256_and_si256(v, m4);
+                        let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                        for (k, nib) in [(c, lo), (4 + c, hi)] {
+                            let rep = _mm256_shuffle_epi8(qh, _mm256_add_epi8(dword_base, _mm256_set1_epi8((k / 2) as i8)));
+                            let bit = _mm256_set1_epi32((0x0804_0201u32 << (4 * (k % 2))) as i32);
+                            let set = _mm256_cmpeq_epi8(_mm256_and_si256(rep, bit), bit);
+                            let q = _mm256_or_si256(nib, _mm256_and_si256(set, _mm256_set1_epi8(16)));
+                            for col in 0..$C {
+                                // SAFETY: as above.
+                                let p = unsafe { y[col].get_unchecked(j).qs.as_ptr().add(4 * k) };
+                                let ya = _mm256_set1_epi32((p as *const i32).read_unaligned());
+                                if VNNI {
+                                    s[col] = mul_sum(s[col], q, ya);
+                                } else {
+                                    s16[col] = _mm256_add_epi16(s16[col], _mm256_maddubs_epi16(q, ya));
+                                }
+                            }
+                        }
+                        if !VNNI && c % 2 == 1 {
+                            for col in 0..$C {
+                                s[col] = _mm256_add_epi32(s[col], _mm256_madd_epi16(s16[col], _mm256_set1_epi16(1)));
+                                s16[col] = _mm256_setzero_si256();
+                            }
+                        }
                     }
-                    for k in 0..8 {
-                        let rep = _mm256_shuffle_epi8(qh, _mm256_add_epi8(dword_base, _mm256_set1_epi8((k / 2) as i8)));
-                        let bit = _mm256_set1_epi32((0x0804_0201u32 << (4 * (k % 2))) as i32);
-                        let set = _mm256_cmpeq_epi8(_mm256_and_si256(rep, bit), bit);
-                        q[k] = _mm256_or_si256(q[k], _mm256_and_si256(set, _mm256_set1_epi8(16)));
-                    }
-                    let d = _mm256_cvtph_ps(_mm_loadu_si128(b.d.as_ptr() as *const __m128i));
                     for col in 0..$C {
                         // SAFETY: as above.
                         let a = unsafe { y[col].get_unchecked(j) };
-                        let p = a.qs.as_ptr() as *const i32;
-                        let mut s = _mm256_setzero_si256();
-                        for k in 0..8 {
-                            s = mul_sum(s, q[k], _mm256_set1_epi32(p.add(k).read_unaligned()));
-                        }
-                        let s = _mm256_sub_epi32(s, _mm256_set1_epi32(16 * a.sum));
+                        let s = _mm256_sub_epi32(s[col], _mm256_set1_epi32(16 * a.sum));
                         acc[col] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(a.d)), _mm256_cvtepi32_ps(s), acc[col]);
                     }
                 }
