@@ -34,9 +34,14 @@ fn random_weights(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> Vec<u8> 
             GgmlType::F32 => row.copy_from_slice(&x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>()),
             // No quantizer (yet): random quant bits with small finite f16 scales; the dot
             // product costs the same whatever the bits.
-            GgmlType::Q2_K | GgmlType::Q3_K => {
+            GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::IQ4_NL | GgmlType::IQ4_XS => {
                 row.iter_mut().for_each(|b| *b = next() as u8);
-                let scales: &[usize] = if ty == GgmlType::Q2_K { &[80, 82] } else { &[108] };
+                let scales: &[usize] = match ty {
+                    GgmlType::Q2_K => &[80, 82],
+                    GgmlType::Q3_K => &[108],
+                    // IQ4_NL and IQ4_XS: d first.
+                    _ => &[0],
+                };
                 for blk in row.chunks_exact_mut(ty.type_size()) {
                     for &off in scales {
                         blk[off..off + 2].copy_from_slice(&half::f16::from_f32(0.01).to_le_bytes());
@@ -88,6 +93,8 @@ fn vec_dot_bench(c: &mut Criterion) {
         GgmlType::Q4_K,
         GgmlType::Q5_K,
         GgmlType::Q6_K,
+        GgmlType::IQ4_NL,
+        GgmlType::IQ4_XS,
         GgmlType::F16,
         GgmlType::BF16,
     ] {
@@ -109,10 +116,6 @@ fn matvec_bench(c: &mut Criterion) {
     g.sample_size(20);
     let (rows, cols) = (14336, 4096);
     for ty in TYPES {
-        if !ferrite::kernels::scalar::quantize::can_quantize(ty) {
-            eprintln!("matvec: no quantizer for {ty} yet, skipped");
-            continue;
-        }
         let (layout, one) = prepared(k, ty, rows, cols, random_weights(ty, rows, cols, 11));
         let count = ((1usize << 30) / one.len()).max(2) + 1;
         // Distinct copies (different addresses), so each call reads from memory, not cache.
@@ -139,9 +142,6 @@ fn matvec_cached_bench(c: &mut Criterion) {
     g.sample_size(50);
     let (rows, cols) = (2048, 2048);
     for ty in TYPES {
-        if !ferrite::kernels::scalar::quantize::can_quantize(ty) {
-            continue;
-        }
         let (layout, w) = prepared(k, ty, rows, cols, random_weights(ty, rows, cols, 17));
         let m = Matrix::with_layout(ty, rows, cols, layout, &w).unwrap();
         let x: Vec<f32> = (0..cols).map(|i| (i as f32 * 0.11).cos()).collect();
@@ -161,9 +161,6 @@ fn matmul_bench(c: &mut Criterion) {
     g.sample_size(10);
     let (n, rows, cols) = (512, 4096, 4096);
     for ty in TYPES {
-        if !ferrite::kernels::scalar::quantize::can_quantize(ty) {
-            continue;
-        }
         let (layout, w) = prepared(k, ty, rows, cols, random_weights(ty, rows, cols, 13));
         let m = Matrix::with_layout(ty, rows, cols, layout, &w).unwrap();
         let x: Vec<f32> = (0..n * cols).map(|i| (i as f32 * 0.013).sin()).collect();
