@@ -424,7 +424,6 @@ pub unsafe fn vec_dot_q6_kx16x4_q8_k(
     }
     let m4 = _mm512_set1_epi8(15);
     let m30 = _mm512_set1_epi8(0x30);
-    let lo16 = _mm512_set1_epi32(0xffff);
     let mut acc = [_mm512_setzero_ps(); 4];
     for j in 0..n {
         // SAFETY: j < n, the length of xa, xb and (checked above) every y row.
@@ -433,24 +432,16 @@ pub unsafe fn vec_dot_q6_kx16x4_q8_k(
         let act: [&BlockQ8K; 4] = std::array::from_fn(|c| unsafe { y[c].get_unchecked(j) });
         let (pa, pb) =
             (xa.as_ptr().wrapping_add(j + 2) as *const i8, xb.as_ptr().wrapping_add(j + 2) as *const i8);
-        // The -32 offsets, two groups per `vpmaddwd` (see q6_kx8_tile!).
-        let mut offs = [_mm512_setzero_si512(); 4];
-        for g in (0..16).step_by(2) {
-            let lo = _mm512_and_si512(
-                i8x16_pair(a.scales.as_ptr().add(8 * g), b.scales.as_ptr().add(8 * g)),
-                lo16,
-            );
-            let hi = i8x16_pair(a.scales.as_ptr().add(8 * g + 8), b.scales.as_ptr().add(8 * g + 8));
-            let sc2 = _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
-            for col in 0..4 {
-                let bsum = _mm512_set1_epi32((act[col].bsums.as_ptr().add(g) as *const i32).read_unaligned());
-                offs[col] = _mm512_add_epi32(offs[col], _mm512_madd_epi16(sc2, bsum));
-            }
-        }
         let mut sumi = [_mm512_setzero_si512(); 4];
         for h in 0..2 {
             for half in 0..2 {
-                let mut s32 = [[_mm512_setzero_si512(); 4]; 4];
+                // Each group's sum starts at -32 x its activation sum: the -32 offset of
+                // the 6-bit values comes off before the scale multiplies.
+                let mut s32: [[__m512i; 4]; 4] = std::array::from_fn(|col| {
+                    std::array::from_fn(|k| {
+                        _mm512_set1_epi32(-32 * act[col].bsums[8 * h + 2 * k + half] as i32)
+                    })
+                });
                 for t in 0..4 {
                     let c = 4 * half + t;
                     let pf = 8 * h + 4 * half + t;
@@ -504,7 +495,7 @@ pub unsafe fn vec_dot_q6_kx16x4_q8_k(
         }
         let d = f16x16_pair(&a.d, &b.d);
         for col in 0..4 {
-            let total = _mm512_sub_epi32(sumi[col], _mm512_slli_epi32(offs[col], 5));
+            let total = sumi[col];
             let dy = _mm512_set1_ps(act[col].d);
             acc[col] = _mm512_fmadd_ps(_mm512_mul_ps(d, dy), _mm512_cvtepi32_ps(total), acc[col]);
         }

@@ -471,10 +471,16 @@ macro_rules! x86_repacked_kernels {
                         // Straight-line order: per (h, c) the 3 loads give weights 4c..4c+4 of
                         // all four k (low/high nibbles of two ql runs, four 2-bit fields of qh),
                         // each summed by `vpdpbusd` into its group's i32 lanes; a group's sums
-                        // take its scales by `vpmulld` after its 4 steps.
+                        // take its scales by `vpmulld` after its 4 steps. Each group's sum
+                        // starts at -32 x its activation sum, so the -32 offset of the 6-bit
+                        // values needs no pass of its own (|sum| < 2^18 before the scale).
                         for h in 0..2 {
                             for half in 0..2 {
-                                let mut s32 = [[_mm256_setzero_si256(); 4]; $C];
+                                let mut s32: [[__m256i; 4]; $C] = std::array::from_fn(|col| {
+                                    std::array::from_fn(|k| {
+                                        _mm256_set1_epi32(-32 * a[col].bsums[8 * h + 2 * k + half] as i32)
+                                    })
+                                });
                                 for t in 0..4 {
                                     let c = 4 * half + t;
                                     let pf = 8 * h + 4 * half + t;
@@ -523,11 +529,11 @@ macro_rules! x86_repacked_kernels {
                             }
                         }
                     }
-                    // The offsets, two groups per `vpmaddwd`: row r's (sc_g, sc_g+1) in i16
-                    // lanes 2r, 2r + 1 against (bsum_g, bsum_g+1). After the sums, so that
-                    // they are not live through them.
+                    // Without VNNI, the offsets, two groups per `vpmaddwd`: row r's (sc_g,
+                    // sc_g+1) in i16 lanes 2r, 2r + 1 against (bsum_g, bsum_g+1). After the
+                    // sums, so that they are not live through them.
                     let mut offs = [_mm256_setzero_si256(); $C];
-                    for g in (0..16).step_by(2) {
+                    for g in (0..if VNNI { 0 } else { 16 }).step_by(2) {
                         let lo = _mm256_and_si256(i8x8_to_i32(b.scales.as_ptr().add(8 * g)), lo16);
                         let pair = _mm256_or_si256(lo, _mm256_slli_epi32(i8x8_to_i32(b.scales.as_ptr().add(8 * g + 8)), 16));
                         for col in 0..$C {
