@@ -117,7 +117,14 @@ pub fn attend_many(
 ) {
     let hd = check_many(qs, lens, keys, values, outs);
     #[cfg(target_arch = "x86_64")]
-    if matches!(k.level, Level::Avx2 | Level::AvxVnni | Level::Avx512) && hd.is_multiple_of(64) {
+    if k.level == Level::Avx512 && hd.is_multiple_of(64) {
+        // SAFETY: this table exists only if the CPU runs AVX-512F, AVX2, FMA and F16C; shapes
+        // and rows were checked above, hd is a whole number of 64-wide chunks.
+        unsafe { crate::x86_64::avx512::attend_many(qs, lens, keys, values, scale, outs) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if matches!(k.level, Level::Avx2 | Level::AvxVnni) && hd.is_multiple_of(64) {
         // SAFETY: these tables exist only if the CPU runs AVX2, FMA and F16C; shapes and
         // rows were checked above, hd is a whole number of 64-wide chunks.
         unsafe { crate::x86_64::avx2::attend_many(qs, lens, keys, values, scale, outs) };

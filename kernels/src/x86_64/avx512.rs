@@ -568,3 +568,145 @@ pub unsafe fn attend_f16(
         _mm512_storeu_ps(ap.add(c), _mm512_mul_ps(_mm512_loadu_ps(ap.add(c)), inv));
     }
 }
+
+/// `attention::attend_many_ref` in 512-bit registers, bit for bit (as `avx2::attend_many`:
+/// each block's keys converted and transposed once, `kt[d][p]`): scores for four queries x
+/// 32 positions per step, and the weighted values added for two queries at a time, so that
+/// eight independent fused multiply-add chains of 16 lanes are in flight (one query's 64
+/// lanes alone are four chains, which wait on the latency). Each query's positions are still
+/// added in order.
+///
+/// # Safety
+/// The CPU must have AVX-512F, AVX2, FMA and F16C; the shapes and rows are as `attend_many`
+/// checks, and the head dimension is a multiple of 64.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn attend_many(
+    qs: &[&[f32]],
+    lens: &[usize],
+    keys: crate::attention::KvRows,
+    values: crate::attention::KvRows,
+    scale: f32,
+    outs: &mut [&mut [f32]],
+) {
+    use crate::attention::{MANY_BLOCK as B, MANY_MAX_HD, MAX_MANY};
+    let nq = qs.len();
+    let Some(hd) = qs.first().map(|q| q.len()) else { return };
+    let max_len = lens.iter().copied().max().unwrap_or(0);
+    let mut kt = [0f32; MANY_MAX_HD * B];
+    let mut vf = [0f32; B * MANY_MAX_HD];
+    let mut row = [0f32; MANY_MAX_HD];
+    let mut m = [f32::NEG_INFINITY; MAX_MANY];
+    let mut sum = [0f32; MAX_MANY];
+    let mut s = [[0f32; B]; 4];
+    let mut e = [[0f32; B]; 4];
+    outs.iter_mut().for_each(|o| o.fill(0.0));
+    for b0 in (0..max_len).step_by(B) {
+        let nb = B.min(max_len - b0);
+        for p in 0..nb {
+            let kp = keys.data.as_ptr().add((b0 + p) * keys.stride + keys.offset);
+            let vp = values.data.as_ptr().add((b0 + p) * values.stride + values.offset);
+            for c in (0..hd).step_by(16) {
+                _mm512_storeu_ps(
+                    row.as_mut_ptr().add(c),
+                    _mm512_cvtph_ps(_mm256_loadu_si256(kp.add(c) as *const __m256i)),
+                );
+                _mm512_storeu_ps(
+                    vf.as_mut_ptr().add(p * hd + c),
+                    _mm512_cvtph_ps(_mm256_loadu_si256(vp.add(c) as *const __m256i)),
+                );
+            }
+            for (d, &x) in row[..hd].iter().enumerate() {
+                kt[d * B + p] = x;
+            }
+        }
+        let valid = |i: usize| nb.min(lens[i].saturating_sub(b0));
+        let mut i0 = 0;
+        while i0 < nq {
+            let g = (nq - i0).min(4);
+            let most = (i0..i0 + g).map(valid).max().unwrap_or(0);
+            // Missing queries of a last short group repeat the first (results unused).
+            let qp: [*const f32; 4] = std::array::from_fn(|j| qs[i0 + if j < g { j } else { 0 }].as_ptr());
+            for p0 in (0..most).step_by(32) {
+                let mut acc = [[_mm512_setzero_ps(); 2]; 4];
+                for d in 0..hd {
+                    let k0 = _mm512_loadu_ps(kt.as_ptr().add(d * B + p0));
+                    let k1 = _mm512_loadu_ps(kt.as_ptr().add(d * B + p0 + 16));
+                    for (a, q) in acc.iter_mut().zip(qp) {
+                        let b = _mm512_set1_ps(*q.add(d));
+                        a[0] = _mm512_fmadd_ps(b, k0, a[0]);
+                        a[1] = _mm512_fmadd_ps(b, k1, a[1]);
+                    }
+                }
+                let sc = _mm512_set1_ps(scale);
+                for (si, a) in s.iter_mut().zip(acc) {
+                    _mm512_storeu_ps(si.as_mut_ptr().add(p0), _mm512_mul_ps(a[0], sc));
+                    _mm512_storeu_ps(si.as_mut_ptr().add(p0 + 16), _mm512_mul_ps(a[1], sc));
+                }
+            }
+            // Softmax weights of each query of the group (its output rescaled first).
+            for j in 0..g {
+                let i = i0 + j;
+                let n = valid(i);
+                if n == 0 {
+                    continue;
+                }
+                let mb = s[j][..n].iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                crate::attention::raise_max(&mut *outs[i], &mut sum[i], &mut m[i], mb);
+                let mv = _mm256_set1_ps(m[i]);
+                for p in (0..n).step_by(8) {
+                    let x = _mm256_sub_ps(_mm256_loadu_ps(s[j].as_ptr().add(p)), mv);
+                    _mm256_storeu_ps(e[j].as_mut_ptr().add(p), crate::x86_64::avx2::exp8(x));
+                }
+                for &x in &e[j][..n] {
+                    sum[i] += x;
+                }
+            }
+            // The weighted values, two queries at a time where there are two.
+            let mut j = 0;
+            while j < g {
+                let (ia, na) = (i0 + j, valid(i0 + j));
+                let (ib, nb2) = if j + 1 < g { (i0 + j + 1, valid(i0 + j + 1)) } else { (ia, 0) };
+                let (opa, opb) = (outs[ia].as_mut_ptr(), outs[ib].as_mut_ptr());
+                let (ea, eb) = (e[j].as_ptr(), e[(j + 1).min(3)].as_ptr());
+                for dc in (0..hd).step_by(64) {
+                    let (oa, ob) = (opa.add(dc), opb.add(dc));
+                    let mut a: [__m512; 4] = std::array::from_fn(|c| _mm512_loadu_ps(oa.add(16 * c)));
+                    let mut b: [__m512; 4] = std::array::from_fn(|c| _mm512_loadu_ps(ob.add(16 * c)));
+                    let both = na.min(nb2);
+                    for p in 0..both {
+                        let vr = vf.as_ptr().add(p * hd + dc);
+                        let (wa, wb) = (_mm512_set1_ps(*ea.add(p)), _mm512_set1_ps(*eb.add(p)));
+                        for c in 0..4 {
+                            let v = _mm512_loadu_ps(vr.add(16 * c));
+                            a[c] = _mm512_fmadd_ps(wa, v, a[c]);
+                            b[c] = _mm512_fmadd_ps(wb, v, b[c]);
+                        }
+                    }
+                    for p in both..na {
+                        let (vr, w) = (vf.as_ptr().add(p * hd + dc), _mm512_set1_ps(*ea.add(p)));
+                        for (c, a) in a.iter_mut().enumerate() {
+                            *a = _mm512_fmadd_ps(w, _mm512_loadu_ps(vr.add(16 * c)), *a);
+                        }
+                    }
+                    for p in both..nb2 {
+                        let (vr, w) = (vf.as_ptr().add(p * hd + dc), _mm512_set1_ps(*eb.add(p)));
+                        for (c, b) in b.iter_mut().enumerate() {
+                            *b = _mm512_fmadd_ps(w, _mm512_loadu_ps(vr.add(16 * c)), *b);
+                        }
+                    }
+                    for c in 0..4 {
+                        _mm512_storeu_ps(oa.add(16 * c), a[c]);
+                        if nb2 > 0 {
+                            _mm512_storeu_ps(ob.add(16 * c), b[c]);
+                        }
+                    }
+                }
+                j += 2;
+            }
+            i0 += g;
+        }
+    }
+    for (o, &sm) in outs.iter_mut().zip(&sum) {
+        crate::attention::normalize(o, sm);
+    }
+}

@@ -33,7 +33,7 @@ unsafe fn k(bits: u32) -> __m256 {
 /// `math::exp_approx` on 8 lanes (same operations, so the same bits).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn exp8(x: __m256) -> __m256 {
+pub(crate) unsafe fn exp8(x: __m256) -> __m256 {
     use crate::math::{C, LN2_HI, LN2_LO, LOG2E, SHIFT};
     let z = _mm256_fmadd_ps(x, k(LOG2E), k(SHIFT));
     let n = _mm256_sub_ps(z, k(SHIFT));
