@@ -683,8 +683,9 @@ impl Model {
         use ferrite_kernels::attention::{attend, attend_f16, attend_many, MANY_MAX_HD, MAX_MANY};
         if !f16_path && hd <= MANY_MAX_HD && group <= MAX_MANY {
             // Prompt batches: the heads of one KV head and a run of tokens per task, so each
-            // block of cached keys and values is converted once for all of them.
-            let qchunk = (MAX_MANY / group).min(16);
+            // block of cached keys and values is converted once for all of them (runs of 32
+            // tokens: SmolLM2's pp512 attention took 22% less time than with 16).
+            let qchunk = (MAX_MANY / group).min(32);
             let chunks = n.div_ceil(qchunk);
             ferrite_kernels::pool::global().run(c.n_kv_heads * chunks, &|task| {
                 let (kvh, chunk) = (task / chunks, task % chunks);
