@@ -594,7 +594,6 @@ pub unsafe fn attend_many(
     let max_len = lens.iter().copied().max().unwrap_or(0);
     let mut kt = [0f32; MANY_MAX_HD * B];
     let mut vf = [0f32; B * MANY_MAX_HD];
-    let mut row = [0f32; MANY_MAX_HD];
     let mut m = [f32::NEG_INFINITY; MAX_MANY];
     let mut sum = [0f32; MAX_MANY];
     let mut s = [[0f32; B]; 4];
@@ -603,20 +602,30 @@ pub unsafe fn attend_many(
     for b0 in (0..max_len).step_by(B) {
         let nb = B.min(max_len - b0);
         for p in 0..nb {
-            let kp = keys.data.as_ptr().add((b0 + p) * keys.stride + keys.offset);
             let vp = values.data.as_ptr().add((b0 + p) * values.stride + values.offset);
             for c in (0..hd).step_by(16) {
-                _mm512_storeu_ps(
-                    row.as_mut_ptr().add(c),
-                    _mm512_cvtph_ps(_mm256_loadu_si256(kp.add(c) as *const __m256i)),
-                );
                 _mm512_storeu_ps(
                     vf.as_mut_ptr().add(p * hd + c),
                     _mm512_cvtph_ps(_mm256_loadu_si256(vp.add(c) as *const __m256i)),
                 );
             }
-            for (d, &x) in row[..hd].iter().enumerate() {
-                kt[d * B + p] = x;
+        }
+        // Keys in 16 x 16 tiles, transposed in registers (positions past nb are zeros,
+        // never read).
+        for p0 in (0..nb).step_by(16) {
+            let cnt = (nb - p0).min(16);
+            for d0 in (0..hd).step_by(16) {
+                let rows: [__m512; 16] = std::array::from_fn(|j| {
+                    if j < cnt {
+                        let kp = keys.data.as_ptr().add((b0 + p0 + j) * keys.stride + keys.offset + d0);
+                        _mm512_cvtph_ps(_mm256_loadu_si256(kp as *const __m256i))
+                    } else {
+                        _mm512_setzero_ps()
+                    }
+                });
+                for (i, col) in transpose16(rows).into_iter().enumerate() {
+                    _mm512_storeu_ps(kt.as_mut_ptr().add((d0 + i) * B + p0), col);
+                }
             }
         }
         let valid = |i: usize| nb.min(lens[i].saturating_sub(b0));
@@ -709,4 +718,44 @@ pub unsafe fn attend_many(
     for (o, &sm) in outs.iter_mut().zip(&sum) {
         crate::attention::normalize(o, sm);
     }
+}
+
+/// 16 vectors of 16 floats transposed: element j of result i is element i of input j.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
+    // Pairs of rows interleaved within each 128-bit lane: [a0 b0 a1 b1], [a2 b2 a3 b3].
+    let mut t = [_mm512_setzero_ps(); 16];
+    for i in 0..8 {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    // Then pairs of pairs: u[4g + k], lane L = element 4L + k of rows 4g..4g+4.
+    let mut u = [_mm512_setzero_ps(); 16];
+    for g in 0..4 {
+        let (t0, t1, t2, t3) = (
+            _mm512_castps_pd(t[4 * g]),
+            _mm512_castps_pd(t[4 * g + 1]),
+            _mm512_castps_pd(t[4 * g + 2]),
+            _mm512_castps_pd(t[4 * g + 3]),
+        );
+        u[4 * g] = _mm512_castpd_ps(_mm512_unpacklo_pd(t0, t2));
+        u[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(t0, t2));
+        u[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(t1, t3));
+        u[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(t1, t3));
+    }
+    // Finally the 128-bit lanes: element 4L + k gathers lane L of u[k], u[4 + k], u[8 + k],
+    // u[12 + k] (rows 0-3, 4-7, 8-11, 12-15).
+    let mut out = [_mm512_setzero_ps(); 16];
+    for k in 0..4 {
+        let x = _mm512_shuffle_f32x4::<0x88>(u[k], u[4 + k]);
+        let y = _mm512_shuffle_f32x4::<0xdd>(u[k], u[4 + k]);
+        let z = _mm512_shuffle_f32x4::<0x88>(u[8 + k], u[12 + k]);
+        let w = _mm512_shuffle_f32x4::<0xdd>(u[8 + k], u[12 + k]);
+        out[k] = _mm512_shuffle_f32x4::<0x88>(x, z);
+        out[8 + k] = _mm512_shuffle_f32x4::<0xdd>(x, z);
+        out[4 + k] = _mm512_shuffle_f32x4::<0x88>(y, w);
+        out[12 + k] = _mm512_shuffle_f32x4::<0xdd>(y, w);
+    }
+    out
 }
