@@ -273,7 +273,6 @@ pub unsafe fn attend_many(
     let max_len = lens.iter().copied().max().unwrap_or(0);
     let mut kt = [0f32; MANY_MAX_HD * B];
     let mut vf = [0f32; B * MANY_MAX_HD];
-    let mut row = [0f32; MANY_MAX_HD];
     let mut m = [f32::NEG_INFINITY; MAX_MANY];
     let mut sum = [0f32; MAX_MANY];
     let mut s = [[0f32; B]; 4];
@@ -282,20 +281,30 @@ pub unsafe fn attend_many(
     for b0 in (0..max_len).step_by(B) {
         let nb = B.min(max_len - b0);
         for p in 0..nb {
-            let kp = keys.data.as_ptr().add((b0 + p) * keys.stride + keys.offset);
             let vp = values.data.as_ptr().add((b0 + p) * values.stride + values.offset);
             for c in (0..hd).step_by(8) {
-                _mm256_storeu_ps(
-                    row.as_mut_ptr().add(c),
-                    _mm256_cvtph_ps(_mm_loadu_si128(kp.add(c) as *const __m128i)),
-                );
                 _mm256_storeu_ps(
                     vf.as_mut_ptr().add(p * hd + c),
                     _mm256_cvtph_ps(_mm_loadu_si128(vp.add(c) as *const __m128i)),
                 );
             }
-            for (d, &x) in row[..hd].iter().enumerate() {
-                kt[d * B + p] = x;
+        }
+        // Keys in 8 x 8 tiles, transposed in registers (positions past nb are zeros, never
+        // read).
+        for p0 in (0..nb).step_by(8) {
+            let cnt = (nb - p0).min(8);
+            for d0 in (0..hd).step_by(8) {
+                let rows: [__m256; 8] = std::array::from_fn(|j| {
+                    if j < cnt {
+                        let kp = keys.data.as_ptr().add((b0 + p0 + j) * keys.stride + keys.offset + d0);
+                        _mm256_cvtph_ps(_mm_loadu_si128(kp as *const __m128i))
+                    } else {
+                        _mm256_setzero_ps()
+                    }
+                });
+                for (i, col) in transpose8(rows).into_iter().enumerate() {
+                    _mm256_storeu_ps(kt.as_mut_ptr().add((d0 + i) * B + p0), col);
+                }
             }
         }
         let valid = |i: usize| nb.min(lens[i].saturating_sub(b0));
@@ -361,4 +370,38 @@ pub unsafe fn attend_many(
     for (o, &sm) in outs.iter_mut().zip(&sum) {
         crate::attention::normalize(o, sm);
     }
+}
+
+/// 8 vectors of 8 floats transposed: element j of result i is element i of input j.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+    // Pairs of rows interleaved within each 128-bit half: [a0 b0 a1 b1 | a4 b4 a5 b5] and
+    // [a2 b2 a3 b3 | a6 b6 a7 b7].
+    let t: [__m256; 8] = std::array::from_fn(|i| {
+        let (a, b) = (r[i & !1], r[i | 1]);
+        if i % 2 == 0 {
+            _mm256_unpacklo_ps(a, b)
+        } else {
+            _mm256_unpackhi_ps(a, b)
+        }
+    });
+    // Then four rows: u[4g + k] holds element k (low half) and 4 + k (high half) of rows
+    // 4g..4g+4.
+    let mut u = [_mm256_setzero_ps(); 8];
+    for g in 0..2 {
+        let (t0, t1, t2, t3) = (t[4 * g], t[4 * g + 1], t[4 * g + 2], t[4 * g + 3]);
+        u[4 * g] = _mm256_shuffle_ps::<0x44>(t0, t2);
+        u[4 * g + 1] = _mm256_shuffle_ps::<0xee>(t0, t2);
+        u[4 * g + 2] = _mm256_shuffle_ps::<0x44>(t1, t3);
+        u[4 * g + 3] = _mm256_shuffle_ps::<0xee>(t1, t3);
+    }
+    // Finally the halves: element k from the low halves of u[k] and u[4 + k], element 4 + k
+    // from their high halves.
+    let mut out = [_mm256_setzero_ps(); 8];
+    for k in 0..4 {
+        out[k] = _mm256_permute2f128_ps::<0x20>(u[k], u[4 + k]);
+        out[4 + k] = _mm256_permute2f128_ps::<0x31>(u[k], u[4 + k]);
+    }
+    out
 }
