@@ -661,10 +661,10 @@ pub unsafe fn attend_many(
                 }
                 let mb = s[j][..n].iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 crate::attention::raise_max(&mut *outs[i], &mut sum[i], &mut m[i], mb);
-                let mv = _mm256_set1_ps(m[i]);
-                for p in (0..n).step_by(8) {
-                    let x = _mm256_sub_ps(_mm256_loadu_ps(s[j].as_ptr().add(p)), mv);
-                    _mm256_storeu_ps(e[j].as_mut_ptr().add(p), crate::x86_64::avx2::exp8(x));
+                let mv = _mm512_set1_ps(m[i]);
+                for p in (0..n).step_by(16) {
+                    let x = _mm512_sub_ps(_mm512_loadu_ps(s[j].as_ptr().add(p)), mv);
+                    _mm512_storeu_ps(e[j].as_mut_ptr().add(p), exp16(x));
                 }
                 for &x in &e[j][..n] {
                     sum[i] += x;
@@ -758,4 +758,35 @@ unsafe fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
         out[12 + k] = _mm512_shuffle_f32x4::<0xdd>(y, w);
     }
     out
+}
+
+/// `math::exp_approx` on 16 lanes: `avx2::exp8`'s operations in 512-bit registers (so the same
+/// bits); the rare inputs with |n| > 126 go through `exp8` half by half.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn exp16(x: __m512) -> __m512 {
+    use crate::math::{C, LN2_HI, LN2_LO, LOG2E, SHIFT};
+    let k = |bits: u32| _mm512_set1_ps(f32::from_bits(bits));
+    let z = _mm512_fmadd_ps(x, k(LOG2E), k(SHIFT));
+    let n = _mm512_sub_ps(z, k(SHIFT));
+    let abs_n = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(n), _mm512_set1_epi32(0x7fff_ffff)));
+    if _mm512_cmp_ps_mask::<_CMP_GT_OQ>(abs_n, _mm512_set1_ps(126.0)) != 0 {
+        let lo = crate::x86_64::avx2::exp8(_mm512_castps512_ps256(x));
+        let hi =
+            crate::x86_64::avx2::exp8(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(x))));
+        return _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+            _mm512_castpd256_pd512(_mm256_castps_pd(lo)),
+            _mm256_castps_pd(hi),
+        ));
+    }
+    let b = _mm512_fnmadd_ps(n, k(LN2_LO), _mm512_fnmadd_ps(n, k(LN2_HI), x));
+    let e = _mm512_slli_epi32(_mm512_castps_si512(z), 23);
+    let scale = _mm512_castsi512_ps(_mm512_add_epi32(e, _mm512_set1_epi32(1f32.to_bits() as i32)));
+    let u = _mm512_mul_ps(b, b);
+    let j = _mm512_fmadd_ps(
+        _mm512_fmadd_ps(_mm512_fmadd_ps(k(C[4]), b, k(C[3])), u, _mm512_fmadd_ps(k(C[2]), b, k(C[1]))),
+        u,
+        _mm512_mul_ps(k(C[0]), b),
+    );
+    _mm512_fmadd_ps(j, scale, scale)
 }
