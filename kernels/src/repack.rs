@@ -171,20 +171,11 @@ fn store_streaming(dst: &mut [u8], src: &[u8]) {
 fn repack_q4_k(blocks: &[BlockQ4K], rows: usize, nb: usize, out: &mut [u8]) {
     interleave(blocks, rows, nb, out, |src, o: &mut BlockQ4Kx8| {
         for (r, b) in src.iter().enumerate() {
-            o.d[2 * r..2 * r + 2].copy_from_slice(&b.d);
-            o.dmin[2 * r..2 * r + 2].copy_from_slice(&b.dmin);
-            // Scales and mins unpacked to bytes: group-major, row-minor.
-            let (sc, m) = crate::scalar::k_scales_mins(&b.scales);
-            for grp in 0..8 {
-                o.scales[8 * grp + r] = (sc >> (8 * grp)) as u8;
-                o.mins[8 * grp + r] = (m >> (8 * grp)) as u8;
-            }
-            for p in 0..4 {
-                for c in 0..8 {
-                    let at = 256 * p + 32 * c + 4 * r;
-                    o.qs[at..at + 4].copy_from_slice(&b.qs[32 * p + 4 * c..32 * p + 4 * c + 4]);
-                }
-            }
+            interleave_k_row(
+                r,
+                (&b.d, &b.dmin, &b.scales, &b.qs),
+                (&mut o.d, &mut o.dmin, &mut o.scales, &mut o.mins, &mut o.qs),
+            );
         }
     })
 }
@@ -192,25 +183,47 @@ fn repack_q4_k(blocks: &[BlockQ4K], rows: usize, nb: usize, out: &mut [u8]) {
 fn repack_q5_k(blocks: &[BlockQ5K], rows: usize, nb: usize, out: &mut [u8]) {
     interleave(blocks, rows, nb, out, |src, o: &mut BlockQ5Kx8| {
         for (r, b) in src.iter().enumerate() {
-            o.d[2 * r..2 * r + 2].copy_from_slice(&b.d);
-            o.dmin[2 * r..2 * r + 2].copy_from_slice(&b.dmin);
-            // The scales and mins pack as Q4_K's.
-            let (sc, m) = crate::scalar::k_scales_mins(&b.scales);
-            for grp in 0..8 {
-                o.scales[8 * grp + r] = (sc >> (8 * grp)) as u8;
-                o.mins[8 * grp + r] = (m >> (8 * grp)) as u8;
-            }
+            // Q4_K's fields in Q4_Kx8's order, plus the fifth bits interleaved as the nibbles.
+            interleave_k_row(
+                r,
+                (&b.d, &b.dmin, &b.scales, &b.qs),
+                (&mut o.d, &mut o.dmin, &mut o.scales, &mut o.mins, &mut o.qs),
+            );
             for c in 0..8 {
                 o.qh[32 * c + 4 * r..32 * c + 4 * r + 4].copy_from_slice(&b.qh[4 * c..4 * c + 4]);
             }
-            for p in 0..4 {
-                for c in 0..8 {
-                    let at = 256 * p + 32 * c + 4 * r;
-                    o.qs[at..at + 4].copy_from_slice(&b.qs[32 * p + 4 * c..32 * p + 4 * c + 4]);
-                }
-            }
         }
     })
+}
+
+/// Row r of a Q4_K or Q5_K block into the shared fields of Q4_Kx8 / Q5_Kx8: d and dmin,
+/// the scales and mins unpacked to bytes (group-major, row-minor), and the nibbles, 4 bytes
+/// per row in turn.
+#[allow(clippy::type_complexity)]
+fn interleave_k_row(
+    r: usize,
+    (d, dmin, scales, qs): (&[u8; 2], &[u8; 2], &[u8; 12], &[u8; 128]),
+    (od, odmin, osc, omin, oqs): (
+        &mut [u8; 16],
+        &mut [u8; 16],
+        &mut [u8; 64],
+        &mut [u8; 64],
+        &mut [u8; 1024],
+    ),
+) {
+    od[2 * r..2 * r + 2].copy_from_slice(d);
+    odmin[2 * r..2 * r + 2].copy_from_slice(dmin);
+    let (sc, m) = crate::scalar::k_scales_mins(scales);
+    for grp in 0..8 {
+        osc[8 * grp + r] = (sc >> (8 * grp)) as u8;
+        omin[8 * grp + r] = (m >> (8 * grp)) as u8;
+    }
+    for p in 0..4 {
+        for c in 0..8 {
+            let at = 256 * p + 32 * c + 4 * r;
+            oqs[at..at + 4].copy_from_slice(&qs[32 * p + 4 * c..32 * p + 4 * c + 4]);
+        }
+    }
 }
 
 fn repack_q8_0(blocks: &[BlockQ8_0], rows: usize, nb: usize, out: &mut [u8]) {
