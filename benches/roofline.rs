@@ -65,7 +65,7 @@ fn main() {
     println!("|---|---:|---:|---:|---:|---:|");
     for ty in types {
         let name = ty.name().to_lowercase();
-        if !args.is_empty() && !args.iter().any(|a| *a == name) {
+        if !args.is_empty() && !args.contains(&name) {
             continue;
         }
         let raw = random_matrix(ty, rows, cols, 11);
