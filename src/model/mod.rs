@@ -322,6 +322,8 @@ pub struct State {
     hb: Vec<f32>,
     hb2: Vec<f32>,
     row: Vec<f32>,
+    /// RoPE's (sin, cos) per position of the batch and rotated pair, filled once per batch.
+    rope_cs: Vec<(f32, f32)>,
     pub logits: Vec<f32>,
     act: ActBuf,
     /// Per-op statistics of batched (prefill) and single-token (decode) steps, when set.
@@ -345,6 +347,7 @@ impl State {
             hb: vec![0.0; b * c.ffn_dim],
             hb2: vec![0.0; b * c.ffn_dim],
             row: vec![0.0; c.dim],
+            rope_cs: vec![(0.0, 0.0); b * (c.rope_dims / 2).min(c.head_dim / 2)],
             logits: vec![0.0; c.vocab_size],
             act: ActBuf::new(),
             prof_prefill: None,
@@ -452,6 +455,12 @@ impl Model {
         let last = |v: &[f32], w: usize| v[(n - 1) * w..n * w].to_vec();
         let mm = |w: &WeightRef| (w.len as u64, 2 * (w.rows * w.cols) as u64 * nn);
 
+        // RoPE's angles for the batch's positions, shared by every layer.
+        let half = self.inv_freq.len().min(hd / 2);
+        for (i, cs) in s.rope_cs.chunks_exact_mut(half.max(1)).take(n).enumerate() {
+            ops::rope_table(pos0 + i, &self.inv_freq[..half], cs);
+        }
+
         let embd = self.file_matrix(&self.token_embd);
         timed!(Op::Embed, (embd.row_bytes() * n) as u64, 0, {
             for (i, &t) in tokens.iter().enumerate() {
@@ -491,10 +500,13 @@ impl Model {
                 t.save(Some(l), "attn_v.out", &last(&s.v, kvd))?;
             }
             timed!(Op::Rope, 0, 6 * (n * (qd + kvd) / 2) as u64, {
-                for i in 0..n {
-                    let (q, k) = (&mut s.q[i * qd..(i + 1) * qd], &mut s.k[i * kvd..(i + 1) * kvd]);
-                    ops::rope_many(&mut [q, k], hd, pos0 + i, &self.inv_freq);
-                }
+                let cs = &s.rope_cs;
+                ops::par_chunks(&mut s.q[..n * qd], qd, &|i, q| {
+                    ops::rope_apply(q, hd, &cs[i * half..(i + 1) * half])
+                });
+                ops::par_chunks(&mut s.k[..n * kvd], kvd, &|i, k| {
+                    ops::rope_apply(k, hd, &cs[i * half..(i + 1) * half])
+                });
             });
             timed!(Op::KvStore, 0, 0, {
                 for i in 0..n {

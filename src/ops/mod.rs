@@ -37,16 +37,28 @@ pub fn rope(x: &mut [f32], head_dim: usize, pos: usize, inv_freq: &[f32]) {
 pub fn rope_many(xs: &mut [&mut [f32]], head_dim: usize, pos: usize, inv_freq: &[f32]) {
     let mut cs = [(0f32, 0f32); 512];
     let n = inv_freq.len().min(head_dim / 2).min(cs.len());
-    for (c, &f) in cs[..n].iter_mut().zip(inv_freq) {
+    rope_table(pos, &inv_freq[..n], &mut cs[..n]);
+    for x in xs.iter_mut() {
+        rope_apply(x, head_dim, &cs[..n]);
+    }
+}
+
+/// The (sin, cos) of pos * inv_freq[i] for one position: computed once per forward pass and
+/// shared by every layer (the rotation angles depend on the position alone).
+pub fn rope_table(pos: usize, inv_freq: &[f32], cs: &mut [(f32, f32)]) {
+    for (c, &f) in cs.iter_mut().zip(inv_freq) {
         *c = (pos as f32 * f).sin_cos();
     }
-    for x in xs.iter_mut() {
-        for head in x.chunks_exact_mut(head_dim) {
-            for (pair, &(s, c)) in head.chunks_exact_mut(2).zip(&cs[..n]) {
-                let (a, b) = (pair[0], pair[1]);
-                pair[0] = a * c - b * s;
-                pair[1] = a * s + b * c;
-            }
+}
+
+/// Rotates the first 2 * cs.len() dimensions of each head of `x` by the angles of `cs`
+/// (`rope_table` of the vector's position).
+pub fn rope_apply(x: &mut [f32], head_dim: usize, cs: &[(f32, f32)]) {
+    for head in x.chunks_exact_mut(head_dim) {
+        for (pair, &(s, c)) in head.chunks_exact_mut(2).zip(cs) {
+            let (a, b) = (pair[0], pair[1]);
+            pair[0] = a * c - b * s;
+            pair[1] = a * s + b * c;
         }
     }
 }
