@@ -331,6 +331,58 @@ pub type Dot8x4Fn = fn(&[u8], [ActRef; 4]) -> [[f32; 8]; 4];
 /// Two interleaved groups against eight activation rows (prefill of 8 rows or more).
 pub type Dot16x8Fn = fn(&[u8], &[u8], [ActRef; 8]) -> [[f32; 16]; 8];
 
+/// One 64-byte line of a pre-unpacked weight panel (the storage of `Panel16Fns`).
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+pub struct Line64(pub [u8; 64]);
+
+/// A prefill path for layouts whose unpacking costs more than their dot products: `.0`
+/// unpacks two interleaved groups (16 rows) into a panel once (growing the buffer if needed;
+/// false on malformed input), `.1` runs the panel against 8 activation rows. `matmul` uses it
+/// when a batch has enough rows to repay the unpacking.
+pub type Panel16Fns =
+    (fn(&[u8], &[u8], &mut Vec<Line64>) -> bool, fn(&[Line64], [ActRef; 8]) -> [[f32; 16]; 8]);
+
+#[cfg(target_arch = "x86_64")]
+fn q6_k_panel_avx512() -> Panel16Fns {
+    use crate::x86_64::avx512::{self as k, PanelQ6K};
+    const LINES: usize = std::mem::size_of::<PanelQ6K>() / 64;
+    fn unpack(xa: &[u8], xb: &[u8], buf: &mut Vec<Line64>) -> bool {
+        let (Some(xa), Some(xb)) = (as_blocks::<BlockQ6Kx8>(xa), as_blocks::<BlockQ6Kx8>(xb)) else {
+            return false;
+        };
+        if xa.len() != xb.len() {
+            return false;
+        }
+        if buf.len() < xa.len() * LINES {
+            buf.resize(xa.len() * LINES, Line64([0; 64]));
+        }
+        // SAFETY: PanelQ6K is a whole number of 64-byte lines, 64-byte aligned like Line64,
+        // and made of integers and floats only (every bit pattern is a value); the buffer
+        // holds at least xa.len() panels.
+        let panels = unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr() as *mut PanelQ6K, xa.len()) };
+        // SAFETY: stored only in the avx512 table, which exists only if the CPU runs it.
+        unsafe { k::unpack_q6_kx16(xa, xb, panels) };
+        true
+    }
+    fn eight(p: &[Line64], a: [ActRef; 8]) -> [[f32; 16]; 8] {
+        let mut rows = [&[][..]; 8];
+        for (r, a) in rows.iter_mut().zip(a) {
+            let ActRef::Q8K(a) = a else { return [[f32::NAN; 16]; 8] };
+            *r = a;
+        }
+        let n = rows[0].len();
+        if p.len() < n * LINES {
+            return [[f32::NAN; 16]; 8];
+        }
+        // SAFETY: as in `unpack`: n whole panels lie at the start of p.
+        let panels = unsafe { std::slice::from_raw_parts(p.as_ptr() as *const PanelQ6K, n) };
+        // SAFETY: as above.
+        unsafe { k::vec_dot_q6_kpanel16x8_q8_k(panels, rows) }
+    }
+    (unpack, eight)
+}
+
 /// Expands to the safe wrappers (`Dot8Fn`, `Dot8x4Fn`) of a level's kernels for an
 /// interleaved block type.
 #[cfg(target_arch = "x86_64")]
@@ -437,6 +489,8 @@ pub struct Kernels {
     q4_kx16x8: Option<Dot16x8Fn>,
     q8_0x16x8: Option<Dot16x8Fn>,
     q5_0x16x8: Option<Dot16x8Fn>,
+    /// Unpack-once panels for the prefill of Q6_Kx8 (the avx512 level).
+    q6_k_panel: Option<Panel16Fns>,
 }
 
 fn scalar_dots() -> Vec<(GgmlType, DotFn)> {
@@ -584,6 +638,7 @@ fn build_neon(dotprod: bool) -> Kernels {
         q4_kx16x8: None,
         q8_0x16x8: None,
         q5_0x16x8: None,
+        q6_k_panel: None,
     }
 }
 
@@ -660,6 +715,11 @@ fn build(level: Level) -> Kernels {
         }
         _ => (None, None, None, None),
     };
+    let q6_k_panel = match level {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => Some(q6_k_panel_avx512()),
+        _ => None,
+    };
     Kernels {
         level,
         name: level.name(),
@@ -682,6 +742,7 @@ fn build(level: Level) -> Kernels {
         q4_kx16x8,
         q8_0x16x8,
         q5_0x16x8,
+        q6_k_panel,
     }
 }
 
@@ -760,6 +821,14 @@ impl Kernels {
             Layout::Q4Kx8 => self.q4_kx16x8,
             Layout::Q8_0x8 => self.q8_0x16x8,
             Layout::Q5_0x8 => self.q5_0x16x8,
+            _ => None,
+        }
+    }
+
+    /// The unpack-once prefill path of an interleaved layout, where the level has one.
+    pub fn panel16(&self, layout: Layout) -> Option<Panel16Fns> {
+        match layout {
+            Layout::Q6Kx8 => self.q6_k_panel,
             _ => None,
         }
     }

@@ -7,7 +7,18 @@
 
 use crate::dispatch::{
     ActBuf, ActRef, ActType, Dot16x4Fn, Dot16x8Fn, Dot4Fn, Dot4x2Fn, Dot8Fn, Dot8x4Fn, DotFn, Kernels,
+    Line64, Panel16Fns,
 };
+use std::cell::RefCell;
+
+/// Activation rows from which a layout's unpack-once panel (`Kernels::panel16`) pays: the
+/// unpacking costs about as much as one pass of 8 rows through the per-call kernels.
+pub const PANEL_MIN_ROWS: usize = 16;
+
+thread_local! {
+    /// Each worker's panel buffer: it grows to the largest panel once and is reused after.
+    static PANEL: RefCell<Vec<Line64>> = const { RefCell::new(Vec::new()) };
+}
 use crate::repack::{Layout, GROUP};
 use crate::types::GgmlType;
 use crate::KernelError;
@@ -163,6 +174,7 @@ pub fn matmul_multi(
     let mut x8: [Option<(Dot8Fn, Dot8x4Fn)>; MAX_SHARED] = [None; MAX_SHARED];
     let mut x16: [Option<Dot16x4Fn>; MAX_SHARED] = [None; MAX_SHARED];
     let mut x16x8: [Option<Dot16x8Fn>; MAX_SHARED] = [None; MAX_SHARED];
+    let mut panels: [Option<Panel16Fns>; MAX_SHARED] = [None; MAX_SHARED];
     // First task of each matrix (task t belongs to the last j with starts[j] <= t).
     let mut starts = [usize::MAX; MAX_SHARED + 1];
     let mut tasks = 0;
@@ -186,6 +198,7 @@ pub fn matmul_multi(
             x8[j] = k.repacked(w.layout);
             x16[j] = k.repacked16(w.layout);
             x16x8[j] = k.repacked16x8(w.layout);
+            panels[j] = k.panel16(w.layout);
             if x8[j].is_none() {
                 return Err(KernelError::Unsupported { ty: w.ty, what: "this layout at this kernel level" });
             }
@@ -222,6 +235,21 @@ pub fn matmul_multi(
                 if let (Some(k16), true) = (x16[j], g + 1 < g1 && n >= 4) {
                     let (xa, xb) = (w.group(g), w.group(g + 1));
                     let mut i = 0;
+                    if let (Some((unpack, eight)), true) = (panels[j], n >= PANEL_MIN_ROWS) {
+                        PANEL.with_borrow_mut(|p| {
+                            if unpack(xa, xb, p) {
+                                while i + 8 <= n {
+                                    let v = eight(p, std::array::from_fn(|c| a.row(i + c, cols)));
+                                    for (c, vc) in v.iter().enumerate() {
+                                        for (d, &x) in vc.iter().enumerate() {
+                                            write(i + c, g * GROUP + d, x);
+                                        }
+                                    }
+                                    i += 8;
+                                }
+                            }
+                        });
+                    }
                     if let Some(k8) = x16x8[j] {
                         while i + 8 <= n {
                             let v = k8(xa, xb, std::array::from_fn(|c| a.row(i + c, cols)));

@@ -408,7 +408,8 @@ fn bad_inputs_are_errors() {
 
 /// Repacked (interleaved) matrices at every level that has kernels for them: the same
 /// products as the scalar reference on the row layout, for decode (n = 1) and prefill
-/// (n = 3..13, covering the four- and eight-row tiles and their remainders), on random and edge-case
+/// (n = 3..21, covering the four- and eight-row tiles, the unpack-once panels from 16 rows, and
+/// their remainders), on random and edge-case
 /// weights; and the layout's inverse gives back every original block.
 #[test]
 fn repacked_matmul_matches_rows() {
@@ -462,7 +463,7 @@ fn repacked_matmul_matches_rows() {
         let plain = Matrix::new(ty, rows, cols, &w).unwrap();
         let m = Matrix::with_layout(ty, rows, cols, layout, &packed).unwrap();
         for k in levels().into_iter().filter(|k| k.repacked(layout).is_some()) {
-            for n in [1usize, 3, 4, 5, 8, 9, 13] {
+            for n in [1usize, 3, 4, 5, 8, 9, 13, 16, 21] {
                 // All quant bits set against equal activations (every q8 at +-127): the
                 // largest partial sums a kernel can meet (i16 sums must not wrap).
                 let x = match case {

@@ -503,6 +503,137 @@ pub unsafe fn vec_dot_q6_kx16x4_q8_k(
     store16(&acc)
 }
 
+/// Sixteen Q6_K rows (two Q6_Kx8 groups) of one 256-column block, unpacked once for a whole
+/// prefill batch. `matmul` runs every activation row of the batch against the same 16 weight
+/// rows; rebuilding the 6-bit values (three loads and a dozen masks and shifts per four
+/// `vpdpbusd`) for every 4 activation rows cost more than the dot products themselves.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+pub struct PanelQ6K {
+    /// `q[4g + t]`: bytes 4t..4t+4 of 16-value group g, row r in lane r (as `vpdpbusd` takes
+    /// them), values 0..63 (the -32 offset is in `offs`).
+    q: [[u8; 64]; 64],
+    /// Group g's signed scale of each row, widened to i32 lanes.
+    sc: [[i32; 16]; 16],
+    /// -32 x the scales of groups 2m and 2m + 1 as an i16 pair per row, so that one
+    /// `vpdpwssd` against the activation's (bsum_2m, bsum_2m+1) takes the offsets off.
+    offs: [[i16; 32]; 8],
+    d: [f32; 16],
+}
+
+const _: () = assert!(std::mem::size_of::<PanelQ6K>() == 5696);
+
+/// Unpacks blocks of two Q6_Kx8 groups (16 rows) into `out`, one panel per block.
+///
+/// # Safety
+/// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn unpack_q6_kx16(xa: &[BlockQ6Kx8], xb: &[BlockQ6Kx8], out: &mut [PanelQ6K]) {
+    let m4 = _mm512_set1_epi8(15);
+    let m30 = _mm512_set1_epi8(0x30);
+    for ((a, b), p) in xa.iter().zip(xb).zip(out.iter_mut()) {
+        for h in 0..2 {
+            for half in 0..2 {
+                for t in 0..4 {
+                    // The same values as `vec_dot_q6_kx16x4_q8_k`'s `q`.
+                    let c = 4 * half + t;
+                    let ql0 =
+                        join32(a.ql.as_ptr().add(512 * h + 32 * c), b.ql.as_ptr().add(512 * h + 32 * c));
+                    let ql1 = join32(
+                        a.ql.as_ptr().add(512 * h + 256 + 32 * c),
+                        b.ql.as_ptr().add(512 * h + 256 + 32 * c),
+                    );
+                    let qh = join32(a.qh.as_ptr().add(256 * h + 32 * c), b.qh.as_ptr().add(256 * h + 32 * c));
+                    let q = [
+                        _mm512_or_si512(
+                            _mm512_and_si512(ql0, m4),
+                            _mm512_and_si512(_mm512_slli_epi16(qh, 4), m30),
+                        ),
+                        _mm512_or_si512(
+                            _mm512_and_si512(ql1, m4),
+                            _mm512_and_si512(_mm512_slli_epi16(qh, 2), m30),
+                        ),
+                        _mm512_or_si512(
+                            _mm512_and_si512(_mm512_srli_epi16(ql0, 4), m4),
+                            _mm512_and_si512(qh, m30),
+                        ),
+                        _mm512_or_si512(
+                            _mm512_and_si512(_mm512_srli_epi16(ql1, 4), m4),
+                            _mm512_and_si512(_mm512_srli_epi16(qh, 2), m30),
+                        ),
+                    ];
+                    for (k, q) in q.into_iter().enumerate() {
+                        let g = 8 * h + 2 * k + half;
+                        _mm512_storeu_si512(p.q[4 * g + t].as_mut_ptr() as *mut __m512i, q);
+                    }
+                }
+            }
+        }
+        let mut sc = [_mm512_setzero_si512(); 16];
+        for (g, s) in sc.iter_mut().enumerate() {
+            *s = i8x16_pair(a.scales.as_ptr().add(8 * g), b.scales.as_ptr().add(8 * g));
+            _mm512_storeu_si512(p.sc[g].as_mut_ptr() as *mut __m512i, *s);
+        }
+        let m32 = _mm512_set1_epi32(-32);
+        for m in 0..8 {
+            let lo = _mm512_and_si512(_mm512_mullo_epi32(sc[2 * m], m32), _mm512_set1_epi32(0xffff));
+            let hi = _mm512_slli_epi32(_mm512_mullo_epi32(sc[2 * m + 1], m32), 16);
+            _mm512_storeu_si512(p.offs[m].as_mut_ptr() as *mut __m512i, _mm512_or_si512(lo, hi));
+        }
+        _mm512_storeu_ps(p.d.as_mut_ptr(), f16x16_pair(&a.d, &b.d));
+    }
+}
+
+/// Unpacked Q6_K panels (`unpack_q6_kx16`) against 8 activation rows: the sums of
+/// `vec_dot_q6_kx16x4_q8_k`, lane for lane, with each weight register a single load.
+///
+/// # Safety
+/// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn vec_dot_q6_kpanel16x8_q8_k(p: &[PanelQ6K], y: [&[BlockQ8K]; 8]) -> [[f32; 16]; 8] {
+    let n = p.len();
+    if y.iter().any(|c| c.len() != n) {
+        return [[f32::NAN; 16]; 8];
+    }
+    let mut acc = [_mm512_setzero_ps(); 8];
+    for j in 0..n {
+        // SAFETY: j < n, the length of p and (checked above) every y row.
+        let b = unsafe { p.get_unchecked(j) };
+        // SAFETY: as above.
+        let act: [&BlockQ8K; 8] = std::array::from_fn(|c| unsafe { y[c].get_unchecked(j) });
+        let mut sumi = [_mm512_setzero_si512(); 8];
+        for g in 0..16 {
+            // Group g's 16 activation bytes (see `vec_dot_q6_kx16x4_q8_k`).
+            let base = 128 * (g / 8) + 32 * ((g % 8) / 2) + 16 * (g % 2);
+            let mut s32 = [_mm512_setzero_si512(); 8];
+            for t in 0..4 {
+                let q = _mm512_loadu_si512(b.q[4 * g + t].as_ptr() as *const __m512i);
+                for col in 0..8 {
+                    let ya = (act[col].qs.as_ptr().add(base + 4 * t) as *const i32).read_unaligned();
+                    s32[col] = _mm512_dpbusd_epi32(s32[col], q, _mm512_set1_epi32(ya));
+                }
+            }
+            let sc = _mm512_loadu_si512(b.sc[g].as_ptr() as *const __m512i);
+            for col in 0..8 {
+                sumi[col] = _mm512_add_epi32(sumi[col], _mm512_mullo_epi32(s32[col], sc));
+            }
+        }
+        for m in 0..8 {
+            let o = _mm512_loadu_si512(b.offs[m].as_ptr() as *const __m512i);
+            for col in 0..8 {
+                let bs = (act[col].bsums.as_ptr().add(2 * m) as *const i32).read_unaligned();
+                sumi[col] = _mm512_dpwssd_epi32(sumi[col], o, _mm512_set1_epi32(bs));
+            }
+        }
+        let d = _mm512_loadu_ps(b.d.as_ptr());
+        for col in 0..8 {
+            let dy = _mm512_set1_ps(act[col].d);
+            acc[col] = _mm512_fmadd_ps(_mm512_mul_ps(d, dy), _mm512_cvtepi32_ps(sumi[col]), acc[col]);
+        }
+    }
+    storen(&acc)
+}
+
 /// `attention::attend_f16` for llama.cpp's AVX-512 order (`DotOrder::Lanes(16)`): four
 /// 16-lane fused multiply-add chains per position, gcc's `_mm512_reduce_add_ps` tree, the f16
 /// accumulator rounded through `vcvtps2ph` (nearest even).
