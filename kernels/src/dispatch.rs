@@ -343,44 +343,46 @@ pub struct Line64(pub [u8; 64]);
 pub type Panel16Fns =
     (fn(&[u8], &[u8], &mut Vec<Line64>) -> bool, fn(&[Line64], [ActRef; 8]) -> [[f32; 16]; 8]);
 
+/// Expands to the safe wrappers (`Panel16Fns`) of an avx512 unpack-once panel: the block
+/// type, the panel type, its unpacker and its 8-row kernel.
 #[cfg(target_arch = "x86_64")]
-fn q6_k_panel_avx512() -> Panel16Fns {
-    use crate::x86_64::avx512::{self as k, PanelQ6K};
-    const LINES: usize = std::mem::size_of::<PanelQ6K>() / 64;
-    fn unpack(xa: &[u8], xb: &[u8], buf: &mut Vec<Line64>) -> bool {
-        let (Some(xa), Some(xb)) = (as_blocks::<BlockQ6Kx8>(xa), as_blocks::<BlockQ6Kx8>(xb)) else {
-            return false;
-        };
-        if xa.len() != xb.len() {
-            return false;
+macro_rules! wrap_panel {
+    ($w:ty, $panel:ty, $unpack:path, $eight:path) => {{
+        const LINES: usize = std::mem::size_of::<$panel>() / 64;
+        fn unpack(xa: &[u8], xb: &[u8], buf: &mut Vec<Line64>) -> bool {
+            let (Some(xa), Some(xb)) = (as_blocks::<$w>(xa), as_blocks::<$w>(xb)) else { return false };
+            if xa.len() != xb.len() {
+                return false;
+            }
+            if buf.len() < xa.len() * LINES {
+                buf.resize(xa.len() * LINES, Line64([0; 64]));
+            }
+            // SAFETY: the panel type is a whole number of 64-byte lines, 64-byte aligned like
+            // Line64, and made of integers and floats only (every bit pattern is a value);
+            // the buffer holds at least xa.len() panels.
+            let panels = unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr() as *mut $panel, xa.len()) };
+            // SAFETY: stored only in the avx512 table, which exists only if the CPU runs it.
+            unsafe { $unpack(xa, xb, panels) };
+            true
         }
-        if buf.len() < xa.len() * LINES {
-            buf.resize(xa.len() * LINES, Line64([0; 64]));
+        fn eight(p: &[Line64], a: [ActRef; 8]) -> [[f32; 16]; 8] {
+            let mut rows = [&[][..]; 8];
+            for (r, a) in rows.iter_mut().zip(a) {
+                let ActRef::Q8K(a) = a else { return [[f32::NAN; 16]; 8] };
+                *r = a;
+            }
+            let n = rows[0].len();
+            if p.len() < n * LINES {
+                return [[f32::NAN; 16]; 8];
+            }
+            // SAFETY: as in `unpack`: n whole panels lie at the start of p.
+            let panels = unsafe { std::slice::from_raw_parts(p.as_ptr() as *const $panel, n) };
+            // SAFETY: as above.
+            unsafe { $eight(panels, rows) }
         }
-        // SAFETY: PanelQ6K is a whole number of 64-byte lines, 64-byte aligned like Line64,
-        // and made of integers and floats only (every bit pattern is a value); the buffer
-        // holds at least xa.len() panels.
-        let panels = unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr() as *mut PanelQ6K, xa.len()) };
-        // SAFETY: stored only in the avx512 table, which exists only if the CPU runs it.
-        unsafe { k::unpack_q6_kx16(xa, xb, panels) };
-        true
-    }
-    fn eight(p: &[Line64], a: [ActRef; 8]) -> [[f32; 16]; 8] {
-        let mut rows = [&[][..]; 8];
-        for (r, a) in rows.iter_mut().zip(a) {
-            let ActRef::Q8K(a) = a else { return [[f32::NAN; 16]; 8] };
-            *r = a;
-        }
-        let n = rows[0].len();
-        if p.len() < n * LINES {
-            return [[f32::NAN; 16]; 8];
-        }
-        // SAFETY: as in `unpack`: n whole panels lie at the start of p.
-        let panels = unsafe { std::slice::from_raw_parts(p.as_ptr() as *const PanelQ6K, n) };
-        // SAFETY: as above.
-        unsafe { k::vec_dot_q6_kpanel16x8_q8_k(panels, rows) }
-    }
-    (unpack, eight)
+        let fns: Panel16Fns = (unpack, eight);
+        Some(fns)
+    }};
 }
 
 /// Expands to the safe wrappers (`Dot8Fn`, `Dot8x4Fn`) of a level's kernels for an
@@ -489,7 +491,8 @@ pub struct Kernels {
     q4_kx16x8: Option<Dot16x8Fn>,
     q8_0x16x8: Option<Dot16x8Fn>,
     q5_0x16x8: Option<Dot16x8Fn>,
-    /// Unpack-once panels for the prefill of Q6_Kx8 (the avx512 level).
+    /// Unpack-once panels for the prefill of Q4_Kx8 and Q6_Kx8 (the avx512 level).
+    q4_k_panel: Option<Panel16Fns>,
     q6_k_panel: Option<Panel16Fns>,
 }
 
@@ -638,6 +641,7 @@ fn build_neon(dotprod: bool) -> Kernels {
         q4_kx16x8: None,
         q8_0x16x8: None,
         q5_0x16x8: None,
+        q4_k_panel: None,
         q6_k_panel: None,
     }
 }
@@ -715,10 +719,16 @@ fn build(level: Level) -> Kernels {
         }
         _ => (None, None, None, None),
     };
-    let q6_k_panel = match level {
+    let (q4_k_panel, q6_k_panel) = match level {
         #[cfg(target_arch = "x86_64")]
-        Level::Avx512 => Some(q6_k_panel_avx512()),
-        _ => None,
+        Level::Avx512 => {
+            use crate::x86_64::avx512 as k;
+            (
+                wrap_panel!(BlockQ4Kx8, k::PanelQ4K, k::unpack_q4_kx16, k::vec_dot_q4_kpanel16x8_q8_k),
+                wrap_panel!(BlockQ6Kx8, k::PanelQ6K, k::unpack_q6_kx16, k::vec_dot_q6_kpanel16x8_q8_k),
+            )
+        }
+        _ => (None, None),
     };
     Kernels {
         level,
@@ -742,6 +752,7 @@ fn build(level: Level) -> Kernels {
         q4_kx16x8,
         q8_0x16x8,
         q5_0x16x8,
+        q4_k_panel,
         q6_k_panel,
     }
 }
@@ -828,6 +839,7 @@ impl Kernels {
     /// The unpack-once prefill path of an interleaved layout, where the level has one.
     pub fn panel16(&self, layout: Layout) -> Option<Panel16Fns> {
         match layout {
+            Layout::Q4Kx8 => self.q4_k_panel,
             Layout::Q6Kx8 => self.q6_k_panel,
             _ => None,
         }

@@ -503,6 +503,109 @@ pub unsafe fn vec_dot_q6_kx16x4_q8_k(
     store16(&acc)
 }
 
+/// Sixteen Q4_K rows (two Q4_Kx8 groups) of one 256-column block, unpacked once for a whole
+/// prefill batch (as `PanelQ6K`): each weight register becomes one load instead of a load,
+/// an insert, a shift and a mask per 4 activation rows.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+pub struct PanelQ4K {
+    /// `q[8g + c]`: bytes 4c..4c+4 of 32-value group g, row r in lane r, values 0..15.
+    q: [[u8; 64]; 64],
+    /// Group g's scale of each row as i32 lanes.
+    sc: [[i32; 16]; 8],
+    /// Group g's min of each row twice, as an i16 pair: one `vpdpwssd` against the
+    /// activation's (bsum_2g, bsum_2g+1) gives min x the group's activation sum.
+    mins: [[i16; 32]; 8],
+    d: [f32; 16],
+    dmin: [f32; 16],
+}
+
+const _: () = assert!(std::mem::size_of::<PanelQ4K>() == 5248);
+
+/// Unpacks blocks of two Q4_Kx8 groups (16 rows) into `out`, one panel per block.
+///
+/// # Safety
+/// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn unpack_q4_kx16(xa: &[BlockQ4Kx8], xb: &[BlockQ4Kx8], out: &mut [PanelQ4K]) {
+    let m4 = _mm512_set1_epi8(15);
+    for ((a, b), p) in xa.iter().zip(xb).zip(out.iter_mut()) {
+        for g in 0..8 {
+            let (h, shift) = (g / 2, 4 * (g % 2) as i32);
+            for c in 0..8 {
+                // The same values as `q4_kx16`'s `q`.
+                let v = join32(a.qs.as_ptr().add(256 * h + 32 * c), b.qs.as_ptr().add(256 * h + 32 * c));
+                let q = _mm512_and_si512(_mm512_srl_epi16(v, _mm_cvtsi32_si128(shift)), m4);
+                _mm512_storeu_si512(p.q[8 * g + c].as_mut_ptr() as *mut __m512i, q);
+            }
+            let sc = u8x16_pair(a.scales.as_ptr().add(8 * g), b.scales.as_ptr().add(8 * g));
+            _mm512_storeu_si512(p.sc[g].as_mut_ptr() as *mut __m512i, sc);
+            let m = u8x16_pair(a.mins.as_ptr().add(8 * g), b.mins.as_ptr().add(8 * g));
+            _mm512_storeu_si512(
+                p.mins[g].as_mut_ptr() as *mut __m512i,
+                _mm512_or_si512(m, _mm512_slli_epi32(m, 16)),
+            );
+        }
+        _mm512_storeu_ps(p.d.as_mut_ptr(), f16x16_pair(&a.d, &b.d));
+        _mm512_storeu_ps(p.dmin.as_mut_ptr(), f16x16_pair(&a.dmin, &b.dmin));
+    }
+}
+
+/// Unpacked Q4_K panels (`unpack_q4_kx16`) against 8 activation rows: the sums of
+/// `vec_dot_q4_kx16x8_q8_k`, lane for lane.
+///
+/// # Safety
+/// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn vec_dot_q4_kpanel16x8_q8_k(p: &[PanelQ4K], y: [&[BlockQ8K]; 8]) -> [[f32; 16]; 8] {
+    let n = p.len();
+    if y.iter().any(|c| c.len() != n) {
+        return [[f32::NAN; 16]; 8];
+    }
+    let mut acc = [_mm512_setzero_ps(); 8];
+    for j in 0..n {
+        // SAFETY: j < n, the length of p and (checked above) every y row.
+        let b = unsafe { p.get_unchecked(j) };
+        // SAFETY: as above.
+        let act: [&BlockQ8K; 8] = std::array::from_fn(|c| unsafe { y[c].get_unchecked(j) });
+        let mut sumi = [_mm512_setzero_si512(); 8];
+        for g in 0..8 {
+            let mut s32 = [_mm512_setzero_si512(); 8];
+            for c in 0..8 {
+                let q = _mm512_loadu_si512(b.q[8 * g + c].as_ptr() as *const __m512i);
+                for col in 0..8 {
+                    let ya = (act[col].qs.as_ptr().add(32 * g + 4 * c) as *const i32).read_unaligned();
+                    s32[col] = _mm512_dpbusd_epi32(s32[col], q, _mm512_set1_epi32(ya));
+                }
+            }
+            let sc = _mm512_loadu_si512(b.sc[g].as_ptr() as *const __m512i);
+            for col in 0..8 {
+                sumi[col] = _mm512_add_epi32(sumi[col], _mm512_mullo_epi32(s32[col], sc));
+            }
+        }
+        let d = _mm512_loadu_ps(b.d.as_ptr());
+        for col in 0..8 {
+            let dy = _mm512_set1_ps(act[col].d);
+            acc[col] = _mm512_fmadd_ps(_mm512_mul_ps(d, dy), _mm512_cvtepi32_ps(sumi[col]), acc[col]);
+        }
+        // The mins' term, after the scales' (the order of `q4_kx16`).
+        let mut summ = [_mm512_setzero_si512(); 8];
+        for g in 0..8 {
+            let m = _mm512_loadu_si512(b.mins[g].as_ptr() as *const __m512i);
+            for col in 0..8 {
+                let bs = (act[col].bsums.as_ptr().add(2 * g) as *const i32).read_unaligned();
+                summ[col] = _mm512_dpwssd_epi32(summ[col], m, _mm512_set1_epi32(bs));
+            }
+        }
+        let dmin = _mm512_loadu_ps(b.dmin.as_ptr());
+        for col in 0..8 {
+            let dy = _mm512_set1_ps(act[col].d);
+            acc[col] = _mm512_fnmadd_ps(_mm512_mul_ps(dmin, dy), _mm512_cvtepi32_ps(summ[col]), acc[col]);
+        }
+    }
+    storen(&acc)
+}
+
 /// Sixteen Q6_K rows (two Q6_Kx8 groups) of one 256-column block, unpacked once for a whole
 /// prefill batch. `matmul` runs every activation row of the batch against the same 16 weight
 /// rows; rebuilding the 6-bit values (three loads and a dozen masks and shifts per four
