@@ -347,7 +347,7 @@ pub type Panel16Fns =
 /// type, the panel type, its unpacker and its 8-row kernel.
 #[cfg(target_arch = "x86_64")]
 macro_rules! wrap_panel {
-    ($w:ty, $panel:ty, $unpack:path, $eight:path) => {{
+    ($w:ty, $act:ident, $panel:ty, $unpack:path, $eight:path) => {{
         const LINES: usize = std::mem::size_of::<$panel>() / 64;
         fn unpack(xa: &[u8], xb: &[u8], buf: &mut Vec<Line64>) -> bool {
             let (Some(xa), Some(xb)) = (as_blocks::<$w>(xa), as_blocks::<$w>(xb)) else { return false };
@@ -368,7 +368,7 @@ macro_rules! wrap_panel {
         fn eight(p: &[Line64], a: [ActRef; 8]) -> [[f32; 16]; 8] {
             let mut rows = [&[][..]; 8];
             for (r, a) in rows.iter_mut().zip(a) {
-                let ActRef::Q8K(a) = a else { return [[f32::NAN; 16]; 8] };
+                let ActRef::$act(a) = a else { return [[f32::NAN; 16]; 8] };
                 *r = a;
             }
             let n = rows[0].len();
@@ -491,7 +491,8 @@ pub struct Kernels {
     q4_kx16x8: Option<Dot16x8Fn>,
     q8_0x16x8: Option<Dot16x8Fn>,
     q5_0x16x8: Option<Dot16x8Fn>,
-    /// Unpack-once panels for the prefill of Q4_Kx8 and Q6_Kx8 (the avx512 level).
+    /// Unpack-once panels for the prefill of Q4_0x8, Q4_Kx8 and Q6_Kx8 (the avx512 level).
+    q4_0_panel: Option<Panel16Fns>,
     q4_k_panel: Option<Panel16Fns>,
     q6_k_panel: Option<Panel16Fns>,
 }
@@ -641,6 +642,7 @@ fn build_neon(dotprod: bool) -> Kernels {
         q4_kx16x8: None,
         q8_0x16x8: None,
         q5_0x16x8: None,
+        q4_0_panel: None,
         q4_k_panel: None,
         q6_k_panel: None,
     }
@@ -719,16 +721,23 @@ fn build(level: Level) -> Kernels {
         }
         _ => (None, None, None, None),
     };
-    let (q4_k_panel, q6_k_panel) = match level {
+    let (q4_0_panel, q4_k_panel, q6_k_panel) = match level {
         #[cfg(target_arch = "x86_64")]
         Level::Avx512 => {
             use crate::x86_64::avx512 as k;
             (
-                wrap_panel!(BlockQ4Kx8, k::PanelQ4K, k::unpack_q4_kx16, k::vec_dot_q4_kpanel16x8_q8_k),
-                wrap_panel!(BlockQ6Kx8, k::PanelQ6K, k::unpack_q6_kx16, k::vec_dot_q6_kpanel16x8_q8_k),
+                wrap_panel!(
+                    BlockQ4_0x8,
+                    Q8_0S,
+                    k::PanelQ4_0,
+                    k::unpack_q4_0x16,
+                    k::vec_dot_q4_0panel16x8_q8_0
+                ),
+                wrap_panel!(BlockQ4Kx8, Q8K, k::PanelQ4K, k::unpack_q4_kx16, k::vec_dot_q4_kpanel16x8_q8_k),
+                wrap_panel!(BlockQ6Kx8, Q8K, k::PanelQ6K, k::unpack_q6_kx16, k::vec_dot_q6_kpanel16x8_q8_k),
             )
         }
-        _ => (None, None),
+        _ => (None, None, None),
     };
     Kernels {
         level,
@@ -752,6 +761,7 @@ fn build(level: Level) -> Kernels {
         q4_kx16x8,
         q8_0x16x8,
         q5_0x16x8,
+        q4_0_panel,
         q4_k_panel,
         q6_k_panel,
     }
@@ -839,6 +849,7 @@ impl Kernels {
     /// The unpack-once prefill path of an interleaved layout, where the level has one.
     pub fn panel16(&self, layout: Layout) -> Option<Panel16Fns> {
         match layout {
+            Layout::Q4_0x8 => self.q4_0_panel,
             Layout::Q4Kx8 => self.q4_k_panel,
             Layout::Q6Kx8 => self.q6_k_panel,
             _ => None,

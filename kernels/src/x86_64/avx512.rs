@@ -503,6 +503,75 @@ pub unsafe fn vec_dot_q6_kx16x4_q8_k(
     store16(&acc)
 }
 
+/// Sixteen Q4_0 rows (two Q4_0x8 groups) of one 32-column block, unpacked once for a whole
+/// prefill batch (as `PanelQ6K`).
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+pub struct PanelQ4_0 {
+    /// `q[k]`: bytes 4k..4k+4 of the block, row r in lane r, values 0..15.
+    q: [[u8; 64]; 8],
+    d: [f32; 16],
+}
+
+const _: () = assert!(std::mem::size_of::<PanelQ4_0>() == 576);
+
+/// Unpacks blocks of two Q4_0x8 groups (16 rows) into `out`, one panel per block.
+///
+/// # Safety
+/// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn unpack_q4_0x16(xa: &[BlockQ4_0x8], xb: &[BlockQ4_0x8], out: &mut [PanelQ4_0]) {
+    let m4 = _mm512_set1_epi8(15);
+    for ((a, b), p) in xa.iter().zip(xb).zip(out.iter_mut()) {
+        // The same values as `q4_0x16`'s `q`.
+        for c in 0..4 {
+            let v = join32(a.qs.as_ptr().add(32 * c), b.qs.as_ptr().add(32 * c));
+            _mm512_storeu_si512(p.q[c].as_mut_ptr() as *mut __m512i, _mm512_and_si512(v, m4));
+            let hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+            _mm512_storeu_si512(p.q[4 + c].as_mut_ptr() as *mut __m512i, hi);
+        }
+        _mm512_storeu_ps(p.d.as_mut_ptr(), f16x16_pair(&a.d, &b.d));
+    }
+}
+
+/// Unpacked Q4_0 panels (`unpack_q4_0x16`) against 8 activation rows: the sums of
+/// `vec_dot_q4_0x16x8_q8_0`, lane for lane (each column's sum starts at its -8 x sum(y)
+/// instead of subtracting it after: the same integer).
+///
+/// # Safety
+/// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn vec_dot_q4_0panel16x8_q8_0(p: &[PanelQ4_0], y: [&[BlockQ8_0S]; 8]) -> [[f32; 16]; 8] {
+    let n = p.len();
+    if y.iter().any(|c| c.len() != n) {
+        return [[f32::NAN; 16]; 8];
+    }
+    let mut acc = [_mm512_setzero_ps(); 8];
+    for j in 0..n {
+        // SAFETY: j < n, the length of p and (checked above) every y row.
+        let b = unsafe { p.get_unchecked(j) };
+        // SAFETY: as above.
+        let act: [&BlockQ8_0S; 8] = std::array::from_fn(|c| unsafe { y[c].get_unchecked(j) });
+        let mut s: [__m512i; 8] = std::array::from_fn(|c| _mm512_set1_epi32(-8 * act[c].sum));
+        for k in 0..8 {
+            let q = _mm512_loadu_si512(b.q[k].as_ptr() as *const __m512i);
+            for col in 0..8 {
+                let ya = (act[col].qs.as_ptr().add(4 * k) as *const i32).read_unaligned();
+                s[col] = _mm512_dpbusd_epi32(s[col], q, _mm512_set1_epi32(ya));
+            }
+        }
+        let d = _mm512_loadu_ps(b.d.as_ptr());
+        for col in 0..8 {
+            acc[col] = _mm512_fmadd_ps(
+                _mm512_mul_ps(d, _mm512_set1_ps(act[col].d)),
+                _mm512_cvtepi32_ps(s[col]),
+                acc[col],
+            );
+        }
+    }
+    storen(&acc)
+}
+
 /// Sixteen Q4_K rows (two Q4_Kx8 groups) of one 256-column block, unpacked once for a whole
 /// prefill batch (as `PanelQ6K`): each weight register becomes one load instead of a load,
 /// an insert, a shift and a mask per 4 activation rows.
