@@ -503,24 +503,25 @@ pub unsafe fn vec_dot_q6_kx16x4_q8_k(
     store16(&acc)
 }
 
-/// Sixteen Q4_0 rows (two Q4_0x8 groups) of one 32-column block, unpacked once for a whole
-/// prefill batch (as `PanelQ6K`).
+/// Sixteen rows (two groups of 8) of one 32-column Q4_0, Q5_0 or Q8_0 block, unpacked once
+/// for a whole prefill batch (as `PanelQ6K`): unsigned values and the row scales.
 #[repr(C, align(64))]
 #[derive(Clone, Copy)]
-pub struct PanelQ4_0 {
-    /// `q[k]`: bytes 4k..4k+4 of the block, row r in lane r, values 0..15.
+pub struct Panel32 {
+    /// `q[k]`: bytes 4k..4k+4 of the block, row r in lane r, as unsigned values (Q4_0:
+    /// 0..15, Q5_0: 0..31, Q8_0: w + 128).
     q: [[u8; 64]; 8],
     d: [f32; 16],
 }
 
-const _: () = assert!(std::mem::size_of::<PanelQ4_0>() == 576);
+const _: () = assert!(std::mem::size_of::<Panel32>() == 576);
 
 /// Unpacks blocks of two Q4_0x8 groups (16 rows) into `out`, one panel per block.
 ///
 /// # Safety
 /// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn unpack_q4_0x16(xa: &[BlockQ4_0x8], xb: &[BlockQ4_0x8], out: &mut [PanelQ4_0]) {
+pub unsafe fn unpack_q4_0x16(xa: &[BlockQ4_0x8], xb: &[BlockQ4_0x8], out: &mut [Panel32]) {
     let m4 = _mm512_set1_epi8(15);
     for ((a, b), p) in xa.iter().zip(xb).zip(out.iter_mut()) {
         // The same values as `q4_0x16`'s `q`.
@@ -534,14 +535,68 @@ pub unsafe fn unpack_q4_0x16(xa: &[BlockQ4_0x8], xb: &[BlockQ4_0x8], out: &mut [
     }
 }
 
-/// Unpacked Q4_0 panels (`unpack_q4_0x16`) against 8 activation rows: the sums of
-/// `vec_dot_q4_0x16x8_q8_0`, lane for lane (each column's sum starts at its -8 x sum(y)
-/// instead of subtracting it after: the same integer).
+/// Unpacks blocks of two Q8_0x8 groups (16 rows) into `out`, one panel per block (the
+/// weights as w + 128, as `q8_0x16` feeds them).
 ///
 /// # Safety
 /// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn vec_dot_q4_0panel16x8_q8_0(p: &[PanelQ4_0], y: [&[BlockQ8_0S]; 8]) -> [[f32; 16]; 8] {
+pub unsafe fn unpack_q8_0x16(xa: &[BlockQ8_0x8], xb: &[BlockQ8_0x8], out: &mut [Panel32]) {
+    let flip = _mm512_set1_epi8(-128);
+    for ((a, b), p) in xa.iter().zip(xb).zip(out.iter_mut()) {
+        for k in 0..8 {
+            let u = _mm512_xor_si512(join32(a.qs.as_ptr().add(32 * k), b.qs.as_ptr().add(32 * k)), flip);
+            _mm512_storeu_si512(p.q[k].as_mut_ptr() as *mut __m512i, u);
+        }
+        _mm512_storeu_ps(p.d.as_mut_ptr(), f16x16_pair(&a.d, &b.d));
+    }
+}
+
+/// Unpacks blocks of two Q5_0x8 groups (16 rows) into `out`, one panel per block (the
+/// values of `q5_0x16`, fifth bits set).
+///
+/// # Safety
+/// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn unpack_q5_0x16(xa: &[BlockQ5_0x8], xb: &[BlockQ5_0x8], out: &mut [Panel32]) {
+    let m4 = _mm512_set1_epi8(15);
+    let sixteen = _mm512_set1_epi8(16);
+    let half = _mm256_add_epi8(
+        _mm256_set1_epi64x(0x0404_0404_0000_0000),
+        _mm256_setr_epi64x(0, 0x0808_0808_0808_0808, 0, 0x0808_0808_0808_0808),
+    );
+    let dword_base = _mm512_inserti64x4(_mm512_castsi256_si512(half), half, 1);
+    for ((a, b), p) in xa.iter().zip(xb).zip(out.iter_mut()) {
+        let qh = join32(a.qh.as_ptr(), b.qh.as_ptr());
+        let mut q = [_mm512_setzero_si512(); 8];
+        for c in 0..4 {
+            let v = join32(a.qs.as_ptr().add(32 * c), b.qs.as_ptr().add(32 * c));
+            q[c] = _mm512_and_si512(v, m4);
+            q[4 + c] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+        }
+        for (k, q) in q.iter_mut().enumerate() {
+            let rep = _mm512_shuffle_epi8(qh, _mm512_add_epi8(dword_base, _mm512_set1_epi8((k / 2) as i8)));
+            let bit = _mm512_set1_epi32((0x0804_0201u32 << (4 * (k % 2))) as i32);
+            let set = _mm512_test_epi8_mask(rep, bit);
+            *q = _mm512_mask_add_epi8(*q, set, *q, sixteen);
+            _mm512_storeu_si512(p.q[k].as_mut_ptr() as *mut __m512i, *q);
+        }
+        _mm512_storeu_ps(p.d.as_mut_ptr(), f16x16_pair(&a.d, &b.d));
+    }
+}
+
+/// Unpacked 32-column panels (`unpack_q4_0x16`, `unpack_q5_0x16`, `unpack_q8_0x16`) against 8
+/// activation rows, the values' offset `OFF` (8, 16, 128) taken off as OFF x sum(y): the
+/// sums of the 16-row tiles, lane for lane (each column's sum starts at -OFF x sum(y) instead
+/// of subtracting it after: the same integer).
+///
+/// # Safety
+/// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn vec_dot_panel32x16x8_q8_0<const OFF: i32>(
+    p: &[Panel32],
+    y: [&[BlockQ8_0S]; 8],
+) -> [[f32; 16]; 8] {
     let n = p.len();
     if y.iter().any(|c| c.len() != n) {
         return [[f32::NAN; 16]; 8];
@@ -552,7 +607,7 @@ pub unsafe fn vec_dot_q4_0panel16x8_q8_0(p: &[PanelQ4_0], y: [&[BlockQ8_0S]; 8])
         let b = unsafe { p.get_unchecked(j) };
         // SAFETY: as above.
         let act: [&BlockQ8_0S; 8] = std::array::from_fn(|c| unsafe { y[c].get_unchecked(j) });
-        let mut s: [__m512i; 8] = std::array::from_fn(|c| _mm512_set1_epi32(-8 * act[c].sum));
+        let mut s: [__m512i; 8] = std::array::from_fn(|c| _mm512_set1_epi32(-OFF * act[c].sum));
         for k in 0..8 {
             let q = _mm512_loadu_si512(b.q[k].as_ptr() as *const __m512i);
             for col in 0..8 {
