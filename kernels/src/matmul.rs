@@ -232,10 +232,11 @@ pub fn matmul_multi(
             let (g1, mut g) = (r1 / GROUP, r0 / GROUP);
             while g < g1 {
                 // Two groups at once where the level has a 16-row kernel (prefill).
-                if let (Some(k16), true) = (x16[j], g + 1 < g1 && n >= 4) {
+                let panel = panels[j].filter(|_| n >= PANEL_MIN_ROWS);
+                if g + 1 < g1 && ((x16[j].is_some() && n >= 4) || panel.is_some()) {
                     let (xa, xb) = (w.group(g), w.group(g + 1));
                     let mut i = 0;
-                    if let (Some((unpack, eight)), true) = (panels[j], n >= PANEL_MIN_ROWS) {
+                    if let Some((unpack, eight)) = panel {
                         PANEL.with_borrow_mut(|p| {
                             if unpack(xa, xb, p) {
                                 while i + 8 <= n {
@@ -261,21 +262,32 @@ pub fn matmul_multi(
                             i += 8;
                         }
                     }
-                    while i + 4 <= n {
-                        let v = k16(
-                            xa,
-                            xb,
-                            [a.row(i, cols), a.row(i + 1, cols), a.row(i + 2, cols), a.row(i + 3, cols)],
-                        );
-                        for (c, vc) in v.iter().enumerate() {
-                            for (d, &x) in vc.iter().enumerate() {
-                                write(i + c, g * GROUP + d, x);
+                    let rows4 = |i: usize| {
+                        [a.row(i, cols), a.row(i + 1, cols), a.row(i + 2, cols), a.row(i + 3, cols)]
+                    };
+                    if let Some(k16) = x16[j] {
+                        while i + 4 <= n {
+                            let v = k16(xa, xb, rows4(i));
+                            for (c, vc) in v.iter().enumerate() {
+                                for (d, &x) in vc.iter().enumerate() {
+                                    write(i + c, g * GROUP + d, x);
+                                }
                             }
+                            i += 4;
                         }
-                        i += 4;
                     }
-                    for i in i..n {
-                        for (h, x) in [xa, xb].into_iter().enumerate() {
+                    // What is left (a layout with a panel but no 16-row tile): group by group.
+                    for (h, x) in [xa, xb].into_iter().enumerate() {
+                        let mut i = i;
+                        while i + 4 <= n {
+                            for (c, vc) in four(x, rows4(i)).iter().enumerate() {
+                                for (d, &v) in vc.iter().enumerate() {
+                                    write(i + c, (g + h) * GROUP + d, v);
+                                }
+                            }
+                            i += 4;
+                        }
+                        for i in i..n {
                             for (d, v) in one(x, a.row(i, cols)).into_iter().enumerate() {
                                 write(i, (g + h) * GROUP + d, v);
                             }

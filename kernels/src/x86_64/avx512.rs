@@ -1,6 +1,8 @@
 //! AVX-512 (F, BW, VL) with VNNI: `vpdpbusd` on 256-bit registers (EVEX encoding).
 
-use crate::blocks::{BlockQ4Kx8, BlockQ4_0x8, BlockQ5_0x8, BlockQ6Kx8, BlockQ8K, BlockQ8_0S, BlockQ8_0x8};
+use crate::blocks::{
+    BlockQ4Kx8, BlockQ4_0x8, BlockQ5Kx8, BlockQ5_0x8, BlockQ6Kx8, BlockQ8K, BlockQ8_0S, BlockQ8_0x8,
+};
 use std::arch::x86_64::*;
 
 #[inline]
@@ -660,6 +662,42 @@ pub unsafe fn unpack_q4_kx16(xa: &[BlockQ4Kx8], xb: &[BlockQ4Kx8], out: &mut [Pa
                 // The same values as `q4_kx16`'s `q`.
                 let v = join32(a.qs.as_ptr().add(256 * h + 32 * c), b.qs.as_ptr().add(256 * h + 32 * c));
                 let q = _mm512_and_si512(_mm512_srl_epi16(v, _mm_cvtsi32_si128(shift)), m4);
+                _mm512_storeu_si512(p.q[8 * g + c].as_mut_ptr() as *mut __m512i, q);
+            }
+            let sc = u8x16_pair(a.scales.as_ptr().add(8 * g), b.scales.as_ptr().add(8 * g));
+            _mm512_storeu_si512(p.sc[g].as_mut_ptr() as *mut __m512i, sc);
+            let m = u8x16_pair(a.mins.as_ptr().add(8 * g), b.mins.as_ptr().add(8 * g));
+            _mm512_storeu_si512(
+                p.mins[g].as_mut_ptr() as *mut __m512i,
+                _mm512_or_si512(m, _mm512_slli_epi32(m, 16)),
+            );
+        }
+        _mm512_storeu_ps(p.d.as_mut_ptr(), f16x16_pair(&a.d, &b.d));
+        _mm512_storeu_ps(p.dmin.as_mut_ptr(), f16x16_pair(&a.dmin, &b.dmin));
+    }
+}
+
+/// Unpacks blocks of two Q5_Kx8 groups (16 rows) into Q4_K panels: Q5_K is Q4_K with a
+/// fifth bit per value (values 0..31, same scales and mins), so the Q4_K panel kernel runs
+/// it unchanged.
+///
+/// # Safety
+/// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn unpack_q5_kx16(xa: &[BlockQ5Kx8], xb: &[BlockQ5Kx8], out: &mut [PanelQ4K]) {
+    let m4 = _mm512_set1_epi8(15);
+    let bit4 = _mm512_set1_epi8(0x10);
+    for ((a, b), p) in xa.iter().zip(xb).zip(out.iter_mut()) {
+        for g in 0..8 {
+            let (h, shift) = (g / 2, 4 * (g % 2) as i32);
+            for c in 0..8 {
+                let v = join32(a.qs.as_ptr().add(256 * h + 32 * c), b.qs.as_ptr().add(256 * h + 32 * c));
+                let q = _mm512_and_si512(_mm512_srl_epi16(v, _mm_cvtsi32_si128(shift)), m4);
+                // Bit g of qh byte l is the fifth bit of value 32g + l: to bit 4 (16-bit
+                // shifts; bits from the neighbouring byte fall outside the mask).
+                let qh = join32(a.qh.as_ptr().add(32 * c), b.qh.as_ptr().add(32 * c));
+                let hi = _mm512_slli_epi16(_mm512_srl_epi16(qh, _mm_cvtsi32_si128(g as i32)), 4);
+                let q = _mm512_or_si512(q, _mm512_and_si512(hi, bit4));
                 _mm512_storeu_si512(p.q[8 * g + c].as_mut_ptr() as *mut __m512i, q);
             }
             let sc = u8x16_pair(a.scales.as_ptr().add(8 * g), b.scales.as_ptr().add(8 * g));
