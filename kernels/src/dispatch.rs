@@ -491,11 +491,12 @@ pub struct Kernels {
     q4_kx16x8: Option<Dot16x8Fn>,
     q8_0x16x8: Option<Dot16x8Fn>,
     q5_0x16x8: Option<Dot16x8Fn>,
-    /// Unpack-once panels for the prefill of Q4_0x8, Q5_0x8, Q8_0x8, Q4_Kx8, Q5_Kx8 and Q6_Kx8
+    /// Unpack-once panels for the prefill of Q4_0x8, Q5_0x8, Q8_0x8, Q4_1x8, Q4_Kx8, Q5_Kx8 and Q6_Kx8
     /// (the avx512 level).
     q4_0_panel: Option<Panel16Fns>,
     q5_0_panel: Option<Panel16Fns>,
     q8_0_panel: Option<Panel16Fns>,
+    q4_1_panel: Option<Panel16Fns>,
     q5_k_panel: Option<Panel16Fns>,
     q4_k_panel: Option<Panel16Fns>,
     q6_k_panel: Option<Panel16Fns>,
@@ -649,6 +650,7 @@ fn build_neon(dotprod: bool) -> Kernels {
         q4_0_panel: None,
         q5_0_panel: None,
         q8_0_panel: None,
+        q4_1_panel: None,
         q5_k_panel: None,
         q4_k_panel: None,
         q6_k_panel: None,
@@ -728,7 +730,7 @@ fn build(level: Level) -> Kernels {
         }
         _ => (None, None, None, None),
     };
-    let (q4_0_panel, q5_0_panel, q8_0_panel, q4_k_panel, q5_k_panel, q6_k_panel) = match level {
+    let (q4_0_panel, q5_0_panel, q8_0_panel, q4_1_panel, q4_k_panel, q5_k_panel, q6_k_panel) = match level {
         #[cfg(target_arch = "x86_64")]
         Level::Avx512 => {
             use crate::x86_64::avx512 as k;
@@ -754,12 +756,13 @@ fn build(level: Level) -> Kernels {
                     k::unpack_q8_0x16,
                     k::vec_dot_panel32x16x8_q8_0::<128>
                 ),
+                wrap_panel!(BlockQ4_1x8, Q8_1, k::Panel32M, k::unpack_q4_1x16, k::vec_dot_q4_1panel16x8_q8_1),
                 wrap_panel!(BlockQ4Kx8, Q8K, k::PanelQ4K, k::unpack_q4_kx16, k::vec_dot_q4_kpanel16x8_q8_k),
                 wrap_panel!(BlockQ5Kx8, Q8K, k::PanelQ4K, k::unpack_q5_kx16, k::vec_dot_q4_kpanel16x8_q8_k),
                 wrap_panel!(BlockQ6Kx8, Q8K, k::PanelQ6K, k::unpack_q6_kx16, k::vec_dot_q6_kpanel16x8_q8_k),
             )
         }
-        _ => (None, None, None, None, None, None),
+        _ => (None, None, None, None, None, None, None),
     };
     Kernels {
         level,
@@ -786,6 +789,7 @@ fn build(level: Level) -> Kernels {
         q4_0_panel,
         q5_0_panel,
         q8_0_panel,
+        q4_1_panel,
         q5_k_panel,
         q4_k_panel,
         q6_k_panel,
@@ -877,6 +881,7 @@ impl Kernels {
             Layout::Q4_0x8 => self.q4_0_panel,
             Layout::Q5_0x8 => self.q5_0_panel,
             Layout::Q8_0x8 => self.q8_0_panel,
+            Layout::Q4_1x8 => self.q4_1_panel,
             Layout::Q4Kx8 => self.q4_k_panel,
             Layout::Q5Kx8 => self.q5_k_panel,
             Layout::Q6Kx8 => self.q6_k_panel,

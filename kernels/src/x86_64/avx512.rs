@@ -587,6 +587,75 @@ pub unsafe fn unpack_q5_0x16(xa: &[BlockQ5_0x8], xb: &[BlockQ5_0x8], out: &mut [
     }
 }
 
+/// Sixteen Q4_1 rows (two Q4_1x8 groups) of one 32-column block, unpacked once for a whole
+/// prefill batch: nibbles 0..15, scales and mins as f32.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+pub struct Panel32M {
+    /// As `Panel32::q`.
+    q: [[u8; 64]; 8],
+    d: [f32; 16],
+    m: [f32; 16],
+}
+
+const _: () = assert!(std::mem::size_of::<Panel32M>() == 640);
+
+/// Unpacks blocks of two Q4_1x8 groups (16 rows) into `out`, one panel per block.
+///
+/// # Safety
+/// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn unpack_q4_1x16(xa: &[BlockQ4_1x8], xb: &[BlockQ4_1x8], out: &mut [Panel32M]) {
+    let m4 = _mm512_set1_epi8(15);
+    for ((a, b), p) in xa.iter().zip(xb).zip(out.iter_mut()) {
+        for c in 0..4 {
+            let v = join32(a.qs.as_ptr().add(32 * c), b.qs.as_ptr().add(32 * c));
+            _mm512_storeu_si512(p.q[c].as_mut_ptr() as *mut __m512i, _mm512_and_si512(v, m4));
+            let hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+            _mm512_storeu_si512(p.q[4 + c].as_mut_ptr() as *mut __m512i, hi);
+        }
+        _mm512_storeu_ps(p.d.as_mut_ptr(), f16x16_pair(&a.d, &b.d));
+        _mm512_storeu_ps(p.m.as_mut_ptr(), f16x16_pair(&a.m, &b.m));
+    }
+}
+
+/// Unpacked Q4_1 panels against 8 Q8_1 activation rows: per block d * dy * sum(q * y), then
+/// + m * s (the activation's dy * sum(y)), as the 8-row tile `q4_1x8_tile!` adds them.
+///
+/// # Safety
+/// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn vec_dot_q4_1panel16x8_q8_1(p: &[Panel32M], y: [&[BlockQ8_1]; 8]) -> [[f32; 16]; 8] {
+    let n = p.len();
+    if y.iter().any(|c| c.len() != n) {
+        return [[f32::NAN; 16]; 8];
+    }
+    // An f16 broadcast to 16 f32 lanes.
+    let h2f = |b: [u8; 2]| _mm512_cvtph_ps(_mm256_set1_epi16(i16::from_le_bytes(b)));
+    let mut acc = [_mm512_setzero_ps(); 8];
+    for j in 0..n {
+        // SAFETY: j < n, the length of p and (checked above) every y row.
+        let b = unsafe { p.get_unchecked(j) };
+        // SAFETY: as above.
+        let act: [&BlockQ8_1; 8] = std::array::from_fn(|c| unsafe { y[c].get_unchecked(j) });
+        let mut s = [_mm512_setzero_si512(); 8];
+        for k in 0..8 {
+            let q = _mm512_loadu_si512(b.q[k].as_ptr() as *const __m512i);
+            for col in 0..8 {
+                let ya = (act[col].qs.as_ptr().add(4 * k) as *const i32).read_unaligned();
+                s[col] = _mm512_dpbusd_epi32(s[col], q, _mm512_set1_epi32(ya));
+            }
+        }
+        let (d, m) = (_mm512_loadu_ps(b.d.as_ptr()), _mm512_loadu_ps(b.m.as_ptr()));
+        for col in 0..8 {
+            let dy = h2f(act[col].d);
+            let v = _mm512_fmadd_ps(_mm512_mul_ps(d, dy), _mm512_cvtepi32_ps(s[col]), acc[col]);
+            acc[col] = _mm512_fmadd_ps(m, h2f(act[col].s), v);
+        }
+    }
+    storen(&acc)
+}
+
 /// Unpacked 32-column panels (`unpack_q4_0x16`, `unpack_q5_0x16`, `unpack_q8_0x16`) against 8
 /// activation rows, the values' offset `OFF` (8, 16, 128) taken off as OFF x sum(y): the
 /// sums of the 16-row tiles, lane for lane (each column's sum starts at -OFF x sum(y) instead
