@@ -40,6 +40,21 @@ unsafe fn prefetch_pair<T>(xa: &[T], xb: &[T], at: usize, lines: usize) {
     }
 }
 
+/// Asks for lines `from..from + count` of both groups' block `at`, clipped to the block's
+/// size: the K-type unpackers spread the next block's lines over their loop, since asking
+/// for all of them at once stalls the loads of the current one.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn prefetch_lines<T>(xa: &[T], xb: &[T], at: usize, from: usize, count: usize) {
+    let lines = std::mem::size_of::<T>().div_ceil(64);
+    for x in [xa, xb] {
+        let p = x.as_ptr().wrapping_add(at) as *const i8;
+        for line in from..(from + count).min(lines) {
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64 * line));
+        }
+    }
+}
+
 /// C accumulators as rows of 16 outputs.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -505,37 +520,18 @@ pub unsafe fn vec_dot_q6_kx16x4_q8_k(
     store16(&acc)
 }
 
-/// Sixteen rows (two groups of 8) of one 32-column Q4_0, Q5_0 or Q8_0 block, unpacked once
+/// Sixteen rows (two groups of 8) of one 32-column Q5_0 or Q8_0 block, unpacked once
 /// for a whole prefill batch (as `PanelQ6K`): unsigned values and the row scales.
 #[repr(C, align(64))]
 #[derive(Clone, Copy)]
 pub struct Panel32 {
-    /// `q[k]`: bytes 4k..4k+4 of the block, row r in lane r, as unsigned values (Q4_0:
-    /// 0..15, Q5_0: 0..31, Q8_0: w + 128).
+    /// `q[k]`: bytes 4k..4k+4 of the block, row r in lane r, as unsigned values (Q5_0:
+    /// 0..31, Q8_0: w + 128).
     q: [[u8; 64]; 8],
     d: [f32; 16],
 }
 
 const _: () = assert!(std::mem::size_of::<Panel32>() == 576);
-
-/// Unpacks blocks of two Q4_0x8 groups (16 rows) into `out`, one panel per block.
-///
-/// # Safety
-/// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn unpack_q4_0x16(xa: &[BlockQ4_0x8], xb: &[BlockQ4_0x8], out: &mut [Panel32]) {
-    let m4 = _mm512_set1_epi8(15);
-    for ((a, b), p) in xa.iter().zip(xb).zip(out.iter_mut()) {
-        // The same values as `q4_0x16`'s `q`.
-        for c in 0..4 {
-            let v = join32(a.qs.as_ptr().add(32 * c), b.qs.as_ptr().add(32 * c));
-            _mm512_storeu_si512(p.q[c].as_mut_ptr() as *mut __m512i, _mm512_and_si512(v, m4));
-            let hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
-            _mm512_storeu_si512(p.q[4 + c].as_mut_ptr() as *mut __m512i, hi);
-        }
-        _mm512_storeu_ps(p.d.as_mut_ptr(), f16x16_pair(&a.d, &b.d));
-    }
-}
 
 /// Unpacks blocks of two Q8_0x8 groups (16 rows) into `out`, one panel per block (the
 /// weights as w + 128, as `q8_0x16` feeds them).
@@ -545,7 +541,8 @@ pub unsafe fn unpack_q4_0x16(xa: &[BlockQ4_0x8], xb: &[BlockQ4_0x8], out: &mut [
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub unsafe fn unpack_q8_0x16(xa: &[BlockQ8_0x8], xb: &[BlockQ8_0x8], out: &mut [Panel32]) {
     let flip = _mm512_set1_epi8(-128);
-    for ((a, b), p) in xa.iter().zip(xb).zip(out.iter_mut()) {
+    for (j, ((a, b), p)) in xa.iter().zip(xb).zip(out.iter_mut()).enumerate() {
+        prefetch_pair(xa, xb, j + 4, 5);
         for k in 0..8 {
             let u = _mm512_xor_si512(join32(a.qs.as_ptr().add(32 * k), b.qs.as_ptr().add(32 * k)), flip);
             _mm512_storeu_si512(p.q[k].as_mut_ptr() as *mut __m512i, u);
@@ -568,7 +565,8 @@ pub unsafe fn unpack_q5_0x16(xa: &[BlockQ5_0x8], xb: &[BlockQ5_0x8], out: &mut [
         _mm256_setr_epi64x(0, 0x0808_0808_0808_0808, 0, 0x0808_0808_0808_0808),
     );
     let dword_base = _mm512_inserti64x4(_mm512_castsi256_si512(half), half, 1);
-    for ((a, b), p) in xa.iter().zip(xb).zip(out.iter_mut()) {
+    for (j, ((a, b), p)) in xa.iter().zip(xb).zip(out.iter_mut()).enumerate() {
+        prefetch_pair(xa, xb, j + 8, 3);
         let qh = join32(a.qh.as_ptr(), b.qh.as_ptr());
         let mut q = [_mm512_setzero_si512(); 8];
         for c in 0..4 {
@@ -607,7 +605,8 @@ const _: () = assert!(std::mem::size_of::<Panel32M>() == 640);
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub unsafe fn unpack_q4_1x16(xa: &[BlockQ4_1x8], xb: &[BlockQ4_1x8], out: &mut [Panel32M]) {
     let m4 = _mm512_set1_epi8(15);
-    for ((a, b), p) in xa.iter().zip(xb).zip(out.iter_mut()) {
+    for (j, ((a, b), p)) in xa.iter().zip(xb).zip(out.iter_mut()).enumerate() {
+        prefetch_pair(xa, xb, j + 8, 3);
         for c in 0..4 {
             let v = join32(a.qs.as_ptr().add(32 * c), b.qs.as_ptr().add(32 * c));
             _mm512_storeu_si512(p.q[c].as_mut_ptr() as *mut __m512i, _mm512_and_si512(v, m4));
@@ -656,8 +655,8 @@ pub unsafe fn vec_dot_q4_1panel16x8_q8_1(p: &[Panel32M], y: [&[BlockQ8_1]; 8]) -
     storen(&acc)
 }
 
-/// Unpacked 32-column panels (`unpack_q4_0x16`, `unpack_q5_0x16`, `unpack_q8_0x16`) against 8
-/// activation rows, the values' offset `OFF` (8, 16, 128) taken off as OFF x sum(y): the
+/// Unpacked 32-column panels (`unpack_q5_0x16`, `unpack_q8_0x16`) against 8
+/// activation rows, the values' offset `OFF` (16, 128) taken off as OFF x sum(y): the
 /// sums of the 16-row tiles, lane for lane (each column's sum starts at -OFF x sum(y) instead
 /// of subtracting it after: the same integer).
 ///
@@ -724,8 +723,9 @@ const _: () = assert!(std::mem::size_of::<PanelQ4K>() == 5248);
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub unsafe fn unpack_q4_kx16(xa: &[BlockQ4Kx8], xb: &[BlockQ4Kx8], out: &mut [PanelQ4K]) {
     let m4 = _mm512_set1_epi8(15);
-    for ((a, b), p) in xa.iter().zip(xb).zip(out.iter_mut()) {
+    for (j, ((a, b), p)) in xa.iter().zip(xb).zip(out.iter_mut()).enumerate() {
         for g in 0..8 {
+            prefetch_lines(xa, xb, j + 1, 3 * g, 3);
             let (h, shift) = (g / 2, 4 * (g % 2) as i32);
             for c in 0..8 {
                 // The same values as `q4_kx16`'s `q`.
@@ -756,8 +756,9 @@ pub unsafe fn unpack_q4_kx16(xa: &[BlockQ4Kx8], xb: &[BlockQ4Kx8], out: &mut [Pa
 pub unsafe fn unpack_q5_kx16(xa: &[BlockQ5Kx8], xb: &[BlockQ5Kx8], out: &mut [PanelQ4K]) {
     let m4 = _mm512_set1_epi8(15);
     let bit4 = _mm512_set1_epi8(0x10);
-    for ((a, b), p) in xa.iter().zip(xb).zip(out.iter_mut()) {
+    for (j, ((a, b), p)) in xa.iter().zip(xb).zip(out.iter_mut()).enumerate() {
         for g in 0..8 {
+            prefetch_lines(xa, xb, j + 1, 3 * g, 3);
             let (h, shift) = (g / 2, 4 * (g % 2) as i32);
             for c in 0..8 {
                 let v = join32(a.qs.as_ptr().add(256 * h + 32 * c), b.qs.as_ptr().add(256 * h + 32 * c));
@@ -865,10 +866,11 @@ const _: () = assert!(std::mem::size_of::<PanelQ6K>() == 5696);
 pub unsafe fn unpack_q6_kx16(xa: &[BlockQ6Kx8], xb: &[BlockQ6Kx8], out: &mut [PanelQ6K]) {
     let m4 = _mm512_set1_epi8(15);
     let m30 = _mm512_set1_epi8(0x30);
-    for ((a, b), p) in xa.iter().zip(xb).zip(out.iter_mut()) {
+    for (j, ((a, b), p)) in xa.iter().zip(xb).zip(out.iter_mut()).enumerate() {
         for h in 0..2 {
             for half in 0..2 {
                 for t in 0..4 {
+                    prefetch_lines(xa, xb, j + 1, 2 * (8 * h + 4 * half + t), 2);
                     // The same values as `vec_dot_q6_kx16x4_q8_k`'s `q`.
                     let c = 4 * half + t;
                     let ql0 =
