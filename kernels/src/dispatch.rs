@@ -361,7 +361,7 @@ macro_rules! wrap_panel {
             // Line64, and made of integers and floats only (every bit pattern is a value);
             // the buffer holds at least xa.len() panels.
             let panels = unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr() as *mut $panel, xa.len()) };
-            // SAFETY: stored only in the avx512 table, which exists only if the CPU runs it.
+            // SAFETY: stored only in the table of a level the CPU was checked to run.
             unsafe { $unpack(xa, xb, panels) };
             true
         }
@@ -754,6 +754,31 @@ fn build(level: Level) -> Kernels {
                 wrap_panel!(BlockQ5Kx8, Q8K, k::PanelQ4K, k::unpack_q5_kx16, k::vec_dot_q4_kpanel16x8_q8_k),
                 wrap_panel!(BlockQ6Kx8, Q8K, k::PanelQ6K, k::unpack_q6_kx16, k::vec_dot_q6_kpanel16x8_q8_k),
             )
+        }
+        // AVX2 and AVX-VNNI: Q6_K panels of 8-row groups in 256-bit registers.
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => {
+            use crate::x86_64::avx2 as k;
+            let q6 = wrap_panel!(
+                BlockQ6Kx8,
+                Q8K,
+                k::PanelQ6K2x8,
+                k::unpack_q6_kx8_pair,
+                k::vec_dot_q6_kpanel8x2x8_q8_k
+            );
+            (None, None, None, None, None, q6)
+        }
+        #[cfg(target_arch = "x86_64")]
+        Level::AvxVnni => {
+            use crate::x86_64::avxvnni as k;
+            let q6 = wrap_panel!(
+                BlockQ6Kx8,
+                Q8K,
+                k::PanelQ6K2x8,
+                k::unpack_q6_kx8_pair,
+                k::vec_dot_q6_kpanel8x2x8_q8_k
+            );
+            (None, None, None, None, None, q6)
         }
         _ => (None, None, None, None, None, None),
     };

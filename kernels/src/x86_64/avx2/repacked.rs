@@ -557,6 +557,181 @@ macro_rules! x86_repacked_kernels {
             }};
         }
 
+        /// One group of 8 Q6_K rows of a 256-column block, unpacked once for a prefill batch
+        /// (the 256-bit twin of avx512's `PanelQ6K`): rebuilding the 6-bit values per 4
+        /// activation rows is a quarter of `q6_kx8_tile!`'s work.
+        #[repr(C, align(64))]
+        #[derive(Clone, Copy)]
+        pub struct PanelQ6K8 {
+            /// `q[4g + t]`: bytes 4t..4t+4 of 16-value group g, row r in lane r, 0..63.
+            q: [[u8; 32]; 64],
+            /// Group g's scale of each row as an i32 lane (VNNI levels) and as the i16 pair
+            /// (sc, sc) that `vpmaddwd` applies to two i16 sums (elsewhere).
+            sc: [[i32; 8]; 16],
+            sc16: [[i16; 16]; 16],
+            /// -32 x the scales of groups 2m, 2m + 1 as i16 pairs, against (bsum_2m, bsum_2m+1).
+            offs: [[i16; 16]; 8],
+            d: [f32; 8],
+        }
+
+        /// Two groups (16 rows) of a block: the unit of `matmul`'s panels.
+        #[repr(C, align(64))]
+        #[derive(Clone, Copy)]
+        pub struct PanelQ6K2x8 {
+            a: PanelQ6K8,
+            b: PanelQ6K8,
+        }
+
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn unpack_q6_kx8_one(b: &BlockQ6Kx8, p: &mut PanelQ6K8) {
+            let m4 = _mm256_set1_epi8(15);
+            let m30 = _mm256_set1_epi8(0x30);
+            let lo16 = _mm256_set1_epi32(0xffff);
+            for h in 0..2 {
+                for half in 0..2 {
+                    for t in 0..4 {
+                        // The values of `q6_kx8_tile!`'s step (h, c).
+                        let c = 4 * half + t;
+                        let ql0 = _mm256_loadu_si256(b.ql.as_ptr().add(512 * h + 32 * c) as *const __m256i);
+                        let ql1 = _mm256_loadu_si256(b.ql.as_ptr().add(512 * h + 256 + 32 * c) as *const __m256i);
+                        let qh = _mm256_loadu_si256(b.qh.as_ptr().add(256 * h + 32 * c) as *const __m256i);
+                        let q = [
+                            _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30)),
+                            _mm256_or_si256(_mm256_and_si256(ql1, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30)),
+                            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), _mm256_and_si256(qh, m30)),
+                            _mm256_or_si256(
+                                _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                                _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30),
+                            ),
+                        ];
+                        for (k, q) in q.into_iter().enumerate() {
+                            let g = 8 * h + 2 * k + half;
+                            _mm256_storeu_si256(p.q[4 * g + t].as_mut_ptr() as *mut __m256i, q);
+                        }
+                    }
+                }
+            }
+            let mut sc = [_mm256_setzero_si256(); 16];
+            for (g, s) in sc.iter_mut().enumerate() {
+                *s = i8x8_to_i32(b.scales.as_ptr().add(8 * g));
+                _mm256_storeu_si256(p.sc[g].as_mut_ptr() as *mut __m256i, *s);
+                let pair = _mm256_or_si256(_mm256_and_si256(*s, lo16), _mm256_slli_epi32(*s, 16));
+                _mm256_storeu_si256(p.sc16[g].as_mut_ptr() as *mut __m256i, pair);
+            }
+            let m32 = _mm256_set1_epi32(-32);
+            for m in 0..8 {
+                let lo = _mm256_and_si256(_mm256_mullo_epi32(sc[2 * m], m32), lo16);
+                let hi = _mm256_slli_epi32(_mm256_mullo_epi32(sc[2 * m + 1], m32), 16);
+                _mm256_storeu_si256(p.offs[m].as_mut_ptr() as *mut __m256i, _mm256_or_si256(lo, hi));
+            }
+            _mm256_storeu_ps(p.d.as_mut_ptr(), _mm256_cvtph_ps(_mm_loadu_si128(b.d.as_ptr() as *const __m128i)));
+        }
+
+        /// Unpacks blocks of two Q6_Kx8 groups (16 rows) into `out`, one panel pair per block.
+        ///
+        /// # Safety
+        /// The CPU must have this level's target features (reached only through dispatch).
+        #[target_feature(enable = $feat)]
+        pub unsafe fn unpack_q6_kx8_pair(xa: &[BlockQ6Kx8], xb: &[BlockQ6Kx8], out: &mut [PanelQ6K2x8]) {
+            for (j, ((a, b), p)) in xa.iter().zip(xb).zip(out.iter_mut()).enumerate() {
+                for x in [xa, xb] {
+                    let ahead = x.as_ptr().wrapping_add(j + 1) as *const i8;
+                    for line in 0..std::mem::size_of::<BlockQ6Kx8>().div_ceil(64) {
+                        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
+                    }
+                }
+                unpack_q6_kx8_one(a, &mut p.a);
+                unpack_q6_kx8_one(b, &mut p.b);
+            }
+        }
+
+        /// One group's panels (`hi`: the second of each pair) against 4 activation rows: the
+        /// sums of `q6_kx8_tile!`, lane for lane, each weight register a single load.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn q6_kpanel8x4(p: &[PanelQ6K2x8], hi: bool, y: [&[BlockQ8K]; 4]) -> [[f32; 8]; 4] {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for (j, pair) in p.iter().enumerate() {
+                let b = if hi { &pair.b } else { &pair.a };
+                // SAFETY: the caller checked that every y row has p.len() blocks.
+                let act: [&BlockQ8K; 4] = std::array::from_fn(|c| unsafe { y[c].get_unchecked(j) });
+                let mut sumi = [_mm256_setzero_si256(); 4];
+                for g in 0..16 {
+                    // Group g's 16 activation bytes (see `q6_kx8_tile!`).
+                    let base = 128 * (g / 8) + 32 * ((g % 8) / 2) + 16 * (g % 2);
+                    let ya = |col: usize, t: usize| {
+                        _mm256_set1_epi32((act[col].qs.as_ptr().add(base + 4 * t) as *const i32).read_unaligned())
+                    };
+                    if VNNI {
+                        let mut s = [_mm256_setzero_si256(); 4];
+                        for t in 0..4 {
+                            let q = _mm256_loadu_si256(b.q[4 * g + t].as_ptr() as *const __m256i);
+                            for col in 0..4 {
+                                s[col] = mul_sum(s[col], q, ya(col, t));
+                            }
+                        }
+                        let sc = _mm256_loadu_si256(b.sc[g].as_ptr() as *const __m256i);
+                        for col in 0..4 {
+                            sumi[col] = _mm256_add_epi32(sumi[col], _mm256_mullo_epi32(s[col], sc));
+                        }
+                    } else {
+                        // Two steps per i16 sum (2 x 2 x 63 x 128 < 2^15), widened by the scale.
+                        let sc16 = _mm256_loadu_si256(b.sc16[g].as_ptr() as *const __m256i);
+                        for t in [0, 2] {
+                            let q0 = _mm256_loadu_si256(b.q[4 * g + t].as_ptr() as *const __m256i);
+                            let q1 = _mm256_loadu_si256(b.q[4 * g + t + 1].as_ptr() as *const __m256i);
+                            for col in 0..4 {
+                                let s16 = _mm256_add_epi16(
+                                    _mm256_maddubs_epi16(q0, ya(col, t)),
+                                    _mm256_maddubs_epi16(q1, ya(col, t + 1)),
+                                );
+                                sumi[col] = _mm256_add_epi32(sumi[col], _mm256_madd_epi16(s16, sc16));
+                            }
+                        }
+                    }
+                }
+                for m in 0..8 {
+                    let o = _mm256_loadu_si256(b.offs[m].as_ptr() as *const __m256i);
+                    for col in 0..4 {
+                        let bs = (act[col].bsums.as_ptr().add(2 * m) as *const i32).read_unaligned();
+                        sumi[col] = _mm256_add_epi32(sumi[col], _mm256_madd_epi16(o, _mm256_set1_epi32(bs)));
+                    }
+                }
+                let d = _mm256_loadu_ps(b.d.as_ptr());
+                for col in 0..4 {
+                    let dy = _mm256_set1_ps(act[col].d);
+                    acc[col] = _mm256_fmadd_ps(_mm256_mul_ps(d, dy), _mm256_cvtepi32_ps(sumi[col]), acc[col]);
+                }
+            }
+            let mut out = [[0f32; 8]; 4];
+            for col in 0..4 {
+                _mm256_storeu_ps(out[col].as_mut_ptr(), acc[col]);
+            }
+            out
+        }
+
+        /// Q6_K panel pairs (`unpack_q6_kx8_pair`) against 8 activation rows: 16 rows x 8.
+        ///
+        /// # Safety
+        /// The CPU must have this level's target features (reached only through dispatch).
+        #[target_feature(enable = $feat)]
+        pub unsafe fn vec_dot_q6_kpanel8x2x8_q8_k(p: &[PanelQ6K2x8], y: [&[BlockQ8K]; 8]) -> [[f32; 16]; 8] {
+            if y.iter().any(|c| c.len() != p.len()) {
+                return [[f32::NAN; 16]; 8];
+            }
+            let mut out = [[0f32; 16]; 8];
+            for c0 in [0, 4] {
+                let cols = [y[c0], y[c0 + 1], y[c0 + 2], y[c0 + 3]];
+                for (h, lanes) in [(false, 0), (true, 8)] {
+                    for (c, v) in q6_kpanel8x4(p, h, cols).into_iter().enumerate() {
+                        out[c0 + c][lanes..lanes + 8].copy_from_slice(&v);
+                    }
+                }
+            }
+            out
+        }
+
         /// One group of 16 weights of a Q6_Kx8 block (g = 8h + 2K + gi) against C activation
         /// rows without VNNI: the sums of q * y in i16, widened by the scales' `vpmaddwd`
         /// into `sumi`. K is a constant so that its shifts are chosen at compile time.
