@@ -755,10 +755,24 @@ fn build(level: Level) -> Kernels {
                 wrap_panel!(BlockQ6Kx8, Q8K, k::PanelQ6K, k::unpack_q6_kx16, k::vec_dot_q6_kpanel16x8_q8_k),
             )
         }
-        // AVX2 and AVX-VNNI: Q6_K panels of 8-row groups in 256-bit registers.
+        // AVX2 and AVX-VNNI: K-type panels of 8-row groups in 256-bit registers.
         #[cfg(target_arch = "x86_64")]
         Level::Avx2 => {
             use crate::x86_64::avx2 as k;
+            let q4k = wrap_panel!(
+                BlockQ4Kx8,
+                Q8K,
+                k::PanelQ4K2x8,
+                k::unpack_q4_kx8_pair,
+                k::vec_dot_q4_kpanel8x2x8_q8_k
+            );
+            let q5k = wrap_panel!(
+                BlockQ5Kx8,
+                Q8K,
+                k::PanelQ4K2x8,
+                k::unpack_q5_kx8_pair,
+                k::vec_dot_q5_kpanel8x2x8_q8_k
+            );
             let q6 = wrap_panel!(
                 BlockQ6Kx8,
                 Q8K,
@@ -766,11 +780,25 @@ fn build(level: Level) -> Kernels {
                 k::unpack_q6_kx8_pair,
                 k::vec_dot_q6_kpanel8x2x8_q8_k
             );
-            (None, None, None, None, None, q6)
+            (None, None, None, q4k, q5k, q6)
         }
         #[cfg(target_arch = "x86_64")]
         Level::AvxVnni => {
             use crate::x86_64::avxvnni as k;
+            let q4k = wrap_panel!(
+                BlockQ4Kx8,
+                Q8K,
+                k::PanelQ4K2x8,
+                k::unpack_q4_kx8_pair,
+                k::vec_dot_q4_kpanel8x2x8_q8_k
+            );
+            let q5k = wrap_panel!(
+                BlockQ5Kx8,
+                Q8K,
+                k::PanelQ4K2x8,
+                k::unpack_q5_kx8_pair,
+                k::vec_dot_q5_kpanel8x2x8_q8_k
+            );
             let q6 = wrap_panel!(
                 BlockQ6Kx8,
                 Q8K,
@@ -778,7 +806,7 @@ fn build(level: Level) -> Kernels {
                 k::unpack_q6_kx8_pair,
                 k::vec_dot_q6_kpanel8x2x8_q8_k
             );
-            (None, None, None, None, None, q6)
+            (None, None, None, q4k, q5k, q6)
         }
         _ => (None, None, None, None, None, None),
     };

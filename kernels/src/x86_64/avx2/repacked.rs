@@ -557,6 +557,242 @@ macro_rules! x86_repacked_kernels {
             }};
         }
 
+        /// One group of 8 Q4_K or Q5_K rows of a 256-column block, unpacked once for a
+        /// prefill batch (as `PanelQ6K8`).
+        #[repr(C, align(64))]
+        #[derive(Clone, Copy)]
+        pub struct PanelQ4K8 {
+            /// `q[8g + c]`: bytes 4c..4c+4 of 32-value group g, row r in lane r (Q4_K 0..15,
+            /// Q5_K 0..31).
+            q: [[u8; 32]; 64],
+            /// Group g's scale as an i32 lane (VNNI levels) and as an (sc, sc) i16 pair.
+            sc: [[i32; 8]; 8],
+            sc16: [[i16; 16]; 8],
+            /// Group g's min as an (m, m) i16 pair, against (bsum_2g, bsum_2g+1).
+            mins: [[i16; 16]; 8],
+            d: [f32; 8],
+            dmin: [f32; 8],
+        }
+
+        /// Two groups (16 rows) of a block: the unit of `matmul`'s panels.
+        #[repr(C, align(64))]
+        #[derive(Clone, Copy)]
+        pub struct PanelQ4K2x8 {
+            a: PanelQ4K8,
+            b: PanelQ4K8,
+        }
+
+        /// The fields Q4_Kx8 and Q5_Kx8 share, and each one's values of group g, step c.
+        trait KBlock8 {
+            fn d(&self) -> &[u8; 16];
+            fn dmin(&self) -> &[u8; 16];
+            fn scales(&self) -> &[u8; 64];
+            fn mins(&self) -> &[u8; 64];
+            unsafe fn values(&self, g: usize, c: usize) -> __m256i;
+        }
+
+        impl KBlock8 for BlockQ4Kx8 {
+            fn d(&self) -> &[u8; 16] {
+                &self.d
+            }
+            fn dmin(&self) -> &[u8; 16] {
+                &self.dmin
+            }
+            fn scales(&self) -> &[u8; 64] {
+                &self.scales
+            }
+            fn mins(&self) -> &[u8; 64] {
+                &self.mins
+            }
+            #[inline]
+            #[target_feature(enable = $feat)]
+            unsafe fn values(&self, g: usize, c: usize) -> __m256i {
+                let v = _mm256_loadu_si256(self.qs.as_ptr().add(256 * (g / 2) + 32 * c) as *const __m256i);
+                _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(4 * (g % 2) as i32)), _mm256_set1_epi8(15))
+            }
+        }
+
+        impl KBlock8 for BlockQ5Kx8 {
+            fn d(&self) -> &[u8; 16] {
+                &self.d
+            }
+            fn dmin(&self) -> &[u8; 16] {
+                &self.dmin
+            }
+            fn scales(&self) -> &[u8; 64] {
+                &self.scales
+            }
+            fn mins(&self) -> &[u8; 64] {
+                &self.mins
+            }
+            /// The nibble plus the fifth bit (bit g of qh byte l, moved to bit 4 as in
+            /// `q5_kx8_tile!`).
+            #[inline]
+            #[target_feature(enable = $feat)]
+            unsafe fn values(&self, g: usize, c: usize) -> __m256i {
+                let v = _mm256_loadu_si256(self.qs.as_ptr().add(256 * (g / 2) + 32 * c) as *const __m256i);
+                let q = _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(4 * (g % 2) as i32)), _mm256_set1_epi8(15));
+                let h = _mm256_loadu_si256(self.qh.as_ptr().add(32 * c) as *const __m256i);
+                let h = _mm256_slli_epi16(_mm256_srl_epi16(h, _mm_cvtsi32_si128(g as i32)), 4);
+                _mm256_or_si256(q, _mm256_and_si256(h, _mm256_set1_epi8(0x10)))
+            }
+        }
+
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn unpack_k8_one<B: KBlock8>(b: &B, p: &mut PanelQ4K8) {
+            let lo16 = _mm256_set1_epi32(0xffff);
+            for g in 0..8 {
+                for c in 0..8 {
+                    _mm256_storeu_si256(p.q[8 * g + c].as_mut_ptr() as *mut __m256i, b.values(g, c));
+                }
+                let sc = _mm256_cvtepu8_epi32(_mm_loadl_epi64(b.scales().as_ptr().add(8 * g) as *const __m128i));
+                _mm256_storeu_si256(p.sc[g].as_mut_ptr() as *mut __m256i, sc);
+                let pair = _mm256_or_si256(_mm256_and_si256(sc, lo16), _mm256_slli_epi32(sc, 16));
+                _mm256_storeu_si256(p.sc16[g].as_mut_ptr() as *mut __m256i, pair);
+                let m = _mm256_cvtepu8_epi32(_mm_loadl_epi64(b.mins().as_ptr().add(8 * g) as *const __m128i));
+                _mm256_storeu_si256(p.mins[g].as_mut_ptr() as *mut __m256i, _mm256_or_si256(m, _mm256_slli_epi32(m, 16)));
+            }
+            _mm256_storeu_ps(p.d.as_mut_ptr(), _mm256_cvtph_ps(_mm_loadu_si128(b.d().as_ptr() as *const __m128i)));
+            _mm256_storeu_ps(p.dmin.as_mut_ptr(), _mm256_cvtph_ps(_mm_loadu_si128(b.dmin().as_ptr() as *const __m128i)));
+        }
+
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn unpack_k8_pair<B: KBlock8>(xa: &[B], xb: &[B], out: &mut [PanelQ4K2x8]) {
+            for (j, ((a, b), p)) in xa.iter().zip(xb).zip(out.iter_mut()).enumerate() {
+                for x in [xa, xb] {
+                    let ahead = x.as_ptr().wrapping_add(j + 1) as *const i8;
+                    for line in 0..std::mem::size_of::<B>().div_ceil(64) {
+                        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
+                    }
+                }
+                unpack_k8_one(a, &mut p.a);
+                unpack_k8_one(b, &mut p.b);
+            }
+        }
+
+        /// Unpacks blocks of two Q4_Kx8 groups (16 rows) into `out`, one panel pair per block.
+        ///
+        /// # Safety
+        /// The CPU must have this level's target features (reached only through dispatch).
+        #[target_feature(enable = $feat)]
+        pub unsafe fn unpack_q4_kx8_pair(xa: &[BlockQ4Kx8], xb: &[BlockQ4Kx8], out: &mut [PanelQ4K2x8]) {
+            unpack_k8_pair(xa, xb, out)
+        }
+
+        /// Unpacks blocks of two Q5_Kx8 groups (16 rows) into `out`, one panel pair per block.
+        ///
+        /// # Safety
+        /// The CPU must have this level's target features (reached only through dispatch).
+        #[target_feature(enable = $feat)]
+        pub unsafe fn unpack_q5_kx8_pair(xa: &[BlockQ5Kx8], xb: &[BlockQ5Kx8], out: &mut [PanelQ4K2x8]) {
+            unpack_k8_pair(xa, xb, out)
+        }
+
+        /// One group's panels (`hi`: the second of each pair) against 4 activation rows: the
+        /// sums of `k_x8_tile!`, lane for lane; without VNNI, `STEPS` steps per i16 sum (8
+        /// for 4-bit values, 4 for 5-bit: see `k_x8_tile!`).
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn k_panel8x4<const STEPS: usize>(p: &[PanelQ4K2x8], hi: bool, y: [&[BlockQ8K]; 4]) -> [[f32; 8]; 4] {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for (j, pair) in p.iter().enumerate() {
+                let b = if hi { &pair.b } else { &pair.a };
+                // SAFETY: the caller checked that every y row has p.len() blocks.
+                let act: [&BlockQ8K; 4] = std::array::from_fn(|c| unsafe { y[c].get_unchecked(j) });
+                let mut sumi = [_mm256_setzero_si256(); 4];
+                for g in 0..8 {
+                    let mut s = [_mm256_setzero_si256(); 4];
+                    let sc16 = _mm256_loadu_si256(b.sc16[g].as_ptr() as *const __m256i);
+                    for c in 0..8 {
+                        let q = _mm256_loadu_si256(b.q[8 * g + c].as_ptr() as *const __m256i);
+                        for col in 0..4 {
+                            let ya = (act[col].qs.as_ptr().add(32 * g + 4 * c) as *const i32).read_unaligned();
+                            let y = _mm256_set1_epi32(ya);
+                            s[col] = if VNNI {
+                                mul_sum(s[col], q, y)
+                            } else {
+                                _mm256_add_epi16(s[col], _mm256_maddubs_epi16(q, y))
+                            };
+                        }
+                        if !VNNI && (c + 1) % STEPS == 0 {
+                            for col in 0..4 {
+                                sumi[col] = _mm256_add_epi32(sumi[col], _mm256_madd_epi16(s[col], sc16));
+                                s[col] = _mm256_setzero_si256();
+                            }
+                        }
+                    }
+                    if VNNI {
+                        let sc = _mm256_loadu_si256(b.sc[g].as_ptr() as *const __m256i);
+                        for col in 0..4 {
+                            sumi[col] = _mm256_add_epi32(sumi[col], _mm256_mullo_epi32(s[col], sc));
+                        }
+                    }
+                }
+                let d = _mm256_loadu_ps(b.d.as_ptr());
+                for col in 0..4 {
+                    let dy = _mm256_set1_ps(act[col].d);
+                    acc[col] = _mm256_fmadd_ps(_mm256_mul_ps(d, dy), _mm256_cvtepi32_ps(sumi[col]), acc[col]);
+                }
+                // The mins' term after the scales' (the order of `k_x8_tile!`).
+                let mut summ = [_mm256_setzero_si256(); 4];
+                for g in 0..8 {
+                    let m = _mm256_loadu_si256(b.mins[g].as_ptr() as *const __m256i);
+                    for col in 0..4 {
+                        let bs = (act[col].bsums.as_ptr().add(2 * g) as *const i32).read_unaligned();
+                        summ[col] = _mm256_add_epi32(summ[col], _mm256_madd_epi16(m, _mm256_set1_epi32(bs)));
+                    }
+                }
+                let dmin = _mm256_loadu_ps(b.dmin.as_ptr());
+                for col in 0..4 {
+                    let dy = _mm256_set1_ps(act[col].d);
+                    acc[col] = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, dy), _mm256_cvtepi32_ps(summ[col]), acc[col]);
+                }
+            }
+            let mut out = [[0f32; 8]; 4];
+            for col in 0..4 {
+                _mm256_storeu_ps(out[col].as_mut_ptr(), acc[col]);
+            }
+            out
+        }
+
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn k_panel16x8<const STEPS: usize>(p: &[PanelQ4K2x8], y: [&[BlockQ8K]; 8]) -> [[f32; 16]; 8] {
+            if y.iter().any(|c| c.len() != p.len()) {
+                return [[f32::NAN; 16]; 8];
+            }
+            let mut out = [[0f32; 16]; 8];
+            for c0 in [0, 4] {
+                let cols = [y[c0], y[c0 + 1], y[c0 + 2], y[c0 + 3]];
+                for (h, lanes) in [(false, 0), (true, 8)] {
+                    for (c, v) in k_panel8x4::<STEPS>(p, h, cols).into_iter().enumerate() {
+                        out[c0 + c][lanes..lanes + 8].copy_from_slice(&v);
+                    }
+                }
+            }
+            out
+        }
+
+        /// Q4_K panel pairs (`unpack_q4_kx8_pair`) against 8 activation rows: 16 rows x 8.
+        ///
+        /// # Safety
+        /// The CPU must have this level's target features (reached only through dispatch).
+        #[target_feature(enable = $feat)]
+        pub unsafe fn vec_dot_q4_kpanel8x2x8_q8_k(p: &[PanelQ4K2x8], y: [&[BlockQ8K]; 8]) -> [[f32; 16]; 8] {
+            k_panel16x8::<8>(p, y)
+        }
+
+        /// Q5_K panel pairs (`unpack_q5_kx8_pair`) against 8 activation rows: 16 rows x 8.
+        ///
+        /// # Safety
+        /// The CPU must have this level's target features (reached only through dispatch).
+        #[target_feature(enable = $feat)]
+        pub unsafe fn vec_dot_q5_kpanel8x2x8_q8_k(p: &[PanelQ4K2x8], y: [&[BlockQ8K]; 8]) -> [[f32; 16]; 8] {
+            k_panel16x8::<4>(p, y)
+        }
+
         /// One group of 8 Q6_K rows of a 256-column block, unpacked once for a prefill batch
         /// (the 256-bit twin of avx512's `PanelQ6K`): rebuilding the 6-bit values per 4
         /// activation rows is a quarter of `q6_kx8_tile!`'s work.
