@@ -111,6 +111,47 @@ BlockQ5Kx8, 256, 1440, {
     d: [u8; 16], dmin: [u8; 16], scales: [u8; 64], mins: [u8; 64], qh: [u8; 256], qs: [u8; 1024]
 });
 
+/// The fields Q4_Kx8 and Q5_Kx8 share, and Q5_K's fifth bits: one unpacking code serves
+/// both (the prefill panels).
+pub trait KBlockX8 {
+    fn d(&self) -> &[u8; 16];
+    fn dmin(&self) -> &[u8; 16];
+    fn scales(&self) -> &[u8; 64];
+    fn mins(&self) -> &[u8; 64];
+    fn qs(&self) -> &[u8; 1024];
+    /// Q5_K's fifth bits (`BlockQ5Kx8::qh`); None for Q4_K.
+    fn qh(&self) -> Option<&[u8; 256]>;
+}
+
+macro_rules! k_block_x8 {
+    ($t:ty, |$b:ident| $qh:expr) => {
+        impl KBlockX8 for $t {
+            fn d(&self) -> &[u8; 16] {
+                &self.d
+            }
+            fn dmin(&self) -> &[u8; 16] {
+                &self.dmin
+            }
+            fn scales(&self) -> &[u8; 64] {
+                &self.scales
+            }
+            fn mins(&self) -> &[u8; 64] {
+                &self.mins
+            }
+            fn qs(&self) -> &[u8; 1024] {
+                &self.qs
+            }
+            fn qh(&self) -> Option<&[u8; 256]> {
+                let $b = self;
+                $qh
+            }
+        }
+    };
+}
+
+k_block_x8!(BlockQ4Kx8, |_b| None);
+k_block_x8!(BlockQ5Kx8, |b| Some(&b.qh));
+
 block!(
     /// Q8_0 blocks of 8 consecutive rows at one block column, interleaved at load (see
     /// `repack`): the 8 scales, then qs[32k + 4r..+4] = bytes 4k..4k+4 of row r's qs.

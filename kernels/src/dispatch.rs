@@ -385,6 +385,41 @@ macro_rules! wrap_panel {
     }};
 }
 
+/// The panel table entries (Q5_0, Q8_0, Q4_1, Q4_K, Q5_K, Q6_K) of a 256-bit level: its
+/// K-type panels from the shared body of `x86_repacked_kernels!`.
+#[cfg(target_arch = "x86_64")]
+macro_rules! x86_k_panels {
+    ($m:path) => {{
+        use $m as k;
+        (
+            None,
+            None,
+            None,
+            wrap_panel!(
+                BlockQ4Kx8,
+                Q8K,
+                k::PanelQ4K2x8,
+                k::unpack_q4_kx8_pair,
+                k::vec_dot_q4_kpanel8x2x8_q8_k
+            ),
+            wrap_panel!(
+                BlockQ5Kx8,
+                Q8K,
+                k::PanelQ4K2x8,
+                k::unpack_q5_kx8_pair,
+                k::vec_dot_q5_kpanel8x2x8_q8_k
+            ),
+            wrap_panel!(
+                BlockQ6Kx8,
+                Q8K,
+                k::PanelQ6K2x8,
+                k::unpack_q6_kx8_pair,
+                k::vec_dot_q6_kpanel8x2x8_q8_k
+            ),
+        )
+    }};
+}
+
 /// Expands to the safe wrappers (`Dot8Fn`, `Dot8x4Fn`) of a level's kernels for an
 /// interleaved block type.
 #[cfg(target_arch = "x86_64")]
@@ -757,57 +792,9 @@ fn build(level: Level) -> Kernels {
         }
         // AVX2 and AVX-VNNI: K-type panels of 8-row groups in 256-bit registers.
         #[cfg(target_arch = "x86_64")]
-        Level::Avx2 => {
-            use crate::x86_64::avx2 as k;
-            let q4k = wrap_panel!(
-                BlockQ4Kx8,
-                Q8K,
-                k::PanelQ4K2x8,
-                k::unpack_q4_kx8_pair,
-                k::vec_dot_q4_kpanel8x2x8_q8_k
-            );
-            let q5k = wrap_panel!(
-                BlockQ5Kx8,
-                Q8K,
-                k::PanelQ4K2x8,
-                k::unpack_q5_kx8_pair,
-                k::vec_dot_q5_kpanel8x2x8_q8_k
-            );
-            let q6 = wrap_panel!(
-                BlockQ6Kx8,
-                Q8K,
-                k::PanelQ6K2x8,
-                k::unpack_q6_kx8_pair,
-                k::vec_dot_q6_kpanel8x2x8_q8_k
-            );
-            (None, None, None, q4k, q5k, q6)
-        }
+        Level::Avx2 => x86_k_panels!(crate::x86_64::avx2),
         #[cfg(target_arch = "x86_64")]
-        Level::AvxVnni => {
-            use crate::x86_64::avxvnni as k;
-            let q4k = wrap_panel!(
-                BlockQ4Kx8,
-                Q8K,
-                k::PanelQ4K2x8,
-                k::unpack_q4_kx8_pair,
-                k::vec_dot_q4_kpanel8x2x8_q8_k
-            );
-            let q5k = wrap_panel!(
-                BlockQ5Kx8,
-                Q8K,
-                k::PanelQ4K2x8,
-                k::unpack_q5_kx8_pair,
-                k::vec_dot_q5_kpanel8x2x8_q8_k
-            );
-            let q6 = wrap_panel!(
-                BlockQ6Kx8,
-                Q8K,
-                k::PanelQ6K2x8,
-                k::unpack_q6_kx8_pair,
-                k::vec_dot_q6_kpanel8x2x8_q8_k
-            );
-            (None, None, None, q4k, q5k, q6)
-        }
+        Level::AvxVnni => x86_k_panels!(crate::x86_64::avxvnni),
         _ => (None, None, None, None, None, None),
     };
     Kernels {

@@ -424,6 +424,27 @@ unsafe fn i8x16_pair(a: *const u8, b: *const u8) -> __m512i {
     _mm512_cvtepi8_epi32(_mm_unpacklo_epi64(lo, hi))
 }
 
+/// Step (h, c) of two Q6_Kx8 groups: weights 128h + 32k + 4c..+4 of each of the 16 rows for
+/// k = 0..4, the low (k < 2) or high nibble of ql plus bits 2k, 2k+1 of qh at bits 4, 5
+/// (as `q6_kx8_tile!`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn q6_kx16_values(a: &BlockQ6Kx8, b: &BlockQ6Kx8, h: usize, c: usize) -> [__m512i; 4] {
+    let (m4, m30) = (_mm512_set1_epi8(15), _mm512_set1_epi8(0x30));
+    let ql0 = join32(a.ql.as_ptr().add(512 * h + 32 * c), b.ql.as_ptr().add(512 * h + 32 * c));
+    let ql1 = join32(a.ql.as_ptr().add(512 * h + 256 + 32 * c), b.ql.as_ptr().add(512 * h + 256 + 32 * c));
+    let qh = join32(a.qh.as_ptr().add(256 * h + 32 * c), b.qh.as_ptr().add(256 * h + 32 * c));
+    [
+        _mm512_or_si512(_mm512_and_si512(ql0, m4), _mm512_and_si512(_mm512_slli_epi16(qh, 4), m30)),
+        _mm512_or_si512(_mm512_and_si512(ql1, m4), _mm512_and_si512(_mm512_slli_epi16(qh, 2), m30)),
+        _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql0, 4), m4), _mm512_and_si512(qh, m30)),
+        _mm512_or_si512(
+            _mm512_and_si512(_mm512_srli_epi16(ql1, 4), m4),
+            _mm512_and_si512(_mm512_srli_epi16(qh, 2), m30),
+        ),
+    ]
+}
+
 /// Two Q6_Kx8 groups (16 rows) against 4 activation rows in 512-bit registers (the sums of
 /// `q6_kx8_tile!`'s VNNI path, lane for lane).
 ///
@@ -439,8 +460,6 @@ pub unsafe fn vec_dot_q6_kx16x4_q8_k(
     if xb.len() != n || y.iter().any(|c| c.len() != n) {
         return [[f32::NAN; 16]; 4];
     }
-    let m4 = _mm512_set1_epi8(15);
-    let m30 = _mm512_set1_epi8(0x30);
     let mut acc = [_mm512_setzero_ps(); 4];
     for j in 0..n {
         // SAFETY: j < n, the length of xa, xb and (checked above) every y row.
@@ -468,31 +487,7 @@ pub unsafe fn vec_dot_q6_kx16x4_q8_k(
                             _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(128 * pf + 64));
                         }
                     }
-                    let ql0 =
-                        join32(a.ql.as_ptr().add(512 * h + 32 * c), b.ql.as_ptr().add(512 * h + 32 * c));
-                    let ql1 = join32(
-                        a.ql.as_ptr().add(512 * h + 256 + 32 * c),
-                        b.ql.as_ptr().add(512 * h + 256 + 32 * c),
-                    );
-                    let qh = join32(a.qh.as_ptr().add(256 * h + 32 * c), b.qh.as_ptr().add(256 * h + 32 * c));
-                    let q = [
-                        _mm512_or_si512(
-                            _mm512_and_si512(ql0, m4),
-                            _mm512_and_si512(_mm512_slli_epi16(qh, 4), m30),
-                        ),
-                        _mm512_or_si512(
-                            _mm512_and_si512(ql1, m4),
-                            _mm512_and_si512(_mm512_slli_epi16(qh, 2), m30),
-                        ),
-                        _mm512_or_si512(
-                            _mm512_and_si512(_mm512_srli_epi16(ql0, 4), m4),
-                            _mm512_and_si512(qh, m30),
-                        ),
-                        _mm512_or_si512(
-                            _mm512_and_si512(_mm512_srli_epi16(ql1, 4), m4),
-                            _mm512_and_si512(_mm512_srli_epi16(qh, 2), m30),
-                        ),
-                    ];
+                    let q = q6_kx16_values(a, b, h, c);
                     for col in 0..4 {
                         let p = act[col].qs.as_ptr().add(128 * h + 4 * c);
                         for k in 0..4 {
@@ -716,12 +711,12 @@ pub struct PanelQ4K {
 
 const _: () = assert!(std::mem::size_of::<PanelQ4K>() == 5248);
 
-/// Unpacks blocks of two Q4_Kx8 groups (16 rows) into `out`, one panel per block.
-///
-/// # Safety
-/// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
+/// Unpacks blocks of two Q4_Kx8 or Q5_Kx8 groups (16 rows) into Q4_K panels, one per block:
+/// Q5_K is Q4_K with a fifth bit per value (values 0..31, same scales and mins), so the Q4_K
+/// panel kernel runs both.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn unpack_q4_kx16(xa: &[BlockQ4Kx8], xb: &[BlockQ4Kx8], out: &mut [PanelQ4K]) {
+unsafe fn unpack_k16<B: KBlockX8>(xa: &[B], xb: &[B], out: &mut [PanelQ4K]) {
     let m4 = _mm512_set1_epi8(15);
     for (j, ((a, b), p)) in xa.iter().zip(xb).zip(out.iter_mut()).enumerate() {
         for g in 0..8 {
@@ -729,58 +724,46 @@ pub unsafe fn unpack_q4_kx16(xa: &[BlockQ4Kx8], xb: &[BlockQ4Kx8], out: &mut [Pa
             let (h, shift) = (g / 2, 4 * (g % 2) as i32);
             for c in 0..8 {
                 // The same values as `q4_kx16`'s `q`.
-                let v = join32(a.qs.as_ptr().add(256 * h + 32 * c), b.qs.as_ptr().add(256 * h + 32 * c));
-                let q = _mm512_and_si512(_mm512_srl_epi16(v, _mm_cvtsi32_si128(shift)), m4);
+                let v = join32(a.qs().as_ptr().add(256 * h + 32 * c), b.qs().as_ptr().add(256 * h + 32 * c));
+                let mut q = _mm512_and_si512(_mm512_srl_epi16(v, _mm_cvtsi32_si128(shift)), m4);
+                if let (Some(ha), Some(hb)) = (a.qh(), b.qh()) {
+                    // Bit g of qh byte l is the fifth bit of value 32g + l: to bit 4 (16-bit
+                    // shifts; bits from the neighbouring byte fall outside the mask).
+                    let qh = join32(ha.as_ptr().add(32 * c), hb.as_ptr().add(32 * c));
+                    let hi = _mm512_slli_epi16(_mm512_srl_epi16(qh, _mm_cvtsi32_si128(g as i32)), 4);
+                    q = _mm512_or_si512(q, _mm512_and_si512(hi, _mm512_set1_epi8(0x10)));
+                }
                 _mm512_storeu_si512(p.q[8 * g + c].as_mut_ptr() as *mut __m512i, q);
             }
-            let sc = u8x16_pair(a.scales.as_ptr().add(8 * g), b.scales.as_ptr().add(8 * g));
+            let sc = u8x16_pair(a.scales().as_ptr().add(8 * g), b.scales().as_ptr().add(8 * g));
             _mm512_storeu_si512(p.sc[g].as_mut_ptr() as *mut __m512i, sc);
-            let m = u8x16_pair(a.mins.as_ptr().add(8 * g), b.mins.as_ptr().add(8 * g));
+            let m = u8x16_pair(a.mins().as_ptr().add(8 * g), b.mins().as_ptr().add(8 * g));
             _mm512_storeu_si512(
                 p.mins[g].as_mut_ptr() as *mut __m512i,
                 _mm512_or_si512(m, _mm512_slli_epi32(m, 16)),
             );
         }
-        _mm512_storeu_ps(p.d.as_mut_ptr(), f16x16_pair(&a.d, &b.d));
-        _mm512_storeu_ps(p.dmin.as_mut_ptr(), f16x16_pair(&a.dmin, &b.dmin));
+        _mm512_storeu_ps(p.d.as_mut_ptr(), f16x16_pair(a.d(), b.d()));
+        _mm512_storeu_ps(p.dmin.as_mut_ptr(), f16x16_pair(a.dmin(), b.dmin()));
     }
 }
 
-/// Unpacks blocks of two Q5_Kx8 groups (16 rows) into Q4_K panels: Q5_K is Q4_K with a
-/// fifth bit per value (values 0..31, same scales and mins), so the Q4_K panel kernel runs
-/// it unchanged.
+/// Unpacks blocks of two Q4_Kx8 groups (16 rows) into `out`, one panel per block.
+///
+/// # Safety
+/// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn unpack_q4_kx16(xa: &[BlockQ4Kx8], xb: &[BlockQ4Kx8], out: &mut [PanelQ4K]) {
+    unpack_k16(xa, xb, out)
+}
+
+/// Unpacks blocks of two Q5_Kx8 groups (16 rows) into Q4_K panels (the fifth bits set).
 ///
 /// # Safety
 /// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub unsafe fn unpack_q5_kx16(xa: &[BlockQ5Kx8], xb: &[BlockQ5Kx8], out: &mut [PanelQ4K]) {
-    let m4 = _mm512_set1_epi8(15);
-    let bit4 = _mm512_set1_epi8(0x10);
-    for (j, ((a, b), p)) in xa.iter().zip(xb).zip(out.iter_mut()).enumerate() {
-        for g in 0..8 {
-            prefetch_lines(xa, xb, j + 1, 3 * g, 3);
-            let (h, shift) = (g / 2, 4 * (g % 2) as i32);
-            for c in 0..8 {
-                let v = join32(a.qs.as_ptr().add(256 * h + 32 * c), b.qs.as_ptr().add(256 * h + 32 * c));
-                let q = _mm512_and_si512(_mm512_srl_epi16(v, _mm_cvtsi32_si128(shift)), m4);
-                // Bit g of qh byte l is the fifth bit of value 32g + l: to bit 4 (16-bit
-                // shifts; bits from the neighbouring byte fall outside the mask).
-                let qh = join32(a.qh.as_ptr().add(32 * c), b.qh.as_ptr().add(32 * c));
-                let hi = _mm512_slli_epi16(_mm512_srl_epi16(qh, _mm_cvtsi32_si128(g as i32)), 4);
-                let q = _mm512_or_si512(q, _mm512_and_si512(hi, bit4));
-                _mm512_storeu_si512(p.q[8 * g + c].as_mut_ptr() as *mut __m512i, q);
-            }
-            let sc = u8x16_pair(a.scales.as_ptr().add(8 * g), b.scales.as_ptr().add(8 * g));
-            _mm512_storeu_si512(p.sc[g].as_mut_ptr() as *mut __m512i, sc);
-            let m = u8x16_pair(a.mins.as_ptr().add(8 * g), b.mins.as_ptr().add(8 * g));
-            _mm512_storeu_si512(
-                p.mins[g].as_mut_ptr() as *mut __m512i,
-                _mm512_or_si512(m, _mm512_slli_epi32(m, 16)),
-            );
-        }
-        _mm512_storeu_ps(p.d.as_mut_ptr(), f16x16_pair(&a.d, &b.d));
-        _mm512_storeu_ps(p.dmin.as_mut_ptr(), f16x16_pair(&a.dmin, &b.dmin));
-    }
+    unpack_k16(xa, xb, out)
 }
 
 /// Unpacked Q4_K panels (`unpack_q4_kx16`) against 8 activation rows: the sums of
@@ -864,8 +847,6 @@ const _: () = assert!(std::mem::size_of::<PanelQ6K>() == 5696);
 /// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub unsafe fn unpack_q6_kx16(xa: &[BlockQ6Kx8], xb: &[BlockQ6Kx8], out: &mut [PanelQ6K]) {
-    let m4 = _mm512_set1_epi8(15);
-    let m30 = _mm512_set1_epi8(0x30);
     for (j, ((a, b), p)) in xa.iter().zip(xb).zip(out.iter_mut()).enumerate() {
         for h in 0..2 {
             for half in 0..2 {
@@ -873,31 +854,7 @@ pub unsafe fn unpack_q6_kx16(xa: &[BlockQ6Kx8], xb: &[BlockQ6Kx8], out: &mut [Pa
                     prefetch_lines(xa, xb, j + 1, 2 * (8 * h + 4 * half + t), 2);
                     // The same values as `vec_dot_q6_kx16x4_q8_k`'s `q`.
                     let c = 4 * half + t;
-                    let ql0 =
-                        join32(a.ql.as_ptr().add(512 * h + 32 * c), b.ql.as_ptr().add(512 * h + 32 * c));
-                    let ql1 = join32(
-                        a.ql.as_ptr().add(512 * h + 256 + 32 * c),
-                        b.ql.as_ptr().add(512 * h + 256 + 32 * c),
-                    );
-                    let qh = join32(a.qh.as_ptr().add(256 * h + 32 * c), b.qh.as_ptr().add(256 * h + 32 * c));
-                    let q = [
-                        _mm512_or_si512(
-                            _mm512_and_si512(ql0, m4),
-                            _mm512_and_si512(_mm512_slli_epi16(qh, 4), m30),
-                        ),
-                        _mm512_or_si512(
-                            _mm512_and_si512(ql1, m4),
-                            _mm512_and_si512(_mm512_slli_epi16(qh, 2), m30),
-                        ),
-                        _mm512_or_si512(
-                            _mm512_and_si512(_mm512_srli_epi16(ql0, 4), m4),
-                            _mm512_and_si512(qh, m30),
-                        ),
-                        _mm512_or_si512(
-                            _mm512_and_si512(_mm512_srli_epi16(ql1, 4), m4),
-                            _mm512_and_si512(_mm512_srli_epi16(qh, 2), m30),
-                        ),
-                    ];
+                    let q = q6_kx16_values(a, b, h, c);
                     for (k, q) in q.into_iter().enumerate() {
                         let g = 8 * h + 2 * k + half;
                         _mm512_storeu_si512(p.q[4 * g + t].as_mut_ptr() as *mut __m512i, q);

@@ -448,8 +448,6 @@ macro_rules! x86_repacked_kernels {
                 if y.iter().any(|c| c.len() != n) {
                     break 'tile [[f32::NAN; 8]; $C];
                 }
-                let m4 = _mm256_set1_epi8(15);
-                let m30 = _mm256_set1_epi8(0x30);
                 let lo16 = _mm256_set1_epi32(0xffff);
                 let mut acc = [_mm256_setzero_ps(); $C];
                 for j in 0..n {
@@ -488,21 +486,7 @@ macro_rules! x86_repacked_kernels {
                                         _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(128 * pf));
                                         _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(128 * pf + 64));
                                     }
-                                    let ql0 = _mm256_loadu_si256(b.ql.as_ptr().add(512 * h + 32 * c) as *const __m256i);
-                                    let ql1 =
-                                        _mm256_loadu_si256(b.ql.as_ptr().add(512 * h + 256 + 32 * c) as *const __m256i);
-                                    let qh = _mm256_loadu_si256(b.qh.as_ptr().add(256 * h + 32 * c) as *const __m256i);
-                                    // Bits 2k, 2k+1 of each qh byte moved to bits 4, 5 (16-bit
-                                    // shifts: bits crossing bytes fall outside the mask).
-                                    let q = [
-                                        _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30)),
-                                        _mm256_or_si256(_mm256_and_si256(ql1, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30)),
-                                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), _mm256_and_si256(qh, m30)),
-                                        _mm256_or_si256(
-                                            _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
-                                            _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30),
-                                        ),
-                                    ];
+                                    let q = q6_kx8_values(b, h, c);
                                     for col in 0..$C {
                                         let p = a[col].qs.as_ptr().add(128 * h + 4 * c);
                                         for k in 0..4 {
@@ -577,74 +561,122 @@ macro_rules! x86_repacked_kernels {
         /// Two groups (16 rows) of a block: the unit of `matmul`'s panels.
         #[repr(C, align(64))]
         #[derive(Clone, Copy)]
-        pub struct PanelQ4K2x8 {
-            a: PanelQ4K8,
-            b: PanelQ4K8,
+        pub struct Pair8<P> {
+            a: P,
+            b: P,
         }
 
-        /// The fields Q4_Kx8 and Q5_Kx8 share, and each one's values of group g, step c.
-        trait KBlock8 {
-            fn d(&self) -> &[u8; 16];
-            fn dmin(&self) -> &[u8; 16];
-            fn scales(&self) -> &[u8; 64];
-            fn mins(&self) -> &[u8; 64];
-            unsafe fn values(&self, g: usize, c: usize) -> __m256i;
+        impl<P> Pair8<P> {
+            /// The first group's panel, or the second's (`hi`).
+            fn half(&self, hi: bool) -> &P {
+                if hi {
+                    &self.b
+                } else {
+                    &self.a
+                }
+            }
         }
 
-        impl KBlock8 for BlockQ4Kx8 {
-            fn d(&self) -> &[u8; 16] {
-                &self.d
-            }
-            fn dmin(&self) -> &[u8; 16] {
-                &self.dmin
-            }
-            fn scales(&self) -> &[u8; 64] {
-                &self.scales
-            }
-            fn mins(&self) -> &[u8; 64] {
-                &self.mins
-            }
+        pub type PanelQ4K2x8 = Pair8<PanelQ4K8>;
+        pub type PanelQ6K2x8 = Pair8<PanelQ6K8>;
+
+        /// A block type of 8 interleaved rows with a panel form.
+        trait Unpack8 {
+            type Panel;
+            unsafe fn unpack_into(&self, p: &mut Self::Panel);
+        }
+
+        impl Unpack8 for BlockQ4Kx8 {
+            type Panel = PanelQ4K8;
             #[inline]
             #[target_feature(enable = $feat)]
-            unsafe fn values(&self, g: usize, c: usize) -> __m256i {
-                let v = _mm256_loadu_si256(self.qs.as_ptr().add(256 * (g / 2) + 32 * c) as *const __m256i);
-                _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(4 * (g % 2) as i32)), _mm256_set1_epi8(15))
+            unsafe fn unpack_into(&self, p: &mut PanelQ4K8) {
+                unpack_k8_one(self, p)
             }
         }
 
-        impl KBlock8 for BlockQ5Kx8 {
-            fn d(&self) -> &[u8; 16] {
-                &self.d
-            }
-            fn dmin(&self) -> &[u8; 16] {
-                &self.dmin
-            }
-            fn scales(&self) -> &[u8; 64] {
-                &self.scales
-            }
-            fn mins(&self) -> &[u8; 64] {
-                &self.mins
-            }
-            /// The nibble plus the fifth bit (bit g of qh byte l, moved to bit 4 as in
-            /// `q5_kx8_tile!`).
+        impl Unpack8 for BlockQ5Kx8 {
+            type Panel = PanelQ4K8;
             #[inline]
             #[target_feature(enable = $feat)]
-            unsafe fn values(&self, g: usize, c: usize) -> __m256i {
-                let v = _mm256_loadu_si256(self.qs.as_ptr().add(256 * (g / 2) + 32 * c) as *const __m256i);
-                let q = _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(4 * (g % 2) as i32)), _mm256_set1_epi8(15));
-                let h = _mm256_loadu_si256(self.qh.as_ptr().add(32 * c) as *const __m256i);
-                let h = _mm256_slli_epi16(_mm256_srl_epi16(h, _mm_cvtsi32_si128(g as i32)), 4);
-                _mm256_or_si256(q, _mm256_and_si256(h, _mm256_set1_epi8(0x10)))
+            unsafe fn unpack_into(&self, p: &mut PanelQ4K8) {
+                unpack_k8_one(self, p)
+            }
+        }
+
+        impl Unpack8 for BlockQ6Kx8 {
+            type Panel = PanelQ6K8;
+            #[inline]
+            #[target_feature(enable = $feat)]
+            unsafe fn unpack_into(&self, p: &mut PanelQ6K8) {
+                unpack_q6_kx8_one(self, p)
+            }
+        }
+
+        /// Both groups' blocks into panel pairs, the next blocks prefetched.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn unpack_pairs<B: Unpack8>(xa: &[B], xb: &[B], out: &mut [Pair8<B::Panel>]) {
+            for (j, ((a, b), p)) in xa.iter().zip(xb).zip(out.iter_mut()).enumerate() {
+                for x in [xa, xb] {
+                    let ahead = x.as_ptr().wrapping_add(j + 1) as *const i8;
+                    for line in 0..std::mem::size_of::<B>().div_ceil(64) {
+                        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
+                    }
+                }
+                a.unpack_into(&mut p.a);
+                b.unpack_into(&mut p.b);
+            }
+        }
+
+        /// Panel pairs against 8 activation rows (16 rows x 8) through a kernel `four` of
+        /// one group against 4 rows: each group's 8 lanes, each half of the columns.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn panel16x8<P>(
+            p: &[Pair8<P>],
+            y: [&[BlockQ8K]; 8],
+            four: impl Fn(&[Pair8<P>], bool, [&[BlockQ8K]; 4]) -> [[f32; 8]; 4],
+        ) -> [[f32; 16]; 8] {
+            if y.iter().any(|c| c.len() != p.len()) {
+                return [[f32::NAN; 16]; 8];
+            }
+            let mut out = [[0f32; 16]; 8];
+            for c0 in [0, 4] {
+                let cols = [y[c0], y[c0 + 1], y[c0 + 2], y[c0 + 3]];
+                for (hi, lanes) in [(false, 0), (true, 8)] {
+                    for (c, v) in four(p, hi, cols).into_iter().enumerate() {
+                        out[c0 + c][lanes..lanes + 8].copy_from_slice(&v);
+                    }
+                }
+            }
+            out
+        }
+
+        /// Q4_K or Q5_K values of group g, step c: the nibble, plus for Q5_K the fifth bit
+        /// (bit g of qh byte l, moved to bit 4 as in `q5_kx8_tile!`).
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn k8_values<B: KBlockX8>(b: &B, g: usize, c: usize) -> __m256i {
+            let v = _mm256_loadu_si256(b.qs().as_ptr().add(256 * (g / 2) + 32 * c) as *const __m256i);
+            let q = _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(4 * (g % 2) as i32)), _mm256_set1_epi8(15));
+            match b.qh() {
+                None => q,
+                Some(qh) => {
+                    let h = _mm256_loadu_si256(qh.as_ptr().add(32 * c) as *const __m256i);
+                    let h = _mm256_slli_epi16(_mm256_srl_epi16(h, _mm_cvtsi32_si128(g as i32)), 4);
+                    _mm256_or_si256(q, _mm256_and_si256(h, _mm256_set1_epi8(0x10)))
+                }
             }
         }
 
         #[inline]
         #[target_feature(enable = $feat)]
-        unsafe fn unpack_k8_one<B: KBlock8>(b: &B, p: &mut PanelQ4K8) {
+        unsafe fn unpack_k8_one<B: KBlockX8>(b: &B, p: &mut PanelQ4K8) {
             let lo16 = _mm256_set1_epi32(0xffff);
             for g in 0..8 {
                 for c in 0..8 {
-                    _mm256_storeu_si256(p.q[8 * g + c].as_mut_ptr() as *mut __m256i, b.values(g, c));
+                    _mm256_storeu_si256(p.q[8 * g + c].as_mut_ptr() as *mut __m256i, k8_values(b, g, c));
                 }
                 let sc = _mm256_cvtepu8_epi32(_mm_loadl_epi64(b.scales().as_ptr().add(8 * g) as *const __m128i));
                 _mm256_storeu_si256(p.sc[g].as_mut_ptr() as *mut __m256i, sc);
@@ -657,28 +689,13 @@ macro_rules! x86_repacked_kernels {
             _mm256_storeu_ps(p.dmin.as_mut_ptr(), _mm256_cvtph_ps(_mm_loadu_si128(b.dmin().as_ptr() as *const __m128i)));
         }
 
-        #[inline]
-        #[target_feature(enable = $feat)]
-        unsafe fn unpack_k8_pair<B: KBlock8>(xa: &[B], xb: &[B], out: &mut [PanelQ4K2x8]) {
-            for (j, ((a, b), p)) in xa.iter().zip(xb).zip(out.iter_mut()).enumerate() {
-                for x in [xa, xb] {
-                    let ahead = x.as_ptr().wrapping_add(j + 1) as *const i8;
-                    for line in 0..std::mem::size_of::<B>().div_ceil(64) {
-                        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
-                    }
-                }
-                unpack_k8_one(a, &mut p.a);
-                unpack_k8_one(b, &mut p.b);
-            }
-        }
-
         /// Unpacks blocks of two Q4_Kx8 groups (16 rows) into `out`, one panel pair per block.
         ///
         /// # Safety
         /// The CPU must have this level's target features (reached only through dispatch).
         #[target_feature(enable = $feat)]
         pub unsafe fn unpack_q4_kx8_pair(xa: &[BlockQ4Kx8], xb: &[BlockQ4Kx8], out: &mut [PanelQ4K2x8]) {
-            unpack_k8_pair(xa, xb, out)
+            unpack_pairs(xa, xb, out)
         }
 
         /// Unpacks blocks of two Q5_Kx8 groups (16 rows) into `out`, one panel pair per block.
@@ -687,7 +704,7 @@ macro_rules! x86_repacked_kernels {
         /// The CPU must have this level's target features (reached only through dispatch).
         #[target_feature(enable = $feat)]
         pub unsafe fn unpack_q5_kx8_pair(xa: &[BlockQ5Kx8], xb: &[BlockQ5Kx8], out: &mut [PanelQ4K2x8]) {
-            unpack_k8_pair(xa, xb, out)
+            unpack_pairs(xa, xb, out)
         }
 
         /// One group's panels (`hi`: the second of each pair) against 4 activation rows: the
@@ -698,7 +715,7 @@ macro_rules! x86_repacked_kernels {
         unsafe fn k_panel8x4<const STEPS: usize>(p: &[PanelQ4K2x8], hi: bool, y: [&[BlockQ8K]; 4]) -> [[f32; 8]; 4] {
             let mut acc = [_mm256_setzero_ps(); 4];
             for (j, pair) in p.iter().enumerate() {
-                let b = if hi { &pair.b } else { &pair.a };
+                let b = pair.half(hi);
                 // SAFETY: the caller checked that every y row has p.len() blocks.
                 let act: [&BlockQ8K; 4] = std::array::from_fn(|c| unsafe { y[c].get_unchecked(j) });
                 let mut sumi = [_mm256_setzero_si256(); 4];
@@ -757,31 +774,14 @@ macro_rules! x86_repacked_kernels {
             out
         }
 
-        #[inline]
-        #[target_feature(enable = $feat)]
-        unsafe fn k_panel16x8<const STEPS: usize>(p: &[PanelQ4K2x8], y: [&[BlockQ8K]; 8]) -> [[f32; 16]; 8] {
-            if y.iter().any(|c| c.len() != p.len()) {
-                return [[f32::NAN; 16]; 8];
-            }
-            let mut out = [[0f32; 16]; 8];
-            for c0 in [0, 4] {
-                let cols = [y[c0], y[c0 + 1], y[c0 + 2], y[c0 + 3]];
-                for (h, lanes) in [(false, 0), (true, 8)] {
-                    for (c, v) in k_panel8x4::<STEPS>(p, h, cols).into_iter().enumerate() {
-                        out[c0 + c][lanes..lanes + 8].copy_from_slice(&v);
-                    }
-                }
-            }
-            out
-        }
-
         /// Q4_K panel pairs (`unpack_q4_kx8_pair`) against 8 activation rows: 16 rows x 8.
         ///
         /// # Safety
         /// The CPU must have this level's target features (reached only through dispatch).
         #[target_feature(enable = $feat)]
         pub unsafe fn vec_dot_q4_kpanel8x2x8_q8_k(p: &[PanelQ4K2x8], y: [&[BlockQ8K]; 8]) -> [[f32; 16]; 8] {
-            k_panel16x8::<8>(p, y)
+            // SAFETY: this function's target features are k_panel8x4's.
+            panel16x8(p, y, |p, hi, c| unsafe { k_panel8x4::<8>(p, hi, c) })
         }
 
         /// Q5_K panel pairs (`unpack_q5_kx8_pair`) against 8 activation rows: 16 rows x 8.
@@ -790,7 +790,8 @@ macro_rules! x86_repacked_kernels {
         /// The CPU must have this level's target features (reached only through dispatch).
         #[target_feature(enable = $feat)]
         pub unsafe fn vec_dot_q5_kpanel8x2x8_q8_k(p: &[PanelQ4K2x8], y: [&[BlockQ8K]; 8]) -> [[f32; 16]; 8] {
-            k_panel16x8::<4>(p, y)
+            // SAFETY: this function's target features are k_panel8x4's.
+            panel16x8(p, y, |p, hi, c| unsafe { k_panel8x4::<4>(p, hi, c) })
         }
 
         /// One group of 8 Q6_K rows of a 256-column block, unpacked once for a prefill batch
@@ -810,37 +811,34 @@ macro_rules! x86_repacked_kernels {
             d: [f32; 8],
         }
 
-        /// Two groups (16 rows) of a block: the unit of `matmul`'s panels.
-        #[repr(C, align(64))]
-        #[derive(Clone, Copy)]
-        pub struct PanelQ6K2x8 {
-            a: PanelQ6K8,
-            b: PanelQ6K8,
+        /// Step (h, c) of a Q6_Kx8 block: weights 128h + 32k + 4c..+4 of each row for k = 0..4,
+        /// the low (k < 2) or high nibble of ql plus bits 2k, 2k+1 of qh at bits 4, 5 (16-bit
+        /// shifts: bits crossing bytes fall outside the mask).
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn q6_kx8_values(b: &BlockQ6Kx8, h: usize, c: usize) -> [__m256i; 4] {
+            let (m4, m30) = (_mm256_set1_epi8(15), _mm256_set1_epi8(0x30));
+            let ql0 = _mm256_loadu_si256(b.ql.as_ptr().add(512 * h + 32 * c) as *const __m256i);
+            let ql1 = _mm256_loadu_si256(b.ql.as_ptr().add(512 * h + 256 + 32 * c) as *const __m256i);
+            let qh = _mm256_loadu_si256(b.qh.as_ptr().add(256 * h + 32 * c) as *const __m256i);
+            [
+                _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30)),
+                _mm256_or_si256(_mm256_and_si256(ql1, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), _mm256_and_si256(qh, m30)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30)),
+            ]
         }
 
         #[inline]
         #[target_feature(enable = $feat)]
         unsafe fn unpack_q6_kx8_one(b: &BlockQ6Kx8, p: &mut PanelQ6K8) {
-            let m4 = _mm256_set1_epi8(15);
-            let m30 = _mm256_set1_epi8(0x30);
             let lo16 = _mm256_set1_epi32(0xffff);
             for h in 0..2 {
                 for half in 0..2 {
                     for t in 0..4 {
                         // The values of `q6_kx8_tile!`'s step (h, c).
                         let c = 4 * half + t;
-                        let ql0 = _mm256_loadu_si256(b.ql.as_ptr().add(512 * h + 32 * c) as *const __m256i);
-                        let ql1 = _mm256_loadu_si256(b.ql.as_ptr().add(512 * h + 256 + 32 * c) as *const __m256i);
-                        let qh = _mm256_loadu_si256(b.qh.as_ptr().add(256 * h + 32 * c) as *const __m256i);
-                        let q = [
-                            _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30)),
-                            _mm256_or_si256(_mm256_and_si256(ql1, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30)),
-                            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), _mm256_and_si256(qh, m30)),
-                            _mm256_or_si256(
-                                _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
-                                _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30),
-                            ),
-                        ];
+                        let q = q6_kx8_values(b, h, c);
                         for (k, q) in q.into_iter().enumerate() {
                             let g = 8 * h + 2 * k + half;
                             _mm256_storeu_si256(p.q[4 * g + t].as_mut_ptr() as *mut __m256i, q);
@@ -870,16 +868,7 @@ macro_rules! x86_repacked_kernels {
         /// The CPU must have this level's target features (reached only through dispatch).
         #[target_feature(enable = $feat)]
         pub unsafe fn unpack_q6_kx8_pair(xa: &[BlockQ6Kx8], xb: &[BlockQ6Kx8], out: &mut [PanelQ6K2x8]) {
-            for (j, ((a, b), p)) in xa.iter().zip(xb).zip(out.iter_mut()).enumerate() {
-                for x in [xa, xb] {
-                    let ahead = x.as_ptr().wrapping_add(j + 1) as *const i8;
-                    for line in 0..std::mem::size_of::<BlockQ6Kx8>().div_ceil(64) {
-                        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
-                    }
-                }
-                unpack_q6_kx8_one(a, &mut p.a);
-                unpack_q6_kx8_one(b, &mut p.b);
-            }
+            unpack_pairs(xa, xb, out)
         }
 
         /// One group's panels (`hi`: the second of each pair) against 4 activation rows: the
@@ -889,7 +878,7 @@ macro_rules! x86_repacked_kernels {
         unsafe fn q6_kpanel8x4(p: &[PanelQ6K2x8], hi: bool, y: [&[BlockQ8K]; 4]) -> [[f32; 8]; 4] {
             let mut acc = [_mm256_setzero_ps(); 4];
             for (j, pair) in p.iter().enumerate() {
-                let b = if hi { &pair.b } else { &pair.a };
+                let b = pair.half(hi);
                 // SAFETY: the caller checked that every y row has p.len() blocks.
                 let act: [&BlockQ8K; 4] = std::array::from_fn(|c| unsafe { y[c].get_unchecked(j) });
                 let mut sumi = [_mm256_setzero_si256(); 4];
@@ -953,19 +942,8 @@ macro_rules! x86_repacked_kernels {
         /// The CPU must have this level's target features (reached only through dispatch).
         #[target_feature(enable = $feat)]
         pub unsafe fn vec_dot_q6_kpanel8x2x8_q8_k(p: &[PanelQ6K2x8], y: [&[BlockQ8K]; 8]) -> [[f32; 16]; 8] {
-            if y.iter().any(|c| c.len() != p.len()) {
-                return [[f32::NAN; 16]; 8];
-            }
-            let mut out = [[0f32; 16]; 8];
-            for c0 in [0, 4] {
-                let cols = [y[c0], y[c0 + 1], y[c0 + 2], y[c0 + 3]];
-                for (h, lanes) in [(false, 0), (true, 8)] {
-                    for (c, v) in q6_kpanel8x4(p, h, cols).into_iter().enumerate() {
-                        out[c0 + c][lanes..lanes + 8].copy_from_slice(&v);
-                    }
-                }
-            }
-            out
+            // SAFETY: this function's target features are q6_kpanel8x4's.
+            panel16x8(p, y, |p, hi, c| unsafe { q6_kpanel8x4(p, hi, c) })
         }
 
         /// One group of 16 weights of a Q6_Kx8 block (g = 8h + 2K + gi) against C activation
