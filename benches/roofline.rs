@@ -11,37 +11,13 @@
 //! machine gave at that moment. Prints per type the median ratio over the rounds, its range,
 //! and both rates.
 
-use ferrite::kernels::repack::Layout;
-use ferrite::kernels::{matmul, memory, scalar, ActBuf, GgmlType, Kernels, Matrix};
+mod common;
+
+use common::{prepared, random_weights};
+use ferrite::kernels::{matmul, memory, ActBuf, GgmlType, Kernels, Matrix};
 use std::time::Instant;
 
 const ROUNDS: usize = 15;
-
-fn random_matrix(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
-    let mut s = seed | 1;
-    let mut next = move || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        s
-    };
-    // A few rows quantized properly, then tiled: the kernels cost the same whatever the values.
-    let rb = ty.row_bytes(cols).expect("row bytes");
-    let pool: Vec<Vec<u8>> = (0..8)
-        .map(|_| {
-            let x: Vec<f32> =
-                (0..cols).map(|_| ((next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1).collect();
-            let mut row = vec![0u8; rb];
-            scalar::quantize::quantize(ty, &x, &mut row).expect("quantizable type");
-            row
-        })
-        .collect();
-    let mut out = Vec::with_capacity(rb * rows);
-    for _ in 0..rows {
-        out.extend_from_slice(&pool[(next() % 8) as usize]);
-    }
-    out
-}
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -68,11 +44,7 @@ fn main() {
         if !args.is_empty() && !args.contains(&name) {
             continue;
         }
-        let raw = random_matrix(ty, rows, cols, 11);
-        let (layout, one) = match k.preferred_layout(ty, rows, cols) {
-            Some(_) => ferrite::kernels::repack::repack(ty, rows, cols, &raw).expect("repackable"),
-            None => (Layout::Rows, raw),
-        };
+        let (layout, one) = prepared(k, ty, rows, cols, random_weights(ty, rows, cols, 11));
         let count = ((1usize << 30) / one.len()).max(2) + 1;
         let total = (count * one.len()) as f64;
         let mats: Vec<Vec<u8>> = (0..count).map(|_| one.clone()).collect();
