@@ -27,20 +27,12 @@ pub fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
 /// Rotary position embedding, GGUF `llama` convention (ggml rope mode 0): adjacent pairs
 /// (x[2i], x[2i+1]) of each head rotate by pos * theta_i. `inv_freq[i]` holds
 /// base^(-2i/rope_dims) with any scaling already applied; dimensions beyond rope_dims
-/// (2 * inv_freq.len()) are left alone.
+/// (2 * inv_freq.len()) are left alone. One vector at one position; the forward pass uses
+/// `rope_table` once per batch and `rope_apply` per row.
 pub fn rope(x: &mut [f32], head_dim: usize, pos: usize, inv_freq: &[f32]) {
-    rope_many(&mut [x], head_dim, pos, inv_freq);
-}
-
-/// `rope` on several vectors at one position (a token's Q and K): the cos/sin pairs are
-/// computed once and applied to every head. Head dims are at most 1024 (the config checks).
-pub fn rope_many(xs: &mut [&mut [f32]], head_dim: usize, pos: usize, inv_freq: &[f32]) {
-    let mut cs = [(0f32, 0f32); 512];
-    let n = inv_freq.len().min(head_dim / 2).min(cs.len());
-    rope_table(pos, &inv_freq[..n], &mut cs[..n]);
-    for x in xs.iter_mut() {
-        rope_apply(x, head_dim, &cs[..n]);
-    }
+    let mut cs = vec![(0f32, 0f32); inv_freq.len().min(head_dim / 2)];
+    rope_table(pos, inv_freq, &mut cs);
+    rope_apply(x, head_dim, &cs);
 }
 
 /// The (sin, cos) of pos * inv_freq[i] for one position: computed once per forward pass and
