@@ -6,7 +6,8 @@
 //! - matvec_cached TYPE/2048x2048: the same product on one matrix that stays in the last-level
 //!   cache: the kernel's compute ceiling (decode is memory-bound only where this is well above
 //!   the memory's bandwidth).
-//! - matmul TYPE/512x4096x4096: prefill-shaped; throughput in multiply-adds.
+//! - matmul TYPE/512x4096x4096: prefill-shaped; throughput in multiply-adds
+//!   (`FERRITE_MATMUL_SHAPE=NxROWSxCOLS` for another shape).
 //! - memory read/4GiB: the roofline, wide loads into 4 accumulators on all threads.
 
 mod common;
@@ -106,7 +107,12 @@ fn matmul_bench(c: &mut Criterion) {
     let k = Kernels::best();
     let mut g = c.benchmark_group("matmul");
     g.sample_size(10);
-    let (n, rows, cols) = (512, 4096, 4096);
+    // FERRITE_MATMUL_SHAPE=NxROWSxCOLS measures another shape (e.g. a short K that stays in cache).
+    let shape = std::env::var("FERRITE_MATMUL_SHAPE").ok().and_then(|s| {
+        let v: Vec<usize> = s.split('x').filter_map(|d| d.parse().ok()).collect();
+        (v.len() == 3 && v.iter().all(|&d| d > 0)).then(|| (v[0], v[1], v[2]))
+    });
+    let (n, rows, cols) = shape.unwrap_or((512, 4096, 4096));
     for ty in TYPES {
         let (layout, w) = prepared(k, ty, rows, cols, random_weights(ty, rows, cols, 13));
         let m = Matrix::with_layout(ty, rows, cols, layout, &w).unwrap();

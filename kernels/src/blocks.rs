@@ -173,6 +173,14 @@ block!(
     /// bytes 32h + 4c..+4 of row r's qh.
     BlockQ6Kx8, 256, 1680, { d: [u8; 16], scales: [u8; 128], ql: [u8; 1024], qh: [u8; 512] });
 
+block!(
+    /// IQ4_XS blocks of 8 consecutive rows at one block column, interleaved at load (see
+    /// `repack`): the 8 d, the signed group scales ls - 32 (index 8 * group + row), then
+    /// qs[128g + 32c + 4r..+4] = bytes 16g + 4c..+4 of row r's qs (group g's codebook indices:
+    /// low nibbles for values 4c..4c+4 of the group, high nibbles for 16 + 4c..), as Q4_0x8
+    /// lays out each block of 32.
+    BlockIQ4XSx8, 256, 1104, { d: [u8; 16], scales: [i8; 64], qs: [u8; 1024] });
+
 /// The non-linear 4-bit codebook of IQ4_NL and IQ4_XS.
 pub const KVALUES_IQ4NL: [i8; 16] =
     [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];

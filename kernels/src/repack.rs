@@ -11,10 +11,13 @@
 //! `Q8_0x8`: Q8_0 interleaved 4 bytes per row the same way (same size); `Q4_1x8` and `Q5_0x8`
 //! as Q4_0x8; `Q6Kx8`: Q6_K's ql and qh bytes interleaved 4 per row (same size); `Q5Kx8`: as
 //! Q4_Kx8, with qh interleaved 4 bytes per row (1440 bytes per 8 blocks instead of 1408).
+//! `IQ4XSx8`: IQ4_XS's codebook indices interleaved as Q4_0x8's per group of 32, with each
+//! row's 6-bit group scales unpacked to signed bytes (1104 bytes per 8 blocks instead of 1088).
 
 use crate::blocks::{
-    as_blocks, as_bytes, Block, BlockQ4K, BlockQ4Kx8, BlockQ4_0, BlockQ4_0x8, BlockQ4_1, BlockQ4_1x8,
-    BlockQ5K, BlockQ5Kx8, BlockQ5_0, BlockQ5_0x8, BlockQ6K, BlockQ6Kx8, BlockQ8_0, BlockQ8_0x8,
+    as_blocks, as_bytes, Block, BlockIQ4XS, BlockIQ4XSx8, BlockQ4K, BlockQ4Kx8, BlockQ4_0, BlockQ4_0x8,
+    BlockQ4_1, BlockQ4_1x8, BlockQ5K, BlockQ5Kx8, BlockQ5_0, BlockQ5_0x8, BlockQ6K, BlockQ6Kx8, BlockQ8_0,
+    BlockQ8_0x8,
 };
 use crate::types::GgmlType;
 
@@ -37,6 +40,8 @@ pub enum Layout {
     Q6Kx8,
     /// Q5_K in groups of 8 rows, `BlockQ5Kx8`.
     Q5Kx8,
+    /// IQ4_XS in groups of 8 rows, `BlockIQ4XSx8`.
+    IQ4XSx8,
 }
 
 impl Layout {
@@ -50,6 +55,7 @@ impl Layout {
             GgmlType::Q5_0 => Some(Layout::Q5_0x8),
             GgmlType::Q6_K => Some(Layout::Q6Kx8),
             GgmlType::Q5_K => Some(Layout::Q5Kx8),
+            GgmlType::IQ4_XS => Some(Layout::IQ4XSx8),
             _ => None,
         }
     }
@@ -65,6 +71,7 @@ impl Layout {
             Layout::Q5_0x8 => 176,
             Layout::Q6Kx8 => 1680,
             Layout::Q5Kx8 => 1440,
+            Layout::IQ4XSx8 => 1104,
         }
     }
 }
@@ -114,6 +121,7 @@ pub fn repack_into(ty: GgmlType, rows: usize, cols: usize, data: &[u8], out: &mu
         GgmlType::Q5_0 => repack_q5_0(as_blocks(data)?, rows, nb, out),
         GgmlType::Q6_K => repack_q6_k(as_blocks(data)?, rows, nb, out),
         GgmlType::Q5_K => repack_q5_k(as_blocks(data)?, rows, nb, out),
+        GgmlType::IQ4_XS => repack_iq4_xs(as_blocks(data)?, rows, nb, out),
         _ => return None,
     }
     Layout::for_type(ty)
@@ -281,6 +289,21 @@ fn repack_q6_k(blocks: &[BlockQ6K], rows: usize, nb: usize, out: &mut [u8]) {
                 for c in 0..8 {
                     let (from, at) = (32 * h + 4 * c, (8 * h + c) * 32 + 4 * r);
                     o.qh[at..at + 4].copy_from_slice(&b.qh[from..from + 4]);
+                }
+            }
+        }
+    })
+}
+
+fn repack_iq4_xs(blocks: &[BlockIQ4XS], rows: usize, nb: usize, out: &mut [u8]) {
+    interleave(blocks, rows, nb, out, |src, o: &mut BlockIQ4XSx8| {
+        for (r, b) in src.iter().enumerate() {
+            o.d[2 * r..2 * r + 2].copy_from_slice(&b.d);
+            for g in 0..8 {
+                o.scales[8 * g + r] = crate::scalar::iq4_xs_scale(b, g) as i8;
+                for c in 0..4 {
+                    let at = 128 * g + 32 * c + 4 * r;
+                    o.qs[at..at + 4].copy_from_slice(&b.qs[16 * g + 4 * c..16 * g + 4 * c + 4]);
                 }
             }
         }

@@ -427,6 +427,7 @@ fn repacked_matmul_matches_rows() {
         GgmlType::Q5_K,
         GgmlType::Q6_K,
         GgmlType::Q8_0,
+        GgmlType::IQ4_XS,
     ]
     .into_iter()
     .flat_map(|t| CASES.map(|c| (t, c)))

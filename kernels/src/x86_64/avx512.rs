@@ -1,7 +1,8 @@
 //! AVX-512 (F, BW, VL) with VNNI: `vpdpbusd` on 256-bit registers (EVEX encoding).
 
 use crate::blocks::{
-    BlockQ4Kx8, BlockQ4_0x8, BlockQ5Kx8, BlockQ5_0x8, BlockQ6Kx8, BlockQ8K, BlockQ8_0S, BlockQ8_0x8,
+    BlockIQ4XSx8, BlockQ4Kx8, BlockQ4_0x8, BlockQ5Kx8, BlockQ5_0x8, BlockQ6Kx8, BlockQ8K, BlockQ8_0S,
+    BlockQ8_0x8,
 };
 use std::arch::x86_64::*;
 
@@ -698,7 +699,8 @@ pub unsafe fn vec_dot_panel32x16x8_q8_0<const OFF: i32>(
 #[repr(C, align(64))]
 #[derive(Clone, Copy)]
 pub struct PanelQ4K {
-    /// `q[8g + c]`: bytes 4c..4c+4 of 32-value group g, row r in lane r, values 0..15.
+    /// `q[8g + c]`: bytes 4c..4c+4 of 32-value group g, row r in lane r, values 0..15
+    /// (Q4_K; 0..31 from Q5_K, the IQ4_XS codebook + 128 from IQ4_XS).
     q: [[u8; 64]; 64],
     /// Group g's scale of each row as i32 lanes.
     sc: [[i32; 16]; 8],
@@ -766,13 +768,58 @@ pub unsafe fn unpack_q5_kx16(xa: &[BlockQ5Kx8], xb: &[BlockQ5Kx8], out: &mut [Pa
     unpack_k16(xa, xb, out)
 }
 
-/// Unpacked Q4_K panels (`unpack_q4_kx16`) against 8 activation rows: the sums of
-/// `vec_dot_q4_kx16x8_q8_k`, lane for lane.
+/// Unpacks blocks of two IQ4_XSx8 groups (16 rows) into Q4_K panels: value v of the codebook
+/// as v + 128 (unsigned, as `vpdpbusd` takes it), the signed group scale as the scale, and
+/// 128 x the scale as the "min" taken off against the group's activation sum, with dmin = d:
+/// d * sc * (v + 128) - d * (128 * sc) = d * sc * v, so the Q4_K panel kernel runs IQ4_XS too.
 ///
 /// # Safety
 /// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn vec_dot_q4_kpanel16x8_q8_k(p: &[PanelQ4K], y: [&[BlockQ8K]; 8]) -> [[f32; 16]; 8] {
+pub unsafe fn unpack_iq4_xsx16(xa: &[BlockIQ4XSx8], xb: &[BlockIQ4XSx8], out: &mut [PanelQ4K]) {
+    let m4 = _mm512_set1_epi8(15);
+    let signed = _mm512_broadcast_i32x4(_mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i));
+    let book = _mm512_xor_si512(signed, _mm512_set1_epi8(-128));
+    for (j, ((a, b), p)) in xa.iter().zip(xb).zip(out.iter_mut()).enumerate() {
+        for g in 0..8 {
+            prefetch_lines(xa, xb, j + 1, 3 * g, 3);
+            // Group g is laid out as a Q4_0x8 block: low nibbles are steps 0..4, high 4..8.
+            for c in 0..4 {
+                let v = join32(a.qs.as_ptr().add(128 * g + 32 * c), b.qs.as_ptr().add(128 * g + 32 * c));
+                let lo = _mm512_shuffle_epi8(book, _mm512_and_si512(v, m4));
+                let hi = _mm512_shuffle_epi8(book, _mm512_and_si512(_mm512_srli_epi16(v, 4), m4));
+                _mm512_storeu_si512(p.q[8 * g + c].as_mut_ptr() as *mut __m512i, lo);
+                _mm512_storeu_si512(p.q[8 * g + 4 + c].as_mut_ptr() as *mut __m512i, hi);
+            }
+            let sc = i8x16_pair(
+                a.scales.as_ptr().add(8 * g) as *const u8,
+                b.scales.as_ptr().add(8 * g) as *const u8,
+            );
+            _mm512_storeu_si512(p.sc[g].as_mut_ptr() as *mut __m512i, sc);
+            // 128 x sc (|.| <= 4096) in both i16 halves of each lane.
+            let m = _mm512_slli_epi32(sc, 7);
+            let pair =
+                _mm512_or_si512(_mm512_and_si512(m, _mm512_set1_epi32(0xFFFF)), _mm512_slli_epi32(m, 16));
+            _mm512_storeu_si512(p.mins[g].as_mut_ptr() as *mut __m512i, pair);
+        }
+        let d = f16x16_pair(&a.d, &b.d);
+        _mm512_storeu_ps(p.d.as_mut_ptr(), d);
+        _mm512_storeu_ps(p.dmin.as_mut_ptr(), d);
+    }
+}
+
+/// Unpacked Q4_K panels (`unpack_q4_kx16`) against 8 activation rows: the sums of
+/// `vec_dot_q4_kx16x8_q8_k`, lane for lane. `SAME_D` (IQ4_XS's panels, whose dmin is d):
+/// the mins' term comes off the integer sum before the one conversion, as the IQ4_XSx8 tile
+/// does.
+///
+/// # Safety
+/// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn vec_dot_q4_kpanel16x8_q8_k<const SAME_D: bool>(
+    p: &[PanelQ4K],
+    y: [&[BlockQ8K]; 8],
+) -> [[f32; 16]; 8] {
     let n = p.len();
     if y.iter().any(|c| c.len() != n) {
         return [[f32::NAN; 16]; 8];
@@ -798,12 +845,6 @@ pub unsafe fn vec_dot_q4_kpanel16x8_q8_k(p: &[PanelQ4K], y: [&[BlockQ8K]; 8]) ->
                 sumi[col] = _mm512_add_epi32(sumi[col], _mm512_mullo_epi32(s32[col], sc));
             }
         }
-        let d = _mm512_loadu_ps(b.d.as_ptr());
-        for col in 0..8 {
-            let dy = _mm512_set1_ps(act[col].d);
-            acc[col] = _mm512_fmadd_ps(_mm512_mul_ps(d, dy), _mm512_cvtepi32_ps(sumi[col]), acc[col]);
-        }
-        // The mins' term, after the scales' (the order of `q4_kx16`).
         let mut summ = [_mm512_setzero_si512(); 8];
         for g in 0..8 {
             let m = _mm512_loadu_si512(b.mins[g].as_ptr() as *const __m512i);
@@ -812,10 +853,19 @@ pub unsafe fn vec_dot_q4_kpanel16x8_q8_k(p: &[PanelQ4K], y: [&[BlockQ8K]; 8]) ->
                 summ[col] = _mm512_dpwssd_epi32(summ[col], m, _mm512_set1_epi32(bs));
             }
         }
-        let dmin = _mm512_loadu_ps(b.dmin.as_ptr());
+        let d = _mm512_loadu_ps(b.d.as_ptr());
         for col in 0..8 {
             let dy = _mm512_set1_ps(act[col].d);
-            acc[col] = _mm512_fnmadd_ps(_mm512_mul_ps(dmin, dy), _mm512_cvtepi32_ps(summ[col]), acc[col]);
+            let si = if SAME_D { _mm512_sub_epi32(sumi[col], summ[col]) } else { sumi[col] };
+            acc[col] = _mm512_fmadd_ps(_mm512_mul_ps(d, dy), _mm512_cvtepi32_ps(si), acc[col]);
+        }
+        if !SAME_D {
+            // The mins' term, after the scales' (the order of `q4_kx16`).
+            let dmin = _mm512_loadu_ps(b.dmin.as_ptr());
+            for col in 0..8 {
+                let dy = _mm512_set1_ps(act[col].d);
+                acc[col] = _mm512_fnmadd_ps(_mm512_mul_ps(dmin, dy), _mm512_cvtepi32_ps(summ[col]), acc[col]);
+            }
         }
     }
     storen(&acc)

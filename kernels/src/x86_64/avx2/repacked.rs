@@ -322,6 +322,103 @@ macro_rules! x86_repacked_kernels {
             q8_0x8_tile!(4, x, y)
         }
 
+        /// IQ4_XSx8 tile: one group of 8 weight rows against `$C` activation rows; lane r of
+        /// every register is row r. Each group of 32 is laid out as a Q4_0x8 block, its
+        /// codebook indices looked up by `vpshufb`. VNNI levels look up the codebook values
+        /// plus 128 (unsigned, as `vpdpbusd` takes them) and start each group's sums at
+        /// -128 x the activations' sum over the group; elsewhere the signed values meet the
+        /// activations by the sign trick (|v| x y with v's sign: 2 x 127 x 127 fits i16) and
+        /// `vpmaddwd` applies the 8 rows' scales at once.
+        ///   sum = d * dy * sum_g (ls_g - 32) * sum(kvalues[q] * qy)
+        macro_rules! iq4_xsx8_tile {
+            ($C:literal, $x:expr, $y:expr) => {
+                'tile: {
+                    let (x, y): (&[BlockIQ4XSx8], [&[BlockQ8K]; $C]) = ($x, $y);
+                    let n = x.len();
+                    if y.iter().any(|c| c.len() != n) {
+                        break 'tile [[f32::NAN; 8]; $C];
+                    }
+                    let m4 = _mm256_set1_epi8(15);
+                    let signed = _mm256_broadcastsi128_si256(_mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i));
+                    // v + 128 as u8 is v with its top bit flipped.
+                    let book = if VNNI { _mm256_xor_si256(signed, _mm256_set1_epi8(-128)) } else { signed };
+                    let mut acc = [_mm256_setzero_ps(); $C];
+                    for j in 0..n {
+                        // The next block (1104 bytes, 18 lines), 3 lines per group (see
+                        // `k_x8_tile!`).
+                        const LINES: usize = std::mem::size_of::<BlockIQ4XSx8>().div_ceil(64);
+                        let ahead = x.as_ptr().wrapping_add(j + 1) as *const i8;
+                        // SAFETY: j < n, the length of x and (checked above) of every y row.
+                        let b = unsafe { x.get_unchecked(j) };
+                        // SAFETY: as above.
+                        let a: [&BlockQ8K; $C] = std::array::from_fn(|col| unsafe { y[col].get_unchecked(j) });
+                        let mut sumi = [_mm256_setzero_si256(); $C];
+                        for g in 0..8 {
+                            for l in 0..3 {
+                                if 3 * g + l < LINES {
+                                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * (3 * g + l)));
+                                }
+                            }
+                            let sc = _mm256_cvtepi8_epi32(_mm_loadl_epi64(b.scales.as_ptr().add(8 * g) as *const __m128i));
+                            // Row r's scale in both i16 halves of lane r (for `vpmaddwd`).
+                            let sc16 = _mm256_blend_epi16(sc, _mm256_slli_epi32(sc, 16), 0xAA);
+                            let mut s: [__m256i; $C] = std::array::from_fn(|col| {
+                                let bs = a[col].bsums[2 * g] as i32 + a[col].bsums[2 * g + 1] as i32;
+                                _mm256_set1_epi32(if VNNI { -128 * bs } else { 0 })
+                            });
+                            for c in 0..4 {
+                                let v = _mm256_loadu_si256(b.qs.as_ptr().add(128 * g + 32 * c) as *const __m256i);
+                                let lo = _mm256_shuffle_epi8(book, _mm256_and_si256(v, m4));
+                                let hi = _mm256_shuffle_epi8(book, _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
+                                for (k, q) in [(c, lo), (4 + c, hi)] {
+                                    let aq = _mm256_sign_epi8(q, q);
+                                    for col in 0..$C {
+                                        let ya = (a[col].qs.as_ptr().add(32 * g + 4 * k) as *const i32).read_unaligned();
+                                        let ya = _mm256_set1_epi32(ya);
+                                        if VNNI {
+                                            s[col] = mul_sum(s[col], q, ya);
+                                        } else {
+                                            let p = _mm256_maddubs_epi16(aq, _mm256_sign_epi8(ya, q));
+                                            sumi[col] = _mm256_add_epi32(sumi[col], _mm256_madd_epi16(p, sc16));
+                                        }
+                                    }
+                                }
+                            }
+                            if VNNI {
+                                for col in 0..$C {
+                                    sumi[col] = _mm256_add_epi32(sumi[col], _mm256_mullo_epi32(s[col], sc));
+                                }
+                            }
+                        }
+                        let d = _mm256_cvtph_ps(_mm_loadu_si128(b.d.as_ptr() as *const __m128i));
+                        for col in 0..$C {
+                            let dy = _mm256_set1_ps(a[col].d);
+                            acc[col] = _mm256_fmadd_ps(_mm256_mul_ps(d, dy), _mm256_cvtepi32_ps(sumi[col]), acc[col]);
+                        }
+                    }
+                    let mut out = [[0f32; 8]; $C];
+                    for col in 0..$C {
+                        _mm256_storeu_ps(out[col].as_mut_ptr(), acc[col]);
+                    }
+                    out
+                }
+            };
+        }
+
+        /// # Safety
+        /// The CPU must have this level's target features (reached only through dispatch).
+        #[target_feature(enable = $feat)]
+        pub unsafe fn vec_dot_iq4_xsx8_q8_k(x: &[BlockIQ4XSx8], y: &[BlockQ8K]) -> [f32; 8] {
+            iq4_xsx8_tile!(1, x, [y])[0]
+        }
+
+        /// # Safety
+        /// The CPU must have this level's target features (reached only through dispatch).
+        #[target_feature(enable = $feat)]
+        pub unsafe fn vec_dot_iq4_xsx8x4_q8_k(x: &[BlockIQ4XSx8], y: [&[BlockQ8K]; 4]) -> [[f32; 8]; 4] {
+            iq4_xsx8_tile!(4, x, y)
+        }
+
         /// Prefetch distance of the interleaved kernels, in blocks.
         const PF: usize = 8;
 
