@@ -385,11 +385,12 @@ macro_rules! wrap_panel {
     }};
 }
 
-/// The panel table entries (Q5_0, Q8_0, Q4_1, Q4_K, Q5_K, Q6_K) of a 256-bit level: its
-/// K-type panels from the shared body of `x86_repacked_kernels!`.
+/// The panel table entries (Q5_0, Q8_0, Q4_1, Q4_K, Q5_K, Q6_K, IQ4_XS) of a 256-bit level:
+/// its K-type panels from the shared body of `x86_repacked_kernels!` (IQ4_XS's where `$vnni`:
+/// its values overflow the i16 pair sums of the level without VNNI).
 #[cfg(target_arch = "x86_64")]
 macro_rules! x86_k_panels {
-    ($m:path) => {{
+    ($m:path, $vnni:expr) => {{
         use $m as k;
         (
             None,
@@ -416,7 +417,17 @@ macro_rules! x86_k_panels {
                 k::unpack_q6_kx8_pair,
                 k::vec_dot_q6_kpanel8x2x8_q8_k
             ),
-            None,
+            if $vnni {
+                wrap_panel!(
+                    BlockIQ4XSx8,
+                    Q8K,
+                    k::PanelQ4K2x8,
+                    k::unpack_iq4_xsx8_pair,
+                    k::vec_dot_iq4_xspanel8x2x8_q8_k
+                )
+            } else {
+                None
+            },
         )
     }};
 }
@@ -817,9 +828,9 @@ fn build(level: Level) -> Kernels {
         }
         // AVX2 and AVX-VNNI: K-type panels of 8-row groups in 256-bit registers.
         #[cfg(target_arch = "x86_64")]
-        Level::Avx2 => x86_k_panels!(crate::x86_64::avx2),
+        Level::Avx2 => x86_k_panels!(crate::x86_64::avx2, false),
         #[cfg(target_arch = "x86_64")]
-        Level::AvxVnni => x86_k_panels!(crate::x86_64::avxvnni),
+        Level::AvxVnni => x86_k_panels!(crate::x86_64::avxvnni, true),
         _ => (None, None, None, None, None, None, None),
     };
     Kernels {

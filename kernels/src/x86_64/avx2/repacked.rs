@@ -701,6 +701,15 @@ macro_rules! x86_repacked_kernels {
             }
         }
 
+        impl Unpack8 for BlockIQ4XSx8 {
+            type Panel = PanelQ4K8;
+            #[inline]
+            #[target_feature(enable = $feat)]
+            unsafe fn unpack_into(&self, p: &mut PanelQ4K8) {
+                unpack_iq4_xs8_one(self, p)
+            }
+        }
+
         impl Unpack8 for BlockQ6Kx8 {
             type Panel = PanelQ6K8;
             #[inline]
@@ -786,6 +795,45 @@ macro_rules! x86_repacked_kernels {
             _mm256_storeu_ps(p.dmin.as_mut_ptr(), _mm256_cvtph_ps(_mm_loadu_si128(b.dmin().as_ptr() as *const __m128i)));
         }
 
+        /// One IQ4_XSx8 group into a Q4_K panel, as avx512's `unpack_iq4_xsx16`: the codebook
+        /// values + 128, the signed scales, 128 x scale as the min, dmin = d. For the VNNI
+        /// levels only: values up to 241 would saturate `vpmaddubsw`'s pair sums.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn unpack_iq4_xs8_one(b: &BlockIQ4XSx8, p: &mut PanelQ4K8) {
+            let (m4, lo16) = (_mm256_set1_epi8(15), _mm256_set1_epi32(0xffff));
+            let signed = _mm256_broadcastsi128_si256(_mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i));
+            let book = _mm256_xor_si256(signed, _mm256_set1_epi8(-128));
+            for g in 0..8 {
+                for c in 0..4 {
+                    let v = _mm256_loadu_si256(b.qs.as_ptr().add(128 * g + 32 * c) as *const __m256i);
+                    let lo = _mm256_shuffle_epi8(book, _mm256_and_si256(v, m4));
+                    let hi = _mm256_shuffle_epi8(book, _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
+                    _mm256_storeu_si256(p.q[8 * g + c].as_mut_ptr() as *mut __m256i, lo);
+                    _mm256_storeu_si256(p.q[8 * g + 4 + c].as_mut_ptr() as *mut __m256i, hi);
+                }
+                let sc = _mm256_cvtepi8_epi32(_mm_loadl_epi64(b.scales.as_ptr().add(8 * g) as *const __m128i));
+                _mm256_storeu_si256(p.sc[g].as_mut_ptr() as *mut __m256i, sc);
+                let pair = _mm256_or_si256(_mm256_and_si256(sc, lo16), _mm256_slli_epi32(sc, 16));
+                _mm256_storeu_si256(p.sc16[g].as_mut_ptr() as *mut __m256i, pair);
+                let m = _mm256_slli_epi32(sc, 7);
+                let pair = _mm256_or_si256(_mm256_and_si256(m, lo16), _mm256_slli_epi32(m, 16));
+                _mm256_storeu_si256(p.mins[g].as_mut_ptr() as *mut __m256i, pair);
+            }
+            let d = _mm256_cvtph_ps(_mm_loadu_si128(b.d.as_ptr() as *const __m128i));
+            _mm256_storeu_ps(p.d.as_mut_ptr(), d);
+            _mm256_storeu_ps(p.dmin.as_mut_ptr(), d);
+        }
+
+        /// Unpacks blocks of two IQ4_XSx8 groups (16 rows) into `out` (VNNI levels only).
+        ///
+        /// # Safety
+        /// The CPU must have this level's target features (reached only through dispatch).
+        #[target_feature(enable = $feat)]
+        pub unsafe fn unpack_iq4_xsx8_pair(xa: &[BlockIQ4XSx8], xb: &[BlockIQ4XSx8], out: &mut [PanelQ4K2x8]) {
+            unpack_pairs(xa, xb, out)
+        }
+
         /// Unpacks blocks of two Q4_Kx8 groups (16 rows) into `out`, one panel pair per block.
         ///
         /// # Safety
@@ -806,10 +854,15 @@ macro_rules! x86_repacked_kernels {
 
         /// One group's panels (`hi`: the second of each pair) against 4 activation rows: the
         /// sums of `k_x8_tile!`, lane for lane; without VNNI, `STEPS` steps per i16 sum (8
-        /// for 4-bit values, 4 for 5-bit: see `k_x8_tile!`).
+        /// for 4-bit values, 4 for 5-bit: see `k_x8_tile!`). `SAME_D` (IQ4_XS, dmin = d): the
+        /// mins' term comes off the integer sum, as `iq4_xsx8_tile!` does.
         #[inline]
         #[target_feature(enable = $feat)]
-        unsafe fn k_panel8x4<const STEPS: usize>(p: &[PanelQ4K2x8], hi: bool, y: [&[BlockQ8K]; 4]) -> [[f32; 8]; 4] {
+        unsafe fn k_panel8x4<const STEPS: usize, const SAME_D: bool>(
+            p: &[PanelQ4K2x8],
+            hi: bool,
+            y: [&[BlockQ8K]; 4],
+        ) -> [[f32; 8]; 4] {
             let mut acc = [_mm256_setzero_ps(); 4];
             for (j, pair) in p.iter().enumerate() {
                 let b = pair.half(hi);
@@ -844,12 +897,6 @@ macro_rules! x86_repacked_kernels {
                         }
                     }
                 }
-                let d = _mm256_loadu_ps(b.d.as_ptr());
-                for col in 0..4 {
-                    let dy = _mm256_set1_ps(act[col].d);
-                    acc[col] = _mm256_fmadd_ps(_mm256_mul_ps(d, dy), _mm256_cvtepi32_ps(sumi[col]), acc[col]);
-                }
-                // The mins' term after the scales' (the order of `k_x8_tile!`).
                 let mut summ = [_mm256_setzero_si256(); 4];
                 for g in 0..8 {
                     let m = _mm256_loadu_si256(b.mins[g].as_ptr() as *const __m256i);
@@ -858,10 +905,19 @@ macro_rules! x86_repacked_kernels {
                         summ[col] = _mm256_add_epi32(summ[col], _mm256_madd_epi16(m, _mm256_set1_epi32(bs)));
                     }
                 }
-                let dmin = _mm256_loadu_ps(b.dmin.as_ptr());
+                let d = _mm256_loadu_ps(b.d.as_ptr());
                 for col in 0..4 {
                     let dy = _mm256_set1_ps(act[col].d);
-                    acc[col] = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, dy), _mm256_cvtepi32_ps(summ[col]), acc[col]);
+                    let si = if SAME_D { _mm256_sub_epi32(sumi[col], summ[col]) } else { sumi[col] };
+                    acc[col] = _mm256_fmadd_ps(_mm256_mul_ps(d, dy), _mm256_cvtepi32_ps(si), acc[col]);
+                }
+                if !SAME_D {
+                    // The mins' term after the scales' (the order of `k_x8_tile!`).
+                    let dmin = _mm256_loadu_ps(b.dmin.as_ptr());
+                    for col in 0..4 {
+                        let dy = _mm256_set1_ps(act[col].d);
+                        acc[col] = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, dy), _mm256_cvtepi32_ps(summ[col]), acc[col]);
+                    }
                 }
             }
             let mut out = [[0f32; 8]; 4];
@@ -878,7 +934,21 @@ macro_rules! x86_repacked_kernels {
         #[target_feature(enable = $feat)]
         pub unsafe fn vec_dot_q4_kpanel8x2x8_q8_k(p: &[PanelQ4K2x8], y: [&[BlockQ8K]; 8]) -> [[f32; 16]; 8] {
             // SAFETY: this function's target features are k_panel8x4's.
-            panel16x8(p, y, |p, hi, c| unsafe { k_panel8x4::<8>(p, hi, c) })
+            panel16x8(p, y, |p, hi, c| unsafe { k_panel8x4::<8, false>(p, hi, c) })
+        }
+
+        /// IQ4_XS panel pairs (`unpack_iq4_xsx8_pair`) against 8 activation rows: 16 rows x 8.
+        /// VNNI levels only (NaN elsewhere: see `unpack_iq4_xs8_one`).
+        ///
+        /// # Safety
+        /// The CPU must have this level's target features (reached only through dispatch).
+        #[target_feature(enable = $feat)]
+        pub unsafe fn vec_dot_iq4_xspanel8x2x8_q8_k(p: &[PanelQ4K2x8], y: [&[BlockQ8K]; 8]) -> [[f32; 16]; 8] {
+            if !VNNI {
+                return [[f32::NAN; 16]; 8];
+            }
+            // SAFETY: this function's target features are k_panel8x4's.
+            panel16x8(p, y, |p, hi, c| unsafe { k_panel8x4::<8, true>(p, hi, c) })
         }
 
         /// Q5_K panel pairs (`unpack_q5_kx8_pair`) against 8 activation rows: 16 rows x 8.
@@ -888,7 +958,7 @@ macro_rules! x86_repacked_kernels {
         #[target_feature(enable = $feat)]
         pub unsafe fn vec_dot_q5_kpanel8x2x8_q8_k(p: &[PanelQ4K2x8], y: [&[BlockQ8K]; 8]) -> [[f32; 16]; 8] {
             // SAFETY: this function's target features are k_panel8x4's.
-            panel16x8(p, y, |p, hi, c| unsafe { k_panel8x4::<4>(p, hi, c) })
+            panel16x8(p, y, |p, hi, c| unsafe { k_panel8x4::<4, false>(p, hi, c) })
         }
 
         /// One group of 8 Q6_K rows of a 256-column block, unpacked once for a prefill batch
