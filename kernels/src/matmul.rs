@@ -30,13 +30,6 @@ use crate::KernelError;
 fn rows_per_task(rows: usize, threads: usize) -> usize {
     (rows / (4 * threads.max(1)) / 16 * 16).clamp(16, 256)
 }
-/// Weight rows per slice of a row-layout prefill: about 24 KiB of weights (half of a
-/// typical L1 data cache), 4 to 64 rows, a multiple of 4 (the tiles' height). Without
-/// slices every activation row streamed the task's whole share of the matrix from L2.
-fn slice_rows(row_bytes: usize) -> usize {
-    ((24 << 10) / row_bytes.max(1)).clamp(4, 64) / 4 * 4
-}
-
 // Tasks of interleaved matrices hold whole groups.
 const _: () = assert!(16 % GROUP == 0);
 
@@ -325,50 +318,44 @@ pub fn matmul_multi(
             }
             return;
         }
-        // Rows layout. Prefill runs the task's rows in slices that stay in the L1 cache
-        // while every activation row passes them (`slice_rows`); decode is one pass.
-        let step = if n == 1 { r1 - r0 } else { slice_rows(w.row_bytes()) };
-        for s0 in (r0..r1).step_by(step.max(1)) {
-            let s1 = (s0 + step).min(r1);
-            // 4x2 tiles (four weight rows, two activation rows) where they fit.
-            let mut i0 = 0;
-            if let (Some(tile), true) = (tiles[j], n >= 2) {
-                while i0 + 2 <= n {
-                    let a2 = [a.row(i0, cols), a.row(i0 + 1, cols)];
-                    let mut r = s0;
-                    while r + 4 <= s1 {
-                        let v = tile([w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)], a2);
-                        for (c, vc) in v.iter().enumerate() {
-                            for (d, &x) in vc.iter().enumerate() {
-                                write(i0 + c, r + d, x);
-                            }
-                        }
-                        r += 4;
-                    }
-                    for rr in r..s1 {
-                        for c in 0..2 {
-                            write(i0 + c, rr, dot(w.row(rr), a2[c]));
+        // Prefill: 4x2 tiles (four weight rows, two activation rows) where they fit.
+        let mut i0 = 0;
+        if let (Some(tile), true) = (tiles[j], n >= 2) {
+            while i0 + 2 <= n {
+                let a2 = [a.row(i0, cols), a.row(i0 + 1, cols)];
+                let mut r = r0;
+                while r + 4 <= r1 {
+                    let v = tile([w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)], a2);
+                    for (c, vc) in v.iter().enumerate() {
+                        for (d, &x) in vc.iter().enumerate() {
+                            write(i0 + c, r + d, x);
                         }
                     }
-                    i0 += 2;
+                    r += 4;
+                }
+                for rr in r..r1 {
+                    for c in 0..2 {
+                        write(i0 + c, rr, dot(w.row(rr), a2[c]));
+                    }
+                }
+                i0 += 2;
+            }
+        }
+        for i in i0..n {
+            let ai: ActRef = if n == 1 { a } else { a.row(i, cols) };
+            let mut r = r0;
+            if let Some(dot4) = dots4[j] {
+                while r + 4 <= r1 {
+                    let v = dot4([w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)], ai);
+                    for (d, v) in v.into_iter().enumerate() {
+                        write(i, r + d, v);
+                    }
+                    r += 4;
                 }
             }
-            for i in i0..n {
-                let ai: ActRef = if n == 1 { a } else { a.row(i, cols) };
-                let mut r = s0;
-                if let Some(dot4) = dots4[j] {
-                    while r + 4 <= s1 {
-                        let v = dot4([w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)], ai);
-                        for (d, v) in v.into_iter().enumerate() {
-                            write(i, r + d, v);
-                        }
-                        r += 4;
-                    }
-                }
-                while r < s1 {
-                    write(i, r, dot(w.row(r), ai));
-                    r += 1;
-                }
+            while r < r1 {
+                write(i, r, dot(w.row(r), ai));
+                r += 1;
             }
         }
     });

@@ -502,49 +502,6 @@ fn repacked_matmul_matches_rows() {
     eprintln!("{checked} repacked comparisons");
 }
 
-/// Row-layout prefill runs each task's rows in slices that fit the L1 cache (4 to 64 rows
-/// of about 24 KiB): with 4096-wide rows (slices of 4 F16 rows up to 24 Q2_K rows, and a
-/// last short slice) every product of a batch equals the scalar reference's, one activation
-/// row at a time, at every level. Q4_0 (repacked at the x86 levels) keeps its row layout
-/// here, as at the levels without interleaved kernels.
-#[test]
-fn row_slices_match_scalar() {
-    let scalar = Kernels::for_level(Level::Scalar).unwrap();
-    let mut rng = Rng(0x511c_e5);
-    let mut buf = ActBuf::new();
-    let mut checked = 0;
-    for ty in [GgmlType::F16, GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q5_1, GgmlType::IQ4_NL, GgmlType::Q4_0] {
-        let (rows, cols) = (46, 4096);
-        let w = weights(ty, rows * cols / ty.block_size(), Case::Random, &mut rng);
-        let m = Matrix::new(ty, rows, cols, &w).unwrap();
-        for k in levels() {
-            for n in [2usize, 5] {
-                let x = activation(n * cols, &mut rng);
-                let (mut want, mut got) = (vec![0f32; n * rows], vec![0f32; n * rows]);
-                for i in 0..n {
-                    let (xi, yi) = (&x[i * cols..(i + 1) * cols], &mut want[i * rows..(i + 1) * rows]);
-                    matmul(scalar, &m, xi, 1, yi, &mut buf).unwrap();
-                }
-                matmul(k, &m, &x, n, &mut got, &mut buf).unwrap();
-                let a = buf.quantize(ActType::for_weight(ty).unwrap(), &x);
-                for i in 0..n {
-                    for r in 0..rows {
-                        let tol = 1e-5 * abs_terms(ty, m.row(r), a.row(i, cols));
-                        let (g, w) = (got[i * rows + r], want[i * rows + r]);
-                        assert!(
-                            ((g - w) as f64).abs() <= tol.max(1e-30),
-                            "{} {ty} n={n} act row {i} weight row {r}: {g} vs scalar {w} (tol {tol})",
-                            k.name
-                        );
-                        checked += 1;
-                    }
-                }
-            }
-        }
-    }
-    eprintln!("{checked} sliced comparisons");
-}
-
 /// A long input is quantized in parallel: the blocks equal the serial quantizers' output.
 #[test]
 fn parallel_activation_quantization_equals_serial() {
