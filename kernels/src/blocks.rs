@@ -174,6 +174,13 @@ block!(
     BlockQ6Kx8, 256, 1680, { d: [u8; 16], scales: [u8; 128], ql: [u8; 1024], qh: [u8; 512] });
 
 block!(
+    /// Q3_K blocks of 8 consecutive rows at one block column, interleaved at load (see
+    /// `repack`): the 8 d, the signed group scales sc - 32 (index 8 * group + row, as
+    /// `BlockQ6Kx8`), qs[256h + 32c + 4r..+4] = bytes 32h + 4c..+4 of row r's qs, and
+    /// hmask[32c + 4r..+4] = bytes 4c..4c+4 of row r's hmask.
+    BlockQ3Kx8, 256, 912, { d: [u8; 16], scales: [u8; 128], qs: [u8; 512], hmask: [u8; 256] });
+
+block!(
     /// IQ4_XS blocks of 8 consecutive rows at one block column, interleaved at load (see
     /// `repack`): the 8 d, the signed group scales ls - 32 (index 8 * group + row), then
     /// qs[128g + 32c + 4r..+4] = bytes 16g + 4c..+4 of row r's qs (group g's codebook indices:

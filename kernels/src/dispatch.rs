@@ -468,6 +468,7 @@ macro_rules! x86_x8 {
             wrap_x8!(k::vec_dot_q6_kx8_q8_k, k::vec_dot_q6_kx8x4_q8_k, BlockQ6Kx8, Q8K),
             wrap_x8!(k::vec_dot_q5_kx8_q8_k, k::vec_dot_q5_kx8x4_q8_k, BlockQ5Kx8, Q8K),
             wrap_x8!(k::vec_dot_iq4_xsx8_q8_k, k::vec_dot_iq4_xsx8x4_q8_k, BlockIQ4XSx8, Q8K),
+            wrap_x8!(k::vec_dot_q3_kx8_q8_k, k::vec_dot_q3_kx8x4_q8_k, BlockQ3Kx8, Q8K),
         )
     }};
 }
@@ -530,6 +531,7 @@ pub struct Kernels {
     q6_kx8: Option<(Dot8Fn, Dot8x4Fn)>,
     q5_kx8: Option<(Dot8Fn, Dot8x4Fn)>,
     iq4_xsx8: Option<(Dot8Fn, Dot8x4Fn)>,
+    q3_kx8: Option<(Dot8Fn, Dot8x4Fn)>,
     /// 16-row Q4_0x8 and Q4_Kx8 prefill kernels (the avx512 level).
     q4_0x16: Option<Dot16x4Fn>,
     q4_kx16: Option<Dot16x4Fn>,
@@ -688,6 +690,7 @@ fn build_neon(dotprod: bool) -> Kernels {
         q6_kx8: None,
         q5_kx8: None,
         iq4_xsx8: None,
+        q3_kx8: None,
         q4_0x16: None,
         q4_kx16: None,
         q8_0x16: None,
@@ -744,14 +747,14 @@ fn build(level: Level) -> Kernels {
         Level::Avx512 => with(scalar_dots(), x86_table!(crate::x86_64::avx512)),
         _ => scalar_dots(),
     };
-    let (q4_0x8, q4_kx8, q8_0x8, q4_1x8, q5_0x8, q6_kx8, q5_kx8, iq4_xsx8) = match level {
+    let (q4_0x8, q4_kx8, q8_0x8, q4_1x8, q5_0x8, q6_kx8, q5_kx8, iq4_xsx8, q3_kx8) = match level {
         #[cfg(target_arch = "x86_64")]
         Level::Avx2 => x86_x8!(crate::x86_64::avx2),
         #[cfg(target_arch = "x86_64")]
         Level::AvxVnni => x86_x8!(crate::x86_64::avxvnni),
         #[cfg(target_arch = "x86_64")]
         Level::Avx512 => x86_x8!(crate::x86_64::avx512),
-        _ => (None, None, None, None, None, None, None, None),
+        _ => (None, None, None, None, None, None, None, None, None),
     };
     let (q4_0x16, q4_kx16, q8_0x16, q5_0x16, q6_kx16) = match level {
         #[cfg(target_arch = "x86_64")]
@@ -847,6 +850,7 @@ fn build(level: Level) -> Kernels {
         q6_kx8,
         q5_kx8,
         iq4_xsx8,
+        q3_kx8,
         q4_0x16,
         q4_kx16,
         q8_0x16,
@@ -980,6 +984,7 @@ impl Kernels {
             Layout::Q6Kx8 => self.q6_kx8,
             Layout::Q5Kx8 => self.q5_kx8,
             Layout::IQ4XSx8 => self.iq4_xsx8,
+            Layout::Q3Kx8 => self.q3_kx8,
             Layout::Rows => None,
         }
     }

@@ -13,11 +13,13 @@
 //! Q4_Kx8, with qh interleaved 4 bytes per row (1440 bytes per 8 blocks instead of 1408).
 //! `IQ4XSx8`: IQ4_XS's codebook indices interleaved as Q4_0x8's per group of 32, with each
 //! row's 6-bit group scales unpacked to signed bytes (1104 bytes per 8 blocks instead of 1088).
+//! `Q3Kx8`: Q3_K's qs and hmask interleaved 4 bytes per row, the 6-bit scales unpacked to
+//! signed bytes (912 bytes per 8 blocks instead of 880).
 
 use crate::blocks::{
-    as_blocks, as_bytes, Block, BlockIQ4XS, BlockIQ4XSx8, BlockQ4K, BlockQ4Kx8, BlockQ4_0, BlockQ4_0x8,
-    BlockQ4_1, BlockQ4_1x8, BlockQ5K, BlockQ5Kx8, BlockQ5_0, BlockQ5_0x8, BlockQ6K, BlockQ6Kx8, BlockQ8_0,
-    BlockQ8_0x8,
+    as_blocks, as_bytes, Block, BlockIQ4XS, BlockIQ4XSx8, BlockQ3K, BlockQ3Kx8, BlockQ4K, BlockQ4Kx8,
+    BlockQ4_0, BlockQ4_0x8, BlockQ4_1, BlockQ4_1x8, BlockQ5K, BlockQ5Kx8, BlockQ5_0, BlockQ5_0x8, BlockQ6K,
+    BlockQ6Kx8, BlockQ8_0, BlockQ8_0x8,
 };
 use crate::types::GgmlType;
 
@@ -42,6 +44,8 @@ pub enum Layout {
     Q5Kx8,
     /// IQ4_XS in groups of 8 rows, `BlockIQ4XSx8`.
     IQ4XSx8,
+    /// Q3_K in groups of 8 rows, `BlockQ3Kx8`.
+    Q3Kx8,
 }
 
 impl Layout {
@@ -56,6 +60,7 @@ impl Layout {
             GgmlType::Q6_K => Some(Layout::Q6Kx8),
             GgmlType::Q5_K => Some(Layout::Q5Kx8),
             GgmlType::IQ4_XS => Some(Layout::IQ4XSx8),
+            GgmlType::Q3_K => Some(Layout::Q3Kx8),
             _ => None,
         }
     }
@@ -72,6 +77,7 @@ impl Layout {
             Layout::Q6Kx8 => 1680,
             Layout::Q5Kx8 => 1440,
             Layout::IQ4XSx8 => 1104,
+            Layout::Q3Kx8 => 912,
         }
     }
 }
@@ -122,6 +128,7 @@ pub fn repack_into(ty: GgmlType, rows: usize, cols: usize, data: &[u8], out: &mu
         GgmlType::Q6_K => repack_q6_k(as_blocks(data)?, rows, nb, out),
         GgmlType::Q5_K => repack_q5_k(as_blocks(data)?, rows, nb, out),
         GgmlType::IQ4_XS => repack_iq4_xs(as_blocks(data)?, rows, nb, out),
+        GgmlType::Q3_K => repack_q3_k(as_blocks(data)?, rows, nb, out),
         _ => return None,
     }
     Layout::for_type(ty)
@@ -290,6 +297,24 @@ fn repack_q6_k(blocks: &[BlockQ6K], rows: usize, nb: usize, out: &mut [u8]) {
                     let (from, at) = (32 * h + 4 * c, (8 * h + c) * 32 + 4 * r);
                     o.qh[at..at + 4].copy_from_slice(&b.qh[from..from + 4]);
                 }
+            }
+        }
+    })
+}
+
+fn repack_q3_k(blocks: &[BlockQ3K], rows: usize, nb: usize, out: &mut [u8]) {
+    interleave(blocks, rows, nb, out, |src, o: &mut BlockQ3Kx8| {
+        for (r, b) in src.iter().enumerate() {
+            o.d[2 * r..2 * r + 2].copy_from_slice(&b.d);
+            for (g, &sc) in crate::scalar::q3_k_scales(&b.scales).iter().enumerate() {
+                o.scales[8 * g + r] = sc as u8;
+            }
+            for c in 0..8 {
+                for h in 0..2 {
+                    let at = 256 * h + 32 * c + 4 * r;
+                    o.qs[at..at + 4].copy_from_slice(&b.qs[32 * h + 4 * c..32 * h + 4 * c + 4]);
+                }
+                o.hmask[32 * c + 4 * r..32 * c + 4 * r + 4].copy_from_slice(&b.hmask[4 * c..4 * c + 4]);
             }
         }
     })

@@ -322,6 +322,122 @@ macro_rules! x86_repacked_kernels {
             q8_0x8_tile!(4, x, y)
         }
 
+        /// Q3_Kx8 tile: one group of 8 weight rows against `$C` activation rows; lane r of
+        /// every register is row r. Each step (h, c) gives weights 128h + 32k + 4c..+4 of the
+        /// 8 rows for k = 0..4 (`q3_kx8_values`, 0..7: the -4 offset apart), each summed into
+        /// its group of 16 (g = 8h + 2k + c / 4), which starts at -4 x its activation sum: in
+        /// i32 with `vpdpbusd` on the VNNI levels (the scale by `vpmulld`), elsewhere in the
+        /// low i16 of each lane (|sum| <= 4 x 2032 + 4 x 2 x 7 x 127 < 2^15) widened by the
+        /// scale's `vpmaddwd`.
+        ///   sum = d * dy * sum_g sc_g * sum((q - 4) * qy)
+        macro_rules! q3_kx8_tile {
+            ($C:literal, $x:expr, $y:expr) => {
+                'tile: {
+                    let (x, y): (&[BlockQ3Kx8], [&[BlockQ8K]; $C]) = ($x, $y);
+                    let n = x.len();
+                    if y.iter().any(|c| c.len() != n) {
+                        break 'tile [[f32::NAN; 8]; $C];
+                    }
+                    let lo16 = _mm256_set1_epi32(0xffff);
+                    let mut acc = [_mm256_setzero_ps(); $C];
+                    for j in 0..n {
+                        // The next block (912 bytes, 15 lines), one line per step.
+                        const LINES: usize = std::mem::size_of::<BlockQ3Kx8>().div_ceil(64);
+                        let ahead = x.as_ptr().wrapping_add(j + 1) as *const i8;
+                        // SAFETY: j < n, the length of x and (checked above) of every y row.
+                        let b = unsafe { x.get_unchecked(j) };
+                        // SAFETY: as above.
+                        let a: [&BlockQ8K; $C] = std::array::from_fn(|col| unsafe { y[col].get_unchecked(j) });
+                        let mut sumi = [_mm256_setzero_si256(); $C];
+                        for h in 0..2 {
+                            for half in 0..2 {
+                                let mut s: [[__m256i; 4]; $C] = std::array::from_fn(|col| {
+                                    std::array::from_fn(|k| {
+                                        let o = -4 * a[col].bsums[8 * h + 2 * k + half] as i32;
+                                        _mm256_set1_epi32(if VNNI { o } else { o & 0xffff })
+                                    })
+                                });
+                                for t in 0..4 {
+                                    let c = 4 * half + t;
+                                    if 8 * h + 4 * half + t < LINES {
+                                        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * (8 * h + 4 * half + t)));
+                                    }
+                                    let q = q3_kx8_values(b, h, c);
+                                    for col in 0..$C {
+                                        let p = a[col].qs.as_ptr().add(128 * h + 4 * c);
+                                        for k in 0..4 {
+                                            let ya = _mm256_set1_epi32((p.add(32 * k) as *const i32).read_unaligned());
+                                            s[col][k] = if VNNI {
+                                                mul_sum(s[col][k], q[k], ya)
+                                            } else {
+                                                _mm256_add_epi16(s[col][k], _mm256_maddubs_epi16(q[k], ya))
+                                            };
+                                        }
+                                    }
+                                }
+                                for k in 0..4 {
+                                    let sc = i8x8_to_i32(b.scales.as_ptr().add(8 * (8 * h + 2 * k + half)));
+                                    for col in 0..$C {
+                                        let v = if VNNI {
+                                            _mm256_mullo_epi32(s[col][k], sc)
+                                        } else {
+                                            let sc16 = _mm256_or_si256(_mm256_and_si256(sc, lo16), _mm256_slli_epi32(sc, 16));
+                                            _mm256_madd_epi16(s[col][k], sc16)
+                                        };
+                                        sumi[col] = _mm256_add_epi32(sumi[col], v);
+                                    }
+                                }
+                            }
+                        }
+                        let d = _mm256_cvtph_ps(_mm_loadu_si128(b.d.as_ptr() as *const __m128i));
+                        for col in 0..$C {
+                            let dy = _mm256_set1_ps(a[col].d);
+                            acc[col] = _mm256_fmadd_ps(_mm256_mul_ps(d, dy), _mm256_cvtepi32_ps(sumi[col]), acc[col]);
+                        }
+                    }
+                    let mut out = [[0f32; 8]; $C];
+                    for col in 0..$C {
+                        _mm256_storeu_ps(out[col].as_mut_ptr(), acc[col]);
+                    }
+                    out
+                }
+            };
+        }
+
+        /// Step (h, c) of a Q3_Kx8 block: weights 128h + 32k + 4c..+4 of each row for k = 0..4,
+        /// bits 2k, 2k+1 of the qs bytes plus bit 4h + k of the hmask bytes at bit 2 (16-bit
+        /// shifts: bits crossing bytes fall outside the masks).
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn q3_kx8_values(b: &BlockQ3Kx8, h: usize, c: usize) -> [__m256i; 4] {
+            let v = _mm256_loadu_si256(b.qs.as_ptr().add(256 * h + 32 * c) as *const __m256i);
+            let hm = _mm256_loadu_si256(b.hmask.as_ptr().add(32 * c) as *const __m256i);
+            std::array::from_fn(|k| {
+                let lo = _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(2 * k as i32)), _mm256_set1_epi8(3));
+                let bit = (4 * h + k) as i32;
+                let hb = if bit >= 2 {
+                    _mm256_srl_epi16(hm, _mm_cvtsi32_si128(bit - 2))
+                } else {
+                    _mm256_sll_epi16(hm, _mm_cvtsi32_si128(2 - bit))
+                };
+                _mm256_or_si256(lo, _mm256_and_si256(hb, _mm256_set1_epi8(4)))
+            })
+        }
+
+        /// # Safety
+        /// The CPU must have this level's target features (reached only through dispatch).
+        #[target_feature(enable = $feat)]
+        pub unsafe fn vec_dot_q3_kx8_q8_k(x: &[BlockQ3Kx8], y: &[BlockQ8K]) -> [f32; 8] {
+            q3_kx8_tile!(1, x, [y])[0]
+        }
+
+        /// # Safety
+        /// The CPU must have this level's target features (reached only through dispatch).
+        #[target_feature(enable = $feat)]
+        pub unsafe fn vec_dot_q3_kx8x4_q8_k(x: &[BlockQ3Kx8], y: [&[BlockQ8K]; 4]) -> [[f32; 8]; 4] {
+            q3_kx8_tile!(4, x, y)
+        }
+
         /// IQ4_XSx8 tile: one group of 8 weight rows against `$C` activation rows; lane r of
         /// every register is row r. Each group of 32 is laid out as a Q4_0x8 block, its
         /// codebook indices looked up by `vpshufb`. VNNI levels look up the codebook values
