@@ -428,6 +428,13 @@ macro_rules! x86_k_panels {
             } else {
                 None
             },
+            wrap_panel!(
+                BlockQ3Kx8,
+                Q8K,
+                k::PanelQ6K2x8,
+                k::unpack_q3_kx8_pair,
+                k::vec_dot_q6_kpanel8x2x8_q8_k
+            ),
         )
     }};
 }
@@ -551,6 +558,7 @@ pub struct Kernels {
     q4_k_panel: Option<Panel16Fns>,
     q6_k_panel: Option<Panel16Fns>,
     iq4_xs_panel: Option<Panel16Fns>,
+    q3_k_panel: Option<Panel16Fns>,
 }
 
 fn scalar_dots() -> Vec<(GgmlType, DotFn)> {
@@ -707,6 +715,7 @@ fn build_neon(dotprod: bool) -> Kernels {
         q4_k_panel: None,
         q6_k_panel: None,
         iq4_xs_panel: None,
+        q3_k_panel: None,
     }
 }
 
@@ -785,57 +794,77 @@ fn build(level: Level) -> Kernels {
     };
     // No Q4_0 panel: its nibbles unpack in two operations, and in the model its panel
     // matched the 16-row tile at 512 tokens and lost 5-8% at 64 (alternated runs).
-    let (q5_0_panel, q8_0_panel, q4_1_panel, q4_k_panel, q5_k_panel, q6_k_panel, iq4_xs_panel) = match level {
-        #[cfg(target_arch = "x86_64")]
-        Level::Avx512 => {
-            use crate::x86_64::avx512 as k;
-            (
-                wrap_panel!(
-                    BlockQ5_0x8,
-                    Q8_0S,
-                    k::Panel32,
-                    k::unpack_q5_0x16,
-                    k::vec_dot_panel32x16x8_q8_0::<16>
-                ),
-                wrap_panel!(
-                    BlockQ8_0x8,
-                    Q8_0S,
-                    k::Panel32,
-                    k::unpack_q8_0x16,
-                    k::vec_dot_panel32x16x8_q8_0::<128>
-                ),
-                wrap_panel!(BlockQ4_1x8, Q8_1, k::Panel32M, k::unpack_q4_1x16, k::vec_dot_q4_1panel16x8_q8_1),
-                wrap_panel!(
-                    BlockQ4Kx8,
-                    Q8K,
-                    k::PanelQ4K,
-                    k::unpack_q4_kx16,
-                    k::vec_dot_q4_kpanel16x8_q8_k::<false>
-                ),
-                wrap_panel!(
-                    BlockQ5Kx8,
-                    Q8K,
-                    k::PanelQ4K,
-                    k::unpack_q5_kx16,
-                    k::vec_dot_q4_kpanel16x8_q8_k::<false>
-                ),
-                wrap_panel!(BlockQ6Kx8, Q8K, k::PanelQ6K, k::unpack_q6_kx16, k::vec_dot_q6_kpanel16x8_q8_k),
-                wrap_panel!(
-                    BlockIQ4XSx8,
-                    Q8K,
-                    k::PanelQ4K,
-                    k::unpack_iq4_xsx16,
-                    k::vec_dot_q4_kpanel16x8_q8_k::<true>
-                ),
-            )
-        }
-        // AVX2 and AVX-VNNI: K-type panels of 8-row groups in 256-bit registers.
-        #[cfg(target_arch = "x86_64")]
-        Level::Avx2 => x86_k_panels!(crate::x86_64::avx2, false),
-        #[cfg(target_arch = "x86_64")]
-        Level::AvxVnni => x86_k_panels!(crate::x86_64::avxvnni, true),
-        _ => (None, None, None, None, None, None, None),
-    };
+    let (q5_0_panel, q8_0_panel, q4_1_panel, q4_k_panel, q5_k_panel, q6_k_panel, iq4_xs_panel, q3_k_panel) =
+        match level {
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx512 => {
+                use crate::x86_64::avx512 as k;
+                (
+                    wrap_panel!(
+                        BlockQ5_0x8,
+                        Q8_0S,
+                        k::Panel32,
+                        k::unpack_q5_0x16,
+                        k::vec_dot_panel32x16x8_q8_0::<16>
+                    ),
+                    wrap_panel!(
+                        BlockQ8_0x8,
+                        Q8_0S,
+                        k::Panel32,
+                        k::unpack_q8_0x16,
+                        k::vec_dot_panel32x16x8_q8_0::<128>
+                    ),
+                    wrap_panel!(
+                        BlockQ4_1x8,
+                        Q8_1,
+                        k::Panel32M,
+                        k::unpack_q4_1x16,
+                        k::vec_dot_q4_1panel16x8_q8_1
+                    ),
+                    wrap_panel!(
+                        BlockQ4Kx8,
+                        Q8K,
+                        k::PanelQ4K,
+                        k::unpack_q4_kx16,
+                        k::vec_dot_q4_kpanel16x8_q8_k::<false>
+                    ),
+                    wrap_panel!(
+                        BlockQ5Kx8,
+                        Q8K,
+                        k::PanelQ4K,
+                        k::unpack_q5_kx16,
+                        k::vec_dot_q4_kpanel16x8_q8_k::<false>
+                    ),
+                    wrap_panel!(
+                        BlockQ6Kx8,
+                        Q8K,
+                        k::PanelQ6K,
+                        k::unpack_q6_kx16,
+                        k::vec_dot_q6_kpanel16x8_q8_k
+                    ),
+                    wrap_panel!(
+                        BlockIQ4XSx8,
+                        Q8K,
+                        k::PanelQ4K,
+                        k::unpack_iq4_xsx16,
+                        k::vec_dot_q4_kpanel16x8_q8_k::<true>
+                    ),
+                    wrap_panel!(
+                        BlockQ3Kx8,
+                        Q8K,
+                        k::PanelQ6K,
+                        k::unpack_q3_kx16,
+                        k::vec_dot_q6_kpanel16x8_q8_k
+                    ),
+                )
+            }
+            // AVX2 and AVX-VNNI: K-type panels of 8-row groups in 256-bit registers.
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx2 => x86_k_panels!(crate::x86_64::avx2, false),
+            #[cfg(target_arch = "x86_64")]
+            Level::AvxVnni => x86_k_panels!(crate::x86_64::avxvnni, true),
+            _ => (None, None, None, None, None, None, None, None),
+        };
     Kernels {
         level,
         name: level.name(),
@@ -867,6 +896,7 @@ fn build(level: Level) -> Kernels {
         q4_k_panel,
         q6_k_panel,
         iq4_xs_panel,
+        q3_k_panel,
     }
 }
 
@@ -959,6 +989,7 @@ impl Kernels {
             Layout::Q5Kx8 => self.q5_k_panel,
             Layout::Q6Kx8 => self.q6_k_panel,
             Layout::IQ4XSx8 => self.iq4_xs_panel,
+            Layout::Q3Kx8 => self.q3_k_panel,
             _ => None,
         }
     }

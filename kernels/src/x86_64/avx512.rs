@@ -1,8 +1,8 @@
 //! AVX-512 (F, BW, VL) with VNNI: `vpdpbusd` on 256-bit registers (EVEX encoding).
 
 use crate::blocks::{
-    BlockIQ4XSx8, BlockQ4Kx8, BlockQ4_0x8, BlockQ5Kx8, BlockQ5_0x8, BlockQ6Kx8, BlockQ8K, BlockQ8_0S,
-    BlockQ8_0x8,
+    BlockIQ4XSx8, BlockQ3Kx8, BlockQ4Kx8, BlockQ4_0x8, BlockQ5Kx8, BlockQ5_0x8, BlockQ6Kx8, BlockQ8K,
+    BlockQ8_0S, BlockQ8_0x8,
 };
 use std::arch::x86_64::*;
 
@@ -891,21 +891,57 @@ pub struct PanelQ6K {
 
 const _: () = assert!(std::mem::size_of::<PanelQ6K>() == 5696);
 
-/// Unpacks blocks of two Q6_Kx8 groups (16 rows) into `out`, one panel per block.
-///
-/// # Safety
-/// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
+/// `Group16` (the 256-bit levels' trait for Q6_K and Q3_K, from `x86_repacked_kernels!`)
+/// with the values of two groups (16 rows) at step (h, c) in 512-bit registers: the types
+/// whose 16-row panel is `PanelQ6K`.
+trait Group16x16: Group16 {
+    unsafe fn values16(a: &Self, b: &Self, h: usize, c: usize) -> [__m512i; 4];
+}
+
+impl Group16x16 for BlockQ6Kx8 {
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn values16(a: &Self, b: &Self, h: usize, c: usize) -> [__m512i; 4] {
+        // The same values as `vec_dot_q6_kx16x4_q8_k`'s `q`.
+        q6_kx16_values(a, b, h, c)
+    }
+}
+
+impl Group16x16 for BlockQ3Kx8 {
+    /// Bits 2k, 2k+1 of the qs bytes plus bit 4h + k of the hmask bytes at bit 2 (as
+    /// `q3_kx8_values`).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn values16(a: &Self, b: &Self, h: usize, c: usize) -> [__m512i; 4] {
+        let v = join32(a.qs.as_ptr().add(256 * h + 32 * c), b.qs.as_ptr().add(256 * h + 32 * c));
+        let hm = join32(a.hmask.as_ptr().add(32 * c), b.hmask.as_ptr().add(32 * c));
+        std::array::from_fn(|k| {
+            let lo =
+                _mm512_and_si512(_mm512_srl_epi16(v, _mm_cvtsi32_si128(2 * k as i32)), _mm512_set1_epi8(3));
+            let bit = (4 * h + k) as i32;
+            let hb = if bit >= 2 {
+                _mm512_srl_epi16(hm, _mm_cvtsi32_si128(bit - 2))
+            } else {
+                _mm512_sll_epi16(hm, _mm_cvtsi32_si128(2 - bit))
+            };
+            _mm512_or_si512(lo, _mm512_and_si512(hb, _mm512_set1_epi8(4)))
+        })
+    }
+}
+
+/// Blocks of two groups (16 rows) of a `Group16x16` type into `out`, one panel per block: the
+/// values, the scales as i32 lanes, OFF x the scales of groups 2m, 2m + 1 as i16 pairs.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn unpack_q6_kx16(xa: &[BlockQ6Kx8], xb: &[BlockQ6Kx8], out: &mut [PanelQ6K]) {
+unsafe fn unpack_g16<B: Group16x16>(xa: &[B], xb: &[B], out: &mut [PanelQ6K]) {
+    let lines = std::mem::size_of::<B>().div_ceil(64).div_ceil(16);
     for (j, ((a, b), p)) in xa.iter().zip(xb).zip(out.iter_mut()).enumerate() {
         for h in 0..2 {
             for half in 0..2 {
                 for t in 0..4 {
-                    prefetch_lines(xa, xb, j + 1, 2 * (8 * h + 4 * half + t), 2);
-                    // The same values as `vec_dot_q6_kx16x4_q8_k`'s `q`.
+                    prefetch_lines(xa, xb, j + 1, lines * (8 * h + 4 * half + t), lines);
                     let c = 4 * half + t;
-                    let q = q6_kx16_values(a, b, h, c);
-                    for (k, q) in q.into_iter().enumerate() {
+                    for (k, q) in B::values16(a, b, h, c).into_iter().enumerate() {
                         let g = 8 * h + 2 * k + half;
                         _mm512_storeu_si512(p.q[4 * g + t].as_mut_ptr() as *mut __m512i, q);
                     }
@@ -914,17 +950,36 @@ pub unsafe fn unpack_q6_kx16(xa: &[BlockQ6Kx8], xb: &[BlockQ6Kx8], out: &mut [Pa
         }
         let mut sc = [_mm512_setzero_si512(); 16];
         for (g, s) in sc.iter_mut().enumerate() {
-            *s = i8x16_pair(a.scales.as_ptr().add(8 * g), b.scales.as_ptr().add(8 * g));
+            *s = i8x16_pair(a.scales().as_ptr().add(8 * g), b.scales().as_ptr().add(8 * g));
             _mm512_storeu_si512(p.sc[g].as_mut_ptr() as *mut __m512i, *s);
         }
-        let m32 = _mm512_set1_epi32(-32);
+        let off = _mm512_set1_epi32(B::OFF);
         for m in 0..8 {
-            let lo = _mm512_and_si512(_mm512_mullo_epi32(sc[2 * m], m32), _mm512_set1_epi32(0xffff));
-            let hi = _mm512_slli_epi32(_mm512_mullo_epi32(sc[2 * m + 1], m32), 16);
+            let lo = _mm512_and_si512(_mm512_mullo_epi32(sc[2 * m], off), _mm512_set1_epi32(0xffff));
+            let hi = _mm512_slli_epi32(_mm512_mullo_epi32(sc[2 * m + 1], off), 16);
             _mm512_storeu_si512(p.offs[m].as_mut_ptr() as *mut __m512i, _mm512_or_si512(lo, hi));
         }
-        _mm512_storeu_ps(p.d.as_mut_ptr(), f16x16_pair(&a.d, &b.d));
+        _mm512_storeu_ps(p.d.as_mut_ptr(), f16x16_pair(a.d(), b.d()));
     }
+}
+
+/// Unpacks blocks of two Q6_Kx8 groups (16 rows) into `out`, one panel per block.
+///
+/// # Safety
+/// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn unpack_q6_kx16(xa: &[BlockQ6Kx8], xb: &[BlockQ6Kx8], out: &mut [PanelQ6K]) {
+    unpack_g16(xa, xb, out)
+}
+
+/// Unpacks blocks of two Q3_Kx8 groups (16 rows) into Q6_K panels (values 0..7, offset -4):
+/// the Q6_K panel kernel runs Q3_K.
+///
+/// # Safety
+/// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn unpack_q3_kx16(xa: &[BlockQ3Kx8], xb: &[BlockQ3Kx8], out: &mut [PanelQ6K]) {
+    unpack_g16(xa, xb, out)
 }
 
 /// Unpacked Q6_K panels (`unpack_q6_kx16`) against 8 activation rows: the sums of

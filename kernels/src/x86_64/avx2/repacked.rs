@@ -831,7 +831,16 @@ macro_rules! x86_repacked_kernels {
             #[inline]
             #[target_feature(enable = $feat)]
             unsafe fn unpack_into(&self, p: &mut PanelQ6K8) {
-                unpack_q6_kx8_one(self, p)
+                unpack_g16_one(self, p)
+            }
+        }
+
+        impl Unpack8 for BlockQ3Kx8 {
+            type Panel = PanelQ6K8;
+            #[inline]
+            #[target_feature(enable = $feat)]
+            unsafe fn unpack_into(&self, p: &mut PanelQ6K8) {
+                unpack_g16_one(self, p)
             }
         }
 
@@ -1112,17 +1121,57 @@ macro_rules! x86_repacked_kernels {
             ]
         }
 
+        /// The interleaved K types of groups of 16 whose panel is `PanelQ6K8`: unsigned values
+        /// at step (h, c) (weights 128h + 32k + 4c..+4 for k = 0..4) with an offset, signed
+        /// scales.
+        trait Group16 {
+            /// The values' offset: -32 for Q6_K (0..63), -4 for Q3_K (0..7).
+            const OFF: i32;
+            unsafe fn values(&self, h: usize, c: usize) -> [__m256i; 4];
+            fn scales(&self) -> &[u8; 128];
+            fn d(&self) -> &[u8; 16];
+        }
+
+        impl Group16 for BlockQ6Kx8 {
+            const OFF: i32 = -32;
+            #[inline]
+            #[target_feature(enable = $feat)]
+            unsafe fn values(&self, h: usize, c: usize) -> [__m256i; 4] {
+                // The values of `q6_kx8_tile!`'s step (h, c).
+                q6_kx8_values(self, h, c)
+            }
+            fn scales(&self) -> &[u8; 128] {
+                &self.scales
+            }
+            fn d(&self) -> &[u8; 16] {
+                &self.d
+            }
+        }
+
+        impl Group16 for BlockQ3Kx8 {
+            const OFF: i32 = -4;
+            #[inline]
+            #[target_feature(enable = $feat)]
+            unsafe fn values(&self, h: usize, c: usize) -> [__m256i; 4] {
+                q3_kx8_values(self, h, c)
+            }
+            fn scales(&self) -> &[u8; 128] {
+                &self.scales
+            }
+            fn d(&self) -> &[u8; 16] {
+                &self.d
+            }
+        }
+
         #[inline]
         #[target_feature(enable = $feat)]
-        unsafe fn unpack_q6_kx8_one(b: &BlockQ6Kx8, p: &mut PanelQ6K8) {
+        unsafe fn unpack_g16_one<B: Group16>(b: &B, p: &mut PanelQ6K8) {
             let lo16 = _mm256_set1_epi32(0xffff);
             for h in 0..2 {
                 for half in 0..2 {
                     for t in 0..4 {
-                        // The values of `q6_kx8_tile!`'s step (h, c).
                         let c = 4 * half + t;
-                        let q = q6_kx8_values(b, h, c);
-                        for (k, q) in q.into_iter().enumerate() {
+                        for (k, q) in b.values(h, c).into_iter().enumerate() {
                             let g = 8 * h + 2 * k + half;
                             _mm256_storeu_si256(p.q[4 * g + t].as_mut_ptr() as *mut __m256i, q);
                         }
@@ -1131,18 +1180,28 @@ macro_rules! x86_repacked_kernels {
             }
             let mut sc = [_mm256_setzero_si256(); 16];
             for (g, s) in sc.iter_mut().enumerate() {
-                *s = i8x8_to_i32(b.scales.as_ptr().add(8 * g));
+                *s = i8x8_to_i32(b.scales().as_ptr().add(8 * g));
                 _mm256_storeu_si256(p.sc[g].as_mut_ptr() as *mut __m256i, *s);
                 let pair = _mm256_or_si256(_mm256_and_si256(*s, lo16), _mm256_slli_epi32(*s, 16));
                 _mm256_storeu_si256(p.sc16[g].as_mut_ptr() as *mut __m256i, pair);
             }
-            let m32 = _mm256_set1_epi32(-32);
+            let off = _mm256_set1_epi32(B::OFF);
             for m in 0..8 {
-                let lo = _mm256_and_si256(_mm256_mullo_epi32(sc[2 * m], m32), lo16);
-                let hi = _mm256_slli_epi32(_mm256_mullo_epi32(sc[2 * m + 1], m32), 16);
+                let lo = _mm256_and_si256(_mm256_mullo_epi32(sc[2 * m], off), lo16);
+                let hi = _mm256_slli_epi32(_mm256_mullo_epi32(sc[2 * m + 1], off), 16);
                 _mm256_storeu_si256(p.offs[m].as_mut_ptr() as *mut __m256i, _mm256_or_si256(lo, hi));
             }
-            _mm256_storeu_ps(p.d.as_mut_ptr(), _mm256_cvtph_ps(_mm_loadu_si128(b.d.as_ptr() as *const __m128i)));
+            _mm256_storeu_ps(p.d.as_mut_ptr(), _mm256_cvtph_ps(_mm_loadu_si128(b.d().as_ptr() as *const __m128i)));
+        }
+
+        /// Unpacks blocks of two Q3_Kx8 groups (16 rows) into Q6_K panel pairs (values 0..7,
+        /// offset -4): the Q6_K panel kernel runs Q3_K.
+        ///
+        /// # Safety
+        /// The CPU must have this level's target features (reached only through dispatch).
+        #[target_feature(enable = $feat)]
+        pub unsafe fn unpack_q3_kx8_pair(xa: &[BlockQ3Kx8], xb: &[BlockQ3Kx8], out: &mut [PanelQ6K2x8]) {
+            unpack_pairs(xa, xb, out)
         }
 
         /// Unpacks blocks of two Q6_Kx8 groups (16 rows) into `out`, one panel pair per block.
