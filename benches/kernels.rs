@@ -16,10 +16,11 @@ use common::{prepared, random_weights};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ferrite::kernels::{matmul, vec_dot, ActBuf, ActType, GgmlType, Kernels, Matrix};
 
-const TYPES: [GgmlType; 7] = [
+const TYPES: [GgmlType; 8] = [
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q8_0,
+    GgmlType::Q3_K,
     GgmlType::Q4_K,
     GgmlType::Q5_K,
     GgmlType::Q6_K,
