@@ -174,6 +174,12 @@ block!(
     BlockQ6Kx8, 256, 1680, { d: [u8; 16], scales: [u8; 128], ql: [u8; 1024], qh: [u8; 512] });
 
 block!(
+    /// Q2_K blocks of 8 consecutive rows at one block column, interleaved at load (see
+    /// `repack`): the 8 d, the 8 dmin, the scale bytes (sc | m << 4, index 8 * group + row),
+    /// and qs[256h + 32c + 4r..+4] = bytes 32h + 4c..+4 of row r's qs (as `BlockQ3Kx8`).
+    BlockQ2Kx8, 256, 672, { d: [u8; 16], dmin: [u8; 16], scales: [u8; 128], qs: [u8; 512] });
+
+block!(
     /// Q3_K blocks of 8 consecutive rows at one block column, interleaved at load (see
     /// `repack`): the 8 d, the signed group scales sc - 32 (index 8 * group + row, as
     /// `BlockQ6Kx8`), qs[256h + 32c + 4r..+4] = bytes 32h + 4c..+4 of row r's qs, and

@@ -435,6 +435,13 @@ macro_rules! x86_k_panels {
                 k::unpack_q3_kx8_pair,
                 k::vec_dot_q6_kpanel8x2x8_q8_k
             ),
+            wrap_panel!(
+                BlockQ2Kx8,
+                Q8K,
+                k::PanelQ6K2x8,
+                k::unpack_q2_kx8_pair,
+                k::vec_dot_q2_kpanel8x2x8_q8_k
+            ),
         )
     }};
 }
@@ -476,6 +483,7 @@ macro_rules! x86_x8 {
             wrap_x8!(k::vec_dot_q5_kx8_q8_k, k::vec_dot_q5_kx8x4_q8_k, BlockQ5Kx8, Q8K),
             wrap_x8!(k::vec_dot_iq4_xsx8_q8_k, k::vec_dot_iq4_xsx8x4_q8_k, BlockIQ4XSx8, Q8K),
             wrap_x8!(k::vec_dot_q3_kx8_q8_k, k::vec_dot_q3_kx8x4_q8_k, BlockQ3Kx8, Q8K),
+            wrap_x8!(k::vec_dot_q2_kx8_q8_k, k::vec_dot_q2_kx8x4_q8_k, BlockQ2Kx8, Q8K),
         )
     }};
 }
@@ -539,6 +547,7 @@ pub struct Kernels {
     q5_kx8: Option<(Dot8Fn, Dot8x4Fn)>,
     iq4_xsx8: Option<(Dot8Fn, Dot8x4Fn)>,
     q3_kx8: Option<(Dot8Fn, Dot8x4Fn)>,
+    q2_kx8: Option<(Dot8Fn, Dot8x4Fn)>,
     /// 16-row Q4_0x8 and Q4_Kx8 prefill kernels (the avx512 level).
     q4_0x16: Option<Dot16x4Fn>,
     q4_kx16: Option<Dot16x4Fn>,
@@ -559,6 +568,7 @@ pub struct Kernels {
     q6_k_panel: Option<Panel16Fns>,
     iq4_xs_panel: Option<Panel16Fns>,
     q3_k_panel: Option<Panel16Fns>,
+    q2_k_panel: Option<Panel16Fns>,
 }
 
 fn scalar_dots() -> Vec<(GgmlType, DotFn)> {
@@ -699,6 +709,7 @@ fn build_neon(dotprod: bool) -> Kernels {
         q5_kx8: None,
         iq4_xsx8: None,
         q3_kx8: None,
+        q2_kx8: None,
         q4_0x16: None,
         q4_kx16: None,
         q8_0x16: None,
@@ -716,6 +727,7 @@ fn build_neon(dotprod: bool) -> Kernels {
         q6_k_panel: None,
         iq4_xs_panel: None,
         q3_k_panel: None,
+        q2_k_panel: None,
     }
 }
 
@@ -756,14 +768,14 @@ fn build(level: Level) -> Kernels {
         Level::Avx512 => with(scalar_dots(), x86_table!(crate::x86_64::avx512)),
         _ => scalar_dots(),
     };
-    let (q4_0x8, q4_kx8, q8_0x8, q4_1x8, q5_0x8, q6_kx8, q5_kx8, iq4_xsx8, q3_kx8) = match level {
+    let (q4_0x8, q4_kx8, q8_0x8, q4_1x8, q5_0x8, q6_kx8, q5_kx8, iq4_xsx8, q3_kx8, q2_kx8) = match level {
         #[cfg(target_arch = "x86_64")]
         Level::Avx2 => x86_x8!(crate::x86_64::avx2),
         #[cfg(target_arch = "x86_64")]
         Level::AvxVnni => x86_x8!(crate::x86_64::avxvnni),
         #[cfg(target_arch = "x86_64")]
         Level::Avx512 => x86_x8!(crate::x86_64::avx512),
-        _ => (None, None, None, None, None, None, None, None, None),
+        _ => (None, None, None, None, None, None, None, None, None, None),
     };
     let (q4_0x16, q4_kx16, q8_0x16, q5_0x16, q6_kx16) = match level {
         #[cfg(target_arch = "x86_64")]
@@ -794,77 +806,87 @@ fn build(level: Level) -> Kernels {
     };
     // No Q4_0 panel: its nibbles unpack in two operations, and in the model its panel
     // matched the 16-row tile at 512 tokens and lost 5-8% at 64 (alternated runs).
-    let (q5_0_panel, q8_0_panel, q4_1_panel, q4_k_panel, q5_k_panel, q6_k_panel, iq4_xs_panel, q3_k_panel) =
-        match level {
-            #[cfg(target_arch = "x86_64")]
-            Level::Avx512 => {
-                use crate::x86_64::avx512 as k;
-                (
-                    wrap_panel!(
-                        BlockQ5_0x8,
-                        Q8_0S,
-                        k::Panel32,
-                        k::unpack_q5_0x16,
-                        k::vec_dot_panel32x16x8_q8_0::<16>
-                    ),
-                    wrap_panel!(
-                        BlockQ8_0x8,
-                        Q8_0S,
-                        k::Panel32,
-                        k::unpack_q8_0x16,
-                        k::vec_dot_panel32x16x8_q8_0::<128>
-                    ),
-                    wrap_panel!(
-                        BlockQ4_1x8,
-                        Q8_1,
-                        k::Panel32M,
-                        k::unpack_q4_1x16,
-                        k::vec_dot_q4_1panel16x8_q8_1
-                    ),
-                    wrap_panel!(
-                        BlockQ4Kx8,
-                        Q8K,
-                        k::PanelQ4K,
-                        k::unpack_q4_kx16,
-                        k::vec_dot_q4_kpanel16x8_q8_k::<false>
-                    ),
-                    wrap_panel!(
-                        BlockQ5Kx8,
-                        Q8K,
-                        k::PanelQ4K,
-                        k::unpack_q5_kx16,
-                        k::vec_dot_q4_kpanel16x8_q8_k::<false>
-                    ),
-                    wrap_panel!(
-                        BlockQ6Kx8,
-                        Q8K,
-                        k::PanelQ6K,
-                        k::unpack_q6_kx16,
-                        k::vec_dot_q6_kpanel16x8_q8_k
-                    ),
-                    wrap_panel!(
-                        BlockIQ4XSx8,
-                        Q8K,
-                        k::PanelQ4K,
-                        k::unpack_iq4_xsx16,
-                        k::vec_dot_q4_kpanel16x8_q8_k::<true>
-                    ),
-                    wrap_panel!(
-                        BlockQ3Kx8,
-                        Q8K,
-                        k::PanelQ6K,
-                        k::unpack_q3_kx16,
-                        k::vec_dot_q6_kpanel16x8_q8_k
-                    ),
-                )
-            }
-            // AVX2 and AVX-VNNI: K-type panels of 8-row groups in 256-bit registers.
-            #[cfg(target_arch = "x86_64")]
-            Level::Avx2 => x86_k_panels!(crate::x86_64::avx2, false),
-            #[cfg(target_arch = "x86_64")]
-            Level::AvxVnni => x86_k_panels!(crate::x86_64::avxvnni, true),
-            _ => (None, None, None, None, None, None, None, None),
-        };
+    let (
+        q5_0_panel,
+        q8_0_panel,
+        q4_1_panel,
+        q4_k_panel,
+        q5_k_panel,
+        q6_k_panel,
+        iq4_xs_panel,
+        q3_k_panel,
+        q2_k_panel,
+    ) = match level {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => {
+            use crate::x86_64::avx512 as k;
+            (
+                wrap_panel!(
+                    BlockQ5_0x8,
+                    Q8_0S,
+                    k::Panel32,
+                    k::unpack_q5_0x16,
+                    k::vec_dot_panel32x16x8_q8_0::<16>
+                ),
+                wrap_panel!(
+                    BlockQ8_0x8,
+                    Q8_0S,
+                    k::Panel32,
+                    k::unpack_q8_0x16,
+                    k::vec_dot_panel32x16x8_q8_0::<128>
+                ),
+                wrap_panel!(BlockQ4_1x8, Q8_1, k::Panel32M, k::unpack_q4_1x16, k::vec_dot_q4_1panel16x8_q8_1),
+                wrap_panel!(
+                    BlockQ4Kx8,
+                    Q8K,
+                    k::PanelQ4K,
+                    k::unpack_q4_kx16,
+                    k::vec_dot_q4_kpanel16x8_q8_k::<false>
+                ),
+                wrap_panel!(
+                    BlockQ5Kx8,
+                    Q8K,
+                    k::PanelQ4K,
+                    k::unpack_q5_kx16,
+                    k::vec_dot_q4_kpanel16x8_q8_k::<false>
+                ),
+                wrap_panel!(
+                    BlockQ6Kx8,
+                    Q8K,
+                    k::PanelQ6K,
+                    k::unpack_q6_kx16,
+                    k::vec_dot_q6_kpanel16x8_q8_k::<false>
+                ),
+                wrap_panel!(
+                    BlockIQ4XSx8,
+                    Q8K,
+                    k::PanelQ4K,
+                    k::unpack_iq4_xsx16,
+                    k::vec_dot_q4_kpanel16x8_q8_k::<true>
+                ),
+                wrap_panel!(
+                    BlockQ3Kx8,
+                    Q8K,
+                    k::PanelQ6K,
+                    k::unpack_q3_kx16,
+                    k::vec_dot_q6_kpanel16x8_q8_k::<false>
+                ),
+                wrap_panel!(
+                    BlockQ2Kx8,
+                    Q8K,
+                    k::PanelQ6K,
+                    k::unpack_q2_kx16,
+                    k::vec_dot_q6_kpanel16x8_q8_k::<true>
+                ),
+            )
+        }
+        // AVX2 and AVX-VNNI: K-type panels of 8-row groups in 256-bit registers.
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => x86_k_panels!(crate::x86_64::avx2, false),
+        #[cfg(target_arch = "x86_64")]
+        Level::AvxVnni => x86_k_panels!(crate::x86_64::avxvnni, true),
+        _ => (None, None, None, None, None, None, None, None, None),
+    };
     Kernels {
         level,
         name: level.name(),
@@ -880,6 +902,7 @@ fn build(level: Level) -> Kernels {
         q5_kx8,
         iq4_xsx8,
         q3_kx8,
+        q2_kx8,
         q4_0x16,
         q4_kx16,
         q8_0x16,
@@ -897,6 +920,7 @@ fn build(level: Level) -> Kernels {
         q6_k_panel,
         iq4_xs_panel,
         q3_k_panel,
+        q2_k_panel,
     }
 }
 
@@ -990,6 +1014,7 @@ impl Kernels {
             Layout::Q6Kx8 => self.q6_k_panel,
             Layout::IQ4XSx8 => self.iq4_xs_panel,
             Layout::Q3Kx8 => self.q3_k_panel,
+            Layout::Q2Kx8 => self.q2_k_panel,
             _ => None,
         }
     }
@@ -1016,6 +1041,7 @@ impl Kernels {
             Layout::Q5Kx8 => self.q5_kx8,
             Layout::IQ4XSx8 => self.iq4_xsx8,
             Layout::Q3Kx8 => self.q3_kx8,
+            Layout::Q2Kx8 => self.q2_kx8,
             Layout::Rows => None,
         }
     }

@@ -13,13 +13,14 @@
 //! Q4_Kx8, with qh interleaved 4 bytes per row (1440 bytes per 8 blocks instead of 1408).
 //! `IQ4XSx8`: IQ4_XS's codebook indices interleaved as Q4_0x8's per group of 32, with each
 //! row's 6-bit group scales unpacked to signed bytes (1104 bytes per 8 blocks instead of 1088).
+//! `Q2Kx8`: Q2_K's qs as Q3Kx8's, scale bytes by group and row (same size).
 //! `Q3Kx8`: Q3_K's qs and hmask interleaved 4 bytes per row, the 6-bit scales unpacked to
 //! signed bytes (912 bytes per 8 blocks instead of 880).
 
 use crate::blocks::{
-    as_blocks, as_bytes, Block, BlockIQ4XS, BlockIQ4XSx8, BlockQ3K, BlockQ3Kx8, BlockQ4K, BlockQ4Kx8,
-    BlockQ4_0, BlockQ4_0x8, BlockQ4_1, BlockQ4_1x8, BlockQ5K, BlockQ5Kx8, BlockQ5_0, BlockQ5_0x8, BlockQ6K,
-    BlockQ6Kx8, BlockQ8_0, BlockQ8_0x8,
+    as_blocks, as_bytes, Block, BlockIQ4XS, BlockIQ4XSx8, BlockQ2K, BlockQ2Kx8, BlockQ3K, BlockQ3Kx8,
+    BlockQ4K, BlockQ4Kx8, BlockQ4_0, BlockQ4_0x8, BlockQ4_1, BlockQ4_1x8, BlockQ5K, BlockQ5Kx8, BlockQ5_0,
+    BlockQ5_0x8, BlockQ6K, BlockQ6Kx8, BlockQ8_0, BlockQ8_0x8,
 };
 use crate::types::GgmlType;
 
@@ -46,6 +47,8 @@ pub enum Layout {
     IQ4XSx8,
     /// Q3_K in groups of 8 rows, `BlockQ3Kx8`.
     Q3Kx8,
+    /// Q2_K in groups of 8 rows, `BlockQ2Kx8`.
+    Q2Kx8,
 }
 
 impl Layout {
@@ -61,6 +64,7 @@ impl Layout {
             GgmlType::Q5_K => Some(Layout::Q5Kx8),
             GgmlType::IQ4_XS => Some(Layout::IQ4XSx8),
             GgmlType::Q3_K => Some(Layout::Q3Kx8),
+            GgmlType::Q2_K => Some(Layout::Q2Kx8),
             _ => None,
         }
     }
@@ -78,6 +82,7 @@ impl Layout {
             Layout::Q5Kx8 => 1440,
             Layout::IQ4XSx8 => 1104,
             Layout::Q3Kx8 => 912,
+            Layout::Q2Kx8 => 672,
         }
     }
 }
@@ -129,6 +134,7 @@ pub fn repack_into(ty: GgmlType, rows: usize, cols: usize, data: &[u8], out: &mu
         GgmlType::Q5_K => repack_q5_k(as_blocks(data)?, rows, nb, out),
         GgmlType::IQ4_XS => repack_iq4_xs(as_blocks(data)?, rows, nb, out),
         GgmlType::Q3_K => repack_q3_k(as_blocks(data)?, rows, nb, out),
+        GgmlType::Q2_K => repack_q2_k(as_blocks(data)?, rows, nb, out),
         _ => return None,
     }
     Layout::for_type(ty)
@@ -296,6 +302,24 @@ fn repack_q6_k(blocks: &[BlockQ6K], rows: usize, nb: usize, out: &mut [u8]) {
                 for c in 0..8 {
                     let (from, at) = (32 * h + 4 * c, (8 * h + c) * 32 + 4 * r);
                     o.qh[at..at + 4].copy_from_slice(&b.qh[from..from + 4]);
+                }
+            }
+        }
+    })
+}
+
+fn repack_q2_k(blocks: &[BlockQ2K], rows: usize, nb: usize, out: &mut [u8]) {
+    interleave(blocks, rows, nb, out, |src, o: &mut BlockQ2Kx8| {
+        for (r, b) in src.iter().enumerate() {
+            o.d[2 * r..2 * r + 2].copy_from_slice(&b.d);
+            o.dmin[2 * r..2 * r + 2].copy_from_slice(&b.dmin);
+            for (g, &sc) in b.scales.iter().enumerate() {
+                o.scales[8 * g + r] = sc;
+            }
+            for c in 0..8 {
+                for h in 0..2 {
+                    let at = 256 * h + 32 * c + 4 * r;
+                    o.qs[at..at + 4].copy_from_slice(&b.qs[32 * h + 4 * c..32 * h + 4 * c + 4]);
                 }
             }
         }

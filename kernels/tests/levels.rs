@@ -429,6 +429,7 @@ fn repacked_matmul_matches_rows() {
         GgmlType::Q8_0,
         GgmlType::IQ4_XS,
         GgmlType::Q3_K,
+        GgmlType::Q2_K,
     ]
     .into_iter()
     .flat_map(|t| CASES.map(|c| (t, c)))

@@ -1,8 +1,8 @@
 //! AVX-512 (F, BW, VL) with VNNI: `vpdpbusd` on 256-bit registers (EVEX encoding).
 
 use crate::blocks::{
-    BlockIQ4XSx8, BlockQ3Kx8, BlockQ4Kx8, BlockQ4_0x8, BlockQ5Kx8, BlockQ5_0x8, BlockQ6Kx8, BlockQ8K,
-    BlockQ8_0S, BlockQ8_0x8,
+    BlockIQ4XSx8, BlockQ2Kx8, BlockQ3Kx8, BlockQ4Kx8, BlockQ4_0x8, BlockQ5Kx8, BlockQ5_0x8, BlockQ6Kx8,
+    BlockQ8K, BlockQ8_0S, BlockQ8_0x8,
 };
 use std::arch::x86_64::*;
 
@@ -885,11 +885,13 @@ pub struct PanelQ6K {
     sc: [[i32; 16]; 16],
     /// -32 x the scales of groups 2m and 2m + 1 as an i16 pair per row, so that one
     /// `vpdpwssd` against the activation's (bsum_2m, bsum_2m+1) takes the offsets off.
+    /// (Q3_K: -4 x the scales; Q2_K: the mins, scaled apart by dmin.)
     offs: [[i16; 32]; 8],
     d: [f32; 16],
+    dmin: [f32; 16],
 }
 
-const _: () = assert!(std::mem::size_of::<PanelQ6K>() == 5696);
+const _: () = assert!(std::mem::size_of::<PanelQ6K>() == 5760);
 
 /// `Group16` (the 256-bit levels' trait for Q6_K and Q3_K, from `x86_repacked_kernels!`)
 /// with the values of two groups (16 rows) at step (h, c) in 512-bit registers: the types
@@ -904,6 +906,18 @@ impl Group16x16 for BlockQ6Kx8 {
     unsafe fn values16(a: &Self, b: &Self, h: usize, c: usize) -> [__m512i; 4] {
         // The same values as `vec_dot_q6_kx16x4_q8_k`'s `q`.
         q6_kx16_values(a, b, h, c)
+    }
+}
+
+impl Group16x16 for BlockQ2Kx8 {
+    /// Bits 2k, 2k+1 of the qs bytes (as `q2_kx8_values`).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn values16(a: &Self, b: &Self, h: usize, c: usize) -> [__m512i; 4] {
+        let v = join32(a.qs.as_ptr().add(256 * h + 32 * c), b.qs.as_ptr().add(256 * h + 32 * c));
+        std::array::from_fn(|k| {
+            _mm512_and_si512(_mm512_srl_epi16(v, _mm_cvtsi32_si128(2 * k as i32)), _mm512_set1_epi8(3))
+        })
     }
 }
 
@@ -948,18 +962,28 @@ unsafe fn unpack_g16<B: Group16x16>(xa: &[B], xb: &[B], out: &mut [PanelQ6K]) {
                 }
             }
         }
-        let mut sc = [_mm512_setzero_si512(); 16];
-        for (g, s) in sc.iter_mut().enumerate() {
-            *s = i8x16_pair(a.scales().as_ptr().add(8 * g), b.scales().as_ptr().add(8 * g));
-            _mm512_storeu_si512(p.sc[g].as_mut_ptr() as *mut __m512i, *s);
+        // Each group's scales and the multipliers of its activation sum (see `g16_scales`).
+        let mut off = [_mm512_setzero_si512(); 16];
+        for (g, o) in off.iter_mut().enumerate() {
+            let (pa, pb) = (a.scales().as_ptr().add(8 * g), b.scales().as_ptr().add(8 * g));
+            let sc = if B::MINS {
+                let raw = u8x16_pair(pa, pb);
+                *o = _mm512_srli_epi32(raw, 4);
+                _mm512_and_si512(raw, _mm512_set1_epi32(15))
+            } else {
+                let sc = i8x16_pair(pa, pb);
+                *o = _mm512_mullo_epi32(sc, _mm512_set1_epi32(B::OFF));
+                sc
+            };
+            _mm512_storeu_si512(p.sc[g].as_mut_ptr() as *mut __m512i, sc);
         }
-        let off = _mm512_set1_epi32(B::OFF);
         for m in 0..8 {
-            let lo = _mm512_and_si512(_mm512_mullo_epi32(sc[2 * m], off), _mm512_set1_epi32(0xffff));
-            let hi = _mm512_slli_epi32(_mm512_mullo_epi32(sc[2 * m + 1], off), 16);
+            let lo = _mm512_and_si512(off[2 * m], _mm512_set1_epi32(0xffff));
+            let hi = _mm512_slli_epi32(off[2 * m + 1], 16);
             _mm512_storeu_si512(p.offs[m].as_mut_ptr() as *mut __m512i, _mm512_or_si512(lo, hi));
         }
         _mm512_storeu_ps(p.d.as_mut_ptr(), f16x16_pair(a.d(), b.d()));
+        _mm512_storeu_ps(p.dmin.as_mut_ptr(), f16x16_pair(a.dmin(), b.dmin()));
     }
 }
 
@@ -982,13 +1006,26 @@ pub unsafe fn unpack_q3_kx16(xa: &[BlockQ3Kx8], xb: &[BlockQ3Kx8], out: &mut [Pa
     unpack_g16(xa, xb, out)
 }
 
+/// Unpacks blocks of two Q2_Kx8 groups (16 rows) into Q6_K panels (values 0..3, the mins in
+/// `offs`, dmin apart): `vec_dot_q6_kpanel16x8_q8_k::<true>` runs Q2_K.
+///
+/// # Safety
+/// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn unpack_q2_kx16(xa: &[BlockQ2Kx8], xb: &[BlockQ2Kx8], out: &mut [PanelQ6K]) {
+    unpack_g16(xa, xb, out)
+}
+
 /// Unpacked Q6_K panels (`unpack_q6_kx16`) against 8 activation rows: the sums of
 /// `vec_dot_q6_kx16x4_q8_k`, lane for lane, with each weight register a single load.
 ///
 /// # Safety
 /// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn vec_dot_q6_kpanel16x8_q8_k(p: &[PanelQ6K], y: [&[BlockQ8K]; 8]) -> [[f32; 16]; 8] {
+pub unsafe fn vec_dot_q6_kpanel16x8_q8_k<const MINS: bool>(
+    p: &[PanelQ6K],
+    y: [&[BlockQ8K]; 8],
+) -> [[f32; 16]; 8] {
     let n = p.len();
     if y.iter().any(|c| c.len() != n) {
         return [[f32::NAN; 16]; 8];
@@ -1016,17 +1053,27 @@ pub unsafe fn vec_dot_q6_kpanel16x8_q8_k(p: &[PanelQ6K], y: [&[BlockQ8K]; 8]) ->
                 sumi[col] = _mm512_add_epi32(sumi[col], _mm512_mullo_epi32(s32[col], sc));
             }
         }
+        // The offsets into the integer sum, or (MINS, Q2_K) the mins apart.
+        let mut summ = [_mm512_setzero_si512(); 8];
         for m in 0..8 {
             let o = _mm512_loadu_si512(b.offs[m].as_ptr() as *const __m512i);
             for col in 0..8 {
                 let bs = (act[col].bsums.as_ptr().add(2 * m) as *const i32).read_unaligned();
-                sumi[col] = _mm512_dpwssd_epi32(sumi[col], o, _mm512_set1_epi32(bs));
+                let t = if MINS { &mut summ[col] } else { &mut sumi[col] };
+                *t = _mm512_dpwssd_epi32(*t, o, _mm512_set1_epi32(bs));
             }
         }
         let d = _mm512_loadu_ps(b.d.as_ptr());
         for col in 0..8 {
             let dy = _mm512_set1_ps(act[col].d);
             acc[col] = _mm512_fmadd_ps(_mm512_mul_ps(d, dy), _mm512_cvtepi32_ps(sumi[col]), acc[col]);
+        }
+        if MINS {
+            let dmin = _mm512_loadu_ps(b.dmin.as_ptr());
+            for col in 0..8 {
+                let dy = _mm512_set1_ps(act[col].d);
+                acc[col] = _mm512_fnmadd_ps(_mm512_mul_ps(dmin, dy), _mm512_cvtepi32_ps(summ[col]), acc[col]);
+            }
         }
     }
     storen(&acc)

@@ -322,18 +322,20 @@ macro_rules! x86_repacked_kernels {
             q8_0x8_tile!(4, x, y)
         }
 
-        /// Q3_Kx8 tile: one group of 8 weight rows against `$C` activation rows; lane r of
-        /// every register is row r. Each step (h, c) gives weights 128h + 32k + 4c..+4 of the
-        /// 8 rows for k = 0..4 (`q3_kx8_values`, 0..7: the -4 offset apart), each summed into
-        /// its group of 16 (g = 8h + 2k + c / 4), which starts at -4 x its activation sum: in
-        /// i32 with `vpdpbusd` on the VNNI levels (the scale by `vpmulld`), elsewhere in the
-        /// low i16 of each lane (|sum| <= 4 x 2032 + 4 x 2 x 7 x 127 < 2^15) widened by the
-        /// scale's `vpmaddwd`.
-        ///   sum = d * dy * sum_g sc_g * sum((q - 4) * qy)
-        macro_rules! q3_kx8_tile {
-            ($C:literal, $x:expr, $y:expr) => {
+        /// Tile of the interleaved K types of groups of 16 with small values (`Group16`:
+        /// Q3_Kx8, Q2_Kx8): one group of 8 weight rows against `$C` activation rows; lane r
+        /// of every register is row r. Each step (h, c) gives weights 128h + 32k + 4c..+4 of
+        /// the 8 rows for k = 0..4 (`Group16::values`: Q3_K 0..7, Q2_K 0..3), each summed
+        /// into its group of 16 (g = 8h + 2k + c / 4): in i32 with `vpdpbusd` on the VNNI
+        /// levels (the scale by `vpmulld`), elsewhere in the low i16 of each lane (|sum| <=
+        /// 4 x 2032 + 4 x 2 x 7 x 127 < 2^15) widened by the scale's `vpmaddwd`. Q3_K's sums
+        /// start at -4 x the group's activation sum; Q2_K's mins meet the activation sums
+        /// after, two groups per `vpmaddwd`, scaled by dmin.
+        ///   sum = d * dy * sum_g sc_g * sum((q + OFF) * qy) [- dmin * dy * sum_g m_g * bsum_g]
+        macro_rules! g16_x8_tile {
+            ($C:literal, $x:expr, $y:expr, $W:ty) => {
                 'tile: {
-                    let (x, y): (&[BlockQ3Kx8], [&[BlockQ8K]; $C]) = ($x, $y);
+                    let (x, y): (&[$W], [&[BlockQ8K]; $C]) = ($x, $y);
                     let n = x.len();
                     if y.iter().any(|c| c.len() != n) {
                         break 'tile [[f32::NAN; 8]; $C];
@@ -341,8 +343,8 @@ macro_rules! x86_repacked_kernels {
                     let lo16 = _mm256_set1_epi32(0xffff);
                     let mut acc = [_mm256_setzero_ps(); $C];
                     for j in 0..n {
-                        // The next block (912 bytes, 15 lines), one line per step.
-                        const LINES: usize = std::mem::size_of::<BlockQ3Kx8>().div_ceil(64);
+                        // The next block (Q3_K 912 bytes, 15 lines; Q2_K 11), one line per step.
+                        const LINES: usize = std::mem::size_of::<$W>().div_ceil(64);
                         let ahead = x.as_ptr().wrapping_add(j + 1) as *const i8;
                         // SAFETY: j < n, the length of x and (checked above) of every y row.
                         let b = unsafe { x.get_unchecked(j) };
@@ -353,7 +355,7 @@ macro_rules! x86_repacked_kernels {
                             for half in 0..2 {
                                 let mut s: [[__m256i; 4]; $C] = std::array::from_fn(|col| {
                                     std::array::from_fn(|k| {
-                                        let o = -4 * a[col].bsums[8 * h + 2 * k + half] as i32;
+                                        let o = if <$W>::MINS { 0 } else { <$W>::OFF * a[col].bsums[8 * h + 2 * k + half] as i32 };
                                         _mm256_set1_epi32(if VNNI { o } else { o & 0xffff })
                                     })
                                 });
@@ -362,7 +364,7 @@ macro_rules! x86_repacked_kernels {
                                     if 8 * h + 4 * half + t < LINES {
                                         _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * (8 * h + 4 * half + t)));
                                     }
-                                    let q = q3_kx8_values(b, h, c);
+                                    let q = b.values(h, c);
                                     for col in 0..$C {
                                         let p = a[col].qs.as_ptr().add(128 * h + 4 * c);
                                         for k in 0..4 {
@@ -376,7 +378,7 @@ macro_rules! x86_repacked_kernels {
                                     }
                                 }
                                 for k in 0..4 {
-                                    let sc = i8x8_to_i32(b.scales.as_ptr().add(8 * (8 * h + 2 * k + half)));
+                                    let (sc, _) = g16_scales(b, 8 * h + 2 * k + half);
                                     for col in 0..$C {
                                         let v = if VNNI {
                                             _mm256_mullo_epi32(s[col][k], sc)
@@ -389,10 +391,28 @@ macro_rules! x86_repacked_kernels {
                                 }
                             }
                         }
-                        let d = _mm256_cvtph_ps(_mm_loadu_si128(b.d.as_ptr() as *const __m128i));
+                        let d = _mm256_cvtph_ps(_mm_loadu_si128(b.d().as_ptr() as *const __m128i));
                         for col in 0..$C {
                             let dy = _mm256_set1_ps(a[col].d);
                             acc[col] = _mm256_fmadd_ps(_mm256_mul_ps(d, dy), _mm256_cvtepi32_ps(sumi[col]), acc[col]);
+                        }
+                        if <$W>::MINS {
+                            // Row r's (m_2p, m_2p+1) in i16 lanes 2r, 2r + 1 against (bsum_2p, bsum_2p+1).
+                            let mut summ = [_mm256_setzero_si256(); $C];
+                            for pg in 0..8 {
+                                let (_, m0) = g16_scales(b, 2 * pg);
+                                let (_, m1) = g16_scales(b, 2 * pg + 1);
+                                let pair = _mm256_or_si256(m0, _mm256_slli_epi32(m1, 16));
+                                for col in 0..$C {
+                                    let bs = (a[col].bsums.as_ptr().add(2 * pg) as *const i32).read_unaligned();
+                                    summ[col] = _mm256_add_epi32(summ[col], _mm256_madd_epi16(pair, _mm256_set1_epi32(bs)));
+                                }
+                            }
+                            let dmin = _mm256_cvtph_ps(_mm_loadu_si128(b.dmin().as_ptr() as *const __m128i));
+                            for col in 0..$C {
+                                let dy = _mm256_set1_ps(a[col].d);
+                                acc[col] = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, dy), _mm256_cvtepi32_ps(summ[col]), acc[col]);
+                            }
                         }
                     }
                     let mut out = [[0f32; 8]; $C];
@@ -428,14 +448,39 @@ macro_rules! x86_repacked_kernels {
         /// The CPU must have this level's target features (reached only through dispatch).
         #[target_feature(enable = $feat)]
         pub unsafe fn vec_dot_q3_kx8_q8_k(x: &[BlockQ3Kx8], y: &[BlockQ8K]) -> [f32; 8] {
-            q3_kx8_tile!(1, x, [y])[0]
+            g16_x8_tile!(1, x, [y], BlockQ3Kx8)[0]
         }
 
         /// # Safety
         /// The CPU must have this level's target features (reached only through dispatch).
         #[target_feature(enable = $feat)]
         pub unsafe fn vec_dot_q3_kx8x4_q8_k(x: &[BlockQ3Kx8], y: [&[BlockQ8K]; 4]) -> [[f32; 8]; 4] {
-            q3_kx8_tile!(4, x, y)
+            g16_x8_tile!(4, x, y, BlockQ3Kx8)
+        }
+
+        /// Step (h, c) of a Q2_Kx8 block: weights 128h + 32k + 4c..+4 of each row for k = 0..4,
+        /// bits 2k, 2k+1 of the qs bytes (as `q3_kx8_values` without the third bit).
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn q2_kx8_values(b: &BlockQ2Kx8, h: usize, c: usize) -> [__m256i; 4] {
+            let v = _mm256_loadu_si256(b.qs.as_ptr().add(256 * h + 32 * c) as *const __m256i);
+            std::array::from_fn(|k| {
+                _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(2 * k as i32)), _mm256_set1_epi8(3))
+            })
+        }
+
+        /// # Safety
+        /// The CPU must have this level's target features (reached only through dispatch).
+        #[target_feature(enable = $feat)]
+        pub unsafe fn vec_dot_q2_kx8_q8_k(x: &[BlockQ2Kx8], y: &[BlockQ8K]) -> [f32; 8] {
+            g16_x8_tile!(1, x, [y], BlockQ2Kx8)[0]
+        }
+
+        /// # Safety
+        /// The CPU must have this level's target features (reached only through dispatch).
+        #[target_feature(enable = $feat)]
+        pub unsafe fn vec_dot_q2_kx8x4_q8_k(x: &[BlockQ2Kx8], y: [&[BlockQ8K]; 4]) -> [[f32; 8]; 4] {
+            g16_x8_tile!(4, x, y, BlockQ2Kx8)
         }
 
         /// IQ4_XSx8 tile: one group of 8 weight rows against `$C` activation rows; lane r of
@@ -835,6 +880,15 @@ macro_rules! x86_repacked_kernels {
             }
         }
 
+        impl Unpack8 for BlockQ2Kx8 {
+            type Panel = PanelQ6K8;
+            #[inline]
+            #[target_feature(enable = $feat)]
+            unsafe fn unpack_into(&self, p: &mut PanelQ6K8) {
+                unpack_g16_one(self, p)
+            }
+        }
+
         impl Unpack8 for BlockQ3Kx8 {
             type Panel = PanelQ6K8;
             #[inline]
@@ -1098,9 +1152,11 @@ macro_rules! x86_repacked_kernels {
             /// (sc, sc) that `vpmaddwd` applies to two i16 sums (elsewhere).
             sc: [[i32; 8]; 16],
             sc16: [[i16; 16]; 16],
-            /// -32 x the scales of groups 2m, 2m + 1 as i16 pairs, against (bsum_2m, bsum_2m+1).
+            /// -32 x the scales of groups 2m, 2m + 1 as i16 pairs, against (bsum_2m, bsum_2m+1)
+            /// (Q3_K: -4 x; Q2_K: the mins, scaled apart by dmin).
             offs: [[i16; 16]; 8],
             d: [f32; 8],
+            dmin: [f32; 8],
         }
 
         /// Step (h, c) of a Q6_Kx8 block: weights 128h + 32k + 4c..+4 of each row for k = 0..4,
@@ -1125,14 +1181,38 @@ macro_rules! x86_repacked_kernels {
         /// at step (h, c) (weights 128h + 32k + 4c..+4 for k = 0..4) with an offset, signed
         /// scales.
         trait Group16 {
-            /// The values' offset: -32 for Q6_K (0..63), -4 for Q3_K (0..7).
+            /// How the values' offset comes off. false: OFF x the group's scale against the
+            /// group's activation sum, inside the integer sum (Q6_K: OFF -32, values 0..63;
+            /// Q3_K: -4, 0..7). true: the group's own min m (Q2_K: x = d * sc * q - dmin * m,
+            /// q 0..3), summed apart and scaled by dmin.
+            const MINS: bool;
             const OFF: i32;
             unsafe fn values(&self, h: usize, c: usize) -> [__m256i; 4];
+            /// Index 8 * group + row: the signed scale, or (Q2_K) sc | m << 4.
             fn scales(&self) -> &[u8; 128];
             fn d(&self) -> &[u8; 16];
+            fn dmin(&self) -> &[u8; 16] {
+                self.d()
+            }
+        }
+
+        /// Group g's scales of the 8 rows as i32 lanes, and what multiplies the group's
+        /// activation sum: OFF x the scale, or (MINS) the min.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn g16_scales<B: Group16>(b: &B, g: usize) -> (__m256i, __m256i) {
+            let p = b.scales().as_ptr().add(8 * g);
+            if B::MINS {
+                let raw = _mm256_cvtepu8_epi32(_mm_loadl_epi64(p as *const __m128i));
+                (_mm256_and_si256(raw, _mm256_set1_epi32(15)), _mm256_srli_epi32(raw, 4))
+            } else {
+                let sc = i8x8_to_i32(p);
+                (sc, _mm256_mullo_epi32(sc, _mm256_set1_epi32(B::OFF)))
+            }
         }
 
         impl Group16 for BlockQ6Kx8 {
+            const MINS: bool = false;
             const OFF: i32 = -32;
             #[inline]
             #[target_feature(enable = $feat)]
@@ -1148,7 +1228,27 @@ macro_rules! x86_repacked_kernels {
             }
         }
 
+        impl Group16 for BlockQ2Kx8 {
+            const MINS: bool = true;
+            const OFF: i32 = 0;
+            #[inline]
+            #[target_feature(enable = $feat)]
+            unsafe fn values(&self, h: usize, c: usize) -> [__m256i; 4] {
+                q2_kx8_values(self, h, c)
+            }
+            fn scales(&self) -> &[u8; 128] {
+                &self.scales
+            }
+            fn d(&self) -> &[u8; 16] {
+                &self.d
+            }
+            fn dmin(&self) -> &[u8; 16] {
+                &self.dmin
+            }
+        }
+
         impl Group16 for BlockQ3Kx8 {
+            const MINS: bool = false;
             const OFF: i32 = -4;
             #[inline]
             #[target_feature(enable = $feat)]
@@ -1178,20 +1278,20 @@ macro_rules! x86_repacked_kernels {
                     }
                 }
             }
-            let mut sc = [_mm256_setzero_si256(); 16];
-            for (g, s) in sc.iter_mut().enumerate() {
-                *s = i8x8_to_i32(b.scales().as_ptr().add(8 * g));
-                _mm256_storeu_si256(p.sc[g].as_mut_ptr() as *mut __m256i, *s);
-                let pair = _mm256_or_si256(_mm256_and_si256(*s, lo16), _mm256_slli_epi32(*s, 16));
+            let mut off = [_mm256_setzero_si256(); 16];
+            for (g, o) in off.iter_mut().enumerate() {
+                let (sc, of) = g16_scales(b, g);
+                *o = of;
+                _mm256_storeu_si256(p.sc[g].as_mut_ptr() as *mut __m256i, sc);
+                let pair = _mm256_or_si256(_mm256_and_si256(sc, lo16), _mm256_slli_epi32(sc, 16));
                 _mm256_storeu_si256(p.sc16[g].as_mut_ptr() as *mut __m256i, pair);
             }
-            let off = _mm256_set1_epi32(B::OFF);
             for m in 0..8 {
-                let lo = _mm256_and_si256(_mm256_mullo_epi32(sc[2 * m], off), lo16);
-                let hi = _mm256_slli_epi32(_mm256_mullo_epi32(sc[2 * m + 1], off), 16);
-                _mm256_storeu_si256(p.offs[m].as_mut_ptr() as *mut __m256i, _mm256_or_si256(lo, hi));
+                let pair = _mm256_or_si256(_mm256_and_si256(off[2 * m], lo16), _mm256_slli_epi32(off[2 * m + 1], 16));
+                _mm256_storeu_si256(p.offs[m].as_mut_ptr() as *mut __m256i, pair);
             }
             _mm256_storeu_ps(p.d.as_mut_ptr(), _mm256_cvtph_ps(_mm_loadu_si128(b.d().as_ptr() as *const __m128i)));
+            _mm256_storeu_ps(p.dmin.as_mut_ptr(), _mm256_cvtph_ps(_mm_loadu_si128(b.dmin().as_ptr() as *const __m128i)));
         }
 
         /// Unpacks blocks of two Q3_Kx8 groups (16 rows) into Q6_K panel pairs (values 0..7,
@@ -1201,6 +1301,16 @@ macro_rules! x86_repacked_kernels {
         /// The CPU must have this level's target features (reached only through dispatch).
         #[target_feature(enable = $feat)]
         pub unsafe fn unpack_q3_kx8_pair(xa: &[BlockQ3Kx8], xb: &[BlockQ3Kx8], out: &mut [PanelQ6K2x8]) {
+            unpack_pairs(xa, xb, out)
+        }
+
+        /// Unpacks blocks of two Q2_Kx8 groups (16 rows) into Q6_K panel pairs (values 0..3,
+        /// the mins in `offs`, dmin apart).
+        ///
+        /// # Safety
+        /// The CPU must have this level's target features (reached only through dispatch).
+        #[target_feature(enable = $feat)]
+        pub unsafe fn unpack_q2_kx8_pair(xa: &[BlockQ2Kx8], xb: &[BlockQ2Kx8], out: &mut [PanelQ6K2x8]) {
             unpack_pairs(xa, xb, out)
         }
 
@@ -1217,7 +1327,7 @@ macro_rules! x86_repacked_kernels {
         /// sums of `q6_kx8_tile!`, lane for lane, each weight register a single load.
         #[inline]
         #[target_feature(enable = $feat)]
-        unsafe fn q6_kpanel8x4(p: &[PanelQ6K2x8], hi: bool, y: [&[BlockQ8K]; 4]) -> [[f32; 8]; 4] {
+        unsafe fn q6_kpanel8x4<const MINS: bool>(p: &[PanelQ6K2x8], hi: bool, y: [&[BlockQ8K]; 4]) -> [[f32; 8]; 4] {
             let mut acc = [_mm256_setzero_ps(); 4];
             for (j, pair) in p.iter().enumerate() {
                 let b = pair.half(hi);
@@ -1258,17 +1368,27 @@ macro_rules! x86_repacked_kernels {
                         }
                     }
                 }
+                // The offsets into the integer sum, or (MINS, Q2_K) the mins apart.
+                let mut summ = [_mm256_setzero_si256(); 4];
                 for m in 0..8 {
                     let o = _mm256_loadu_si256(b.offs[m].as_ptr() as *const __m256i);
                     for col in 0..4 {
                         let bs = (act[col].bsums.as_ptr().add(2 * m) as *const i32).read_unaligned();
-                        sumi[col] = _mm256_add_epi32(sumi[col], _mm256_madd_epi16(o, _mm256_set1_epi32(bs)));
+                        let t = if MINS { &mut summ[col] } else { &mut sumi[col] };
+                        *t = _mm256_add_epi32(*t, _mm256_madd_epi16(o, _mm256_set1_epi32(bs)));
                     }
                 }
                 let d = _mm256_loadu_ps(b.d.as_ptr());
                 for col in 0..4 {
                     let dy = _mm256_set1_ps(act[col].d);
                     acc[col] = _mm256_fmadd_ps(_mm256_mul_ps(d, dy), _mm256_cvtepi32_ps(sumi[col]), acc[col]);
+                }
+                if MINS {
+                    let dmin = _mm256_loadu_ps(b.dmin.as_ptr());
+                    for col in 0..4 {
+                        let dy = _mm256_set1_ps(act[col].d);
+                        acc[col] = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, dy), _mm256_cvtepi32_ps(summ[col]), acc[col]);
+                    }
                 }
             }
             let mut out = [[0f32; 8]; 4];
@@ -1285,7 +1405,17 @@ macro_rules! x86_repacked_kernels {
         #[target_feature(enable = $feat)]
         pub unsafe fn vec_dot_q6_kpanel8x2x8_q8_k(p: &[PanelQ6K2x8], y: [&[BlockQ8K]; 8]) -> [[f32; 16]; 8] {
             // SAFETY: this function's target features are q6_kpanel8x4's.
-            panel16x8(p, y, |p, hi, c| unsafe { q6_kpanel8x4(p, hi, c) })
+            panel16x8(p, y, |p, hi, c| unsafe { q6_kpanel8x4::<false>(p, hi, c) })
+        }
+
+        /// Q2_K panel pairs (`unpack_q2_kx8_pair`) against 8 activation rows: 16 rows x 8.
+        ///
+        /// # Safety
+        /// The CPU must have this level's target features (reached only through dispatch).
+        #[target_feature(enable = $feat)]
+        pub unsafe fn vec_dot_q2_kpanel8x2x8_q8_k(p: &[PanelQ6K2x8], y: [&[BlockQ8K]; 8]) -> [[f32; 16]; 8] {
+            // SAFETY: this function's target features are q6_kpanel8x4's.
+            panel16x8(p, y, |p, hi, c| unsafe { q6_kpanel8x4::<true>(p, hi, c) })
         }
 
         /// One group of 16 weights of a Q6_Kx8 block (g = 8h + 2K + gi) against C activation
