@@ -5,6 +5,36 @@
 #[doc(hidden)]
 macro_rules! x86_repacked_kernels {
     ($feat:literal) => {
+        /// The one-row (decode) and four-row kernels of an interleaved type, from its tile
+        /// macro: `$tile!(C, x, y)`.
+        macro_rules! x8_kernels {
+            ($one:ident, $four:ident, $W:ty, $A:ty, $tile:ident) => {
+                /// # Safety
+                /// The CPU must have this level's target features (reached only through dispatch).
+                #[target_feature(enable = $feat)]
+                pub unsafe fn $one(x: &[$W], y: &[$A]) -> [f32; 8] {
+                    $tile!(1, x, [y])[0]
+                }
+
+                /// # Safety
+                /// The CPU must have this level's target features (reached only through dispatch).
+                #[target_feature(enable = $feat)]
+                pub unsafe fn $four(x: &[$W], y: [&[$A]; 4]) -> [[f32; 8]; 4] {
+                    $tile!(4, x, y)
+                }
+            };
+        }
+
+        /// A tile's C accumulators as rows of 8 outputs.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn store8<const C: usize>(acc: &[__m256; C]) -> [[f32; 8]; C] {
+            let mut out = [[0f32; 8]; C];
+            for (o, a) in out.iter_mut().zip(acc) {
+                _mm256_storeu_ps(o.as_mut_ptr(), *a);
+            }
+            out
+        }
         /// Tile of the 4-bit interleaved types (Q4_0x8, Q4_1x8): one group of 8 weight rows
         /// against `$C` activation rows; lane r of every register is row r. The nibbles go in
         /// unsigned: `$update` gets the block `$b`, the activation block `$a`, the 8 row sums
@@ -63,11 +93,7 @@ macro_rules! x86_repacked_kernels {
                             acc[col] = $update;
                         }
                     }
-                    let mut out = [[0f32; 8]; $C];
-                    for col in 0..$C {
-                        _mm256_storeu_ps(out[col].as_mut_ptr(), acc[col]);
-                    }
-                    out
+                    store8(&acc)
                 }
             };
         }
@@ -187,11 +213,7 @@ macro_rules! x86_repacked_kernels {
                             acc[col] = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, dy), _mm256_cvtepi32_ps(summ), v);
                         }
                     }
-                    let mut out = [[0f32; 8]; $C];
-                    for col in 0..$C {
-                        _mm256_storeu_ps(out[col].as_mut_ptr(), acc[col]);
-                    }
-                    out
+                    store8(&acc)
                 }
             };
         }
@@ -216,33 +238,9 @@ macro_rules! x86_repacked_kernels {
             };
         }
 
-        /// # Safety
-        /// The CPU must have this level's target features (reached only through dispatch).
-        #[target_feature(enable = $feat)]
-        pub unsafe fn vec_dot_q5_kx8_q8_k(x: &[BlockQ5Kx8], y: &[BlockQ8K]) -> [f32; 8] {
-            q5_kx8_tile!(1, x, [y])[0]
-        }
 
-        /// # Safety
-        /// The CPU must have this level's target features (reached only through dispatch).
-        #[target_feature(enable = $feat)]
-        pub unsafe fn vec_dot_q5_kx8x4_q8_k(x: &[BlockQ5Kx8], y: [&[BlockQ8K]; 4]) -> [[f32; 8]; 4] {
-            q5_kx8_tile!(4, x, y)
-        }
 
-        /// # Safety
-        /// The CPU must have this level's target features (reached only through dispatch).
-        #[target_feature(enable = $feat)]
-        pub unsafe fn vec_dot_q4_kx8_q8_k(x: &[BlockQ4Kx8], y: &[BlockQ8K]) -> [f32; 8] {
-            q4_kx8_tile!(1, x, [y])[0]
-        }
 
-        /// # Safety
-        /// The CPU must have this level's target features (reached only through dispatch).
-        #[target_feature(enable = $feat)]
-        pub unsafe fn vec_dot_q4_kx8x4_q8_k(x: &[BlockQ4Kx8], y: [&[BlockQ8K]; 4]) -> [[f32; 8]; 4] {
-            q4_kx8_tile!(4, x, y)
-        }
 
         /// Q8_0x8 tile: one group of 8 weight rows against `$C` activation rows; lane r of
         /// every register is row r. Signed x signed: on the VNNI levels the weights go in
@@ -299,31 +297,15 @@ macro_rules! x86_repacked_kernels {
                             );
                         }
                     }
-                    let mut out = [[0f32; 8]; $C];
-                    for col in 0..$C {
-                        _mm256_storeu_ps(out[col].as_mut_ptr(), acc[col]);
-                    }
-                    out
+                    store8(&acc)
                 }
             };
         }
 
-        /// # Safety
-        /// The CPU must have this level's target features (reached only through dispatch).
-        #[target_feature(enable = $feat)]
-        pub unsafe fn vec_dot_q8_0x8_q8_0(x: &[BlockQ8_0x8], y: &[BlockQ8_0S]) -> [f32; 8] {
-            q8_0x8_tile!(1, x, [y])[0]
-        }
 
-        /// # Safety
-        /// The CPU must have this level's target features (reached only through dispatch).
-        #[target_feature(enable = $feat)]
-        pub unsafe fn vec_dot_q8_0x8x4_q8_0(x: &[BlockQ8_0x8], y: [&[BlockQ8_0S]; 4]) -> [[f32; 8]; 4] {
-            q8_0x8_tile!(4, x, y)
-        }
 
         /// Tile of the interleaved K types of groups of 16 with small values (`Group16`:
-        /// Q3_Kx8, Q2_Kx8): one group of 8 weight rows against `$C` activation rows; lane r
+        /// Q3_Kx8, Q2_Kx8): one group of 8 weight rows against `C` activation rows; lane r
         /// of every register is row r. Each step (h, c) gives weights 128h + 32k + 4c..+4 of
         /// the 8 rows for k = 0..4 (`Group16::values`: Q3_K 0..7, Q2_K 0..3), each summed
         /// into its group of 16 (g = 8h + 2k + c / 4): in i32 with `vpdpbusd` on the VNNI
@@ -332,95 +314,95 @@ macro_rules! x86_repacked_kernels {
         /// start at -4 x the group's activation sum; Q2_K's mins meet the activation sums
         /// after, two groups per `vpmaddwd`, scaled by dmin.
         ///   sum = d * dy * sum_g sc_g * sum((q + OFF) * qy) [- dmin * dy * sum_g m_g * bsum_g]
-        macro_rules! g16_x8_tile {
-            ($C:literal, $x:expr, $y:expr, $W:ty) => {
-                'tile: {
-                    let (x, y): (&[$W], [&[BlockQ8K]; $C]) = ($x, $y);
-                    let n = x.len();
-                    if y.iter().any(|c| c.len() != n) {
-                        break 'tile [[f32::NAN; 8]; $C];
-                    }
-                    let lo16 = _mm256_set1_epi32(0xffff);
-                    let mut acc = [_mm256_setzero_ps(); $C];
-                    for j in 0..n {
-                        // The next block (Q3_K 912 bytes, 15 lines; Q2_K 11), one line per step.
-                        const LINES: usize = std::mem::size_of::<$W>().div_ceil(64);
-                        let ahead = x.as_ptr().wrapping_add(j + 1) as *const i8;
-                        // SAFETY: j < n, the length of x and (checked above) of every y row.
-                        let b = unsafe { x.get_unchecked(j) };
-                        // SAFETY: as above.
-                        let a: [&BlockQ8K; $C] = std::array::from_fn(|col| unsafe { y[col].get_unchecked(j) });
-                        let mut sumi = [_mm256_setzero_si256(); $C];
-                        for h in 0..2 {
-                            for half in 0..2 {
-                                let mut s: [[__m256i; 4]; $C] = std::array::from_fn(|col| {
-                                    std::array::from_fn(|k| {
-                                        let o = if <$W>::MINS { 0 } else { <$W>::OFF * a[col].bsums[8 * h + 2 * k + half] as i32 };
-                                        _mm256_set1_epi32(if VNNI { o } else { o & 0xffff })
-                                    })
-                                });
-                                for t in 0..4 {
-                                    let c = 4 * half + t;
-                                    if 8 * h + 4 * half + t < LINES {
-                                        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * (8 * h + 4 * half + t)));
-                                    }
-                                    let q = b.values(h, c);
-                                    for col in 0..$C {
-                                        let p = a[col].qs.as_ptr().add(128 * h + 4 * c);
-                                        for k in 0..4 {
-                                            let ya = _mm256_set1_epi32((p.add(32 * k) as *const i32).read_unaligned());
-                                            s[col][k] = if VNNI {
-                                                mul_sum(s[col][k], q[k], ya)
-                                            } else {
-                                                _mm256_add_epi16(s[col][k], _mm256_maddubs_epi16(q[k], ya))
-                                            };
-                                        }
-                                    }
-                                }
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn g16_x8<B: Group16, const C: usize>(x: &[B], y: [&[BlockQ8K]; C]) -> [[f32; 8]; C] {
+            let n = x.len();
+            if y.iter().any(|c| c.len() != n) {
+                return [[f32::NAN; 8]; C];
+            }
+            let lo16 = _mm256_set1_epi32(0xffff);
+            let mut acc = [_mm256_setzero_ps(); C];
+            for j in 0..n {
+                // The next block (Q3_K 912 bytes, 15 lines; Q2_K 11), one line per step.
+                let lines = std::mem::size_of::<B>().div_ceil(64);
+                let ahead = x.as_ptr().wrapping_add(j + 1) as *const i8;
+                // SAFETY: j < n, the length of x and (checked above) of every y row.
+                let b = unsafe { x.get_unchecked(j) };
+                // SAFETY: as above.
+                let a: [&BlockQ8K; C] = std::array::from_fn(|col| unsafe { y[col].get_unchecked(j) });
+                let mut sumi = [_mm256_setzero_si256(); C];
+                for h in 0..2 {
+                    for half in 0..2 {
+                        let mut s: [[__m256i; 4]; C] = std::array::from_fn(|col| {
+                            std::array::from_fn(|k| {
+                                let o = if B::MINS { 0 } else { B::OFF * a[col].bsums[8 * h + 2 * k + half] as i32 };
+                                _mm256_set1_epi32(if VNNI { o } else { o & 0xffff })
+                            })
+                        });
+                        for t in 0..4 {
+                            let c = 4 * half + t;
+                            if 8 * h + 4 * half + t < lines {
+                                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * (8 * h + 4 * half + t)));
+                            }
+                            let q = b.values(h, c);
+                            for col in 0..C {
+                                let p = a[col].qs.as_ptr().add(128 * h + 4 * c);
                                 for k in 0..4 {
-                                    let (sc, _) = g16_scales(b, 8 * h + 2 * k + half);
-                                    for col in 0..$C {
-                                        let v = if VNNI {
-                                            _mm256_mullo_epi32(s[col][k], sc)
-                                        } else {
-                                            let sc16 = _mm256_or_si256(_mm256_and_si256(sc, lo16), _mm256_slli_epi32(sc, 16));
-                                            _mm256_madd_epi16(s[col][k], sc16)
-                                        };
-                                        sumi[col] = _mm256_add_epi32(sumi[col], v);
-                                    }
+                                    let ya = _mm256_set1_epi32((p.add(32 * k) as *const i32).read_unaligned());
+                                    s[col][k] = if VNNI {
+                                        mul_sum(s[col][k], q[k], ya)
+                                    } else {
+                                        _mm256_add_epi16(s[col][k], _mm256_maddubs_epi16(q[k], ya))
+                                    };
                                 }
                             }
                         }
-                        let d = _mm256_cvtph_ps(_mm_loadu_si128(b.d().as_ptr() as *const __m128i));
-                        for col in 0..$C {
-                            let dy = _mm256_set1_ps(a[col].d);
-                            acc[col] = _mm256_fmadd_ps(_mm256_mul_ps(d, dy), _mm256_cvtepi32_ps(sumi[col]), acc[col]);
-                        }
-                        if <$W>::MINS {
-                            // Row r's (m_2p, m_2p+1) in i16 lanes 2r, 2r + 1 against (bsum_2p, bsum_2p+1).
-                            let mut summ = [_mm256_setzero_si256(); $C];
-                            for pg in 0..8 {
-                                let (_, m0) = g16_scales(b, 2 * pg);
-                                let (_, m1) = g16_scales(b, 2 * pg + 1);
-                                let pair = _mm256_or_si256(m0, _mm256_slli_epi32(m1, 16));
-                                for col in 0..$C {
-                                    let bs = (a[col].bsums.as_ptr().add(2 * pg) as *const i32).read_unaligned();
-                                    summ[col] = _mm256_add_epi32(summ[col], _mm256_madd_epi16(pair, _mm256_set1_epi32(bs)));
-                                }
-                            }
-                            let dmin = _mm256_cvtph_ps(_mm_loadu_si128(b.dmin().as_ptr() as *const __m128i));
-                            for col in 0..$C {
-                                let dy = _mm256_set1_ps(a[col].d);
-                                acc[col] = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, dy), _mm256_cvtepi32_ps(summ[col]), acc[col]);
+                        for k in 0..4 {
+                            let (sc, _) = g16_scales(b, 8 * h + 2 * k + half);
+                            for col in 0..C {
+                                let v = if VNNI {
+                                    _mm256_mullo_epi32(s[col][k], sc)
+                                } else {
+                                    let sc16 = _mm256_or_si256(_mm256_and_si256(sc, lo16), _mm256_slli_epi32(sc, 16));
+                                    _mm256_madd_epi16(s[col][k], sc16)
+                                };
+                                sumi[col] = _mm256_add_epi32(sumi[col], v);
                             }
                         }
                     }
-                    let mut out = [[0f32; 8]; $C];
-                    for col in 0..$C {
-                        _mm256_storeu_ps(out[col].as_mut_ptr(), acc[col]);
-                    }
-                    out
                 }
+                let d = _mm256_cvtph_ps(_mm_loadu_si128(b.d().as_ptr() as *const __m128i));
+                for col in 0..C {
+                    let dy = _mm256_set1_ps(a[col].d);
+                    acc[col] = _mm256_fmadd_ps(_mm256_mul_ps(d, dy), _mm256_cvtepi32_ps(sumi[col]), acc[col]);
+                }
+                if B::MINS {
+                    // Row r's (m_2p, m_2p+1) in i16 lanes 2r, 2r + 1 against (bsum_2p, bsum_2p+1).
+                    let mut summ = [_mm256_setzero_si256(); C];
+                    for pg in 0..8 {
+                        let (_, m0) = g16_scales(b, 2 * pg);
+                        let (_, m1) = g16_scales(b, 2 * pg + 1);
+                        let pair = _mm256_or_si256(m0, _mm256_slli_epi32(m1, 16));
+                        for col in 0..C {
+                            let bs = (a[col].bsums.as_ptr().add(2 * pg) as *const i32).read_unaligned();
+                            summ[col] = _mm256_add_epi32(summ[col], _mm256_madd_epi16(pair, _mm256_set1_epi32(bs)));
+                        }
+                    }
+                    let dmin = _mm256_cvtph_ps(_mm_loadu_si128(b.dmin().as_ptr() as *const __m128i));
+                    for col in 0..C {
+                        let dy = _mm256_set1_ps(a[col].d);
+                        acc[col] = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, dy), _mm256_cvtepi32_ps(summ[col]), acc[col]);
+                    }
+                }
+            }
+            store8(&acc)
+        }
+
+        /// `g16_x8` as the tile macros are called (`x8_kernels!`).
+        macro_rules! g16_x8_tile {
+            ($C:literal, $x:expr, $y:expr) => {
+                g16_x8::<_, $C>($x, $y)
             };
         }
 
@@ -444,19 +426,7 @@ macro_rules! x86_repacked_kernels {
             })
         }
 
-        /// # Safety
-        /// The CPU must have this level's target features (reached only through dispatch).
-        #[target_feature(enable = $feat)]
-        pub unsafe fn vec_dot_q3_kx8_q8_k(x: &[BlockQ3Kx8], y: &[BlockQ8K]) -> [f32; 8] {
-            g16_x8_tile!(1, x, [y], BlockQ3Kx8)[0]
-        }
 
-        /// # Safety
-        /// The CPU must have this level's target features (reached only through dispatch).
-        #[target_feature(enable = $feat)]
-        pub unsafe fn vec_dot_q3_kx8x4_q8_k(x: &[BlockQ3Kx8], y: [&[BlockQ8K]; 4]) -> [[f32; 8]; 4] {
-            g16_x8_tile!(4, x, y, BlockQ3Kx8)
-        }
 
         /// Step (h, c) of a Q2_Kx8 block: weights 128h + 32k + 4c..+4 of each row for k = 0..4,
         /// bits 2k, 2k+1 of the qs bytes (as `q3_kx8_values` without the third bit).
@@ -469,19 +439,7 @@ macro_rules! x86_repacked_kernels {
             })
         }
 
-        /// # Safety
-        /// The CPU must have this level's target features (reached only through dispatch).
-        #[target_feature(enable = $feat)]
-        pub unsafe fn vec_dot_q2_kx8_q8_k(x: &[BlockQ2Kx8], y: &[BlockQ8K]) -> [f32; 8] {
-            g16_x8_tile!(1, x, [y], BlockQ2Kx8)[0]
-        }
 
-        /// # Safety
-        /// The CPU must have this level's target features (reached only through dispatch).
-        #[target_feature(enable = $feat)]
-        pub unsafe fn vec_dot_q2_kx8x4_q8_k(x: &[BlockQ2Kx8], y: [&[BlockQ8K]; 4]) -> [[f32; 8]; 4] {
-            g16_x8_tile!(4, x, y, BlockQ2Kx8)
-        }
 
         /// IQ4_XSx8 tile: one group of 8 weight rows against `$C` activation rows; lane r of
         /// every register is row r. Each group of 32 is laid out as a Q4_0x8 block, its
@@ -557,28 +515,12 @@ macro_rules! x86_repacked_kernels {
                             acc[col] = _mm256_fmadd_ps(_mm256_mul_ps(d, dy), _mm256_cvtepi32_ps(sumi[col]), acc[col]);
                         }
                     }
-                    let mut out = [[0f32; 8]; $C];
-                    for col in 0..$C {
-                        _mm256_storeu_ps(out[col].as_mut_ptr(), acc[col]);
-                    }
-                    out
+                    store8(&acc)
                 }
             };
         }
 
-        /// # Safety
-        /// The CPU must have this level's target features (reached only through dispatch).
-        #[target_feature(enable = $feat)]
-        pub unsafe fn vec_dot_iq4_xsx8_q8_k(x: &[BlockIQ4XSx8], y: &[BlockQ8K]) -> [f32; 8] {
-            iq4_xsx8_tile!(1, x, [y])[0]
-        }
 
-        /// # Safety
-        /// The CPU must have this level's target features (reached only through dispatch).
-        #[target_feature(enable = $feat)]
-        pub unsafe fn vec_dot_iq4_xsx8x4_q8_k(x: &[BlockIQ4XSx8], y: [&[BlockQ8K]; 4]) -> [[f32; 8]; 4] {
-            iq4_xsx8_tile!(4, x, y)
-        }
 
         /// Prefetch distance of the interleaved kernels, in blocks.
         const PF: usize = 8;
@@ -672,27 +614,11 @@ macro_rules! x86_repacked_kernels {
                         acc[col] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(a.d)), _mm256_cvtepi32_ps(s), acc[col]);
                     }
                 }
-                let mut out = [[0f32; 8]; $C];
-                for col in 0..$C {
-                    _mm256_storeu_ps(out[col].as_mut_ptr(), acc[col]);
-                }
-                out
+                store8(&acc)
             }};
         }
 
-        /// # Safety
-        /// The CPU must have this level's target features (reached only through dispatch).
-        #[target_feature(enable = $feat)]
-        pub unsafe fn vec_dot_q5_0x8_q8_0(x: &[BlockQ5_0x8], y: &[BlockQ8_0S]) -> [f32; 8] {
-            q5_0x8_tile!(1, x, [y])[0]
-        }
 
-        /// # Safety
-        /// The CPU must have this level's target features (reached only through dispatch).
-        #[target_feature(enable = $feat)]
-        pub unsafe fn vec_dot_q5_0x8x4_q8_0(x: &[BlockQ5_0x8], y: [&[BlockQ8_0S]; 4]) -> [[f32; 8]; 4] {
-            q5_0x8_tile!(4, x, y)
-        }
 
         /// Q6_Kx8 tile (as `q4_kx8_tile!`). Step (h, k, c): weights 128h + 32k + 4c..+4 of
         /// each row, the low (k < 2) or high nibble of ql plus bits 2k, 2k+1 of qh at bit 4;
@@ -791,11 +717,7 @@ macro_rules! x86_repacked_kernels {
                         acc[col] = _mm256_fmadd_ps(_mm256_mul_ps(d, dy), _mm256_cvtepi32_ps(total), acc[col]);
                     }
                 }
-                let mut out = [[0f32; 8]; $C];
-                for col in 0..$C {
-                    _mm256_storeu_ps(out[col].as_mut_ptr(), acc[col]);
-                }
-                out
+                store8(&acc)
             }};
         }
 
@@ -1099,11 +1021,7 @@ macro_rules! x86_repacked_kernels {
                     }
                 }
             }
-            let mut out = [[0f32; 8]; 4];
-            for col in 0..4 {
-                _mm256_storeu_ps(out[col].as_mut_ptr(), acc[col]);
-            }
-            out
+            store8(&acc)
         }
 
         /// Q4_K panel pairs (`unpack_q4_kx8_pair`) against 8 activation rows: 16 rows x 8.
@@ -1391,11 +1309,7 @@ macro_rules! x86_repacked_kernels {
                     }
                 }
             }
-            let mut out = [[0f32; 8]; 4];
-            for col in 0..4 {
-                _mm256_storeu_ps(out[col].as_mut_ptr(), acc[col]);
-            }
-            out
+            store8(&acc)
         }
 
         /// Q6_K panel pairs (`unpack_q6_kx8_pair`) against 8 activation rows: 16 rows x 8.
@@ -1481,46 +1395,15 @@ macro_rules! x86_repacked_kernels {
             _mm256_cvtepi8_epi32(_mm_loadl_epi64(p as *const __m128i))
         }
 
-        /// # Safety
-        /// The CPU must have this level's target features (reached only through dispatch).
-        #[target_feature(enable = $feat)]
-        pub unsafe fn vec_dot_q6_kx8_q8_k(x: &[BlockQ6Kx8], y: &[BlockQ8K]) -> [f32; 8] {
-            q6_kx8_tile!(1, x, [y])[0]
-        }
-
-        /// # Safety
-        /// The CPU must have this level's target features (reached only through dispatch).
-        #[target_feature(enable = $feat)]
-        pub unsafe fn vec_dot_q6_kx8x4_q8_k(x: &[BlockQ6Kx8], y: [&[BlockQ8K]; 4]) -> [[f32; 8]; 4] {
-            q6_kx8_tile!(4, x, y)
-        }
-
-        /// # Safety
-        /// The CPU must have this level's target features (reached only through dispatch).
-        #[target_feature(enable = $feat)]
-        pub unsafe fn vec_dot_q4_0x8_q8_0(x: &[BlockQ4_0x8], y: &[BlockQ8_0S]) -> [f32; 8] {
-            q4_0x8_tile!(1, x, [y])[0]
-        }
-
-        /// # Safety
-        /// The CPU must have this level's target features (reached only through dispatch).
-        #[target_feature(enable = $feat)]
-        pub unsafe fn vec_dot_q4_1x8_q8_1(x: &[BlockQ4_1x8], y: &[BlockQ8_1]) -> [f32; 8] {
-            q4_1x8_tile!(1, x, [y])[0]
-        }
-
-        /// # Safety
-        /// The CPU must have this level's target features (reached only through dispatch).
-        #[target_feature(enable = $feat)]
-        pub unsafe fn vec_dot_q4_1x8x4_q8_1(x: &[BlockQ4_1x8], y: [&[BlockQ8_1]; 4]) -> [[f32; 8]; 4] {
-            q4_1x8_tile!(4, x, y)
-        }
-
-        /// # Safety
-        /// The CPU must have this level's target features (reached only through dispatch).
-        #[target_feature(enable = $feat)]
-        pub unsafe fn vec_dot_q4_0x8x4_q8_0(x: &[BlockQ4_0x8], y: [&[BlockQ8_0S]; 4]) -> [[f32; 8]; 4] {
-            q4_0x8_tile!(4, x, y)
-        }
+        x8_kernels!(vec_dot_q5_kx8_q8_k, vec_dot_q5_kx8x4_q8_k, BlockQ5Kx8, BlockQ8K, q5_kx8_tile);
+        x8_kernels!(vec_dot_q4_kx8_q8_k, vec_dot_q4_kx8x4_q8_k, BlockQ4Kx8, BlockQ8K, q4_kx8_tile);
+        x8_kernels!(vec_dot_q8_0x8_q8_0, vec_dot_q8_0x8x4_q8_0, BlockQ8_0x8, BlockQ8_0S, q8_0x8_tile);
+        x8_kernels!(vec_dot_q3_kx8_q8_k, vec_dot_q3_kx8x4_q8_k, BlockQ3Kx8, BlockQ8K, g16_x8_tile);
+        x8_kernels!(vec_dot_q2_kx8_q8_k, vec_dot_q2_kx8x4_q8_k, BlockQ2Kx8, BlockQ8K, g16_x8_tile);
+        x8_kernels!(vec_dot_iq4_xsx8_q8_k, vec_dot_iq4_xsx8x4_q8_k, BlockIQ4XSx8, BlockQ8K, iq4_xsx8_tile);
+        x8_kernels!(vec_dot_q5_0x8_q8_0, vec_dot_q5_0x8x4_q8_0, BlockQ5_0x8, BlockQ8_0S, q5_0x8_tile);
+        x8_kernels!(vec_dot_q6_kx8_q8_k, vec_dot_q6_kx8x4_q8_k, BlockQ6Kx8, BlockQ8K, q6_kx8_tile);
+        x8_kernels!(vec_dot_q4_0x8_q8_0, vec_dot_q4_0x8x4_q8_0, BlockQ4_0x8, BlockQ8_0S, q4_0x8_tile);
+        x8_kernels!(vec_dot_q4_1x8_q8_1, vec_dot_q4_1x8x4_q8_1, BlockQ4_1x8, BlockQ8_1, q4_1x8_tile);
     };
 }
