@@ -442,6 +442,7 @@ macro_rules! x86_k_panels {
                 k::unpack_q2_kx8_pair,
                 k::vec_dot_q2_kpanel8x2x8_q8_k
             ),
+            None,
         )
     }};
 }
@@ -484,6 +485,7 @@ macro_rules! x86_x8 {
             wrap_x8!(k::vec_dot_iq4_xsx8_q8_k, k::vec_dot_iq4_xsx8x4_q8_k, BlockIQ4XSx8, Q8K),
             wrap_x8!(k::vec_dot_q3_kx8_q8_k, k::vec_dot_q3_kx8x4_q8_k, BlockQ3Kx8, Q8K),
             wrap_x8!(k::vec_dot_q2_kx8_q8_k, k::vec_dot_q2_kx8x4_q8_k, BlockQ2Kx8, Q8K),
+            wrap_x8!(k::vec_dot_iq4_nlx8_q8_0, k::vec_dot_iq4_nlx8x4_q8_0, BlockQ4_0x8, Q8_0S),
         )
     }};
 }
@@ -548,6 +550,7 @@ pub struct Kernels {
     iq4_xsx8: Option<(Dot8Fn, Dot8x4Fn)>,
     q3_kx8: Option<(Dot8Fn, Dot8x4Fn)>,
     q2_kx8: Option<(Dot8Fn, Dot8x4Fn)>,
+    iq4_nlx8: Option<(Dot8Fn, Dot8x4Fn)>,
     /// 16-row Q4_0x8 and Q4_Kx8 prefill kernels (the avx512 level).
     q4_0x16: Option<Dot16x4Fn>,
     q4_kx16: Option<Dot16x4Fn>,
@@ -569,6 +572,7 @@ pub struct Kernels {
     iq4_xs_panel: Option<Panel16Fns>,
     q3_k_panel: Option<Panel16Fns>,
     q2_k_panel: Option<Panel16Fns>,
+    iq4_nl_panel: Option<Panel16Fns>,
 }
 
 fn scalar_dots() -> Vec<(GgmlType, DotFn)> {
@@ -710,6 +714,7 @@ fn build_neon(dotprod: bool) -> Kernels {
         iq4_xsx8: None,
         q3_kx8: None,
         q2_kx8: None,
+        iq4_nlx8: None,
         q4_0x16: None,
         q4_kx16: None,
         q8_0x16: None,
@@ -728,6 +733,7 @@ fn build_neon(dotprod: bool) -> Kernels {
         iq4_xs_panel: None,
         q3_k_panel: None,
         q2_k_panel: None,
+        iq4_nl_panel: None,
     }
 }
 
@@ -768,15 +774,16 @@ fn build(level: Level) -> Kernels {
         Level::Avx512 => with(scalar_dots(), x86_table!(crate::x86_64::avx512)),
         _ => scalar_dots(),
     };
-    let (q4_0x8, q4_kx8, q8_0x8, q4_1x8, q5_0x8, q6_kx8, q5_kx8, iq4_xsx8, q3_kx8, q2_kx8) = match level {
-        #[cfg(target_arch = "x86_64")]
-        Level::Avx2 => x86_x8!(crate::x86_64::avx2),
-        #[cfg(target_arch = "x86_64")]
-        Level::AvxVnni => x86_x8!(crate::x86_64::avxvnni),
-        #[cfg(target_arch = "x86_64")]
-        Level::Avx512 => x86_x8!(crate::x86_64::avx512),
-        _ => (None, None, None, None, None, None, None, None, None, None),
-    };
+    let (q4_0x8, q4_kx8, q8_0x8, q4_1x8, q5_0x8, q6_kx8, q5_kx8, iq4_xsx8, q3_kx8, q2_kx8, iq4_nlx8) =
+        match level {
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx2 => x86_x8!(crate::x86_64::avx2),
+            #[cfg(target_arch = "x86_64")]
+            Level::AvxVnni => x86_x8!(crate::x86_64::avxvnni),
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx512 => x86_x8!(crate::x86_64::avx512),
+            _ => (None, None, None, None, None, None, None, None, None, None, None),
+        };
     let (q4_0x16, q4_kx16, q8_0x16, q5_0x16, q6_kx16) = match level {
         #[cfg(target_arch = "x86_64")]
         Level::Avx512 => {
@@ -816,6 +823,7 @@ fn build(level: Level) -> Kernels {
         iq4_xs_panel,
         q3_k_panel,
         q2_k_panel,
+        iq4_nl_panel,
     ) = match level {
         #[cfg(target_arch = "x86_64")]
         Level::Avx512 => {
@@ -878,6 +886,13 @@ fn build(level: Level) -> Kernels {
                     k::unpack_q2_kx16,
                     k::vec_dot_q6_kpanel16x8_q8_k::<true>
                 ),
+                wrap_panel!(
+                    BlockQ4_0x8,
+                    Q8_0S,
+                    k::Panel32,
+                    k::unpack_iq4_nlx16,
+                    k::vec_dot_panel32x16x8_q8_0::<128>
+                ),
             )
         }
         // AVX2 and AVX-VNNI: K-type panels of 8-row groups in 256-bit registers.
@@ -885,7 +900,7 @@ fn build(level: Level) -> Kernels {
         Level::Avx2 => x86_k_panels!(crate::x86_64::avx2, false),
         #[cfg(target_arch = "x86_64")]
         Level::AvxVnni => x86_k_panels!(crate::x86_64::avxvnni, true),
-        _ => (None, None, None, None, None, None, None, None, None),
+        _ => (None, None, None, None, None, None, None, None, None, None),
     };
     Kernels {
         level,
@@ -903,6 +918,7 @@ fn build(level: Level) -> Kernels {
         iq4_xsx8,
         q3_kx8,
         q2_kx8,
+        iq4_nlx8,
         q4_0x16,
         q4_kx16,
         q8_0x16,
@@ -921,6 +937,7 @@ fn build(level: Level) -> Kernels {
         iq4_xs_panel,
         q3_k_panel,
         q2_k_panel,
+        iq4_nl_panel,
     }
 }
 
@@ -1015,6 +1032,7 @@ impl Kernels {
             Layout::IQ4XSx8 => self.iq4_xs_panel,
             Layout::Q3Kx8 => self.q3_k_panel,
             Layout::Q2Kx8 => self.q2_k_panel,
+            Layout::IQ4NLx8 => self.iq4_nl_panel,
             _ => None,
         }
     }
@@ -1042,6 +1060,7 @@ impl Kernels {
             Layout::IQ4XSx8 => self.iq4_xsx8,
             Layout::Q3Kx8 => self.q3_kx8,
             Layout::Q2Kx8 => self.q2_kx8,
+            Layout::IQ4NLx8 => self.iq4_nlx8,
             Layout::Rows => None,
         }
     }

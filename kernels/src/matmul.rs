@@ -85,7 +85,7 @@ impl<'a> Matrix<'a> {
     /// interleaved Q4_0/Q5_0/Q8_0 kernels take Q8_0 blocks with their sums.
     pub fn act_type(&self) -> Option<ActType> {
         match self.layout {
-            Layout::Q4_0x8 | Layout::Q5_0x8 | Layout::Q8_0x8 => Some(ActType::Q8_0S),
+            Layout::Q4_0x8 | Layout::Q5_0x8 | Layout::Q8_0x8 | Layout::IQ4NLx8 => Some(ActType::Q8_0S),
             _ => ActType::for_weight(self.ty),
         }
     }

@@ -13,14 +13,16 @@
 //! Q4_Kx8, with qh interleaved 4 bytes per row (1440 bytes per 8 blocks instead of 1408).
 //! `IQ4XSx8`: IQ4_XS's codebook indices interleaved as Q4_0x8's per group of 32, with each
 //! row's 6-bit group scales unpacked to signed bytes (1104 bytes per 8 blocks instead of 1088).
+//! `IQ4NLx8`: IQ4_NL's blocks (Q4_0's fields: d and 16 bytes of codebook indices) interleaved
+//! as Q4_0x8, in `BlockQ4_0x8`s.
 //! `Q2Kx8`: Q2_K's qs as Q3Kx8's, scale bytes by group and row (same size).
 //! `Q3Kx8`: Q3_K's qs and hmask interleaved 4 bytes per row, the 6-bit scales unpacked to
 //! signed bytes (912 bytes per 8 blocks instead of 880).
 
 use crate::blocks::{
-    as_blocks, as_bytes, Block, BlockIQ4XS, BlockIQ4XSx8, BlockQ2K, BlockQ2Kx8, BlockQ3K, BlockQ3Kx8,
-    BlockQ4K, BlockQ4Kx8, BlockQ4_0, BlockQ4_0x8, BlockQ4_1, BlockQ4_1x8, BlockQ5K, BlockQ5Kx8, BlockQ5_0,
-    BlockQ5_0x8, BlockQ6K, BlockQ6Kx8, BlockQ8_0, BlockQ8_0x8,
+    as_blocks, as_bytes, Block, BlockIQ4NL, BlockIQ4XS, BlockIQ4XSx8, BlockQ2K, BlockQ2Kx8, BlockQ3K,
+    BlockQ3Kx8, BlockQ4K, BlockQ4Kx8, BlockQ4_0, BlockQ4_0x8, BlockQ4_1, BlockQ4_1x8, BlockQ5K, BlockQ5Kx8,
+    BlockQ5_0, BlockQ5_0x8, BlockQ6K, BlockQ6Kx8, BlockQ8_0, BlockQ8_0x8,
 };
 use crate::types::GgmlType;
 
@@ -49,6 +51,8 @@ pub enum Layout {
     Q3Kx8,
     /// Q2_K in groups of 8 rows, `BlockQ2Kx8`.
     Q2Kx8,
+    /// IQ4_NL in groups of 8 rows, `BlockQ4_0x8` (the same fields as Q4_0).
+    IQ4NLx8,
 }
 
 impl Layout {
@@ -65,6 +69,7 @@ impl Layout {
             GgmlType::IQ4_XS => Some(Layout::IQ4XSx8),
             GgmlType::Q3_K => Some(Layout::Q3Kx8),
             GgmlType::Q2_K => Some(Layout::Q2Kx8),
+            GgmlType::IQ4_NL => Some(Layout::IQ4NLx8),
             _ => None,
         }
     }
@@ -83,6 +88,7 @@ impl Layout {
             Layout::IQ4XSx8 => 1104,
             Layout::Q3Kx8 => 912,
             Layout::Q2Kx8 => 672,
+            Layout::IQ4NLx8 => 144,
         }
     }
 }
@@ -135,6 +141,9 @@ pub fn repack_into(ty: GgmlType, rows: usize, cols: usize, data: &[u8], out: &mu
         GgmlType::IQ4_XS => repack_iq4_xs(as_blocks(data)?, rows, nb, out),
         GgmlType::Q3_K => repack_q3_k(as_blocks(data)?, rows, nb, out),
         GgmlType::Q2_K => repack_q2_k(as_blocks(data)?, rows, nb, out),
+        GgmlType::IQ4_NL => {
+            interleave_nibbles::<BlockIQ4NL>(as_blocks(data)?, rows, nb, out, |b| (&b.d, &b.qs))
+        }
         _ => return None,
     }
     Layout::for_type(ty)
@@ -360,11 +369,24 @@ fn repack_iq4_xs(blocks: &[BlockIQ4XS], rows: usize, nb: usize, out: &mut [u8]) 
 }
 
 fn repack_q4_0(blocks: &[BlockQ4_0], rows: usize, nb: usize, out: &mut [u8]) {
+    interleave_nibbles(blocks, rows, nb, out, |b| (&b.d, &b.qs))
+}
+
+/// A block type of Q4_0's fields (`fields` gives d and the 16 bytes of nibbles) into
+/// `BlockQ4_0x8`s: Q4_0 and IQ4_NL.
+fn interleave_nibbles<S: Block>(
+    blocks: &[S],
+    rows: usize,
+    nb: usize,
+    out: &mut [u8],
+    fields: impl Fn(&S) -> (&[u8; 2], &[u8; 16]),
+) {
     interleave(blocks, rows, nb, out, |src, o: &mut BlockQ4_0x8| {
         for (r, b) in src.iter().enumerate() {
-            o.d[2 * r..2 * r + 2].copy_from_slice(&b.d);
+            let (d, qs) = fields(b);
+            o.d[2 * r..2 * r + 2].copy_from_slice(d);
             for c in 0..4 {
-                o.qs[32 * c + 4 * r..32 * c + 4 * r + 4].copy_from_slice(&b.qs[4 * c..4 * c + 4]);
+                o.qs[32 * c + 4 * r..32 * c + 4 * r + 4].copy_from_slice(&qs[4 * c..4 * c + 4]);
             }
         }
     })

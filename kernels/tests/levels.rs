@@ -430,6 +430,7 @@ fn repacked_matmul_matches_rows() {
         GgmlType::IQ4_XS,
         GgmlType::Q3_K,
         GgmlType::Q2_K,
+        GgmlType::IQ4_NL,
     ]
     .into_iter()
     .flat_map(|t| CASES.map(|c| (t, c)))

@@ -522,7 +522,7 @@ pub unsafe fn vec_dot_q6_kx16x4_q8_k(
 #[derive(Clone, Copy)]
 pub struct Panel32 {
     /// `q[k]`: bytes 4k..4k+4 of the block, row r in lane r, as unsigned values (Q5_0:
-    /// 0..31, Q8_0: w + 128).
+    /// 0..31, Q8_0: w + 128, IQ4_NL: the codebook value + 128).
     q: [[u8; 64]; 8],
     d: [f32; 16],
 }
@@ -542,6 +542,29 @@ pub unsafe fn unpack_q8_0x16(xa: &[BlockQ8_0x8], xb: &[BlockQ8_0x8], out: &mut [
         for k in 0..8 {
             let u = _mm512_xor_si512(join32(a.qs.as_ptr().add(32 * k), b.qs.as_ptr().add(32 * k)), flip);
             _mm512_storeu_si512(p.q[k].as_mut_ptr() as *mut __m512i, u);
+        }
+        _mm512_storeu_ps(p.d.as_mut_ptr(), f16x16_pair(&a.d, &b.d));
+    }
+}
+
+/// Unpacks blocks of two IQ4_NLx8 groups (16 rows, in `BlockQ4_0x8`s) into Q8_0's panels:
+/// the codebook values + 128, which `vec_dot_panel32x16x8_q8_0::<128>` takes as it takes Q8_0's.
+///
+/// # Safety
+/// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn unpack_iq4_nlx16(xa: &[BlockQ4_0x8], xb: &[BlockQ4_0x8], out: &mut [Panel32]) {
+    let m4 = _mm512_set1_epi8(15);
+    let signed = _mm512_broadcast_i32x4(_mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i));
+    let book = _mm512_xor_si512(signed, _mm512_set1_epi8(-128));
+    for (j, ((a, b), p)) in xa.iter().zip(xb).zip(out.iter_mut()).enumerate() {
+        prefetch_pair(xa, xb, j + 8, 3);
+        for c in 0..4 {
+            let v = join32(a.qs.as_ptr().add(32 * c), b.qs.as_ptr().add(32 * c));
+            let lo = _mm512_shuffle_epi8(book, _mm512_and_si512(v, m4));
+            let hi = _mm512_shuffle_epi8(book, _mm512_and_si512(_mm512_srli_epi16(v, 4), m4));
+            _mm512_storeu_si512(p.q[c].as_mut_ptr() as *mut __m512i, lo);
+            _mm512_storeu_si512(p.q[4 + c].as_mut_ptr() as *mut __m512i, hi);
         }
         _mm512_storeu_ps(p.d.as_mut_ptr(), f16x16_pair(&a.d, &b.d));
     }

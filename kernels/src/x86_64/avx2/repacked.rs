@@ -249,24 +249,53 @@ macro_rules! x86_repacked_kernels {
         /// w's sign), since `vpmaddubsw` would saturate on (w + 128) * y.
         macro_rules! q8_0x8_tile {
             ($C:literal, $x:expr, $y:expr) => {
+                signed_x8_tile!($C, $x, $y, BlockQ8_0x8, 5, |b, k| _mm256_loadu_si256(
+                    b.qs.as_ptr().add(32 * k) as *const __m256i
+                ))
+            };
+        }
+
+        /// IQ4_NLx8 (Q4_0x8's layout): weight register k is the codebook value of the low
+        /// (k < 4) or high nibbles of run k % 4, as `nibble_x8_tile!` pairs them with the
+        /// activations.
+        macro_rules! iq4_nlx8_tile {
+            ($C:literal, $x:expr, $y:expr) => {
+                signed_x8_tile!($C, $x, $y, BlockQ4_0x8, 3, |b, k| {
+                    let v = _mm256_loadu_si256(b.qs.as_ptr().add(32 * (k % 4)) as *const __m256i);
+                    let v = if k < 4 { v } else { _mm256_srli_epi16(v, 4) };
+                    let book = _mm256_broadcastsi128_si256(_mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i));
+                    _mm256_shuffle_epi8(book, _mm256_and_si256(v, _mm256_set1_epi8(15)))
+                })
+            };
+        }
+
+        /// Tile of the interleaved types of signed 8-bit weights per block of 32 (Q8_0x8, and
+        /// IQ4_NLx8 through its codebook): `$w` gives weight register k (4 weights of each of
+        /// the 8 rows) of block `$b`; `$lines` cache lines per block are prefetched 4 blocks
+        /// ahead. The rest as `q8_0x8_tile!` says.
+        macro_rules! signed_x8_tile {
+            ($C:literal, $x:expr, $y:expr, $W:ty, $lines:literal, |$b:ident, $k:ident| $w:expr) => {
                 'tile: {
-                    let (x, y): (&[BlockQ8_0x8], [&[BlockQ8_0S]; $C]) = ($x, $y);
+                    let (x, y): (&[$W], [&[BlockQ8_0S]; $C]) = ($x, $y);
                     let n = x.len();
                     if y.iter().any(|c| c.len() != n) {
                         break 'tile [[f32::NAN; 8]; $C];
                     }
                     let mut acc = [_mm256_setzero_ps(); $C];
                     for j in 0..n {
-                        // Ahead of use (see PF): 272-byte blocks, 5 lines each.
+                        // Ahead of use (see PF): Q8_0 272-byte blocks, 5 lines each.
                         let ahead = x.as_ptr().wrapping_add(j + 4) as *const i8;
-                        for line in 0..5 {
+                        for line in 0..$lines {
                             _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
                         }
                         // SAFETY: j < n, the length of x and (checked above) of every y row.
                         let b = unsafe { x.get_unchecked(j) };
                         let mut s = [_mm256_setzero_si256(); $C];
                         for k in 0..8 {
-                            let w = _mm256_loadu_si256(b.qs.as_ptr().add(32 * k) as *const __m256i);
+                            let w = {
+                                let ($b, $k) = (b, k);
+                                $w
+                            };
                             if VNNI {
                                 let u = _mm256_xor_si256(w, _mm256_set1_epi8(-128));
                                 for col in 0..$C {
@@ -1398,6 +1427,7 @@ macro_rules! x86_repacked_kernels {
         x8_kernels!(vec_dot_q5_kx8_q8_k, vec_dot_q5_kx8x4_q8_k, BlockQ5Kx8, BlockQ8K, q5_kx8_tile);
         x8_kernels!(vec_dot_q4_kx8_q8_k, vec_dot_q4_kx8x4_q8_k, BlockQ4Kx8, BlockQ8K, q4_kx8_tile);
         x8_kernels!(vec_dot_q8_0x8_q8_0, vec_dot_q8_0x8x4_q8_0, BlockQ8_0x8, BlockQ8_0S, q8_0x8_tile);
+        x8_kernels!(vec_dot_iq4_nlx8_q8_0, vec_dot_iq4_nlx8x4_q8_0, BlockQ4_0x8, BlockQ8_0S, iq4_nlx8_tile);
         x8_kernels!(vec_dot_q3_kx8_q8_k, vec_dot_q3_kx8x4_q8_k, BlockQ3Kx8, BlockQ8K, g16_x8_tile);
         x8_kernels!(vec_dot_q2_kx8_q8_k, vec_dot_q2_kx8x4_q8_k, BlockQ2Kx8, BlockQ8K, g16_x8_tile);
         x8_kernels!(vec_dot_iq4_xsx8_q8_k, vec_dot_iq4_xsx8x4_q8_k, BlockIQ4XSx8, BlockQ8K, iq4_xsx8_tile);
