@@ -400,21 +400,21 @@ macro_rules! x86_k_panels {
                 BlockQ4Kx8,
                 Q8K,
                 k::PanelQ4K2x8,
-                k::unpack_q4_kx8_pair,
+                k::unpack_pairs::<BlockQ4Kx8>,
                 k::vec_dot_q4_kpanel8x2x8_q8_k
             ),
             wrap_panel!(
                 BlockQ5Kx8,
                 Q8K,
                 k::PanelQ4K2x8,
-                k::unpack_q5_kx8_pair,
+                k::unpack_pairs::<BlockQ5Kx8>,
                 k::vec_dot_q5_kpanel8x2x8_q8_k
             ),
             wrap_panel!(
                 BlockQ6Kx8,
                 Q8K,
                 k::PanelQ6K2x8,
-                k::unpack_q6_kx8_pair,
+                k::unpack_pairs::<BlockQ6Kx8>,
                 k::vec_dot_q6_kpanel8x2x8_q8_k
             ),
             if $vnni {
@@ -422,7 +422,7 @@ macro_rules! x86_k_panels {
                     BlockIQ4XSx8,
                     Q8K,
                     k::PanelQ4K2x8,
-                    k::unpack_iq4_xsx8_pair,
+                    k::unpack_pairs::<BlockIQ4XSx8>,
                     k::vec_dot_iq4_xspanel8x2x8_q8_k
                 )
             } else {
@@ -432,14 +432,14 @@ macro_rules! x86_k_panels {
                 BlockQ3Kx8,
                 Q8K,
                 k::PanelQ6K2x8,
-                k::unpack_q3_kx8_pair,
+                k::unpack_pairs::<BlockQ3Kx8>,
                 k::vec_dot_q6_kpanel8x2x8_q8_k
             ),
             wrap_panel!(
                 BlockQ2Kx8,
                 Q8K,
                 k::PanelQ6K2x8,
-                k::unpack_q2_kx8_pair,
+                k::unpack_pairs::<BlockQ2Kx8>,
                 k::vec_dot_q2_kpanel8x2x8_q8_k
             ),
             None,
@@ -848,21 +848,21 @@ fn build(level: Level) -> Kernels {
                     BlockQ4Kx8,
                     Q8K,
                     k::PanelQ4K,
-                    k::unpack_q4_kx16,
+                    k::unpack_k16::<BlockQ4Kx8>,
                     k::vec_dot_q4_kpanel16x8_q8_k::<false>
                 ),
                 wrap_panel!(
                     BlockQ5Kx8,
                     Q8K,
                     k::PanelQ4K,
-                    k::unpack_q5_kx16,
+                    k::unpack_k16::<BlockQ5Kx8>,
                     k::vec_dot_q4_kpanel16x8_q8_k::<false>
                 ),
                 wrap_panel!(
                     BlockQ6Kx8,
                     Q8K,
                     k::PanelQ6K,
-                    k::unpack_q6_kx16,
+                    k::unpack_g16::<BlockQ6Kx8>,
                     k::vec_dot_q6_kpanel16x8_q8_k::<false>
                 ),
                 wrap_panel!(
@@ -876,14 +876,14 @@ fn build(level: Level) -> Kernels {
                     BlockQ3Kx8,
                     Q8K,
                     k::PanelQ6K,
-                    k::unpack_q3_kx16,
+                    k::unpack_g16::<BlockQ3Kx8>,
                     k::vec_dot_q6_kpanel16x8_q8_k::<false>
                 ),
                 wrap_panel!(
                     BlockQ2Kx8,
                     Q8K,
                     k::PanelQ6K,
-                    k::unpack_q2_kx16,
+                    k::unpack_g16::<BlockQ2Kx8>,
                     k::vec_dot_q6_kpanel16x8_q8_k::<true>
                 ),
                 wrap_panel!(

@@ -325,12 +325,7 @@ fn repack_q2_k(blocks: &[BlockQ2K], rows: usize, nb: usize, out: &mut [u8]) {
             for (g, &sc) in b.scales.iter().enumerate() {
                 o.scales[8 * g + r] = sc;
             }
-            for c in 0..8 {
-                for h in 0..2 {
-                    let at = 256 * h + 32 * c + 4 * r;
-                    o.qs[at..at + 4].copy_from_slice(&b.qs[32 * h + 4 * c..32 * h + 4 * c + 4]);
-                }
-            }
+            interleave_2bit_row(r, &b.qs, &mut o.qs);
         }
     })
 }
@@ -342,15 +337,23 @@ fn repack_q3_k(blocks: &[BlockQ3K], rows: usize, nb: usize, out: &mut [u8]) {
             for (g, &sc) in crate::scalar::q3_k_scales(&b.scales).iter().enumerate() {
                 o.scales[8 * g + r] = sc as u8;
             }
+            interleave_2bit_row(r, &b.qs, &mut o.qs);
             for c in 0..8 {
-                for h in 0..2 {
-                    let at = 256 * h + 32 * c + 4 * r;
-                    o.qs[at..at + 4].copy_from_slice(&b.qs[32 * h + 4 * c..32 * h + 4 * c + 4]);
-                }
                 o.hmask[32 * c + 4 * r..32 * c + 4 * r + 4].copy_from_slice(&b.hmask[4 * c..4 * c + 4]);
             }
         }
     })
+}
+
+/// Row r's 2-bit quants (Q2_K, Q3_K: 64 bytes, two halves of 32) into Q2Kx8/Q3Kx8's qs:
+/// bytes 32h + 4c..+4 at 256h + 32c + 4r.
+fn interleave_2bit_row(r: usize, qs: &[u8; 64], out: &mut [u8; 512]) {
+    for h in 0..2 {
+        for c in 0..8 {
+            let at = 256 * h + 32 * c + 4 * r;
+            out[at..at + 4].copy_from_slice(&qs[32 * h + 4 * c..32 * h + 4 * c + 4]);
+        }
+    }
 }
 
 fn repack_iq4_xs(blocks: &[BlockIQ4XS], rows: usize, nb: usize, out: &mut [u8]) {

@@ -739,9 +739,12 @@ const _: () = assert!(std::mem::size_of::<PanelQ4K>() == 5248);
 /// Unpacks blocks of two Q4_Kx8 or Q5_Kx8 groups (16 rows) into Q4_K panels, one per block:
 /// Q5_K is Q4_K with a fifth bit per value (values 0..31, same scales and mins), so the Q4_K
 /// panel kernel runs both.
+///
+/// # Safety
+/// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn unpack_k16<B: KBlockX8>(xa: &[B], xb: &[B], out: &mut [PanelQ4K]) {
+pub unsafe fn unpack_k16<B: KBlockX8>(xa: &[B], xb: &[B], out: &mut [PanelQ4K]) {
     let m4 = _mm512_set1_epi8(15);
     for (j, ((a, b), p)) in xa.iter().zip(xb).zip(out.iter_mut()).enumerate() {
         for g in 0..8 {
@@ -771,24 +774,6 @@ unsafe fn unpack_k16<B: KBlockX8>(xa: &[B], xb: &[B], out: &mut [PanelQ4K]) {
         _mm512_storeu_ps(p.d.as_mut_ptr(), f16x16_pair(a.d(), b.d()));
         _mm512_storeu_ps(p.dmin.as_mut_ptr(), f16x16_pair(a.dmin(), b.dmin()));
     }
-}
-
-/// Unpacks blocks of two Q4_Kx8 groups (16 rows) into `out`, one panel per block.
-///
-/// # Safety
-/// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn unpack_q4_kx16(xa: &[BlockQ4Kx8], xb: &[BlockQ4Kx8], out: &mut [PanelQ4K]) {
-    unpack_k16(xa, xb, out)
-}
-
-/// Unpacks blocks of two Q5_Kx8 groups (16 rows) into Q4_K panels (the fifth bits set).
-///
-/// # Safety
-/// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn unpack_q5_kx16(xa: &[BlockQ5Kx8], xb: &[BlockQ5Kx8], out: &mut [PanelQ4K]) {
-    unpack_k16(xa, xb, out)
 }
 
 /// Unpacks blocks of two IQ4_XSx8 groups (16 rows) into Q4_K panels: value v of the codebook
@@ -831,7 +816,7 @@ pub unsafe fn unpack_iq4_xsx16(xa: &[BlockIQ4XSx8], xb: &[BlockIQ4XSx8], out: &m
     }
 }
 
-/// Unpacked Q4_K panels (`unpack_q4_kx16`) against 8 activation rows: the sums of
+/// Unpacked Q4_K panels (`unpack_k16`) against 8 activation rows: the sums of
 /// `vec_dot_q4_kx16x8_q8_k`, lane for lane. `SAME_D` (IQ4_XS's panels, whose dmin is d):
 /// the mins' term comes off the integer sum before the one conversion, as the IQ4_XSx8 tile
 /// does.
@@ -919,7 +904,9 @@ const _: () = assert!(std::mem::size_of::<PanelQ6K>() == 5760);
 /// `Group16` (the 256-bit levels' trait for Q6_K and Q3_K, from `x86_repacked_kernels!`)
 /// with the values of two groups (16 rows) at step (h, c) in 512-bit registers: the types
 /// whose 16-row panel is `PanelQ6K`.
-trait Group16x16: Group16 {
+pub trait Group16x16: Group16 {
+    /// # Safety
+    /// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
     unsafe fn values16(a: &Self, b: &Self, h: usize, c: usize) -> [__m512i; 4];
 }
 
@@ -967,10 +954,14 @@ impl Group16x16 for BlockQ3Kx8 {
 }
 
 /// Blocks of two groups (16 rows) of a `Group16x16` type into `out`, one panel per block: the
-/// values, the scales as i32 lanes, OFF x the scales of groups 2m, 2m + 1 as i16 pairs.
+/// values, the scales as i32 lanes, OFF x the scales (Q2_K: the mins) of groups 2m, 2m + 1 as
+/// i16 pairs, d and dmin.
+///
+/// # Safety
+/// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn unpack_g16<B: Group16x16>(xa: &[B], xb: &[B], out: &mut [PanelQ6K]) {
+pub unsafe fn unpack_g16<B: Group16x16>(xa: &[B], xb: &[B], out: &mut [PanelQ6K]) {
     let lines = std::mem::size_of::<B>().div_ceil(64).div_ceil(16);
     for (j, ((a, b), p)) in xa.iter().zip(xb).zip(out.iter_mut()).enumerate() {
         for h in 0..2 {
@@ -1010,36 +1001,7 @@ unsafe fn unpack_g16<B: Group16x16>(xa: &[B], xb: &[B], out: &mut [PanelQ6K]) {
     }
 }
 
-/// Unpacks blocks of two Q6_Kx8 groups (16 rows) into `out`, one panel per block.
-///
-/// # Safety
-/// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn unpack_q6_kx16(xa: &[BlockQ6Kx8], xb: &[BlockQ6Kx8], out: &mut [PanelQ6K]) {
-    unpack_g16(xa, xb, out)
-}
-
-/// Unpacks blocks of two Q3_Kx8 groups (16 rows) into Q6_K panels (values 0..7, offset -4):
-/// the Q6_K panel kernel runs Q3_K.
-///
-/// # Safety
-/// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn unpack_q3_kx16(xa: &[BlockQ3Kx8], xb: &[BlockQ3Kx8], out: &mut [PanelQ6K]) {
-    unpack_g16(xa, xb, out)
-}
-
-/// Unpacks blocks of two Q2_Kx8 groups (16 rows) into Q6_K panels (values 0..3, the mins in
-/// `offs`, dmin apart): `vec_dot_q6_kpanel16x8_q8_k::<true>` runs Q2_K.
-///
-/// # Safety
-/// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn unpack_q2_kx16(xa: &[BlockQ2Kx8], xb: &[BlockQ2Kx8], out: &mut [PanelQ6K]) {
-    unpack_g16(xa, xb, out)
-}
-
-/// Unpacked Q6_K panels (`unpack_q6_kx16`) against 8 activation rows: the sums of
+/// Unpacked Q6_K panels (`unpack_g16`) against 8 activation rows: the sums of
 /// `vec_dot_q6_kx16x4_q8_k`, lane for lane, with each weight register a single load.
 ///
 /// # Safety

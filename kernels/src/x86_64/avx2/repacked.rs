@@ -249,7 +249,7 @@ macro_rules! x86_repacked_kernels {
         /// w's sign), since `vpmaddubsw` would saturate on (w + 128) * y.
         macro_rules! q8_0x8_tile {
             ($C:literal, $x:expr, $y:expr) => {
-                signed_x8_tile!($C, $x, $y, BlockQ8_0x8, 5, |b, k| _mm256_loadu_si256(
+                signed_x8_tile!($C, $x, $y, BlockQ8_0x8, 5, (), |b, k, _u| _mm256_loadu_si256(
                     b.qs.as_ptr().add(32 * k) as *const __m256i
                 ))
             };
@@ -260,23 +260,32 @@ macro_rules! x86_repacked_kernels {
         /// activations.
         macro_rules! iq4_nlx8_tile {
             ($C:literal, $x:expr, $y:expr) => {
-                signed_x8_tile!($C, $x, $y, BlockQ4_0x8, 3, |b, k| {
-                    let v = _mm256_loadu_si256(b.qs.as_ptr().add(32 * (k % 4)) as *const __m256i);
-                    let v = if k < 4 { v } else { _mm256_srli_epi16(v, 4) };
-                    let book = _mm256_broadcastsi128_si256(_mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i));
-                    _mm256_shuffle_epi8(book, _mm256_and_si256(v, _mm256_set1_epi8(15)))
-                })
+                signed_x8_tile!(
+                    $C,
+                    $x,
+                    $y,
+                    BlockQ4_0x8,
+                    3,
+                    _mm256_broadcastsi128_si256(_mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i)),
+                    |b, k, book| {
+                        let v = _mm256_loadu_si256(b.qs.as_ptr().add(32 * (k % 4)) as *const __m256i);
+                        let v = if k < 4 { v } else { _mm256_srli_epi16(v, 4) };
+                        _mm256_shuffle_epi8(book, _mm256_and_si256(v, _mm256_set1_epi8(15)))
+                    }
+                )
             };
         }
 
         /// Tile of the interleaved types of signed 8-bit weights per block of 32 (Q8_0x8, and
         /// IQ4_NLx8 through its codebook): `$w` gives weight register k (4 weights of each of
-        /// the 8 rows) of block `$b`; `$lines` cache lines per block are prefetched 4 blocks
-        /// ahead. The rest as `q8_0x8_tile!` says.
+        /// the 8 rows) of block `$b`, with `$c` the value of `$init` (evaluated once per
+        /// call: IQ4_NL's codebook register); `$lines` cache lines per block are prefetched 4
+        /// blocks ahead. The rest as `q8_0x8_tile!` says.
         macro_rules! signed_x8_tile {
-            ($C:literal, $x:expr, $y:expr, $W:ty, $lines:literal, |$b:ident, $k:ident| $w:expr) => {
+            ($C:literal, $x:expr, $y:expr, $W:ty, $lines:literal, $init:expr, |$b:ident, $k:ident, $c:ident| $w:expr) => {
                 'tile: {
                     let (x, y): (&[$W], [&[BlockQ8_0S]; $C]) = ($x, $y);
+                    let $c = $init;
                     let n = x.len();
                     if y.iter().any(|c| c.len() != n) {
                         break 'tile [[f32::NAN; 8]; $C];
@@ -389,11 +398,11 @@ macro_rules! x86_repacked_kernels {
                         }
                         for k in 0..4 {
                             let (sc, _) = g16_scales(b, 8 * h + 2 * k + half);
+                            let sc16 = _mm256_or_si256(_mm256_and_si256(sc, lo16), _mm256_slli_epi32(sc, 16));
                             for col in 0..C {
                                 let v = if VNNI {
                                     _mm256_mullo_epi32(s[col][k], sc)
                                 } else {
-                                    let sc16 = _mm256_or_si256(_mm256_and_si256(sc, lo16), _mm256_slli_epi32(sc, 16));
                                     _mm256_madd_epi16(s[col][k], sc16)
                                 };
                                 sumi[col] = _mm256_add_epi32(sumi[col], v);
@@ -790,69 +799,42 @@ macro_rules! x86_repacked_kernels {
         pub type PanelQ6K2x8 = Pair8<PanelQ6K8>;
 
         /// A block type of 8 interleaved rows with a panel form.
-        trait Unpack8 {
+        pub trait Unpack8 {
             type Panel;
+            /// # Safety
+            /// The CPU must have this level's target features (reached only through dispatch).
             unsafe fn unpack_into(&self, p: &mut Self::Panel);
         }
 
-        impl Unpack8 for BlockQ4Kx8 {
-            type Panel = PanelQ4K8;
-            #[inline]
-            #[target_feature(enable = $feat)]
-            unsafe fn unpack_into(&self, p: &mut PanelQ4K8) {
-                unpack_k8_one(self, p)
-            }
+        /// `Unpack8` of a block type: its panel and the function that fills one.
+        macro_rules! unpack8 {
+            ($t:ty, $panel:ty, $f:ident) => {
+                impl Unpack8 for $t {
+                    type Panel = $panel;
+                    #[inline]
+                    #[target_feature(enable = $feat)]
+                    unsafe fn unpack_into(&self, p: &mut $panel) {
+                        $f(self, p)
+                    }
+                }
+            };
         }
 
-        impl Unpack8 for BlockQ5Kx8 {
-            type Panel = PanelQ4K8;
-            #[inline]
-            #[target_feature(enable = $feat)]
-            unsafe fn unpack_into(&self, p: &mut PanelQ4K8) {
-                unpack_k8_one(self, p)
-            }
-        }
+        unpack8!(BlockQ4Kx8, PanelQ4K8, unpack_k8_one);
+        unpack8!(BlockQ5Kx8, PanelQ4K8, unpack_k8_one);
+        unpack8!(BlockIQ4XSx8, PanelQ4K8, unpack_iq4_xs8_one);
+        unpack8!(BlockQ6Kx8, PanelQ6K8, unpack_g16_one);
+        unpack8!(BlockQ2Kx8, PanelQ6K8, unpack_g16_one);
+        unpack8!(BlockQ3Kx8, PanelQ6K8, unpack_g16_one);
 
-        impl Unpack8 for BlockIQ4XSx8 {
-            type Panel = PanelQ4K8;
-            #[inline]
-            #[target_feature(enable = $feat)]
-            unsafe fn unpack_into(&self, p: &mut PanelQ4K8) {
-                unpack_iq4_xs8_one(self, p)
-            }
-        }
-
-        impl Unpack8 for BlockQ6Kx8 {
-            type Panel = PanelQ6K8;
-            #[inline]
-            #[target_feature(enable = $feat)]
-            unsafe fn unpack_into(&self, p: &mut PanelQ6K8) {
-                unpack_g16_one(self, p)
-            }
-        }
-
-        impl Unpack8 for BlockQ2Kx8 {
-            type Panel = PanelQ6K8;
-            #[inline]
-            #[target_feature(enable = $feat)]
-            unsafe fn unpack_into(&self, p: &mut PanelQ6K8) {
-                unpack_g16_one(self, p)
-            }
-        }
-
-        impl Unpack8 for BlockQ3Kx8 {
-            type Panel = PanelQ6K8;
-            #[inline]
-            #[target_feature(enable = $feat)]
-            unsafe fn unpack_into(&self, p: &mut PanelQ6K8) {
-                unpack_g16_one(self, p)
-            }
-        }
-
-        /// Both groups' blocks into panel pairs, the next blocks prefetched.
+        /// Both groups' blocks into panel pairs, the next blocks prefetched (`matmul`'s panel
+        /// unpacker for every 256-bit panel type, through `Panel16Fns`).
+        ///
+        /// # Safety
+        /// The CPU must have this level's target features (reached only through dispatch).
         #[inline]
         #[target_feature(enable = $feat)]
-        unsafe fn unpack_pairs<B: Unpack8>(xa: &[B], xb: &[B], out: &mut [Pair8<B::Panel>]) {
+        pub unsafe fn unpack_pairs<B: Unpack8>(xa: &[B], xb: &[B], out: &mut [Pair8<B::Panel>]) {
             for (j, ((a, b), p)) in xa.iter().zip(xb).zip(out.iter_mut()).enumerate() {
                 for x in [xa, xb] {
                     let ahead = x.as_ptr().wrapping_add(j + 1) as *const i8;
@@ -955,32 +937,8 @@ macro_rules! x86_repacked_kernels {
             _mm256_storeu_ps(p.dmin.as_mut_ptr(), d);
         }
 
-        /// Unpacks blocks of two IQ4_XSx8 groups (16 rows) into `out` (VNNI levels only).
-        ///
-        /// # Safety
-        /// The CPU must have this level's target features (reached only through dispatch).
-        #[target_feature(enable = $feat)]
-        pub unsafe fn unpack_iq4_xsx8_pair(xa: &[BlockIQ4XSx8], xb: &[BlockIQ4XSx8], out: &mut [PanelQ4K2x8]) {
-            unpack_pairs(xa, xb, out)
-        }
 
-        /// Unpacks blocks of two Q4_Kx8 groups (16 rows) into `out`, one panel pair per block.
-        ///
-        /// # Safety
-        /// The CPU must have this level's target features (reached only through dispatch).
-        #[target_feature(enable = $feat)]
-        pub unsafe fn unpack_q4_kx8_pair(xa: &[BlockQ4Kx8], xb: &[BlockQ4Kx8], out: &mut [PanelQ4K2x8]) {
-            unpack_pairs(xa, xb, out)
-        }
 
-        /// Unpacks blocks of two Q5_Kx8 groups (16 rows) into `out`, one panel pair per block.
-        ///
-        /// # Safety
-        /// The CPU must have this level's target features (reached only through dispatch).
-        #[target_feature(enable = $feat)]
-        pub unsafe fn unpack_q5_kx8_pair(xa: &[BlockQ5Kx8], xb: &[BlockQ5Kx8], out: &mut [PanelQ4K2x8]) {
-            unpack_pairs(xa, xb, out)
-        }
 
         /// One group's panels (`hi`: the second of each pair) against 4 activation rows: the
         /// sums of `k_x8_tile!`, lane for lane; without VNNI, `STEPS` steps per i16 sum (8
@@ -1053,7 +1011,7 @@ macro_rules! x86_repacked_kernels {
             store8(&acc)
         }
 
-        /// Q4_K panel pairs (`unpack_q4_kx8_pair`) against 8 activation rows: 16 rows x 8.
+        /// Q4_K panel pairs (`unpack_pairs`) against 8 activation rows: 16 rows x 8.
         ///
         /// # Safety
         /// The CPU must have this level's target features (reached only through dispatch).
@@ -1063,7 +1021,7 @@ macro_rules! x86_repacked_kernels {
             panel16x8(p, y, |p, hi, c| unsafe { k_panel8x4::<8, false>(p, hi, c) })
         }
 
-        /// IQ4_XS panel pairs (`unpack_iq4_xsx8_pair`) against 8 activation rows: 16 rows x 8.
+        /// IQ4_XS panel pairs (`unpack_pairs`) against 8 activation rows: 16 rows x 8.
         /// VNNI levels only (NaN elsewhere: see `unpack_iq4_xs8_one`).
         ///
         /// # Safety
@@ -1077,7 +1035,7 @@ macro_rules! x86_repacked_kernels {
             panel16x8(p, y, |p, hi, c| unsafe { k_panel8x4::<8, true>(p, hi, c) })
         }
 
-        /// Q5_K panel pairs (`unpack_q5_kx8_pair`) against 8 activation rows: 16 rows x 8.
+        /// Q5_K panel pairs (`unpack_pairs`) against 8 activation rows: 16 rows x 8.
         ///
         /// # Safety
         /// The CPU must have this level's target features (reached only through dispatch).
@@ -1127,13 +1085,15 @@ macro_rules! x86_repacked_kernels {
         /// The interleaved K types of groups of 16 whose panel is `PanelQ6K8`: unsigned values
         /// at step (h, c) (weights 128h + 32k + 4c..+4 for k = 0..4) with an offset, signed
         /// scales.
-        trait Group16 {
+        pub trait Group16 {
             /// How the values' offset comes off. false: OFF x the group's scale against the
             /// group's activation sum, inside the integer sum (Q6_K: OFF -32, values 0..63;
             /// Q3_K: -4, 0..7). true: the group's own min m (Q2_K: x = d * sc * q - dmin * m,
             /// q 0..3), summed apart and scaled by dmin.
             const MINS: bool;
             const OFF: i32;
+            /// # Safety
+            /// The CPU must have this level's target features (reached only through dispatch).
             unsafe fn values(&self, h: usize, c: usize) -> [__m256i; 4];
             /// Index 8 * group + row: the signed scale, or (Q2_K) sc | m << 4.
             fn scales(&self) -> &[u8; 128];
@@ -1241,34 +1201,8 @@ macro_rules! x86_repacked_kernels {
             _mm256_storeu_ps(p.dmin.as_mut_ptr(), _mm256_cvtph_ps(_mm_loadu_si128(b.dmin().as_ptr() as *const __m128i)));
         }
 
-        /// Unpacks blocks of two Q3_Kx8 groups (16 rows) into Q6_K panel pairs (values 0..7,
-        /// offset -4): the Q6_K panel kernel runs Q3_K.
-        ///
-        /// # Safety
-        /// The CPU must have this level's target features (reached only through dispatch).
-        #[target_feature(enable = $feat)]
-        pub unsafe fn unpack_q3_kx8_pair(xa: &[BlockQ3Kx8], xb: &[BlockQ3Kx8], out: &mut [PanelQ6K2x8]) {
-            unpack_pairs(xa, xb, out)
-        }
 
-        /// Unpacks blocks of two Q2_Kx8 groups (16 rows) into Q6_K panel pairs (values 0..3,
-        /// the mins in `offs`, dmin apart).
-        ///
-        /// # Safety
-        /// The CPU must have this level's target features (reached only through dispatch).
-        #[target_feature(enable = $feat)]
-        pub unsafe fn unpack_q2_kx8_pair(xa: &[BlockQ2Kx8], xb: &[BlockQ2Kx8], out: &mut [PanelQ6K2x8]) {
-            unpack_pairs(xa, xb, out)
-        }
 
-        /// Unpacks blocks of two Q6_Kx8 groups (16 rows) into `out`, one panel pair per block.
-        ///
-        /// # Safety
-        /// The CPU must have this level's target features (reached only through dispatch).
-        #[target_feature(enable = $feat)]
-        pub unsafe fn unpack_q6_kx8_pair(xa: &[BlockQ6Kx8], xb: &[BlockQ6Kx8], out: &mut [PanelQ6K2x8]) {
-            unpack_pairs(xa, xb, out)
-        }
 
         /// One group's panels (`hi`: the second of each pair) against 4 activation rows: the
         /// sums of `q6_kx8_tile!`, lane for lane, each weight register a single load.
@@ -1341,7 +1275,7 @@ macro_rules! x86_repacked_kernels {
             store8(&acc)
         }
 
-        /// Q6_K panel pairs (`unpack_q6_kx8_pair`) against 8 activation rows: 16 rows x 8.
+        /// Q6_K panel pairs (`unpack_pairs`) against 8 activation rows: 16 rows x 8.
         ///
         /// # Safety
         /// The CPU must have this level's target features (reached only through dispatch).
@@ -1351,7 +1285,7 @@ macro_rules! x86_repacked_kernels {
             panel16x8(p, y, |p, hi, c| unsafe { q6_kpanel8x4::<false>(p, hi, c) })
         }
 
-        /// Q2_K panel pairs (`unpack_q2_kx8_pair`) against 8 activation rows: 16 rows x 8.
+        /// Q2_K panel pairs (`unpack_pairs`) against 8 activation rows: 16 rows x 8.
         ///
         /// # Safety
         /// The CPU must have this level's target features (reached only through dispatch).
