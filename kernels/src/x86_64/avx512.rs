@@ -56,6 +56,17 @@ unsafe fn prefetch_lines<T>(xa: &[T], xb: &[T], at: usize, from: usize, count: u
     }
 }
 
+/// The mins' term of K-type sums: acc -= dmin * dy * summ, per column (dy its activation
+/// scale).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn sub_mins16<const C: usize>(acc: &mut [__m512; C], dmin: __m512, dy: [f32; C], summ: &[__m512i; C]) {
+    for col in 0..C {
+        let v = _mm512_mul_ps(dmin, _mm512_set1_ps(dy[col]));
+        acc[col] = _mm512_fnmadd_ps(v, _mm512_cvtepi32_ps(summ[col]), acc[col]);
+    }
+}
+
 /// C accumulators as rows of 16 outputs.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -869,11 +880,7 @@ pub unsafe fn vec_dot_q4_kpanel16x8_q8_k<const SAME_D: bool>(
         }
         if !SAME_D {
             // The mins' term, after the scales' (the order of `q4_kx16`).
-            let dmin = _mm512_loadu_ps(b.dmin.as_ptr());
-            for col in 0..8 {
-                let dy = _mm512_set1_ps(act[col].d);
-                acc[col] = _mm512_fnmadd_ps(_mm512_mul_ps(dmin, dy), _mm512_cvtepi32_ps(summ[col]), acc[col]);
-            }
+            sub_mins16(&mut acc, _mm512_loadu_ps(b.dmin.as_ptr()), std::array::from_fn(|c| act[c].d), &summ);
         }
     }
     storen(&acc)
@@ -1054,11 +1061,7 @@ pub unsafe fn vec_dot_q6_kpanel16x8_q8_k<const MINS: bool>(
             acc[col] = _mm512_fmadd_ps(_mm512_mul_ps(d, dy), _mm512_cvtepi32_ps(sumi[col]), acc[col]);
         }
         if MINS {
-            let dmin = _mm512_loadu_ps(b.dmin.as_ptr());
-            for col in 0..8 {
-                let dy = _mm512_set1_ps(act[col].d);
-                acc[col] = _mm512_fnmadd_ps(_mm512_mul_ps(dmin, dy), _mm512_cvtepi32_ps(summ[col]), acc[col]);
-            }
+            sub_mins16(&mut acc, _mm512_loadu_ps(b.dmin.as_ptr()), std::array::from_fn(|c| act[c].d), &summ);
         }
     }
     storen(&acc)

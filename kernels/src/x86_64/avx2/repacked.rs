@@ -25,6 +25,17 @@ macro_rules! x86_repacked_kernels {
             };
         }
 
+        /// The mins' term of K-type sums: acc -= dmin * dy * summ, per column (dy its activation
+        /// scale).
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn sub_mins<const C: usize>(acc: &mut [__m256; C], dmin: __m256, dy: [f32; C], summ: &[__m256i; C]) {
+            for col in 0..C {
+                let v = _mm256_mul_ps(dmin, _mm256_set1_ps(dy[col]));
+                acc[col] = _mm256_fnmadd_ps(v, _mm256_cvtepi32_ps(summ[col]), acc[col]);
+            }
+        }
+
         /// A tile's C accumulators as rows of 8 outputs.
         #[inline]
         #[target_feature(enable = $feat)]
@@ -427,11 +438,7 @@ macro_rules! x86_repacked_kernels {
                             summ[col] = _mm256_add_epi32(summ[col], _mm256_madd_epi16(pair, _mm256_set1_epi32(bs)));
                         }
                     }
-                    let dmin = _mm256_cvtph_ps(_mm_loadu_si128(b.dmin().as_ptr() as *const __m128i));
-                    for col in 0..C {
-                        let dy = _mm256_set1_ps(a[col].d);
-                        acc[col] = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, dy), _mm256_cvtepi32_ps(summ[col]), acc[col]);
-                    }
+                    sub_mins(&mut acc, _mm256_cvtph_ps(_mm_loadu_si128(b.dmin().as_ptr() as *const __m128i)), std::array::from_fn(|col| a[col].d), &summ);
                 }
             }
             store8(&acc)
@@ -1001,11 +1008,7 @@ macro_rules! x86_repacked_kernels {
                 }
                 if !SAME_D {
                     // The mins' term after the scales' (the order of `k_x8_tile!`).
-                    let dmin = _mm256_loadu_ps(b.dmin.as_ptr());
-                    for col in 0..4 {
-                        let dy = _mm256_set1_ps(act[col].d);
-                        acc[col] = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, dy), _mm256_cvtepi32_ps(summ[col]), acc[col]);
-                    }
+                    sub_mins(&mut acc, _mm256_loadu_ps(b.dmin.as_ptr()), std::array::from_fn(|col| act[col].d), &summ);
                 }
             }
             store8(&acc)
@@ -1265,11 +1268,7 @@ macro_rules! x86_repacked_kernels {
                     acc[col] = _mm256_fmadd_ps(_mm256_mul_ps(d, dy), _mm256_cvtepi32_ps(sumi[col]), acc[col]);
                 }
                 if MINS {
-                    let dmin = _mm256_loadu_ps(b.dmin.as_ptr());
-                    for col in 0..4 {
-                        let dy = _mm256_set1_ps(act[col].d);
-                        acc[col] = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, dy), _mm256_cvtepi32_ps(summ[col]), acc[col]);
-                    }
+                    sub_mins(&mut acc, _mm256_loadu_ps(b.dmin.as_ptr()), std::array::from_fn(|col| act[col].d), &summ);
                 }
             }
             store8(&acc)
