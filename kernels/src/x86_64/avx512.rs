@@ -1223,16 +1223,34 @@ pub unsafe fn attend_many(
                 if n == 0 {
                     continue;
                 }
-                let mb = s[j][..n].iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                // Lanes p.. of the block that are valid positions.
+                let lanes = |p: usize| -> __mmask16 {
+                    if n - p >= 16 {
+                        0xffff
+                    } else {
+                        (1u16 << (n - p)) - 1
+                    }
+                };
+                let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
+                for p in (0..n).step_by(16) {
+                    mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(mx, lanes(p), s[j].as_ptr().add(p)));
+                }
+                let mb = _mm512_reduce_max_ps(mx);
                 crate::attention::raise_max(&mut *outs[i], &mut sum[i], &mut m[i], mb);
                 let mv = _mm512_set1_ps(m[i]);
+                let mut sv = _mm512_setzero_ps();
                 for p in (0..n).step_by(16) {
                     let x = _mm512_sub_ps(_mm512_loadu_ps(s[j].as_ptr().add(p)), mv);
-                    _mm512_storeu_ps(e[j].as_mut_ptr().add(p), exp16(x));
+                    let ex = exp16(x);
+                    _mm512_storeu_ps(e[j].as_mut_ptr().add(p), ex);
+                    sv = _mm512_mask_add_ps(sv, lanes(p), sv, ex);
                 }
-                for &x in &e[j][..n] {
-                    sum[i] += x;
-                }
+                // Halves added as `attention::block_sum` adds them.
+                let t8 = _mm256_add_ps(
+                    _mm512_castps512_ps256(sv),
+                    _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(sv))),
+                );
+                sum[i] += crate::x86_64::avx2::sum8_halves(t8);
             }
             // The weighted values, two queries at a time where there are two.
             let mut j = 0;

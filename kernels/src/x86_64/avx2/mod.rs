@@ -338,18 +338,28 @@ pub unsafe fn attend_many(
                     continue;
                 }
                 let out = &mut *outs[i];
-                let mb = sj[..n].iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                // Lanes p.. of the block that are valid positions, as a mask.
+                let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+                let valid8 = |p: usize| {
+                    _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32((n - p) as i32), idx))
+                };
+                let mut mx = _mm256_set1_ps(f32::NEG_INFINITY);
+                for p in (0..n).step_by(8) {
+                    let x = _mm256_blendv_ps(mx, _mm256_loadu_ps(sj.as_ptr().add(p)), valid8(p));
+                    mx = _mm256_max_ps(mx, x);
+                }
+                let mb = max8(mx);
                 crate::attention::raise_max(out, &mut sum[i], &mut m[i], mb);
                 let mv = _mm256_set1_ps(m[i]);
+                // The sum in `attention::block_sum`'s order: lanes 0-7 and 8-15 of its 16.
+                let mut lanes = [_mm256_setzero_ps(); 2];
                 for p in (0..n).step_by(8) {
-                    _mm256_storeu_ps(
-                        e.as_mut_ptr().add(p),
-                        exp8(_mm256_sub_ps(_mm256_loadu_ps(sj.as_ptr().add(p)), mv)),
-                    );
+                    let x = exp8(_mm256_sub_ps(_mm256_loadu_ps(sj.as_ptr().add(p)), mv));
+                    _mm256_storeu_ps(e.as_mut_ptr().add(p), x);
+                    let l = &mut lanes[p / 8 % 2];
+                    *l = _mm256_add_ps(*l, _mm256_and_ps(x, valid8(p)));
                 }
-                for &x in &e[..n] {
-                    sum[i] += x;
-                }
+                sum[i] += sum8_halves(_mm256_add_ps(lanes[0], lanes[1]));
                 for dc in (0..hd).step_by(64) {
                     let op = out.as_mut_ptr().add(dc);
                     let mut a: [__m256; 8] = std::array::from_fn(|c| _mm256_loadu_ps(op.add(8 * c)));
@@ -370,6 +380,24 @@ pub unsafe fn attend_many(
     for (o, &sm) in outs.iter_mut().zip(&sum) {
         crate::attention::normalize(o, sm);
     }
+}
+
+/// The 8 lanes summed by halves (4 + 4, 2 + 2, 1 + 1), as `attention::block_sum`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn sum8_halves(x: __m256) -> f32 {
+    let t4 = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps::<1>(x));
+    let t2 = _mm_add_ps(t4, _mm_movehl_ps(t4, t4));
+    _mm_cvtss_f32(_mm_add_ss(t2, _mm_movehdup_ps(t2)))
+}
+
+/// The largest of 8 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn max8(x: __m256) -> f32 {
+    let t4 = _mm_max_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps::<1>(x));
+    let t2 = _mm_max_ps(t4, _mm_movehl_ps(t4, t4));
+    _mm_cvtss_f32(_mm_max_ss(t2, _mm_movehdup_ps(t2)))
 }
 
 /// 8 vectors of 8 floats transposed: element j of result i is element i of input j.
