@@ -1134,11 +1134,11 @@ pub unsafe fn attend_f16(
 }
 
 /// `attention::attend_many_ref` in 512-bit registers, bit for bit (as `avx2::attend_many`:
-/// each block's keys converted and transposed once, `kt[d][p]`): scores for four queries x
-/// 32 positions per step, and the weighted values added for two queries at a time, so that
-/// eight independent fused multiply-add chains of 16 lanes are in flight (one query's 64
-/// lanes alone are four chains, which wait on the latency). Each query's positions are still
-/// added in order.
+/// each block's keys converted and transposed once, `kt[d][p]`): scores for eight queries x
+/// 32 positions per step, and the weighted values added for four queries at a time, so that
+/// sixteen independent fused multiply-add chains of 16 lanes are in flight and each loaded
+/// key or value vector serves several queries (one query's 64 lanes alone are four chains,
+/// which wait on the latency). Each query's positions are still added in order.
 ///
 /// # Safety
 /// The CPU must have AVX-512F, AVX2, FMA and F16C; the shapes and rows are as `attend_many`
@@ -1160,8 +1160,9 @@ pub unsafe fn attend_many(
     let mut vf = [0f32; B * MANY_MAX_HD];
     let mut m = [f32::NEG_INFINITY; MAX_MANY];
     let mut sum = [0f32; MAX_MANY];
-    let mut s = [[0f32; B]; 4];
-    let mut e = [[0f32; B]; 4];
+    const G: usize = 8;
+    let mut s = [[0f32; B]; G];
+    let mut e = [[0f32; B]; G];
     outs.iter_mut().for_each(|o| o.fill(0.0));
     for b0 in (0..max_len).step_by(B) {
         let nb = B.min(max_len - b0);
@@ -1195,12 +1196,14 @@ pub unsafe fn attend_many(
         let valid = |i: usize| nb.min(lens[i].saturating_sub(b0));
         let mut i0 = 0;
         while i0 < nq {
-            let g = (nq - i0).min(4);
+            // Eight queries at a time: each pair of key vectors loaded serves 16 fused
+            // multiply-adds (with four, the loads held the scores back).
+            let g = (nq - i0).min(G);
             let most = (i0..i0 + g).map(valid).max().unwrap_or(0);
             // Missing queries of a last short group repeat the first (results unused).
-            let qp: [*const f32; 4] = std::array::from_fn(|j| qs[i0 + if j < g { j } else { 0 }].as_ptr());
+            let qp: [*const f32; G] = std::array::from_fn(|j| qs[i0 + if j < g { j } else { 0 }].as_ptr());
             for p0 in (0..most).step_by(32) {
-                let mut acc = [[_mm512_setzero_ps(); 2]; 4];
+                let mut acc = [[_mm512_setzero_ps(); 2]; G];
                 for d in 0..hd {
                     let k0 = _mm512_loadu_ps(kt.as_ptr().add(d * B + p0));
                     let k1 = _mm512_loadu_ps(kt.as_ptr().add(d * B + p0 + 16));
@@ -1252,47 +1255,42 @@ pub unsafe fn attend_many(
                 );
                 sum[i] += crate::x86_64::avx2::sum8_halves(t8);
             }
-            // The weighted values, two queries at a time where there are two.
-            let mut j = 0;
-            while j < g {
-                let (ia, na) = (i0 + j, valid(i0 + j));
-                let (ib, nb2) = if j + 1 < g { (i0 + j + 1, valid(i0 + j + 1)) } else { (ia, 0) };
-                let (opa, opb) = (outs[ia].as_mut_ptr(), outs[ib].as_mut_ptr());
-                let (ea, eb) = (e[j].as_ptr(), e[(j + 1).min(3)].as_ptr());
+            // The weighted values, four queries at a time: the positions all four see, then
+            // each query's own last ones.
+            for j0 in (0..g).step_by(4) {
+                let h = (g - j0).min(4);
+                let ns: [usize; 4] = std::array::from_fn(|t| if t < h { valid(i0 + j0 + t) } else { 0 });
+                let common = ns[..h].iter().copied().min().unwrap_or(0);
+                let ops: [*mut f32; 4] =
+                    std::array::from_fn(|t| outs[i0 + j0 + if t < h { t } else { 0 }].as_mut_ptr());
+                let eps: [*const f32; 4] =
+                    std::array::from_fn(|t| e[j0 + if t < h { t } else { 0 }].as_ptr());
                 for dc in (0..hd).step_by(64) {
-                    let (oa, ob) = (opa.add(dc), opb.add(dc));
-                    let mut a: [__m512; 4] = std::array::from_fn(|c| _mm512_loadu_ps(oa.add(16 * c)));
-                    let mut b: [__m512; 4] = std::array::from_fn(|c| _mm512_loadu_ps(ob.add(16 * c)));
-                    let both = na.min(nb2);
-                    for p in 0..both {
+                    let mut a: [[__m512; 4]; 4] = std::array::from_fn(|t| {
+                        std::array::from_fn(|c| _mm512_loadu_ps(ops[t].add(dc + 16 * c)))
+                    });
+                    for p in 0..common {
                         let vr = vf.as_ptr().add(p * hd + dc);
-                        let (wa, wb) = (_mm512_set1_ps(*ea.add(p)), _mm512_set1_ps(*eb.add(p)));
+                        let v: [__m512; 4] = std::array::from_fn(|c| _mm512_loadu_ps(vr.add(16 * c)));
+                        for (a, ep) in a.iter_mut().zip(eps) {
+                            let w = _mm512_set1_ps(*ep.add(p));
+                            for c in 0..4 {
+                                a[c] = _mm512_fmadd_ps(w, v[c], a[c]);
+                            }
+                        }
+                    }
+                    for t in 0..h {
+                        for p in common..ns[t] {
+                            let (vr, w) = (vf.as_ptr().add(p * hd + dc), _mm512_set1_ps(*eps[t].add(p)));
+                            for (c, a) in a[t].iter_mut().enumerate() {
+                                *a = _mm512_fmadd_ps(w, _mm512_loadu_ps(vr.add(16 * c)), *a);
+                            }
+                        }
                         for c in 0..4 {
-                            let v = _mm512_loadu_ps(vr.add(16 * c));
-                            a[c] = _mm512_fmadd_ps(wa, v, a[c]);
-                            b[c] = _mm512_fmadd_ps(wb, v, b[c]);
-                        }
-                    }
-                    for p in both..na {
-                        let (vr, w) = (vf.as_ptr().add(p * hd + dc), _mm512_set1_ps(*ea.add(p)));
-                        for (c, a) in a.iter_mut().enumerate() {
-                            *a = _mm512_fmadd_ps(w, _mm512_loadu_ps(vr.add(16 * c)), *a);
-                        }
-                    }
-                    for p in both..nb2 {
-                        let (vr, w) = (vf.as_ptr().add(p * hd + dc), _mm512_set1_ps(*eb.add(p)));
-                        for (c, b) in b.iter_mut().enumerate() {
-                            *b = _mm512_fmadd_ps(w, _mm512_loadu_ps(vr.add(16 * c)), *b);
-                        }
-                    }
-                    for c in 0..4 {
-                        _mm512_storeu_ps(oa.add(16 * c), a[c]);
-                        if nb2 > 0 {
-                            _mm512_storeu_ps(ob.add(16 * c), b[c]);
+                            _mm512_storeu_ps(ops[t].add(dc + 16 * c), a[t][c]);
                         }
                     }
                 }
-                j += 2;
             }
             i0 += g;
         }
