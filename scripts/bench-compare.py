@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """ferrite against llama.cpp on the same files and threads, runs alternated back to back.
 Writes bench/results.json (or -o FILE) and prints a markdown table; scripts/bench-chart.py draws it.
-    usage: scripts/bench-compare.py [-t THREADS] [-r REPS] [--levels L] [--bandwidth GBS] [-o OUT.json] -- MODEL.gguf [-p P] [-n N] ...
+    usage: scripts/bench-compare.py [-t THREADS] [-r REPS] [--levels L [--level-builds]] [--bandwidth GBS] [-o OUT.json] -- MODEL.gguf [-p P] [-n N] ...
 "% of roofline" divides decode bytes/s (tokens/s x file size) by the read bandwidth that
 `ferrite bench --roofline` measures right after each of its two runs (the best of the two;
 this VM's bandwidth drifts by a quarter over minutes), or by --bandwidth if given.
 Each MODEL may be followed by its own -p/-n (defaults 64/32). llama.cpp: the build of
-scripts/llama-cpp-native.sh (its llama-bench)."""
+scripts/llama-cpp-native.sh (its llama-bench); with --level-builds, the avx2 and avxvnni rows are
+compared with that llama-bench running llama.cpp's CPU backend built for the same level
+(scripts/llama-cpp-level.sh: AVX2+FMA+F16C, and that plus AVX-VNNI, no AVX-512)."""
 import argparse
 import json
 import os
@@ -21,9 +23,18 @@ def llama_bin():
     return out.stdout.strip().splitlines()[-1]
 
 
-def run_llama(bin_dir, model, p, n, t, r):
+def level_libs(level):
+    """llama.cpp's CPU backend built for an x86 level below AVX-512 (scripts/llama-cpp-level.sh)."""
+    out = subprocess.run([f"{ROOT}/scripts/llama-cpp-level.sh", level], capture_output=True, text=True, check=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+def run_llama(bin_dir, model, p, n, t, r, libs=None):
+    env = dict(os.environ)
+    if libs:
+        env["LD_LIBRARY_PATH"] = libs + (":" + env["LD_LIBRARY_PATH"] if env.get("LD_LIBRARY_PATH") else "")
     out = subprocess.run([f"{bin_dir}/llama-bench", "-m", model, "-p", str(p), "-n", str(n), "-t", str(t),
-                          "-r", str(r), "-o", "json"], capture_output=True, text=True, check=True)
+                          "-r", str(r), "-o", "json"], capture_output=True, text=True, check=True, env=env)
     res = {}
     for x in json.loads(out.stdout):
         key = f"pp{x['n_prompt']}" if x["n_prompt"] else f"tg{x['n_gen']}"
@@ -48,6 +59,9 @@ def main():
     ap.add_argument("-t", type=int, default=2)
     ap.add_argument("-r", type=int, default=3)
     ap.add_argument("--levels", default="", help="extra FERRITE_KERNELS levels to run, comma separated")
+    ap.add_argument("--level-builds", action="store_true",
+                    help="compare the --levels avx2/avxvnni rows with llama.cpp built for that level "
+                         "(scripts/llama-cpp-level.sh), run right after them, instead of its main build")
     ap.add_argument("--bandwidth", type=float, default=0.0, help="measured read bandwidth, GB/s")
     ap.add_argument("-o", default=f"{ROOT}/bench/results.json", help="where the JSON results go")
     ap.add_argument("items", nargs="+")
@@ -61,6 +75,8 @@ def main():
             cur = {"model": x, "-p": 64, "-n": 32}
             models.append(cur)
     bin_dir = llama_bin()
+    levels = [x for x in a.levels.split(",") if x]
+    libs = {lv: level_libs(lv) for lv in levels if a.level_builds and lv in ("avx2", "avxvnni")}
     rows = []
     for m in models:
         name = os.path.basename(m["model"])
@@ -71,27 +87,29 @@ def main():
         bw = a.bandwidth if a.bandwidth > 0 else max(bw1, bw2)
         for test in theirs:
             o = max(ours[test][0], ours2[test][0])
-            row = {"model": name, "bytes": size, "test": test, "threads": a.t, "kernels": level,
+            row = {"model": name, "bytes": size, "test": test, "threads": a.t, "kernels": level, "llama_build": "main",
                    "ferrite": o, "llama_cpp": theirs[test][0], "ratio": o / theirs[test][0]}
             if test.startswith("tg") and bw > 0:
                 row["bandwidth_gbs"] = bw
                 row["roofline_pct"] = 100 * o * size / (bw * 1e9)
                 row["llama_roofline_pct"] = 100 * theirs[test][0] * size / (bw * 1e9)
             rows.append(row)
-        for lv in [x for x in a.levels.split(",") if x]:
+        for lv in levels:
             r, _, _ = run_ferrite(m["model"], m["-p"], m["-n"], a.t, a.r, lv)
+            ref = run_llama(bin_dir, m["model"], m["-p"], m["-n"], a.t, a.r, libs[lv]) if lv in libs else theirs
             for test in r:
                 rows.append({"model": name, "bytes": size, "test": test, "threads": a.t, "kernels": lv,
-                             "ferrite": r[test][0], "llama_cpp": theirs[test][0], "ratio": r[test][0] / theirs[test][0]})
+                             "llama_build": lv if lv in libs else "main",
+                             "ferrite": r[test][0], "llama_cpp": ref[test][0], "ratio": r[test][0] / ref[test][0]})
         sys.stderr.write(f"done {name}\n")
     os.makedirs(f"{ROOT}/bench", exist_ok=True)
     json.dump(rows, open(a.o, "w"), indent=1)
-    print("| file | test | kernels | ferrite t/s | llama.cpp t/s | ratio | read GB/s | decode % of roofline (ferrite / llama.cpp) |")
-    print("|---|---|---|---:|---:|---:|---:|---:|")
+    print("| file | test | kernels | llama.cpp build | ferrite t/s | llama.cpp t/s | ratio | read GB/s | decode % of roofline (ferrite / llama.cpp) |")
+    print("|---|---|---|---|---:|---:|---:|---:|---:|")
     for r in rows:
         roof = f"{r['roofline_pct']:.0f}% / {r['llama_roofline_pct']:.0f}%" if "roofline_pct" in r else ""
         bw = f"{r['bandwidth_gbs']:.1f}" if "bandwidth_gbs" in r else ""
-        print(f"| {r['model']} | {r['test']} | {r['kernels']} | {r['ferrite']:.2f} | {r['llama_cpp']:.2f} | {r['ratio']:.2f}x | {bw} | {roof} |")
+        print(f"| {r['model']} | {r['test']} | {r['kernels']} | {r.get('llama_build', 'main')} | {r['ferrite']:.2f} | {r['llama_cpp']:.2f} | {r['ratio']:.2f}x | {bw} | {roof} |")
 
 
 if __name__ == "__main__":
