@@ -55,7 +55,8 @@ pub fn random_weights(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> Vec<
 /// A matrix's bytes in the layout the level prefers (what `Model::load` does); the file's
 /// row layout under `FERRITE_NO_REPACK`, as the model.
 pub fn prepared(k: &Kernels, ty: GgmlType, rows: usize, cols: usize, w: Vec<u8>) -> (Layout, Vec<u8>) {
-    let layout = k.preferred_layout(ty, rows, cols).filter(|_| std::env::var_os("FERRITE_NO_REPACK").is_none());
+    let layout =
+        k.preferred_layout(ty, rows, cols).filter(|_| std::env::var_os("FERRITE_NO_REPACK").is_none());
     match layout {
         Some(_) => ferrite::kernels::repack::repack(ty, rows, cols, &w).expect("repackable"),
         None => (Layout::Rows, w),
