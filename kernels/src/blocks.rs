@@ -167,6 +167,11 @@ block!(
     BlockQ5_0x8, 256, 176, { d: [u8; 16], qh: [u8; 32], qs: [u8; 128] });
 
 block!(
+    /// Q5_1 blocks of 8 rows: `BlockQ5_0x8`'s qh and qs, with the 8 m after the 8 d (as
+    /// `BlockQ4_1x8`).
+    BlockQ5_1x8, 256, 192, { d: [u8; 16], m: [u8; 16], qh: [u8; 32], qs: [u8; 128] });
+
+block!(
     /// Q6_K blocks of 8 consecutive rows at one block column, interleaved at load (see
     /// `repack`): the 8 d, the scales (index 8 * group + row), then ql[512h + 256s + 32c +
     /// 4r..+4] = bytes 64h + 32s + 4c..+4 of row r's ql, and qh[256h + 32c + 4r..+4] =

@@ -486,6 +486,7 @@ macro_rules! x86_x8 {
             wrap_x8!(k::vec_dot_q3_kx8_q8_k, k::vec_dot_q3_kx8x4_q8_k, BlockQ3Kx8, Q8K),
             wrap_x8!(k::vec_dot_q2_kx8_q8_k, k::vec_dot_q2_kx8x4_q8_k, BlockQ2Kx8, Q8K),
             wrap_x8!(k::vec_dot_iq4_nlx8_q8_0, k::vec_dot_iq4_nlx8x4_q8_0, BlockQ4_0x8, Q8_0S),
+            wrap_x8!(k::vec_dot_q5_1x8_q8_1, k::vec_dot_q5_1x8x4_q8_1, BlockQ5_1x8, Q8_1),
         )
     }};
 }
@@ -551,6 +552,7 @@ pub struct Kernels {
     q3_kx8: Option<(Dot8Fn, Dot8x4Fn)>,
     q2_kx8: Option<(Dot8Fn, Dot8x4Fn)>,
     iq4_nlx8: Option<(Dot8Fn, Dot8x4Fn)>,
+    q5_1x8: Option<(Dot8Fn, Dot8x4Fn)>,
     /// 16-row Q4_0x8 and Q4_Kx8 prefill kernels (the avx512 level).
     q4_0x16: Option<Dot16x4Fn>,
     q4_kx16: Option<Dot16x4Fn>,
@@ -573,6 +575,7 @@ pub struct Kernels {
     q3_k_panel: Option<Panel16Fns>,
     q2_k_panel: Option<Panel16Fns>,
     iq4_nl_panel: Option<Panel16Fns>,
+    q5_1_panel: Option<Panel16Fns>,
 }
 
 fn scalar_dots() -> Vec<(GgmlType, DotFn)> {
@@ -715,6 +718,7 @@ fn build_neon(dotprod: bool) -> Kernels {
         q3_kx8: None,
         q2_kx8: None,
         iq4_nlx8: None,
+        q5_1x8: None,
         q4_0x16: None,
         q4_kx16: None,
         q8_0x16: None,
@@ -734,6 +738,7 @@ fn build_neon(dotprod: bool) -> Kernels {
         q3_k_panel: None,
         q2_k_panel: None,
         iq4_nl_panel: None,
+        q5_1_panel: None,
     }
 }
 
@@ -774,7 +779,7 @@ fn build(level: Level) -> Kernels {
         Level::Avx512 => with(scalar_dots(), x86_table!(crate::x86_64::avx512)),
         _ => scalar_dots(),
     };
-    let (q4_0x8, q4_kx8, q8_0x8, q4_1x8, q5_0x8, q6_kx8, q5_kx8, iq4_xsx8, q3_kx8, q2_kx8, iq4_nlx8) =
+    let (q4_0x8, q4_kx8, q8_0x8, q4_1x8, q5_0x8, q6_kx8, q5_kx8, iq4_xsx8, q3_kx8, q2_kx8, iq4_nlx8, q5_1x8) =
         match level {
             #[cfg(target_arch = "x86_64")]
             Level::Avx2 => x86_x8!(crate::x86_64::avx2),
@@ -782,7 +787,7 @@ fn build(level: Level) -> Kernels {
             Level::AvxVnni => x86_x8!(crate::x86_64::avxvnni),
             #[cfg(target_arch = "x86_64")]
             Level::Avx512 => x86_x8!(crate::x86_64::avx512),
-            _ => (None, None, None, None, None, None, None, None, None, None, None),
+            _ => (None, None, None, None, None, None, None, None, None, None, None, None),
         };
     let (q4_0x16, q4_kx16, q8_0x16, q5_0x16, q6_kx16) = match level {
         #[cfg(target_arch = "x86_64")]
@@ -902,6 +907,15 @@ fn build(level: Level) -> Kernels {
         Level::AvxVnni => x86_k_panels!(crate::x86_64::avxvnni, true),
         _ => (None, None, None, None, None, None, None, None, None, None),
     };
+    // Q5_1 at avx512: Q4_1's panel kernel over 5-bit values.
+    let q5_1_panel = match level {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => {
+            use crate::x86_64::avx512 as k;
+            wrap_panel!(BlockQ5_1x8, Q8_1, k::Panel32M, k::unpack_q5_1x16, k::vec_dot_q4_1panel16x8_q8_1)
+        }
+        _ => None,
+    };
     Kernels {
         level,
         name: level.name(),
@@ -919,6 +933,7 @@ fn build(level: Level) -> Kernels {
         q3_kx8,
         q2_kx8,
         iq4_nlx8,
+        q5_1x8,
         q4_0x16,
         q4_kx16,
         q8_0x16,
@@ -938,6 +953,7 @@ fn build(level: Level) -> Kernels {
         q3_k_panel,
         q2_k_panel,
         iq4_nl_panel,
+        q5_1_panel,
     }
 }
 
@@ -1033,6 +1049,7 @@ impl Kernels {
             Layout::Q3Kx8 => self.q3_k_panel,
             Layout::Q2Kx8 => self.q2_k_panel,
             Layout::IQ4NLx8 => self.iq4_nl_panel,
+            Layout::Q5_1x8 => self.q5_1_panel,
             _ => None,
         }
     }
@@ -1061,6 +1078,7 @@ impl Kernels {
             Layout::Q3Kx8 => self.q3_kx8,
             Layout::Q2Kx8 => self.q2_kx8,
             Layout::IQ4NLx8 => self.iq4_nlx8,
+            Layout::Q5_1x8 => self.q5_1x8,
             Layout::Rows => None,
         }
     }

@@ -18,11 +18,12 @@
 //! `Q2Kx8`: Q2_K's qs as Q3Kx8's, scale bytes by group and row (same size).
 //! `Q3Kx8`: Q3_K's qs and hmask interleaved 4 bytes per row, the 6-bit scales unpacked to
 //! signed bytes (912 bytes per 8 blocks instead of 880).
+//! `Q5_1x8`: Q5_0x8's qh and qs with Q4_1x8's d and m (same size).
 
 use crate::blocks::{
     as_blocks, as_bytes, Block, BlockIQ4NL, BlockIQ4XS, BlockIQ4XSx8, BlockQ2K, BlockQ2Kx8, BlockQ3K,
     BlockQ3Kx8, BlockQ4K, BlockQ4Kx8, BlockQ4_0, BlockQ4_0x8, BlockQ4_1, BlockQ4_1x8, BlockQ5K, BlockQ5Kx8,
-    BlockQ5_0, BlockQ5_0x8, BlockQ6K, BlockQ6Kx8, BlockQ8_0, BlockQ8_0x8,
+    BlockQ5_0, BlockQ5_0x8, BlockQ5_1, BlockQ5_1x8, BlockQ6K, BlockQ6Kx8, BlockQ8_0, BlockQ8_0x8,
 };
 use crate::types::GgmlType;
 
@@ -53,6 +54,8 @@ pub enum Layout {
     Q2Kx8,
     /// IQ4_NL in groups of 8 rows, `BlockQ4_0x8` (the same fields as Q4_0).
     IQ4NLx8,
+    /// Q5_1 in groups of 8 rows, `BlockQ5_1x8`.
+    Q5_1x8,
 }
 
 impl Layout {
@@ -70,6 +73,7 @@ impl Layout {
             GgmlType::Q3_K => Some(Layout::Q3Kx8),
             GgmlType::Q2_K => Some(Layout::Q2Kx8),
             GgmlType::IQ4_NL => Some(Layout::IQ4NLx8),
+            GgmlType::Q5_1 => Some(Layout::Q5_1x8),
             _ => None,
         }
     }
@@ -89,6 +93,7 @@ impl Layout {
             Layout::Q3Kx8 => 912,
             Layout::Q2Kx8 => 672,
             Layout::IQ4NLx8 => 144,
+            Layout::Q5_1x8 => 192,
         }
     }
 }
@@ -136,6 +141,7 @@ pub fn repack_into(ty: GgmlType, rows: usize, cols: usize, data: &[u8], out: &mu
         GgmlType::Q8_0 => repack_q8_0(as_blocks(data)?, rows, nb, out),
         GgmlType::Q4_1 => repack_q4_1(as_blocks(data)?, rows, nb, out),
         GgmlType::Q5_0 => repack_q5_0(as_blocks(data)?, rows, nb, out),
+        GgmlType::Q5_1 => repack_q5_1(as_blocks(data)?, rows, nb, out),
         GgmlType::Q6_K => repack_q6_k(as_blocks(data)?, rows, nb, out),
         GgmlType::Q5_K => repack_q5_k(as_blocks(data)?, rows, nb, out),
         GgmlType::IQ4_XS => repack_iq4_xs(as_blocks(data)?, rows, nb, out),
@@ -285,6 +291,19 @@ fn repack_q5_0(blocks: &[BlockQ5_0], rows: usize, nb: usize, out: &mut [u8]) {
     interleave(blocks, rows, nb, out, |src, o: &mut BlockQ5_0x8| {
         for (r, b) in src.iter().enumerate() {
             o.d[2 * r..2 * r + 2].copy_from_slice(&b.d);
+            o.qh[4 * r..4 * r + 4].copy_from_slice(&b.qh);
+            for c in 0..4 {
+                o.qs[32 * c + 4 * r..32 * c + 4 * r + 4].copy_from_slice(&b.qs[4 * c..4 * c + 4]);
+            }
+        }
+    })
+}
+
+fn repack_q5_1(blocks: &[BlockQ5_1], rows: usize, nb: usize, out: &mut [u8]) {
+    interleave(blocks, rows, nb, out, |src, o: &mut BlockQ5_1x8| {
+        for (r, b) in src.iter().enumerate() {
+            o.d[2 * r..2 * r + 2].copy_from_slice(&b.d);
+            o.m[2 * r..2 * r + 2].copy_from_slice(&b.m);
             o.qh[4 * r..4 * r + 4].copy_from_slice(&b.qh);
             for c in 0..4 {
                 o.qs[32 * c + 4 * r..32 * c + 4 * r + 4].copy_from_slice(&b.qs[4 * c..4 * c + 4]);

@@ -431,6 +431,7 @@ fn repacked_matmul_matches_rows() {
         GgmlType::Q3_K,
         GgmlType::Q2_K,
         GgmlType::IQ4_NL,
+        GgmlType::Q5_1,
     ]
     .into_iter()
     .flat_map(|t| CASES.map(|c| (t, c)))

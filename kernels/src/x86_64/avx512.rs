@@ -1,8 +1,8 @@
 //! AVX-512 (F, BW, VL) with VNNI: `vpdpbusd` on 256-bit registers (EVEX encoding).
 
 use crate::blocks::{
-    BlockIQ4XSx8, BlockQ2Kx8, BlockQ3Kx8, BlockQ4Kx8, BlockQ4_0x8, BlockQ5Kx8, BlockQ5_0x8, BlockQ6Kx8,
-    BlockQ8K, BlockQ8_0S, BlockQ8_0x8,
+    BlockIQ4XSx8, BlockQ2Kx8, BlockQ3Kx8, BlockQ4Kx8, BlockQ4_0x8, BlockQ5Kx8, BlockQ5_0x8, BlockQ5_1x8,
+    BlockQ6Kx8, BlockQ8K, BlockQ8_0S, BlockQ8_0x8,
 };
 use std::arch::x86_64::*;
 
@@ -581,6 +581,35 @@ pub unsafe fn unpack_iq4_nlx16(xa: &[BlockQ4_0x8], xb: &[BlockQ4_0x8], out: &mut
     }
 }
 
+/// The 5-bit values of one block of two Q5_0x8 or Q5_1x8 groups (16 rows) as `Panel32::q`
+/// holds them: nibbles from qs, fifth bits from qh (row r's 32 bits in dword r of its group).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn five_bit_x16(qs: [&[u8; 128]; 2], qh: [&[u8; 32]; 2]) -> [__m512i; 8] {
+    let m4 = _mm512_set1_epi8(15);
+    let sixteen = _mm512_set1_epi8(16);
+    // Byte 4i of each dword, for the byte copies (per 128-bit lane, as in q5_0x8_tile!).
+    let half = _mm256_add_epi8(
+        _mm256_set1_epi64x(0x0404_0404_0000_0000),
+        _mm256_setr_epi64x(0, 0x0808_0808_0808_0808, 0, 0x0808_0808_0808_0808),
+    );
+    let dword_base = _mm512_inserti64x4(_mm512_castsi256_si512(half), half, 1);
+    let qh = join32(qh[0].as_ptr(), qh[1].as_ptr());
+    let mut q = [_mm512_setzero_si512(); 8];
+    for c in 0..4 {
+        let v = join32(qs[0].as_ptr().add(32 * c), qs[1].as_ptr().add(32 * c));
+        q[c] = _mm512_and_si512(v, m4);
+        q[4 + c] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+    }
+    for (k, q) in q.iter_mut().enumerate() {
+        let rep = _mm512_shuffle_epi8(qh, _mm512_add_epi8(dword_base, _mm512_set1_epi8((k / 2) as i8)));
+        let bit = _mm512_set1_epi32((0x0804_0201u32 << (4 * (k % 2))) as i32);
+        let set = _mm512_test_epi8_mask(rep, bit);
+        *q = _mm512_mask_add_epi8(*q, set, *q, sixteen);
+    }
+    q
+}
+
 /// Unpacks blocks of two Q5_0x8 groups (16 rows) into `out`, one panel per block (the
 /// values of `q5_0x16`, fifth bits set).
 ///
@@ -588,27 +617,9 @@ pub unsafe fn unpack_iq4_nlx16(xa: &[BlockQ4_0x8], xb: &[BlockQ4_0x8], out: &mut
 /// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub unsafe fn unpack_q5_0x16(xa: &[BlockQ5_0x8], xb: &[BlockQ5_0x8], out: &mut [Panel32]) {
-    let m4 = _mm512_set1_epi8(15);
-    let sixteen = _mm512_set1_epi8(16);
-    let half = _mm256_add_epi8(
-        _mm256_set1_epi64x(0x0404_0404_0000_0000),
-        _mm256_setr_epi64x(0, 0x0808_0808_0808_0808, 0, 0x0808_0808_0808_0808),
-    );
-    let dword_base = _mm512_inserti64x4(_mm512_castsi256_si512(half), half, 1);
     for (j, ((a, b), p)) in xa.iter().zip(xb).zip(out.iter_mut()).enumerate() {
         prefetch_pair(xa, xb, j + 8, 3);
-        let qh = join32(a.qh.as_ptr(), b.qh.as_ptr());
-        let mut q = [_mm512_setzero_si512(); 8];
-        for c in 0..4 {
-            let v = join32(a.qs.as_ptr().add(32 * c), b.qs.as_ptr().add(32 * c));
-            q[c] = _mm512_and_si512(v, m4);
-            q[4 + c] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
-        }
-        for (k, q) in q.iter_mut().enumerate() {
-            let rep = _mm512_shuffle_epi8(qh, _mm512_add_epi8(dword_base, _mm512_set1_epi8((k / 2) as i8)));
-            let bit = _mm512_set1_epi32((0x0804_0201u32 << (4 * (k % 2))) as i32);
-            let set = _mm512_test_epi8_mask(rep, bit);
-            *q = _mm512_mask_add_epi8(*q, set, *q, sixteen);
+        for (k, q) in five_bit_x16([&a.qs, &b.qs], [&a.qh, &b.qh]).iter().enumerate() {
             _mm512_storeu_si512(p.q[k].as_mut_ptr() as *mut __m512i, *q);
         }
         _mm512_storeu_ps(p.d.as_mut_ptr(), f16x16_pair(&a.d, &b.d));
@@ -642,6 +653,23 @@ pub unsafe fn unpack_q4_1x16(xa: &[BlockQ4_1x8], xb: &[BlockQ4_1x8], out: &mut [
             _mm512_storeu_si512(p.q[c].as_mut_ptr() as *mut __m512i, _mm512_and_si512(v, m4));
             let hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
             _mm512_storeu_si512(p.q[4 + c].as_mut_ptr() as *mut __m512i, hi);
+        }
+        _mm512_storeu_ps(p.d.as_mut_ptr(), f16x16_pair(&a.d, &b.d));
+        _mm512_storeu_ps(p.m.as_mut_ptr(), f16x16_pair(&a.m, &b.m));
+    }
+}
+
+/// Unpacks blocks of two Q5_1x8 groups (16 rows) into Q4_1's panels (values 0..31: the
+/// panel kernel's i32 sums have room), one panel per block.
+///
+/// # Safety
+/// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn unpack_q5_1x16(xa: &[BlockQ5_1x8], xb: &[BlockQ5_1x8], out: &mut [Panel32M]) {
+    for (j, ((a, b), p)) in xa.iter().zip(xb).zip(out.iter_mut()).enumerate() {
+        prefetch_pair(xa, xb, j + 8, 3);
+        for (k, q) in five_bit_x16([&a.qs, &b.qs], [&a.qh, &b.qh]).iter().enumerate() {
+            _mm512_storeu_si512(p.q[k].as_mut_ptr() as *mut __m512i, *q);
         }
         _mm512_storeu_ps(p.d.as_mut_ptr(), f16x16_pair(&a.d, &b.d));
         _mm512_storeu_ps(p.m.as_mut_ptr(), f16x16_pair(&a.m, &b.m));

@@ -593,12 +593,14 @@ macro_rules! x86_repacked_kernels {
             };
         }
 
-        /// Q5_0x8 tile: as Q4_0x8 with the fifth bits: qh holds row r's 32 high bits in
-        /// lane r; for weights 4k..4k+4, byte k/2 of the lane is copied to its 4 bytes and
-        /// each byte tests its own bit. q in 0..32 goes in unsigned, with 16 * sum(y) off.
-        macro_rules! q5_0x8_tile {
-            ($C:literal, $x:expr, $y:expr) => {'tile: {
-                let (x, y): (&[BlockQ5_0x8], [&[BlockQ8_0S]; $C]) = ($x, $y);
+        /// Tile of the 5-bit interleaved types (Q5_0x8, Q5_1x8): as `nibble_x8_tile!` with the
+        /// fifth bits: qh holds row r's 32 high bits in lane r; for weights 4k..4k+4, byte k/2
+        /// of the lane is copied to its 4 bytes and each byte tests its own bit. q in 0..32
+        /// goes in unsigned; `$update` turns the block's i32 sums `$s` into the accumulator
+        /// (Q5_0: 16 * sum(y) off; Q5_1: the mins).
+        macro_rules! q5_x8_tile {
+            ($C:literal, $x:expr, $y:expr, $W:ty, $A:ty, |$b:ident, $a:ident, $s:ident, $d:ident, $acc:ident| $update:expr) => {'tile: {
+                let (x, y): (&[$W], [&[$A]; $C]) = ($x, $y);
                 let n = x.len();
                 if y.iter().any(|c| c.len() != n) {
                     break 'tile [[f32::NAN; 8]; $C];
@@ -617,16 +619,16 @@ macro_rules! x86_repacked_kernels {
                         _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
                     }
                     // SAFETY: j < n, the length of x and (checked above) of every y row.
-                    let b = unsafe { x.get_unchecked(j) };
-                    let qh = _mm256_loadu_si256(b.qh.as_ptr() as *const __m256i);
-                    let d = _mm256_cvtph_ps(_mm_loadu_si128(b.d.as_ptr() as *const __m128i));
+                    let $b = unsafe { x.get_unchecked(j) };
+                    let qh = _mm256_loadu_si256($b.qh.as_ptr() as *const __m256i);
+                    let $d = _mm256_cvtph_ps(_mm_loadu_si128($b.d.as_ptr() as *const __m128i));
                     // One weight register at a time against every activation row (as in
                     // `nibble_x8_tile!`); without VNNI the pair sums add up in i16 four steps
                     // at a time (4 x 2 x 31 x 128 < 2^15), then widen into `s`.
                     let mut s = [_mm256_setzero_si256(); $C];
                     let mut s16 = [_mm256_setzero_si256(); $C];
                     for c in 0..4 {
-                        let v = _mm256_loadu_si256(b.qs.as_ptr().add(32 * c) as *const __m256i);
+                        let v = _mm256_loadu_si256($b.qs.as_ptr().add(32 * c) as *const __m256i);
                         let lo = _mm256_and_si256(v, m4);
                         let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
                         for (k, nib) in [(c, lo), (4 + c, hi)] {
@@ -654,13 +656,34 @@ macro_rules! x86_repacked_kernels {
                     }
                     for col in 0..$C {
                         // SAFETY: as above.
-                        let a = unsafe { y[col].get_unchecked(j) };
-                        let s = _mm256_sub_epi32(s[col], _mm256_set1_epi32(16 * a.sum));
-                        acc[col] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(a.d)), _mm256_cvtepi32_ps(s), acc[col]);
+                        let $a = unsafe { y[col].get_unchecked(j) };
+                        let $s = s[col];
+                        let $acc = acc[col];
+                        acc[col] = $update;
                     }
                 }
                 store8(&acc)
             }};
+        }
+
+        macro_rules! q5_0x8_tile {
+            ($C:literal, $x:expr, $y:expr) => {
+                q5_x8_tile!($C, $x, $y, BlockQ5_0x8, BlockQ8_0S, |b, a, s, d, acc| {
+                    let s = _mm256_sub_epi32(s, _mm256_set1_epi32(16 * a.sum));
+                    _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(a.d)), _mm256_cvtepi32_ps(s), acc)
+                })
+            };
+        }
+
+        /// Q5_1x8 tile: `q5_x8_tile!` plus the mins, as `q4_1x8_tile!` adds them.
+        macro_rules! q5_1x8_tile {
+            ($C:literal, $x:expr, $y:expr) => {
+                q5_x8_tile!($C, $x, $y, BlockQ5_1x8, BlockQ8_1, |b, a, s, d, acc| {
+                    let v = _mm256_fmadd_ps(_mm256_mul_ps(d, h2f8(a.d)), _mm256_cvtepi32_ps(s), acc);
+                    let m = _mm256_cvtph_ps(_mm_loadu_si128(b.m.as_ptr() as *const __m128i));
+                    _mm256_fmadd_ps(m, h2f8(a.s), v)
+                })
+            };
         }
 
 
@@ -1365,6 +1388,7 @@ macro_rules! x86_repacked_kernels {
         x8_kernels!(vec_dot_q2_kx8_q8_k, vec_dot_q2_kx8x4_q8_k, BlockQ2Kx8, BlockQ8K, g16_x8_tile);
         x8_kernels!(vec_dot_iq4_xsx8_q8_k, vec_dot_iq4_xsx8x4_q8_k, BlockIQ4XSx8, BlockQ8K, iq4_xsx8_tile);
         x8_kernels!(vec_dot_q5_0x8_q8_0, vec_dot_q5_0x8x4_q8_0, BlockQ5_0x8, BlockQ8_0S, q5_0x8_tile);
+        x8_kernels!(vec_dot_q5_1x8_q8_1, vec_dot_q5_1x8x4_q8_1, BlockQ5_1x8, BlockQ8_1, q5_1x8_tile);
         x8_kernels!(vec_dot_q6_kx8_q8_k, vec_dot_q6_kx8x4_q8_k, BlockQ6Kx8, BlockQ8K, q6_kx8_tile);
         x8_kernels!(vec_dot_q4_0x8_q8_0, vec_dot_q4_0x8x4_q8_0, BlockQ4_0x8, BlockQ8_0S, q4_0x8_tile);
         x8_kernels!(vec_dot_q4_1x8_q8_1, vec_dot_q4_1x8x4_q8_1, BlockQ4_1x8, BlockQ8_1, q4_1x8_tile);
