@@ -626,8 +626,8 @@ pub unsafe fn unpack_q5_0x16(xa: &[BlockQ5_0x8], xb: &[BlockQ5_0x8], out: &mut [
     }
 }
 
-/// Sixteen Q4_1 rows (two Q4_1x8 groups) of one 32-column block, unpacked once for a whole
-/// prefill batch: nibbles 0..15, scales and mins as f32.
+/// Sixteen Q4_1 or Q5_1 rows (two Q4_1x8 or Q5_1x8 groups) of one 32-column block, unpacked
+/// once for a whole prefill batch: values (Q4_1 0..15, Q5_1 0..31), scales and mins as f32.
 #[repr(C, align(64))]
 #[derive(Clone, Copy)]
 pub struct Panel32M {
