@@ -14,10 +14,15 @@ mod common;
 
 use serde_json::Value;
 
-/// Largest |ours - llama.cpp| / llama.cpp on the 19-chunk text.
-const BOUND_LONG: f64 = 0.005;
-/// The same on the 6-chunk essay.
-const BOUND_SHORT: f64 = 0.01;
+/// Largest |ours - llama.cpp| / llama.cpp on each text: the perplexity target's 0.5% on the
+/// 19-chunk one, 1% on the 6-chunk essay (see above).
+fn bound(text: &str) -> f64 {
+    match text {
+        "ferrite-docs.txt" => 0.005,
+        "ferrite-essay.txt" => 0.01,
+        other => panic!("no bound for {other}"),
+    }
+}
 
 #[test]
 fn perplexity_matches_llama_cpp() {
@@ -51,7 +56,7 @@ fn perplexity_matches_llama_cpp() {
         assert_eq!(ours["tokens"].as_u64(), Some(chunks * (ctx - ctx / 2 - 1)), "{ty} {text}: tokens scored");
         let (p, want) = (ours["perplexity"].as_f64().unwrap(), e["perplexity"].as_f64().unwrap());
         let rel = (p - want).abs() / want;
-        let bound = if chunks >= 19 { BOUND_LONG } else { BOUND_SHORT };
+        let bound = bound(text);
         eprintln!("{ty} {text} c={ctx}: {p:.4} vs llama.cpp {want:.4} ({:.2}%)", 100.0 * rel);
         assert!(rel <= bound, "{ty} {text} c={ctx}: {p} vs llama.cpp {want} ({:.2}% apart)", 100.0 * rel);
     }

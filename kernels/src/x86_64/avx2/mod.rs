@@ -331,6 +331,8 @@ pub unsafe fn attend_many(
                     _mm256_storeu_ps(si.as_mut_ptr().add(p0 + 8), _mm256_mul_ps(a[1], sc));
                 }
             }
+            // Lane numbers, for the masks of valid positions below.
+            let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
             for (j, sj) in s.iter().enumerate().take(g) {
                 let i = i0 + j;
                 let n = valid(i);
@@ -339,7 +341,6 @@ pub unsafe fn attend_many(
                 }
                 let out = &mut *outs[i];
                 // Lanes p.. of the block that are valid positions, as a mask.
-                let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
                 let valid8 = |p: usize| {
                     _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32((n - p) as i32), idx))
                 };
