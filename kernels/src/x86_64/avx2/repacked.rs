@@ -64,7 +64,7 @@ macro_rules! x86_repacked_kernels {
                         // Ask for the weights PF blocks ahead: the loads the out-of-order core
                         // keeps in flight alone fall short of the memory's bandwidth (a
                         // prefetch never faults; the address is only computed).
-                        let ahead = x.as_ptr().wrapping_add(j + PF) as *const i8;
+                        let ahead = x.as_ptr().wrapping_add(j + pf_blocks::<$W>()) as *const i8;
                         _mm_prefetch::<_MM_HINT_T0>(ahead);
                         _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
                         _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(128));
@@ -127,12 +127,12 @@ macro_rules! x86_repacked_kernels {
                     let m4 = _mm256_set1_epi8(15);
                     let mut acc = [_mm256_setzero_ps(); $C];
                     for j in 0..n {
-                        // The next block (Q4_K 1184 bytes, 19 lines; Q5_K 23 lines) is
+                        // A block `pf_blocks` on (Q4_K 1184 bytes, 19 lines; Q5_K 23 lines) is
                         // prefetched 3 lines per group below: asked all at once, the requests
                         // fill the core's miss buffers and the loads of this block queue
                         // behind them.
                         const LINES: usize = std::mem::size_of::<$W>().div_ceil(64);
-                        let ahead = x.as_ptr().wrapping_add(j + 1) as *const i8;
+                        let ahead = x.as_ptr().wrapping_add(j + pf_blocks::<$W>()) as *const i8;
                         // SAFETY: j < n, the length of x and (checked above) of every y row.
                         let b = unsafe { x.get_unchecked(j) };
                         // SAFETY: as above.
@@ -303,8 +303,8 @@ macro_rules! x86_repacked_kernels {
                     }
                     let mut acc = [_mm256_setzero_ps(); $C];
                     for j in 0..n {
-                        // Ahead of use (see PF): Q8_0 272-byte blocks, 5 lines each.
-                        let ahead = x.as_ptr().wrapping_add(j + 4) as *const i8;
+                        // Ahead of use (see `pf_blocks`): Q8_0 272-byte blocks, 5 lines each.
+                        let ahead = x.as_ptr().wrapping_add(j + pf_blocks::<$W>()) as *const i8;
                         for line in 0..$lines {
                             _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
                         }
@@ -373,9 +373,9 @@ macro_rules! x86_repacked_kernels {
             let lo16 = _mm256_set1_epi32(0xffff);
             let mut acc = [_mm256_setzero_ps(); C];
             for j in 0..n {
-                // The next block (Q3_K 912 bytes, 15 lines; Q2_K 11), one line per step.
+                // A block `pf_blocks` on (Q3_K 912 bytes, 15 lines; Q2_K 11), one line per step.
                 let lines = std::mem::size_of::<B>().div_ceil(64);
-                let ahead = x.as_ptr().wrapping_add(j + 1) as *const i8;
+                let ahead = x.as_ptr().wrapping_add(j + pf_blocks::<B>()) as *const i8;
                 // SAFETY: j < n, the length of x and (checked above) of every y row.
                 let b = unsafe { x.get_unchecked(j) };
                 // SAFETY: as above.
@@ -508,10 +508,10 @@ macro_rules! x86_repacked_kernels {
                     let book = if VNNI { _mm256_xor_si256(signed, _mm256_set1_epi8(-128)) } else { signed };
                     let mut acc = [_mm256_setzero_ps(); $C];
                     for j in 0..n {
-                        // The next block (1104 bytes, 18 lines), 3 lines per group (see
+                        // A block `pf_blocks` on (1104 bytes, 18 lines), 3 lines per group (see
                         // `k_x8_tile!`).
                         const LINES: usize = std::mem::size_of::<BlockIQ4XSx8>().div_ceil(64);
-                        let ahead = x.as_ptr().wrapping_add(j + 1) as *const i8;
+                        let ahead = x.as_ptr().wrapping_add(j + pf_blocks::<BlockIQ4XSx8>()) as *const i8;
                         // SAFETY: j < n, the length of x and (checked above) of every y row.
                         let b = unsafe { x.get_unchecked(j) };
                         // SAFETY: as above.
@@ -567,8 +567,19 @@ macro_rules! x86_repacked_kernels {
 
 
 
-        /// Prefetch distance of the interleaved kernels, in blocks.
-        const PF: usize = 8;
+        /// How many blocks ahead the interleaved kernels prefetch their weights: about 4 KiB
+        /// (a Q4_0x8 block is 144 bytes, a Q4_Kx8 one 1184). Nearer (8 Q4_0 blocks, the next
+        /// Q4_K block) left 4-10% of the decode bandwidth unused on the Zen 5 development
+        /// machine (A/B runs alternated over 1 GiB of 14336x4096 matrices); 8 KiB gained
+        /// nothing more.
+        const fn pf_blocks<T>() -> usize {
+            let size = std::mem::size_of::<T>();
+            if size >= 4096 {
+                1
+            } else {
+                4096 / size
+            }
+        }
 
         /// Q4_0: sum((q - 8) * y) = sum(q * y) - 8 * sum(y), the activation block's sum
         /// (shared by the 8 rows, carried by the block) taken off once.
@@ -614,7 +625,7 @@ macro_rules! x86_repacked_kernels {
                 );
                 let mut acc = [_mm256_setzero_ps(); $C];
                 for j in 0..n {
-                    let ahead = x.as_ptr().wrapping_add(j + PF) as *const i8;
+                    let ahead = x.as_ptr().wrapping_add(j + pf_blocks::<$W>()) as *const i8;
                     for line in 0..3 {
                         _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
                     }
@@ -703,11 +714,11 @@ macro_rules! x86_repacked_kernels {
                 let lo16 = _mm256_set1_epi32(0xffff);
                 let mut acc = [_mm256_setzero_ps(); $C];
                 for j in 0..n {
-                    // The block after next, 1680 bytes (27 lines), prefetched 2 lines per
+                    // A block `pf_blocks` on (2 blocks: 1680 bytes, 27 lines), 2 lines per
                     // group below (as in `q4_kx8_tile!`: 27 requests at once stall the
                     // loads of this block; spread out, 14336x4096 streams at 25-29 GB/s
                     // instead of 16-21).
-                    let ahead = x.as_ptr().wrapping_add(j + 2) as *const i8;
+                    let ahead = x.as_ptr().wrapping_add(j + pf_blocks::<BlockQ6Kx8>()) as *const i8;
                     // SAFETY: j < n, the length of x and (checked above) of every y row.
                     let b = unsafe { x.get_unchecked(j) };
                     // SAFETY: as above.
