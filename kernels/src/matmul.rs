@@ -247,6 +247,14 @@ pub fn matmul_multi(
             // checked to be n * w.rows); only this task writes rows r0..r1 of matrix j.
             unsafe { *out.ptr().add(i * w.rows + r) = v };
         };
+        // The 16 outputs of a two-group tile for activation row i, rows r..r + 16.
+        let write16 = |i: usize, r: usize, v: &[f32; 16]| {
+            debug_assert!(i < n && r + 16 <= w.rows);
+            // SAFETY: as `write`: i < n and r + 16 <= w.rows (r is the first row of two
+            // whole groups of this task), so the 16 elements are inside ys[j] and this
+            // task's own.
+            unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), out.ptr().add(i * w.rows + r), 16) };
+        };
         // Interleaved layout: groups of 8 rows (r0 and r1 are multiples of 8: the chunk
         // is, and so are the rows of a repacked matrix); four activation rows at a time.
         if let Some((one, four)) = x8[j] {
@@ -274,9 +282,7 @@ pub fn matmul_multi(
                                     ahead(i, 8);
                                     let v = eight(p, std::array::from_fn(|c| a.row(i + c, cols)));
                                     for (c, vc) in v.iter().enumerate() {
-                                        for (d, &x) in vc.iter().enumerate() {
-                                            write(i + c, g * GROUP + d, x);
-                                        }
+                                        write16(i + c, g * GROUP, vc);
                                     }
                                     i += 8;
                                 }
@@ -288,9 +294,7 @@ pub fn matmul_multi(
                             ahead(i, 8);
                             let v = k8(xa, xb, std::array::from_fn(|c| a.row(i + c, cols)));
                             for (c, vc) in v.iter().enumerate() {
-                                for (d, &x) in vc.iter().enumerate() {
-                                    write(i + c, g * GROUP + d, x);
-                                }
+                                write16(i + c, g * GROUP, vc);
                             }
                             i += 8;
                         }
@@ -303,9 +307,7 @@ pub fn matmul_multi(
                             ahead(i, 4);
                             let v = k16(xa, xb, rows4(i));
                             for (c, vc) in v.iter().enumerate() {
-                                for (d, &x) in vc.iter().enumerate() {
-                                    write(i + c, g * GROUP + d, x);
-                                }
+                                write16(i + c, g * GROUP, vc);
                             }
                             i += 4;
                         }
