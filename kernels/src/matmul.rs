@@ -34,13 +34,12 @@ fn rows_per_task(rows: usize, threads: usize) -> usize {
 // Tasks of interleaved matrices hold whole groups.
 const _: () = assert!(16 % GROUP == 0);
 
-/// Share `t` of `parts` of `bytes`' cache lines into L2 (a prefetch never faults).
+/// Cache lines `t * per .. (t + 1) * per` of `bytes` into L2 (a prefetch never faults).
 #[inline]
-fn prefetch_l2_share(bytes: &[u8], t: usize, parts: usize) {
+fn prefetch_l2_lines(bytes: &[u8], t: usize, per: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         let lines = bytes.len().div_ceil(64);
-        let per = lines.div_ceil(parts.max(1));
         for l in (t * per)..((t + 1) * per).min(lines) {
             // SAFETY: prefetching has no architectural effect; SSE is baseline on x86_64.
             unsafe {
@@ -51,7 +50,7 @@ fn prefetch_l2_share(bytes: &[u8], t: usize, parts: usize) {
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (bytes, t, parts);
+    let _ = (bytes, t, per);
 }
 
 /// A weight matrix: type, shape and bytes (zero-copy from the file, or repacked at load).
@@ -98,8 +97,13 @@ impl<'a> Matrix<'a> {
 
     /// The bytes of group `g` (rows 8g..8g+8) of an interleaved layout.
     fn group(&self, g: usize) -> &'a [u8] {
+        self.groups(g, 1)
+    }
+
+    /// `count` consecutive groups from group `g` (they are contiguous).
+    fn groups(&self, g: usize, count: usize) -> &'a [u8] {
         let gb = self.cols / self.ty.block_size() * self.layout.block_bytes();
-        &self.data[g * gb..(g + 1) * gb]
+        &self.data[g * gb..(g + count) * gb]
     }
 
     /// The activation format this matrix's kernels take: the weight type's, except that the
@@ -267,11 +271,14 @@ pub fn matmul_multi(
                     // The next pair's weights go to L2 a share per pass over activation rows
                     // i..i + step, so that its first pass (or its unpacking) waits on memory
                     // less: 5-10% of a 1B Q4_0 prompt at 64 tokens.
-                    let next = (g + 3 < w.rows / GROUP).then(|| (w.group(g + 2), w.group(g + 3)));
+                    // (The shares are sized once per pair: a division per tile showed in a
+                    // small model's prompt.)
+                    let next = (g + 3 < w.rows / GROUP).then(|| w.groups(g + 2, 2));
+                    let lines = next.map_or(0, |b| b.len().div_ceil(64));
+                    let (per8, per4) = (lines.div_ceil((n / 8).max(1)), lines.div_ceil((n / 4).max(1)));
                     let ahead = |i: usize, step: usize| {
-                        if let Some((na, nb)) = next {
-                            prefetch_l2_share(na, i / step, n / step);
-                            prefetch_l2_share(nb, i / step, n / step);
+                        if let Some(b) = next {
+                            prefetch_l2_lines(b, i / step, if step == 8 { per8 } else { per4 });
                         }
                     };
                     let mut i = 0;
