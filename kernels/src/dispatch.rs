@@ -90,7 +90,7 @@ impl ActType {
     }
 
     /// Elements per activation block.
-    pub fn block(self) -> usize {
+    pub const fn block(self) -> usize {
         match self {
             ActType::Q8_0 | ActType::Q8_0S | ActType::Q8_1 => 32,
             ActType::Q8K => QK_K,
@@ -135,18 +135,20 @@ impl<'a> ActRef<'a> {
         self.len() == 0
     }
 
-    /// Row `r` of rows `n` elements long.
-    /// (Prefill tiles take 8 rows per call: each arm divides by its own constant, a shift,
-    /// where one division by the looked-up block size cost a few percent of a small
-    /// model's prompt.)
+    /// Row `r` of rows `n` elements long. (Prefill tiles take 8 rows per call: each arm
+    /// divides by its own block size, a constant, where one division by a looked-up block
+    /// size cost a few percent of a small model's prompt.)
     #[inline]
     pub fn row(&self, r: usize, n: usize) -> ActRef<'a> {
+        fn row_of<T>(a: &[T], r: usize, blocks: usize) -> &[T] {
+            &a[r * blocks..(r + 1) * blocks]
+        }
         match *self {
-            ActRef::Q8_0(a) => ActRef::Q8_0(&a[r * (n / 32)..(r + 1) * (n / 32)]),
-            ActRef::Q8_0S(a) => ActRef::Q8_0S(&a[r * (n / 32)..(r + 1) * (n / 32)]),
-            ActRef::Q8_1(a) => ActRef::Q8_1(&a[r * (n / 32)..(r + 1) * (n / 32)]),
-            ActRef::Q8K(a) => ActRef::Q8K(&a[r * (n / QK_K)..(r + 1) * (n / QK_K)]),
-            ActRef::F32(a) => ActRef::F32(&a[r * n..(r + 1) * n]),
+            ActRef::Q8_0(a) => ActRef::Q8_0(row_of(a, r, n / const { ActType::Q8_0.block() })),
+            ActRef::Q8_0S(a) => ActRef::Q8_0S(row_of(a, r, n / const { ActType::Q8_0S.block() })),
+            ActRef::Q8_1(a) => ActRef::Q8_1(row_of(a, r, n / const { ActType::Q8_1.block() })),
+            ActRef::Q8K(a) => ActRef::Q8K(row_of(a, r, n / const { ActType::Q8K.block() })),
+            ActRef::F32(a) => ActRef::F32(row_of(a, r, n)),
         }
     }
 }

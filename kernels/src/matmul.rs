@@ -276,9 +276,9 @@ pub fn matmul_multi(
                     let next = (g + 3 < w.rows / GROUP).then(|| w.groups(g + 2, 2));
                     let lines = next.map_or(0, |b| b.len().div_ceil(64));
                     let (per8, per4) = (lines.div_ceil((n / 8).max(1)), lines.div_ceil((n / 4).max(1)));
-                    let ahead = |i: usize, step: usize| {
+                    let ahead = |t: usize, per: usize| {
                         if let Some(b) = next {
-                            prefetch_l2_lines(b, i / step, if step == 8 { per8 } else { per4 });
+                            prefetch_l2_lines(b, t, per);
                         }
                     };
                     let mut i = 0;
@@ -286,7 +286,7 @@ pub fn matmul_multi(
                         PANEL.with_borrow_mut(|p| {
                             if unpack(xa, xb, p) {
                                 while i + 8 <= n {
-                                    ahead(i, 8);
+                                    ahead(i / 8, per8);
                                     let v = eight(p, std::array::from_fn(|c| a.row(i + c, cols)));
                                     for (c, vc) in v.iter().enumerate() {
                                         write16(i + c, g * GROUP, vc);
@@ -298,7 +298,7 @@ pub fn matmul_multi(
                     }
                     if let Some(k8) = x16x8[j] {
                         while i + 8 <= n {
-                            ahead(i, 8);
+                            ahead(i / 8, per8);
                             let v = k8(xa, xb, std::array::from_fn(|c| a.row(i + c, cols)));
                             for (c, vc) in v.iter().enumerate() {
                                 write16(i + c, g * GROUP, vc);
@@ -311,7 +311,7 @@ pub fn matmul_multi(
                     };
                     if let Some(k16) = x16[j] {
                         while i + 4 <= n {
-                            ahead(i, 4);
+                            ahead(i / 4, per4);
                             let v = k16(xa, xb, rows4(i));
                             for (c, vc) in v.iter().enumerate() {
                                 write16(i + c, g * GROUP, vc);

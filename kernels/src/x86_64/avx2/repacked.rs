@@ -61,7 +61,7 @@ macro_rules! x86_repacked_kernels {
                     let m4 = _mm256_set1_epi8(15);
                     let mut acc = [_mm256_setzero_ps(); $C];
                     for j in 0..n {
-                        // Ask for the weights PF blocks ahead: the loads the out-of-order core
+                        // Ask for the weights `pf_blocks` ahead: the loads the out-of-order core
                         // keeps in flight alone fall short of the memory's bandwidth (a
                         // prefetch never faults; the address is only computed).
                         let ahead = x.as_ptr().wrapping_add(j + pf_blocks::<$W>()) as *const i8;
