@@ -50,7 +50,7 @@ pub fn attend(k: &Kernels, q: &[f32], keys: KvRows, values: KvRows, len: usize, 
     let hd = q.len();
     assert!(out.len() == hd && keys.holds(len, hd) && values.holds(len, hd), "attention rows out of range");
     #[cfg(target_arch = "x86_64")]
-    if matches!(k.level, Level::Avx2 | Level::AvxVnni | Level::Avx512) {
+    if matches!(k.level, Level::Avx2 | Level::AvxVnni | Level::Avx512 | Level::Amx) {
         // SAFETY: a table of these levels exists only if the CPU runs AVX2, FMA and F16C;
         // the row bounds were checked above.
         unsafe { crate::x86_64::avx2::attend(q, keys, values, len, scale, out) };
@@ -117,7 +117,7 @@ pub fn attend_many(
 ) {
     let hd = check_many(qs, lens, keys, values, outs);
     #[cfg(target_arch = "x86_64")]
-    if k.level == Level::Avx512 && hd.is_multiple_of(64) {
+    if matches!(k.level, Level::Avx512 | Level::Amx) && hd.is_multiple_of(64) {
         // SAFETY: this table exists only if the CPU runs AVX-512F, AVX2, FMA and F16C; shapes
         // and rows were checked above, hd is a whole number of 64-wide chunks.
         unsafe { crate::x86_64::avx512::attend_many(qs, lens, keys, values, scale, outs) };
@@ -240,7 +240,7 @@ impl DotOrder {
         match k.level {
             L::Scalar => DotOrder::Serial,
             L::Avx2 | L::AvxVnni => DotOrder::Lanes(8),
-            L::Avx512 => DotOrder::Lanes(16),
+            L::Avx512 | L::Amx => DotOrder::Lanes(16),
             L::Neon => DotOrder::Lanes(4),
         }
     }
@@ -311,7 +311,7 @@ pub fn attend_f16(
     assert!(hd <= MAX_HEAD_DIM, "head dimension {hd} over {MAX_HEAD_DIM}");
     #[cfg(target_arch = "x86_64")]
     match k.level {
-        Level::Avx512 if hd.is_multiple_of(64) => {
+        Level::Avx512 | Level::Amx if hd.is_multiple_of(64) => {
             // SAFETY: an avx512 table exists only if the CPU runs AVX-512 F/BW/VL, AVX2, FMA
             // and F16C; rows were checked above, hd is a whole number of steps.
             unsafe { crate::x86_64::avx512::attend_f16(q, keys, values, len, scale, out) };

@@ -2,7 +2,7 @@
 //! exists only if the CPU runs it, which is what makes the `unsafe` calls to
 //! `#[target_feature]` fns below sound. A level may have variants for optional extensions
 //! (NEON with `sdot` where the CPU has dotprod); the best variant is the level's table.
-//! `FERRITE_KERNELS=scalar|avx2|avxvnni|avx512|neon`
+//! `FERRITE_KERNELS=scalar|avx2|avxvnni|avx512|amx|neon`
 //! lowers the level chosen by `Kernels::best()`; tests ask for each level explicitly.
 
 use std::sync::OnceLock;
@@ -18,6 +18,8 @@ pub enum Level {
     Avx2,
     AvxVnni,
     Avx512,
+    /// avx512 plus AMX int8 tiles for the prefill of Q4_0, Q5_0, Q8_0 and IQ4_NL.
+    Amx,
     Neon,
 }
 
@@ -28,13 +30,13 @@ impl Level {
             Level::Avx2 => "avx2",
             Level::AvxVnni => "avxvnni",
             Level::Avx512 => "avx512",
+            Level::Amx => "amx",
             Level::Neon => "neon",
         }
     }
 
     pub fn from_name(s: &str) -> Option<Level> {
-        [Level::Scalar, Level::Avx2, Level::AvxVnni, Level::Avx512, Level::Neon]
-            .into_iter()
+        LEVELS.into_iter()
             .find(|l| l.name().eq_ignore_ascii_case(s))
     }
 
@@ -58,6 +60,8 @@ impl Level {
                     && is_x86_feature_detected!("avx512vl")
                     && is_x86_feature_detected!("avx512vnni")
             }
+            #[cfg(target_arch = "x86_64")]
+            Level::Amx => Level::Avx512.supported() && crate::x86_64::amx::available(),
             #[cfg(target_arch = "aarch64")]
             Level::Neon => std::arch::is_aarch64_feature_detected!("neon"),
             #[allow(unreachable_patterns)]
@@ -133,6 +137,20 @@ impl<'a> ActRef<'a> {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Rows `r..r + count` of rows `n` elements long, as one run.
+    pub fn rows(&self, r: usize, count: usize, n: usize) -> ActRef<'a> {
+        fn rows_of<T>(a: &[T], r: usize, count: usize, blocks: usize) -> &[T] {
+            &a[r * blocks..(r + count) * blocks]
+        }
+        match *self {
+            ActRef::Q8_0(a) => ActRef::Q8_0(rows_of(a, r, count, n / ActType::Q8_0.block())),
+            ActRef::Q8_0S(a) => ActRef::Q8_0S(rows_of(a, r, count, n / ActType::Q8_0S.block())),
+            ActRef::Q8_1(a) => ActRef::Q8_1(rows_of(a, r, count, n / ActType::Q8_1.block())),
+            ActRef::Q8K(a) => ActRef::Q8K(rows_of(a, r, count, n / ActType::Q8K.block())),
+            ActRef::F32(a) => ActRef::F32(rows_of(a, r, count, n)),
+        }
     }
 
     /// Row `r` of rows `n` elements long. (Prefill tiles take 8 rows per call: each arm
@@ -347,6 +365,50 @@ pub struct Line64(pub [u8; 64]);
 /// when a batch has enough rows to repay the unpacking.
 pub type Panel16Fns =
     (fn(&[u8], &[u8], &mut Vec<Line64>) -> bool, fn(&[Line64], [ActRef; 8]) -> [[f32; 16]; 8]);
+
+/// The AMX prefill path of a layout: `.0` unpacks two interleaved groups (16 rows) into a
+/// panel, as `Panel16Fns`'s; `.1` runs the panel against `m` activation rows (1..=16, back to
+/// back in one `ActRef`), giving `m` rows of 16 outputs (the rest zero).
+pub type Tile16Fns = (fn(&[u8], &[u8], &mut Vec<Line64>) -> bool, fn(&[Line64], ActRef, usize) -> [[f32; 16]; 16]);
+
+/// Expands to the safe wrappers (`Tile16Fns`) of an AMX panel: the block type, its unpacker.
+#[cfg(target_arch = "x86_64")]
+macro_rules! wrap_amx {
+    ($w:ty, $unpack:path) => {{
+        use crate::x86_64::amx;
+        use crate::x86_64::avx512::Panel32;
+        const LINES: usize = std::mem::size_of::<Panel32>() / 64;
+        fn unpack(xa: &[u8], xb: &[u8], buf: &mut Vec<Line64>) -> bool {
+            let (Some(xa), Some(xb)) = (as_blocks::<$w>(xa), as_blocks::<$w>(xb)) else { return false };
+            if xa.len() != xb.len() {
+                return false;
+            }
+            if buf.len() < xa.len() * LINES {
+                buf.resize(xa.len() * LINES, Line64([0; 64]));
+            }
+            // SAFETY: Panel32 is 9 whole 64-byte lines, 64-byte aligned like Line64, and
+            // made of integers and floats only; the buffer holds at least xa.len() panels.
+            let panels = unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr() as *mut Panel32, xa.len()) };
+            // SAFETY: stored only in the amx table, which exists only if the CPU runs it.
+            unsafe { $unpack(xa, xb, panels) };
+            true
+        }
+        fn tile(p: &[Line64], a: ActRef, m: usize) -> [[f32; 16]; 16] {
+            let ActRef::Q8_0S(y) = a else { return [[f32::NAN; 16]; 16] };
+            let nb = if m == 0 { 0 } else { y.len() / m };
+            if m == 0 || m > 16 || y.len() != nb * m || p.len() < nb * LINES {
+                return [[f32::NAN; 16]; 16];
+            }
+            // SAFETY: as in `unpack`: nb whole panels lie at the start of p.
+            let panels = unsafe { std::slice::from_raw_parts(p.as_ptr() as *const Panel32, nb) };
+            // SAFETY: stored only in the amx table (the CPU has AMX and the tile permission
+            // was granted); y holds m rows of nb blocks (checked above).
+            unsafe { amx::vec_dot_panel32x16_q8_0(panels, y, m) }
+        }
+        let fns: Tile16Fns = (unpack, tile);
+        Some(fns)
+    }};
+}
 
 /// Expands to the safe wrappers (`Panel16Fns`) of an avx512 unpack-once panel: the block
 /// type, the panel type, its unpacker and its 8-row kernel.
@@ -581,6 +643,11 @@ pub struct Kernels {
     q2_k_panel: Option<Panel16Fns>,
     iq4_nl_panel: Option<Panel16Fns>,
     q5_1_panel: Option<Panel16Fns>,
+    /// AMX tiles for the prefill of Q4_0x8, Q5_0x8, Q8_0x8 and IQ4NLx8 (the amx level).
+    q4_0_amx: Option<Tile16Fns>,
+    q5_0_amx: Option<Tile16Fns>,
+    q8_0_amx: Option<Tile16Fns>,
+    iq4_nl_amx: Option<Tile16Fns>,
 }
 
 fn scalar_dots() -> Vec<(GgmlType, DotFn)> {
@@ -744,6 +811,10 @@ fn build_neon(dotprod: bool) -> Kernels {
         q2_k_panel: None,
         iq4_nl_panel: None,
         q5_1_panel: None,
+        q4_0_amx: None,
+        q5_0_amx: None,
+        q8_0_amx: None,
+        iq4_nl_amx: None,
     }
 }
 
@@ -756,6 +827,20 @@ fn build(level: Level) -> Kernels {
     #[cfg(target_arch = "aarch64")]
     if level == Level::Neon {
         return build_neon(has_dotprod());
+    }
+    // AMX: the avx512 table, with tiles for the prefill of the 32-value block types.
+    #[cfg(target_arch = "x86_64")]
+    if level == Level::Amx {
+        use crate::x86_64::amx as k;
+        return Kernels {
+            level,
+            name: level.name(),
+            q4_0_amx: wrap_amx!(BlockQ4_0x8, k::unpack_q4_0x16),
+            q5_0_amx: wrap_amx!(BlockQ5_0x8, k::unpack_q5_0x16),
+            q8_0_amx: wrap_amx!(BlockQ8_0x8, k::unpack_q8_0x16),
+            iq4_nl_amx: wrap_amx!(BlockQ4_0x8, k::unpack_iq4_nlx16),
+            ..build(Level::Avx512)
+        };
     }
     let dots4x2: Vec<(GgmlType, Dot4x2Fn)> = match level {
         #[cfg(target_arch = "x86_64")]
@@ -959,10 +1044,14 @@ fn build(level: Level) -> Kernels {
         q2_k_panel,
         iq4_nl_panel,
         q5_1_panel,
+        q4_0_amx: None,
+        q5_0_amx: None,
+        q8_0_amx: None,
+        iq4_nl_amx: None,
     }
 }
 
-const LEVELS: [Level; 5] = [Level::Scalar, Level::Avx2, Level::AvxVnni, Level::Avx512, Level::Neon];
+const LEVELS: [Level; 6] = [Level::Scalar, Level::Avx2, Level::AvxVnni, Level::Avx512, Level::Amx, Level::Neon];
 
 impl Kernels {
     /// The table of a level, if this CPU runs it.
@@ -1037,6 +1126,17 @@ impl Kernels {
             Layout::Q4Kx8 => self.q4_kx16x8,
             Layout::Q8_0x8 => self.q8_0x16x8,
             Layout::Q5_0x8 => self.q5_0x16x8,
+            _ => None,
+        }
+    }
+
+    /// The AMX prefill path of an interleaved layout, where the level has one.
+    pub fn amx16(&self, layout: Layout) -> Option<Tile16Fns> {
+        match layout {
+            Layout::Q4_0x8 => self.q4_0_amx,
+            Layout::Q5_0x8 => self.q5_0_amx,
+            Layout::Q8_0x8 => self.q8_0_amx,
+            Layout::IQ4NLx8 => self.iq4_nl_amx,
             _ => None,
         }
     }

@@ -61,7 +61,7 @@ pub fn swiglu_scalar(gate: &mut [f32], up: &[f32]) {
 /// SwiGLU at the best level `Kernels::best()` allows.
 pub fn swiglu(gate: &mut [f32], up: &[f32]) {
     #[cfg(target_arch = "x86_64")]
-    if matches!(Kernels::best().level, Level::Avx2 | Level::AvxVnni | Level::Avx512) {
+    if matches!(Kernels::best().level, Level::Avx2 | Level::AvxVnni | Level::Avx512 | Level::Amx) {
         // SAFETY: the best level is one the CPU was checked to run, and each has AVX2 + FMA.
         unsafe { crate::x86_64::avx2::swiglu(gate, up) };
         return;

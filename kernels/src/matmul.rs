@@ -7,13 +7,16 @@
 
 use crate::dispatch::{
     ActBuf, ActRef, ActType, Dot16x4Fn, Dot16x8Fn, Dot4Fn, Dot4x2Fn, Dot8Fn, Dot8x4Fn, DotFn, Kernels,
-    Line64, Panel16Fns,
+    Line64, Panel16Fns, Tile16Fns,
 };
 use std::cell::RefCell;
 
 /// Activation rows from which a layout's unpack-once panel (`Kernels::panel16`) pays: the
 /// unpacking costs about as much as one pass of 8 rows through the per-call kernels.
 pub const PANEL_MIN_ROWS: usize = 16;
+
+/// Activation rows from which a layout's AMX path (`Kernels::amx16`) runs: one tile's worth.
+pub const AMX_MIN_ROWS: usize = 16;
 
 thread_local! {
     /// Each worker's panel buffer: it grows to the largest panel once and is reused after.
@@ -200,6 +203,7 @@ pub fn matmul_multi(
     let mut x16: [Option<Dot16x4Fn>; MAX_SHARED] = [None; MAX_SHARED];
     let mut x16x8: [Option<Dot16x8Fn>; MAX_SHARED] = [None; MAX_SHARED];
     let mut panels: [Option<Panel16Fns>; MAX_SHARED] = [None; MAX_SHARED];
+    let mut amx: [Option<Tile16Fns>; MAX_SHARED] = [None; MAX_SHARED];
     // First task of each matrix (task t belongs to the last j with starts[j] <= t).
     let mut starts = [usize::MAX; MAX_SHARED + 1];
     let mut tasks = 0;
@@ -224,6 +228,7 @@ pub fn matmul_multi(
             x16[j] = k.repacked16(w.layout);
             x16x8[j] = k.repacked16x8(w.layout);
             panels[j] = k.panel16(w.layout);
+            amx[j] = k.amx16(w.layout).filter(|_| n >= AMX_MIN_ROWS);
             if x8[j].is_none() {
                 return Err(KernelError::Unsupported { ty: w.ty, what: "this layout at this kernel level" });
             }
@@ -266,7 +271,7 @@ pub fn matmul_multi(
             while g < g1 {
                 // Two groups at once where the level has a 16-row kernel (prefill).
                 let panel = panels[j].filter(|_| n >= PANEL_MIN_ROWS);
-                if g + 1 < g1 && ((x16[j].is_some() && n >= 4) || panel.is_some()) {
+                if g + 1 < g1 && ((x16[j].is_some() && n >= 4) || panel.is_some() || amx[j].is_some()) {
                     let (xa, xb) = (w.group(g), w.group(g + 1));
                     // The next pair's weights go to L2 a share per pass over activation rows
                     // i..i + step, so that its first pass (or its unpacking) waits on memory
@@ -276,12 +281,29 @@ pub fn matmul_multi(
                     let next = (g + 3 < w.rows / GROUP).then(|| w.groups(g + 2, 2));
                     let lines = next.map_or(0, |b| b.len().div_ceil(64));
                     let (per8, per4) = (lines.div_ceil((n / 8).max(1)), lines.div_ceil((n / 4).max(1)));
+                    let per16 = lines.div_ceil(n.div_ceil(16));
                     let ahead = |t: usize, per: usize| {
                         if let Some(b) = next {
                             prefetch_l2_lines(b, t, per);
                         }
                     };
                     let mut i = 0;
+                    // AMX: the pair unpacked once, then every activation row 16 at a time.
+                    if let Some((unpack, tile)) = amx[j] {
+                        PANEL.with_borrow_mut(|p| {
+                            if unpack(xa, xb, p) {
+                                while i < n {
+                                    let m = (n - i).min(16);
+                                    ahead(i / 16, per16);
+                                    let v = tile(p, a.rows(i, m, cols), m);
+                                    for (c, vc) in v.iter().take(m).enumerate() {
+                                        write16(i + c, g * GROUP, vc);
+                                    }
+                                    i += m;
+                                }
+                            }
+                        });
+                    }
                     if let Some((unpack, eight)) = panel {
                         PANEL.with_borrow_mut(|p| {
                             if unpack(xa, xb, p) {

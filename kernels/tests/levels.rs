@@ -534,3 +534,71 @@ fn parallel_activation_quantization_equals_serial() {
         .all(|(p, q)| p.d.to_bits() == q.d.to_bits() && p.qs == q.qs && p.bsums == q.bsums));
     assert_eq!(v.len(), d.len());
 }
+
+/// Whether the CPU reports AMX-TILE and AMX-INT8 (CPUID leaf 7, EDX bits 24 and 25).
+#[cfg(target_arch = "x86_64")]
+fn cpu_has_amx() -> bool {
+    let l7 = std::arch::x86_64::__cpuid_count(7, 0);
+    l7.edx >> 24 & 3 == 3
+}
+
+/// The AMX level (where the CPU has AMX: a machine without it has no amx table, and this
+/// test says so and checks nothing else): its tiles for Q4_0, Q5_0, Q8_0 and IQ4_NL against
+/// the scalar reference on the row layout, for 16..=40 activation rows (whole tiles and
+/// every tail of 1..15 rows) and 1, 2, 3 and 64 blocks (the two tile sets alternate block by
+/// block: odd and even counts end differently), on random and edge-case weights.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn amx_tiles_match_scalar() {
+    use ferrite_kernels::repack::{repack, Layout};
+    // (`--cfg ferrite_amx_emulate` builds the level on any CPU, the tile instructions in Rust.)
+    if !cpu_has_amx() && !cfg!(ferrite_amx_emulate) {
+        eprintln!("no AMX on this CPU: the amx level is not built here, nothing to check");
+        assert!(Kernels::for_level(Level::Amx).is_none());
+        return;
+    }
+    // Linux grants the tile permission from 5.16: without it the level must be absent, not
+    // broken. Where it is present, it has tiles for the four types.
+    let Some(k) = Kernels::for_level(Level::Amx) else {
+        eprintln!("AMX on this CPU, but the OS refused the tile permission: no amx level");
+        return;
+    };
+    for layout in [Layout::Q4_0x8, Layout::Q5_0x8, Layout::Q8_0x8, Layout::IQ4NLx8] {
+        assert!(k.amx16(layout).is_some(), "{layout:?} has no AMX path");
+    }
+    let scalar = Kernels::for_level(Level::Scalar).unwrap();
+    let mut rng = Rng(0xa3c5_0001);
+    let mut buf = ActBuf::new();
+    let mut checked = 0;
+    for ty in [GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q8_0, GgmlType::IQ4_NL] {
+        for (nb, case) in [1usize, 2, 3, 64].into_iter().flat_map(|nb| CASES.map(|c| (nb, c))) {
+            let (rows, cols) = (32, 32 * nb);
+            let w = weights(ty, rows * nb, case, &mut rng);
+            let (layout, packed) = repack(ty, rows, cols, &w).expect("repackable");
+            let plain = Matrix::new(ty, rows, cols, &w).unwrap();
+            let m = Matrix::with_layout(ty, rows, cols, layout, &packed).unwrap();
+            for n in (16..=40).filter(|&n| nb < 64 || n % 8 == 1) {
+                let x = match case {
+                    Case::AllOnes => vec![if n % 2 == 0 { 1.0 } else { -1.0 }; n * cols],
+                    _ => activation(n * cols, &mut rng),
+                };
+                let (mut want, mut got) = (vec![0f32; n * rows], vec![0f32; n * rows]);
+                matmul(scalar, &plain, &x, n, &mut want, &mut buf).unwrap();
+                matmul(k, &m, &x, n, &mut got, &mut buf).unwrap();
+                let a = buf.quantize(ActType::Q8_0, &x);
+                for i in 0..n {
+                    for r in 0..rows {
+                        let tol = 1e-5 * abs_terms(ty, plain.row(r), a.row(i, cols));
+                        let (g, w) = (got[i * rows + r], want[i * rows + r]);
+                        assert!(
+                            ((g - w) as f64).abs() <= tol.max(1e-30),
+                            "amx {ty} {case:?} {nb} blocks n={n} act row {i} weight row {r}: {g} vs scalar {w}"
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("{checked} AMX comparisons");
+}

@@ -23,7 +23,7 @@ crate::x86_repacked_kernels!("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni
 /// 32 bytes at `a` (lanes 0-7: group a's rows) and 32 at `b` (lanes 8-15) in one register.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn join32(a: *const u8, b: *const u8) -> __m512i {
+pub(crate) unsafe fn join32(a: *const u8, b: *const u8) -> __m512i {
     let va = _mm256_loadu_si256(a as *const __m256i);
     let vb = _mm256_loadu_si256(b as *const __m256i);
     _mm512_inserti64x4(_mm512_castsi256_si512(va), vb, 1)
@@ -32,7 +32,7 @@ unsafe fn join32(a: *const u8, b: *const u8) -> __m512i {
 /// Asks for `lines` cache lines of both groups' block `j + ahead` (a prefetch never faults).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn prefetch_pair<T>(xa: &[T], xb: &[T], at: usize, lines: usize) {
+pub(crate) unsafe fn prefetch_pair<T>(xa: &[T], xb: &[T], at: usize, lines: usize) {
     for x in [xa, xb] {
         let p = x.as_ptr().wrapping_add(at) as *const i8;
         for line in 0..lines {
@@ -70,7 +70,7 @@ unsafe fn sub_mins16<const C: usize>(acc: &mut [__m512; C], dmin: __m512, dy: [f
 /// C accumulators as rows of 16 outputs.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn storen<const C: usize>(acc: &[__m512; C]) -> [[f32; 16]; C] {
+pub(crate) unsafe fn storen<const C: usize>(acc: &[__m512; C]) -> [[f32; 16]; C] {
     let mut out = [[0f32; 16]; C];
     for (o, a) in out.iter_mut().zip(acc) {
         _mm512_storeu_ps(o.as_mut_ptr(), *a);
@@ -172,7 +172,7 @@ unsafe fn u8x16_pair(a: *const u8, b: *const u8) -> __m512i {
 /// The 16 f16 scales of two groups (8 each) as f32 lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn f16x16_pair(a: &[u8; 16], b: &[u8; 16]) -> __m512 {
+pub(crate) unsafe fn f16x16_pair(a: &[u8; 16], b: &[u8; 16]) -> __m512 {
     let (da, db) =
         (_mm_loadu_si128(a.as_ptr() as *const __m128i), _mm_loadu_si128(b.as_ptr() as *const __m128i));
     _mm512_cvtph_ps(_mm256_set_m128i(db, da))
@@ -534,8 +534,8 @@ pub unsafe fn vec_dot_q6_kx16x4_q8_k(
 pub struct Panel32 {
     /// `q[k]`: bytes 4k..4k+4 of the block, row r in lane r, as unsigned values (Q5_0:
     /// 0..31, Q8_0: w + 128, IQ4_NL: the codebook value + 128).
-    q: [[u8; 64]; 8],
-    d: [f32; 16],
+    pub(crate) q: [[u8; 64]; 8],
+    pub(crate) d: [f32; 16],
 }
 
 const _: () = assert!(std::mem::size_of::<Panel32>() == 576);
@@ -585,7 +585,7 @@ pub unsafe fn unpack_iq4_nlx16(xa: &[BlockQ4_0x8], xb: &[BlockQ4_0x8], out: &mut
 /// holds them: nibbles from qs, fifth bits from qh (row r's 32 bits in dword r of its group).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn five_bit_x16(qs: [&[u8; 128]; 2], qh: [&[u8; 32]; 2]) -> [__m512i; 8] {
+pub(crate) unsafe fn five_bit_x16(qs: [&[u8; 128]; 2], qh: [&[u8; 32]; 2]) -> [__m512i; 8] {
     let m4 = _mm512_set1_epi8(15);
     let sixteen = _mm512_set1_epi8(16);
     // Byte 4i of each dword, for the byte copies (per 128-bit lane, as in q5_0x8_tile!).
