@@ -14,6 +14,12 @@ cargo build --release --workspace
 ./scripts/make-variants.sh
 cargo test --workspace --release
 cargo clippy --workspace --all-targets --release -- -D warnings
+# The amx level's loop, addressing and scaling on any x86 CPU: the tile instructions
+# emulated in Rust (a CPU with AMX runs the real ones in the tests above).
+if [ "$(uname -m)" = x86_64 ]; then
+  RUSTFLAGS="--cfg ferrite_amx_emulate" CARGO_TARGET_DIR=target/amx-emulated \
+    cargo test --release -p ferrite-kernels --test levels -- amx_tiles_match_scalar repacked_matmul_matches_rows
+fi
 
 if [ "${FERRITE_SKIP_NEON:-0}" != 1 ]; then
   ./scripts/neon-test.sh

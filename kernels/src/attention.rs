@@ -118,7 +118,8 @@ pub fn attend_many(
     let hd = check_many(qs, lens, keys, values, outs);
     #[cfg(target_arch = "x86_64")]
     if matches!(k.level, Level::Avx512 | Level::Amx) && hd.is_multiple_of(64) {
-        // SAFETY: this table exists only if the CPU runs AVX-512F, AVX2, FMA and F16C; shapes
+        // SAFETY: these tables (amx is avx512 plus tiles) exist only if the CPU runs
+        // AVX-512F, AVX2, FMA and F16C; shapes
         // and rows were checked above, hd is a whole number of 64-wide chunks.
         unsafe { crate::x86_64::avx512::attend_many(qs, lens, keys, values, scale, outs) };
         return;
@@ -312,7 +313,7 @@ pub fn attend_f16(
     #[cfg(target_arch = "x86_64")]
     match k.level {
         Level::Avx512 | Level::Amx if hd.is_multiple_of(64) => {
-            // SAFETY: an avx512 table exists only if the CPU runs AVX-512 F/BW/VL, AVX2, FMA
+            // SAFETY: an avx512 or amx table exists only if the CPU runs AVX-512 F/BW/VL, AVX2, FMA
             // and F16C; rows were checked above, hd is a whole number of steps.
             unsafe { crate::x86_64::avx512::attend_f16(q, keys, values, len, scale, out) };
             return;

@@ -36,8 +36,7 @@ impl Level {
     }
 
     pub fn from_name(s: &str) -> Option<Level> {
-        LEVELS.into_iter()
-            .find(|l| l.name().eq_ignore_ascii_case(s))
+        LEVELS.into_iter().find(|l| l.name().eq_ignore_ascii_case(s))
     }
 
     /// Whether this CPU runs the level.
@@ -369,7 +368,8 @@ pub type Panel16Fns =
 /// The AMX prefill path of a layout: `.0` unpacks two interleaved groups (16 rows) into a
 /// panel, as `Panel16Fns`'s; `.1` runs the panel against `m` activation rows (1..=16, back to
 /// back in one `ActRef`), giving `m` rows of 16 outputs (the rest zero).
-pub type Tile16Fns = (fn(&[u8], &[u8], &mut Vec<Line64>) -> bool, fn(&[Line64], ActRef, usize) -> [[f32; 16]; 16]);
+pub type Tile16Fns =
+    (fn(&[u8], &[u8], &mut Vec<Line64>) -> bool, fn(&[Line64], ActRef, usize) -> [[f32; 16]; 16]);
 
 /// Expands to the safe wrappers (`Tile16Fns`) of an AMX panel: the block type, its unpacker.
 #[cfg(target_arch = "x86_64")]
@@ -388,7 +388,8 @@ macro_rules! wrap_amx {
             }
             // SAFETY: Panel32 is 9 whole 64-byte lines, 64-byte aligned like Line64, and
             // made of integers and floats only; the buffer holds at least xa.len() panels.
-            let panels = unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr() as *mut Panel32, xa.len()) };
+            let panels =
+                unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr() as *mut Panel32, xa.len()) };
             // SAFETY: stored only in the amx table, which exists only if the CPU runs it.
             unsafe { $unpack(xa, xb, panels) };
             true
@@ -1051,7 +1052,8 @@ fn build(level: Level) -> Kernels {
     }
 }
 
-const LEVELS: [Level; 6] = [Level::Scalar, Level::Avx2, Level::AvxVnni, Level::Avx512, Level::Amx, Level::Neon];
+const LEVELS: [Level; 6] =
+    [Level::Scalar, Level::Avx2, Level::AvxVnni, Level::Avx512, Level::Amx, Level::Neon];
 
 impl Kernels {
     /// The table of a level, if this CPU runs it.
