@@ -371,13 +371,12 @@ pub type Panel16Fns =
 pub type Tile16Fns =
     (fn(&[u8], &[u8], &mut Vec<Line64>) -> bool, fn(&[Line64], ActRef, usize) -> [[f32; 16]; 16]);
 
-/// Expands to the safe wrappers (`Tile16Fns`) of an AMX panel: the block type, its unpacker.
+/// Defines `LINES` (64-byte lines per panel) and the safe wrapper `unpack` (`Panel16Fns::0`,
+/// `Tile16Fns::0`) of a panel unpacker: the block type, the panel type, the unpacker.
 #[cfg(target_arch = "x86_64")]
-macro_rules! wrap_amx {
-    ($w:ty, $unpack:path) => {{
-        use crate::x86_64::amx;
-        use crate::x86_64::avx512::Panel32;
-        const LINES: usize = std::mem::size_of::<Panel32>() / 64;
+macro_rules! panel_unpacker {
+    ($w:ty, $panel:ty, $unpack:path) => {
+        const LINES: usize = std::mem::size_of::<$panel>() / 64;
         fn unpack(xa: &[u8], xb: &[u8], buf: &mut Vec<Line64>) -> bool {
             let (Some(xa), Some(xb)) = (as_blocks::<$w>(xa), as_blocks::<$w>(xb)) else { return false };
             if xa.len() != xb.len() {
@@ -386,14 +385,24 @@ macro_rules! wrap_amx {
             if buf.len() < xa.len() * LINES {
                 buf.resize(xa.len() * LINES, Line64([0; 64]));
             }
-            // SAFETY: Panel32 is 9 whole 64-byte lines, 64-byte aligned like Line64, and
-            // made of integers and floats only; the buffer holds at least xa.len() panels.
-            let panels =
-                unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr() as *mut Panel32, xa.len()) };
-            // SAFETY: stored only in the amx table, which exists only if the CPU runs it.
+            // SAFETY: the panel type is a whole number of 64-byte lines, 64-byte aligned like
+            // Line64, and made of integers and floats only (every bit pattern is a value);
+            // the buffer holds at least xa.len() panels.
+            let panels = unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr() as *mut $panel, xa.len()) };
+            // SAFETY: stored only in the table of a level the CPU was checked to run.
             unsafe { $unpack(xa, xb, panels) };
             true
         }
+    };
+}
+
+/// Expands to the safe wrappers (`Tile16Fns`) of an AMX panel: the block type, its unpacker.
+#[cfg(target_arch = "x86_64")]
+macro_rules! wrap_amx {
+    ($w:ty, $unpack:path) => {{
+        use crate::x86_64::amx;
+        use crate::x86_64::avx512::Panel32;
+        panel_unpacker!($w, Panel32, $unpack);
         fn tile(p: &[Line64], a: ActRef, m: usize) -> [[f32; 16]; 16] {
             let ActRef::Q8_0S(y) = a else { return [[f32::NAN; 16]; 16] };
             let nb = if m == 0 { 0 } else { y.len() / m };
@@ -416,23 +425,7 @@ macro_rules! wrap_amx {
 #[cfg(target_arch = "x86_64")]
 macro_rules! wrap_panel {
     ($w:ty, $act:ident, $panel:ty, $unpack:path, $eight:path) => {{
-        const LINES: usize = std::mem::size_of::<$panel>() / 64;
-        fn unpack(xa: &[u8], xb: &[u8], buf: &mut Vec<Line64>) -> bool {
-            let (Some(xa), Some(xb)) = (as_blocks::<$w>(xa), as_blocks::<$w>(xb)) else { return false };
-            if xa.len() != xb.len() {
-                return false;
-            }
-            if buf.len() < xa.len() * LINES {
-                buf.resize(xa.len() * LINES, Line64([0; 64]));
-            }
-            // SAFETY: the panel type is a whole number of 64-byte lines, 64-byte aligned like
-            // Line64, and made of integers and floats only (every bit pattern is a value);
-            // the buffer holds at least xa.len() panels.
-            let panels = unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr() as *mut $panel, xa.len()) };
-            // SAFETY: stored only in the table of a level the CPU was checked to run.
-            unsafe { $unpack(xa, xb, panels) };
-            true
-        }
+        panel_unpacker!($w, $panel, $unpack);
         fn eight(p: &[Line64], a: [ActRef; 8]) -> [[f32; 16]; 8] {
             let mut rows = [&[][..]; 8];
             for (r, a) in rows.iter_mut().zip(a) {

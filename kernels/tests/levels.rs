@@ -406,6 +406,38 @@ fn bad_inputs_are_errors() {
     assert!(matmul(k, &m, &[0.0; 32], 1, &mut y, &mut buf).is_err());
 }
 
+/// `n` activation rows (all +-1 for `Case::AllOnes`, else random) through the repacked matrix
+/// `m` at level `k` and through `plain` at the scalar level: every product within 1e-5 of the
+/// sum of |terms|. Returns the number of products compared.
+fn check_repacked(k: &Kernels, plain: &Matrix, m: &Matrix, n: usize, case: Case, rng: &mut Rng) -> usize {
+    let (ty, rows, cols) = (plain.ty, plain.rows, plain.cols);
+    let scalar = Kernels::for_level(Level::Scalar).unwrap();
+    let mut buf = ActBuf::new();
+    // All quant bits set against equal activations (every q8 at +-127): the largest partial
+    // sums a kernel can meet (i16 sums must not wrap).
+    let x = match case {
+        Case::AllOnes => vec![if n.is_multiple_of(2) { 1.0 } else { -1.0 }; n * cols],
+        _ => activation(n * cols, rng),
+    };
+    let (mut want, mut got) = (vec![0f32; n * rows], vec![0f32; n * rows]);
+    matmul(scalar, plain, &x, n, &mut want, &mut buf).unwrap();
+    matmul(k, m, &x, n, &mut got, &mut buf).unwrap();
+    let a = buf.quantize(ActType::for_weight(ty).unwrap(), &x);
+    for i in 0..n {
+        for r in 0..rows {
+            let tol = 1e-5 * abs_terms(ty, plain.row(r), a.row(i, cols));
+            let (g, w) = (got[i * rows + r], want[i * rows + r]);
+            assert!(
+                ((g - w) as f64).abs() <= tol.max(1e-30),
+                "{} {ty} {case:?} {} blocks n={n} act row {i} weight row {r}: {g} vs scalar {w} (tol {tol})",
+                k.name,
+                cols / ty.block_size()
+            );
+        }
+    }
+    n * rows
+}
+
 /// Repacked (interleaved) matrices at every level that has kernels for them: the same
 /// products as the scalar reference on the row layout, for decode (n = 1) and prefill
 /// (n = 3..21, covering the four- and eight-row tiles, the unpack-once panels from 16 rows, and
@@ -469,28 +501,7 @@ fn repacked_matmul_matches_rows() {
         let m = Matrix::with_layout(ty, rows, cols, layout, &packed).unwrap();
         for k in levels().into_iter().filter(|k| k.repacked(layout).is_some()) {
             for n in [1usize, 3, 4, 5, 8, 9, 13, 16, 21] {
-                // All quant bits set against equal activations (every q8 at +-127): the
-                // largest partial sums a kernel can meet (i16 sums must not wrap).
-                let x = match case {
-                    Case::AllOnes => vec![if n % 2 == 0 { 1.0 } else { -1.0 }; n * cols],
-                    _ => activation(n * cols, &mut rng),
-                };
-                let (mut want, mut got) = (vec![0f32; n * rows], vec![0f32; n * rows]);
-                matmul(scalar, &plain, &x, n, &mut want, &mut buf).unwrap();
-                matmul(k, &m, &x, n, &mut got, &mut buf).unwrap();
-                let a = buf.quantize(ActType::for_weight(ty).unwrap(), &x);
-                for i in 0..n {
-                    for r in 0..rows {
-                        let tol = 1e-5 * abs_terms(ty, plain.row(r), a.row(i, cols));
-                        let (g, w) = (got[i * rows + r], want[i * rows + r]);
-                        assert!(
-                            ((g - w) as f64).abs() <= tol.max(1e-30),
-                            "{} {ty} {case:?} n={n} act row {i} weight row {r}: {g} vs scalar {w} (tol {tol})",
-                            k.name
-                        );
-                        checked += 1;
-                    }
-                }
+                checked += check_repacked(k, &plain, &m, n, case, &mut rng);
             }
         }
     }
@@ -566,9 +577,7 @@ fn amx_tiles_match_scalar() {
     for layout in [Layout::Q4_0x8, Layout::Q5_0x8, Layout::Q8_0x8, Layout::IQ4NLx8] {
         assert!(k.amx16(layout).is_some(), "{layout:?} has no AMX path");
     }
-    let scalar = Kernels::for_level(Level::Scalar).unwrap();
     let mut rng = Rng(0xa3c5_0001);
-    let mut buf = ActBuf::new();
     let mut checked = 0;
     for ty in [GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q8_0, GgmlType::IQ4_NL] {
         for (nb, case) in [1usize, 2, 3, 64].into_iter().flat_map(|nb| CASES.map(|c| (nb, c))) {
@@ -578,25 +587,7 @@ fn amx_tiles_match_scalar() {
             let plain = Matrix::new(ty, rows, cols, &w).unwrap();
             let m = Matrix::with_layout(ty, rows, cols, layout, &packed).unwrap();
             for n in (16..=40).filter(|&n| nb < 64 || n % 8 == 1) {
-                let x = match case {
-                    Case::AllOnes => vec![if n % 2 == 0 { 1.0 } else { -1.0 }; n * cols],
-                    _ => activation(n * cols, &mut rng),
-                };
-                let (mut want, mut got) = (vec![0f32; n * rows], vec![0f32; n * rows]);
-                matmul(scalar, &plain, &x, n, &mut want, &mut buf).unwrap();
-                matmul(k, &m, &x, n, &mut got, &mut buf).unwrap();
-                let a = buf.quantize(ActType::Q8_0, &x);
-                for i in 0..n {
-                    for r in 0..rows {
-                        let tol = 1e-5 * abs_terms(ty, plain.row(r), a.row(i, cols));
-                        let (g, w) = (got[i * rows + r], want[i * rows + r]);
-                        assert!(
-                            ((g - w) as f64).abs() <= tol.max(1e-30),
-                            "amx {ty} {case:?} {nb} blocks n={n} act row {i} weight row {r}: {g} vs scalar {w}"
-                        );
-                        checked += 1;
-                    }
-                }
+                checked += check_repacked(k, &plain, &m, n, case, &mut rng);
             }
         }
     }

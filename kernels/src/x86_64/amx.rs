@@ -9,7 +9,7 @@
 //! outside the compiler's view: each kernel call loads its configuration, uses tiles 0-5,
 //! and releases them before returning (nothing else in the process uses AMX).
 
-use super::avx512::{f16x16_pair, five_bit_x16, join32, prefetch_pair, storen, Panel32};
+use super::avx512::{f16x16_pair, five_bit_x16, join32, prefetch_pair, storen, unpack_nibbles_x16, Panel32};
 use crate::blocks::{BlockQ4_0x8, BlockQ5_0x8, BlockQ8_0S, BlockQ8_0x8, KVALUES_IQ4NL};
 use std::arch::asm;
 use std::arch::x86_64::*;
@@ -264,26 +264,6 @@ pub unsafe fn vec_dot_panel32x16_q8_0(p: &[Panel32], y: &[BlockQ8_0S], m: usize)
     out
 }
 
-/// Unpacks blocks of two 4-bit groups (Q4_0x8 or IQ4_NLx8: 16 rows) into signed panels:
-/// each nibble looked up in `book` (Q4_0: -8..7, IQ4_NL: its codebook).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn unpack_nibbles(xa: &[BlockQ4_0x8], xb: &[BlockQ4_0x8], out: &mut [Panel32], book: &[i8; 16]) {
-    let m4 = _mm512_set1_epi8(15);
-    let book = _mm512_broadcast_i32x4(_mm_loadu_si128(book.as_ptr() as *const __m128i));
-    for (j, ((a, b), p)) in xa.iter().zip(xb).zip(out.iter_mut()).enumerate() {
-        prefetch_pair(xa, xb, j + 8, 3);
-        for c in 0..4 {
-            let v = join32(a.qs.as_ptr().add(32 * c), b.qs.as_ptr().add(32 * c));
-            let lo = _mm512_shuffle_epi8(book, _mm512_and_si512(v, m4));
-            let hi = _mm512_shuffle_epi8(book, _mm512_and_si512(_mm512_srli_epi16(v, 4), m4));
-            _mm512_storeu_si512(p.q[c].as_mut_ptr() as *mut __m512i, lo);
-            _mm512_storeu_si512(p.q[4 + c].as_mut_ptr() as *mut __m512i, hi);
-        }
-        _mm512_storeu_ps(p.d.as_mut_ptr(), f16x16_pair(&a.d, &b.d));
-    }
-}
-
 /// Q4_0's nibble values minus 8.
 const Q4_0_BOOK: [i8; 16] = [-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7];
 
@@ -293,7 +273,7 @@ const Q4_0_BOOK: [i8; 16] = [-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6
 /// The CPU must have the avx512 level's features (reached only through dispatch).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub unsafe fn unpack_q4_0x16(xa: &[BlockQ4_0x8], xb: &[BlockQ4_0x8], out: &mut [Panel32]) {
-    unpack_nibbles(xa, xb, out, &Q4_0_BOOK)
+    unpack_nibbles_x16(xa, xb, out, &Q4_0_BOOK)
 }
 
 /// Unpacks two IQ4_NLx8 groups (in `BlockQ4_0x8`s) into signed panels (codebook values).
@@ -302,7 +282,7 @@ pub unsafe fn unpack_q4_0x16(xa: &[BlockQ4_0x8], xb: &[BlockQ4_0x8], out: &mut [
 /// As `unpack_q4_0x16`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub unsafe fn unpack_iq4_nlx16(xa: &[BlockQ4_0x8], xb: &[BlockQ4_0x8], out: &mut [Panel32]) {
-    unpack_nibbles(xa, xb, out, &KVALUES_IQ4NL)
+    unpack_nibbles_x16(xa, xb, out, &KVALUES_IQ4NL)
 }
 
 /// Unpacks two Q8_0x8 groups into panels: the weights as they are.

@@ -558,16 +558,29 @@ pub unsafe fn unpack_q8_0x16(xa: &[BlockQ8_0x8], xb: &[BlockQ8_0x8], out: &mut [
     }
 }
 
-/// Unpacks blocks of two IQ4_NLx8 groups (16 rows, in `BlockQ4_0x8`s) into Q8_0's panels:
-/// the codebook values + 128, which `vec_dot_panel32x16x8_q8_0::<128>` takes as it takes Q8_0's.
-///
-/// # Safety
-/// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
+/// IQ4_NL's codebook + 128, as the unsigned panels of `vec_dot_panel32x16x8_q8_0::<128>` hold it.
+const IQ4NL_BOOK_U: [i8; 16] = {
+    let mut b = KVALUES_IQ4NL;
+    let mut i = 0;
+    while i < 16 {
+        b[i] ^= -128;
+        i += 1;
+    }
+    b
+};
+
+/// Unpacks blocks of two 4-bit groups (Q4_0x8 or IQ4_NLx8: 16 rows) into panels: each
+/// nibble looked up in `book` (the panel's byte for each of the 16 values).
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn unpack_iq4_nlx16(xa: &[BlockQ4_0x8], xb: &[BlockQ4_0x8], out: &mut [Panel32]) {
+pub(crate) unsafe fn unpack_nibbles_x16(
+    xa: &[BlockQ4_0x8],
+    xb: &[BlockQ4_0x8],
+    out: &mut [Panel32],
+    book: &[i8; 16],
+) {
     let m4 = _mm512_set1_epi8(15);
-    let signed = _mm512_broadcast_i32x4(_mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i));
-    let book = _mm512_xor_si512(signed, _mm512_set1_epi8(-128));
+    let book = _mm512_broadcast_i32x4(_mm_loadu_si128(book.as_ptr() as *const __m128i));
     for (j, ((a, b), p)) in xa.iter().zip(xb).zip(out.iter_mut()).enumerate() {
         prefetch_pair(xa, xb, j + 8, 3);
         for c in 0..4 {
@@ -579,6 +592,16 @@ pub unsafe fn unpack_iq4_nlx16(xa: &[BlockQ4_0x8], xb: &[BlockQ4_0x8], out: &mut
         }
         _mm512_storeu_ps(p.d.as_mut_ptr(), f16x16_pair(&a.d, &b.d));
     }
+}
+
+/// Unpacks blocks of two IQ4_NLx8 groups (16 rows, in `BlockQ4_0x8`s) into Q8_0's panels:
+/// the codebook values + 128, which `vec_dot_panel32x16x8_q8_0::<128>` takes as it takes Q8_0's.
+///
+/// # Safety
+/// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn unpack_iq4_nlx16(xa: &[BlockQ4_0x8], xb: &[BlockQ4_0x8], out: &mut [Panel32]) {
+    unpack_nibbles_x16(xa, xb, out, &IQ4NL_BOOK_U)
 }
 
 /// The 5-bit values of one block of two Q5_0x8 or Q5_1x8 groups (16 rows) as `Panel32::q`
