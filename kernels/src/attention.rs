@@ -50,7 +50,7 @@ pub fn attend(k: &Kernels, q: &[f32], keys: KvRows, values: KvRows, len: usize, 
     let hd = q.len();
     assert!(out.len() == hd && keys.holds(len, hd) && values.holds(len, hd), "attention rows out of range");
     #[cfg(target_arch = "x86_64")]
-    if matches!(k.level, Level::Avx2 | Level::AvxVnni | Level::Avx512 | Level::Amx) {
+    if k.level.has_avx2() {
         // SAFETY: a table of these levels exists only if the CPU runs AVX2, FMA and F16C;
         // the row bounds were checked above.
         unsafe { crate::x86_64::avx2::attend(q, keys, values, len, scale, out) };
@@ -117,9 +117,8 @@ pub fn attend_many(
 ) {
     let hd = check_many(qs, lens, keys, values, outs);
     #[cfg(target_arch = "x86_64")]
-    if matches!(k.level, Level::Avx512 | Level::Amx) && hd.is_multiple_of(64) {
-        // SAFETY: these tables (amx is avx512 plus tiles) exist only if the CPU runs
-        // AVX-512F, AVX2, FMA and F16C; shapes
+    if k.level.has_avx512() && hd.is_multiple_of(64) {
+        // SAFETY: these tables exist only if the CPU runs AVX-512F, AVX2, FMA and F16C; shapes
         // and rows were checked above, hd is a whole number of 64-wide chunks.
         unsafe { crate::x86_64::avx512::attend_many(qs, lens, keys, values, scale, outs) };
         return;
@@ -312,9 +311,9 @@ pub fn attend_f16(
     assert!(hd <= MAX_HEAD_DIM, "head dimension {hd} over {MAX_HEAD_DIM}");
     #[cfg(target_arch = "x86_64")]
     match k.level {
-        Level::Avx512 | Level::Amx if hd.is_multiple_of(64) => {
-            // SAFETY: an avx512 or amx table exists only if the CPU runs AVX-512 F/BW/VL, AVX2, FMA
-            // and F16C; rows were checked above, hd is a whole number of steps.
+        l if l.has_avx512() && hd.is_multiple_of(64) => {
+            // SAFETY: these tables exist only if the CPU runs AVX-512 F/BW/VL, AVX2, FMA and
+            // F16C; rows were checked above, hd is a whole number of steps.
             unsafe { crate::x86_64::avx512::attend_f16(q, keys, values, len, scale, out) };
             return;
         }

@@ -39,6 +39,17 @@ impl Level {
         LEVELS.into_iter().find(|l| l.name().eq_ignore_ascii_case(s))
     }
 
+    /// Whether the level's tables run AVX-512 F/BW/VL code (avx512, and amx, which adds tiles
+    /// to it).
+    pub fn has_avx512(self) -> bool {
+        matches!(self, Level::Avx512 | Level::Amx)
+    }
+
+    /// Whether the level's tables run AVX2 + FMA + F16C code (every x86 level above scalar).
+    pub fn has_avx2(self) -> bool {
+        matches!(self, Level::Avx2 | Level::AvxVnni) || self.has_avx512()
+    }
+
     /// Whether this CPU runs the level.
     pub fn supported(self) -> bool {
         match self {
@@ -138,35 +149,27 @@ impl<'a> ActRef<'a> {
         self.len() == 0
     }
 
-    /// Rows `r..r + count` of rows `n` elements long, as one run.
+    /// Rows `r..r + count` of rows `n` elements long, as one run. (Prefill tiles take 8 rows
+    /// per call: each arm divides by its own block size, a constant, where one division by a
+    /// looked-up block size cost a few percent of a small model's prompt.)
+    #[inline]
     pub fn rows(&self, r: usize, count: usize, n: usize) -> ActRef<'a> {
         fn rows_of<T>(a: &[T], r: usize, count: usize, blocks: usize) -> &[T] {
             &a[r * blocks..(r + count) * blocks]
         }
         match *self {
-            ActRef::Q8_0(a) => ActRef::Q8_0(rows_of(a, r, count, n / ActType::Q8_0.block())),
-            ActRef::Q8_0S(a) => ActRef::Q8_0S(rows_of(a, r, count, n / ActType::Q8_0S.block())),
-            ActRef::Q8_1(a) => ActRef::Q8_1(rows_of(a, r, count, n / ActType::Q8_1.block())),
-            ActRef::Q8K(a) => ActRef::Q8K(rows_of(a, r, count, n / ActType::Q8K.block())),
+            ActRef::Q8_0(a) => ActRef::Q8_0(rows_of(a, r, count, n / const { ActType::Q8_0.block() })),
+            ActRef::Q8_0S(a) => ActRef::Q8_0S(rows_of(a, r, count, n / const { ActType::Q8_0S.block() })),
+            ActRef::Q8_1(a) => ActRef::Q8_1(rows_of(a, r, count, n / const { ActType::Q8_1.block() })),
+            ActRef::Q8K(a) => ActRef::Q8K(rows_of(a, r, count, n / const { ActType::Q8K.block() })),
             ActRef::F32(a) => ActRef::F32(rows_of(a, r, count, n)),
         }
     }
 
-    /// Row `r` of rows `n` elements long. (Prefill tiles take 8 rows per call: each arm
-    /// divides by its own block size, a constant, where one division by a looked-up block
-    /// size cost a few percent of a small model's prompt.)
+    /// Row `r` of rows `n` elements long.
     #[inline]
     pub fn row(&self, r: usize, n: usize) -> ActRef<'a> {
-        fn row_of<T>(a: &[T], r: usize, blocks: usize) -> &[T] {
-            &a[r * blocks..(r + 1) * blocks]
-        }
-        match *self {
-            ActRef::Q8_0(a) => ActRef::Q8_0(row_of(a, r, n / const { ActType::Q8_0.block() })),
-            ActRef::Q8_0S(a) => ActRef::Q8_0S(row_of(a, r, n / const { ActType::Q8_0S.block() })),
-            ActRef::Q8_1(a) => ActRef::Q8_1(row_of(a, r, n / const { ActType::Q8_1.block() })),
-            ActRef::Q8K(a) => ActRef::Q8K(row_of(a, r, n / const { ActType::Q8K.block() })),
-            ActRef::F32(a) => ActRef::F32(row_of(a, r, n)),
-        }
+        self.rows(r, 1, n)
     }
 }
 
@@ -416,7 +419,7 @@ macro_rules! wrap_amx {
             unsafe { amx::vec_dot_panel32x16_q8_0(panels, y, m) }
         }
         let fns: Tile16Fns = (unpack, tile);
-        Some(fns)
+        fns
     }};
 }
 
@@ -638,10 +641,7 @@ pub struct Kernels {
     iq4_nl_panel: Option<Panel16Fns>,
     q5_1_panel: Option<Panel16Fns>,
     /// AMX tiles for the prefill of Q4_0x8, Q5_0x8, Q8_0x8 and IQ4NLx8 (the amx level).
-    q4_0_amx: Option<Tile16Fns>,
-    q5_0_amx: Option<Tile16Fns>,
-    q8_0_amx: Option<Tile16Fns>,
-    iq4_nl_amx: Option<Tile16Fns>,
+    amx: Vec<(Layout, Tile16Fns)>,
 }
 
 fn scalar_dots() -> Vec<(GgmlType, DotFn)> {
@@ -805,10 +805,7 @@ fn build_neon(dotprod: bool) -> Kernels {
         q2_k_panel: None,
         iq4_nl_panel: None,
         q5_1_panel: None,
-        q4_0_amx: None,
-        q5_0_amx: None,
-        q8_0_amx: None,
-        iq4_nl_amx: None,
+        amx: Vec::new(),
     }
 }
 
@@ -829,10 +826,12 @@ fn build(level: Level) -> Kernels {
         return Kernels {
             level,
             name: level.name(),
-            q4_0_amx: wrap_amx!(BlockQ4_0x8, k::unpack_q4_0x16),
-            q5_0_amx: wrap_amx!(BlockQ5_0x8, k::unpack_q5_0x16),
-            q8_0_amx: wrap_amx!(BlockQ8_0x8, k::unpack_q8_0x16),
-            iq4_nl_amx: wrap_amx!(BlockQ4_0x8, k::unpack_iq4_nlx16),
+            amx: vec![
+                (Layout::Q4_0x8, wrap_amx!(BlockQ4_0x8, k::unpack_q4_0x16)),
+                (Layout::Q5_0x8, wrap_amx!(BlockQ5_0x8, k::unpack_q5_0x16)),
+                (Layout::Q8_0x8, wrap_amx!(BlockQ8_0x8, k::unpack_q8_0x16)),
+                (Layout::IQ4NLx8, wrap_amx!(BlockQ4_0x8, k::unpack_iq4_nlx16)),
+            ],
             ..build(Level::Avx512)
         };
     }
@@ -1038,10 +1037,7 @@ fn build(level: Level) -> Kernels {
         q2_k_panel,
         iq4_nl_panel,
         q5_1_panel,
-        q4_0_amx: None,
-        q5_0_amx: None,
-        q8_0_amx: None,
-        iq4_nl_amx: None,
+        amx: Vec::new(),
     }
 }
 
@@ -1127,13 +1123,7 @@ impl Kernels {
 
     /// The AMX prefill path of an interleaved layout, where the level has one.
     pub fn amx16(&self, layout: Layout) -> Option<Tile16Fns> {
-        match layout {
-            Layout::Q4_0x8 => self.q4_0_amx,
-            Layout::Q5_0x8 => self.q5_0_amx,
-            Layout::Q8_0x8 => self.q8_0_amx,
-            Layout::IQ4NLx8 => self.iq4_nl_amx,
-            _ => None,
-        }
+        self.amx.iter().find(|(l, _)| *l == layout).map(|(_, f)| *f)
     }
 
     /// The unpack-once prefill path of an interleaved layout, where the level has one.

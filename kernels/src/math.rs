@@ -8,7 +8,7 @@
 //! where the vector version uses FMA, so both give the same bits.
 
 #[cfg(target_arch = "x86_64")]
-use crate::dispatch::{Kernels, Level};
+use crate::dispatch::Kernels;
 
 /// Bit patterns of the constants (hex floats, which Rust lacks).
 pub(crate) const SHIFT: u32 = 0x4b40_0000; // 0x1.8p23: adding it rounds to an integer
@@ -61,7 +61,7 @@ pub fn swiglu_scalar(gate: &mut [f32], up: &[f32]) {
 /// SwiGLU at the best level `Kernels::best()` allows.
 pub fn swiglu(gate: &mut [f32], up: &[f32]) {
     #[cfg(target_arch = "x86_64")]
-    if matches!(Kernels::best().level, Level::Avx2 | Level::AvxVnni | Level::Avx512 | Level::Amx) {
+    if Kernels::best().level.has_avx2() {
         // SAFETY: the best level is one the CPU was checked to run, and each has AVX2 + FMA.
         unsafe { crate::x86_64::avx2::swiglu(gate, up) };
         return;

@@ -227,7 +227,7 @@ pub unsafe fn vec_dot_panel32x16_q8_0(p: &[Panel32], y: &[BlockQ8_0S], m: usize)
     struct Sums([[i32; 16]; 16]);
     let mut c = Sums([[0; 16]; 16]);
     let mut acc = [_mm512_setzero_ps(); 16];
-    let a_at = |j: usize| y.as_ptr().add(j).cast::<u8>().add(8).cast::<i8>();
+    let a_at = |j: usize| (*y.as_ptr().add(j)).qs.as_ptr();
     let b_at = |j: usize| p.as_ptr().add(j).cast::<u8>();
     // The sums of block j are scaled while block j + 1's product runs in the tile unit.
     let scale = |j: usize, c: &Sums, acc: &mut [__m512; 16]| {
