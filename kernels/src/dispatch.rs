@@ -222,6 +222,42 @@ impl ActBuf {
     }
 }
 
+/// Sixteen activation rows of one Q8_0 block, as an AMX tile loads them (16 rows of 32 bytes
+/// back to back), with their scales. `tile_activations` lays a batch out in these: chunk c
+/// of 16 rows, block j at index `c * blocks + j`; rows past the batch's end are zeros.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+pub struct ActTile {
+    pub qs: [[i8; 32]; 16],
+    pub d: [f32; 16],
+}
+
+const _: () = assert!(std::mem::size_of::<ActTile>() == 576);
+
+/// Lays out `n` activation rows of `blocks` Q8_0 blocks each (back to back in `y`) as
+/// `ActTile`s in `out` (grown if needed): `n.div_ceil(16) * blocks` tiles.
+pub fn tile_activations(y: &[BlockQ8_0S], n: usize, blocks: usize, out: &mut Vec<ActTile>) {
+    let chunks = n.div_ceil(16);
+    let zero = ActTile { qs: [[0; 32]; 16], d: [0.0; 16] };
+    out.resize(chunks * blocks, zero);
+    for (i, row) in y.chunks_exact(blocks).take(n).enumerate() {
+        let (c, r) = (i / 16, i % 16);
+        for (t, b) in out[c * blocks..(c + 1) * blocks].iter_mut().zip(row) {
+            t.qs[r] = b.qs;
+            t.d[r] = b.d;
+        }
+    }
+    // The last chunk's rows past n (left from an earlier batch) are zeros.
+    if n % 16 != 0 {
+        for t in &mut out[(chunks - 1) * blocks..] {
+            for r in n % 16..16 {
+                t.qs[r] = [0; 32];
+                t.d[r] = 0.0;
+            }
+        }
+    }
+}
+
 /// The activation quantizers: AVX2 where the CPU has it (bit for bit the scalar ones, so
 /// the choice never changes a result), the scalar reference elsewhere.
 mod act_quant {
@@ -369,10 +405,13 @@ pub type Panel16Fns =
     (fn(&[u8], &[u8], &mut Vec<Line64>) -> bool, fn(&[Line64], [ActRef; 8]) -> [[f32; 16]; 8]);
 
 /// The AMX prefill path of a layout: `.0` unpacks two interleaved groups (16 rows) into a
-/// panel, as `Panel16Fns`'s; `.1` runs the panel against `m` activation rows (1..=16, back to
-/// back in one `ActRef`), giving `m` rows of 16 outputs (the rest zero).
-pub type Tile16Fns =
-    (fn(&[u8], &[u8], &mut Vec<Line64>) -> bool, fn(&[Line64], ActRef, usize) -> [[f32; 16]; 16]);
+/// panel, as `Panel16Fns`'s; `.1` runs the panel (its first `nb` blocks) against every
+/// chunk of 16 activation rows (`ActTile`s from `tile_activations`), handing chunk c's 16
+/// rows of 16 outputs to the callback as `(c, outputs)`.
+pub type Tile16Fns = (
+    fn(&[u8], &[u8], &mut Vec<Line64>) -> bool,
+    fn(&[Line64], &[ActTile], usize, &mut dyn FnMut(usize, &[[f32; 16]; 16])),
+);
 
 /// Defines `LINES` (64-byte lines per panel) and the safe wrapper `unpack` (`Panel16Fns::0`,
 /// `Tile16Fns::0`) of a panel unpacker: the block type, the panel type, the unpacker.
@@ -406,17 +445,15 @@ macro_rules! wrap_amx {
         use crate::x86_64::amx;
         use crate::x86_64::avx512::Panel32;
         panel_unpacker!($w, Panel32, $unpack);
-        fn tile(p: &[Line64], a: ActRef, m: usize) -> [[f32; 16]; 16] {
-            let ActRef::Q8_0S(y) = a else { return [[f32::NAN; 16]; 16] };
-            let nb = if m == 0 { 0 } else { y.len() / m };
-            if m == 0 || m > 16 || y.len() != nb * m || p.len() < nb * LINES {
-                return [[f32::NAN; 16]; 16];
+        fn tile(p: &[Line64], y: &[ActTile], nb: usize, out: &mut dyn FnMut(usize, &[[f32; 16]; 16])) {
+            if p.len() < nb * LINES {
+                return;
             }
             // SAFETY: as in `unpack`: nb whole panels lie at the start of p.
             let panels = unsafe { std::slice::from_raw_parts(p.as_ptr() as *const Panel32, nb) };
             // SAFETY: stored only in the amx table (the CPU has AMX and the tile permission
-            // was granted); y holds m rows of nb blocks (checked above).
-            unsafe { amx::vec_dot_panel32x16_q8_0(panels, y, m) }
+            // was granted).
+            unsafe { amx::vec_dot_panel32x16_q8_0(panels, y, out) }
         }
         let fns: Tile16Fns = (unpack, tile);
         fns

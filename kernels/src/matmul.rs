@@ -6,7 +6,7 @@
 //! whole blocks). Output: `y[i * rows + r]` = row r of the weights . activation row i.
 
 use crate::dispatch::{
-    ActBuf, ActRef, ActType, Dot16x4Fn, Dot16x8Fn, Dot4Fn, Dot4x2Fn, Dot8Fn, Dot8x4Fn, DotFn, Kernels,
+    tile_activations, ActBuf, ActRef, ActTile, ActType, Dot16x4Fn, Dot16x8Fn, Dot4Fn, Dot4x2Fn, Dot8Fn, Dot8x4Fn, DotFn, Kernels,
     Line64, Panel16Fns, Tile16Fns,
 };
 use std::cell::RefCell;
@@ -21,6 +21,8 @@ pub const AMX_MIN_ROWS: usize = 16;
 thread_local! {
     /// Each worker's panel buffer: it grows to the largest panel once and is reused after.
     static PANEL: RefCell<Vec<Line64>> = const { RefCell::new(Vec::new()) };
+    /// The calling thread's activation tiles for the AMX path (`tile_activations`).
+    static ACT_TILES: RefCell<Vec<ActTile>> = const { RefCell::new(Vec::new()) };
 }
 use crate::repack::{Layout, GROUP};
 use crate::types::GgmlType;
@@ -240,6 +242,12 @@ pub fn matmul_multi(
     starts[ws.len()] = tasks;
     let a = scratch.quantize(act, x);
     let cols = first.cols;
+    // The AMX path reads the batch laid out as tiles, once for all its matrices.
+    let mut tiles_buf = ACT_TILES.take();
+    if let (true, ActRef::Q8_0S(y)) = (amx.iter().any(|t| t.is_some()), a) {
+        tile_activations(y, n, cols / 32, &mut tiles_buf);
+    }
+    let act_tiles: &[ActTile] = &tiles_buf;
     let mut outs = [OutPtr(std::ptr::null_mut()); MAX_SHARED];
     for (o, y) in outs.iter_mut().zip(ys.iter_mut()) {
         *o = OutPtr(y.as_mut_ptr());
@@ -291,16 +299,16 @@ pub fn matmul_multi(
                     // AMX: the pair unpacked once, then every activation row 16 at a time.
                     if let Some((unpack, tile)) = amx[j] {
                         PANEL.with_borrow_mut(|p| {
-                            if unpack(xa, xb, p) {
-                                while i < n {
-                                    let m = (n - i).min(16);
-                                    ahead(i / 16, per16);
-                                    let v = tile(p, a.rows(i, m, cols), m);
-                                    for (c, vc) in v.iter().take(m).enumerate() {
-                                        write16(i + c, g * GROUP, vc);
+                            let nb = cols / 32;
+                            let tiles = act_tiles.get(..n.div_ceil(16) * nb);
+                            if let (Some(tiles), true) = (tiles, unpack(xa, xb, p)) {
+                                tile(p, tiles, nb, &mut |c, v| {
+                                    ahead(c, per16);
+                                    for (r, vr) in v.iter().take(n - 16 * c).enumerate() {
+                                        write16(16 * c + r, g * GROUP, vr);
                                     }
-                                    i += m;
-                                }
+                                });
+                                i = n;
                             }
                         });
                     }
@@ -424,5 +432,6 @@ pub fn matmul_multi(
             }
         }
     });
+    ACT_TILES.set(tiles_buf);
     Ok(())
 }

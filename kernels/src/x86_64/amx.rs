@@ -6,11 +6,15 @@
 //! block's B tile holds bytes 4k..4k+4 of each of the 16 weight rows.
 //!
 //! Stable Rust has no AMX intrinsics, so the tile instructions are `asm!`. The tiles live
-//! outside the compiler's view: each kernel call loads its configuration, uses tiles 0-5,
+//! outside the compiler's view: each kernel call loads its configuration, uses tiles 0-7,
 //! and releases them before returning (nothing else in the process uses AMX).
+//!
+//! The activations are laid out once per batch as tiles (`ActTile`: one block of 16 rows in
+//! 512 contiguous bytes, their scales beside), so a tile load reads 8 whole cache lines.
 
 use super::avx512::{f16x16_pair, five_bit_x16, join32, prefetch_pair, storen, unpack_nibbles_x16, Panel32};
-use crate::blocks::{BlockQ4_0x8, BlockQ5_0x8, BlockQ8_0S, BlockQ8_0x8, KVALUES_IQ4NL};
+use crate::blocks::{BlockQ4_0x8, BlockQ5_0x8, BlockQ8_0x8, KVALUES_IQ4NL};
+use crate::dispatch::ActTile;
 use std::arch::asm;
 use std::arch::x86_64::*;
 
@@ -74,10 +78,10 @@ fn request_tile_permission() -> bool {
     false
 }
 
-/// The 64-byte tile configuration (palette 1): tiles 0-1 hold the 16x16 i32 sums (m rows),
-/// 2-3 the activation rows (m rows of 32 bytes), 4-5 a block of 16 weight rows (8 rows of
-/// 64 bytes). Even blocks use tiles 0, 2, 4 and odd blocks 1, 3, 5, so that one block's
-/// product runs while the previous block's sums are scaled.
+/// The 64-byte tile configuration (palette 1): tiles 0-3 hold 16x16 i32 sums, 4-5 16
+/// activation rows of one block (16 rows of 32 bytes), 6-7 one block of 16 weight rows (8
+/// rows of 64 bytes). Block j uses sums tile j % 4 and input tiles 4 + j % 2, 6 + j % 2, so
+/// that the products of the next two blocks run while block j's sums are scaled.
 #[repr(C, align(64))]
 struct TileConfig {
     palette: u8,
@@ -89,26 +93,22 @@ struct TileConfig {
 
 const _: () = assert!(std::mem::size_of::<TileConfig>() == 64);
 
-impl TileConfig {
-    fn new(m: usize) -> TileConfig {
-        let m = m as u8;
-        let mut colsb = [0u16; 16];
-        let mut rows = [0u8; 16];
-        colsb[..6].copy_from_slice(&[64, 64, 32, 32, 64, 64]);
-        rows[..6].copy_from_slice(&[m, m, m, m, 8, 8]);
-        TileConfig { palette: 1, start_row: 0, _reserved: [0; 14], colsb, rows }
-    }
-}
+const CONFIG: TileConfig = TileConfig {
+    palette: 1,
+    start_row: 0,
+    _reserved: [0; 14],
+    colsb: [64, 64, 64, 64, 32, 32, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0],
+    rows: [16, 16, 16, 16, 16, 16, 8, 8, 0, 0, 0, 0, 0, 0, 0, 0],
+};
 
-/// Loads the tile configuration for m activation rows.
+/// Loads the tile configuration.
 ///
 /// # Safety
 /// The CPU has AMX and the permission was granted (`available()`).
 #[cfg(not(ferrite_amx_emulate))]
 #[inline(always)]
-unsafe fn configure(m: usize) {
-    let cfg = TileConfig::new(m);
-    asm!("ldtilecfg [{}]", in(reg) &cfg, options(nostack, readonly));
+unsafe fn configure() {
+    asm!("ldtilecfg [{}]", in(reg) &CONFIG, options(nostack, readonly));
 }
 
 /// Returns the tiles to their initial state (the OS then need not save them).
@@ -121,47 +121,52 @@ unsafe fn release() {
     asm!("tilerelease", options(nostack, nomem));
 }
 
-/// Loads block `a` (m rows of 32 signed bytes, `stride` bytes apart) and weight block `b`
-/// into tile set `T` (0 or 1) and multiplies them into its zeroed sums.
+/// Loads activation block `a` (16 rows of 32 signed bytes, back to back) and weight block
+/// `b` (8 rows of 64 bytes) into input tiles `4 + c % 2` and `6 + c % 2` and multiplies them
+/// into sums tile `c`, zeroed first.
 ///
 /// # Safety
-/// Tiles configured by `configure(m)`; `a + i * stride` for i < m and `b` (512 bytes)
-/// readable.
+/// Tiles configured by `configure`; `a` (512 bytes) and `b` (512 bytes) readable.
 #[cfg(not(ferrite_amx_emulate))]
 #[inline(always)]
-unsafe fn product<const T: usize>(a: *const i8, stride: usize, b: *const u8) {
-    if T == 0 {
-        asm!(
-            "tileloadd tmm2, [{a} + {s}*1]",
-            "tileloadd tmm4, [{b} + {s64}*1]",
-            "tilezero tmm0",
-            "tdpbssd tmm0, tmm2, tmm4",
-            a = in(reg) a, s = in(reg) stride, b = in(reg) b, s64 = in(reg) 64usize,
-            options(nostack, readonly)
-        );
-    } else {
-        asm!(
-            "tileloadd tmm3, [{a} + {s}*1]",
-            "tileloadd tmm5, [{b} + {s64}*1]",
-            "tilezero tmm1",
-            "tdpbssd tmm1, tmm3, tmm5",
-            a = in(reg) a, s = in(reg) stride, b = in(reg) b, s64 = in(reg) 64usize,
-            options(nostack, readonly)
-        );
+unsafe fn product(c: usize, a: *const u8, b: *const u8) {
+    macro_rules! ops {
+        ($c:literal, $a:literal, $b:literal) => {
+            asm!(
+                concat!("tileloadd tmm", $a, ", [{a} + {s32}*1]"),
+                concat!("tileloadd tmm", $b, ", [{b} + {s64}*1]"),
+                concat!("tilezero tmm", $c),
+                concat!("tdpbssd tmm", $c, ", tmm", $a, ", tmm", $b),
+                a = in(reg) a, b = in(reg) b, s32 = in(reg) 32usize, s64 = in(reg) 64usize,
+                options(nostack, readonly)
+            )
+        };
+    }
+    match c {
+        0 => ops!("0", "4", "6"),
+        1 => ops!("1", "5", "7"),
+        2 => ops!("2", "4", "6"),
+        _ => ops!("3", "5", "7"),
     }
 }
 
-/// Stores tile set `T`'s sums (m rows of 16 i32) to `c`.
+/// Stores sums tile `c` (16 rows of 16 i32) to `out`.
 ///
 /// # Safety
-/// As `product`; `c` writable for m * 64 bytes.
+/// As `product`; `out` writable for 1 KiB.
 #[cfg(not(ferrite_amx_emulate))]
 #[inline(always)]
-unsafe fn store<const T: usize>(c: *mut [i32; 16]) {
-    if T == 0 {
-        asm!("tilestored [{c} + {s64}*1], tmm0", c = in(reg) c, s64 = in(reg) 64usize, options(nostack));
-    } else {
-        asm!("tilestored [{c} + {s64}*1], tmm1", c = in(reg) c, s64 = in(reg) 64usize, options(nostack));
+unsafe fn store(c: usize, out: *mut [i32; 16]) {
+    macro_rules! st {
+        ($c:literal) => {
+            asm!(concat!("tilestored [{o} + {s64}*1], tmm", $c), o = in(reg) out, s64 = in(reg) 64usize, options(nostack))
+        };
+    }
+    match c {
+        0 => st!("0"),
+        1 => st!("1"),
+        2 => st!("2"),
+        _ => st!("3"),
     }
 }
 
@@ -172,32 +177,25 @@ unsafe fn store<const T: usize>(c: *mut [i32; 16]) {
 mod emulated {
     use std::cell::RefCell;
     thread_local! {
-        static TILES: RefCell<(usize, [[[i32; 16]; 16]; 2])> = const { RefCell::new((0, [[[0; 16]; 16]; 2])) };
+        static SUMS: RefCell<[[[i32; 16]; 16]; 4]> = const { RefCell::new([[[0; 16]; 16]; 4]) };
     }
-    pub unsafe fn configure(m: usize) {
-        TILES.with_borrow_mut(|t| t.0 = m);
-    }
-    pub unsafe fn release() {
-        TILES.with_borrow_mut(|t| t.0 = 0);
-    }
-    pub unsafe fn product<const T: usize>(a: *const i8, stride: usize, b: *const u8) {
-        TILES.with_borrow_mut(|(m, c)| {
-            for i in 0..*m {
+    pub unsafe fn configure() {}
+    pub unsafe fn release() {}
+    pub unsafe fn product(c: usize, a: *const u8, b: *const u8) {
+        SUMS.with_borrow_mut(|sums| {
+            for i in 0..16 {
                 for n in 0..16 {
-                    c[T][i][n] = (0..32)
-                        .map(|k| {
-                            let x = *a.add(i * stride + k) as i32;
-                            x * *b.add(k / 4 * 64 + 4 * n + k % 4) as i8 as i32
-                        })
+                    sums[c][i][n] = (0..32)
+                        .map(|k| *a.add(32 * i + k) as i8 as i32 * *b.add(k / 4 * 64 + 4 * n + k % 4) as i8 as i32)
                         .sum();
                 }
             }
         })
     }
-    pub unsafe fn store<const T: usize>(out: *mut [i32; 16]) {
-        TILES.with_borrow(|(m, c)| {
-            for i in 0..*m {
-                *out.add(i) = c[T][i];
+    pub unsafe fn store(c: usize, out: *mut [i32; 16]) {
+        SUMS.with_borrow(|sums| {
+            for i in 0..16 {
+                *out.add(i) = sums[c][i];
             }
         })
     }
@@ -205,63 +203,54 @@ mod emulated {
 #[cfg(ferrite_amx_emulate)]
 use emulated::{configure, product, release, store};
 
-/// 16 panels' worth of weight rows (a `Panel32` per block, values as signed bytes) against
-/// `m` activation rows (1..=16, `y` holding them back to back, `p.len()` blocks each):
-/// `out[i][r]` = weight row r . activation row i, for i < m (the rest are zero).
+/// 16 weight rows (a `Panel32` per block, values as signed bytes) against every chunk of 16
+/// activation rows (`ActTile`s, chunk c's block j at `c * nb + j`, `nb` = the panels' count):
+/// `out(c, v)` receives chunk c's products, `v[i][r]` = weight row r . activation row
+/// 16c + i. The tiles are configured once for all chunks.
 ///
 /// # Safety
 /// The CPU must have AMX-TILE, AMX-INT8 and the avx512 level's features, and the tile
 /// permission granted (`available()`; reached only through dispatch).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn vec_dot_panel32x16_q8_0(p: &[Panel32], y: &[BlockQ8_0S], m: usize) -> [[f32; 16]; 16] {
+pub unsafe fn vec_dot_panel32x16_q8_0(p: &[Panel32], ys: &[ActTile], out: &mut dyn FnMut(usize, &[[f32; 16]; 16])) {
     let nb = p.len();
-    if !(1..=16).contains(&m) || y.len() != m * nb || nb == 0 {
-        return [[f32::NAN; 16]; 16];
+    if nb == 0 || ys.len() % nb != 0 {
+        return;
     }
-    configure(m);
-    let stride = nb * std::mem::size_of::<BlockQ8_0S>();
-    // Block j of activation row i's scale is at y[i * nb + j]; rows past m repeat row 0
-    // (their sums are not stored, their results not returned).
-    let rows: [usize; 16] = std::array::from_fn(|i| if i < m { i * nb } else { 0 });
+    configure();
     #[repr(C, align(64))]
     struct Sums([[i32; 16]; 16]);
-    let mut c = Sums([[0; 16]; 16]);
-    let mut acc = [_mm512_setzero_ps(); 16];
-    let a_at = |j: usize| (*y.as_ptr().add(j)).qs.as_ptr();
-    let b_at = |j: usize| p.as_ptr().add(j).cast::<u8>();
-    // The sums of block j are scaled while block j + 1's product runs in the tile unit.
-    let scale = |j: usize, c: &Sums, acc: &mut [__m512; 16]| {
-        let d = _mm512_loadu_ps((*p.as_ptr().add(j)).d.as_ptr());
-        for i in 0..16 {
-            let dy = (*y.as_ptr().add(rows[i] + j)).d;
-            let s = _mm512_cvtepi32_ps(_mm512_load_si512(c.0[i].as_ptr() as *const __m512i));
-            acc[i] = _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(dy)), s, acc[i]);
+    let mut c = [Sums([[0; 16]; 16]), Sums([[0; 16]; 16])];
+    for (chunk, y) in ys.chunks_exact(nb).enumerate() {
+        let mut acc = [_mm512_setzero_ps(); 16];
+        let start = |j: usize| product(j % 4, y.as_ptr().add(j).cast(), p.as_ptr().add(j).cast());
+        let scale = |j: usize, c: &Sums, acc: &mut [__m512; 16]| {
+            let (d, dy) = (_mm512_load_ps((*p.as_ptr().add(j)).d.as_ptr()), &(*y.as_ptr().add(j)).d);
+            for i in 0..16 {
+                let s = _mm512_cvtepi32_ps(_mm512_load_si512(c.0[i].as_ptr() as *const __m512i));
+                acc[i] = _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(dy[i])), s, acc[i]);
+            }
+        };
+        // Two blocks ahead: while blocks j + 1 and j + 2 multiply, block j's sums are stored
+        // and block j - 1's (stored one step earlier, so the loads need not wait on the tile
+        // store) are scaled.
+        start(0);
+        if nb > 1 {
+            start(1);
         }
-    };
-    product::<0>(a_at(0), stride, b_at(0));
-    let mut j = 0;
-    while j < nb {
-        if j + 1 < nb {
-            product::<1>(a_at(j + 1), stride, b_at(j + 1));
+        for j in 0..nb {
+            if j + 2 < nb {
+                start(j + 2);
+            }
+            store(j % 4, c[j % 2].0.as_mut_ptr());
+            if j > 0 {
+                scale(j - 1, &c[(j - 1) % 2], &mut acc);
+            }
         }
-        store::<0>(c.0.as_mut_ptr());
-        scale(j, &c, &mut acc);
-        if j + 1 >= nb {
-            break;
-        }
-        if j + 2 < nb {
-            product::<0>(a_at(j + 2), stride, b_at(j + 2));
-        }
-        store::<1>(c.0.as_mut_ptr());
-        scale(j + 1, &c, &mut acc);
-        j += 2;
+        scale(nb - 1, &c[(nb - 1) % 2], &mut acc);
+        out(chunk, &storen(&acc));
     }
     release();
-    let mut out = storen(&acc);
-    for o in out.iter_mut().skip(m) {
-        *o = [0.0; 16];
-    }
-    out
 }
 
 /// Q4_0's nibble values minus 8.
