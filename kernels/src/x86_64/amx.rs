@@ -93,6 +93,7 @@ struct TileConfig {
 
 const _: () = assert!(std::mem::size_of::<TileConfig>() == 64);
 
+#[cfg_attr(ferrite_amx_emulate, allow(dead_code))]
 const CONFIG: TileConfig = TileConfig {
     palette: 1,
     start_row: 0,
