@@ -14,6 +14,8 @@ use std::cell::RefCell;
 /// Activation rows from which a layout's unpack-once panel (`Kernels::panel16`) pays: the
 /// unpacking costs about as much as one pass of 8 rows through the per-call kernels.
 pub const PANEL_MIN_ROWS: usize = 16;
+/// Bytes of quantized activation rows a blocked prefill pass keeps in L1 at a time.
+const L1_ACT_BYTES: usize = 32 << 10;
 
 /// Activation rows from which a layout's AMX path (`Kernels::amx16`) runs: one tile's worth.
 pub const AMX_MIN_ROWS: usize = 16;
@@ -276,9 +278,33 @@ pub fn matmul_multi(
         // is, and so are the rows of a repacked matrix); four activation rows at a time.
         if let Some((one, four)) = x8[j] {
             let (g1, mut g) = (r1 / GROUP, r0 / GROUP);
+            let panel = panels[j].filter(|_| n >= PANEL_MIN_ROWS);
+            // A 16x8 kernel that unpacks as it goes (no panel): activation rows in blocks
+            // that stay in L1, every pair of this task's groups against one block before the
+            // next, so that a long prompt's activations are not streamed from L2 once per
+            // pair. The pairs below then start at row `blocked`.
+            let mut blocked = 0;
+            if let (Some(k8), None, None) = (x16x8[j], panel, amx[j]) {
+                let block = ((L1_ACT_BYTES / (a.bytes() / n).max(1)) / 8 * 8).clamp(8, 64);
+                if n >= 2 * block {
+                    blocked = n / 8 * 8;
+                    for i0 in (0..blocked).step_by(block) {
+                        let mut h = g;
+                        while h + 1 < g1 {
+                            let (xa, xb) = (w.group(h), w.group(h + 1));
+                            for i in (i0..(i0 + block).min(blocked)).step_by(8) {
+                                let v = k8(xa, xb, std::array::from_fn(|c| a.row(i + c, cols)));
+                                for (c, vc) in v.iter().enumerate() {
+                                    write16(i + c, h * GROUP, vc);
+                                }
+                            }
+                            h += 2;
+                        }
+                    }
+                }
+            }
             while g < g1 {
                 // Two groups at once where the level has a 16-row kernel (prefill).
-                let panel = panels[j].filter(|_| n >= PANEL_MIN_ROWS);
                 if g + 1 < g1 && ((x16[j].is_some() && n >= 4) || panel.is_some() || amx[j].is_some()) {
                     let (xa, xb) = (w.group(g), w.group(g + 1));
                     // The next pair's weights go to L2 a share per pass over activation rows
@@ -295,7 +321,7 @@ pub fn matmul_multi(
                             prefetch_l2_lines(b, t, per);
                         }
                     };
-                    let mut i = 0;
+                    let mut i = blocked;
                     // AMX: the pair unpacked once, then every activation row 16 at a time.
                     if let Some((unpack, tile)) = amx[j] {
                         PANEL.with_borrow_mut(|p| {

@@ -500,7 +500,8 @@ fn repacked_matmul_matches_rows() {
         let plain = Matrix::new(ty, rows, cols, &w).unwrap();
         let m = Matrix::with_layout(ty, rows, cols, layout, &packed).unwrap();
         for k in levels().into_iter().filter(|k| k.repacked(layout).is_some()) {
-            for n in [1usize, 3, 4, 5, 8, 9, 13, 16, 21] {
+            // 133 rows: the blocked pass of the 16x8 kernels (blocks of up to 64 rows) and a tail.
+            for n in [1usize, 3, 4, 5, 8, 9, 13, 16, 21, 133] {
                 checked += check_repacked(k, &plain, &m, n, case, &mut rng);
             }
         }
@@ -515,6 +516,35 @@ fn repacked_matmul_matches_rows() {
     assert!(matmul(scalar, &m, &x, 1, &mut y, &mut buf).is_err());
     assert!(Matrix::with_layout(ty, 4, 32, layout, &w[..4 * 18]).is_err(), "rows not a multiple of 8");
     eprintln!("{checked} repacked comparisons");
+}
+
+/// A long prompt through the 16x8 kernels that unpack as they go: activation rows in blocks,
+/// each task's pairs of groups against a block before the next. Tasks here hold two pairs
+/// (the row count follows the pool's threads) and the last task a lone group, so a pair
+/// written to the wrong place or a block skipped shows against the scalar reference.
+#[test]
+fn blocked_prefill_matches_rows() {
+    use ferrite_kernels::repack::repack;
+    let threads = ferrite_kernels::pool::global().threads();
+    let (rows, n) = (128 * threads + 8, 133);
+    let mut rng = Rng(0xb10c_4ed1);
+    let mut checked = 0;
+    for ty in [GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q8_0, GgmlType::Q4_K] {
+        let cols = if ty.block_size() == 32 { 32 * 11 } else { 256 * 2 };
+        let w = weights(ty, rows * cols / ty.block_size(), Case::Random, &mut rng);
+        let (layout, packed) = repack(ty, rows, cols, &w).expect("repackable");
+        let plain = Matrix::new(ty, rows, cols, &w).unwrap();
+        let m = Matrix::with_layout(ty, rows, cols, layout, &packed).unwrap();
+        for k in levels().into_iter().filter(|k| k.repacked16x8(layout).is_some() && k.panel16(layout).is_none()) {
+            checked += check_repacked(k, &plain, &m, n, Case::Random, &mut rng);
+        }
+    }
+    eprintln!("{checked} blocked comparisons");
+    // The avx512 level has these kernels: on a CPU that runs it, something was compared.
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512bw") && std::arch::is_x86_feature_detected!("avx512vnni") {
+        assert!(checked > 0, "no blocked prefill compared");
+    }
 }
 
 /// A long input is quantized in parallel: the blocks equal the serial quantizers' output.
