@@ -269,6 +269,47 @@ pub fn tile_activations(y: &[BlockQ8_0S], n: usize, blocks: usize, out: &mut Vec
     }
 }
 
+/// Sixteen activation rows of one 32-value sub-block of Q8_K blocks, as an AMX tile loads
+/// them, with each row's block scale `d` and `dsum` = d x the sub-block's sum (for the
+/// weights' mins). `tile_activations_k` lays a batch out in these: chunk c, block b,
+/// sub-block g at index `(c * blocks + b) * 8 + g`; rows past the batch's end are zeros.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+pub struct ActTileK {
+    pub qs: [[i8; 32]; 16],
+    pub d: [f32; 16],
+    pub dsum: [f32; 16],
+}
+
+const _: () = assert!(std::mem::size_of::<ActTileK>() == 640);
+
+/// Lays out `n` activation rows of `blocks` Q8_K blocks each (back to back in `y`) as
+/// `ActTileK`s in `out`: `n.div_ceil(16) * blocks * 8` tiles.
+pub fn tile_activations_k(y: &[BlockQ8K], n: usize, blocks: usize, out: &mut Vec<ActTileK>) {
+    let subs = blocks * QK_K / 32;
+    let zero = ActTileK { qs: [[0; 32]; 16], d: [0.0; 16], dsum: [0.0; 16] };
+    out.clear();
+    out.resize(n.div_ceil(16) * subs, zero);
+    for (i, row) in y.chunks_exact(blocks).take(n).enumerate() {
+        let (c, r) = (i / 16, i % 16);
+        for (b, blk) in row.iter().enumerate() {
+            for g in 0..QK_K / 32 {
+                let t = &mut out[c * subs + b * (QK_K / 32) + g];
+                t.qs[r].copy_from_slice(&blk.qs[32 * g..32 * g + 32]);
+                t.d[r] = blk.d;
+                t.dsum[r] = blk.d * (blk.bsums[2 * g] as i32 + blk.bsums[2 * g + 1] as i32) as f32;
+            }
+        }
+    }
+}
+
+/// A batch laid out as AMX tiles, for the kernels of its activation type.
+#[derive(Clone, Copy)]
+pub enum ActTiles<'a> {
+    Q8_0(&'a [ActTile]),
+    Q8K(&'a [ActTileK]),
+}
+
 /// The activation quantizers: AVX2 where the CPU has it (bit for bit the scalar ones, so
 /// the choice never changes a result), the scalar reference elsewhere.
 mod act_quant {
@@ -417,11 +458,12 @@ pub type Panel16Fns =
 
 /// The AMX prefill path of a layout: `.0` unpacks two interleaved groups (16 rows) into a
 /// panel, as `Panel16Fns`'s; `.1` runs the panel (its first `nb` blocks) against every
-/// chunk of 16 activation rows (`ActTile`s from `tile_activations`), handing chunk c's 16
-/// rows of 16 outputs to the callback as `(c, outputs)`.
+/// chunk of 16 activation rows (tiles from `tile_activations` or `tile_activations_k`, as
+/// the layout's activations are), handing chunk c's 16 rows of 16 outputs to the callback
+/// as `(c, outputs)`; false if the tiles are of the other type or too few.
 pub type Tile16Fns = (
     fn(&[u8], &[u8], &mut Vec<Line64>) -> bool,
-    fn(&[Line64], &[ActTile], usize, &mut dyn FnMut(usize, &[[f32; 16]; 16])),
+    fn(&[Line64], ActTiles, usize, usize, &mut dyn FnMut(usize, &[[f32; 16]; 16])) -> bool,
 );
 
 /// Defines `LINES` (64-byte lines per panel) and the safe wrapper `unpack` (`Panel16Fns::0`,
@@ -449,22 +491,30 @@ macro_rules! panel_unpacker {
     };
 }
 
-/// Expands to the safe wrappers (`Tile16Fns`) of an AMX panel: the block type, its unpacker.
+/// Expands to the safe wrappers (`Tile16Fns`) of an AMX panel: the block type, the panel
+/// type, its unpacker, the `ActTiles` variant it reads, the tiles per block and the kernel.
 #[cfg(target_arch = "x86_64")]
 macro_rules! wrap_amx {
-    ($w:ty, $unpack:path) => {{
-        use crate::x86_64::amx;
-        use crate::x86_64::avx512::Panel32;
-        panel_unpacker!($w, Panel32, $unpack);
-        fn tile(p: &[Line64], y: &[ActTile], nb: usize, out: &mut dyn FnMut(usize, &[[f32; 16]; 16])) {
+    ($w:ty, $panel:ty, $unpack:path, $act:ident, $per:expr, $kernel:path) => {{
+        panel_unpacker!($w, $panel, $unpack);
+        fn tile(
+            p: &[Line64],
+            y: ActTiles,
+            nb: usize,
+            chunks: usize,
+            out: &mut dyn FnMut(usize, &[[f32; 16]; 16]),
+        ) -> bool {
+            let ActTiles::$act(y) = y else { return false };
+            let Some(y) = y.get(..chunks * nb * $per) else { return false };
             if p.len() < nb * LINES {
-                return;
+                return false;
             }
             // SAFETY: as in `unpack`: nb whole panels lie at the start of p.
-            let panels = unsafe { std::slice::from_raw_parts(p.as_ptr() as *const Panel32, nb) };
+            let panels = unsafe { std::slice::from_raw_parts(p.as_ptr() as *const $panel, nb) };
             // SAFETY: stored only in the amx table (the CPU has AMX and the tile permission
             // was granted).
-            unsafe { amx::vec_dot_panel32x16_q8_0(panels, y, out) }
+            unsafe { $kernel(panels, y, out) };
+            true
         }
         let fns: Tile16Fns = (unpack, tile);
         fns
@@ -688,7 +738,8 @@ pub struct Kernels {
     q2_k_panel: Option<Panel16Fns>,
     iq4_nl_panel: Option<Panel16Fns>,
     q5_1_panel: Option<Panel16Fns>,
-    /// AMX tiles for the prefill of Q4_0x8, Q5_0x8, Q8_0x8 and IQ4NLx8 (the amx level).
+    /// AMX tiles for the prefill of Q4_0x8, Q5_0x8, Q8_0x8, IQ4NLx8, Q4Kx8 and Q5Kx8 (the
+    /// amx level).
     amx: Vec<(Layout, Tile16Fns)>,
 }
 
@@ -871,14 +922,49 @@ fn build(level: Level) -> Kernels {
     #[cfg(target_arch = "x86_64")]
     if level == Level::Amx {
         use crate::x86_64::amx as k;
+        use crate::x86_64::avx512::Panel32;
         return Kernels {
             level,
             name: level.name(),
             amx: vec![
-                (Layout::Q4_0x8, wrap_amx!(BlockQ4_0x8, k::unpack_q4_0x16)),
-                (Layout::Q5_0x8, wrap_amx!(BlockQ5_0x8, k::unpack_q5_0x16)),
-                (Layout::Q8_0x8, wrap_amx!(BlockQ8_0x8, k::unpack_q8_0x16)),
-                (Layout::IQ4NLx8, wrap_amx!(BlockQ4_0x8, k::unpack_iq4_nlx16)),
+                (
+                    Layout::Q4_0x8,
+                    wrap_amx!(BlockQ4_0x8, Panel32, k::unpack_q4_0x16, Q8_0, 1, k::vec_dot_panel32x16_q8_0),
+                ),
+                (
+                    Layout::Q5_0x8,
+                    wrap_amx!(BlockQ5_0x8, Panel32, k::unpack_q5_0x16, Q8_0, 1, k::vec_dot_panel32x16_q8_0),
+                ),
+                (
+                    Layout::Q8_0x8,
+                    wrap_amx!(BlockQ8_0x8, Panel32, k::unpack_q8_0x16, Q8_0, 1, k::vec_dot_panel32x16_q8_0),
+                ),
+                (
+                    Layout::IQ4NLx8,
+                    wrap_amx!(BlockQ4_0x8, Panel32, k::unpack_iq4_nlx16, Q8_0, 1, k::vec_dot_panel32x16_q8_0),
+                ),
+                (
+                    Layout::Q4Kx8,
+                    wrap_amx!(
+                        BlockQ4Kx8,
+                        k::PanelK32,
+                        k::unpack_kx16::<BlockQ4Kx8>,
+                        Q8K,
+                        8,
+                        k::vec_dot_panelk32x16_q8_k
+                    ),
+                ),
+                (
+                    Layout::Q5Kx8,
+                    wrap_amx!(
+                        BlockQ5Kx8,
+                        k::PanelK32,
+                        k::unpack_kx16::<BlockQ5Kx8>,
+                        Q8K,
+                        8,
+                        k::vec_dot_panelk32x16_q8_k
+                    ),
+                ),
             ],
             ..build(Level::Avx512)
         };

@@ -6,8 +6,8 @@
 //! whole blocks). Output: `y[i * rows + r]` = row r of the weights . activation row i.
 
 use crate::dispatch::{
-    tile_activations, ActBuf, ActRef, ActTile, ActType, Dot16x4Fn, Dot16x8Fn, Dot4Fn, Dot4x2Fn, Dot8Fn, Dot8x4Fn, DotFn, Kernels,
-    Line64, Panel16Fns, Tile16Fns,
+    tile_activations, tile_activations_k, ActBuf, ActRef, ActTile, ActTileK, ActTiles, ActType, Dot16x4Fn,
+    Dot16x8Fn, Dot4Fn, Dot4x2Fn, Dot8Fn, Dot8x4Fn, DotFn, Kernels, Line64, Panel16Fns, Tile16Fns,
 };
 use std::cell::RefCell;
 
@@ -25,7 +25,9 @@ thread_local! {
     static PANEL: RefCell<Vec<Line64>> = const { RefCell::new(Vec::new()) };
     /// The calling thread's activation tiles for the AMX path (`tile_activations`).
     static ACT_TILES: RefCell<Vec<ActTile>> = const { RefCell::new(Vec::new()) };
+    static ACT_TILES_K: RefCell<Vec<ActTileK>> = const { RefCell::new(Vec::new()) };
 }
+use crate::blocks::QK_K;
 use crate::repack::{Layout, GROUP};
 use crate::types::GgmlType;
 use crate::KernelError;
@@ -245,11 +247,19 @@ pub fn matmul_multi(
     let a = scratch.quantize(act, x);
     let cols = first.cols;
     // The AMX path reads the batch laid out as tiles, once for all its matrices.
-    let mut tiles_buf = ACT_TILES.take();
-    if let (true, ActRef::Q8_0S(y)) = (amx.iter().any(|t| t.is_some()), a) {
-        tile_activations(y, n, cols / 32, &mut tiles_buf);
-    }
-    let act_tiles: &[ActTile] = &tiles_buf;
+    let (mut tiles_buf, mut tiles_k_buf) = (ACT_TILES.take(), ACT_TILES_K.take());
+    let use_amx = amx.iter().any(|t| t.is_some());
+    let act_tiles = match a {
+        ActRef::Q8_0S(y) if use_amx => {
+            tile_activations(y, n, cols / 32, &mut tiles_buf);
+            ActTiles::Q8_0(&tiles_buf)
+        }
+        ActRef::Q8K(y) if use_amx => {
+            tile_activations_k(y, n, cols / QK_K, &mut tiles_k_buf);
+            ActTiles::Q8K(&tiles_k_buf)
+        }
+        _ => ActTiles::Q8_0(&[]),
+    };
     let mut outs = [OutPtr(std::ptr::null_mut()); MAX_SHARED];
     for (o, y) in outs.iter_mut().zip(ys.iter_mut()) {
         *o = OutPtr(y.as_mut_ptr());
@@ -325,15 +335,14 @@ pub fn matmul_multi(
                     // AMX: the pair unpacked once, then every activation row 16 at a time.
                     if let Some((unpack, tile)) = amx[j] {
                         PANEL.with_borrow_mut(|p| {
-                            let nb = cols / 32;
-                            let tiles = act_tiles.get(..n.div_ceil(16) * nb);
-                            if let (Some(tiles), true) = (tiles, unpack(xa, xb, p)) {
-                                tile(p, tiles, nb, &mut |c, v| {
-                                    ahead(c, per16);
-                                    for (r, vr) in v.iter().take(n - 16 * c).enumerate() {
-                                        write16(16 * c + r, g * GROUP, vr);
-                                    }
-                                });
+                            let nb = cols / w.ty.block_size();
+                            let mut put = |c: usize, v: &[[f32; 16]; 16]| {
+                                ahead(c, per16);
+                                for (r, vr) in v.iter().take(n - 16 * c).enumerate() {
+                                    write16(16 * c + r, g * GROUP, vr);
+                                }
+                            };
+                            if unpack(xa, xb, p) && tile(p, act_tiles, nb, n.div_ceil(16), &mut put) {
                                 i = n;
                             }
                         });
@@ -459,5 +468,6 @@ pub fn matmul_multi(
         }
     });
     ACT_TILES.set(tiles_buf);
+    ACT_TILES_K.set(tiles_k_buf);
     Ok(())
 }

@@ -535,7 +535,9 @@ fn blocked_prefill_matches_rows() {
         let (layout, packed) = repack(ty, rows, cols, &w).expect("repackable");
         let plain = Matrix::new(ty, rows, cols, &w).unwrap();
         let m = Matrix::with_layout(ty, rows, cols, layout, &packed).unwrap();
-        for k in levels().into_iter().filter(|k| k.repacked16x8(layout).is_some() && k.panel16(layout).is_none()) {
+        for k in
+            levels().into_iter().filter(|k| k.repacked16x8(layout).is_some() && k.panel16(layout).is_none())
+        {
             checked += check_repacked(k, &plain, &m, n, Case::Random, &mut rng);
         }
     }
@@ -584,7 +586,7 @@ fn cpu_has_amx() -> bool {
 }
 
 /// The AMX level (where the CPU has AMX: a machine without it has no amx table, and this
-/// test says so and checks nothing else): its tiles for Q4_0, Q5_0, Q8_0 and IQ4_NL against
+/// test says so and checks nothing else): its tiles for Q4_0, Q5_0, Q8_0, IQ4_NL, Q4_K and Q5_K against
 /// the scalar reference on the row layout, for 16..=40 activation rows (whole tiles and
 /// every tail of 1..15 rows) and 1, 2, 3 and 64 blocks (the two tile sets alternate block by
 /// block: odd and even counts end differently), on random and edge-case weights.
@@ -604,14 +606,18 @@ fn amx_tiles_match_scalar() {
         eprintln!("AMX on this CPU, but the OS refused the tile permission: no amx level");
         return;
     };
-    for layout in [Layout::Q4_0x8, Layout::Q5_0x8, Layout::Q8_0x8, Layout::IQ4NLx8] {
+    for layout in
+        [Layout::Q4_0x8, Layout::Q5_0x8, Layout::Q8_0x8, Layout::IQ4NLx8, Layout::Q4Kx8, Layout::Q5Kx8]
+    {
         assert!(k.amx16(layout).is_some(), "{layout:?} has no AMX path");
     }
     let mut rng = Rng(0xa3c5_0001);
     let mut checked = 0;
-    for ty in [GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q8_0, GgmlType::IQ4_NL] {
+    for ty in
+        [GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q8_0, GgmlType::IQ4_NL, GgmlType::Q4_K, GgmlType::Q5_K]
+    {
         for (nb, case) in [1usize, 2, 3, 64].into_iter().flat_map(|nb| CASES.map(|c| (nb, c))) {
-            let (rows, cols) = (32, 32 * nb);
+            let (rows, cols) = (32, ty.block_size() * nb);
             let w = weights(ty, rows * nb, case, &mut rng);
             let (layout, packed) = repack(ty, rows, cols, &w).expect("repackable");
             let plain = Matrix::new(ty, rows, cols, &w).unwrap();

@@ -12,9 +12,12 @@
 //! The activations are laid out once per batch as tiles (`ActTile`: one block of 16 rows in
 //! 512 contiguous bytes, their scales beside), so a tile load reads 8 whole cache lines.
 
-use super::avx512::{f16x16_pair, five_bit_x16, join32, prefetch_pair, storen, unpack_nibbles_x16, Panel32};
-use crate::blocks::{BlockQ4_0x8, BlockQ5_0x8, BlockQ8_0x8, KVALUES_IQ4NL};
-use crate::dispatch::ActTile;
+use super::avx512::{
+    f16x16_pair, five_bit_x16, join32, prefetch_lines, prefetch_pair, storen, u8x16_pair, unpack_nibbles_x16,
+    Panel32,
+};
+use crate::blocks::{BlockQ4_0x8, BlockQ5_0x8, BlockQ8_0x8, KBlockX8, KVALUES_IQ4NL};
+use crate::dispatch::{ActTile, ActTileK};
 use std::arch::asm;
 use std::arch::x86_64::*;
 
@@ -187,7 +190,9 @@ mod emulated {
             for i in 0..16 {
                 for n in 0..16 {
                     sums[c][i][n] = (0..32)
-                        .map(|k| *a.add(32 * i + k) as i8 as i32 * *b.add(k / 4 * 64 + 4 * n + k % 4) as i8 as i32)
+                        .map(|k| {
+                            *a.add(32 * i + k) as i8 as i32 * *b.add(k / 4 * 64 + 4 * n + k % 4) as i8 as i32
+                        })
                         .sum();
                 }
             }
@@ -204,54 +209,168 @@ mod emulated {
 #[cfg(ferrite_amx_emulate)]
 use emulated::{configure, product, release, store};
 
+/// A tile kernel's 16x16 sums of one block, as stored from a tile.
+#[repr(C, align(64))]
+struct Sums([[i32; 16]; 16]);
+
+/// The loop of the tile kernels, inside one `target_feature` function: for each of `chunks`
+/// chunks of 16 activation rows, `nb` 32-value blocks whose A tile (16 rows of 32 bytes) is
+/// at `$a(chunk, j)` and B tile (8 rows of 64 bytes) at `$b(j)`; `$scale(chunk, j, sums, acc)`
+/// adds block j's sums into the 16 accumulators, and `$out(chunk, &outputs)` takes the
+/// chunk's 16 rows of 16 outputs. The tiles are configured once for all chunks.
+macro_rules! tile_loop {
+    ($chunks:expr, $nb:expr, $a:expr, $b:expr, $scale:expr, $out:expr) => {{
+        let (chunks, nb): (usize, usize) = ($chunks, $nb);
+        configure();
+        let mut c = [Sums([[0; 16]; 16]), Sums([[0; 16]; 16])];
+        for chunk in 0..chunks {
+            let mut acc = [_mm512_setzero_ps(); 16];
+            let start = |j: usize| product(j % 4, $a(chunk, j), $b(j));
+            // Two blocks ahead: while blocks j + 1 and j + 2 multiply, block j's sums are
+            // stored and block j - 1's (stored one step earlier, so the loads need not wait
+            // on the tile store) are scaled.
+            start(0);
+            if nb > 1 {
+                start(1);
+            }
+            for j in 0..nb {
+                if j + 2 < nb {
+                    start(j + 2);
+                }
+                store(j % 4, c[j % 2].0.as_mut_ptr());
+                if j > 0 {
+                    $scale(chunk, j - 1, &c[(j - 1) % 2], &mut acc);
+                }
+            }
+            $scale(chunk, nb - 1, &c[(nb - 1) % 2], &mut acc);
+            $out(chunk, &storen(&acc));
+        }
+        release();
+    }};
+}
+
 /// 16 weight rows (a `Panel32` per block, values as signed bytes) against every chunk of 16
 /// activation rows (`ActTile`s, chunk c's block j at `c * nb + j`, `nb` = the panels' count):
 /// `out(c, v)` receives chunk c's products, `v[i][r]` = weight row r . activation row
-/// 16c + i. The tiles are configured once for all chunks.
+/// 16c + i.
 ///
 /// # Safety
 /// The CPU must have AMX-TILE, AMX-INT8 and the avx512 level's features, and the tile
 /// permission granted (`available()`; reached only through dispatch).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn vec_dot_panel32x16_q8_0(p: &[Panel32], ys: &[ActTile], out: &mut dyn FnMut(usize, &[[f32; 16]; 16])) {
+pub unsafe fn vec_dot_panel32x16_q8_0(
+    p: &[Panel32],
+    ys: &[ActTile],
+    out: &mut dyn FnMut(usize, &[[f32; 16]; 16]),
+) {
     let nb = p.len();
     if nb == 0 || ys.len() % nb != 0 {
         return;
     }
-    configure();
-    #[repr(C, align(64))]
-    struct Sums([[i32; 16]; 16]);
-    let mut c = [Sums([[0; 16]; 16]), Sums([[0; 16]; 16])];
-    for (chunk, y) in ys.chunks_exact(nb).enumerate() {
-        let mut acc = [_mm512_setzero_ps(); 16];
-        let start = |j: usize| product(j % 4, y.as_ptr().add(j).cast(), p.as_ptr().add(j).cast());
-        let scale = |j: usize, c: &Sums, acc: &mut [__m512; 16]| {
-            let (d, dy) = (_mm512_load_ps((*p.as_ptr().add(j)).d.as_ptr()), &(*y.as_ptr().add(j)).d);
-            for i in 0..16 {
-                let s = _mm512_cvtepi32_ps(_mm512_load_si512(c.0[i].as_ptr() as *const __m512i));
-                acc[i] = _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(dy[i])), s, acc[i]);
-            }
-        };
-        // Two blocks ahead: while blocks j + 1 and j + 2 multiply, block j's sums are stored
-        // and block j - 1's (stored one step earlier, so the loads need not wait on the tile
-        // store) are scaled.
-        start(0);
-        if nb > 1 {
-            start(1);
+    let y = |chunk: usize, j: usize| &*ys.as_ptr().add(chunk * nb + j);
+    let scale = |chunk: usize, j: usize, c: &Sums, acc: &mut [__m512; 16]| {
+        let (d, dy) = (_mm512_load_ps((*p.as_ptr().add(j)).d.as_ptr()), &y(chunk, j).d);
+        for i in 0..16 {
+            let s = _mm512_cvtepi32_ps(_mm512_load_si512(c.0[i].as_ptr() as *const __m512i));
+            acc[i] = _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(dy[i])), s, acc[i]);
         }
-        for j in 0..nb {
-            if j + 2 < nb {
-                start(j + 2);
-            }
-            store(j % 4, c[j % 2].0.as_mut_ptr());
-            if j > 0 {
-                scale(j - 1, &c[(j - 1) % 2], &mut acc);
-            }
-        }
-        scale(nb - 1, &c[(nb - 1) % 2], &mut acc);
-        out(chunk, &storen(&acc));
+    };
+    tile_loop!(
+        ys.len() / nb,
+        nb,
+        |chunk, j| y(chunk, j).qs.as_ptr().cast::<u8>(),
+        |j| p.as_ptr().add(j).cast::<u8>(),
+        scale,
+        out
+    );
+}
+
+/// A Q4_K or Q5_K block of 16 weight rows (two groups of 8) unpacked for the tiles: each
+/// 32-value sub-block's B tile (the values 0..15 or 0..31 as bytes, laid out as
+/// `Panel32::q`), and per row its scale (d x sc) and min (dmin x m) as f32.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+pub struct PanelK32 {
+    q: [[[u8; 64]; 8]; 8],
+    s: [[f32; 16]; 8],
+    m: [[f32; 16]; 8],
+}
+
+const _: () = assert!(std::mem::size_of::<PanelK32>() == 5120);
+
+/// 16 weight rows (a `PanelK32` per 256-value block) against every chunk of 16 activation
+/// rows (`ActTileK`s, chunk c's sub-block j at `c * 8 * nb + j`, `nb` = the panels' count),
+/// as `vec_dot_panel32x16_q8_0`: per sub-block, the sums times scale x activation scale,
+/// minus min x the activations' scaled sum.
+///
+/// # Safety
+/// As `vec_dot_panel32x16_q8_0`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn vec_dot_panelk32x16_q8_k(
+    p: &[PanelK32],
+    ys: &[ActTileK],
+    out: &mut dyn FnMut(usize, &[[f32; 16]; 16]),
+) {
+    let nsub = 8 * p.len();
+    if nsub == 0 || ys.len() % nsub != 0 {
+        return;
     }
-    release();
+    let y = |chunk: usize, j: usize| &*ys.as_ptr().add(chunk * nsub + j);
+    let w = |j: usize| &*p.as_ptr().add(j / 8);
+    let scale = |chunk: usize, j: usize, c: &Sums, acc: &mut [__m512; 16]| {
+        let (t, (sc, m)) = (y(chunk, j), (&w(j).s[j % 8], &w(j).m[j % 8]));
+        let (sc, m) = (_mm512_load_ps(sc.as_ptr()), _mm512_load_ps(m.as_ptr()));
+        for i in 0..16 {
+            let s = _mm512_cvtepi32_ps(_mm512_load_si512(c.0[i].as_ptr() as *const __m512i));
+            acc[i] = _mm512_fmadd_ps(_mm512_mul_ps(sc, _mm512_set1_ps(t.d[i])), s, acc[i]);
+            acc[i] = _mm512_fnmadd_ps(m, _mm512_set1_ps(t.dsum[i]), acc[i]);
+        }
+    };
+    tile_loop!(
+        ys.len() / nsub,
+        nsub,
+        |chunk, j| y(chunk, j).qs.as_ptr().cast::<u8>(),
+        |j| w(j).q[j % 8].as_ptr().cast::<u8>(),
+        scale,
+        out
+    );
+}
+
+/// Unpacks two Q4_Kx8 or Q5_Kx8 groups into `PanelK32`s: sub-block g's values from the
+/// low (even g) or high nibbles of its pair's quants, Q5_K's fifth bit (bit g of qh) added.
+///
+/// # Safety
+/// As `unpack_q4_0x16`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn unpack_kx16<B: KBlockX8>(xa: &[B], xb: &[B], out: &mut [PanelK32]) {
+    let (m4, bit4) = (_mm512_set1_epi8(15), _mm512_set1_epi8(0x10));
+    for (j, ((a, b), p)) in xa.iter().zip(xb).zip(out.iter_mut()).enumerate() {
+        for g in 0..8 {
+            // The next block's lines, a share per sub-block (all at once would stall these
+            // loads).
+            prefetch_lines(xa, xb, j + 1, 3 * g, 3);
+            for c in 0..8 {
+                let at = 256 * (g / 2) + 32 * c;
+                let v = join32(a.qs().as_ptr().add(at), b.qs().as_ptr().add(at));
+                let mut q = _mm512_and_si512(_mm512_srl_epi16(v, _mm_cvtsi32_si128(4 * (g % 2) as i32)), m4);
+                if let (Some(ha), Some(hb)) = (a.qh(), b.qh()) {
+                    let h = join32(ha.as_ptr().add(32 * c), hb.as_ptr().add(32 * c));
+                    let h = _mm512_slli_epi16(_mm512_srl_epi16(h, _mm_cvtsi32_si128(g as i32)), 4);
+                    q = _mm512_or_si512(q, _mm512_and_si512(h, bit4));
+                }
+                _mm512_storeu_si512(p.q[g][c].as_mut_ptr() as *mut __m512i, q);
+            }
+            let (d, dmin) = (f16x16_pair(a.d(), b.d()), f16x16_pair(a.dmin(), b.dmin()));
+            let sc = _mm512_cvtepi32_ps(u8x16_pair(
+                a.scales().as_ptr().add(8 * g),
+                b.scales().as_ptr().add(8 * g),
+            ));
+            let m =
+                _mm512_cvtepi32_ps(u8x16_pair(a.mins().as_ptr().add(8 * g), b.mins().as_ptr().add(8 * g)));
+            _mm512_store_ps(p.s[g].as_mut_ptr(), _mm512_mul_ps(d, sc));
+            _mm512_store_ps(p.m[g].as_mut_ptr(), _mm512_mul_ps(dmin, m));
+        }
+    }
 }
 
 /// Q4_0's nibble values minus 8.

@@ -46,7 +46,7 @@ pub(crate) unsafe fn prefetch_pair<T>(xa: &[T], xb: &[T], at: usize, lines: usiz
 /// for all of them at once stalls the loads of the current one.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn prefetch_lines<T>(xa: &[T], xb: &[T], at: usize, from: usize, count: usize) {
+pub(crate) unsafe fn prefetch_lines<T>(xa: &[T], xb: &[T], at: usize, from: usize, count: usize) {
     let lines = std::mem::size_of::<T>().div_ceil(64);
     for x in [xa, xb] {
         let p = x.as_ptr().wrapping_add(at) as *const i8;
@@ -163,7 +163,7 @@ unsafe fn q4_0x16<const C: usize>(
 /// (row r of group a in lane r, of group b in lane 8 + r).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn u8x16_pair(a: *const u8, b: *const u8) -> __m512i {
+pub(crate) unsafe fn u8x16_pair(a: *const u8, b: *const u8) -> __m512i {
     let lo = _mm_loadl_epi64(a as *const __m128i);
     let hi = _mm_loadl_epi64(b as *const __m128i);
     _mm512_cvtepu8_epi32(_mm_unpacklo_epi64(lo, hi))
