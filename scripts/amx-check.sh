@@ -17,10 +17,10 @@ grep -o -w -E "amx_(tile|int8|bf16)" /proc/cpuinfo | sort -u | tr '\n' ' '; echo
 echo "== kernel tests (the amx level is among the tables where the CPU and Linux allow it)"
 if [ -n "${LEVELS:-}" ]; then "$LEVELS" --test-threads 8; else cargo test --release -p ferrite-kernels --test levels; fi
 b() { FERRITE_KERNELS=$1 "$FERRITE" bench -m "$2" -p "$3" -n 0 -r 3 -t "${4:-2}" | grep -E "^\| .*pp"; }
-l() { [ -n "${LLAMA_BENCH:-}" ] && "$LLAMA_BENCH" -m "$1" -p "$2" -n 0 -r 3 -t "${3:-2}" | grep -E "pp"; }
+l() { [ -n "${LLAMA_BENCH:-}" ] && "$LLAMA_BENCH" -m "$1" -p "$2" -n 0 -r 2 -t "${3:-2}" | grep -E "pp"; }
 for shape in llama3-1b llama3-8b; do
-  for t in Q4_0 Q8_0; do
-    [ $shape = llama3-8b ] && [ $t = Q8_0 ] && continue
+  for t in Q4_0 Q8_0 Q4_K_M; do
+    [ $shape = llama3-8b ] && [ $t != Q4_0 ] && continue
     f=$OUT/$shape-$t.gguf
     [ -f "$f" ] || "$FERRITE" synth --shape $shape --type $t --vocab $V -o "$f" | tail -1
     for p in 64 512; do
