@@ -259,7 +259,7 @@ pub fn tile_activations(y: &[BlockQ8_0S], n: usize, blocks: usize, out: &mut Vec
         }
     }
     // The last chunk's rows past n (left from an earlier batch) are zeros.
-    if n % 16 != 0 {
+    if !n.is_multiple_of(16) {
         for t in &mut out[(chunks - 1) * blocks..] {
             for r in n % 16..16 {
                 t.qs[r] = [0; 32];

@@ -264,7 +264,7 @@ pub unsafe fn vec_dot_panel32x16_q8_0(
     out: &mut dyn FnMut(usize, &[[f32; 16]; 16]),
 ) {
     let nb = p.len();
-    if nb == 0 || ys.len() % nb != 0 {
+    if nb == 0 || !ys.len().is_multiple_of(nb) {
         return;
     }
     let y = |chunk: usize, j: usize| &*ys.as_ptr().add(chunk * nb + j);
@@ -312,7 +312,7 @@ pub unsafe fn vec_dot_panelk32x16_q8_k(
     out: &mut dyn FnMut(usize, &[[f32; 16]; 16]),
 ) {
     let nsub = 8 * p.len();
-    if nsub == 0 || ys.len() % nsub != 0 {
+    if nsub == 0 || !ys.len().is_multiple_of(nsub) {
         return;
     }
     let y = |chunk: usize, j: usize| &*ys.as_ptr().add(chunk * nsub + j);
