@@ -18,7 +18,7 @@ pub enum Level {
     Avx2,
     AvxVnni,
     Avx512,
-    /// avx512 plus AMX int8 tiles for the prefill of Q4_0, Q5_0, Q8_0 and IQ4_NL.
+    /// avx512 plus AMX int8 tiles for the prefill of Q4_0, Q5_0, Q8_0, IQ4_NL, Q4_K and Q5_K.
     Amx,
     Neon,
 }

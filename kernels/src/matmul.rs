@@ -23,7 +23,8 @@ pub const AMX_MIN_ROWS: usize = 16;
 thread_local! {
     /// Each worker's panel buffer: it grows to the largest panel once and is reused after.
     static PANEL: RefCell<Vec<Line64>> = const { RefCell::new(Vec::new()) };
-    /// The calling thread's activation tiles for the AMX path (`tile_activations`).
+    /// The calling thread's activation tiles for the AMX path (`tile_activations`, and
+    /// `tile_activations_k` for the K types).
     static ACT_TILES: RefCell<Vec<ActTile>> = const { RefCell::new(Vec::new()) };
     static ACT_TILES_K: RefCell<Vec<ActTileK>> = const { RefCell::new(Vec::new()) };
 }
