@@ -18,7 +18,8 @@ pub enum Level {
     Avx2,
     AvxVnni,
     Avx512,
-    /// avx512 plus AMX int8 tiles for the prefill of Q4_0, Q5_0, Q8_0, IQ4_NL, Q4_K and Q5_K.
+    /// avx512 plus AMX int8 tiles for the prefill of Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q4_K,
+    /// Q5_K and IQ4_XS.
     Amx,
     Neon,
 }
@@ -303,11 +304,28 @@ pub fn tile_activations_k(y: &[BlockQ8K], n: usize, blocks: usize, out: &mut Vec
     }
 }
 
+/// Lays out `n` activation rows of `blocks` Q8_1 blocks each (back to back in `y`) as
+/// `ActTileK`s in `out` (d, and dsum = the block's s): `n.div_ceil(16) * blocks` tiles.
+pub fn tile_activations_q8_1(y: &[BlockQ8_1], n: usize, blocks: usize, out: &mut Vec<ActTileK>) {
+    let zero = ActTileK { qs: [[0; 32]; 16], d: [0.0; 16], dsum: [0.0; 16] };
+    out.clear();
+    out.resize(n.div_ceil(16) * blocks, zero);
+    for (i, row) in y.chunks_exact(blocks).take(n).enumerate() {
+        let (c, r) = (i / 16, i % 16);
+        for (t, b) in out[c * blocks..(c + 1) * blocks].iter_mut().zip(row) {
+            t.qs[r] = b.qs;
+            t.d[r] = f16_le(b.d);
+            t.dsum[r] = f16_le(b.s);
+        }
+    }
+}
+
 /// A batch laid out as AMX tiles, for the kernels of its activation type.
 #[derive(Clone, Copy)]
 pub enum ActTiles<'a> {
     Q8_0(&'a [ActTile]),
     Q8K(&'a [ActTileK]),
+    Q8_1(&'a [ActTileK]),
 }
 
 /// The activation quantizers: AVX2 where the CPU has it (bit for bit the scalar ones, so
@@ -738,7 +756,7 @@ pub struct Kernels {
     q2_k_panel: Option<Panel16Fns>,
     iq4_nl_panel: Option<Panel16Fns>,
     q5_1_panel: Option<Panel16Fns>,
-    /// AMX tiles for the prefill of Q4_0x8, Q5_0x8, Q8_0x8, IQ4NLx8, Q4Kx8 and Q5Kx8 (the
+    /// AMX tiles for the prefill of the 32-value block layouts, Q4Kx8, Q5Kx8 and IQ4XSx8 (the
     /// amx level).
     amx: Vec<(Layout, Tile16Fns)>,
 }
@@ -921,49 +939,65 @@ fn build(level: Level) -> Kernels {
     // AMX: the avx512 table, with tiles for the prefill of the 32-value block types.
     #[cfg(target_arch = "x86_64")]
     if level == Level::Amx {
-        use crate::x86_64::amx as k;
-        use crate::x86_64::avx512::Panel32;
+        use crate::x86_64::amx::{
+            self as k, vec_dot_panel32x16_q8_0 as q8_0, vec_dot_scaled_x16 as scaled, PanelK32,
+        };
+        use crate::x86_64::avx512::{self, Panel32, Panel32M};
         return Kernels {
             level,
             name: level.name(),
             amx: vec![
+                (Layout::Q4_0x8, wrap_amx!(BlockQ4_0x8, Panel32, k::unpack_q4_0x16, Q8_0, 1, q8_0)),
+                (Layout::Q5_0x8, wrap_amx!(BlockQ5_0x8, Panel32, k::unpack_q5_0x16, Q8_0, 1, q8_0)),
+                (Layout::Q8_0x8, wrap_amx!(BlockQ8_0x8, Panel32, k::unpack_q8_0x16, Q8_0, 1, q8_0)),
+                (Layout::IQ4NLx8, wrap_amx!(BlockQ4_0x8, Panel32, k::unpack_iq4_nlx16, Q8_0, 1, q8_0)),
                 (
-                    Layout::Q4_0x8,
-                    wrap_amx!(BlockQ4_0x8, Panel32, k::unpack_q4_0x16, Q8_0, 1, k::vec_dot_panel32x16_q8_0),
+                    Layout::Q4_1x8,
+                    wrap_amx!(
+                        BlockQ4_1x8,
+                        Panel32M,
+                        avx512::unpack_q4_1x16,
+                        Q8_1,
+                        1,
+                        scaled::<Panel32M, true>
+                    ),
                 ),
                 (
-                    Layout::Q5_0x8,
-                    wrap_amx!(BlockQ5_0x8, Panel32, k::unpack_q5_0x16, Q8_0, 1, k::vec_dot_panel32x16_q8_0),
-                ),
-                (
-                    Layout::Q8_0x8,
-                    wrap_amx!(BlockQ8_0x8, Panel32, k::unpack_q8_0x16, Q8_0, 1, k::vec_dot_panel32x16_q8_0),
-                ),
-                (
-                    Layout::IQ4NLx8,
-                    wrap_amx!(BlockQ4_0x8, Panel32, k::unpack_iq4_nlx16, Q8_0, 1, k::vec_dot_panel32x16_q8_0),
+                    Layout::Q5_1x8,
+                    wrap_amx!(
+                        BlockQ5_1x8,
+                        Panel32M,
+                        avx512::unpack_q5_1x16,
+                        Q8_1,
+                        1,
+                        scaled::<Panel32M, true>
+                    ),
                 ),
                 (
                     Layout::Q4Kx8,
                     wrap_amx!(
                         BlockQ4Kx8,
-                        k::PanelK32,
+                        PanelK32,
                         k::unpack_kx16::<BlockQ4Kx8>,
                         Q8K,
                         8,
-                        k::vec_dot_panelk32x16_q8_k
+                        scaled::<PanelK32, true>
                     ),
                 ),
                 (
                     Layout::Q5Kx8,
                     wrap_amx!(
                         BlockQ5Kx8,
-                        k::PanelK32,
+                        PanelK32,
                         k::unpack_kx16::<BlockQ5Kx8>,
                         Q8K,
                         8,
-                        k::vec_dot_panelk32x16_q8_k
+                        scaled::<PanelK32, true>
                     ),
+                ),
+                (
+                    Layout::IQ4XSx8,
+                    wrap_amx!(BlockIQ4XSx8, PanelK32, k::unpack_iq4_xsx16, Q8K, 8, scaled::<PanelK32, false>),
                 ),
             ],
             ..build(Level::Avx512)

@@ -6,8 +6,9 @@
 //! whole blocks). Output: `y[i * rows + r]` = row r of the weights . activation row i.
 
 use crate::dispatch::{
-    tile_activations, tile_activations_k, ActBuf, ActRef, ActTile, ActTileK, ActTiles, ActType, Dot16x4Fn,
-    Dot16x8Fn, Dot4Fn, Dot4x2Fn, Dot8Fn, Dot8x4Fn, DotFn, Kernels, Line64, Panel16Fns, Tile16Fns,
+    tile_activations, tile_activations_k, tile_activations_q8_1, ActBuf, ActRef, ActTile, ActTileK, ActTiles,
+    ActType, Dot16x4Fn, Dot16x8Fn, Dot4Fn, Dot4x2Fn, Dot8Fn, Dot8x4Fn, DotFn, Kernels, Line64, Panel16Fns,
+    Tile16Fns,
 };
 use std::cell::RefCell;
 
@@ -258,6 +259,10 @@ pub fn matmul_multi(
         ActRef::Q8K(y) if use_amx => {
             tile_activations_k(y, n, cols / QK_K, &mut tiles_k_buf);
             ActTiles::Q8K(&tiles_k_buf)
+        }
+        ActRef::Q8_1(y) if use_amx => {
+            tile_activations_q8_1(y, n, cols / 32, &mut tiles_k_buf);
+            ActTiles::Q8_1(&tiles_k_buf)
         }
         _ => ActTiles::Q8_0(&[]),
     };

@@ -586,7 +586,8 @@ fn cpu_has_amx() -> bool {
 }
 
 /// The AMX level (where the CPU has AMX: a machine without it has no amx table, and this
-/// test says so and checks nothing else): its tiles for Q4_0, Q5_0, Q8_0, IQ4_NL, Q4_K and Q5_K against
+/// test says so and checks nothing else): its tiles for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL,
+/// Q4_K, Q5_K and IQ4_XS against
 /// the scalar reference on the row layout, for 16..=40 activation rows (whole tiles and
 /// every tail of 1..15 rows) and 1, 2, 3 and 64 blocks (the two tile sets alternate block by
 /// block: odd and even counts end differently), on random and edge-case weights.
@@ -601,21 +602,28 @@ fn amx_tiles_match_scalar() {
         return;
     }
     // Linux grants the tile permission from 5.16: without it the level must be absent, not
-    // broken. Where it is present, it has tiles for the four types.
+    // broken. Where it is present, it has tiles for these types.
     let Some(k) = Kernels::for_level(Level::Amx) else {
         eprintln!("AMX on this CPU, but the OS refused the tile permission: no amx level");
         return;
     };
-    for layout in
-        [Layout::Q4_0x8, Layout::Q5_0x8, Layout::Q8_0x8, Layout::IQ4NLx8, Layout::Q4Kx8, Layout::Q5Kx8]
-    {
+    let types = [
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::Q8_0,
+        GgmlType::IQ4_NL,
+        GgmlType::Q4_K,
+        GgmlType::Q5_K,
+        GgmlType::IQ4_XS,
+    ];
+    for layout in types.map(|t| Layout::for_type(t).unwrap()) {
         assert!(k.amx16(layout).is_some(), "{layout:?} has no AMX path");
     }
     let mut rng = Rng(0xa3c5_0001);
     let mut checked = 0;
-    for ty in
-        [GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q8_0, GgmlType::IQ4_NL, GgmlType::Q4_K, GgmlType::Q5_K]
-    {
+    for ty in types {
         for (nb, case) in [1usize, 2, 3, 64].into_iter().flat_map(|nb| CASES.map(|c| (nb, c))) {
             let (rows, cols) = (32, ty.block_size() * nb);
             let w = weights(ty, rows * nb, case, &mut rng);

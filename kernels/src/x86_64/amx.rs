@@ -14,9 +14,9 @@
 
 use super::avx512::{
     f16x16_pair, five_bit_x16, join32, prefetch_lines, prefetch_pair, storen, u8x16_pair, unpack_nibbles_x16,
-    Panel32,
+    Panel32, Panel32M,
 };
-use crate::blocks::{BlockQ4_0x8, BlockQ5_0x8, BlockQ8_0x8, KBlockX8, KVALUES_IQ4NL};
+use crate::blocks::{BlockIQ4XSx8, BlockQ4_0x8, BlockQ5_0x8, BlockQ8_0x8, KBlockX8, KVALUES_IQ4NL};
 use crate::dispatch::{ActTile, ActTileK};
 use std::arch::asm;
 use std::arch::x86_64::*;
@@ -285,9 +285,9 @@ pub unsafe fn vec_dot_panel32x16_q8_0(
     );
 }
 
-/// A Q4_K or Q5_K block of 16 weight rows (two groups of 8) unpacked for the tiles: each
-/// 32-value sub-block's B tile (the values 0..15 or 0..31 as bytes, laid out as
-/// `Panel32::q`), and per row its scale (d x sc) and min (dmin x m) as f32.
+/// A Q4_K, Q5_K or IQ4_XS block of 16 weight rows (two groups of 8) unpacked for the tiles:
+/// each 32-value sub-block's B tile (the values as bytes, laid out as `Panel32::q`), and per
+/// row its scale (d x sc) and negated min (-dmin x m; unused for IQ4_XS) as f32.
 #[repr(C, align(64))]
 #[derive(Clone, Copy)]
 pub struct PanelK32 {
@@ -298,39 +298,78 @@ pub struct PanelK32 {
 
 const _: () = assert!(std::mem::size_of::<PanelK32>() == 5120);
 
-/// 16 weight rows (a `PanelK32` per 256-value block) against every chunk of 16 activation
-/// rows (`ActTileK`s, chunk c's sub-block j at `c * 8 * nb + j`, `nb` = the panels' count),
-/// as `vec_dot_panel32x16_q8_0`: per sub-block, the sums times scale x activation scale,
-/// minus min x the activations' scaled sum.
+/// A panel whose 32-value sub-blocks carry a scale and a min per row: `SUBS` sub-blocks per
+/// panel, sub-block g's B tile, its 16 scales and its 16 mins (what is added per unit of the
+/// activations' scaled sum).
+pub trait ScaledPanel {
+    const SUBS: usize;
+    fn tile(&self, g: usize) -> *const u8;
+    fn scales(&self, g: usize) -> *const f32;
+    fn mins(&self, g: usize) -> *const f32;
+}
+
+impl ScaledPanel for PanelK32 {
+    const SUBS: usize = 8;
+    fn tile(&self, g: usize) -> *const u8 {
+        self.q[g].as_ptr().cast()
+    }
+    fn scales(&self, g: usize) -> *const f32 {
+        self.s[g].as_ptr()
+    }
+    fn mins(&self, g: usize) -> *const f32 {
+        self.m[g].as_ptr()
+    }
+}
+
+/// Q4_1 and Q5_1 (`Panel32M`: one block, values 0..31, d and m per row).
+impl ScaledPanel for Panel32M {
+    const SUBS: usize = 1;
+    fn tile(&self, _: usize) -> *const u8 {
+        self.q.as_ptr().cast()
+    }
+    fn scales(&self, _: usize) -> *const f32 {
+        self.d.as_ptr()
+    }
+    fn mins(&self, _: usize) -> *const f32 {
+        self.m.as_ptr()
+    }
+}
+
+/// 16 weight rows (`ScaledPanel`s) against every chunk of 16 activation rows (`ActTileK`s,
+/// chunk c's sub-block j at `c * SUBS * nb + j`, `nb` = the panels' count), as
+/// `vec_dot_panel32x16_q8_0`: per sub-block, the sums times scale x activation scale, plus
+/// (`MINS`) min x the activations' scaled sum.
 ///
 /// # Safety
 /// As `vec_dot_panel32x16_q8_0`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn vec_dot_panelk32x16_q8_k(
-    p: &[PanelK32],
+pub unsafe fn vec_dot_scaled_x16<P: ScaledPanel, const MINS: bool>(
+    p: &[P],
     ys: &[ActTileK],
     out: &mut dyn FnMut(usize, &[[f32; 16]; 16]),
 ) {
-    let nsub = 8 * p.len();
+    let nsub = P::SUBS * p.len();
     if nsub == 0 || !ys.len().is_multiple_of(nsub) {
         return;
     }
     let y = |chunk: usize, j: usize| &*ys.as_ptr().add(chunk * nsub + j);
-    let w = |j: usize| &*p.as_ptr().add(j / 8);
+    let w = |j: usize| &*p.as_ptr().add(j / P::SUBS);
     let scale = |chunk: usize, j: usize, c: &Sums, acc: &mut [__m512; 16]| {
-        let (t, (sc, m)) = (y(chunk, j), (&w(j).s[j % 8], &w(j).m[j % 8]));
-        let (sc, m) = (_mm512_load_ps(sc.as_ptr()), _mm512_load_ps(m.as_ptr()));
+        let (t, g) = (y(chunk, j), j % P::SUBS);
+        let (sc, m) = (_mm512_load_ps(w(j).scales(g)), _mm512_load_ps(w(j).mins(g)));
         for i in 0..16 {
             let s = _mm512_cvtepi32_ps(_mm512_load_si512(c.0[i].as_ptr() as *const __m512i));
             acc[i] = _mm512_fmadd_ps(_mm512_mul_ps(sc, _mm512_set1_ps(t.d[i])), s, acc[i]);
-            acc[i] = _mm512_fnmadd_ps(m, _mm512_set1_ps(t.dsum[i]), acc[i]);
+            if MINS {
+                acc[i] = _mm512_fmadd_ps(m, _mm512_set1_ps(t.dsum[i]), acc[i]);
+            }
         }
     };
     tile_loop!(
         ys.len() / nsub,
         nsub,
         |chunk, j| y(chunk, j).qs.as_ptr().cast::<u8>(),
-        |j| w(j).q[j % 8].as_ptr().cast::<u8>(),
+        |j| w(j).tile(j % P::SUBS),
         scale,
         out
     );
@@ -368,7 +407,40 @@ pub unsafe fn unpack_kx16<B: KBlockX8>(xa: &[B], xb: &[B], out: &mut [PanelK32])
             let m =
                 _mm512_cvtepi32_ps(u8x16_pair(a.mins().as_ptr().add(8 * g), b.mins().as_ptr().add(8 * g)));
             _mm512_store_ps(p.s[g].as_mut_ptr(), _mm512_mul_ps(d, sc));
-            _mm512_store_ps(p.m[g].as_mut_ptr(), _mm512_mul_ps(dmin, m));
+            _mm512_store_ps(p.m[g].as_mut_ptr(), _mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(dmin, m)));
+        }
+    }
+}
+
+/// Unpacks two IQ4_XSx8 groups into `PanelK32`s: each sub-block's codebook values (its
+/// quants are laid out as a Q4_0x8 block's) and d x its signed scale; no mins.
+///
+/// # Safety
+/// As `unpack_q4_0x16`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn unpack_iq4_xsx16(xa: &[BlockIQ4XSx8], xb: &[BlockIQ4XSx8], out: &mut [PanelK32]) {
+    let m4 = _mm512_set1_epi8(15);
+    let book = _mm512_broadcast_i32x4(_mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i));
+    for (j, ((a, b), p)) in xa.iter().zip(xb).zip(out.iter_mut()).enumerate() {
+        let d = f16x16_pair(&a.d, &b.d);
+        for g in 0..8 {
+            prefetch_lines(xa, xb, j + 1, 3 * g, 3);
+            for c in 0..4 {
+                let at = 128 * g + 32 * c;
+                let v = join32(a.qs.as_ptr().add(at), b.qs.as_ptr().add(at));
+                let lo = _mm512_shuffle_epi8(book, _mm512_and_si512(v, m4));
+                let hi = _mm512_shuffle_epi8(book, _mm512_and_si512(_mm512_srli_epi16(v, 4), m4));
+                _mm512_storeu_si512(p.q[g][c].as_mut_ptr() as *mut __m512i, lo);
+                _mm512_storeu_si512(p.q[g][4 + c].as_mut_ptr() as *mut __m512i, hi);
+            }
+            let sc = (a.scales.as_ptr().add(8 * g), b.scales.as_ptr().add(8 * g));
+            let sc = _mm_unpacklo_epi64(
+                _mm_loadl_epi64(sc.0 as *const __m128i),
+                _mm_loadl_epi64(sc.1 as *const __m128i),
+            );
+            let sc = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(sc));
+            _mm512_store_ps(p.s[g].as_mut_ptr(), _mm512_mul_ps(d, sc));
+            _mm512_store_ps(p.m[g].as_mut_ptr(), _mm512_setzero_ps());
         }
     }
 }

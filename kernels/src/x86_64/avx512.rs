@@ -655,9 +655,9 @@ pub unsafe fn unpack_q5_0x16(xa: &[BlockQ5_0x8], xb: &[BlockQ5_0x8], out: &mut [
 #[derive(Clone, Copy)]
 pub struct Panel32M {
     /// As `Panel32::q`.
-    q: [[u8; 64]; 8],
-    d: [f32; 16],
-    m: [f32; 16],
+    pub(crate) q: [[u8; 64]; 8],
+    pub(crate) d: [f32; 16],
+    pub(crate) m: [f32; 16],
 }
 
 const _: () = assert!(std::mem::size_of::<Panel32M>() == 640);
