@@ -19,7 +19,7 @@ if [ -n "${LEVELS:-}" ]; then "$LEVELS" --test-threads 8; else cargo test --rele
 b() { FERRITE_KERNELS=$1 "$FERRITE" bench -m "$2" -p "$3" -n 0 -r 3 -t "${4:-2}" | grep -E "^\| .*pp"; }
 l() { [ -n "${LLAMA_BENCH:-}" ] && "$LLAMA_BENCH" -m "$1" -p "$2" -n 0 -r 2 -t "${3:-2}" | grep -E "pp"; }
 for shape in llama3-1b llama3-8b; do
-  for t in Q4_0 Q8_0 Q4_K_M; do
+  for t in Q4_0 Q8_0 Q4_K_M Q4_1; do
     [ $shape = llama3-8b ] && [ $t != Q4_0 ] && continue
     f=$OUT/$shape-$t.gguf
     [ -f "$f" ] || "$FERRITE" synth --shape $shape --type $t --vocab $V -o "$f" | tail -1
