@@ -69,6 +69,17 @@ fn assert_one_line_error(out: &std::process::Output, needle: &str) {
 }
 
 #[test]
+fn a_missing_file_is_one_line_naming_the_reason_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&dir.path().join("absent.gguf"), &["-p", "hello"]);
+    assert_one_line_error(&out, "cannot open");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("absent.gguf"), "{err:?}");
+    // ENOENT, as Linux and macOS number it: the reason once, not once per cause.
+    assert_eq!(err.matches("(os error 2)").count(), 1, "{err:?}");
+}
+
+#[test]
 fn a_small_synthetic_model_runs() {
     let dir = tempfile::tempdir().unwrap();
     let m = small_model(dir.path());
