@@ -270,10 +270,11 @@ pub fn tile_activations(y: &[BlockQ8_0S], n: usize, blocks: usize, out: &mut Vec
     }
 }
 
-/// Sixteen activation rows of one 32-value sub-block of Q8_K blocks, as an AMX tile loads
-/// them, with each row's block scale `d` and `dsum` = d x the sub-block's sum (for the
-/// weights' mins). `tile_activations_k` lays a batch out in these: chunk c, block b,
-/// sub-block g at index `(c * blocks + b) * 8 + g`; rows past the batch's end are zeros.
+/// Sixteen activation rows of one 32-value sub-block of Q8_K blocks (or one Q8_1 block), as
+/// an AMX tile loads them, with each row's block scale `d` and `dsum` = d x the 32 values'
+/// sum (for the weights' mins). `tile_activations_k` lays a batch out in these: chunk c,
+/// block b, sub-block g at index `(c * blocks + b) * 8 + g` (`tile_activations_q8_1`: block b
+/// at `c * blocks + b`); rows past the batch's end are zeros.
 #[repr(C, align(64))]
 #[derive(Clone, Copy)]
 pub struct ActTileK {
