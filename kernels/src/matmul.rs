@@ -24,9 +24,9 @@ pub const AMX_MIN_ROWS: usize = 16;
 thread_local! {
     /// Each worker's panel buffer: it grows to the largest panel once and is reused after.
     static PANEL: RefCell<Vec<Line64>> = const { RefCell::new(Vec::new()) };
-    /// The calling thread's activation tiles for the AMX path (`tile_activations`, and
-    /// `tile_activations_k` for the K types).
+    /// The calling thread's activation tiles for the AMX path (`tile_activations`).
     static ACT_TILES: RefCell<Vec<ActTile>> = const { RefCell::new(Vec::new()) };
+    /// The same for Q8_K and Q8_1 activations (`tile_activations_k`, `tile_activations_q8_1`).
     static ACT_TILES_K: RefCell<Vec<ActTileK>> = const { RefCell::new(Vec::new()) };
 }
 use crate::blocks::QK_K;
