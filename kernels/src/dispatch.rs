@@ -161,27 +161,21 @@ impl<'a> ActRef<'a> {
         }
     }
 
-    /// Rows `r..r + count` of rows `n` elements long, as one run. (Prefill tiles take 8 rows
-    /// per call: each arm divides by its own block size, a constant, where one division by a
-    /// looked-up block size cost a few percent of a small model's prompt.)
-    #[inline]
-    pub fn rows(&self, r: usize, count: usize, n: usize) -> ActRef<'a> {
-        fn rows_of<T>(a: &[T], r: usize, count: usize, blocks: usize) -> &[T] {
-            &a[r * blocks..(r + count) * blocks]
-        }
-        match *self {
-            ActRef::Q8_0(a) => ActRef::Q8_0(rows_of(a, r, count, n / const { ActType::Q8_0.block() })),
-            ActRef::Q8_0S(a) => ActRef::Q8_0S(rows_of(a, r, count, n / const { ActType::Q8_0S.block() })),
-            ActRef::Q8_1(a) => ActRef::Q8_1(rows_of(a, r, count, n / const { ActType::Q8_1.block() })),
-            ActRef::Q8K(a) => ActRef::Q8K(rows_of(a, r, count, n / const { ActType::Q8K.block() })),
-            ActRef::F32(a) => ActRef::F32(rows_of(a, r, count, n)),
-        }
-    }
-
-    /// Row `r` of rows `n` elements long.
+    /// Row `r` of rows `n` elements long. (Prefill tiles take 8 rows per call: each arm
+    /// divides by its own block size, a constant, where one division by a looked-up block
+    /// size cost a few percent of a small model's prompt.)
     #[inline]
     pub fn row(&self, r: usize, n: usize) -> ActRef<'a> {
-        self.rows(r, 1, n)
+        fn row_of<T>(a: &[T], r: usize, blocks: usize) -> &[T] {
+            &a[r * blocks..(r + 1) * blocks]
+        }
+        match *self {
+            ActRef::Q8_0(a) => ActRef::Q8_0(row_of(a, r, n / const { ActType::Q8_0.block() })),
+            ActRef::Q8_0S(a) => ActRef::Q8_0S(row_of(a, r, n / const { ActType::Q8_0S.block() })),
+            ActRef::Q8_1(a) => ActRef::Q8_1(row_of(a, r, n / const { ActType::Q8_1.block() })),
+            ActRef::Q8K(a) => ActRef::Q8K(row_of(a, r, n / const { ActType::Q8K.block() })),
+            ActRef::F32(a) => ActRef::F32(row_of(a, r, n)),
+        }
     }
 }
 
@@ -236,7 +230,7 @@ impl ActBuf {
 
 /// Sixteen activation rows of one Q8_0 block, as an AMX tile loads them (16 rows of 32 bytes
 /// back to back), with their scales. `tile_activations` lays a batch out in these: chunk c
-/// of 16 rows, block j at index `c * blocks + j`; rows past the batch's end are zeros.
+/// of 16 rows, block j at index `c * blocks + j`.
 #[repr(C, align(64))]
 #[derive(Clone, Copy)]
 pub struct ActTile {
@@ -246,35 +240,11 @@ pub struct ActTile {
 
 const _: () = assert!(std::mem::size_of::<ActTile>() == 576);
 
-/// Lays out `n` activation rows of `blocks` Q8_0 blocks each (back to back in `y`) as
-/// `ActTile`s in `out` (grown if needed): `n.div_ceil(16) * blocks` tiles.
-pub fn tile_activations(y: &[BlockQ8_0S], n: usize, blocks: usize, out: &mut Vec<ActTile>) {
-    let chunks = n.div_ceil(16);
-    let zero = ActTile { qs: [[0; 32]; 16], d: [0.0; 16] };
-    out.resize(chunks * blocks, zero);
-    for (i, row) in y.chunks_exact(blocks).take(n).enumerate() {
-        let (c, r) = (i / 16, i % 16);
-        for (t, b) in out[c * blocks..(c + 1) * blocks].iter_mut().zip(row) {
-            t.qs[r] = b.qs;
-            t.d[r] = b.d;
-        }
-    }
-    // The last chunk's rows past n (left from an earlier batch) are zeros.
-    if !n.is_multiple_of(16) {
-        for t in &mut out[(chunks - 1) * blocks..] {
-            for r in n % 16..16 {
-                t.qs[r] = [0; 32];
-                t.d[r] = 0.0;
-            }
-        }
-    }
-}
-
 /// Sixteen activation rows of one 32-value sub-block of Q8_K blocks (or one Q8_1 block), as
 /// an AMX tile loads them, with each row's block scale `d` and `dsum` = d x the 32 values'
 /// sum (for the weights' mins). `tile_activations_k` lays a batch out in these: chunk c,
 /// block b, sub-block g at index `(c * blocks + b) * 8 + g` (`tile_activations_q8_1`: block b
-/// at `c * blocks + b`); rows past the batch's end are zeros.
+/// at `c * blocks + b`).
 #[repr(C, align(64))]
 #[derive(Clone, Copy)]
 pub struct ActTileK {
@@ -285,40 +255,64 @@ pub struct ActTileK {
 
 const _: () = assert!(std::mem::size_of::<ActTileK>() == 640);
 
-/// Lays out `n` activation rows of `blocks` Q8_K blocks each (back to back in `y`) as
-/// `ActTileK`s in `out`: `n.div_ceil(16) * blocks * 8` tiles.
-pub fn tile_activations_k(y: &[BlockQ8K], n: usize, blocks: usize, out: &mut Vec<ActTileK>) {
-    let subs = blocks * QK_K / 32;
-    let zero = ActTileK { qs: [[0; 32]; 16], d: [0.0; 16], dsum: [0.0; 16] };
-    out.clear();
-    out.resize(n.div_ceil(16) * subs, zero);
+/// Lays out `n` activation rows of `blocks` blocks each (back to back in `y`) as tiles of 16
+/// rows, `per` tiles per block: `put(tiles, r, block)` writes a block into row r of its
+/// `per` tiles. `out` only grows: in the last chunk the rows past n keep an earlier batch's
+/// values, whose products the kernels compute and `matmul` never reads (each output row
+/// depends on its own activation row only).
+fn lay_out_tiles<B, T: Copy>(
+    y: &[B],
+    n: usize,
+    blocks: usize,
+    per: usize,
+    zero: T,
+    out: &mut Vec<T>,
+    put: impl Fn(&mut [T], usize, &B),
+) {
+    let len = n.div_ceil(16) * blocks * per;
+    if out.len() < len {
+        out.resize(len, zero);
+    }
     for (i, row) in y.chunks_exact(blocks).take(n).enumerate() {
         let (c, r) = (i / 16, i % 16);
-        for (b, blk) in row.iter().enumerate() {
-            for g in 0..QK_K / 32 {
-                let t = &mut out[c * subs + b * (QK_K / 32) + g];
-                t.qs[r].copy_from_slice(&blk.qs[32 * g..32 * g + 32]);
-                t.d[r] = blk.d;
-                t.dsum[r] = blk.d * (blk.bsums[2 * g] as i32 + blk.bsums[2 * g + 1] as i32) as f32;
-            }
+        for (ts, b) in out[c * blocks * per..(c + 1) * blocks * per].chunks_exact_mut(per).zip(row) {
+            put(ts, r, b);
         }
     }
 }
 
-/// Lays out `n` activation rows of `blocks` Q8_1 blocks each (back to back in `y`) as
-/// `ActTileK`s in `out` (d, and dsum = the block's s): `n.div_ceil(16) * blocks` tiles.
+/// `n` rows of `blocks` Q8_0 blocks as `ActTile`s: `n.div_ceil(16) * blocks` tiles at the
+/// start of `out`.
+pub fn tile_activations(y: &[BlockQ8_0S], n: usize, blocks: usize, out: &mut Vec<ActTile>) {
+    let zero = ActTile { qs: [[0; 32]; 16], d: [0.0; 16] };
+    lay_out_tiles(y, n, blocks, 1, zero, out, |t, r, b| {
+        t[0].qs[r] = b.qs;
+        t[0].d[r] = b.d;
+    });
+}
+
+/// `n` rows of `blocks` Q8_K blocks as `ActTileK`s: `n.div_ceil(16) * blocks * 8` tiles at
+/// the start of `out`.
+pub fn tile_activations_k(y: &[BlockQ8K], n: usize, blocks: usize, out: &mut Vec<ActTileK>) {
+    let zero = ActTileK { qs: [[0; 32]; 16], d: [0.0; 16], dsum: [0.0; 16] };
+    lay_out_tiles(y, n, blocks, QK_K / 32, zero, out, |ts, r, b| {
+        for (g, t) in ts.iter_mut().enumerate() {
+            t.qs[r].copy_from_slice(&b.qs[32 * g..32 * g + 32]);
+            t.d[r] = b.d;
+            t.dsum[r] = b.d * (b.bsums[2 * g] as i32 + b.bsums[2 * g + 1] as i32) as f32;
+        }
+    });
+}
+
+/// `n` rows of `blocks` Q8_1 blocks as `ActTileK`s (d, and dsum = the block's s):
+/// `n.div_ceil(16) * blocks` tiles at the start of `out`.
 pub fn tile_activations_q8_1(y: &[BlockQ8_1], n: usize, blocks: usize, out: &mut Vec<ActTileK>) {
     let zero = ActTileK { qs: [[0; 32]; 16], d: [0.0; 16], dsum: [0.0; 16] };
-    out.clear();
-    out.resize(n.div_ceil(16) * blocks, zero);
-    for (i, row) in y.chunks_exact(blocks).take(n).enumerate() {
-        let (c, r) = (i / 16, i % 16);
-        for (t, b) in out[c * blocks..(c + 1) * blocks].iter_mut().zip(row) {
-            t.qs[r] = b.qs;
-            t.d[r] = f16_le(b.d);
-            t.dsum[r] = f16_le(b.s);
-        }
-    }
+    lay_out_tiles(y, n, blocks, 1, zero, out, |t, r, b| {
+        t[0].qs[r] = b.qs;
+        t[0].d[r] = f16_le(b.d);
+        t[0].dsum[r] = f16_le(b.s);
+    });
 }
 
 /// A batch laid out as AMX tiles, for the kernels of its activation type.

@@ -13,8 +13,8 @@
 //! 512 contiguous bytes, their scales beside), so a tile load reads 8 whole cache lines.
 
 use super::avx512::{
-    f16x16_pair, five_bit_x16, join32, prefetch_lines, prefetch_pair, storen, u8x16_pair, unpack_nibbles_x16,
-    Panel32, Panel32M,
+    f16x16_pair, five_bit_x16, join32, nibbles_x16, prefetch_lines, prefetch_pair, storen, u8x16_pair,
+    unpack_nibbles_x16, Panel32, Panel32M,
 };
 use crate::blocks::{BlockIQ4XSx8, BlockQ4_0x8, BlockQ5_0x8, BlockQ8_0x8, KBlockX8, KVALUES_IQ4NL};
 use crate::dispatch::{ActTile, ActTileK};
@@ -419,20 +419,12 @@ pub unsafe fn unpack_kx16<B: KBlockX8>(xa: &[B], xb: &[B], out: &mut [PanelK32])
 /// As `unpack_q4_0x16`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub unsafe fn unpack_iq4_xsx16(xa: &[BlockIQ4XSx8], xb: &[BlockIQ4XSx8], out: &mut [PanelK32]) {
-    let m4 = _mm512_set1_epi8(15);
     let book = _mm512_broadcast_i32x4(_mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i));
     for (j, ((a, b), p)) in xa.iter().zip(xb).zip(out.iter_mut()).enumerate() {
         let d = f16x16_pair(&a.d, &b.d);
         for g in 0..8 {
             prefetch_lines(xa, xb, j + 1, 3 * g, 3);
-            for c in 0..4 {
-                let at = 128 * g + 32 * c;
-                let v = join32(a.qs.as_ptr().add(at), b.qs.as_ptr().add(at));
-                let lo = _mm512_shuffle_epi8(book, _mm512_and_si512(v, m4));
-                let hi = _mm512_shuffle_epi8(book, _mm512_and_si512(_mm512_srli_epi16(v, 4), m4));
-                _mm512_storeu_si512(p.q[g][c].as_mut_ptr() as *mut __m512i, lo);
-                _mm512_storeu_si512(p.q[g][4 + c].as_mut_ptr() as *mut __m512i, hi);
-            }
+            nibbles_x16(a.qs.as_ptr().add(128 * g), b.qs.as_ptr().add(128 * g), book, &mut p.q[g]);
             let sc = (a.scales.as_ptr().add(8 * g), b.scales.as_ptr().add(8 * g));
             let sc = _mm_unpacklo_epi64(
                 _mm_loadl_epi64(sc.0 as *const __m128i),

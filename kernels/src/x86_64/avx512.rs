@@ -532,8 +532,9 @@ pub unsafe fn vec_dot_q6_kx16x4_q8_k(
 #[repr(C, align(64))]
 #[derive(Clone, Copy)]
 pub struct Panel32 {
-    /// `q[k]`: bytes 4k..4k+4 of the block, row r in lane r, as unsigned values (Q5_0:
-    /// 0..31, Q8_0: w + 128, IQ4_NL: the codebook value + 128).
+    /// `q[k]`: bytes 4k..4k+4 of the block, row r in lane r: for the panel kernels here
+    /// unsigned values (Q5_0: 0..31, Q8_0: w + 128, IQ4_NL: the codebook value + 128), for
+    /// the AMX tiles (`x86_64::amx`) the signed values themselves.
     pub(crate) q: [[u8; 64]; 8],
     pub(crate) d: [f32; 16],
 }
@@ -579,18 +580,27 @@ pub(crate) unsafe fn unpack_nibbles_x16(
     out: &mut [Panel32],
     book: &[i8; 16],
 ) {
-    let m4 = _mm512_set1_epi8(15);
     let book = _mm512_broadcast_i32x4(_mm_loadu_si128(book.as_ptr() as *const __m128i));
     for (j, ((a, b), p)) in xa.iter().zip(xb).zip(out.iter_mut()).enumerate() {
         prefetch_pair(xa, xb, j + 8, 3);
-        for c in 0..4 {
-            let v = join32(a.qs.as_ptr().add(32 * c), b.qs.as_ptr().add(32 * c));
-            let lo = _mm512_shuffle_epi8(book, _mm512_and_si512(v, m4));
-            let hi = _mm512_shuffle_epi8(book, _mm512_and_si512(_mm512_srli_epi16(v, 4), m4));
-            _mm512_storeu_si512(p.q[c].as_mut_ptr() as *mut __m512i, lo);
-            _mm512_storeu_si512(p.q[4 + c].as_mut_ptr() as *mut __m512i, hi);
-        }
+        nibbles_x16(a.qs.as_ptr(), b.qs.as_ptr(), book, &mut p.q);
         _mm512_storeu_ps(p.d.as_mut_ptr(), f16x16_pair(&a.d, &b.d));
+    }
+}
+
+/// The 32 values of two 8-row groups' nibbles (128 bytes each at `qa` and `qb`, laid out as
+/// `BlockQ4_0x8::qs`: low nibbles values 0..16, high 16..32) into `Panel32::q`'s layout,
+/// each nibble looked up in `book` (16 bytes broadcast to every 128-bit lane).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn nibbles_x16(qa: *const u8, qb: *const u8, book: __m512i, q: &mut [[u8; 64]; 8]) {
+    let m4 = _mm512_set1_epi8(15);
+    for c in 0..4 {
+        let v = join32(qa.add(32 * c), qb.add(32 * c));
+        let lo = _mm512_shuffle_epi8(book, _mm512_and_si512(v, m4));
+        let hi = _mm512_shuffle_epi8(book, _mm512_and_si512(_mm512_srli_epi16(v, 4), m4));
+        _mm512_storeu_si512(q[c].as_mut_ptr() as *mut __m512i, lo);
+        _mm512_storeu_si512(q[4 + c].as_mut_ptr() as *mut __m512i, hi);
     }
 }
 
