@@ -518,8 +518,8 @@ fn repacked_matmul_matches_rows() {
     eprintln!("{checked} repacked comparisons");
 }
 
-/// A long prompt through the 16x8 kernels that unpack as they go: activation rows in blocks,
-/// each task's pairs of groups against a block before the next. Tasks here hold two pairs
+/// A long prompt through the 16x8 kernels that unpack as they go: eight activation rows at a
+/// time, each against every pair of groups of the task before the next eight. Tasks here hold two pairs
 /// (the row count follows the pool's threads) and the last task a lone group, so a pair
 /// written to the wrong place or a block skipped shows against the scalar reference.
 #[test]

@@ -799,14 +799,14 @@ pub struct PanelQ4K {
     q: [[u8; 64]; 64],
     /// Group g's scale of each row as i32 lanes.
     sc: [[i32; 16]; 8],
-    /// Group g's min of each row twice, as an i16 pair: one `vpdpwssd` against the
-    /// activation's (bsum_2g, bsum_2g+1) gives min x the group's activation sum.
-    mins: [[i16; 32]; 8],
+    /// The mins of groups 2k and 2k + 1 of each row as an i16 pair: one `vpdpwssd` against
+    /// the activation's sums of those two groups (`pair_sums`) gives both terms.
+    mins: [[i16; 32]; 4],
     d: [f32; 16],
     dmin: [f32; 16],
 }
 
-const _: () = assert!(std::mem::size_of::<PanelQ4K>() == 5248);
+const _: () = assert!(std::mem::size_of::<PanelQ4K>() == 4992);
 
 /// Unpacks blocks of two Q4_Kx8 or Q5_Kx8 groups (16 rows) into Q4_K panels, one per block:
 /// Q5_K is Q4_K with a fifth bit per value (values 0..31, same scales and mins), so the Q4_K
@@ -837,10 +837,13 @@ pub unsafe fn unpack_k16<B: KBlockX8>(xa: &[B], xb: &[B], out: &mut [PanelQ4K]) 
             }
             let sc = u8x16_pair(a.scales().as_ptr().add(8 * g), b.scales().as_ptr().add(8 * g));
             _mm512_storeu_si512(p.sc[g].as_mut_ptr() as *mut __m512i, sc);
-            let m = u8x16_pair(a.mins().as_ptr().add(8 * g), b.mins().as_ptr().add(8 * g));
+        }
+        for k in 0..4 {
+            let lo = u8x16_pair(a.mins().as_ptr().add(16 * k), b.mins().as_ptr().add(16 * k));
+            let hi = u8x16_pair(a.mins().as_ptr().add(16 * k + 8), b.mins().as_ptr().add(16 * k + 8));
             _mm512_storeu_si512(
-                p.mins[g].as_mut_ptr() as *mut __m512i,
-                _mm512_or_si512(m, _mm512_slli_epi32(m, 16)),
+                p.mins[k].as_mut_ptr() as *mut __m512i,
+                _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)),
             );
         }
         _mm512_storeu_ps(p.d.as_mut_ptr(), f16x16_pair(a.d(), b.d()));
@@ -876,16 +879,34 @@ pub unsafe fn unpack_iq4_xsx16(xa: &[BlockIQ4XSx8], xb: &[BlockIQ4XSx8], out: &m
                 b.scales.as_ptr().add(8 * g) as *const u8,
             );
             _mm512_storeu_si512(p.sc[g].as_mut_ptr() as *mut __m512i, sc);
-            // 128 x sc (|.| <= 4096) in both i16 halves of each lane.
+            // 128 x sc (|.| <= 4096): group 2k's in the low i16 half of each lane, 2k + 1's in
+            // the high half.
             let m = _mm512_slli_epi32(sc, 7);
-            let pair =
-                _mm512_or_si512(_mm512_and_si512(m, _mm512_set1_epi32(0xFFFF)), _mm512_slli_epi32(m, 16));
-            _mm512_storeu_si512(p.mins[g].as_mut_ptr() as *mut __m512i, pair);
+            let k = p.mins[g / 2].as_mut_ptr() as *mut __m512i;
+            let half = if g % 2 == 0 {
+                _mm512_and_si512(m, _mm512_set1_epi32(0xFFFF))
+            } else {
+                _mm512_or_si512(_mm512_loadu_si512(k), _mm512_slli_epi32(m, 16))
+            };
+            _mm512_storeu_si512(k, half);
         }
         let d = f16x16_pair(&a.d, &b.d);
         _mm512_storeu_ps(p.d.as_mut_ptr(), d);
         _mm512_storeu_ps(p.dmin.as_mut_ptr(), d);
     }
+}
+
+/// A Q8_K block's activation sums of 32-value groups 2k and 2k + 1 as an i16 pair in
+/// element k (each sum of 32 values fits: |.| <= 4096).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn pair_sums(bsums: &[i16; 16]) -> [i32; 4] {
+    let bs = _mm256_loadu_si256(bsums.as_ptr() as *const __m256i);
+    // Sums of 32 (eight i32), packed to i16 per 128-bit half: elements 0, 1 and 4, 5.
+    let b16 = _mm256_packs_epi32(_mm256_madd_epi16(bs, _mm256_set1_epi16(1)), _mm256_setzero_si256());
+    let mut e = [0i32; 8];
+    _mm256_storeu_si256(e.as_mut_ptr() as *mut __m256i, b16);
+    [e[0], e[1], e[4], e[5]]
 }
 
 /// Unpacked Q4_K panels (`unpack_k16`) against 8 activation rows: the sums of
@@ -926,11 +947,11 @@ pub unsafe fn vec_dot_q4_kpanel16x8_q8_k<const SAME_D: bool>(
             }
         }
         let mut summ = [_mm512_setzero_si512(); 8];
-        for g in 0..8 {
-            let m = _mm512_loadu_si512(b.mins[g].as_ptr() as *const __m512i);
-            for col in 0..8 {
-                let bs = (act[col].bsums.as_ptr().add(2 * g) as *const i32).read_unaligned();
-                summ[col] = _mm512_dpwssd_epi32(summ[col], m, _mm512_set1_epi32(bs));
+        for col in 0..8 {
+            let bs = pair_sums(&act[col].bsums);
+            for k in 0..4 {
+                let m = _mm512_loadu_si512(b.mins[k].as_ptr() as *const __m512i);
+                summ[col] = _mm512_dpwssd_epi32(summ[col], m, _mm512_set1_epi32(bs[k]));
             }
         }
         let d = _mm512_loadu_ps(b.d.as_ptr());
