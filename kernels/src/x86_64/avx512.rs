@@ -1217,9 +1217,9 @@ pub unsafe fn attend_f16(
 
 /// `attention::attend_many_ref` in 512-bit registers, bit for bit (as `avx2::attend_many`:
 /// each block's keys converted and transposed once, `kt[d][p]`): scores for eight queries x
-/// 32 positions per step, and the weighted values added for four queries at a time, so that
-/// sixteen independent fused multiply-add chains of 16 lanes are in flight and each loaded
-/// key or value vector serves several queries (one query's 64 lanes alone are four chains,
+/// 16 positions per step, and the weighted values added for four queries at a time, so that
+/// eight or sixteen independent fused multiply-add chains of 16 lanes are in flight and each
+/// loaded key or value vector serves several queries (one query's 64 lanes alone are four chains,
 /// which wait on the latency). Each query's positions are still added in order.
 ///
 /// # Safety
@@ -1278,27 +1278,25 @@ pub unsafe fn attend_many(
         let valid = |i: usize| nb.min(lens[i].saturating_sub(b0));
         let mut i0 = 0;
         while i0 < nq {
-            // Eight queries at a time: each pair of key vectors loaded serves 16 fused
-            // multiply-adds (with four, the loads held the scores back).
+            // Eight queries at a time: each key vector loaded serves eight fused multiply-adds,
+            // whose query element is a broadcast operand of the instruction (with two key
+            // vectors per step the broadcasts were instructions of their own: 2-3% slower
+            // attention on a Zen 4; with four queries, the loads held the scores back).
             let g = (nq - i0).min(G);
             let most = (i0..i0 + g).map(valid).max().unwrap_or(0);
             // Missing queries of a last short group repeat the first (results unused).
             let qp: [*const f32; G] = std::array::from_fn(|j| qs[i0 + if j < g { j } else { 0 }].as_ptr());
-            for p0 in (0..most).step_by(32) {
-                let mut acc = [[_mm512_setzero_ps(); 2]; G];
+            for p0 in (0..most).step_by(16) {
+                let mut acc = [_mm512_setzero_ps(); G];
                 for d in 0..hd {
                     let k0 = _mm512_loadu_ps(kt.as_ptr().add(d * B + p0));
-                    let k1 = _mm512_loadu_ps(kt.as_ptr().add(d * B + p0 + 16));
                     for (a, q) in acc.iter_mut().zip(qp) {
-                        let b = _mm512_set1_ps(*q.add(d));
-                        a[0] = _mm512_fmadd_ps(b, k0, a[0]);
-                        a[1] = _mm512_fmadd_ps(b, k1, a[1]);
+                        *a = _mm512_fmadd_ps(_mm512_set1_ps(*q.add(d)), k0, *a);
                     }
                 }
                 let sc = _mm512_set1_ps(scale);
                 for (si, a) in s.iter_mut().zip(acc) {
-                    _mm512_storeu_ps(si.as_mut_ptr().add(p0), _mm512_mul_ps(a[0], sc));
-                    _mm512_storeu_ps(si.as_mut_ptr().add(p0 + 16), _mm512_mul_ps(a[1], sc));
+                    _mm512_storeu_ps(si.as_mut_ptr().add(p0), _mm512_mul_ps(a, sc));
                 }
             }
             // Softmax weights of each query of the group (its output rescaled first).
