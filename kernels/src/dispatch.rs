@@ -150,17 +150,6 @@ impl<'a> ActRef<'a> {
         self.len() == 0
     }
 
-    /// Size in bytes.
-    pub fn bytes(&self) -> usize {
-        match self {
-            ActRef::Q8_0(a) => std::mem::size_of_val(*a),
-            ActRef::Q8_0S(a) => std::mem::size_of_val(*a),
-            ActRef::Q8_1(a) => std::mem::size_of_val(*a),
-            ActRef::Q8K(a) => std::mem::size_of_val(*a),
-            ActRef::F32(a) => std::mem::size_of_val(*a),
-        }
-    }
-
     /// Row `r` of rows `n` elements long. (Prefill tiles take 8 rows per call: each arm
     /// divides by its own block size, a constant, where one division by a looked-up block
     /// size cost a few percent of a small model's prompt.)
