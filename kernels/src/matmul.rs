@@ -296,9 +296,10 @@ pub fn matmul_multi(
             // A 16x8 kernel that unpacks as it goes (no panel): eight activation rows at a
             // time against every pair of this task's groups, so the rows stay in L1 while
             // the task's weights come from L2, instead of a long prompt's activations
-            // streaming from L2 once per pair. (Blocks of up to 32 KiB of rows, which left
-            // no room in L1 for the weights, ran SmolLM2's Q4_0 prompts 5-15% slower on a
-            // 32 KiB-L1 CPU.) The pairs below then start at row `blocked`.
+            // streaming from L2 once per pair. (Blocks of up to 32 KiB of rows, which leave
+            // a 32 KiB L1 no room for the weights, ran SmolLM2's Q4_0 prompts 2-10% slower
+            // on one thread of a Zen 4, the same on two.) The pairs below then start at row
+            // `blocked`.
             let mut blocked = 0;
             if let (Some(k8), None, None, true) = (x16x8[j], panel, amx[j], n >= 16) {
                 blocked = n / 8 * 8;
