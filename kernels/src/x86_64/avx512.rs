@@ -67,6 +67,27 @@ unsafe fn sub_mins16<const C: usize>(acc: &mut [__m512; C], dmin: __m512, dy: [f
     }
 }
 
+/// `acc + vpmaddwd(a, b)` as the one instruction `vpdpwssd`: LLVM turns the intrinsic
+/// `_mm512_dpwssd_epi32` into `vpmaddwd` and `vpaddd`, two instructions for one, in the
+/// K-type panels' mins and offsets (4-8 per column and block). 1B Q4_K_M pp256, one thread
+/// on a Zen 4, eight alternated rounds: median 136.5 -> 140.1 t/s.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn dpwssd(acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
+    let mut acc = acc;
+    // SAFETY: a register-only instruction of AVX512-VNNI, which this function's callers run.
+    unsafe {
+        std::arch::asm!(
+            "vpdpwssd {acc}, {a}, {b}",
+            acc = inout(zmm_reg) acc,
+            a = in(zmm_reg) a,
+            b = in(zmm_reg) b,
+            options(pure, nomem, nostack, preserves_flags)
+        )
+    };
+    acc
+}
+
 /// C accumulators as rows of 16 outputs.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -951,7 +972,7 @@ pub unsafe fn vec_dot_q4_kpanel16x8_q8_k<const SAME_D: bool>(
             let bs = pair_sums(&act[col].bsums);
             for k in 0..4 {
                 let m = _mm512_loadu_si512(b.mins[k].as_ptr() as *const __m512i);
-                summ[col] = _mm512_dpwssd_epi32(summ[col], m, _mm512_set1_epi32(bs[k]));
+                summ[col] = dpwssd(summ[col], m, _mm512_set1_epi32(bs[k]));
             }
         }
         let d = _mm512_loadu_ps(b.d.as_ptr());
@@ -1134,7 +1155,7 @@ pub unsafe fn vec_dot_q6_kpanel16x8_q8_k<const MINS: bool>(
             for col in 0..8 {
                 let bs = (act[col].bsums.as_ptr().add(2 * m) as *const i32).read_unaligned();
                 let t = if MINS { &mut summ[col] } else { &mut sumi[col] };
-                *t = _mm512_dpwssd_epi32(*t, o, _mm512_set1_epi32(bs));
+                *t = dpwssd(*t, o, _mm512_set1_epi32(bs));
             }
         }
         let d = _mm512_loadu_ps(b.d.as_ptr());
