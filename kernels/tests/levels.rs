@@ -500,7 +500,8 @@ fn repacked_matmul_matches_rows() {
         let plain = Matrix::new(ty, rows, cols, &w).unwrap();
         let m = Matrix::with_layout(ty, rows, cols, layout, &packed).unwrap();
         for k in levels().into_iter().filter(|k| k.repacked(layout).is_some()) {
-            // 133 rows: the blocked pass of the 16x8 kernels (blocks of up to 64 rows) and a tail.
+            // From 16 rows the 16x8 kernels run eight rows at a time over all pairs (16, 21: the
+            // smallest such batch, and one with a tail); 133: a long one.
             for n in [1usize, 3, 4, 5, 8, 9, 13, 16, 21, 133] {
                 checked += check_repacked(k, &plain, &m, n, case, &mut rng);
             }
