@@ -967,12 +967,13 @@ pub unsafe fn vec_dot_q4_kpanel16x8_q8_k<const SAME_D: bool>(
                 sumi[col] = _mm512_add_epi32(sumi[col], _mm512_mullo_epi32(s32[col], sc));
             }
         }
+        let mins: [__m512i; 4] =
+            std::array::from_fn(|k| _mm512_loadu_si512(b.mins[k].as_ptr() as *const __m512i));
         let mut summ = [_mm512_setzero_si512(); 8];
         for col in 0..8 {
             let bs = pair_sums(&act[col].bsums);
-            for k in 0..4 {
-                let m = _mm512_loadu_si512(b.mins[k].as_ptr() as *const __m512i);
-                summ[col] = dpwssd(summ[col], m, _mm512_set1_epi32(bs[k]));
+            for (m, &s) in mins.iter().zip(&bs) {
+                summ[col] = dpwssd(summ[col], *m, _mm512_set1_epi32(s));
             }
         }
         let d = _mm512_loadu_ps(b.d.as_ptr());
