@@ -229,11 +229,9 @@ pub struct ActTile {
 
 const _: () = assert!(std::mem::size_of::<ActTile>() == 576);
 
-/// Sixteen activation rows of one 32-value sub-block of Q8_K blocks (or one Q8_1 block), as
-/// an AMX tile loads them, with each row's block scale `d` and `dsum` = d x the 32 values'
-/// sum (for the weights' mins). `tile_activations_k` lays a batch out in these: chunk c,
-/// block b, sub-block g at index `(c * blocks + b) * 8 + g` (`tile_activations_q8_1`: block b
-/// at `c * blocks + b`).
+/// Sixteen activation rows of one Q8_1 block, as an AMX tile loads them, with each row's
+/// block scale `d` and `dsum` = d x the 32 values' sum (for the weights' mins).
+/// `tile_activations_q8_1` lays a batch out in these: chunk c, block b at `c * blocks + b`.
 #[repr(C, align(64))]
 #[derive(Clone, Copy)]
 pub struct ActTileK {
@@ -243,6 +241,21 @@ pub struct ActTileK {
 }
 
 const _: () = assert!(std::mem::size_of::<ActTileK>() == 640);
+
+/// Sixteen activation rows of one Q8_K block as the super-block tiles load them: step s
+/// (values 64s..64s + 64) of the 16 rows in `qs[s]`, each row's scale `d`, and in
+/// `bsums[r][k]` row r's sums of the 32 values of sub-blocks 2k and 2k + 1 as an i16 pair
+/// (for the weights' mins). `tile_activations_sb` lays a batch out in these: chunk c,
+/// block b at `c * blocks + b`.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+pub struct ActTileS {
+    pub qs: [[[i8; 64]; 16]; 4],
+    pub d: [f32; 16],
+    pub bsums: [[i32; 4]; 16],
+}
+
+const _: () = assert!(std::mem::size_of::<ActTileS>() == 4416);
 
 /// Lays out `n` activation rows of `blocks` blocks each (back to back in `y`) as tiles of 16
 /// rows, `per` tiles per block: `put(tiles, r, block)` writes a block into row r of its
@@ -280,15 +293,19 @@ pub fn tile_activations(y: &[BlockQ8_0S], n: usize, blocks: usize, out: &mut Vec
     });
 }
 
-/// `n` rows of `blocks` Q8_K blocks as `ActTileK`s: `n.div_ceil(16) * blocks * 8` tiles at
-/// the start of `out`.
-pub fn tile_activations_k(y: &[BlockQ8K], n: usize, blocks: usize, out: &mut Vec<ActTileK>) {
-    let zero = ActTileK { qs: [[0; 32]; 16], d: [0.0; 16], dsum: [0.0; 16] };
-    lay_out_tiles(y, n, blocks, QK_K / 32, zero, out, |ts, r, b| {
-        for (g, t) in ts.iter_mut().enumerate() {
-            t.qs[r].copy_from_slice(&b.qs[32 * g..32 * g + 32]);
-            t.d[r] = b.d;
-            t.dsum[r] = b.d * (b.bsums[2 * g] as i32 + b.bsums[2 * g + 1] as i32) as f32;
+/// `n` rows of `blocks` Q8_K blocks as `ActTileS`s: `n.div_ceil(16) * blocks` tiles at the
+/// start of `out`.
+pub fn tile_activations_sb(y: &[BlockQ8K], n: usize, blocks: usize, out: &mut Vec<ActTileS>) {
+    let zero = ActTileS { qs: [[[0; 64]; 16]; 4], d: [0.0; 16], bsums: [[0; 4]; 16] };
+    lay_out_tiles(y, n, blocks, 1, zero, out, |t, r, b| {
+        for (s, q) in t[0].qs.iter_mut().enumerate() {
+            q[r].copy_from_slice(&b.qs[64 * s..64 * s + 64]);
+        }
+        t[0].d[r] = b.d;
+        for (k, pair) in t[0].bsums[r].iter_mut().enumerate() {
+            // bsums are 16-value sums; a 32-value sum is at most 32 x 128, an i16.
+            let sub = |g: usize| (b.bsums[2 * g] as i32 + b.bsums[2 * g + 1] as i32) as i16 as u16 as u32;
+            *pair = (sub(2 * k) | sub(2 * k + 1) << 16) as i32;
         }
     });
 }
@@ -308,7 +325,7 @@ pub fn tile_activations_q8_1(y: &[BlockQ8_1], n: usize, blocks: usize, out: &mut
 #[derive(Clone, Copy)]
 pub enum ActTiles<'a> {
     Q8_0(&'a [ActTile]),
-    Q8K(&'a [ActTileK]),
+    Q8K(&'a [ActTileS]),
     Q8_1(&'a [ActTileK]),
 }
 
@@ -923,9 +940,7 @@ fn build(level: Level) -> Kernels {
     // AMX: the avx512 table, with tiles for the prefill of the 32-value block types.
     #[cfg(target_arch = "x86_64")]
     if level == Level::Amx {
-        use crate::x86_64::amx::{
-            self as k, vec_dot_panel32x16_q8_0 as q8_0, vec_dot_scaled_x16 as scaled, PanelK32,
-        };
+        use crate::x86_64::amx::{self as k, vec_dot_panel32x16_q8_0 as q8_0, vec_dot_sb_x16 as sb, PanelSB};
         use crate::x86_64::avx512::{self, Panel32, Panel32M};
         return Kernels {
             level,
@@ -937,51 +952,28 @@ fn build(level: Level) -> Kernels {
                 (Layout::IQ4NLx8, wrap_amx!(BlockQ4_0x8, Panel32, k::unpack_iq4_nlx16, Q8_0, 1, q8_0)),
                 (
                     Layout::Q4_1x8,
-                    wrap_amx!(
-                        BlockQ4_1x8,
-                        Panel32M,
-                        avx512::unpack_q4_1x16,
-                        Q8_1,
-                        1,
-                        scaled::<Panel32M, true>
-                    ),
+                    wrap_amx!(BlockQ4_1x8, Panel32M, avx512::unpack_q4_1x16, Q8_1, 1, k::vec_dot_panel32m_x16),
                 ),
                 (
                     Layout::Q5_1x8,
-                    wrap_amx!(
-                        BlockQ5_1x8,
-                        Panel32M,
-                        avx512::unpack_q5_1x16,
-                        Q8_1,
-                        1,
-                        scaled::<Panel32M, true>
-                    ),
+                    wrap_amx!(BlockQ5_1x8, Panel32M, avx512::unpack_q5_1x16, Q8_1, 1, k::vec_dot_panel32m_x16),
                 ),
                 (
                     Layout::Q4Kx8,
-                    wrap_amx!(
-                        BlockQ4Kx8,
-                        PanelK32,
-                        k::unpack_kx16::<BlockQ4Kx8>,
-                        Q8K,
-                        8,
-                        scaled::<PanelK32, true>
-                    ),
+                    wrap_amx!(BlockQ4Kx8, PanelSB, k::unpack_k_sb::<BlockQ4Kx8>, Q8K, 1, sb::<true>),
                 ),
                 (
                     Layout::Q5Kx8,
-                    wrap_amx!(
-                        BlockQ5Kx8,
-                        PanelK32,
-                        k::unpack_kx16::<BlockQ5Kx8>,
-                        Q8K,
-                        8,
-                        scaled::<PanelK32, true>
-                    ),
+                    wrap_amx!(BlockQ5Kx8, PanelSB, k::unpack_k_sb::<BlockQ5Kx8>, Q8K, 1, sb::<true>),
+                ),
+                (Layout::IQ4XSx8, wrap_amx!(BlockIQ4XSx8, PanelSB, k::unpack_iq4_xs_sb, Q8K, 1, sb::<false>)),
+                (
+                    Layout::Q6Kx8,
+                    wrap_amx!(BlockQ6Kx8, PanelSB, k::unpack_g16_sb::<BlockQ6Kx8>, Q8K, 1, sb::<false>),
                 ),
                 (
-                    Layout::IQ4XSx8,
-                    wrap_amx!(BlockIQ4XSx8, PanelK32, k::unpack_iq4_xsx16, Q8K, 8, scaled::<PanelK32, false>),
+                    Layout::Q3Kx8,
+                    wrap_amx!(BlockQ3Kx8, PanelSB, k::unpack_g16_sb::<BlockQ3Kx8>, Q8K, 1, sb::<false>),
                 ),
             ],
             ..build(Level::Avx512)

@@ -6,7 +6,7 @@
 //! whole blocks). Output: `y[i * rows + r]` = row r of the weights . activation row i.
 
 use crate::dispatch::{
-    tile_activations, tile_activations_k, tile_activations_q8_1, ActBuf, ActRef, ActTile, ActTileK, ActTiles,
+    tile_activations, tile_activations_q8_1, tile_activations_sb, ActBuf, ActRef, ActTile, ActTileK, ActTileS, ActTiles,
     ActType, Dot16x4Fn, Dot16x8Fn, Dot4Fn, Dot4x2Fn, Dot8Fn, Dot8x4Fn, DotFn, Kernels, Line64, Panel16Fns,
     Tile16Fns,
 };
@@ -24,8 +24,10 @@ thread_local! {
     static PANEL: RefCell<Vec<Line64>> = const { RefCell::new(Vec::new()) };
     /// The calling thread's activation tiles for the AMX path (`tile_activations`).
     static ACT_TILES: RefCell<Vec<ActTile>> = const { RefCell::new(Vec::new()) };
-    /// The same for Q8_K and Q8_1 activations (`tile_activations_k`, `tile_activations_q8_1`).
+    /// The same for Q8_1 activations (`tile_activations_q8_1`).
     static ACT_TILES_K: RefCell<Vec<ActTileK>> = const { RefCell::new(Vec::new()) };
+    /// The same for Q8_K activations (`tile_activations_sb`).
+    static ACT_TILES_S: RefCell<Vec<ActTileS>> = const { RefCell::new(Vec::new()) };
 }
 use crate::blocks::QK_K;
 use crate::repack::{Layout, GROUP};
@@ -247,7 +249,7 @@ pub fn matmul_multi(
     let a = scratch.quantize(act, x);
     let cols = first.cols;
     // The AMX path reads the batch laid out as tiles, once for all its matrices.
-    let (mut tiles_buf, mut tiles_k_buf) = (ACT_TILES.take(), ACT_TILES_K.take());
+    let (mut tiles_buf, mut tiles_k_buf, mut tiles_s_buf) = (ACT_TILES.take(), ACT_TILES_K.take(), ACT_TILES_S.take());
     let use_amx = amx.iter().any(|t| t.is_some());
     let act_tiles = match a {
         ActRef::Q8_0S(y) if use_amx => {
@@ -255,8 +257,8 @@ pub fn matmul_multi(
             ActTiles::Q8_0(&tiles_buf)
         }
         ActRef::Q8K(y) if use_amx => {
-            tile_activations_k(y, n, cols / QK_K, &mut tiles_k_buf);
-            ActTiles::Q8K(&tiles_k_buf)
+            tile_activations_sb(y, n, cols / QK_K, &mut tiles_s_buf);
+            ActTiles::Q8K(&tiles_s_buf)
         }
         ActRef::Q8_1(y) if use_amx => {
             tile_activations_q8_1(y, n, cols / 32, &mut tiles_k_buf);
@@ -471,5 +473,6 @@ pub fn matmul_multi(
     });
     ACT_TILES.set(tiles_buf);
     ACT_TILES_K.set(tiles_k_buf);
+    ACT_TILES_S.set(tiles_s_buf);
     Ok(())
 }

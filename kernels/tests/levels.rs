@@ -588,7 +588,7 @@ fn cpu_has_amx() -> bool {
 
 /// The AMX level (where the CPU has AMX: a machine without it has no amx table, and this
 /// test says so and checks nothing else): its tiles for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL,
-/// Q4_K, Q5_K and IQ4_XS against
+/// Q4_K, Q5_K, IQ4_XS, Q6_K and Q3_K against
 /// the scalar reference on the row layout, for 16..=40 activation rows (whole tiles and
 /// every tail of 1..15 rows) and 1, 2, 3 and 64 blocks (the two tile sets alternate block by
 /// block: odd and even counts end differently), on random and edge-case weights.
@@ -618,6 +618,8 @@ fn amx_tiles_match_scalar() {
         GgmlType::Q4_K,
         GgmlType::Q5_K,
         GgmlType::IQ4_XS,
+        GgmlType::Q6_K,
+        GgmlType::Q3_K,
     ];
     for layout in types.map(|t| Layout::for_type(t).unwrap()) {
         assert!(k.amx16(layout).is_some(), "{layout:?} has no AMX path");

@@ -13,11 +13,11 @@
 //! 512 contiguous bytes, their scales beside), so a tile load reads 8 whole cache lines.
 
 use super::avx512::{
-    f16x16_pair, five_bit_x16, join32, nibbles_x16, prefetch_lines, prefetch_pair, storen, u8x16_pair,
-    unpack_nibbles_x16, Panel32, Panel32M,
+    dpwssd, f16x16_pair, five_bit_x16, i8x16_pair, join32, nibbles_x16, prefetch_lines, prefetch_pair, storen,
+    u8x16_pair, unpack_nibbles_x16, Group16x16, Panel32, Panel32M,
 };
 use crate::blocks::{BlockIQ4XSx8, BlockQ4_0x8, BlockQ5_0x8, BlockQ8_0x8, KBlockX8, KVALUES_IQ4NL};
-use crate::dispatch::{ActTile, ActTileK};
+use crate::dispatch::{ActTile, ActTileK, ActTileS};
 use std::arch::asm;
 use std::arch::x86_64::*;
 
@@ -111,8 +111,8 @@ const CONFIG: TileConfig = TileConfig {
 /// The CPU has AMX and the permission was granted (`available()`).
 #[cfg(not(ferrite_amx_emulate))]
 #[inline(always)]
-unsafe fn configure() {
-    asm!("ldtilecfg [{}]", in(reg) &CONFIG, options(nostack, readonly));
+unsafe fn configure(config: &TileConfig) {
+    asm!("ldtilecfg [{}]", in(reg) config, options(nostack, readonly));
 }
 
 /// Returns the tiles to their initial state (the OS then need not save them).
@@ -181,9 +181,9 @@ unsafe fn store(c: usize, out: *mut [i32; 16]) {
 mod emulated {
     use std::cell::RefCell;
     thread_local! {
-        static SUMS: RefCell<[[[i32; 16]; 16]; 4]> = const { RefCell::new([[[0; 16]; 16]; 4]) };
+        pub(super) static SUMS: RefCell<[[[i32; 16]; 16]; 4]> = const { RefCell::new([[[0; 16]; 16]; 4]) };
     }
-    pub unsafe fn configure() {}
+    pub unsafe fn configure(_: &super::TileConfig) {}
     pub unsafe fn release() {}
     pub unsafe fn product(c: usize, a: *const u8, b: *const u8) {
         SUMS.with_borrow_mut(|sums| {
@@ -221,7 +221,7 @@ struct Sums([[i32; 16]; 16]);
 macro_rules! tile_loop {
     ($chunks:expr, $nb:expr, $a:expr, $b:expr, $scale:expr, $out:expr) => {{
         let (chunks, nb): (usize, usize) = ($chunks, $nb);
-        configure();
+        configure(&CONFIG);
         let mut c = [Sums([[0; 16]; 16]), Sums([[0; 16]; 16])];
         for chunk in 0..chunks {
             let mut acc = [_mm512_setzero_ps(); 16];
@@ -285,156 +285,38 @@ pub unsafe fn vec_dot_panel32x16_q8_0(
     );
 }
 
-/// A Q4_K, Q5_K or IQ4_XS block of 16 weight rows (two groups of 8) unpacked for the tiles:
-/// each 32-value sub-block's B tile (the values as bytes, laid out as `Panel32::q`), and per
-/// row its scale (d x sc) and negated min (-dmin x m; unused for IQ4_XS) as f32.
-#[repr(C, align(64))]
-#[derive(Clone, Copy)]
-pub struct PanelK32 {
-    q: [[[u8; 64]; 8]; 8],
-    s: [[f32; 16]; 8],
-    m: [[f32; 16]; 8],
-}
-
-const _: () = assert!(std::mem::size_of::<PanelK32>() == 5120);
-
-/// A panel whose 32-value sub-blocks carry a scale and a min per row: `SUBS` sub-blocks per
-/// panel, sub-block g's B tile, its 16 scales and its 16 mins (what is added per unit of the
-/// activations' scaled sum).
-pub trait ScaledPanel {
-    const SUBS: usize;
-    fn tile(&self, g: usize) -> *const u8;
-    fn scales(&self, g: usize) -> *const f32;
-    fn mins(&self, g: usize) -> *const f32;
-}
-
-impl ScaledPanel for PanelK32 {
-    const SUBS: usize = 8;
-    fn tile(&self, g: usize) -> *const u8 {
-        self.q[g].as_ptr().cast()
-    }
-    fn scales(&self, g: usize) -> *const f32 {
-        self.s[g].as_ptr()
-    }
-    fn mins(&self, g: usize) -> *const f32 {
-        self.m[g].as_ptr()
-    }
-}
-
-/// Q4_1 and Q5_1 (`Panel32M`: one block, values 0..31, d and m per row).
-impl ScaledPanel for Panel32M {
-    const SUBS: usize = 1;
-    fn tile(&self, _: usize) -> *const u8 {
-        self.q.as_ptr().cast()
-    }
-    fn scales(&self, _: usize) -> *const f32 {
-        self.d.as_ptr()
-    }
-    fn mins(&self, _: usize) -> *const f32 {
-        self.m.as_ptr()
-    }
-}
-
-/// 16 weight rows (`ScaledPanel`s) against every chunk of 16 activation rows (`ActTileK`s,
-/// chunk c's sub-block j at `c * SUBS * nb + j`, `nb` = the panels' count), as
-/// `vec_dot_panel32x16_q8_0`: per sub-block, the sums times scale x activation scale, plus
-/// (`MINS`) min x the activations' scaled sum.
+/// Q4_1 and Q5_1: 16 weight rows (`Panel32M`s: one block each, values 0..31, d and the
+/// negated min m per row) against every chunk of 16 activation rows (`ActTileK`s from Q8_1,
+/// chunk c's block j at `c * nb + j`), as `vec_dot_panel32x16_q8_0`: per block, the sums
+/// times d x the activation's scale, plus m x the activation's scaled sum.
 ///
 /// # Safety
 /// As `vec_dot_panel32x16_q8_0`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn vec_dot_scaled_x16<P: ScaledPanel, const MINS: bool>(
-    p: &[P],
-    ys: &[ActTileK],
-    out: &mut dyn FnMut(usize, &[[f32; 16]; 16]),
-) {
-    let nsub = P::SUBS * p.len();
-    if nsub == 0 || !ys.len().is_multiple_of(nsub) {
+pub unsafe fn vec_dot_panel32m_x16(p: &[Panel32M], ys: &[ActTileK], out: &mut dyn FnMut(usize, &[[f32; 16]; 16])) {
+    let nb = p.len();
+    if nb == 0 || !ys.len().is_multiple_of(nb) {
         return;
     }
-    let y = |chunk: usize, j: usize| &*ys.as_ptr().add(chunk * nsub + j);
-    let w = |j: usize| &*p.as_ptr().add(j / P::SUBS);
+    let y = |chunk: usize, j: usize| &*ys.as_ptr().add(chunk * nb + j);
+    let w = |j: usize| &*p.as_ptr().add(j);
     let scale = |chunk: usize, j: usize, c: &Sums, acc: &mut [__m512; 16]| {
-        let (t, g) = (y(chunk, j), j % P::SUBS);
-        let (sc, m) = (_mm512_load_ps(w(j).scales(g)), _mm512_load_ps(w(j).mins(g)));
+        let t = y(chunk, j);
+        let (d, m) = (_mm512_load_ps(w(j).d.as_ptr()), _mm512_load_ps(w(j).m.as_ptr()));
         for i in 0..16 {
             let s = _mm512_cvtepi32_ps(_mm512_load_si512(c.0[i].as_ptr() as *const __m512i));
-            acc[i] = _mm512_fmadd_ps(_mm512_mul_ps(sc, _mm512_set1_ps(t.d[i])), s, acc[i]);
-            if MINS {
-                acc[i] = _mm512_fmadd_ps(m, _mm512_set1_ps(t.dsum[i]), acc[i]);
-            }
+            acc[i] = _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(t.d[i])), s, acc[i]);
+            acc[i] = _mm512_fmadd_ps(m, _mm512_set1_ps(t.dsum[i]), acc[i]);
         }
     };
     tile_loop!(
-        ys.len() / nsub,
-        nsub,
+        ys.len() / nb,
+        nb,
         |chunk, j| y(chunk, j).qs.as_ptr().cast::<u8>(),
-        |j| w(j).tile(j % P::SUBS),
+        |j| w(j).q.as_ptr().cast::<u8>(),
         scale,
         out
     );
-}
-
-/// Unpacks two Q4_Kx8 or Q5_Kx8 groups into `PanelK32`s: sub-block g's values from the
-/// low (even g) or high nibbles of its pair's quants, Q5_K's fifth bit (bit g of qh) added.
-///
-/// # Safety
-/// As `unpack_q4_0x16`.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn unpack_kx16<B: KBlockX8>(xa: &[B], xb: &[B], out: &mut [PanelK32]) {
-    let (m4, bit4) = (_mm512_set1_epi8(15), _mm512_set1_epi8(0x10));
-    for (j, ((a, b), p)) in xa.iter().zip(xb).zip(out.iter_mut()).enumerate() {
-        for g in 0..8 {
-            // The next block's lines, a share per sub-block (all at once would stall these
-            // loads).
-            prefetch_lines(xa, xb, j + 1, 3 * g, 3);
-            for c in 0..8 {
-                let at = 256 * (g / 2) + 32 * c;
-                let v = join32(a.qs().as_ptr().add(at), b.qs().as_ptr().add(at));
-                let mut q = _mm512_and_si512(_mm512_srl_epi16(v, _mm_cvtsi32_si128(4 * (g % 2) as i32)), m4);
-                if let (Some(ha), Some(hb)) = (a.qh(), b.qh()) {
-                    let h = join32(ha.as_ptr().add(32 * c), hb.as_ptr().add(32 * c));
-                    let h = _mm512_slli_epi16(_mm512_srl_epi16(h, _mm_cvtsi32_si128(g as i32)), 4);
-                    q = _mm512_or_si512(q, _mm512_and_si512(h, bit4));
-                }
-                _mm512_storeu_si512(p.q[g][c].as_mut_ptr() as *mut __m512i, q);
-            }
-            let (d, dmin) = (f16x16_pair(a.d(), b.d()), f16x16_pair(a.dmin(), b.dmin()));
-            let sc = _mm512_cvtepi32_ps(u8x16_pair(
-                a.scales().as_ptr().add(8 * g),
-                b.scales().as_ptr().add(8 * g),
-            ));
-            let m =
-                _mm512_cvtepi32_ps(u8x16_pair(a.mins().as_ptr().add(8 * g), b.mins().as_ptr().add(8 * g)));
-            _mm512_store_ps(p.s[g].as_mut_ptr(), _mm512_mul_ps(d, sc));
-            _mm512_store_ps(p.m[g].as_mut_ptr(), _mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(dmin, m)));
-        }
-    }
-}
-
-/// Unpacks two IQ4_XSx8 groups into `PanelK32`s: each sub-block's codebook values (its
-/// quants are laid out as a Q4_0x8 block's) and d x its signed scale; no mins.
-///
-/// # Safety
-/// As `unpack_q4_0x16`.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn unpack_iq4_xsx16(xa: &[BlockIQ4XSx8], xb: &[BlockIQ4XSx8], out: &mut [PanelK32]) {
-    let book = _mm512_broadcast_i32x4(_mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i));
-    for (j, ((a, b), p)) in xa.iter().zip(xb).zip(out.iter_mut()).enumerate() {
-        let d = f16x16_pair(&a.d, &b.d);
-        for g in 0..8 {
-            prefetch_lines(xa, xb, j + 1, 3 * g, 3);
-            nibbles_x16(a.qs.as_ptr().add(128 * g), b.qs.as_ptr().add(128 * g), book, &mut p.q[g]);
-            let sc = (a.scales.as_ptr().add(8 * g), b.scales.as_ptr().add(8 * g));
-            let sc = _mm_unpacklo_epi64(
-                _mm_loadl_epi64(sc.0 as *const __m128i),
-                _mm_loadl_epi64(sc.1 as *const __m128i),
-            );
-            let sc = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(sc));
-            _mm512_store_ps(p.s[g].as_mut_ptr(), _mm512_mul_ps(d, sc));
-            _mm512_store_ps(p.m[g].as_mut_ptr(), _mm512_setzero_ps());
-        }
-    }
 }
 
 /// Q4_0's nibble values minus 8.
@@ -488,4 +370,305 @@ pub unsafe fn unpack_q5_0x16(xa: &[BlockQ5_0x8], xb: &[BlockQ5_0x8], out: &mut [
         }
         _mm512_storeu_ps(p.d.as_mut_ptr(), f16x16_pair(&a.d, &b.d));
     }
+}
+
+// ---- K types: whole 256-value super-blocks in the tiles ----
+//
+// A K-type weight is d x (its sub-block's integer scale) x q (minus dmin x the sub-block's
+// min for Q4_K and Q5_K). With the integer scale folded into the weight, w = sc x q needs
+// up to 13 bits, so it is held as two byte planes, w = 256 hi + lo (lo unsigned, hi signed):
+// `tdpbsud` and `tdpbssd` then sum a whole super-block, 64 values per instruction, in the
+// tiles, and its sums leave them once per 256 values with one float scale, instead of once
+// per 32 values with a scale per sub-block (the store and the scaling, not the products,
+// are what bound the 32-deep tiles). Twice the products, an eighth of the scaling.
+
+/// The tile configuration of the super-block kernel: every tile 16 rows of 64 bytes.
+/// Tiles 0-3: two super-blocks' (lo, hi) sums; 4-5: activation steps (alternating);
+/// 6-7: the lo and hi weight planes of a step.
+#[cfg_attr(ferrite_amx_emulate, allow(dead_code))]
+const CONFIG_SB: TileConfig = TileConfig {
+    palette: 1,
+    start_row: 0,
+    _reserved: [0; 14],
+    colsb: [64, 64, 64, 64, 64, 64, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0],
+    rows: [16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0],
+};
+
+/// One super-block's products into sums tiles `2 x pair` (lo) and `2 x pair + 1` (hi), zeroed
+/// first: 4 steps of 64 values, activation step s at `a + 1024 s` (16 rows of 64 bytes), the
+/// weights' lo plane at `w + 1024 s` and hi plane at `w + 4096 + 1024 s` (16 rows of 64
+/// bytes, as `Panel32::q`).
+///
+/// # Safety
+/// Tiles configured with `CONFIG_SB`; `a` and `w` readable for 4 KiB and 8 KiB.
+#[cfg(not(ferrite_amx_emulate))]
+#[inline(always)]
+unsafe fn product_sb(pair: usize, a: *const u8, w: *const u8) {
+    macro_rules! ops {
+        ($lo:literal, $hi:literal) => {
+            asm!(
+                concat!("tilezero tmm", $lo),
+                concat!("tilezero tmm", $hi),
+                "tileloadd tmm4, [{a} + {s}*1]",
+                "tileloadd tmm6, [{w} + {s}*1]",
+                concat!("tdpbsud tmm", $lo, ", tmm4, tmm6"),
+                "tileloadd tmm7, [{w} + {s}*1 + 4096]",
+                concat!("tdpbssd tmm", $hi, ", tmm4, tmm7"),
+                "tileloadd tmm5, [{a} + {s}*1 + 1024]",
+                "tileloadd tmm6, [{w} + {s}*1 + 1024]",
+                concat!("tdpbsud tmm", $lo, ", tmm5, tmm6"),
+                "tileloadd tmm7, [{w} + {s}*1 + 5120]",
+                concat!("tdpbssd tmm", $hi, ", tmm5, tmm7"),
+                "tileloadd tmm4, [{a} + {s}*1 + 2048]",
+                "tileloadd tmm6, [{w} + {s}*1 + 2048]",
+                concat!("tdpbsud tmm", $lo, ", tmm4, tmm6"),
+                "tileloadd tmm7, [{w} + {s}*1 + 6144]",
+                concat!("tdpbssd tmm", $hi, ", tmm4, tmm7"),
+                "tileloadd tmm5, [{a} + {s}*1 + 3072]",
+                "tileloadd tmm6, [{w} + {s}*1 + 3072]",
+                concat!("tdpbsud tmm", $lo, ", tmm5, tmm6"),
+                "tileloadd tmm7, [{w} + {s}*1 + 7168]",
+                concat!("tdpbssd tmm", $hi, ", tmm5, tmm7"),
+                a = in(reg) a, w = in(reg) w, s = in(reg) 64usize,
+                options(nostack, readonly)
+            )
+        };
+    }
+    if pair == 0 {
+        ops!("0", "1")
+    } else {
+        ops!("2", "3")
+    }
+}
+
+/// The super-block tile instructions in plain Rust (as `emulated`; tests only).
+#[cfg(ferrite_amx_emulate)]
+unsafe fn product_sb(pair: usize, a: *const u8, w: *const u8) {
+    emulated::SUMS.with_borrow_mut(|sums| {
+        for (plane, c) in [2 * pair, 2 * pair + 1].into_iter().enumerate() {
+            for i in 0..16 {
+                for n in 0..16 {
+                    sums[c][i][n] = (0..256)
+                        .map(|k| {
+                            let (s, k) = (k / 64, k % 64);
+                            let b = *w.add(4096 * plane + 1024 * s + k / 4 * 64 + 4 * n + k % 4);
+                            // lo unsigned (`tdpbsud`), hi signed (`tdpbssd`).
+                            let b = if plane == 0 { b as i32 } else { b as i8 as i32 };
+                            *a.add(1024 * s + 64 * i + k) as i8 as i32 * b
+                        })
+                        .sum();
+                }
+            }
+        }
+    })
+}
+
+/// 16 weight rows (two groups of 8) of one super-block for `vec_dot_sb_x16`: w = (q + OFF)
+/// x sc per weight as the planes `lo` (w & 255) and `hi` (w >> 8, signed), step s (values
+/// 64s..64s + 64) in rows 16s..16s + 16 of each, laid out as `Panel32::q` (so that row 8g + c
+/// of a plane is bytes 4c..4c + 4 of 32-value sub-block g); per row d, and for Q4_K and Q5_K
+/// dmin and the mins of sub-blocks 2k and 2k + 1 as an i16 pair (zero for the others).
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+pub struct PanelSB {
+    lo: [[u8; 64]; 64],
+    hi: [[u8; 64]; 64],
+    d: [f32; 16],
+    dmin: [f32; 16],
+    mins: [[i16; 32]; 4],
+}
+
+const _: () = assert!(std::mem::size_of::<PanelSB>() == 8576);
+
+/// An i32 lane per row (16 rows) as the same value in both i16 halves: the multiplier of
+/// the row's 4 bytes once they are widened to i16.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn per_row_i16(sc: __m512i) -> __m512i {
+    _mm512_or_si512(_mm512_and_si512(sc, _mm512_set1_epi32(0xffff)), _mm512_slli_epi32(sc, 16))
+}
+
+/// Stores values `q` (signed bytes, 4 per row of 16, as `Panel32::q`) times their row's
+/// multiplier `s16` (`per_row_i16`; |q x sc| < 2^15) as the planes: lo = w & 255, hi = w >> 8.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn store_planes(q: __m512i, s16: __m512i, lo: &mut [u8; 64], hi: &mut [u8; 64]) {
+    // Even and odd bytes widened to i16, multiplied, and the products' low and high bytes
+    // put back in place.
+    let even = _mm512_mullo_epi16(_mm512_srai_epi16(_mm512_slli_epi16(q, 8), 8), s16);
+    let odd = _mm512_mullo_epi16(_mm512_srai_epi16(q, 8), s16);
+    let l = _mm512_or_si512(_mm512_and_si512(even, _mm512_set1_epi16(0xff)), _mm512_slli_epi16(odd, 8));
+    let h = _mm512_or_si512(_mm512_srli_epi16(even, 8), _mm512_and_si512(odd, _mm512_set1_epi16(-256)));
+    _mm512_storeu_si512(lo.as_mut_ptr() as *mut __m512i, l);
+    _mm512_storeu_si512(hi.as_mut_ptr() as *mut __m512i, h);
+}
+
+/// Unpacks two Q4_Kx8 or Q5_Kx8 groups into `PanelSB`s: sub-block g's values from the low
+/// (even g) or high nibbles of its pair's quants, Q5_K's fifth bit (bit g of qh) added, times
+/// the sub-block's scale; d, dmin and the mins.
+///
+/// # Safety
+/// As `unpack_q4_0x16`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn unpack_k_sb<B: KBlockX8>(xa: &[B], xb: &[B], out: &mut [PanelSB]) {
+    let (m4, bit4) = (_mm512_set1_epi8(15), _mm512_set1_epi8(0x10));
+    for (j, ((a, b), p)) in xa.iter().zip(xb).zip(out.iter_mut()).enumerate() {
+        let mut mins = [_mm512_setzero_si512(); 8];
+        for (g, m) in mins.iter_mut().enumerate() {
+            // The next block's lines, a share per sub-block (all at once would stall these
+            // loads).
+            prefetch_lines(xa, xb, j + 1, 3 * g, 3);
+            let s16 = per_row_i16(u8x16_pair(a.scales().as_ptr().add(8 * g), b.scales().as_ptr().add(8 * g)));
+            for c in 0..8 {
+                let at = 256 * (g / 2) + 32 * c;
+                let v = join32(a.qs().as_ptr().add(at), b.qs().as_ptr().add(at));
+                let mut q = _mm512_and_si512(_mm512_srl_epi16(v, _mm_cvtsi32_si128(4 * (g % 2) as i32)), m4);
+                if let (Some(ha), Some(hb)) = (a.qh(), b.qh()) {
+                    let h = join32(ha.as_ptr().add(32 * c), hb.as_ptr().add(32 * c));
+                    let h = _mm512_slli_epi16(_mm512_srl_epi16(h, _mm_cvtsi32_si128(g as i32)), 4);
+                    q = _mm512_or_si512(q, _mm512_and_si512(h, bit4));
+                }
+                store_planes(q, s16, &mut p.lo[8 * g + c], &mut p.hi[8 * g + c]);
+            }
+            *m = u8x16_pair(a.mins().as_ptr().add(8 * g), b.mins().as_ptr().add(8 * g));
+        }
+        for (k, pair) in p.mins.iter_mut().enumerate() {
+            let lo = _mm512_and_si512(mins[2 * k], _mm512_set1_epi32(0xffff));
+            let v = _mm512_or_si512(lo, _mm512_slli_epi32(mins[2 * k + 1], 16));
+            _mm512_storeu_si512(pair.as_mut_ptr() as *mut __m512i, v);
+        }
+        _mm512_store_ps(p.d.as_mut_ptr(), f16x16_pair(a.d(), b.d()));
+        _mm512_store_ps(p.dmin.as_mut_ptr(), f16x16_pair(a.dmin(), b.dmin()));
+    }
+}
+
+/// Unpacks two IQ4_XSx8 groups into `PanelSB`s: each sub-block's codebook values (its quants
+/// are laid out as a Q4_0x8 block's) times its signed scale; d; no mins.
+///
+/// # Safety
+/// As `unpack_q4_0x16`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn unpack_iq4_xs_sb(xa: &[BlockIQ4XSx8], xb: &[BlockIQ4XSx8], out: &mut [PanelSB]) {
+    let book = _mm512_broadcast_i32x4(_mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i));
+    let mut q = [[0u8; 64]; 8];
+    for (j, ((a, b), p)) in xa.iter().zip(xb).zip(out.iter_mut()).enumerate() {
+        for g in 0..8 {
+            prefetch_lines(xa, xb, j + 1, 3 * g, 3);
+            nibbles_x16(a.qs.as_ptr().add(128 * g), b.qs.as_ptr().add(128 * g), book, &mut q);
+            let s16 = per_row_i16(i8x16_pair(a.scales.as_ptr().add(8 * g).cast(), b.scales.as_ptr().add(8 * g).cast()));
+            for (c, v) in q.iter().enumerate() {
+                let v = _mm512_loadu_si512(v.as_ptr() as *const __m512i);
+                store_planes(v, s16, &mut p.lo[8 * g + c], &mut p.hi[8 * g + c]);
+            }
+        }
+        _mm512_store_ps(p.d.as_mut_ptr(), f16x16_pair(&a.d, &b.d));
+        _mm512_store_ps(p.dmin.as_mut_ptr(), _mm512_setzero_ps());
+        p.mins = [[0; 32]; 4];
+    }
+}
+
+/// Unpacks two groups of a 16-value-group type without mins (Q6_K, Q3_K) into `PanelSB`s:
+/// (q + OFF) x the group's signed scale; d; no mins. 16-value group g, step t (bytes 4t..4t
+/// + 4 of the group) is plane row 4g + t (as `PanelQ6K::q`).
+///
+/// # Safety
+/// As `unpack_q4_0x16`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn unpack_g16_sb<B: Group16x16>(xa: &[B], xb: &[B], out: &mut [PanelSB]) {
+    let lines = std::mem::size_of::<B>().div_ceil(64).div_ceil(16);
+    let off = _mm512_set1_epi8(B::OFF as i8);
+    for (j, ((a, b), p)) in xa.iter().zip(xb).zip(out.iter_mut()).enumerate() {
+        let s16: [__m512i; 16] = std::array::from_fn(|g| {
+            per_row_i16(i8x16_pair(a.scales().as_ptr().add(8 * g), b.scales().as_ptr().add(8 * g)))
+        });
+        for h in 0..2 {
+            for half in 0..2 {
+                for t in 0..4 {
+                    prefetch_lines(xa, xb, j + 1, lines * (8 * h + 4 * half + t), lines);
+                    for (k, q) in B::values16(a, b, h, 4 * half + t).into_iter().enumerate() {
+                        let g = 8 * h + 2 * k + half;
+                        let (lo, hi) = (&mut p.lo[4 * g + t], &mut p.hi[4 * g + t]);
+                        store_planes(_mm512_add_epi8(q, off), s16[g], lo, hi);
+                    }
+                }
+            }
+        }
+        _mm512_store_ps(p.d.as_mut_ptr(), f16x16_pair(a.d(), b.d()));
+        _mm512_store_ps(p.dmin.as_mut_ptr(), _mm512_setzero_ps());
+        p.mins = [[0; 32]; 4];
+    }
+}
+
+/// A super-block's (lo, hi) sums, as stored from the tiles.
+#[repr(C, align(64))]
+struct SumsSB([Sums; 2]);
+
+/// Stores sums tiles `2 x pair` and `2 x pair + 1` to `out`.
+///
+/// # Safety
+/// As `product_sb`.
+#[inline(always)]
+unsafe fn store_sb(pair: usize, out: &mut SumsSB) {
+    store(2 * pair, out.0[0].0.as_mut_ptr());
+    store(2 * pair + 1, out.0[1].0.as_mut_ptr());
+}
+
+/// 16 weight rows (`PanelSB`s, one per super-block) against every chunk of 16 activation
+/// rows (`ActTileS`s, chunk c's super-block j at `c * nb + j`, `nb` = the panels' count):
+/// per super-block, (lo + 256 hi) x d x the activation's scale, minus (`MINS`) dmin x the
+/// activation's scale x the sum of the mins times the sub-blocks' activation sums. `out(c,
+/// v)` receives chunk c's products, `v[i][r]` = weight row r . activation row 16c + i.
+///
+/// # Safety
+/// As `vec_dot_panel32x16_q8_0`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn vec_dot_sb_x16<const MINS: bool>(
+    p: &[PanelSB],
+    ys: &[ActTileS],
+    out: &mut dyn FnMut(usize, &[[f32; 16]; 16]),
+) {
+    let nb = p.len();
+    if nb == 0 || !ys.len().is_multiple_of(nb) {
+        return;
+    }
+    let y = |chunk: usize, j: usize| &*ys.as_ptr().add(chunk * nb + j);
+    let scale = |chunk: usize, j: usize, c: &SumsSB, acc: &mut [__m512; 16]| {
+        let (w, t) = (&*p.as_ptr().add(j), y(chunk, j));
+        let (d, dmin) = (_mm512_load_ps(w.d.as_ptr()), _mm512_load_ps(w.dmin.as_ptr()));
+        let mins: [__m512i; 4] = std::array::from_fn(|k| _mm512_load_si512(w.mins[k].as_ptr() as *const __m512i));
+        for i in 0..16 {
+            let lo = _mm512_load_si512(c.0[0].0[i].as_ptr() as *const __m512i);
+            let hi = _mm512_load_si512(c.0[1].0[i].as_ptr() as *const __m512i);
+            let mut v = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_add_epi32(lo, _mm512_slli_epi32(hi, 8))));
+            if MINS {
+                let mut m = _mm512_setzero_si512();
+                for (k, mk) in mins.iter().enumerate() {
+                    m = dpwssd(m, _mm512_set1_epi32(t.bsums[i][k]), *mk);
+                }
+                v = _mm512_fnmadd_ps(dmin, _mm512_cvtepi32_ps(m), v);
+            }
+            acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(t.d[i]), v, acc[i]);
+        }
+    };
+    configure(&CONFIG_SB);
+    let mut c = [SumsSB([Sums([[0; 16]; 16]), Sums([[0; 16]; 16])]), SumsSB([Sums([[0; 16]; 16]), Sums([[0; 16]; 16])])];
+    for chunk in 0..ys.len() / nb {
+        let mut acc = [_mm512_setzero_ps(); 16];
+        let start = |j: usize| product_sb(j % 2, y(chunk, j).qs.as_ptr().cast(), p.as_ptr().add(j).cast());
+        // One super-block ahead: while block j + 1 multiplies, block j's sums are stored and
+        // block j - 1's (stored one step earlier) scaled.
+        start(0);
+        for j in 0..nb {
+            if j + 1 < nb {
+                start(j + 1);
+            }
+            store_sb(j % 2, &mut c[j % 2]);
+            if j > 0 {
+                scale(chunk, j - 1, &c[(j - 1) % 2], &mut acc);
+            }
+        }
+        scale(chunk, nb - 1, &c[(nb - 1) % 2], &mut acc);
+        out(chunk, &storen(&acc));
+    }
+    release();
 }

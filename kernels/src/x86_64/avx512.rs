@@ -73,7 +73,7 @@ unsafe fn sub_mins16<const C: usize>(acc: &mut [__m512; C], dmin: __m512, dy: [f
 /// on a Zen 4, eight alternated rounds: median 136.5 -> 140.1 t/s.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn dpwssd(acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
+pub(crate) unsafe fn dpwssd(acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
     let mut acc = acc;
     // SAFETY: a register-only instruction of AVX512-VNNI, which this function's callers run.
     unsafe {
@@ -451,7 +451,7 @@ unsafe fn q5_0x16<const C: usize>(
 /// Eight signed bytes of `a` then eight of `b`, widened to 16 i32 lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn i8x16_pair(a: *const u8, b: *const u8) -> __m512i {
+pub(crate) unsafe fn i8x16_pair(a: *const u8, b: *const u8) -> __m512i {
     let lo = _mm_loadl_epi64(a as *const __m128i);
     let hi = _mm_loadl_epi64(b as *const __m128i);
     _mm512_cvtepi8_epi32(_mm_unpacklo_epi64(lo, hi))
