@@ -599,6 +599,11 @@ pub unsafe fn unpack_g16_sb<B: Group16x16>(xa: &[B], xb: &[B], out: &mut [PanelS
     }
 }
 
+thread_local! {
+    /// The f32 sums of each chunk of 16 activation rows while `vec_dot_sb_x16` runs.
+    static ACC: std::cell::RefCell<Vec<[[f32; 16]; 16]>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// A super-block's (lo, hi) sums, as stored from the tiles.
 #[repr(C, align(64))]
 struct SumsSB([Sums; 2]);
@@ -650,25 +655,50 @@ pub unsafe fn vec_dot_sb_x16<const MINS: bool>(
             acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(t.d[i]), v, acc[i]);
         }
     };
-    configure(&CONFIG_SB);
-    let mut c = [SumsSB([Sums([[0; 16]; 16]), Sums([[0; 16]; 16])]), SumsSB([Sums([[0; 16]; 16]), Sums([[0; 16]; 16])])];
-    for chunk in 0..ys.len() / nb {
-        let mut acc = [_mm512_setzero_ps(); 16];
-        let start = |j: usize| product_sb(j % 2, y(chunk, j).qs.as_ptr().cast(), p.as_ptr().add(j).cast());
-        // One super-block ahead: while block j + 1 multiplies, block j's sums are stored and
-        // block j - 1's (stored one step earlier) scaled.
-        start(0);
-        for j in 0..nb {
-            if j + 1 < nb {
-                start(j + 1);
+    let chunks = ys.len() / nb;
+    // Super-block by super-block, every chunk against it, so that its 8 KiB of weight planes
+    // are read from L1 by all the chunks; the chunks' f32 sums wait in `ACC` (in L1 too:
+    // 1 KiB per chunk). (Chunk by chunk, the planes of a row pair, 67 KiB at 2048 columns,
+    // came from L2 for every chunk.)
+    ACC.with_borrow_mut(|accs| {
+        accs.clear();
+        accs.resize(chunks, [[0.0; 16]; 16]);
+        configure(&CONFIG_SB);
+        let mut c = [SumsSB([Sums([[0; 16]; 16]), Sums([[0; 16]; 16])]), SumsSB([Sums([[0; 16]; 16]), Sums([[0; 16]; 16])])];
+        let start = |s: usize, j: usize, chunk: usize| {
+            product_sb(s % 2, y(chunk, j).qs.as_ptr().cast(), p.as_ptr().add(j).cast())
+        };
+        let scale_into = |j: usize, chunk: usize, c: &SumsSB, acc: &mut [[f32; 16]; 16]| {
+            let mut v: [__m512; 16] = std::array::from_fn(|i| _mm512_loadu_ps(acc[i].as_ptr()));
+            scale(chunk, j, c, &mut v);
+            for (a, v) in acc.iter_mut().zip(v) {
+                _mm512_storeu_ps(a.as_mut_ptr(), v);
             }
-            store_sb(j % 2, &mut c[j % 2]);
-            if j > 0 {
-                scale(chunk, j - 1, &c[(j - 1) % 2], &mut acc);
+        };
+        // One step ahead: while step s + 1 multiplies, step s's sums are stored and step
+        // s - 1's (stored one step earlier) scaled.
+        start(0, 0, 0);
+        let mut prev = (0, 0, 0);
+        for j in 0..nb {
+            for chunk in 0..chunks {
+                let s = j * chunks + chunk;
+                let next = if chunk + 1 < chunks { (j, chunk + 1) } else { (j + 1, 0) };
+                if next.0 < nb {
+                    start(s + 1, next.0, next.1);
+                }
+                store_sb(s % 2, &mut c[s % 2]);
+                if s > 0 {
+                    let (pj, pc, ps) = prev;
+                    scale_into(pj, pc, &c[ps % 2], &mut accs[pc]);
+                }
+                prev = (j, chunk, s);
             }
         }
-        scale(chunk, nb - 1, &c[(nb - 1) % 2], &mut acc);
-        out(chunk, &storen(&acc));
-    }
-    release();
+        let (pj, pc, ps) = prev;
+        scale_into(pj, pc, &c[ps % 2], &mut accs[pc]);
+        release();
+        for (chunk, acc) in accs.iter().enumerate() {
+            out(chunk, acc);
+        }
+    });
 }
