@@ -952,11 +952,25 @@ fn build(level: Level) -> Kernels {
                 (Layout::IQ4NLx8, wrap_amx!(BlockQ4_0x8, Panel32, k::unpack_iq4_nlx16, Q8_0, 1, q8_0)),
                 (
                     Layout::Q4_1x8,
-                    wrap_amx!(BlockQ4_1x8, Panel32M, avx512::unpack_q4_1x16, Q8_1, 1, k::vec_dot_panel32m_x16),
+                    wrap_amx!(
+                        BlockQ4_1x8,
+                        Panel32M,
+                        avx512::unpack_q4_1x16,
+                        Q8_1,
+                        1,
+                        k::vec_dot_panel32m_x16
+                    ),
                 ),
                 (
                     Layout::Q5_1x8,
-                    wrap_amx!(BlockQ5_1x8, Panel32M, avx512::unpack_q5_1x16, Q8_1, 1, k::vec_dot_panel32m_x16),
+                    wrap_amx!(
+                        BlockQ5_1x8,
+                        Panel32M,
+                        avx512::unpack_q5_1x16,
+                        Q8_1,
+                        1,
+                        k::vec_dot_panel32m_x16
+                    ),
                 ),
                 (
                     Layout::Q4Kx8,

@@ -6,9 +6,9 @@
 //! whole blocks). Output: `y[i * rows + r]` = row r of the weights . activation row i.
 
 use crate::dispatch::{
-    tile_activations, tile_activations_q8_1, tile_activations_sb, ActBuf, ActRef, ActTile, ActTileK, ActTileS, ActTiles,
-    ActType, Dot16x4Fn, Dot16x8Fn, Dot4Fn, Dot4x2Fn, Dot8Fn, Dot8x4Fn, DotFn, Kernels, Line64, Panel16Fns,
-    Tile16Fns,
+    tile_activations, tile_activations_q8_1, tile_activations_sb, ActBuf, ActRef, ActTile, ActTileK,
+    ActTileS, ActTiles, ActType, Dot16x4Fn, Dot16x8Fn, Dot4Fn, Dot4x2Fn, Dot8Fn, Dot8x4Fn, DotFn, Kernels,
+    Line64, Panel16Fns, Tile16Fns,
 };
 use std::cell::RefCell;
 
@@ -249,7 +249,8 @@ pub fn matmul_multi(
     let a = scratch.quantize(act, x);
     let cols = first.cols;
     // The AMX path reads the batch laid out as tiles, once for all its matrices.
-    let (mut tiles_buf, mut tiles_k_buf, mut tiles_s_buf) = (ACT_TILES.take(), ACT_TILES_K.take(), ACT_TILES_S.take());
+    let (mut tiles_buf, mut tiles_k_buf, mut tiles_s_buf) =
+        (ACT_TILES.take(), ACT_TILES_K.take(), ACT_TILES_S.take());
     let use_amx = amx.iter().any(|t| t.is_some());
     let act_tiles = match a {
         ActRef::Q8_0S(y) if use_amx => {

@@ -627,13 +627,13 @@ fn amx_tiles_match_scalar() {
     let mut rng = Rng(0xa3c5_0001);
     let mut checked = 0;
     for ty in types {
-        for (nb, case) in [1usize, 2, 3, 64].into_iter().flat_map(|nb| CASES.map(|c| (nb, c))) {
+        for (nb, case) in [1usize, 2, 3, 11, 64].into_iter().flat_map(|nb| CASES.map(|c| (nb, c))) {
             let (rows, cols) = (32, ty.block_size() * nb);
             let w = weights(ty, rows * nb, case, &mut rng);
             let (layout, packed) = repack(ty, rows, cols, &w).expect("repackable");
             let plain = Matrix::new(ty, rows, cols, &w).unwrap();
             let m = Matrix::with_layout(ty, rows, cols, layout, &packed).unwrap();
-            for n in (16..=40).filter(|&n| nb < 64 || n % 8 == 1) {
+            for n in (16..=40).filter(|&n| nb < 11 || n % 8 == 1) {
                 checked += check_repacked(k, &plain, &m, n, case, &mut rng);
             }
         }

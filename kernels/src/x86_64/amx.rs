@@ -13,8 +13,8 @@
 //! 512 contiguous bytes, their scales beside), so a tile load reads 8 whole cache lines.
 
 use super::avx512::{
-    dpwssd, f16x16_pair, five_bit_x16, i8x16_pair, join32, nibbles_x16, prefetch_lines, prefetch_pair, storen,
-    u8x16_pair, unpack_nibbles_x16, Group16x16, Panel32, Panel32M,
+    dpwssd, f16x16_pair, five_bit_x16, i8x16_pair, join32, nibbles_x16, prefetch_lines, prefetch_pair,
+    storen, u8x16_pair, unpack_nibbles_x16, Group16x16, Panel32, Panel32M,
 };
 use crate::blocks::{BlockIQ4XSx8, BlockQ4_0x8, BlockQ5_0x8, BlockQ8_0x8, KBlockX8, KVALUES_IQ4NL};
 use crate::dispatch::{ActTile, ActTileK, ActTileS};
@@ -293,7 +293,11 @@ pub unsafe fn vec_dot_panel32x16_q8_0(
 /// # Safety
 /// As `vec_dot_panel32x16_q8_0`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn vec_dot_panel32m_x16(p: &[Panel32M], ys: &[ActTileK], out: &mut dyn FnMut(usize, &[[f32; 16]; 16])) {
+pub unsafe fn vec_dot_panel32m_x16(
+    p: &[Panel32M],
+    ys: &[ActTileK],
+    out: &mut dyn FnMut(usize, &[[f32; 16]; 16]),
+) {
     let nb = p.len();
     if nb == 0 || !ys.len().is_multiple_of(nb) {
         return;
@@ -555,7 +559,10 @@ pub unsafe fn unpack_iq4_xs_sb(xa: &[BlockIQ4XSx8], xb: &[BlockIQ4XSx8], out: &m
         for g in 0..8 {
             prefetch_lines(xa, xb, j + 1, 3 * g, 3);
             nibbles_x16(a.qs.as_ptr().add(128 * g), b.qs.as_ptr().add(128 * g), book, &mut q);
-            let s16 = per_row_i16(i8x16_pair(a.scales.as_ptr().add(8 * g).cast(), b.scales.as_ptr().add(8 * g).cast()));
+            let s16 = per_row_i16(i8x16_pair(
+                a.scales.as_ptr().add(8 * g).cast(),
+                b.scales.as_ptr().add(8 * g).cast(),
+            ));
             for (c, v) in q.iter().enumerate() {
                 let v = _mm512_loadu_si512(v.as_ptr() as *const __m512i);
                 store_planes(v, s16, &mut p.lo[8 * g + c], &mut p.hi[8 * g + c]);
@@ -640,7 +647,8 @@ pub unsafe fn vec_dot_sb_x16<const MINS: bool>(
     let scale = |chunk: usize, j: usize, c: &SumsSB, acc: &mut [__m512; 16]| {
         let (w, t) = (&*p.as_ptr().add(j), y(chunk, j));
         let (d, dmin) = (_mm512_load_ps(w.d.as_ptr()), _mm512_load_ps(w.dmin.as_ptr()));
-        let mins: [__m512i; 4] = std::array::from_fn(|k| _mm512_load_si512(w.mins[k].as_ptr() as *const __m512i));
+        let mins: [__m512i; 4] =
+            std::array::from_fn(|k| _mm512_load_si512(w.mins[k].as_ptr() as *const __m512i));
         for i in 0..16 {
             let lo = _mm512_load_si512(c.0[0].0[i].as_ptr() as *const __m512i);
             let hi = _mm512_load_si512(c.0[1].0[i].as_ptr() as *const __m512i);
@@ -664,7 +672,10 @@ pub unsafe fn vec_dot_sb_x16<const MINS: bool>(
         accs.clear();
         accs.resize(chunks, [[0.0; 16]; 16]);
         configure(&CONFIG_SB);
-        let mut c = [SumsSB([Sums([[0; 16]; 16]), Sums([[0; 16]; 16])]), SumsSB([Sums([[0; 16]; 16]), Sums([[0; 16]; 16])])];
+        let mut c = [
+            SumsSB([Sums([[0; 16]; 16]), Sums([[0; 16]; 16])]),
+            SumsSB([Sums([[0; 16]; 16]), Sums([[0; 16]; 16])]),
+        ];
         let start = |s: usize, j: usize, chunk: usize| {
             product_sb(s % 2, y(chunk, j).qs.as_ptr().cast(), p.as_ptr().add(j).cast())
         };
