@@ -477,9 +477,10 @@ pub type Panel16Fns =
 
 /// The AMX prefill path of a layout: `.0` unpacks two interleaved groups (16 rows) into a
 /// panel, as `Panel16Fns`'s; `.1` runs the panel (its first `nb` blocks) against every
-/// chunk of 16 activation rows (tiles from `tile_activations` or `tile_activations_k`, as
-/// the layout's activations are), handing chunk c's 16 rows of 16 outputs to the callback
-/// as `(c, outputs)`; false if the tiles are of the other type or too few.
+/// chunk of 16 activation rows (tiles from `tile_activations`, `tile_activations_q8_1` or
+/// `tile_activations_sb`, as the layout's activations are), handing chunk c's 16 rows of 16
+/// outputs to the callback as `(c, outputs)`; false if the tiles are of another type or too
+/// few.
 pub type Tile16Fns = (
     fn(&[u8], &[u8], &mut Vec<Line64>) -> bool,
     fn(&[Line64], ActTiles, usize, usize, &mut dyn FnMut(usize, &[[f32; 16]; 16])) -> bool,
