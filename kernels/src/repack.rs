@@ -254,22 +254,27 @@ fn interleave_k_row(
         osc[8 * grp + r] = (sc >> (8 * grp)) as u8;
         omin[8 * grp + r] = (m >> (8 * grp)) as u8;
     }
+    let (o4, q4) = (oqs.as_chunks_mut::<4>().0, qs.as_chunks::<4>().0);
     for p in 0..4 {
         for c in 0..8 {
-            let at = 256 * p + 32 * c + 4 * r;
-            oqs[at..at + 4].copy_from_slice(&qs[32 * p + 4 * c..32 * p + 4 * c + 4]);
+            o4[64 * p + 8 * c + r] = q4[8 * p + c];
         }
     }
+}
+
+/// The bytes of 32 signed values.
+fn bytemuck_i8(q: &[i8; 32]) -> &[u8; 32] {
+    // SAFETY: i8 and u8 have the same size, alignment and validity (every bit pattern).
+    unsafe { &*(q as *const [i8; 32] as *const [u8; 32]) }
 }
 
 fn repack_q8_0(blocks: &[BlockQ8_0], rows: usize, nb: usize, out: &mut [u8]) {
     interleave(blocks, rows, nb, out, |src, o: &mut BlockQ8_0x8| {
         for (r, b) in src.iter().enumerate() {
             o.d[2 * r..2 * r + 2].copy_from_slice(&b.d);
+            let qs: &[u8; 32] = bytemuck_i8(&b.qs);
             for k in 0..8 {
-                for e in 0..4 {
-                    o.qs[32 * k + 4 * r + e] = b.qs[4 * k + e] as u8;
-                }
+                o.qs[32 * k + 4 * r..32 * k + 4 * r + 4].copy_from_slice(&qs[4 * k..4 * k + 4]);
             }
         }
     })
