@@ -96,14 +96,20 @@ struct TileConfig {
 
 const _: () = assert!(std::mem::size_of::<TileConfig>() == 64);
 
+/// A palette-1 configuration of tiles 0-7: bytes per row and rows of each.
 #[cfg_attr(ferrite_amx_emulate, allow(dead_code))]
-const CONFIG: TileConfig = TileConfig {
-    palette: 1,
-    start_row: 0,
-    _reserved: [0; 14],
-    colsb: [64, 64, 64, 64, 32, 32, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0],
-    rows: [16, 16, 16, 16, 16, 16, 8, 8, 0, 0, 0, 0, 0, 0, 0, 0],
-};
+const fn tiles8(colsb: [u16; 8], rows: [u8; 8]) -> TileConfig {
+    let mut c = TileConfig { palette: 1, start_row: 0, _reserved: [0; 14], colsb: [0; 16], rows: [0; 16] };
+    let mut t = 0;
+    while t < 8 {
+        (c.colsb[t], c.rows[t]) = (colsb[t], rows[t]);
+        t += 1;
+    }
+    c
+}
+
+#[cfg_attr(ferrite_amx_emulate, allow(dead_code))]
+const CONFIG: TileConfig = tiles8([64, 64, 64, 64, 32, 32, 64, 64], [16, 16, 16, 16, 16, 16, 8, 8]);
 
 /// Loads the tile configuration.
 ///
@@ -390,13 +396,7 @@ pub unsafe fn unpack_q5_0x16(xa: &[BlockQ5_0x8], xb: &[BlockQ5_0x8], out: &mut [
 /// Tiles 0-3: two super-blocks' (lo, hi) sums; 4-5: activation steps (alternating);
 /// 6-7: the lo and hi weight planes of a step.
 #[cfg_attr(ferrite_amx_emulate, allow(dead_code))]
-const CONFIG_SB: TileConfig = TileConfig {
-    palette: 1,
-    start_row: 0,
-    _reserved: [0; 14],
-    colsb: [64, 64, 64, 64, 64, 64, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0],
-    rows: [16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0],
-};
+const CONFIG_SB: TileConfig = tiles8([64; 8], [16; 8]);
 
 /// One super-block's products into sums tiles `2 x pair` (lo) and `2 x pair + 1` (hi), zeroed
 /// first: 4 steps of 64 values, activation step s at `a + 1024 s` (16 rows of 64 bytes), the
