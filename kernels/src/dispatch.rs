@@ -938,7 +938,8 @@ fn build(level: Level) -> Kernels {
     if level == Level::Neon {
         return build_neon(has_dotprod());
     }
-    // AMX: the avx512 table, with tiles for the prefill of the 32-value block types.
+    // AMX: the avx512 table, with tiles for the prefill of the 32-value block types and the
+    // K types but Q2_K.
     #[cfg(target_arch = "x86_64")]
     if level == Level::Amx {
         use crate::x86_64::amx::{self as k, vec_dot_panel32x16_q8_0 as q8_0, vec_dot_sb_x16 as sb, PanelSB};

@@ -262,7 +262,8 @@ fn interleave_k_row(
     }
 }
 
-/// The bytes of 32 signed values.
+/// The bytes of 32 signed values, borrowed (copying them with `map(|v| v as u8)` took Q8_0's
+/// repack from 10 to 4.6 GB/s on one thread of the Zen 4).
 fn bytemuck_i8(q: &[i8; 32]) -> &[u8; 32] {
     // SAFETY: i8 and u8 have the same size, alignment and validity (every bit pattern).
     unsafe { &*(q as *const [i8; 32] as *const [u8; 32]) }

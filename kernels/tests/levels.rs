@@ -590,8 +590,8 @@ fn cpu_has_amx() -> bool {
 /// test says so and checks nothing else): its tiles for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL,
 /// Q4_K, Q5_K, IQ4_XS, Q6_K and Q3_K against
 /// the scalar reference on the row layout, for 16..=40 activation rows (whole tiles and
-/// every tail of 1..15 rows) and 1, 2, 3 and 64 blocks (the two tile sets alternate block by
-/// block: odd and even counts end differently), on random and edge-case weights.
+/// every tail of 1..15 rows) and 1, 2, 3, 11 and 64 blocks (the two tile sets alternate block
+/// by block: odd and even counts end differently), on random and edge-case weights.
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn amx_tiles_match_scalar() {
