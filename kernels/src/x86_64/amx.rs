@@ -3,14 +3,17 @@
 //! rows (the same block, as signed bytes) into 16x16 i32 sums in one instruction; AVX-512
 //! then applies the two blocks' scales and accumulates in f32. The weights are unpacked
 //! once per 16-row pair into `Panel32`s, which are already in the tile's layout: row k of a
-//! block's B tile holds bytes 4k..4k+4 of each of the 16 weight rows.
+//! block's B tile holds bytes 4k..4k+4 of each of the 16 weight rows. The K types instead
+//! sum whole 256-value super-blocks in the tiles (`PanelSB`, `vec_dot_sb_x16`: the section
+//! "K types" below).
 //!
 //! Stable Rust has no AMX intrinsics, so the tile instructions are `asm!`. The tiles live
 //! outside the compiler's view: each kernel call loads its configuration, uses tiles 0-7,
 //! and releases them before returning (nothing else in the process uses AMX).
 //!
 //! The activations are laid out once per batch as tiles (`ActTile`: one block of 16 rows in
-//! 512 contiguous bytes, their scales beside), so a tile load reads 8 whole cache lines.
+//! 512 contiguous bytes, their scales beside; `ActTileK` and `ActTileS` likewise for Q8_1 and
+//! Q8_K), so a tile load reads whole cache lines.
 
 use super::avx512::{
     dpwssd, f16x16_pair, five_bit_x16, i8x16_pair, join32, nibbles_x16, prefetch_lines, prefetch_pair,
@@ -393,8 +396,8 @@ pub unsafe fn unpack_q5_0x16(xa: &[BlockQ5_0x8], xb: &[BlockQ5_0x8], out: &mut [
 // are what bound the 32-deep tiles). Twice the products, an eighth of the scaling.
 
 /// The tile configuration of the super-block kernel: every tile 16 rows of 64 bytes.
-/// Tiles 0-3: two super-blocks' (lo, hi) sums; 4-5: activation steps (alternating);
-/// 6-7: the lo and hi weight planes of a step.
+/// Tiles 0-3: the (lo, hi) sums of two steps (super-block, chunk); 4-5: activation steps
+/// (alternating); 6-7: the lo and hi weight planes of a step.
 #[cfg_attr(ferrite_amx_emulate, allow(dead_code))]
 const CONFIG_SB: TileConfig = tiles8([64; 8], [16; 8]);
 
