@@ -520,19 +520,21 @@ unsafe fn store_planes(q: __m512i, s16: __m512i, lo: &mut [u8; 64], hi: &mut [u8
 pub unsafe fn unpack_k_sb<B: KBlockX8>(xa: &[B], xb: &[B], out: &mut [PanelSB]) {
     let (m4, bit4) = (_mm512_set1_epi8(15), _mm512_set1_epi8(0x10));
     for (j, ((a, b), p)) in xa.iter().zip(xb).zip(out.iter_mut()).enumerate() {
+        let qh = a.qh().zip(b.qh());
         let mut mins = [_mm512_setzero_si512(); 8];
         for (g, m) in mins.iter_mut().enumerate() {
             // The next block's lines, a share per sub-block (all at once would stall these
             // loads).
             prefetch_lines(xa, xb, j + 1, 3 * g, 3);
             let s16 = per_row_i16(u8x16_pair(a.scales().as_ptr().add(8 * g), b.scales().as_ptr().add(8 * g)));
+            let (shift, hshift) = (_mm_cvtsi32_si128(4 * (g % 2) as i32), _mm_cvtsi32_si128(g as i32));
             for c in 0..8 {
                 let at = 256 * (g / 2) + 32 * c;
                 let v = join32(a.qs().as_ptr().add(at), b.qs().as_ptr().add(at));
-                let mut q = _mm512_and_si512(_mm512_srl_epi16(v, _mm_cvtsi32_si128(4 * (g % 2) as i32)), m4);
-                if let (Some(ha), Some(hb)) = (a.qh(), b.qh()) {
+                let mut q = _mm512_and_si512(_mm512_srl_epi16(v, shift), m4);
+                if let Some((ha, hb)) = qh {
                     let h = join32(ha.as_ptr().add(32 * c), hb.as_ptr().add(32 * c));
-                    let h = _mm512_slli_epi16(_mm512_srl_epi16(h, _mm_cvtsi32_si128(g as i32)), 4);
+                    let h = _mm512_slli_epi16(_mm512_srl_epi16(h, hshift), 4);
                     q = _mm512_or_si512(q, _mm512_and_si512(h, bit4));
                 }
                 store_planes(q, s16, &mut p.lo[8 * g + c], &mut p.hi[8 * g + c]);
