@@ -126,27 +126,21 @@ pub trait KBlockX8 {
 macro_rules! k_block_x8 {
     ($t:ty, |$b:ident| $qh:expr) => {
         impl KBlockX8 for $t {
-            #[inline(always)]
             fn d(&self) -> &[u8; 16] {
                 &self.d
             }
-            #[inline(always)]
             fn dmin(&self) -> &[u8; 16] {
                 &self.dmin
             }
-            #[inline(always)]
             fn scales(&self) -> &[u8; 64] {
                 &self.scales
             }
-            #[inline(always)]
             fn mins(&self) -> &[u8; 64] {
                 &self.mins
             }
-            #[inline(always)]
             fn qs(&self) -> &[u8; 1024] {
                 &self.qs
             }
-            #[inline(always)]
             fn qh(&self) -> Option<&[u8; 256]> {
                 let $b = self;
                 $qh

@@ -520,17 +520,19 @@ unsafe fn store_planes(q: __m512i, s16: __m512i, lo: &mut [u8; 64], hi: &mut [u8
 pub unsafe fn unpack_k_sb<B: KBlockX8>(xa: &[B], xb: &[B], out: &mut [PanelSB]) {
     let (m4, bit4) = (_mm512_set1_epi8(15), _mm512_set1_epi8(0x10));
     for (j, ((a, b), p)) in xa.iter().zip(xb).zip(out.iter_mut()).enumerate() {
-        let qh = a.qh().zip(b.qh());
+        // The fields once per block (as `avx512::unpack_k16`).
+        let (qs, qh, sc, ms) =
+            ((a.qs(), b.qs()), a.qh().zip(b.qh()), (a.scales(), b.scales()), (a.mins(), b.mins()));
         let mut mins = [_mm512_setzero_si512(); 8];
         for (g, m) in mins.iter_mut().enumerate() {
             // The next block's lines, a share per sub-block (all at once would stall these
             // loads).
             prefetch_lines(xa, xb, j + 1, 3 * g, 3);
-            let s16 = per_row_i16(u8x16_pair(a.scales().as_ptr().add(8 * g), b.scales().as_ptr().add(8 * g)));
+            let s16 = per_row_i16(u8x16_pair(sc.0.as_ptr().add(8 * g), sc.1.as_ptr().add(8 * g)));
             let (shift, hshift) = (_mm_cvtsi32_si128(4 * (g % 2) as i32), _mm_cvtsi32_si128(g as i32));
             for c in 0..8 {
                 let at = 256 * (g / 2) + 32 * c;
-                let v = join32(a.qs().as_ptr().add(at), b.qs().as_ptr().add(at));
+                let v = join32(qs.0.as_ptr().add(at), qs.1.as_ptr().add(at));
                 let mut q = _mm512_and_si512(_mm512_srl_epi16(v, shift), m4);
                 if let Some((ha, hb)) = qh {
                     let h = join32(ha.as_ptr().add(32 * c), hb.as_ptr().add(32 * c));
@@ -539,7 +541,7 @@ pub unsafe fn unpack_k_sb<B: KBlockX8>(xa: &[B], xb: &[B], out: &mut [PanelSB]) 
                 }
                 store_planes(q, s16, &mut p.lo[8 * g + c], &mut p.hi[8 * g + c]);
             }
-            *m = u8x16_pair(a.mins().as_ptr().add(8 * g), b.mins().as_ptr().add(8 * g));
+            *m = u8x16_pair(ms.0.as_ptr().add(8 * g), ms.1.as_ptr().add(8 * g));
         }
         for (k, pair) in p.mins.iter_mut().enumerate() {
             let lo = _mm512_and_si512(mins[2 * k], _mm512_set1_epi32(0xffff));
