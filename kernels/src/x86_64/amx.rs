@@ -676,8 +676,11 @@ pub unsafe fn vec_dot_sb_x16<const MINS: bool>(
     // 1 KiB per chunk). (Chunk by chunk, the planes of a row pair, 67 KiB at 2048 columns,
     // came from L2 for every chunk.)
     ACC.with_borrow_mut(|accs| {
-        accs.clear();
-        accs.resize(chunks, [[0.0; 16]; 16]);
+        // Only grows (no fill per call): super-block 0 writes each chunk's sums, later ones
+        // add to them.
+        if accs.len() < chunks {
+            accs.resize(chunks, [[0.0; 16]; 16]);
+        }
         configure(&CONFIG_SB);
         let mut c = [
             SumsSB([Sums([[0; 16]; 16]), Sums([[0; 16]; 16])]),
@@ -687,7 +690,11 @@ pub unsafe fn vec_dot_sb_x16<const MINS: bool>(
             product_sb(s % 2, y(chunk, j).qs.as_ptr().cast(), p.as_ptr().add(j).cast())
         };
         let scale_into = |j: usize, chunk: usize, c: &SumsSB, acc: &mut [[f32; 16]; 16]| {
-            let mut v: [__m512; 16] = std::array::from_fn(|i| _mm512_loadu_ps(acc[i].as_ptr()));
+            let mut v: [__m512; 16] = if j == 0 {
+                [_mm512_setzero_ps(); 16]
+            } else {
+                std::array::from_fn(|i| _mm512_loadu_ps(acc[i].as_ptr()))
+            };
             scale(chunk, j, c, &mut v);
             for (a, v) in acc.iter_mut().zip(v) {
                 _mm512_storeu_ps(a.as_mut_ptr(), v);
@@ -715,7 +722,7 @@ pub unsafe fn vec_dot_sb_x16<const MINS: bool>(
         let (pj, pc, ps) = prev;
         scale_into(pj, pc, &c[ps % 2], &mut accs[pc]);
         release();
-        for (chunk, acc) in accs.iter().enumerate() {
+        for (chunk, acc) in accs[..chunks].iter().enumerate() {
             out(chunk, acc);
         }
     });
