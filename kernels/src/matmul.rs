@@ -19,6 +19,12 @@ pub const PANEL_MIN_ROWS: usize = 16;
 /// Activation rows from which a layout's AMX path (`Kernels::amx16`) runs: one tile's worth.
 pub const AMX_MIN_ROWS: usize = 16;
 
+/// Activation rows from which a matrix kept in the file's row layout runs through its type's
+/// interleaved kernels, each worker repacking 16 rows at a time into a small buffer that
+/// stays in cache (`FLY`): the repacking costs about what the panel unpacking does, so it
+/// pays where the panels do.
+pub const FLY_MIN_ROWS: usize = PANEL_MIN_ROWS;
+
 thread_local! {
     /// Each worker's panel buffer: it grows to the largest panel once and is reused after.
     static PANEL: RefCell<Vec<Line64>> = const { RefCell::new(Vec::new()) };
@@ -28,6 +34,8 @@ thread_local! {
     static ACT_TILES_K: RefCell<Vec<ActTileK>> = const { RefCell::new(Vec::new()) };
     /// The same for Q8_K activations (`tile_activations_sb`).
     static ACT_TILES_S: RefCell<Vec<ActTileS>> = const { RefCell::new(Vec::new()) };
+    /// Each worker's rows repacked on the fly (`FLY_MIN_ROWS`): one or two groups.
+    static FLY: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 use crate::blocks::QK_K;
 use crate::repack::{Layout, GROUP};
@@ -120,10 +128,21 @@ impl<'a> Matrix<'a> {
     /// The activation format this matrix's kernels take: the weight type's, except that the
     /// interleaved Q4_0/Q5_0/Q8_0 kernels take Q8_0 blocks with their sums.
     pub fn act_type(&self) -> Option<ActType> {
-        match self.layout {
-            Layout::Q4_0x8 | Layout::Q5_0x8 | Layout::Q8_0x8 | Layout::IQ4NLx8 => Some(ActType::Q8_0S),
-            _ => ActType::for_weight(self.ty),
-        }
+        act_type(self.ty, self.layout)
+    }
+
+    /// The activation format `matmul` quantizes to for this matrix against `n` rows: as
+    /// `act_type`, except that a matrix in the row layout runs through its type's interleaved
+    /// kernels from `FLY_MIN_ROWS` rows on. (Matrices sharing an input in `matmul_multi`
+    /// must agree on it.)
+    pub fn act_type_for(&self, k: &Kernels, n: usize) -> Option<ActType> {
+        act_type(self.ty, kernel_layout(k, self, n))
+    }
+
+    /// The bytes of rows `r0..r1` of a matrix in the row layout.
+    fn rows_bytes(&self, r0: usize, r1: usize) -> &'a [u8] {
+        let rb = self.row_bytes();
+        &self.data[r0 * rb..r1 * rb]
     }
 
     pub fn row_bytes(&self) -> usize {
@@ -136,9 +155,27 @@ impl<'a> Matrix<'a> {
     }
 }
 
-fn prepare(k: &Kernels, w: &Matrix) -> Result<(DotFn, ActType), KernelError> {
+/// The activation format of a type's kernels in a layout (see `Matrix::act_type`).
+fn act_type(ty: GgmlType, layout: Layout) -> Option<ActType> {
+    match layout {
+        Layout::Q4_0x8 | Layout::Q5_0x8 | Layout::Q8_0x8 | Layout::IQ4NLx8 => Some(ActType::Q8_0S),
+        _ => ActType::for_weight(ty),
+    }
+}
+
+/// The layout whose kernels run a matrix against `n` activation rows: its own, or for a
+/// matrix in the row layout from `FLY_MIN_ROWS` rows on, the interleaved layout the level
+/// prefers for its type (repacked on the fly).
+fn kernel_layout(k: &Kernels, w: &Matrix, n: usize) -> Layout {
+    match w.layout {
+        Layout::Rows if n >= FLY_MIN_ROWS => k.preferred_layout(w.ty, w.rows, w.cols).unwrap_or(Layout::Rows),
+        l => l,
+    }
+}
+
+fn prepare(k: &Kernels, w: &Matrix, n: usize) -> Result<(DotFn, ActType), KernelError> {
     let unsupported = KernelError::Unsupported { ty: w.ty, what: "matrix multiplication" };
-    let act = w.act_type().ok_or(unsupported.clone())?;
+    let act = act_type(w.ty, kernel_layout(k, w, n)).ok_or(unsupported.clone())?;
     let dot = k.dot(w.ty).ok_or(unsupported)?;
     if !w.cols.is_multiple_of(act.block()) {
         return Err(KernelError::BadLength { ty: w.ty, bytes: w.data.len(), elems: w.cols });
@@ -203,7 +240,7 @@ pub fn matmul_multi(
     if ws.len() != ys.len() || ws.len() > MAX_SHARED {
         return Err(KernelError::BadLength { ty: first.ty, bytes: ys.len(), elems: ws.len() });
     }
-    let (_, act) = prepare(k, first)?;
+    let (_, act) = prepare(k, first, n)?;
     let mut dots: [Option<DotFn>; MAX_SHARED] = [None; MAX_SHARED];
     let mut dots4: [Option<Dot4Fn>; MAX_SHARED] = [None; MAX_SHARED];
     let mut tiles: [Option<Dot4x2Fn>; MAX_SHARED] = [None; MAX_SHARED];
@@ -212,13 +249,15 @@ pub fn matmul_multi(
     let mut x16x8: [Option<Dot16x8Fn>; MAX_SHARED] = [None; MAX_SHARED];
     let mut panels: [Option<Panel16Fns>; MAX_SHARED] = [None; MAX_SHARED];
     let mut amx: [Option<Tile16Fns>; MAX_SHARED] = [None; MAX_SHARED];
+    // Matrices in the row layout run through interleaved kernels (repacked on the fly).
+    let mut fly = [false; MAX_SHARED];
     // First task of each matrix (task t belongs to the last j with starts[j] <= t).
     let mut starts = [usize::MAX; MAX_SHARED + 1];
     let mut tasks = 0;
     let threads = crate::pool::global().threads();
     let mut chunk = [0usize; MAX_SHARED];
     for (j, (w, y)) in ws.iter().zip(ys.iter()).enumerate() {
-        let (dot, a) = prepare(k, w)?;
+        let (dot, a) = prepare(k, w, n)?;
         if a != act || w.cols != first.cols {
             return Err(KernelError::Unsupported {
                 ty: w.ty,
@@ -231,12 +270,14 @@ pub fn matmul_multi(
         dots[j] = Some(dot);
         dots4[j] = k.dot4(w.ty);
         tiles[j] = k.dot4x2(w.ty);
-        if w.layout != Layout::Rows {
-            x8[j] = k.repacked(w.layout);
-            x16[j] = k.repacked16(w.layout);
-            x16x8[j] = k.repacked16x8(w.layout);
-            panels[j] = k.panel16(w.layout);
-            amx[j] = k.amx16(w.layout).filter(|_| n >= AMX_MIN_ROWS);
+        let layout = kernel_layout(k, w, n);
+        if layout != Layout::Rows {
+            fly[j] = w.layout == Layout::Rows;
+            x8[j] = k.repacked(layout);
+            x16[j] = k.repacked16(layout);
+            x16x8[j] = k.repacked16x8(layout);
+            panels[j] = k.panel16(layout);
+            amx[j] = k.amx16(layout).filter(|_| n >= AMX_MIN_ROWS);
             if x8[j].is_none() {
                 return Err(KernelError::Unsupported { ty: w.ty, what: "this layout at this kernel level" });
             }
@@ -296,6 +337,22 @@ pub fn matmul_multi(
         if let Some((one, four)) = x8[j] {
             let (g1, mut g) = (r1 / GROUP, r0 / GROUP);
             let panel = panels[j].filter(|_| n >= PANEL_MIN_ROWS);
+            // A matrix in the row layout: `count` groups from group `g` repacked into this
+            // worker's buffer (the file's rows are read once per call either way).
+            // (The type and shape were found repackable for the whole matrix, so every run of
+            // whole groups is.)
+            let mut fly_buf = if fly[j] { FLY.take() } else { Vec::new() };
+            let fetch = |buf: &mut Vec<u8>, g: usize, count: usize| -> usize {
+                let rows = count * GROUP;
+                let len = crate::repack::repacked_len(w.ty, rows, cols).unwrap_or(0);
+                if buf.len() < len {
+                    buf.resize(len, 0);
+                }
+                let src = w.rows_bytes(g * GROUP, g * GROUP + rows);
+                let ok = crate::repack::repack_into(w.ty, rows, cols, src, &mut buf[..len]).is_some();
+                debug_assert!(ok);
+                len
+            };
             // A 16x8 kernel that unpacks as it goes (no panel): eight activation rows at a
             // time against every pair of this task's groups, so the rows stay in L1 while
             // the task's weights come from L2, instead of a long prompt's activations
@@ -304,7 +361,7 @@ pub fn matmul_multi(
             // on one thread of a Zen 4, the same on two.) The pairs below then start at row
             // `blocked`.
             let mut blocked = 0;
-            if let (Some(k8), None, None, true) = (x16x8[j], panel, amx[j], n >= 16) {
+            if let (Some(k8), None, None, true, false) = (x16x8[j], panel, amx[j], n >= 16, fly[j]) {
                 blocked = n / 8 * 8;
                 for i in (0..blocked).step_by(8) {
                     let rows = std::array::from_fn(|c| a.row(i + c, cols));
@@ -321,13 +378,22 @@ pub fn matmul_multi(
             while g < g1 {
                 // Two groups at once where the level has a 16-row kernel (prefill).
                 if g + 1 < g1 && ((x16[j].is_some() && n >= 4) || panel.is_some() || amx[j].is_some()) {
-                    let (xa, xb) = (w.group(g), w.group(g + 1));
+                    let (xa, xb) = match fly[j] {
+                        true => {
+                            let len = fetch(&mut fly_buf, g, 2);
+                            fly_buf[..len].split_at(len / 2)
+                        }
+                        false => (w.group(g), w.group(g + 1)),
+                    };
                     // The next pair's weights go to L2 a share per pass over activation rows
                     // i..i + step, so that its first pass (or its unpacking) waits on memory
                     // less: 5-10% of a 1B Q4_0 prompt at 64 tokens.
                     // (The shares are sized once per pair: a division per tile showed in a
                     // small model's prompt.)
-                    let next = (g + 3 < w.rows / GROUP).then(|| w.groups(g + 2, 2));
+                    let next = (g + 3 < w.rows / GROUP).then(|| match fly[j] {
+                        true => w.rows_bytes((g + 2) * GROUP, (g + 4) * GROUP),
+                        false => w.groups(g + 2, 2),
+                    });
                     let lines = next.map_or(0, |b| b.len().div_ceil(64));
                     let (per8, per4) = (lines.div_ceil((n / 8).max(1)), lines.div_ceil((n / 4).max(1)));
                     let per16 = lines.div_ceil(n.div_ceil(16));
@@ -409,7 +475,13 @@ pub fn matmul_multi(
                     g += 2;
                     continue;
                 }
-                let x = w.group(g);
+                let x = match fly[j] {
+                    true => {
+                        let len = fetch(&mut fly_buf, g, 1);
+                        &fly_buf[..len]
+                    }
+                    false => w.group(g),
+                };
                 let mut i = 0;
                 while i + 4 <= n {
                     let v =
@@ -428,6 +500,9 @@ pub fn matmul_multi(
                     }
                 }
                 g += 1;
+            }
+            if fly[j] {
+                FLY.set(fly_buf);
             }
             return;
         }

@@ -505,6 +505,11 @@ fn repacked_matmul_matches_rows() {
             for n in [1usize, 3, 4, 5, 8, 9, 13, 16, 21, 133] {
                 checked += check_repacked(k, &plain, &m, n, case, &mut rng);
             }
+            // The row layout from `FLY_MIN_ROWS` activation rows on: the same kernels, each
+            // task repacking its rows 16 at a time (here a pair, then a lone group).
+            for n in [ferrite_kernels::matmul::FLY_MIN_ROWS, 21, 133] {
+                checked += check_repacked(k, &plain, &plain, n, case, &mut rng);
+            }
         }
     }
     // A layout the level has no kernels for is an error, not a wrong answer.

@@ -367,7 +367,7 @@ fn matmul_shared(
     ys: &mut [&mut [f32]],
     act: &mut ActBuf,
 ) -> Result<()> {
-    let same = ws.iter().all(|w| w.act_type() == ws[0].act_type());
+    let same = ws.iter().all(|w| w.act_type_for(k, n) == ws[0].act_type_for(k, n));
     if same {
         matmul_multi(k, ws, x, n, ys, act)?;
     } else {
