@@ -62,7 +62,7 @@ enum Command {
         #[arg(short = 'c', long = "ctx-size", default_value_t = 4096)]
         ctx_size: usize,
         #[command(flatten)]
-        threads: Threads,
+        runtime: Runtime,
         #[command(flatten)]
         sampling: Sampling,
         /// Keep generating past end-of-generation tokens.
@@ -95,7 +95,7 @@ enum Command {
         #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
         reps: usize,
         #[command(flatten)]
-        threads: Threads,
+        runtime: Runtime,
         #[arg(long)]
         json: bool,
         /// Keep per-op statistics while measuring (shows what the bookkeeping costs) and
@@ -132,7 +132,7 @@ enum Command {
         #[arg(short = 'c', long = "ctx-size", default_value_t = 512)]
         ctx_size: usize,
         #[command(flatten)]
-        threads: Threads,
+        runtime: Runtime,
         #[arg(long)]
         json: bool,
     },
@@ -155,7 +155,7 @@ enum Command {
         #[arg(long)]
         measure: bool,
         #[command(flatten)]
-        threads: Threads,
+        runtime: Runtime,
     },
     /// Print the token ids of a text.
     Tokenize {
@@ -186,7 +186,7 @@ enum Command {
         #[arg(long)]
         no_bos: bool,
         #[command(flatten)]
-        threads: Threads,
+        runtime: Runtime,
     },
     /// Talk with a model: a terminal chat, or one message per line of piped input.
     Chat {
@@ -206,7 +206,7 @@ enum Command {
         #[arg(short = 'c', long = "ctx-size", default_value_t = 4096)]
         ctx_size: usize,
         #[command(flatten)]
-        threads: Threads,
+        runtime: Runtime,
         #[command(flatten)]
         sampling: Sampling,
     },
@@ -230,7 +230,7 @@ enum Command {
         #[arg(long, default_value_t = 2 << 20)]
         max_body: usize,
         #[command(flatten)]
-        threads: Threads,
+        runtime: Runtime,
         /// Defaults for requests that leave a setting out; --seed seeds requests without one.
         #[command(flatten)]
         sampling: Sampling,
@@ -290,14 +290,22 @@ impl Sampling {
 }
 
 #[derive(clap::Args, Clone, Copy)]
-struct Threads {
+struct Runtime {
     /// Threads (default: all cores).
     #[arg(short = 't', long = "threads")]
     threads: Option<usize>,
+    /// Keep every weight in the file's layout, read in place from the mapped file: no
+    /// repacked copies, so the model loads in milliseconds and takes no memory beyond the
+    /// file; decode and prefill run slower (BENCHMARKS.md, "Loading and memory").
+    #[arg(long = "no-repack")]
+    no_repack: bool,
 }
 
-impl Threads {
+impl Runtime {
     fn apply(self) -> anyhow::Result<()> {
+        if self.no_repack {
+            ferrite::model::set_repack(false);
+        }
         if let Some(t) = self.threads {
             if t == 0 || t > 1024 {
                 anyhow::bail!("-t {t}: threads must be between 1 and 1024");
@@ -344,7 +352,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             file,
             n_predict,
             ctx_size,
-            threads,
+            runtime,
             sampling,
             ignore_eos,
             no_parse_special,
@@ -352,7 +360,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             dump_activations,
             layers,
         } => {
-            threads.apply()?;
+            runtime.apply()?;
             let sampler_config = sampling.config()?;
             let prompt = match (prompt, file) {
                 (Some(p), _) => p,
@@ -373,8 +381,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             run_generation(&model, &prompt, opts)?;
             return Ok(());
         }
-        Command::Bench { model, n_prompt, n_gen, reps, threads, json, profile, roofline } => {
-            threads.apply()?;
+        Command::Bench { model, n_prompt, n_gen, reps, runtime, json, profile, roofline } => {
+            runtime.apply()?;
             if reps == 0 || reps > 1000 || n_prompt > 1 << 20 || n_gen > 1 << 20 {
                 anyhow::bail!("-r must be 1..1000, -p and -n at most 1048576");
             }
@@ -416,8 +424,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             ferrite::synth::synth(sh, ft, &output, vocab.as_deref(), seed)?;
             eprintln!("wrote {}", output.display());
         }
-        Command::Perplexity { model, file, ctx_size, threads, json } => {
-            threads.apply()?;
+        Command::Perplexity { model, file, ctx_size, runtime, json } => {
+            runtime.apply()?;
             let text = std::fs::read_to_string(&file)
                 .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
             let m = Model::open(&model)?;
@@ -445,8 +453,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let r = ferrite::quantize::quantize_file(&input, &output, &ty)?;
             eprintln!("{r}");
         }
-        Command::Explain { model, pos, measure, threads } => {
-            threads.apply()?;
+        Command::Explain { model, pos, measure, runtime } => {
+            runtime.apply()?;
             let m = Model::open(&model)?;
             let bw = ferrite::kernels::memory::measure_read_bandwidth(1 << 30, 3);
             let ops = ferrite::explain::measure_int8_ops();
@@ -471,8 +479,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 writeln!(out, "{}", line.join(" "))?;
             }
         }
-        Command::Logits { model, prompt, tokens, no_bos, threads } => {
-            threads.apply()?;
+        Command::Logits { model, prompt, tokens, no_bos, runtime } => {
+            runtime.apply()?;
             let m = Model::open(&model)?;
             let ids = match (prompt, tokens) {
                 (_, Some(t)) => parse_ids(&t)?,
@@ -491,8 +499,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let bytes: Vec<u8> = state.logits.iter().flat_map(|x| x.to_le_bytes()).collect();
             out.write_all(&bytes)?;
         }
-        Command::Chat { model, system_prompt, chat_template, n_predict, ctx_size, threads, sampling } => {
-            threads.apply()?;
+        Command::Chat { model, system_prompt, chat_template, n_predict, ctx_size, runtime, sampling } => {
+            runtime.apply()?;
             let opts = ferrite::chat::ChatOptions {
                 ctx_size,
                 sampler: sampling.config()?,
@@ -503,8 +511,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             drop(out);
             return ferrite::chat::run_chat(&model, opts);
         }
-        Command::Serve { model, host, port, ctx_size, chat_template, max_body, threads, sampling } => {
-            threads.apply()?;
+        Command::Serve { model, host, port, ctx_size, chat_template, max_body, runtime, sampling } => {
+            runtime.apply()?;
             let opts = ferrite::server::ServeOptions {
                 host,
                 port,

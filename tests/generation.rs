@@ -30,9 +30,14 @@ fn goldens() -> Value {
 }
 
 fn model(ty: &str) -> Model {
+    model_with(ty, true)
+}
+
+/// `repack`: false runs every matrix from the mapped file (`--no-repack`).
+fn model_with(ty: &str, repack: bool) -> Model {
     let p = common::root().join(format!("models/SmolLM2-135M-Instruct.{ty}.gguf"));
     assert!(p.exists(), "{} is missing: run scripts/make-variants.sh", p.display());
-    Model::open(p).unwrap()
+    Model::load_with(ferrite::gguf::GgufFile::open(p).unwrap(), repack).unwrap()
 }
 
 fn logits_for(m: &Model, tokens: &[u32]) -> Vec<f32> {
@@ -44,10 +49,22 @@ fn logits_for(m: &Model, tokens: &[u32]) -> Vec<f32> {
 
 #[test]
 fn greedy_continuations_match_llama_cpp_up_to_near_ties() {
+    continuations_match(true);
+}
+
+/// The same without repacked copies: decode through the row-layout kernels, prompts of 16
+/// tokens or more through the interleaved kernels on rows repacked as they go.
+#[test]
+fn greedy_continuations_match_llama_cpp_without_repacking() {
+    continuations_match(false);
+}
+
+fn continuations_match(repack: bool) {
     let g = goldens();
     let (mut exact, mut total, mut agreed) = (0, 0, 0usize);
     for (ty, cases) in g["generation"].as_object().unwrap() {
-        let m = model(ty);
+        let m = model_with(ty, repack);
+        assert_eq!(m.repacked_bytes() > 0, repack, "{ty}: repacked copies");
         let tok = Tokenizer::from_gguf(&m.file.gguf).unwrap();
         for (prompt, want) in cases.as_object().unwrap() {
             total += 1;

@@ -120,8 +120,28 @@ fn vector(file: &GgufFile, name: &str, n: usize) -> Result<Vec<f32>> {
     Ok(v)
 }
 
+/// Whether `Model::load` makes the repacked copies (`set_repack`).
+static REPACK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Whether models loaded from now on get repacked copies of the matrices whose kernels gain
+/// from an interleaved layout (the default), or run every matrix from the mapped file (`--no-repack`, as
+/// the environment variable `FERRITE_NO_REPACK`): then prefill repacks 16 rows at a time
+/// as it goes (`matmul::FLY_MIN_ROWS`) and decode runs the row-layout kernels.
+pub fn set_repack(on: bool) {
+    REPACK.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 impl Model {
+    /// The model of a file, with repacked copies unless `set_repack(false)` or the
+    /// environment variable `FERRITE_NO_REPACK` says otherwise.
     pub fn load(file: GgufFile) -> Result<Model> {
+        let repack = REPACK.load(std::sync::atomic::Ordering::Relaxed)
+            && std::env::var_os("FERRITE_NO_REPACK").is_none();
+        Model::load_with(file, repack)
+    }
+
+    /// The model of a file; `repack`: make the repacked copies (see `set_repack`).
+    pub fn load_with(file: GgufFile, repack: bool) -> Result<Model> {
         let c = LlamaConfig::from_metadata(&file.gguf)?;
         let (dim, q, kv, ffn) = (c.dim, c.q_dim(), c.kv_dim(), c.ffn_dim);
         let token_embd = weight(&file, "token_embd.weight", dim, c.vocab_size)?;
@@ -166,7 +186,7 @@ impl Model {
             inv_freq,
             kernels: Kernels::best(),
         };
-        if std::env::var_os("FERRITE_NO_REPACK").is_none() {
+        if repack {
             m.repack();
         }
         Ok(m)
