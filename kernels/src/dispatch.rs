@@ -826,11 +826,11 @@ macro_rules! x86_table4 {
         use $m as k;
         use GgmlType::*;
         vec![
-            (Q4_0, wrap4!(k::vec_dot4_q4_0_q8_0, BlockQ4_0, Q8_0)),
             (Q4_1, wrap4!(k::vec_dot4_q4_1_q8_1, BlockQ4_1, Q8_1)),
-            // Q8_0, Q4_K and Q6_K decode stream faster through the one-row kernel (4
+            // Q4_0, Q8_0, Q4_K and Q6_K decode stream faster through the one-row kernel (4
             // interleaved streams of short rows defeat the prefetcher; measured 40 vs 49
-            // tokens/s on SmolLM2 Q8_0, 4.5 vs 11.7 on the 1B shape's Q4_K_M with 1 thread).
+            // tokens/s on SmolLM2 Q8_0, 4.5 vs 11.7 on the 1B shape's Q4_K_M with 1 thread;
+            // the 1B shape's Q4_0 without repacking, 2 threads, 22-23 vs 33-35).
         ]
     }};
 }

@@ -235,17 +235,6 @@ macro_rules! x86_legacy_kernels {
         /// # Safety
         /// The CPU must have this level's target features (reached only through dispatch).
         #[target_feature(enable = $feat)]
-        pub unsafe fn vec_dot4_q4_0_q8_0(x: [&[BlockQ4_0]; 4], y: &[BlockQ8_0]) -> [f32; 4] {
-            let eight = _mm256_set1_epi8(8);
-            four_rows!(x, y, BlockQ4_0, BlockQ8_0, |a, b, v, dy| {
-                let q = _mm256_sub_epi8(unpack_nibbles(&a.qs), eight);
-                mul_sum_i8(_mm256_setzero_si256(), q, v)
-            }, |extra, _, _| extra)
-        }
-
-        /// # Safety
-        /// The CPU must have this level's target features (reached only through dispatch).
-        #[target_feature(enable = $feat)]
         pub unsafe fn vec_dot4_q4_1_q8_1(x: [&[BlockQ4_1]; 4], y: &[BlockQ8_1]) -> [f32; 4] {
             four_rows!(x, y, BlockQ4_1, BlockQ8_1, |a, b, v, dy| {
                 mul_sum(_mm256_setzero_si256(), unpack_nibbles(&a.qs), v)
