@@ -486,6 +486,34 @@ pub type Tile16Fns = (
     fn(&[Line64], ActTiles, usize, usize, &mut dyn FnMut(usize, &[[f32; 16]; 16])) -> bool,
 );
 
+/// Unpacks 16 rows of a matrix in the file's layout (their bytes) straight into the panel
+/// that `Panel16Fns::0` (or with AMX, `Tile16Fns::0`) makes from two interleaved groups;
+/// false if the bytes are not 16 whole rows (`Kernels::rows_unpack16`).
+pub type RowsUnpackFn = fn(&[u8], &mut Vec<Line64>) -> bool;
+
+/// `RowsUnpackFn` for Q8_0: unsigned panels (`FLIP`, the avx512 panel kernel's) or signed
+/// (the AMX tiles').
+#[cfg(target_arch = "x86_64")]
+fn rows_q8_0<const FLIP: bool>(rows: &[u8], buf: &mut Vec<Line64>) -> bool {
+    use crate::x86_64::avx512::{unpack_q8_0_rows16, Panel32};
+    const LINES: usize = std::mem::size_of::<Panel32>() / 64;
+    let Some(blocks) = as_blocks::<BlockQ8_0>(rows) else { return false };
+    if blocks.is_empty() || !blocks.len().is_multiple_of(16) {
+        return false;
+    }
+    let nb = blocks.len() / 16;
+    if buf.len() < nb * LINES {
+        buf.resize(nb * LINES, Line64([0; 64]));
+    }
+    // SAFETY: Panel32 is LINES whole 64-byte lines, 64-byte aligned like Line64, and made of
+    // integers and floats only; the buffer holds at least nb panels.
+    let panels = unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr() as *mut Panel32, nb) };
+    // SAFETY: `Kernels::rows_unpack16` hands this out only from the avx512 and amx tables,
+    // which exist only where the CPU has their features.
+    unsafe { unpack_q8_0_rows16::<FLIP>(blocks, panels) };
+    true
+}
+
 /// Defines `LINES` (64-byte lines per panel) and the safe wrapper `unpack` (`Panel16Fns::0`,
 /// `Tile16Fns::0`) of a panel unpacker: the block type, the panel type, the unpacker.
 #[cfg(target_arch = "x86_64")]
@@ -1284,6 +1312,22 @@ impl Kernels {
     /// The AMX prefill path of an interleaved layout, where the level has one.
     pub fn amx16(&self, layout: Layout) -> Option<Tile16Fns> {
         self.amx.iter().find(|(l, _)| *l == layout).map(|(_, f)| *f)
+    }
+
+    /// An unpacker from 16 rows in the file's layout into the panel of the type's
+    /// interleaved layout (`amx`: the AMX path's panel, else `panel16`'s), where the level has
+    /// one. Q8_0 at the avx512 and amx levels.
+    pub fn rows_unpack16(&self, ty: GgmlType, amx: bool) -> Option<RowsUnpackFn> {
+        #[cfg(target_arch = "x86_64")]
+        if ty == GgmlType::Q8_0 {
+            return match (self.level, amx) {
+                (Level::Amx, true) => Some(rows_q8_0::<false>),
+                (Level::Avx512 | Level::Amx, false) => Some(rows_q8_0::<true>),
+                _ => None,
+            };
+        }
+        let _ = (ty, amx);
+        None
     }
 
     /// The unpack-once prefill path of an interleaved layout, where the level has one.

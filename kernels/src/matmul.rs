@@ -8,7 +8,7 @@
 use crate::dispatch::{
     tile_activations, tile_activations_q8_1, tile_activations_sb, ActBuf, ActRef, ActTile, ActTileK,
     ActTileS, ActTiles, ActType, Dot16x4Fn, Dot16x8Fn, Dot4Fn, Dot4x2Fn, Dot8Fn, Dot8x4Fn, DotFn, Kernels,
-    Line64, Panel16Fns, Tile16Fns,
+    Line64, Panel16Fns, RowsUnpackFn, Tile16Fns,
 };
 use std::cell::RefCell;
 
@@ -249,8 +249,10 @@ pub fn matmul_multi(
     let mut x16x8: [Option<Dot16x8Fn>; MAX_SHARED] = [None; MAX_SHARED];
     let mut panels: [Option<Panel16Fns>; MAX_SHARED] = [None; MAX_SHARED];
     let mut amx: [Option<Tile16Fns>; MAX_SHARED] = [None; MAX_SHARED];
-    // Matrices in the row layout run through interleaved kernels (repacked on the fly).
+    // Matrices in the row layout run through interleaved kernels (repacked on the fly), or
+    // where the level has an unpacker from rows, through its panels or tiles directly.
     let mut fly = [false; MAX_SHARED];
+    let mut direct: [Option<RowsUnpackFn>; MAX_SHARED] = [None; MAX_SHARED];
     // First task of each matrix (task t belongs to the last j with starts[j] <= t).
     let mut starts = [usize::MAX; MAX_SHARED + 1];
     let mut tasks = 0;
@@ -278,6 +280,9 @@ pub fn matmul_multi(
             x16x8[j] = k.repacked16x8(layout);
             panels[j] = k.panel16(layout);
             amx[j] = k.amx16(layout).filter(|_| n >= AMX_MIN_ROWS);
+            if fly[j] && (amx[j].is_some() || panels[j].is_some()) {
+                direct[j] = k.rows_unpack16(w.ty, amx[j].is_some());
+            }
             if x8[j].is_none() {
                 return Err(KernelError::Unsupported { ty: w.ty, what: "this layout at this kernel level" });
             }
@@ -378,13 +383,6 @@ pub fn matmul_multi(
             while g < g1 {
                 // Two groups at once where the level has a 16-row kernel (prefill).
                 if g + 1 < g1 && ((x16[j].is_some() && n >= 4) || panel.is_some() || amx[j].is_some()) {
-                    let (xa, xb) = match fly[j] {
-                        true => {
-                            let len = fetch(&mut fly_buf, g, 2);
-                            fly_buf[..len].split_at(len / 2)
-                        }
-                        false => (w.group(g), w.group(g + 1)),
-                    };
                     // The next pair's weights go to L2 a share per pass over activation rows
                     // i..i + step, so that its first pass (or its unpacking) waits on memory
                     // less: 5-10% of a 1B Q4_0 prompt at 64 tokens.
@@ -401,6 +399,55 @@ pub fn matmul_multi(
                         if let Some(b) = next {
                             prefetch_l2_lines(b, t, per);
                         }
+                    };
+                    // Rows in the file's layout unpacked straight into the panel, where the
+                    // level can: every activation row through the panel or the tiles.
+                    if let Some(unpack_rows) = direct[j] {
+                        let done = PANEL.with_borrow_mut(|p| {
+                            if !unpack_rows(w.rows_bytes(g * GROUP, (g + 2) * GROUP), p) {
+                                return false;
+                            }
+                            if let Some((_, tile)) = amx[j] {
+                                let mut put = |c: usize, v: &[[f32; 16]; 16]| {
+                                    ahead(c, per16);
+                                    for (r, vr) in v.iter().take(n - 16 * c).enumerate() {
+                                        write16(16 * c + r, g * GROUP, vr);
+                                    }
+                                };
+                                return tile(
+                                    p,
+                                    act_tiles,
+                                    cols / w.ty.block_size(),
+                                    n.div_ceil(16),
+                                    &mut put,
+                                );
+                            }
+                            let Some((_, eight)) = panel else { return false };
+                            // Eight rows at a time; a last partial eight runs as the batch's
+                            // last eight rows (n >= 16), writing some outputs again, equal.
+                            let mut i = 0;
+                            while i < n {
+                                let i0 = i.min(n - 8);
+                                ahead(i / 8, per8);
+                                let v = eight(p, std::array::from_fn(|c| a.row(i0 + c, cols)));
+                                for (c, vc) in v.iter().enumerate() {
+                                    write16(i0 + c, g * GROUP, vc);
+                                }
+                                i += 8;
+                            }
+                            true
+                        });
+                        if done {
+                            g += 2;
+                            continue;
+                        }
+                    }
+                    let (xa, xb) = match fly[j] {
+                        true => {
+                            let len = fetch(&mut fly_buf, g, 2);
+                            fly_buf[..len].split_at(len / 2)
+                        }
+                        false => (w.group(g), w.group(g + 1)),
                     };
                     let mut i = blocked;
                     // AMX: the pair unpacked once, then every activation row 16 at a time.

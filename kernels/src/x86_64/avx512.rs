@@ -2,7 +2,7 @@
 
 use crate::blocks::{
     BlockIQ4XSx8, BlockQ2Kx8, BlockQ3Kx8, BlockQ4Kx8, BlockQ4_0x8, BlockQ5Kx8, BlockQ5_0x8, BlockQ5_1x8,
-    BlockQ6Kx8, BlockQ8K, BlockQ8_0S, BlockQ8_0x8,
+    BlockQ6Kx8, BlockQ8K, BlockQ8_0, BlockQ8_0S, BlockQ8_0x8,
 };
 use std::arch::x86_64::*;
 
@@ -577,6 +577,129 @@ pub unsafe fn unpack_q8_0x16(xa: &[BlockQ8_0x8], xb: &[BlockQ8_0x8], out: &mut [
             _mm512_storeu_si512(p.q[k].as_mut_ptr() as *mut __m512i, u);
         }
         _mm512_storeu_ps(p.d.as_mut_ptr(), f16x16_pair(&a.d, &b.d));
+    }
+}
+
+/// Lane indices of `transpose_16x8`'s three rounds of `vpermt2d` (index 16 + i: lane i of
+/// the second source).
+const fn transpose_idx(round: usize, second: bool) -> [i32; 16] {
+    let mut idx = [0i32; 16];
+    let mut l = 0;
+    while l < 16 {
+        idx[l] = match round {
+            // Rows 4p..4p + 4 (two sources of two rows of 8 dwords): lane 4k + r holds row r's
+            // dword k (k < 4; the second output dwords 4..8).
+            1 => {
+                let (k, r) = (l / 4 + if second { 4 } else { 0 }, l % 4);
+                (r / 2 * 16 + r % 2 * 8 + k) as i32
+            }
+            // Rows 8q..8q + 8 from two of those: lane 8k + r, k < 2 (the second: 2..4).
+            2 => {
+                let (k, r) = (l / 8 + if second { 2 } else { 0 }, l % 8);
+                (r / 4 * 16 + k * 4 + r % 4) as i32
+            }
+            // All 16 rows from two of those: lane r, one dword (the second: the next).
+            _ => {
+                let k = if second { 1 } else { 0 };
+                (l / 8 * 16 + k * 8 + l % 8) as i32
+            }
+        };
+        l += 1;
+    }
+    idx
+}
+
+/// 16 rows of 8 dwords, `z[i]` holding rows 2i (lanes 0-7) and 2i + 1 (lanes 8-15), turned
+/// into 8 registers of one dword of every row (`out[k]` lane r: row r's dword k).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn transpose_16x8(z: [__m512i; 8]) -> [__m512i; 8] {
+    // (No closures here: a closure does not take the function's target features, and the
+    // intrinsics in it would not be inlined.)
+    const IDX: [[i32; 16]; 6] = [
+        transpose_idx(1, false),
+        transpose_idx(1, true),
+        transpose_idx(2, false),
+        transpose_idx(2, true),
+        transpose_idx(3, false),
+        transpose_idx(3, true),
+    ];
+    let mut idx = [_mm512_setzero_si512(); 6];
+    for (v, a) in idx.iter_mut().zip(IDX.iter()) {
+        *v = _mm512_loadu_si512(a.as_ptr() as *const __m512i);
+    }
+    // Per 4 rows p: dwords 0-3 (x1[p]) and 4-7 (x1[4 + p]).
+    let mut x1 = [_mm512_setzero_si512(); 8];
+    for p in 0..4 {
+        x1[p] = _mm512_permutex2var_epi32(z[2 * p], idx[0], z[2 * p + 1]);
+        x1[4 + p] = _mm512_permutex2var_epi32(z[2 * p], idx[1], z[2 * p + 1]);
+    }
+    // Per 8 rows q: dwords (0,1), (2,3), (4,5), (6,7) at x2[2 * pair + q].
+    let mut x2 = [_mm512_setzero_si512(); 8];
+    for h in 0..2 {
+        for q in 0..2 {
+            let (a, b) = (x1[4 * h + 2 * q], x1[4 * h + 2 * q + 1]);
+            x2[4 * h + q] = _mm512_permutex2var_epi32(a, idx[2], b);
+            x2[4 * h + 2 + q] = _mm512_permutex2var_epi32(a, idx[3], b);
+        }
+    }
+    // All 16 rows, one dword each.
+    let mut out = [_mm512_setzero_si512(); 8];
+    for pair in 0..4 {
+        let (a, b) = (x2[2 * pair], x2[2 * pair + 1]);
+        out[2 * pair] = _mm512_permutex2var_epi32(a, idx[4], b);
+        out[2 * pair + 1] = _mm512_permutex2var_epi32(a, idx[5], b);
+    }
+    out
+}
+
+/// Unpacks 16 rows of a Q8_0 matrix in the file's layout (`rows`: row r's blocks at
+/// `rows[r * nb..]`, nb = `out.len()`) straight into panels, as `unpack_q8_0x16` does from
+/// two interleaved groups: with `FLIP` the weights as w + 128 (the panel kernels here),
+/// without them as they are (the AMX tiles). A prefill without repacked copies then skips
+/// the interleaving.
+///
+/// # Safety
+/// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn unpack_q8_0_rows16<const FLIP: bool>(rows: &[BlockQ8_0], out: &mut [Panel32]) {
+    let nb = out.len();
+    if rows.len() != 16 * nb {
+        return;
+    }
+    let flip = _mm512_set1_epi8(if FLIP { -128 } else { 0 });
+    for (j, p) in out.iter_mut().enumerate() {
+        let b = |r: usize| &rows[r * nb + j];
+        for r in 0..16 {
+            _mm_prefetch::<_MM_HINT_T0>((b(r) as *const BlockQ8_0 as *const i8).wrapping_add(4 * 34));
+        }
+        let mut z = [_mm512_setzero_si512(); 8];
+        for (i, v) in z.iter_mut().enumerate() {
+            *v = join32(b(2 * i).qs.as_ptr() as *const u8, b(2 * i + 1).qs.as_ptr() as *const u8);
+        }
+        for (k, v) in transpose_16x8(z).into_iter().enumerate() {
+            _mm512_storeu_si512(p.q[k].as_mut_ptr() as *mut __m512i, _mm512_xor_si512(v, flip));
+        }
+        let h = |r: usize| i16::from_le_bytes(b(r).d);
+        let d = _mm256_set_epi16(
+            h(15),
+            h(14),
+            h(13),
+            h(12),
+            h(11),
+            h(10),
+            h(9),
+            h(8),
+            h(7),
+            h(6),
+            h(5),
+            h(4),
+            h(3),
+            h(2),
+            h(1),
+            h(0),
+        );
+        _mm512_storeu_ps(p.d.as_mut_ptr(), _mm512_cvtph_ps(d));
     }
 }
 
