@@ -491,28 +491,54 @@ pub type Tile16Fns = (
 /// false if the bytes are not 16 whole rows (`Kernels::rows_unpack16`).
 pub type RowsUnpackFn = fn(&[u8], &mut Vec<Line64>) -> bool;
 
-/// `RowsUnpackFn` for Q8_0: unsigned panels (`FLIP`, the avx512 panel kernel's) or signed
-/// (the AMX tiles').
+/// Defines the safe wrapper (`RowsUnpackFn`) `$name` of an unpacker from 16 rows: the
+/// block type, the panel type, the unpacker.
 #[cfg(target_arch = "x86_64")]
-fn rows_q8_0<const FLIP: bool>(rows: &[u8], buf: &mut Vec<Line64>) -> bool {
-    use crate::x86_64::avx512::{unpack_q8_0_rows16, Panel32};
-    const LINES: usize = std::mem::size_of::<Panel32>() / 64;
-    let Some(blocks) = as_blocks::<BlockQ8_0>(rows) else { return false };
-    if blocks.is_empty() || !blocks.len().is_multiple_of(16) {
-        return false;
-    }
-    let nb = blocks.len() / 16;
-    if buf.len() < nb * LINES {
-        buf.resize(nb * LINES, Line64([0; 64]));
-    }
-    // SAFETY: Panel32 is LINES whole 64-byte lines, 64-byte aligned like Line64, and made of
-    // integers and floats only; the buffer holds at least nb panels.
-    let panels = unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr() as *mut Panel32, nb) };
-    // SAFETY: `Kernels::rows_unpack16` hands this out only from the avx512 and amx tables,
-    // which exist only where the CPU has their features.
-    unsafe { unpack_q8_0_rows16::<FLIP>(blocks, panels) };
-    true
+macro_rules! rows_unpacker {
+    ($name:ident, $w:ty, $panel:ty, $unpack:path) => {
+        fn $name(rows: &[u8], buf: &mut Vec<Line64>) -> bool {
+            const LINES: usize = std::mem::size_of::<$panel>() / 64;
+            let Some(blocks) = as_blocks::<$w>(rows) else { return false };
+            if blocks.is_empty() || !blocks.len().is_multiple_of(16) {
+                return false;
+            }
+            let nb = blocks.len() / 16;
+            if buf.len() < nb * LINES {
+                buf.resize(nb * LINES, Line64([0; 64]));
+            }
+            // SAFETY: the panel type is LINES whole 64-byte lines, 64-byte aligned like
+            // Line64, and made of integers and floats only; the buffer holds nb panels.
+            let panels = unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr() as *mut $panel, nb) };
+            // SAFETY: `Kernels::rows_unpack16` hands this out only from the avx512 and amx
+            // tables, which exist only where the CPU has their features.
+            unsafe { $unpack(blocks, panels) };
+            true
+        }
+    };
 }
+
+// Unsigned Q8_0 panels (the avx512 panel kernel's), signed ones (the AMX tiles'), Q4_K's.
+#[cfg(target_arch = "x86_64")]
+rows_unpacker!(
+    rows_q8_0_u,
+    BlockQ8_0,
+    crate::x86_64::avx512::Panel32,
+    crate::x86_64::avx512::unpack_q8_0_rows16::<true>
+);
+#[cfg(target_arch = "x86_64")]
+rows_unpacker!(
+    rows_q8_0_s,
+    BlockQ8_0,
+    crate::x86_64::avx512::Panel32,
+    crate::x86_64::avx512::unpack_q8_0_rows16::<false>
+);
+#[cfg(target_arch = "x86_64")]
+rows_unpacker!(
+    rows_q4_k,
+    BlockQ4K,
+    crate::x86_64::avx512::PanelQ4K,
+    crate::x86_64::avx512::unpack_q4_k_rows16
+);
 
 /// Defines `LINES` (64-byte lines per panel) and the safe wrapper `unpack` (`Panel16Fns::0`,
 /// `Tile16Fns::0`) of a panel unpacker: the block type, the panel type, the unpacker.
@@ -1316,18 +1342,23 @@ impl Kernels {
 
     /// An unpacker from 16 rows in the file's layout into the panel of the type's
     /// interleaved layout (`amx`: the AMX path's panel, else `panel16`'s), where the level has
-    /// one. Q8_0 at the avx512 and amx levels.
+    /// one: Q8_0 (both) and Q4_K (`panel16`'s) at the avx512 and amx levels.
     pub fn rows_unpack16(&self, ty: GgmlType, amx: bool) -> Option<RowsUnpackFn> {
         #[cfg(target_arch = "x86_64")]
-        if ty == GgmlType::Q8_0 {
-            return match (self.level, amx) {
-                (Level::Amx, true) => Some(rows_q8_0::<false>),
-                (Level::Avx512 | Level::Amx, false) => Some(rows_q8_0::<true>),
+        {
+            let avx512 = matches!(self.level, Level::Avx512 | Level::Amx);
+            match (ty, amx) {
+                (GgmlType::Q8_0, true) if self.level == Level::Amx => Some(rows_q8_0_s),
+                (GgmlType::Q8_0, false) if avx512 => Some(rows_q8_0_u),
+                (GgmlType::Q4_K, false) if avx512 => Some(rows_q4_k),
                 _ => None,
-            };
+            }
         }
-        let _ = (ty, amx);
-        None
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (ty, amx);
+            None
+        }
     }
 
     /// The unpack-once prefill path of an interleaved layout, where the level has one.

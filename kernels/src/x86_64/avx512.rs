@@ -1,8 +1,8 @@
 //! AVX-512 (F, BW, VL) with VNNI: `vpdpbusd` on 256-bit registers (EVEX encoding).
 
 use crate::blocks::{
-    BlockIQ4XSx8, BlockQ2Kx8, BlockQ3Kx8, BlockQ4Kx8, BlockQ4_0x8, BlockQ5Kx8, BlockQ5_0x8, BlockQ5_1x8,
-    BlockQ6Kx8, BlockQ8K, BlockQ8_0, BlockQ8_0S, BlockQ8_0x8,
+    BlockIQ4XSx8, BlockQ2Kx8, BlockQ3Kx8, BlockQ4K, BlockQ4Kx8, BlockQ4_0x8, BlockQ5Kx8, BlockQ5_0x8,
+    BlockQ5_1x8, BlockQ6Kx8, BlockQ8K, BlockQ8_0, BlockQ8_0S, BlockQ8_0x8,
 };
 use std::arch::x86_64::*;
 
@@ -680,26 +680,7 @@ pub unsafe fn unpack_q8_0_rows16<const FLIP: bool>(rows: &[BlockQ8_0], out: &mut
         for (k, v) in transpose_16x8(z).into_iter().enumerate() {
             _mm512_storeu_si512(p.q[k].as_mut_ptr() as *mut __m512i, _mm512_xor_si512(v, flip));
         }
-        let h = |r: usize| i16::from_le_bytes(b(r).d);
-        let d = _mm256_set_epi16(
-            h(15),
-            h(14),
-            h(13),
-            h(12),
-            h(11),
-            h(10),
-            h(9),
-            h(8),
-            h(7),
-            h(6),
-            h(5),
-            h(4),
-            h(3),
-            h(2),
-            h(1),
-            h(0),
-        );
-        _mm512_storeu_ps(p.d.as_mut_ptr(), _mm512_cvtph_ps(d));
+        _mm512_storeu_ps(p.d.as_mut_ptr(), f16x16_of(std::array::from_fn(|r| &b(r).d)));
     }
 }
 
@@ -997,6 +978,78 @@ pub unsafe fn unpack_k16<B: KBlockX8>(xa: &[B], xb: &[B], out: &mut [PanelQ4K]) 
         }
         _mm512_storeu_ps(p.d.as_mut_ptr(), f16x16_pair(a.d(), b.d()));
         _mm512_storeu_ps(p.dmin.as_mut_ptr(), f16x16_pair(a.dmin(), b.dmin()));
+    }
+}
+
+/// 16 f16 values (one per row) as f32 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn f16x16_of(b: [&[u8; 2]; 16]) -> __m512 {
+    let h = |r: usize| i16::from_le_bytes(*b[r]);
+    _mm512_cvtph_ps(_mm256_set_epi16(
+        h(15),
+        h(14),
+        h(13),
+        h(12),
+        h(11),
+        h(10),
+        h(9),
+        h(8),
+        h(7),
+        h(6),
+        h(5),
+        h(4),
+        h(3),
+        h(2),
+        h(1),
+        h(0),
+    ))
+}
+
+/// Unpacks 16 rows of a Q4_K matrix in the file's layout (row r's blocks at `rows[r * nb..]`,
+/// nb = `out.len()`) straight into Q4_K panels, the same panels `unpack_k16` makes from two
+/// Q4_Kx8 groups: each 32 bytes of a row's nibbles (two groups) through `transpose_16x8`,
+/// the 6-bit scales and mins with `k_scales_mins`.
+///
+/// # Safety
+/// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn unpack_q4_k_rows16(rows: &[BlockQ4K], out: &mut [PanelQ4K]) {
+    let nb = out.len();
+    if rows.len() != 16 * nb {
+        return;
+    }
+    let m4 = _mm512_set1_epi8(15);
+    for (j, p) in out.iter_mut().enumerate() {
+        let b = |r: usize| &rows[r * nb + j];
+        for r in 0..16 {
+            _mm_prefetch::<_MM_HINT_T0>((b(r) as *const BlockQ4K as *const i8).wrapping_add(144));
+            _mm_prefetch::<_MM_HINT_T0>((b(r) as *const BlockQ4K as *const i8).wrapping_add(208));
+        }
+        // Bytes 32h..32h + 32 of qs: group 2h in the low nibbles, 2h + 1 in the high.
+        for h in 0..4 {
+            let mut z = [_mm512_setzero_si512(); 8];
+            for (i, v) in z.iter_mut().enumerate() {
+                *v = join32(b(2 * i).qs.as_ptr().add(32 * h), b(2 * i + 1).qs.as_ptr().add(32 * h));
+            }
+            for (c, v) in transpose_16x8(z).into_iter().enumerate() {
+                let (lo, hi) = (_mm512_and_si512(v, m4), _mm512_and_si512(_mm512_srli_epi16(v, 4), m4));
+                _mm512_storeu_si512(p.q[16 * h + c].as_mut_ptr() as *mut __m512i, lo);
+                _mm512_storeu_si512(p.q[16 * h + 8 + c].as_mut_ptr() as *mut __m512i, hi);
+            }
+        }
+        for r in 0..16 {
+            let (sc, mn) = crate::scalar::dequant::k_scales_mins(&b(r).scales);
+            for (g, s) in p.sc.iter_mut().enumerate() {
+                s[r] = (sc >> (8 * g)) as u8 as i32;
+            }
+            for (k, m) in p.mins.iter_mut().enumerate() {
+                m[2 * r] = (mn >> (16 * k)) as u8 as i16;
+                m[2 * r + 1] = (mn >> (16 * k + 8)) as u8 as i16;
+            }
+        }
+        _mm512_storeu_ps(p.d.as_mut_ptr(), f16x16_of(std::array::from_fn(|r| &b(r).d)));
+        _mm512_storeu_ps(p.dmin.as_mut_ptr(), f16x16_of(std::array::from_fn(|r| &b(r).dmin)));
     }
 }
 
