@@ -517,7 +517,8 @@ macro_rules! rows_unpacker {
     };
 }
 
-// Unsigned Q8_0 panels (the avx512 panel kernel's), signed ones (the AMX tiles'), Q4_K's.
+// Unsigned Q8_0 panels (the avx512 panel kernel's), signed ones (the AMX tiles'), Q6_K's,
+// Q4_K's.
 #[cfg(target_arch = "x86_64")]
 rows_unpacker!(
     rows_q8_0_u,
@@ -531,6 +532,13 @@ rows_unpacker!(
     BlockQ8_0,
     crate::x86_64::avx512::Panel32,
     crate::x86_64::avx512::unpack_q8_0_rows16::<false>
+);
+#[cfg(target_arch = "x86_64")]
+rows_unpacker!(
+    rows_q6_k,
+    BlockQ6K,
+    crate::x86_64::avx512::PanelQ6K,
+    crate::x86_64::avx512::unpack_q6_k_rows16
 );
 #[cfg(target_arch = "x86_64")]
 rows_unpacker!(
@@ -1342,7 +1350,7 @@ impl Kernels {
 
     /// An unpacker from 16 rows in the file's layout into the panel of the type's
     /// interleaved layout (`amx`: the AMX path's panel, else `panel16`'s), where the level has
-    /// one: Q8_0 (both) and Q4_K (`panel16`'s) at the avx512 and amx levels.
+    /// one: Q8_0 (both), Q4_K and Q6_K (`panel16`'s) at the avx512 and amx levels.
     pub fn rows_unpack16(&self, ty: GgmlType, amx: bool) -> Option<RowsUnpackFn> {
         #[cfg(target_arch = "x86_64")]
         {
@@ -1351,6 +1359,7 @@ impl Kernels {
                 (GgmlType::Q8_0, true) if self.level == Level::Amx => Some(rows_q8_0_s),
                 (GgmlType::Q8_0, false) if avx512 => Some(rows_q8_0_u),
                 (GgmlType::Q4_K, false) if avx512 => Some(rows_q4_k),
+                (GgmlType::Q6_K, false) if avx512 => Some(rows_q6_k),
                 _ => None,
             }
         }

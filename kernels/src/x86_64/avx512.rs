@@ -1293,6 +1293,82 @@ pub unsafe fn unpack_g16<B: Group16x16>(xa: &[B], xb: &[B], out: &mut [PanelQ6K]
     }
 }
 
+/// Unpacks 16 rows of a Q6_K matrix in the file's layout (row r's blocks at `rows[r * nb..]`,
+/// nb = `out.len()`) straight into Q6_K panels, the same panels `unpack_g16` makes from two
+/// Q6_Kx8 groups: each half's two 32-byte runs of ql and its 32 bytes of qh through
+/// `transpose_16x8`, then the values as `q6_kx16_values` builds them.
+///
+/// # Safety
+/// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn unpack_q6_k_rows16(rows: &[BlockQ6K], out: &mut [PanelQ6K]) {
+    let nb = out.len();
+    if rows.len() != 16 * nb {
+        return;
+    }
+    let (m4, m30) = (_mm512_set1_epi8(15), _mm512_set1_epi8(0x30));
+    for (j, p) in out.iter_mut().enumerate() {
+        let b = |r: usize| &rows[r * nb + j];
+        for r in 0..16 {
+            for line in [0, 64, 128, 192] {
+                _mm_prefetch::<_MM_HINT_T0>((b(r) as *const BlockQ6K as *const i8).wrapping_add(210 + line));
+            }
+        }
+        for h in 0..2 {
+            // Bytes `at..at + 32` of `field` of every row, transposed.
+            let mut t = [[_mm512_setzero_si512(); 8]; 3];
+            for (k, at) in [(0, 64 * h), (1, 64 * h + 32), (2, 32 * h)] {
+                let mut z = [_mm512_setzero_si512(); 8];
+                for (i, v) in z.iter_mut().enumerate() {
+                    let f =
+                        |r: usize| if k < 2 { b(r).ql.as_ptr().add(at) } else { b(r).qh.as_ptr().add(at) };
+                    *v = join32(f(2 * i), f(2 * i + 1));
+                }
+                t[k] = transpose_16x8(z);
+            }
+            for c in 0..8 {
+                let (ql0, ql1, qh) = (t[0][c], t[1][c], t[2][c]);
+                let v = [
+                    _mm512_or_si512(
+                        _mm512_and_si512(ql0, m4),
+                        _mm512_and_si512(_mm512_slli_epi16(qh, 4), m30),
+                    ),
+                    _mm512_or_si512(
+                        _mm512_and_si512(ql1, m4),
+                        _mm512_and_si512(_mm512_slli_epi16(qh, 2), m30),
+                    ),
+                    _mm512_or_si512(
+                        _mm512_and_si512(_mm512_srli_epi16(ql0, 4), m4),
+                        _mm512_and_si512(qh, m30),
+                    ),
+                    _mm512_or_si512(
+                        _mm512_and_si512(_mm512_srli_epi16(ql1, 4), m4),
+                        _mm512_and_si512(_mm512_srli_epi16(qh, 2), m30),
+                    ),
+                ];
+                // Value 128h + 32k + 4c + i: group 8h + 2k + c / 4, step c % 4.
+                for (k, q) in v.into_iter().enumerate() {
+                    let g = 8 * h + 2 * k + c / 4;
+                    _mm512_storeu_si512(p.q[4 * g + c % 4].as_mut_ptr() as *mut __m512i, q);
+                }
+            }
+        }
+        for r in 0..16 {
+            let sc = &b(r).scales;
+            for (g, s) in p.sc.iter_mut().enumerate() {
+                s[r] = sc[g] as i32;
+            }
+            for (m, o) in p.offs.iter_mut().enumerate() {
+                o[2 * r] = -32 * sc[2 * m] as i16;
+                o[2 * r + 1] = -32 * sc[2 * m + 1] as i16;
+            }
+        }
+        let d = f16x16_of(std::array::from_fn(|r| &b(r).d));
+        _mm512_storeu_ps(p.d.as_mut_ptr(), d);
+        _mm512_storeu_ps(p.dmin.as_mut_ptr(), d);
+    }
+}
+
 /// Unpacked Q6_K panels (`unpack_g16`) against 8 activation rows: the sums of
 /// `vec_dot_q6_kx16x4_q8_k`, lane for lane, with each weight register a single load.
 ///
