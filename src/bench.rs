@@ -166,13 +166,11 @@ impl Memory {
 impl std::fmt::Display for Memory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
-        write!(
-            f,
-            "load {:.0} ms; file {:.2} GiB; repacked copies {:.2} GiB (their file pages released)",
-            self.load_ms,
-            gib(self.file_bytes),
-            gib(self.repacked_bytes)
-        )?;
+        write!(f, "load {:.0} ms; file {:.2} GiB; ", self.load_ms, gib(self.file_bytes))?;
+        match self.repacked_bytes {
+            0 => write!(f, "no repacked copies (weights read from the mapped file)")?,
+            b => write!(f, "repacked copies {:.2} GiB (their file pages released)", gib(b))?,
+        }
         if let Some(p) = self.peak_rss_bytes {
             write!(f, "; peak resident {:.2} GiB", gib(p))?;
         }

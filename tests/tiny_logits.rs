@@ -1,7 +1,8 @@
 //! Logits against llama.cpp for every weight type, on tiny random-weight Llama models
 //! (tests/fixtures/tiny/: one F16 model written by scripts/goldens/tiny_models.py and its
 //! llama-quantize'd copies; see the README there). For every model, prompt and kernel level
-//! (the dispatched one and `FERRITE_KERNELS=scalar`) we run `ferrite logits --tokens` and check:
+//! (the dispatched one, `FERRITE_KERNELS=scalar`, and the dispatched one with `--no-repack`)
+//! we run `ferrite logits --tokens` and check:
 //!
 //! * top-1 is llama.cpp's (the prompts were picked so that its lead is >= 2% of the range);
 //! * max |ours - llama.cpp| <= 0.5% of llama.cpp's logit range (max - min) for F16;
@@ -73,12 +74,21 @@ fn ids(tokens: &[u32]) -> String {
     tokens.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(" ")
 }
 
-fn run_logits(e: &Entry, scalar: bool) -> Vec<f32> {
+/// `level`: "auto" (the best kernels), "scalar", or "no-repack" (the best kernels with
+/// `--no-repack`: prompts under 16 tokens through the row-layout kernels, longer ones
+/// through the interleaved kernels on rows repacked or unpacked as they go).
+fn run_logits(e: &Entry, level: &str) -> Vec<f32> {
     let mut cmd: Command = common::ferrite();
     cmd.arg("logits").arg("-m").arg(common::fixture("tiny").join(&e.file));
     cmd.arg("--tokens").arg(ids(&e.tokens));
-    if scalar {
-        cmd.env("FERRITE_KERNELS", "scalar");
+    match level {
+        "scalar" => {
+            cmd.env("FERRITE_KERNELS", "scalar");
+        }
+        "no-repack" => {
+            cmd.arg("--no-repack");
+        }
+        _ => {}
     }
     let out = cmd.output().expect("run ferrite");
     assert!(
@@ -89,6 +99,9 @@ fn run_logits(e: &Entry, scalar: bool) -> Vec<f32> {
     );
     read_f32(&out.stdout)
 }
+
+/// The ways each file is run (see `run_logits`).
+const LEVELS: [&str; 3] = ["auto", "scalar", "no-repack"];
 
 #[test]
 fn tiny_models_match_llama_cpp_logits() {
@@ -101,7 +114,7 @@ fn tiny_models_match_llama_cpp_logits() {
     let mut best: BTreeMap<(String, &str), f64> = BTreeMap::new();
     let mut order = Vec::new();
     eprintln!(
-        "{:<7} {:<7} {:>6} {:>11} {:>9} {:>8} {:>5}",
+        "{:<7} {:<9} {:>6} {:>11} {:>9} {:>8} {:>5}",
         "type", "kernels", "tokens", "max|Δ| %rng", "rms|Δ|", "range", "top1"
     );
     for e in &entries {
@@ -119,8 +132,8 @@ fn tiny_models_match_llama_cpp_logits() {
         let (lo, hi) = reference.iter().fold((f32::MAX, f32::MIN), |(a, b), &x| (a.min(x), b.max(x)));
         let range = (hi - lo) as f64;
         assert!(range > 1.0, "{}: degenerate reference logits (range {range})", e.logits);
-        for (level, scalar) in [("auto", false), ("scalar", true)] {
-            let ours = run_logits(e, scalar);
+        for level in LEVELS {
+            let ours = run_logits(e, level);
             assert_eq!(ours.len(), reference.len(), "{} ({level}): vocabulary size", e.file);
             let mut max = 0f64;
             let mut sq = 0f64;
@@ -134,7 +147,7 @@ fn tiny_models_match_llama_cpp_logits() {
             let pct = 100.0 * max / range;
             let top_ok = argmax(&ours) == argmax(&reference);
             eprintln!(
-                "{:<7} {:<7} {:>6} {:>10.4}% {:>9.5} {:>8.3} {:>5}",
+                "{:<7} {:<9} {:>6} {:>10.4}% {:>9.5} {:>8.3} {:>5}",
                 e.ty,
                 level,
                 e.tokens.len(),
@@ -157,11 +170,10 @@ fn tiny_models_match_llama_cpp_logits() {
     }
     eprintln!("\nper type: best prompt's max |Δ| (% of range); quantized types need one <= {EXACT}%");
     for ty in &order {
-        let a = best[&(ty.clone(), "auto")];
-        let s = best[&(ty.clone(), "scalar")];
-        eprintln!("{ty:<7} auto {a:.4}%  scalar {s:.4}%");
+        let v = LEVELS.map(|level| best[&(ty.clone(), level)]);
+        eprintln!("{ty:<7} auto {:.4}%  scalar {:.4}%  no-repack {:.4}%", v[0], v[1], v[2]);
         if ty != "F16" {
-            for (level, v) in [("auto", a), ("scalar", s)] {
+            for (level, v) in LEVELS.into_iter().zip(v) {
                 if v > EXACT {
                     failures.push(format!(
                         "{ty} ({level}): no prompt agrees with llama.cpp to {EXACT}% of the range (best {v:.4}%): \
