@@ -518,7 +518,7 @@ macro_rules! rows_unpacker {
 }
 
 // Unsigned Q8_0 panels (the avx512 panel kernel's), signed ones (the AMX tiles'), Q6_K's,
-// Q4_K's.
+// Q4_K's, Q5_K's.
 #[cfg(target_arch = "x86_64")]
 rows_unpacker!(
     rows_q8_0_u,
@@ -545,7 +545,14 @@ rows_unpacker!(
     rows_q4_k,
     BlockQ4K,
     crate::x86_64::avx512::PanelQ4K,
-    crate::x86_64::avx512::unpack_q4_k_rows16
+    crate::x86_64::avx512::unpack_k_rows16::<BlockQ4K>
+);
+#[cfg(target_arch = "x86_64")]
+rows_unpacker!(
+    rows_q5_k,
+    BlockQ5K,
+    crate::x86_64::avx512::PanelQ4K,
+    crate::x86_64::avx512::unpack_k_rows16::<BlockQ5K>
 );
 
 /// Defines `LINES` (64-byte lines per panel) and the safe wrapper `unpack` (`Panel16Fns::0`,
@@ -1350,7 +1357,7 @@ impl Kernels {
 
     /// An unpacker from 16 rows in the file's layout into the panel of the type's
     /// interleaved layout (`amx`: the AMX path's panel, else `panel16`'s), where the level has
-    /// one: Q8_0 (both), Q4_K and Q6_K (`panel16`'s) at the avx512 and amx levels.
+    /// one: Q8_0 (both), Q4_K, Q5_K and Q6_K (`panel16`'s) at the avx512 and amx levels.
     pub fn rows_unpack16(&self, ty: GgmlType, amx: bool) -> Option<RowsUnpackFn> {
         #[cfg(target_arch = "x86_64")]
         {
@@ -1359,6 +1366,7 @@ impl Kernels {
                 (GgmlType::Q8_0, true) if self.level == Level::Amx => Some(rows_q8_0_s),
                 (GgmlType::Q8_0, false) if avx512 => Some(rows_q8_0_u),
                 (GgmlType::Q4_K, false) if avx512 => Some(rows_q4_k),
+                (GgmlType::Q5_K, false) if avx512 => Some(rows_q5_k),
                 (GgmlType::Q6_K, false) if avx512 => Some(rows_q6_k),
                 _ => None,
             }

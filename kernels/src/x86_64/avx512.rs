@@ -1006,40 +1006,87 @@ unsafe fn f16x16_of(b: [&[u8; 2]; 16]) -> __m512 {
     ))
 }
 
-/// Unpacks 16 rows of a Q4_K matrix in the file's layout (row r's blocks at `rows[r * nb..]`,
-/// nb = `out.len()`) straight into Q4_K panels, the same panels `unpack_k16` makes from two
-/// Q4_Kx8 groups: each 32 bytes of a row's nibbles (two groups) through `transpose_16x8`,
-/// the 6-bit scales and mins with `k_scales_mins`.
+/// A Q4_K or Q5_K block's fields for `unpack_k_rows16`: d, dmin, the packed scales, the
+/// nibbles, and Q5_K's fifth bits.
+pub trait KRow {
+    #[allow(clippy::type_complexity)]
+    fn fields(&self) -> (&[u8; 2], &[u8; 2], &[u8; 12], &[u8; 128], Option<&[u8; 32]>);
+}
+
+impl KRow for BlockQ4K {
+    fn fields(&self) -> (&[u8; 2], &[u8; 2], &[u8; 12], &[u8; 128], Option<&[u8; 32]>) {
+        (&self.d, &self.dmin, &self.scales, &self.qs, None)
+    }
+}
+
+impl KRow for BlockQ5K {
+    fn fields(&self) -> (&[u8; 2], &[u8; 2], &[u8; 12], &[u8; 128], Option<&[u8; 32]>) {
+        (&self.d, &self.dmin, &self.scales, &self.qs, Some(&self.qh))
+    }
+}
+
+/// Unpacks 16 rows of a Q4_K or Q5_K matrix in the file's layout (row r's blocks at
+/// `rows[r * nb..]`, nb = `out.len()`) straight into Q4_K panels, the same panels `unpack_k16`
+/// makes from two interleaved groups: each 32 bytes of a row's nibbles (two groups), and
+/// Q5_K's 32 bytes of fifth bits, through `transpose_16x8`; the 6-bit scales and mins with
+/// `k_scales_mins`.
 ///
 /// # Safety
 /// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn unpack_q4_k_rows16(rows: &[BlockQ4K], out: &mut [PanelQ4K]) {
+pub unsafe fn unpack_k_rows16<B: KRow>(rows: &[B], out: &mut [PanelQ4K]) {
     let nb = out.len();
     if rows.len() != 16 * nb {
         return;
     }
-    let m4 = _mm512_set1_epi8(15);
+    let (m4, bit4) = (_mm512_set1_epi8(15), _mm512_set1_epi8(0x10));
+    let lines = std::mem::size_of::<B>().div_ceil(64);
     for (j, p) in out.iter_mut().enumerate() {
-        let b = |r: usize| &rows[r * nb + j];
+        let b = |r: usize| rows[r * nb + j].fields();
         for r in 0..16 {
-            _mm_prefetch::<_MM_HINT_T0>((b(r) as *const BlockQ4K as *const i8).wrapping_add(144));
-            _mm_prefetch::<_MM_HINT_T0>((b(r) as *const BlockQ4K as *const i8).wrapping_add(208));
+            let next = (&rows[r * nb + j] as *const B).wrapping_add(1) as *const i8;
+            for line in 0..lines {
+                _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(64 * line));
+            }
+        }
+        // Q5_K: bit g of qh byte l is the fifth bit of value 32g + l (`unpack_k16`).
+        let mut qh = None;
+        if b(0).4.is_some() {
+            let mut z = [_mm512_setzero_si512(); 8];
+            for (i, v) in z.iter_mut().enumerate() {
+                let (x, y) = (b(2 * i).4.unwrap_or(&[0; 32]), b(2 * i + 1).4.unwrap_or(&[0; 32]));
+                *v = join32(x.as_ptr(), y.as_ptr());
+            }
+            qh = Some(transpose_16x8(z));
         }
         // Bytes 32h..32h + 32 of qs: group 2h in the low nibbles, 2h + 1 in the high.
         for h in 0..4 {
             let mut z = [_mm512_setzero_si512(); 8];
             for (i, v) in z.iter_mut().enumerate() {
-                *v = join32(b(2 * i).qs.as_ptr().add(32 * h), b(2 * i + 1).qs.as_ptr().add(32 * h));
+                *v = join32(b(2 * i).3.as_ptr().add(32 * h), b(2 * i + 1).3.as_ptr().add(32 * h));
             }
             for (c, v) in transpose_16x8(z).into_iter().enumerate() {
-                let (lo, hi) = (_mm512_and_si512(v, m4), _mm512_and_si512(_mm512_srli_epi16(v, 4), m4));
+                let mut lo = _mm512_and_si512(v, m4);
+                let mut hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+                if let Some(t) = qh {
+                    // Bits 2h and 2h + 1 to bit 4 (16-bit shifts; bits from the neighbouring
+                    // byte fall outside the mask).
+                    let (g0, g1) = (_mm_cvtsi32_si128(2 * h as i32), _mm_cvtsi32_si128(2 * h as i32 + 1));
+                    lo = _mm512_or_si512(
+                        lo,
+                        _mm512_and_si512(_mm512_slli_epi16(_mm512_srl_epi16(t[c], g0), 4), bit4),
+                    );
+                    hi = _mm512_or_si512(
+                        hi,
+                        _mm512_and_si512(_mm512_slli_epi16(_mm512_srl_epi16(t[c], g1), 4), bit4),
+                    );
+                }
                 _mm512_storeu_si512(p.q[16 * h + c].as_mut_ptr() as *mut __m512i, lo);
                 _mm512_storeu_si512(p.q[16 * h + 8 + c].as_mut_ptr() as *mut __m512i, hi);
             }
         }
         for r in 0..16 {
-            let (sc, mn) = crate::scalar::dequant::k_scales_mins(&b(r).scales);
+            let (sc, mn) = crate::scalar::dequant::k_scales_mins(b(r).2);
             for (g, s) in p.sc.iter_mut().enumerate() {
                 s[r] = (sc >> (8 * g)) as u8 as i32;
             }
@@ -1048,8 +1095,8 @@ pub unsafe fn unpack_q4_k_rows16(rows: &[BlockQ4K], out: &mut [PanelQ4K]) {
                 m[2 * r + 1] = (mn >> (16 * k + 8)) as u8 as i16;
             }
         }
-        _mm512_storeu_ps(p.d.as_mut_ptr(), f16x16_of(std::array::from_fn(|r| &b(r).d)));
-        _mm512_storeu_ps(p.dmin.as_mut_ptr(), f16x16_of(std::array::from_fn(|r| &b(r).dmin)));
+        _mm512_storeu_ps(p.d.as_mut_ptr(), f16x16_of(std::array::from_fn(|r| b(r).0)));
+        _mm512_storeu_ps(p.dmin.as_mut_ptr(), f16x16_of(std::array::from_fn(|r| b(r).1)));
     }
 }
 
