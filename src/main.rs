@@ -296,7 +296,8 @@ struct Runtime {
     threads: Option<usize>,
     /// Keep every weight in the file's layout, read in place from the mapped file: no
     /// repacked copies, so the model loads in milliseconds and takes no memory beyond the
-    /// file; decode and prefill run slower (BENCHMARKS.md, "Loading and memory").
+    /// file; decode runs slower, and prefill for some types (BENCHMARKS.md, "Loading and
+    /// memory").
     #[arg(long = "no-repack")]
     no_repack: bool,
 }

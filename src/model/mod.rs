@@ -124,9 +124,9 @@ fn vector(file: &GgufFile, name: &str, n: usize) -> Result<Vec<f32>> {
 static REPACK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
 /// Whether models loaded from now on get repacked copies of the matrices whose kernels gain
-/// from an interleaved layout (the default), or run every matrix from the mapped file (`--no-repack`, as
-/// the environment variable `FERRITE_NO_REPACK`): then prefill repacks 16 rows at a time
-/// as it goes (`matmul::FLY_MIN_ROWS`) and decode runs the row-layout kernels.
+/// from an interleaved layout (the default), or run every matrix from the mapped file
+/// (`--no-repack`, as the environment variable `FERRITE_NO_REPACK`): then prefill repacks 16
+/// rows at a time as it goes (`matmul::FLY_MIN_ROWS`) and decode runs the row-layout kernels.
 pub fn set_repack(on: bool) {
     REPACK.store(on, std::sync::atomic::Ordering::Relaxed);
 }
