@@ -545,6 +545,8 @@ fn blocked_prefill_matches_rows() {
             levels().into_iter().filter(|k| k.repacked16x8(layout).is_some() && k.panel16(layout).is_none())
         {
             checked += check_repacked(k, &plain, &m, n, Case::Random, &mut rng);
+            // The row layout: the same kernels on rows repacked as each task goes.
+            checked += check_repacked(k, &plain, &plain, n, Case::Random, &mut rng);
         }
     }
     eprintln!("{checked} blocked comparisons");
