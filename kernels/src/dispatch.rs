@@ -518,7 +518,7 @@ macro_rules! rows_unpacker {
 }
 
 // Unsigned Q8_0 panels (the avx512 panel kernel's), signed ones (the AMX tiles'), Q6_K's,
-// Q4_K's, Q5_K's.
+// Q4_1's, Q4_K's, Q5_K's.
 #[cfg(target_arch = "x86_64")]
 rows_unpacker!(
     rows_q8_0_u,
@@ -539,6 +539,13 @@ rows_unpacker!(
     BlockQ6K,
     crate::x86_64::avx512::PanelQ6K,
     crate::x86_64::avx512::unpack_q6_k_rows16
+);
+#[cfg(target_arch = "x86_64")]
+rows_unpacker!(
+    rows_q4_1,
+    BlockQ4_1,
+    crate::x86_64::avx512::Panel32M,
+    crate::x86_64::avx512::unpack_q4_1_rows16
 );
 #[cfg(target_arch = "x86_64")]
 rows_unpacker!(
@@ -1357,7 +1364,8 @@ impl Kernels {
 
     /// An unpacker from 16 rows in the file's layout into the panel of the type's
     /// interleaved layout (`amx`: the AMX path's panel, else `panel16`'s), where the level has
-    /// one: Q8_0 (both), Q4_K, Q5_K and Q6_K (`panel16`'s) at the avx512 and amx levels.
+    /// one: Q8_0 and Q4_1 (both), Q4_K, Q5_K and Q6_K (`panel16`'s) at the avx512 and amx
+    /// levels.
     pub fn rows_unpack16(&self, ty: GgmlType, amx: bool) -> Option<RowsUnpackFn> {
         #[cfg(target_arch = "x86_64")]
         {
@@ -1365,6 +1373,8 @@ impl Kernels {
             match (ty, amx) {
                 (GgmlType::Q8_0, true) if self.level == Level::Amx => Some(rows_q8_0_s),
                 (GgmlType::Q8_0, false) if avx512 => Some(rows_q8_0_u),
+                // Q4_1: the same panels for the avx512 kernel and the AMX tiles.
+                (GgmlType::Q4_1, _) if avx512 => Some(rows_q4_1),
                 (GgmlType::Q4_K, false) if avx512 => Some(rows_q4_k),
                 (GgmlType::Q5_K, false) if avx512 => Some(rows_q5_k),
                 (GgmlType::Q6_K, false) if avx512 => Some(rows_q6_k),

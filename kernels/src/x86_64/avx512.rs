@@ -653,6 +653,73 @@ unsafe fn transpose_16x8(z: [__m512i; 8]) -> [__m512i; 8] {
     out
 }
 
+/// `transpose_16x8` for rows of 4 dwords (`z[i]` lanes 0-3 and 8-11; the other lanes are
+/// not read): `out[k]` lane r holds row r's dword k.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn transpose_16x4(z: [__m512i; 8]) -> [__m512i; 4] {
+    const IDX: [[i32; 16]; 4] =
+        [transpose_idx(1, false), transpose_idx(2, false), transpose_idx(2, true), transpose_idx(3, false)];
+    let mut idx = [_mm512_setzero_si512(); 4];
+    for (v, a) in idx.iter_mut().zip(IDX.iter()) {
+        *v = _mm512_loadu_si512(a.as_ptr() as *const __m512i);
+    }
+    let mut x1 = [_mm512_setzero_si512(); 4];
+    for (p, x) in x1.iter_mut().enumerate() {
+        *x = _mm512_permutex2var_epi32(z[2 * p], idx[0], z[2 * p + 1]);
+    }
+    // Per 8 rows q: dwords (0, 1) at x2[q], (2, 3) at x2[2 + q].
+    let mut x2 = [_mm512_setzero_si512(); 4];
+    for q in 0..2 {
+        x2[q] = _mm512_permutex2var_epi32(x1[2 * q], idx[1], x1[2 * q + 1]);
+        x2[2 + q] = _mm512_permutex2var_epi32(x1[2 * q], idx[2], x1[2 * q + 1]);
+    }
+    let second = _mm512_add_epi32(idx[3], _mm512_set1_epi32(8));
+    [
+        _mm512_permutex2var_epi32(x2[0], idx[3], x2[1]),
+        _mm512_permutex2var_epi32(x2[0], second, x2[1]),
+        _mm512_permutex2var_epi32(x2[2], idx[3], x2[3]),
+        _mm512_permutex2var_epi32(x2[2], second, x2[3]),
+    ]
+}
+
+/// Unpacks 16 rows of a Q4_1 matrix in the file's layout (row r's blocks at `rows[r * nb..]`,
+/// nb = `out.len()`) straight into the panels `unpack_q4_1x16` makes from two interleaved
+/// groups (those of the avx512 panel kernel and of the AMX tiles).
+///
+/// # Safety
+/// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn unpack_q4_1_rows16(rows: &[BlockQ4_1], out: &mut [Panel32M]) {
+    let nb = out.len();
+    if rows.len() != 16 * nb {
+        return;
+    }
+    let m4 = _mm512_set1_epi8(15);
+    for (j, p) in out.iter_mut().enumerate() {
+        let b = |r: usize| &rows[r * nb + j];
+        for r in 0..16 {
+            _mm_prefetch::<_MM_HINT_T0>((b(r) as *const BlockQ4_1 as *const i8).wrapping_add(8 * 20));
+        }
+        let mut z = [_mm512_setzero_si512(); 8];
+        for (i, v) in z.iter_mut().enumerate() {
+            let (lo, hi) = (
+                _mm_loadu_si128(b(2 * i).qs.as_ptr() as *const __m128i),
+                _mm_loadu_si128(b(2 * i + 1).qs.as_ptr() as *const __m128i),
+            );
+            *v = _mm512_inserti32x4::<2>(_mm512_castsi128_si512(lo), hi);
+        }
+        // Dword c: values 4c..4c + 4 in the low nibbles, 16 + 4c.. in the high.
+        for (c, v) in transpose_16x4(z).into_iter().enumerate() {
+            _mm512_storeu_si512(p.q[c].as_mut_ptr() as *mut __m512i, _mm512_and_si512(v, m4));
+            let hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+            _mm512_storeu_si512(p.q[4 + c].as_mut_ptr() as *mut __m512i, hi);
+        }
+        _mm512_storeu_ps(p.d.as_mut_ptr(), f16x16_of(std::array::from_fn(|r| &b(r).d)));
+        _mm512_storeu_ps(p.m.as_mut_ptr(), f16x16_of(std::array::from_fn(|r| &b(r).m)));
+    }
+}
+
 /// Unpacks 16 rows of a Q8_0 matrix in the file's layout (`rows`: row r's blocks at
 /// `rows[r * nb..]`, nb = `out.len()`) straight into panels, as `unpack_q8_0x16` does from
 /// two interleaved groups: with `FLIP` the weights as w + 128 (the panel kernels here),
