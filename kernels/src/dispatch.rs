@@ -542,6 +542,34 @@ rows_unpacker!(
 );
 #[cfg(target_arch = "x86_64")]
 rows_unpacker!(
+    rows_q4_0_u,
+    BlockQ4_0,
+    crate::x86_64::avx512::Panel32,
+    crate::x86_64::avx512::unpack_q4_0_rows16
+);
+#[cfg(target_arch = "x86_64")]
+rows_unpacker!(
+    rows_q4_0_s,
+    BlockQ4_0,
+    crate::x86_64::avx512::Panel32,
+    crate::x86_64::amx::unpack_q4_0_rows16
+);
+#[cfg(target_arch = "x86_64")]
+rows_unpacker!(
+    rows_iq4_nl_u,
+    BlockIQ4NL,
+    crate::x86_64::avx512::Panel32,
+    crate::x86_64::avx512::unpack_iq4_nl_rows16
+);
+#[cfg(target_arch = "x86_64")]
+rows_unpacker!(
+    rows_iq4_nl_s,
+    BlockIQ4NL,
+    crate::x86_64::avx512::Panel32,
+    crate::x86_64::amx::unpack_iq4_nl_rows16
+);
+#[cfg(target_arch = "x86_64")]
+rows_unpacker!(
     rows_q4_1,
     BlockQ4_1,
     crate::x86_64::avx512::Panel32M,
@@ -623,7 +651,19 @@ macro_rules! wrap_amx {
 macro_rules! wrap_panel {
     ($w:ty, $act:ident, $panel:ty, $unpack:path, $eight:path) => {{
         panel_unpacker!($w, $panel, $unpack);
-        fn eight(p: &[Line64], a: [ActRef; 8]) -> [[f32; 16]; 8] {
+        panel_eight!(eight, $act, $panel, $eight);
+        let fns: Panel16Fns = (unpack, eight);
+        Some(fns)
+    }};
+}
+
+/// Defines the safe wrapper `$name` (`PanelEightFn`) of a panel's 8-row kernel: the
+/// activation type, the panel type, the kernel.
+#[cfg(target_arch = "x86_64")]
+macro_rules! panel_eight {
+    ($name:ident, $act:ident, $panel:ty, $eight:path) => {
+        fn $name(p: &[Line64], a: [ActRef; 8]) -> [[f32; 16]; 8] {
+            const LINES: usize = std::mem::size_of::<$panel>() / 64;
             let mut rows = [&[][..]; 8];
             for (r, a) in rows.iter_mut().zip(a) {
                 let ActRef::$act(a) = a else { return [[f32::NAN; 16]; 8] };
@@ -633,15 +673,28 @@ macro_rules! wrap_panel {
             if p.len() < n * LINES {
                 return [[f32::NAN; 16]; 8];
             }
-            // SAFETY: as in `unpack`: n whole panels lie at the start of p.
+            // SAFETY: the panel type is LINES whole 64-byte lines, 64-byte aligned like
+            // Line64, and made of integers and floats only; n whole panels lie at the start
+            // of p.
             let panels = unsafe { std::slice::from_raw_parts(p.as_ptr() as *const $panel, n) };
-            // SAFETY: as above.
+            // SAFETY: stored only in tables of levels the CPU was checked to run.
             unsafe { $eight(panels, rows) }
         }
-        let fns: Panel16Fns = (unpack, eight);
-        Some(fns)
-    }};
+    };
 }
+
+/// A panel's 8-row kernel (`Panel16Fns::1`).
+pub type PanelEightFn = fn(&[Line64], [ActRef; 8]) -> [[f32; 16]; 8];
+
+// Q4_0 rows unpacked from the file's layout (values 0..15) run through the Q5_0/Q8_0 panel
+// kernel with its offset 8 (`Kernels::rows_panel_kernel`).
+#[cfg(target_arch = "x86_64")]
+panel_eight!(
+    q4_0_rows_eight,
+    Q8_0S,
+    crate::x86_64::avx512::Panel32,
+    crate::x86_64::avx512::vec_dot_panel32x16x8_q8_0::<8>
+);
 
 /// The panel table entries (Q5_0, Q8_0, Q4_1, Q4_K, Q5_K, Q6_K, IQ4_XS) of a 256-bit level:
 /// its K-type panels from the shared body of `x86_repacked_kernels!` (IQ4_XS's where `$vnni`:
@@ -1364,8 +1417,8 @@ impl Kernels {
 
     /// An unpacker from 16 rows in the file's layout into the panel of the type's
     /// interleaved layout (`amx`: the AMX path's panel, else `panel16`'s), where the level has
-    /// one: Q8_0 and Q4_1 (both), Q4_K, Q5_K and Q6_K (`panel16`'s) at the avx512 and amx
-    /// levels.
+    /// one: Q8_0, Q4_0, IQ4_NL and Q4_1 (both), Q4_K, Q5_K and Q6_K (`panel16`'s) at the
+    /// avx512 and amx levels.
     pub fn rows_unpack16(&self, ty: GgmlType, amx: bool) -> Option<RowsUnpackFn> {
         #[cfg(target_arch = "x86_64")]
         {
@@ -1375,6 +1428,10 @@ impl Kernels {
                 (GgmlType::Q8_0, false) if avx512 => Some(rows_q8_0_u),
                 // Q4_1: the same panels for the avx512 kernel and the AMX tiles.
                 (GgmlType::Q4_1, _) if avx512 => Some(rows_q4_1),
+                (GgmlType::Q4_0, true) if self.level == Level::Amx => Some(rows_q4_0_s),
+                (GgmlType::Q4_0, false) if avx512 => Some(rows_q4_0_u),
+                (GgmlType::IQ4_NL, true) if self.level == Level::Amx => Some(rows_iq4_nl_s),
+                (GgmlType::IQ4_NL, false) if avx512 => Some(rows_iq4_nl_u),
                 (GgmlType::Q4_K, false) if avx512 => Some(rows_q4_k),
                 (GgmlType::Q5_K, false) if avx512 => Some(rows_q5_k),
                 (GgmlType::Q6_K, false) if avx512 => Some(rows_q6_k),
@@ -1386,6 +1443,19 @@ impl Kernels {
             let _ = (ty, amx);
             None
         }
+    }
+
+    /// The 8-row kernel for the panels of `rows_unpack16(ty, false)` where the type's layout
+    /// has no `panel16` (Q4_0 at the avx512 and amx levels: from the copies, its 16-row tile
+    /// ran as fast as a panel at 512 tokens and faster at 64, but from rows the panel saves
+    /// the interleaving).
+    pub fn rows_panel_kernel(&self, ty: GgmlType) -> Option<PanelEightFn> {
+        #[cfg(target_arch = "x86_64")]
+        if ty == GgmlType::Q4_0 && matches!(self.level, Level::Avx512 | Level::Amx) {
+            return Some(q4_0_rows_eight);
+        }
+        let _ = ty;
+        None
     }
 
     /// The unpack-once prefill path of an interleaved layout, where the level has one.

@@ -8,7 +8,7 @@
 use crate::dispatch::{
     tile_activations, tile_activations_q8_1, tile_activations_sb, ActBuf, ActRef, ActTile, ActTileK,
     ActTileS, ActTiles, ActType, Dot16x4Fn, Dot16x8Fn, Dot4Fn, Dot4x2Fn, Dot8Fn, Dot8x4Fn, DotFn, Kernels,
-    Line64, Panel16Fns, RowsUnpackFn, Tile16Fns,
+    Line64, Panel16Fns, PanelEightFn, RowsUnpackFn, Tile16Fns,
 };
 use std::cell::RefCell;
 
@@ -253,6 +253,8 @@ pub fn matmul_multi(
     // where the level has an unpacker from rows, through its panels or tiles directly.
     let mut fly = [false; MAX_SHARED];
     let mut direct: [Option<RowsUnpackFn>; MAX_SHARED] = [None; MAX_SHARED];
+    // The 8-row kernel of those panels, where the layout has no panel path of its own.
+    let mut rows_eight: [Option<PanelEightFn>; MAX_SHARED] = [None; MAX_SHARED];
     // First task of each matrix (task t belongs to the last j with starts[j] <= t).
     let mut starts = [usize::MAX; MAX_SHARED + 1];
     let mut tasks = 0;
@@ -280,8 +282,11 @@ pub fn matmul_multi(
             x16x8[j] = k.repacked16x8(layout);
             panels[j] = k.panel16(layout);
             amx[j] = k.amx16(layout).filter(|_| n >= AMX_MIN_ROWS);
-            if fly[j] && (amx[j].is_some() || panels[j].is_some()) {
-                direct[j] = k.rows_unpack16(w.ty, amx[j].is_some());
+            if fly[j] {
+                rows_eight[j] = k.rows_panel_kernel(w.ty).filter(|_| panels[j].is_none());
+                if amx[j].is_some() || panels[j].is_some() || rows_eight[j].is_some() {
+                    direct[j] = k.rows_unpack16(w.ty, amx[j].is_some());
+                }
             }
             if x8[j].is_none() {
                 return Err(KernelError::Unsupported { ty: w.ty, what: "this layout at this kernel level" });
@@ -422,7 +427,7 @@ pub fn matmul_multi(
                                     &mut put,
                                 );
                             }
-                            let Some((_, eight)) = panel else { return false };
+                            let Some(eight) = panel.map(|p| p.1).or(rows_eight[j]) else { return false };
                             // Eight rows at a time; a last partial eight runs as the batch's
                             // last eight rows (n >= 16), writing some outputs again, equal.
                             let mut i = 0;

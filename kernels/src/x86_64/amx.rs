@@ -344,6 +344,24 @@ pub unsafe fn unpack_q4_0x16(xa: &[BlockQ4_0x8], xb: &[BlockQ4_0x8], out: &mut [
     unpack_nibbles_x16(xa, xb, out, &Q4_0_BOOK)
 }
 
+/// Unpacks 16 Q4_0 rows in the file's layout into signed panels (values -8..7).
+///
+/// # Safety
+/// As `unpack_q4_0x16`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn unpack_q4_0_rows16(rows: &[crate::blocks::BlockQ4_0], out: &mut [Panel32]) {
+    super::avx512::unpack_nibbles_rows16(rows, out, &Q4_0_BOOK)
+}
+
+/// Unpacks 16 IQ4_NL rows in the file's layout into signed panels (codebook values).
+///
+/// # Safety
+/// As `unpack_q4_0x16`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn unpack_iq4_nl_rows16(rows: &[crate::blocks::BlockIQ4NL], out: &mut [Panel32]) {
+    super::avx512::unpack_nibbles_rows16(rows, out, &KVALUES_IQ4NL)
+}
+
 /// Unpacks two IQ4_NLx8 groups (in `BlockQ4_0x8`s) into signed panels (codebook values).
 ///
 /// # Safety

@@ -720,6 +720,81 @@ pub unsafe fn unpack_q4_1_rows16(rows: &[BlockQ4_1], out: &mut [Panel32M]) {
     }
 }
 
+/// A block of Q4_0's fields (d and 16 bytes of nibbles): Q4_0 and IQ4_NL.
+pub trait NibbleRow {
+    fn fields(&self) -> (&[u8; 2], &[u8; 16]);
+}
+
+impl NibbleRow for BlockQ4_0 {
+    fn fields(&self) -> (&[u8; 2], &[u8; 16]) {
+        (&self.d, &self.qs)
+    }
+}
+
+impl NibbleRow for BlockIQ4NL {
+    fn fields(&self) -> (&[u8; 2], &[u8; 16]) {
+        (&self.d, &self.qs)
+    }
+}
+
+/// Unpacks 16 rows of a Q4_0 or IQ4_NL matrix in the file's layout (row r's blocks at
+/// `rows[r * nb..]`, nb = `out.len()`) straight into panels, each nibble looked up in `book`,
+/// as `unpack_nibbles_x16` does from two interleaved groups.
+///
+/// # Safety
+/// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn unpack_nibbles_rows16<B: NibbleRow>(rows: &[B], out: &mut [Panel32], book: &[i8; 16]) {
+    let nb = out.len();
+    if rows.len() != 16 * nb {
+        return;
+    }
+    let m4 = _mm512_set1_epi8(15);
+    let book = _mm512_broadcast_i32x4(_mm_loadu_si128(book.as_ptr() as *const __m128i));
+    for (j, p) in out.iter_mut().enumerate() {
+        let b = |r: usize| rows[r * nb + j].fields();
+        for r in 0..16 {
+            _mm_prefetch::<_MM_HINT_T0>((&rows[r * nb + j] as *const B as *const i8).wrapping_add(8 * 18));
+        }
+        let mut z = [_mm512_setzero_si512(); 8];
+        for (i, v) in z.iter_mut().enumerate() {
+            let lo = _mm_loadu_si128(b(2 * i).1.as_ptr() as *const __m128i);
+            let hi = _mm_loadu_si128(b(2 * i + 1).1.as_ptr() as *const __m128i);
+            *v = _mm512_inserti32x4::<2>(_mm512_castsi128_si512(lo), hi);
+        }
+        // Dword c: values 4c..4c + 4 in the low nibbles, 16 + 4c.. in the high.
+        for (c, v) in transpose_16x4(z).into_iter().enumerate() {
+            let lo = _mm512_shuffle_epi8(book, _mm512_and_si512(v, m4));
+            let hi = _mm512_shuffle_epi8(book, _mm512_and_si512(_mm512_srli_epi16(v, 4), m4));
+            _mm512_storeu_si512(p.q[c].as_mut_ptr() as *mut __m512i, lo);
+            _mm512_storeu_si512(p.q[4 + c].as_mut_ptr() as *mut __m512i, hi);
+        }
+        _mm512_storeu_ps(p.d.as_mut_ptr(), f16x16_of(std::array::from_fn(|r| b(r).0)));
+    }
+}
+
+/// The nibbles as they are (0..15), for the panel kernel with its offset 8
+/// (`vec_dot_panel32x16x8_q8_0::<8>`).
+pub(crate) const NIBBLES_U: [i8; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
+
+/// `unpack_nibbles_rows16` for Q4_0 into the avx512 panels (values 0..15).
+///
+/// # Safety
+/// As `unpack_nibbles_rows16`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn unpack_q4_0_rows16(rows: &[BlockQ4_0], out: &mut [Panel32]) {
+    unpack_nibbles_rows16(rows, out, &NIBBLES_U)
+}
+
+/// `unpack_nibbles_rows16` for IQ4_NL into the avx512 panels (codebook + 128).
+///
+/// # Safety
+/// As `unpack_nibbles_rows16`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn unpack_iq4_nl_rows16(rows: &[BlockIQ4NL], out: &mut [Panel32]) {
+    unpack_nibbles_rows16(rows, out, &IQ4NL_BOOK_U)
+}
+
 /// Unpacks 16 rows of a Q8_0 matrix in the file's layout (`rows`: row r's blocks at
 /// `rows[r * nb..]`, nb = `out.len()`) straight into panels, as `unpack_q8_0x16` does from
 /// two interleaved groups: with `FLIP` the weights as w + 128 (the panel kernels here),
