@@ -695,25 +695,14 @@ pub unsafe fn unpack_q4_1_rows16(rows: &[BlockQ4_1], out: &mut [Panel32M]) {
     if rows.len() != 16 * nb {
         return;
     }
-    let m4 = _mm512_set1_epi8(15);
+    let book = _mm512_broadcast_i32x4(_mm_loadu_si128(NIBBLES_U.as_ptr() as *const __m128i));
     for (j, p) in out.iter_mut().enumerate() {
         let b = |r: usize| &rows[r * nb + j];
         for r in 0..16 {
             _mm_prefetch::<_MM_HINT_T0>((b(r) as *const BlockQ4_1 as *const i8).wrapping_add(8 * 20));
         }
-        let mut z = [_mm512_setzero_si512(); 8];
-        for (i, v) in z.iter_mut().enumerate() {
-            let (lo, hi) = (
-                _mm_loadu_si128(b(2 * i).qs.as_ptr() as *const __m128i),
-                _mm_loadu_si128(b(2 * i + 1).qs.as_ptr() as *const __m128i),
-            );
-            *v = _mm512_inserti32x4::<2>(_mm512_castsi128_si512(lo), hi);
-        }
-        // Dword c: values 4c..4c + 4 in the low nibbles, 16 + 4c.. in the high.
-        for (c, v) in transpose_16x4(z).into_iter().enumerate() {
-            _mm512_storeu_si512(p.q[c].as_mut_ptr() as *mut __m512i, _mm512_and_si512(v, m4));
-            let hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
-            _mm512_storeu_si512(p.q[4 + c].as_mut_ptr() as *mut __m512i, hi);
+        for (k, v) in nibble_lines16(std::array::from_fn(|r| &b(r).qs), book).into_iter().enumerate() {
+            _mm512_storeu_si512(p.q[k].as_mut_ptr() as *mut __m512i, v);
         }
         _mm512_storeu_ps(p.d.as_mut_ptr(), f16x16_of(std::array::from_fn(|r| &b(r).d)));
         _mm512_storeu_ps(p.m.as_mut_ptr(), f16x16_of(std::array::from_fn(|r| &b(r).m)));
@@ -749,28 +738,38 @@ pub unsafe fn unpack_nibbles_rows16<B: NibbleRow>(rows: &[B], out: &mut [Panel32
     if rows.len() != 16 * nb {
         return;
     }
-    let m4 = _mm512_set1_epi8(15);
     let book = _mm512_broadcast_i32x4(_mm_loadu_si128(book.as_ptr() as *const __m128i));
     for (j, p) in out.iter_mut().enumerate() {
         let b = |r: usize| rows[r * nb + j].fields();
         for r in 0..16 {
             _mm_prefetch::<_MM_HINT_T0>((&rows[r * nb + j] as *const B as *const i8).wrapping_add(8 * 18));
         }
-        let mut z = [_mm512_setzero_si512(); 8];
-        for (i, v) in z.iter_mut().enumerate() {
-            let lo = _mm_loadu_si128(b(2 * i).1.as_ptr() as *const __m128i);
-            let hi = _mm_loadu_si128(b(2 * i + 1).1.as_ptr() as *const __m128i);
-            *v = _mm512_inserti32x4::<2>(_mm512_castsi128_si512(lo), hi);
-        }
-        // Dword c: values 4c..4c + 4 in the low nibbles, 16 + 4c.. in the high.
-        for (c, v) in transpose_16x4(z).into_iter().enumerate() {
-            let lo = _mm512_shuffle_epi8(book, _mm512_and_si512(v, m4));
-            let hi = _mm512_shuffle_epi8(book, _mm512_and_si512(_mm512_srli_epi16(v, 4), m4));
-            _mm512_storeu_si512(p.q[c].as_mut_ptr() as *mut __m512i, lo);
-            _mm512_storeu_si512(p.q[4 + c].as_mut_ptr() as *mut __m512i, hi);
+        for (k, v) in nibble_lines16(std::array::from_fn(|r| b(r).1), book).into_iter().enumerate() {
+            _mm512_storeu_si512(p.q[k].as_mut_ptr() as *mut __m512i, v);
         }
         _mm512_storeu_ps(p.d.as_mut_ptr(), f16x16_of(std::array::from_fn(|r| b(r).0)));
     }
+}
+
+/// The 32 nibbles of one block of 16 rows (`qs[r]`: row r's 16 bytes) as a panel's 8 lines
+/// (line c: values 4c..4c + 4 of every row, from the low nibbles for c < 4, the high ones
+/// after), each looked up in `book` (16 bytes in every 128-bit lane).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn nibble_lines16(qs: [&[u8; 16]; 16], book: __m512i) -> [__m512i; 8] {
+    let m4 = _mm512_set1_epi8(15);
+    let mut z = [_mm512_setzero_si512(); 8];
+    for (i, v) in z.iter_mut().enumerate() {
+        let lo = _mm_loadu_si128(qs[2 * i].as_ptr() as *const __m128i);
+        let hi = _mm_loadu_si128(qs[2 * i + 1].as_ptr() as *const __m128i);
+        *v = _mm512_inserti32x4::<2>(_mm512_castsi128_si512(lo), hi);
+    }
+    let mut out = [_mm512_setzero_si512(); 8];
+    for (c, v) in transpose_16x4(z).into_iter().enumerate() {
+        out[c] = _mm512_shuffle_epi8(book, _mm512_and_si512(v, m4));
+        out[4 + c] = _mm512_shuffle_epi8(book, _mm512_and_si512(_mm512_srli_epi16(v, 4), m4));
+    }
+    out
 }
 
 /// The nibbles as they are (0..15), for the panel kernel with its offset 8
