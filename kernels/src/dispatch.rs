@@ -570,6 +570,27 @@ rows_unpacker!(
 );
 #[cfg(target_arch = "x86_64")]
 rows_unpacker!(
+    rows_q5_0_u,
+    BlockQ5_0,
+    crate::x86_64::avx512::Panel32,
+    crate::x86_64::avx512::unpack_q5_0_rows16::<0>
+);
+#[cfg(target_arch = "x86_64")]
+rows_unpacker!(
+    rows_q5_0_s,
+    BlockQ5_0,
+    crate::x86_64::avx512::Panel32,
+    crate::x86_64::avx512::unpack_q5_0_rows16::<16>
+);
+#[cfg(target_arch = "x86_64")]
+rows_unpacker!(
+    rows_q5_1,
+    BlockQ5_1,
+    crate::x86_64::avx512::Panel32M,
+    crate::x86_64::avx512::unpack_q5_1_rows16
+);
+#[cfg(target_arch = "x86_64")]
+rows_unpacker!(
     rows_q4_1,
     BlockQ4_1,
     crate::x86_64::avx512::Panel32M,
@@ -1417,8 +1438,8 @@ impl Kernels {
 
     /// An unpacker from 16 rows in the file's layout into the panel of the type's
     /// interleaved layout (`amx`: the AMX path's panel, else `panel16`'s), where the level has
-    /// one: Q8_0, Q4_0, IQ4_NL and Q4_1 (both), Q4_K, Q5_K and Q6_K (`panel16`'s) at the
-    /// avx512 and amx levels.
+    /// one: Q8_0, Q4_0, IQ4_NL, Q4_1, Q5_0 and Q5_1 (both), Q4_K, Q5_K and Q6_K (`panel16`'s)
+    /// at the avx512 and amx levels.
     pub fn rows_unpack16(&self, ty: GgmlType, amx: bool) -> Option<RowsUnpackFn> {
         #[cfg(target_arch = "x86_64")]
         {
@@ -1426,8 +1447,11 @@ impl Kernels {
             match (ty, amx) {
                 (GgmlType::Q8_0, true) if self.level == Level::Amx => Some(rows_q8_0_s),
                 (GgmlType::Q8_0, false) if avx512 => Some(rows_q8_0_u),
-                // Q4_1: the same panels for the avx512 kernel and the AMX tiles.
+                // Q4_1, Q5_1: the same panels for the avx512 kernel and the AMX tiles.
                 (GgmlType::Q4_1, _) if avx512 => Some(rows_q4_1),
+                (GgmlType::Q5_1, _) if avx512 => Some(rows_q5_1),
+                (GgmlType::Q5_0, true) if self.level == Level::Amx => Some(rows_q5_0_s),
+                (GgmlType::Q5_0, false) if avx512 => Some(rows_q5_0_u),
                 (GgmlType::Q4_0, true) if self.level == Level::Amx => Some(rows_q4_0_s),
                 (GgmlType::Q4_0, false) if avx512 => Some(rows_q4_0_u),
                 (GgmlType::IQ4_NL, true) if self.level == Level::Amx => Some(rows_iq4_nl_s),

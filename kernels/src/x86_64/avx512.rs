@@ -886,13 +886,6 @@ pub unsafe fn unpack_iq4_nlx16(xa: &[BlockQ4_0x8], xb: &[BlockQ4_0x8], out: &mut
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(crate) unsafe fn five_bit_x16(qs: [&[u8; 128]; 2], qh: [&[u8; 32]; 2]) -> [__m512i; 8] {
     let m4 = _mm512_set1_epi8(15);
-    let sixteen = _mm512_set1_epi8(16);
-    // Byte 4i of each dword, for the byte copies (per 128-bit lane, as in q5_0x8_tile!).
-    let half = _mm256_add_epi8(
-        _mm256_set1_epi64x(0x0404_0404_0000_0000),
-        _mm256_setr_epi64x(0, 0x0808_0808_0808_0808, 0, 0x0808_0808_0808_0808),
-    );
-    let dword_base = _mm512_inserti64x4(_mm512_castsi256_si512(half), half, 1);
     let qh = join32(qh[0].as_ptr(), qh[1].as_ptr());
     let mut q = [_mm512_setzero_si512(); 8];
     for c in 0..4 {
@@ -900,13 +893,111 @@ pub(crate) unsafe fn five_bit_x16(qs: [&[u8; 128]; 2], qh: [&[u8; 32]; 2]) -> [_
         q[c] = _mm512_and_si512(v, m4);
         q[4 + c] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
     }
+    add_fifth_bits(&mut q, qh);
+    q
+}
+
+/// Adds 16 to the values of a panel's 8 lines (`q[k]`: values 4k..4k + 4 of each row, the
+/// layout of `Panel32::q`) whose fifth bit is set: bit l of dword r of `qh` for row r's
+/// value l.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn add_fifth_bits(q: &mut [__m512i; 8], qh: __m512i) {
+    let sixteen = _mm512_set1_epi8(16);
+    // Byte 4i of each dword, for the byte copies (per 128-bit lane, as in q5_0x8_tile!).
+    let half = _mm256_add_epi8(
+        _mm256_set1_epi64x(0x0404_0404_0000_0000),
+        _mm256_setr_epi64x(0, 0x0808_0808_0808_0808, 0, 0x0808_0808_0808_0808),
+    );
+    let dword_base = _mm512_inserti64x4(_mm512_castsi256_si512(half), half, 1);
     for (k, q) in q.iter_mut().enumerate() {
         let rep = _mm512_shuffle_epi8(qh, _mm512_add_epi8(dword_base, _mm512_set1_epi8((k / 2) as i8)));
         let bit = _mm512_set1_epi32((0x0804_0201u32 << (4 * (k % 2))) as i32);
         let set = _mm512_test_epi8_mask(rep, bit);
         *q = _mm512_mask_add_epi8(*q, set, *q, sixteen);
     }
-    q
+}
+
+/// The 16 rows' 32 fifth bits (`qh[r]`) as the dwords of one register, for `add_fifth_bits`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn qh16(qh: [&[u8; 4]; 16]) -> __m512i {
+    let h = |r: usize| i32::from_le_bytes(*qh[r]);
+    _mm512_setr_epi32(
+        h(0),
+        h(1),
+        h(2),
+        h(3),
+        h(4),
+        h(5),
+        h(6),
+        h(7),
+        h(8),
+        h(9),
+        h(10),
+        h(11),
+        h(12),
+        h(13),
+        h(14),
+        h(15),
+    )
+}
+
+/// Unpacks 16 rows of a Q5_0 matrix in the file's layout (row r's blocks at `rows[r * nb..]`,
+/// nb = `out.len()`) straight into panels, the values of `unpack_q5_0x16` (0..31) less
+/// `OFF` (0 for the avx512 panel kernel, 16 for the AMX tiles' signed panels).
+///
+/// # Safety
+/// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn unpack_q5_0_rows16<const OFF: i8>(rows: &[BlockQ5_0], out: &mut [Panel32]) {
+    let nb = out.len();
+    if rows.len() != 16 * nb {
+        return;
+    }
+    let book = _mm512_broadcast_i32x4(_mm_loadu_si128(NIBBLES_U.as_ptr() as *const __m128i));
+    for (j, p) in out.iter_mut().enumerate() {
+        let b = |r: usize| &rows[r * nb + j];
+        for r in 0..16 {
+            _mm_prefetch::<_MM_HINT_T0>((b(r) as *const BlockQ5_0 as *const i8).wrapping_add(8 * 22));
+        }
+        let mut q = nibble_lines16(std::array::from_fn(|r| &b(r).qs), book);
+        add_fifth_bits(&mut q, qh16(std::array::from_fn(|r| &b(r).qh)));
+        for (k, v) in q.into_iter().enumerate() {
+            _mm512_storeu_si512(
+                p.q[k].as_mut_ptr() as *mut __m512i,
+                _mm512_sub_epi8(v, _mm512_set1_epi8(OFF)),
+            );
+        }
+        _mm512_storeu_ps(p.d.as_mut_ptr(), f16x16_of(std::array::from_fn(|r| &b(r).d)));
+    }
+}
+
+/// Unpacks 16 rows of a Q5_1 matrix in the file's layout straight into the panels
+/// `unpack_q5_1x16` makes (those of the avx512 panel kernel and of the AMX tiles).
+///
+/// # Safety
+/// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn unpack_q5_1_rows16(rows: &[BlockQ5_1], out: &mut [Panel32M]) {
+    let nb = out.len();
+    if rows.len() != 16 * nb {
+        return;
+    }
+    let book = _mm512_broadcast_i32x4(_mm_loadu_si128(NIBBLES_U.as_ptr() as *const __m128i));
+    for (j, p) in out.iter_mut().enumerate() {
+        let b = |r: usize| &rows[r * nb + j];
+        for r in 0..16 {
+            _mm_prefetch::<_MM_HINT_T0>((b(r) as *const BlockQ5_1 as *const i8).wrapping_add(8 * 24));
+        }
+        let mut q = nibble_lines16(std::array::from_fn(|r| &b(r).qs), book);
+        add_fifth_bits(&mut q, qh16(std::array::from_fn(|r| &b(r).qh)));
+        for (k, v) in q.into_iter().enumerate() {
+            _mm512_storeu_si512(p.q[k].as_mut_ptr() as *mut __m512i, v);
+        }
+        _mm512_storeu_ps(p.d.as_mut_ptr(), f16x16_of(std::array::from_fn(|r| &b(r).d)));
+        _mm512_storeu_ps(p.m.as_mut_ptr(), f16x16_of(std::array::from_fn(|r| &b(r).m)));
+    }
 }
 
 /// Unpacks blocks of two Q5_0x8 groups (16 rows) into `out`, one panel per block (the
