@@ -573,21 +573,21 @@ rows_unpacker!(
     rows_q5_0_u,
     BlockQ5_0,
     crate::x86_64::avx512::Panel32,
-    crate::x86_64::avx512::unpack_q5_0_rows16::<0>
+    crate::x86_64::avx512::unpack_five_bit_rows16::<BlockQ5_0, crate::x86_64::avx512::Panel32, 0>
 );
 #[cfg(target_arch = "x86_64")]
 rows_unpacker!(
     rows_q5_0_s,
     BlockQ5_0,
     crate::x86_64::avx512::Panel32,
-    crate::x86_64::avx512::unpack_q5_0_rows16::<16>
+    crate::x86_64::avx512::unpack_five_bit_rows16::<BlockQ5_0, crate::x86_64::avx512::Panel32, 16>
 );
 #[cfg(target_arch = "x86_64")]
 rows_unpacker!(
     rows_q5_1,
     BlockQ5_1,
     crate::x86_64::avx512::Panel32M,
-    crate::x86_64::avx512::unpack_q5_1_rows16
+    crate::x86_64::avx512::unpack_five_bit_rows16::<BlockQ5_1, crate::x86_64::avx512::Panel32M, 0>
 );
 #[cfg(target_arch = "x86_64")]
 rows_unpacker!(

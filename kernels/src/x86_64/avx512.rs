@@ -943,60 +943,81 @@ unsafe fn qh16(qh: [&[u8; 4]; 16]) -> __m512i {
     )
 }
 
-/// Unpacks 16 rows of a Q5_0 matrix in the file's layout (row r's blocks at `rows[r * nb..]`,
-/// nb = `out.len()`) straight into panels, the values of `unpack_q5_0x16` (0..31) less
-/// `OFF` (0 for the avx512 panel kernel, 16 for the AMX tiles' signed panels).
-///
-/// # Safety
-/// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn unpack_q5_0_rows16<const OFF: i8>(rows: &[BlockQ5_0], out: &mut [Panel32]) {
-    let nb = out.len();
-    if rows.len() != 16 * nb {
-        return;
-    }
-    let book = _mm512_broadcast_i32x4(_mm_loadu_si128(NIBBLES_U.as_ptr() as *const __m128i));
-    for (j, p) in out.iter_mut().enumerate() {
-        let b = |r: usize| &rows[r * nb + j];
-        for r in 0..16 {
-            _mm_prefetch::<_MM_HINT_T0>((b(r) as *const BlockQ5_0 as *const i8).wrapping_add(8 * 22));
-        }
-        let mut q = nibble_lines16(std::array::from_fn(|r| &b(r).qs), book);
-        add_fifth_bits(&mut q, qh16(std::array::from_fn(|r| &b(r).qh)));
-        for (k, v) in q.into_iter().enumerate() {
-            _mm512_storeu_si512(
-                p.q[k].as_mut_ptr() as *mut __m512i,
-                _mm512_sub_epi8(v, _mm512_set1_epi8(OFF)),
-            );
-        }
-        _mm512_storeu_ps(p.d.as_mut_ptr(), f16x16_of(std::array::from_fn(|r| &b(r).d)));
+/// A Q5_0 or Q5_1 block's fields for `unpack_five_bit_rows16`: d, Q5_1's m, qh, qs.
+pub trait FiveBitRow {
+    #[allow(clippy::type_complexity)]
+    fn fields(&self) -> (&[u8; 2], Option<&[u8; 2]>, &[u8; 4], &[u8; 16]);
+}
+
+impl FiveBitRow for BlockQ5_0 {
+    fn fields(&self) -> (&[u8; 2], Option<&[u8; 2]>, &[u8; 4], &[u8; 16]) {
+        (&self.d, None, &self.qh, &self.qs)
     }
 }
 
-/// Unpacks 16 rows of a Q5_1 matrix in the file's layout straight into the panels
-/// `unpack_q5_1x16` makes (those of the avx512 panel kernel and of the AMX tiles).
+impl FiveBitRow for BlockQ5_1 {
+    fn fields(&self) -> (&[u8; 2], Option<&[u8; 2]>, &[u8; 4], &[u8; 16]) {
+        (&self.d, Some(&self.m), &self.qh, &self.qs)
+    }
+}
+
+/// A panel of 32-value blocks: `Panel32` (d) or `Panel32M` (d and m).
+pub trait Panel32Like {
+    #[allow(clippy::type_complexity)]
+    fn parts(&mut self) -> (&mut [[u8; 64]; 8], &mut [f32; 16], Option<&mut [f32; 16]>);
+}
+
+impl Panel32Like for Panel32 {
+    fn parts(&mut self) -> (&mut [[u8; 64]; 8], &mut [f32; 16], Option<&mut [f32; 16]>) {
+        (&mut self.q, &mut self.d, None)
+    }
+}
+
+impl Panel32Like for Panel32M {
+    fn parts(&mut self) -> (&mut [[u8; 64]; 8], &mut [f32; 16], Option<&mut [f32; 16]>) {
+        (&mut self.q, &mut self.d, Some(&mut self.m))
+    }
+}
+
+/// Unpacks 16 rows of a Q5_0 or Q5_1 matrix in the file's layout (row r's blocks at
+/// `rows[r * nb..]`, nb = `out.len()`) straight into the panels that `unpack_q5_0x16` and
+/// `unpack_q5_1x16` make from interleaved groups: the values (0..31) less `OFF` (Q5_0: 0 for
+/// the avx512 panel kernel, 16 for the AMX tiles' signed panels; Q5_1: 0), and Q5_1's m.
 ///
 /// # Safety
 /// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn unpack_q5_1_rows16(rows: &[BlockQ5_1], out: &mut [Panel32M]) {
+pub unsafe fn unpack_five_bit_rows16<B: FiveBitRow, P: Panel32Like, const OFF: i8>(
+    rows: &[B],
+    out: &mut [P],
+) {
     let nb = out.len();
     if rows.len() != 16 * nb {
         return;
     }
     let book = _mm512_broadcast_i32x4(_mm_loadu_si128(NIBBLES_U.as_ptr() as *const __m128i));
+    let lines = std::mem::size_of::<B>() * 8 / 64;
     for (j, p) in out.iter_mut().enumerate() {
-        let b = |r: usize| &rows[r * nb + j];
+        let b = |r: usize| rows[r * nb + j].fields();
         for r in 0..16 {
-            _mm_prefetch::<_MM_HINT_T0>((b(r) as *const BlockQ5_1 as *const i8).wrapping_add(8 * 24));
+            _mm_prefetch::<_MM_HINT_T0>(
+                (&rows[r * nb + j] as *const B as *const i8).wrapping_add(64 * lines),
+            );
         }
-        let mut q = nibble_lines16(std::array::from_fn(|r| &b(r).qs), book);
-        add_fifth_bits(&mut q, qh16(std::array::from_fn(|r| &b(r).qh)));
+        let mut q = nibble_lines16(std::array::from_fn(|r| b(r).3), book);
+        add_fifth_bits(&mut q, qh16(std::array::from_fn(|r| b(r).2)));
+        let (pq, pd, pm) = p.parts();
         for (k, v) in q.into_iter().enumerate() {
-            _mm512_storeu_si512(p.q[k].as_mut_ptr() as *mut __m512i, v);
+            _mm512_storeu_si512(
+                pq[k].as_mut_ptr() as *mut __m512i,
+                _mm512_sub_epi8(v, _mm512_set1_epi8(OFF)),
+            );
         }
-        _mm512_storeu_ps(p.d.as_mut_ptr(), f16x16_of(std::array::from_fn(|r| &b(r).d)));
-        _mm512_storeu_ps(p.m.as_mut_ptr(), f16x16_of(std::array::from_fn(|r| &b(r).m)));
+        _mm512_storeu_ps(pd.as_mut_ptr(), f16x16_of(std::array::from_fn(|r| b(r).0)));
+        if let Some(pm) = pm {
+            let m = f16x16_of(std::array::from_fn(|r| b(r).1.unwrap_or(&[0; 2])));
+            _mm512_storeu_ps(pm.as_mut_ptr(), m);
+        }
     }
 }
 
