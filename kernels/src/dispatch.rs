@@ -492,11 +492,12 @@ pub type Tile16Fns = (
 pub type RowsUnpackFn = fn(&[u8], &mut Vec<Line64>) -> bool;
 
 /// Defines the safe wrapper (`RowsUnpackFn`) `$name` of an unpacker from 16 rows: the
-/// block type, the panel type, the unpacker.
+/// block type, the panel type, the unpacker, and any arguments it takes after the rows and
+/// the panels.
 #[cfg(target_arch = "x86_64")]
 macro_rules! rows_unpacker {
-    ($name:ident, $w:ty, $panel:ty, $unpack:path) => {
-        fn $name(rows: &[u8], buf: &mut Vec<Line64>) -> bool {
+    ($vis:vis $name:ident, $w:ty, $panel:ty, $unpack:path $(, $arg:expr)*) => {
+        $vis fn $name(rows: &[u8], buf: &mut Vec<Line64>) -> bool {
             const LINES: usize = std::mem::size_of::<$panel>() / 64;
             let Some(blocks) = as_blocks::<$w>(rows) else { return false };
             if blocks.is_empty() || !blocks.len().is_multiple_of(16) {
@@ -511,14 +512,14 @@ macro_rules! rows_unpacker {
             let panels = unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr() as *mut $panel, nb) };
             // SAFETY: `Kernels::rows_unpack16` hands this out only from the avx512 and amx
             // tables, which exist only where the CPU has their features.
-            unsafe { $unpack(blocks, panels) };
+            unsafe { $unpack(blocks, panels $(, $arg)*) };
             true
         }
     };
 }
 
-// Unsigned Q8_0 panels (the avx512 panel kernel's), signed ones (the AMX tiles'), Q6_K's,
-// Q4_1's, Q4_K's, Q5_K's.
+// Q8_0: unsigned panels (the avx512 panel kernel's) and signed ones (the AMX tiles'). Q6_K's,
+// Q4_K's and Q5_K's panels: avx512 only.
 #[cfg(target_arch = "x86_64")]
 rows_unpacker!(
     rows_q8_0_u,
@@ -540,62 +541,26 @@ rows_unpacker!(
     crate::x86_64::avx512::PanelQ6K,
     crate::x86_64::avx512::unpack_q6_k_rows16
 );
+
+// The 32-value types through `unpack_legacy_rows16`, with the book and offset of each panel:
+// the avx512 kernels take Q4_0 as 0..15 (offset 8 in the kernel), IQ4_NL as codebook + 128,
+// Q5_0 as 0..31 (offset 16 in the kernel); the AMX tiles take them signed. Q4_1 and Q5_1
+// share one unsigned panel (with m) between both.
 #[cfg(target_arch = "x86_64")]
-rows_unpacker!(
-    rows_q4_0_u,
-    BlockQ4_0,
-    crate::x86_64::avx512::Panel32,
-    crate::x86_64::avx512::unpack_q4_0_rows16
-);
-#[cfg(target_arch = "x86_64")]
-rows_unpacker!(
-    rows_q4_0_s,
-    BlockQ4_0,
-    crate::x86_64::avx512::Panel32,
-    crate::x86_64::amx::unpack_q4_0_rows16
-);
-#[cfg(target_arch = "x86_64")]
-rows_unpacker!(
-    rows_iq4_nl_u,
-    BlockIQ4NL,
-    crate::x86_64::avx512::Panel32,
-    crate::x86_64::avx512::unpack_iq4_nl_rows16
-);
-#[cfg(target_arch = "x86_64")]
-rows_unpacker!(
-    rows_iq4_nl_s,
-    BlockIQ4NL,
-    crate::x86_64::avx512::Panel32,
-    crate::x86_64::amx::unpack_iq4_nl_rows16
-);
-#[cfg(target_arch = "x86_64")]
-rows_unpacker!(
-    rows_q5_0_u,
-    BlockQ5_0,
-    crate::x86_64::avx512::Panel32,
-    crate::x86_64::avx512::unpack_five_bit_rows16::<BlockQ5_0, crate::x86_64::avx512::Panel32, 0>
-);
-#[cfg(target_arch = "x86_64")]
-rows_unpacker!(
-    rows_q5_0_s,
-    BlockQ5_0,
-    crate::x86_64::avx512::Panel32,
-    crate::x86_64::avx512::unpack_five_bit_rows16::<BlockQ5_0, crate::x86_64::avx512::Panel32, 16>
-);
-#[cfg(target_arch = "x86_64")]
-rows_unpacker!(
-    rows_q5_1,
-    BlockQ5_1,
-    crate::x86_64::avx512::Panel32M,
-    crate::x86_64::avx512::unpack_five_bit_rows16::<BlockQ5_1, crate::x86_64::avx512::Panel32M, 0>
-);
-#[cfg(target_arch = "x86_64")]
-rows_unpacker!(
-    rows_q4_1,
-    BlockQ4_1,
-    crate::x86_64::avx512::Panel32M,
-    crate::x86_64::avx512::unpack_q4_1_rows16
-);
+mod legacy_rows {
+    use super::{as_blocks, Line64};
+    use crate::blocks::{BlockIQ4NL, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, KVALUES_IQ4NL};
+    use crate::x86_64::amx::Q4_0_BOOK;
+    use crate::x86_64::avx512::{unpack_legacy_rows16 as unpack, Panel32, Panel32M, IQ4NL_BOOK_U, NIBBLES_U};
+    rows_unpacker!(pub(super) q4_0_u, BlockQ4_0, Panel32, unpack, &NIBBLES_U, 0);
+    rows_unpacker!(pub(super) q4_0_s, BlockQ4_0, Panel32, unpack, &Q4_0_BOOK, 0);
+    rows_unpacker!(pub(super) iq4_nl_u, BlockIQ4NL, Panel32, unpack, &IQ4NL_BOOK_U, 0);
+    rows_unpacker!(pub(super) iq4_nl_s, BlockIQ4NL, Panel32, unpack, &KVALUES_IQ4NL, 0);
+    rows_unpacker!(pub(super) q5_0_u, BlockQ5_0, Panel32, unpack, &NIBBLES_U, 0);
+    rows_unpacker!(pub(super) q5_0_s, BlockQ5_0, Panel32, unpack, &NIBBLES_U, 16);
+    rows_unpacker!(pub(super) q4_1, BlockQ4_1, Panel32M, unpack, &NIBBLES_U, 0);
+    rows_unpacker!(pub(super) q5_1, BlockQ5_1, Panel32M, unpack, &NIBBLES_U, 0);
+}
 #[cfg(target_arch = "x86_64")]
 rows_unpacker!(
     rows_q4_k,
@@ -1448,14 +1413,14 @@ impl Kernels {
                 (GgmlType::Q8_0, true) if self.level == Level::Amx => Some(rows_q8_0_s),
                 (GgmlType::Q8_0, false) if avx512 => Some(rows_q8_0_u),
                 // Q4_1, Q5_1: the same panels for the avx512 kernel and the AMX tiles.
-                (GgmlType::Q4_1, _) if avx512 => Some(rows_q4_1),
-                (GgmlType::Q5_1, _) if avx512 => Some(rows_q5_1),
-                (GgmlType::Q5_0, true) if self.level == Level::Amx => Some(rows_q5_0_s),
-                (GgmlType::Q5_0, false) if avx512 => Some(rows_q5_0_u),
-                (GgmlType::Q4_0, true) if self.level == Level::Amx => Some(rows_q4_0_s),
-                (GgmlType::Q4_0, false) if avx512 => Some(rows_q4_0_u),
-                (GgmlType::IQ4_NL, true) if self.level == Level::Amx => Some(rows_iq4_nl_s),
-                (GgmlType::IQ4_NL, false) if avx512 => Some(rows_iq4_nl_u),
+                (GgmlType::Q4_1, _) if avx512 => Some(legacy_rows::q4_1),
+                (GgmlType::Q5_1, _) if avx512 => Some(legacy_rows::q5_1),
+                (GgmlType::Q5_0, true) if self.level == Level::Amx => Some(legacy_rows::q5_0_s),
+                (GgmlType::Q5_0, false) if avx512 => Some(legacy_rows::q5_0_u),
+                (GgmlType::Q4_0, true) if self.level == Level::Amx => Some(legacy_rows::q4_0_s),
+                (GgmlType::Q4_0, false) if avx512 => Some(legacy_rows::q4_0_u),
+                (GgmlType::IQ4_NL, true) if self.level == Level::Amx => Some(legacy_rows::iq4_nl_s),
+                (GgmlType::IQ4_NL, false) if avx512 => Some(legacy_rows::iq4_nl_u),
                 (GgmlType::Q4_K, false) if avx512 => Some(rows_q4_k),
                 (GgmlType::Q5_K, false) if avx512 => Some(rows_q5_k),
                 (GgmlType::Q6_K, false) if avx512 => Some(rows_q6_k),

@@ -333,7 +333,7 @@ pub unsafe fn vec_dot_panel32m_x16(
 }
 
 /// Q4_0's nibble values minus 8.
-const Q4_0_BOOK: [i8; 16] = [-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7];
+pub(crate) const Q4_0_BOOK: [i8; 16] = [-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7];
 
 /// Unpacks two Q4_0x8 groups into signed panels (values -8..7).
 ///
@@ -342,24 +342,6 @@ const Q4_0_BOOK: [i8; 16] = [-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub unsafe fn unpack_q4_0x16(xa: &[BlockQ4_0x8], xb: &[BlockQ4_0x8], out: &mut [Panel32]) {
     unpack_nibbles_x16(xa, xb, out, &Q4_0_BOOK)
-}
-
-/// Unpacks 16 Q4_0 rows in the file's layout into signed panels (values -8..7).
-///
-/// # Safety
-/// As `unpack_q4_0x16`.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn unpack_q4_0_rows16(rows: &[crate::blocks::BlockQ4_0], out: &mut [Panel32]) {
-    super::avx512::unpack_nibbles_rows16(rows, out, &Q4_0_BOOK)
-}
-
-/// Unpacks 16 IQ4_NL rows in the file's layout into signed panels (codebook values).
-///
-/// # Safety
-/// As `unpack_q4_0x16`.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn unpack_iq4_nl_rows16(rows: &[crate::blocks::BlockIQ4NL], out: &mut [Panel32]) {
-    super::avx512::unpack_nibbles_rows16(rows, out, &KVALUES_IQ4NL)
 }
 
 /// Unpacks two IQ4_NLx8 groups (in `BlockQ4_0x8`s) into signed panels (codebook values).

@@ -683,74 +683,6 @@ unsafe fn transpose_16x4(z: [__m512i; 8]) -> [__m512i; 4] {
     ]
 }
 
-/// Unpacks 16 rows of a Q4_1 matrix in the file's layout (row r's blocks at `rows[r * nb..]`,
-/// nb = `out.len()`) straight into the panels `unpack_q4_1x16` makes from two interleaved
-/// groups (those of the avx512 panel kernel and of the AMX tiles).
-///
-/// # Safety
-/// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn unpack_q4_1_rows16(rows: &[BlockQ4_1], out: &mut [Panel32M]) {
-    let nb = out.len();
-    if rows.len() != 16 * nb {
-        return;
-    }
-    let book = _mm512_broadcast_i32x4(_mm_loadu_si128(NIBBLES_U.as_ptr() as *const __m128i));
-    for (j, p) in out.iter_mut().enumerate() {
-        let b = |r: usize| &rows[r * nb + j];
-        for r in 0..16 {
-            _mm_prefetch::<_MM_HINT_T0>((b(r) as *const BlockQ4_1 as *const i8).wrapping_add(8 * 20));
-        }
-        for (k, v) in nibble_lines16(std::array::from_fn(|r| &b(r).qs), book).into_iter().enumerate() {
-            _mm512_storeu_si512(p.q[k].as_mut_ptr() as *mut __m512i, v);
-        }
-        _mm512_storeu_ps(p.d.as_mut_ptr(), f16x16_of(std::array::from_fn(|r| &b(r).d)));
-        _mm512_storeu_ps(p.m.as_mut_ptr(), f16x16_of(std::array::from_fn(|r| &b(r).m)));
-    }
-}
-
-/// A block of Q4_0's fields (d and 16 bytes of nibbles): Q4_0 and IQ4_NL.
-pub trait NibbleRow {
-    fn fields(&self) -> (&[u8; 2], &[u8; 16]);
-}
-
-impl NibbleRow for BlockQ4_0 {
-    fn fields(&self) -> (&[u8; 2], &[u8; 16]) {
-        (&self.d, &self.qs)
-    }
-}
-
-impl NibbleRow for BlockIQ4NL {
-    fn fields(&self) -> (&[u8; 2], &[u8; 16]) {
-        (&self.d, &self.qs)
-    }
-}
-
-/// Unpacks 16 rows of a Q4_0 or IQ4_NL matrix in the file's layout (row r's blocks at
-/// `rows[r * nb..]`, nb = `out.len()`) straight into panels, each nibble looked up in `book`,
-/// as `unpack_nibbles_x16` does from two interleaved groups.
-///
-/// # Safety
-/// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn unpack_nibbles_rows16<B: NibbleRow>(rows: &[B], out: &mut [Panel32], book: &[i8; 16]) {
-    let nb = out.len();
-    if rows.len() != 16 * nb {
-        return;
-    }
-    let book = _mm512_broadcast_i32x4(_mm_loadu_si128(book.as_ptr() as *const __m128i));
-    for (j, p) in out.iter_mut().enumerate() {
-        let b = |r: usize| rows[r * nb + j].fields();
-        for r in 0..16 {
-            _mm_prefetch::<_MM_HINT_T0>((&rows[r * nb + j] as *const B as *const i8).wrapping_add(8 * 18));
-        }
-        for (k, v) in nibble_lines16(std::array::from_fn(|r| b(r).1), book).into_iter().enumerate() {
-            _mm512_storeu_si512(p.q[k].as_mut_ptr() as *mut __m512i, v);
-        }
-        _mm512_storeu_ps(p.d.as_mut_ptr(), f16x16_of(std::array::from_fn(|r| b(r).0)));
-    }
-}
-
 /// The 32 nibbles of one block of 16 rows (`qs[r]`: row r's 16 bytes) as a panel's 8 lines
 /// (line c: values 4c..4c + 4 of every row, from the low nibbles for c < 4, the high ones
 /// after), each looked up in `book` (16 bytes in every 128-bit lane).
@@ -772,27 +704,9 @@ unsafe fn nibble_lines16(qs: [&[u8; 16]; 16], book: __m512i) -> [__m512i; 8] {
     out
 }
 
-/// The nibbles as they are (0..15), for the panel kernel with its offset 8
-/// (`vec_dot_panel32x16x8_q8_0::<8>`).
+/// The nibbles as they are (0..15): Q4_0 for the panel kernel with its offset 8
+/// (`vec_dot_panel32x16x8_q8_0::<8>`), and the low four bits of Q4_1, Q5_0 and Q5_1.
 pub(crate) const NIBBLES_U: [i8; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
-
-/// `unpack_nibbles_rows16` for Q4_0 into the avx512 panels (values 0..15).
-///
-/// # Safety
-/// As `unpack_nibbles_rows16`.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn unpack_q4_0_rows16(rows: &[BlockQ4_0], out: &mut [Panel32]) {
-    unpack_nibbles_rows16(rows, out, &NIBBLES_U)
-}
-
-/// `unpack_nibbles_rows16` for IQ4_NL into the avx512 panels (codebook + 128).
-///
-/// # Safety
-/// As `unpack_nibbles_rows16`.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn unpack_iq4_nl_rows16(rows: &[BlockIQ4NL], out: &mut [Panel32]) {
-    unpack_nibbles_rows16(rows, out, &IQ4NL_BOOK_U)
-}
 
 /// Unpacks 16 rows of a Q8_0 matrix in the file's layout (`rows`: row r's blocks at
 /// `rows[r * nb..]`, nb = `out.len()`) straight into panels, as `unpack_q8_0x16` does from
@@ -826,7 +740,7 @@ pub unsafe fn unpack_q8_0_rows16<const FLIP: bool>(rows: &[BlockQ8_0], out: &mut
 }
 
 /// IQ4_NL's codebook + 128, as the unsigned panels of `vec_dot_panel32x16x8_q8_0::<128>` hold it.
-const IQ4NL_BOOK_U: [i8; 16] = {
+pub(crate) const IQ4NL_BOOK_U: [i8; 16] = {
     let mut b = KVALUES_IQ4NL;
     let mut i = 0;
     while i < 16 {
@@ -943,21 +857,40 @@ unsafe fn qh16(qh: [&[u8; 4]; 16]) -> __m512i {
     )
 }
 
-/// A Q5_0 or Q5_1 block's fields for `unpack_five_bit_rows16`: d, Q5_1's m, qh, qs.
-pub trait FiveBitRow {
+/// The fields of a 32-value block type for `unpack_legacy_rows16`: d, the min m (Q4_1,
+/// Q5_1), the fifth bits qh (Q5_0, Q5_1), the 16 bytes of nibbles.
+pub trait LegacyRow {
     #[allow(clippy::type_complexity)]
-    fn fields(&self) -> (&[u8; 2], Option<&[u8; 2]>, &[u8; 4], &[u8; 16]);
+    fn fields(&self) -> (&[u8; 2], Option<&[u8; 2]>, Option<&[u8; 4]>, &[u8; 16]);
 }
 
-impl FiveBitRow for BlockQ5_0 {
-    fn fields(&self) -> (&[u8; 2], Option<&[u8; 2]>, &[u8; 4], &[u8; 16]) {
-        (&self.d, None, &self.qh, &self.qs)
+impl LegacyRow for BlockQ4_0 {
+    fn fields(&self) -> (&[u8; 2], Option<&[u8; 2]>, Option<&[u8; 4]>, &[u8; 16]) {
+        (&self.d, None, None, &self.qs)
     }
 }
 
-impl FiveBitRow for BlockQ5_1 {
-    fn fields(&self) -> (&[u8; 2], Option<&[u8; 2]>, &[u8; 4], &[u8; 16]) {
-        (&self.d, Some(&self.m), &self.qh, &self.qs)
+impl LegacyRow for BlockIQ4NL {
+    fn fields(&self) -> (&[u8; 2], Option<&[u8; 2]>, Option<&[u8; 4]>, &[u8; 16]) {
+        (&self.d, None, None, &self.qs)
+    }
+}
+
+impl LegacyRow for BlockQ4_1 {
+    fn fields(&self) -> (&[u8; 2], Option<&[u8; 2]>, Option<&[u8; 4]>, &[u8; 16]) {
+        (&self.d, Some(&self.m), None, &self.qs)
+    }
+}
+
+impl LegacyRow for BlockQ5_0 {
+    fn fields(&self) -> (&[u8; 2], Option<&[u8; 2]>, Option<&[u8; 4]>, &[u8; 16]) {
+        (&self.d, None, Some(&self.qh), &self.qs)
+    }
+}
+
+impl LegacyRow for BlockQ5_1 {
+    fn fields(&self) -> (&[u8; 2], Option<&[u8; 2]>, Option<&[u8; 4]>, &[u8; 16]) {
+        (&self.d, Some(&self.m), Some(&self.qh), &self.qs)
     }
 }
 
@@ -979,38 +912,41 @@ impl Panel32Like for Panel32M {
     }
 }
 
-/// Unpacks 16 rows of a Q5_0 or Q5_1 matrix in the file's layout (row r's blocks at
-/// `rows[r * nb..]`, nb = `out.len()`) straight into the panels that `unpack_q5_0x16` and
-/// `unpack_q5_1x16` make from interleaved groups: the values (0..31) less `OFF` (Q5_0: 0 for
-/// the avx512 panel kernel, 16 for the AMX tiles' signed panels; Q5_1: 0), and Q5_1's m.
+/// Unpacks 16 rows of a Q4_0, IQ4_NL, Q4_1, Q5_0 or Q5_1 matrix in the file's layout (row r's
+/// blocks at `rows[r * nb..]`, nb = `out.len()`) straight into the panels that the unpackers
+/// of two interleaved groups make: each nibble looked up in `book`, 16 added where the fifth
+/// bit is set, `off` taken off, and the m of Q4_1 and Q5_1 into `Panel32M`. The books and
+/// offsets each panel takes are in `dispatch.rs` (`rows_unpacker!`).
 ///
 /// # Safety
 /// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn unpack_five_bit_rows16<B: FiveBitRow, P: Panel32Like, const OFF: i8>(
+pub unsafe fn unpack_legacy_rows16<B: LegacyRow, P: Panel32Like>(
     rows: &[B],
     out: &mut [P],
+    book: &[i8; 16],
+    off: i8,
 ) {
     let nb = out.len();
     if rows.len() != 16 * nb {
         return;
     }
-    let book = _mm512_broadcast_i32x4(_mm_loadu_si128(NIBBLES_U.as_ptr() as *const __m128i));
-    let lines = std::mem::size_of::<B>() * 8 / 64;
+    let book = _mm512_broadcast_i32x4(_mm_loadu_si128(book.as_ptr() as *const __m128i));
+    let ahead = std::mem::size_of::<B>() * 8;
     for (j, p) in out.iter_mut().enumerate() {
         let b = |r: usize| rows[r * nb + j].fields();
         for r in 0..16 {
-            _mm_prefetch::<_MM_HINT_T0>(
-                (&rows[r * nb + j] as *const B as *const i8).wrapping_add(64 * lines),
-            );
+            _mm_prefetch::<_MM_HINT_T0>((&rows[r * nb + j] as *const B as *const i8).wrapping_add(ahead));
         }
         let mut q = nibble_lines16(std::array::from_fn(|r| b(r).3), book);
-        add_fifth_bits(&mut q, qh16(std::array::from_fn(|r| b(r).2)));
+        if b(0).2.is_some() {
+            add_fifth_bits(&mut q, qh16(std::array::from_fn(|r| b(r).2.unwrap_or(&[0; 4]))));
+        }
         let (pq, pd, pm) = p.parts();
         for (k, v) in q.into_iter().enumerate() {
             _mm512_storeu_si512(
                 pq[k].as_mut_ptr() as *mut __m512i,
-                _mm512_sub_epi8(v, _mm512_set1_epi8(OFF)),
+                _mm512_sub_epi8(v, _mm512_set1_epi8(off)),
             );
         }
         _mm512_storeu_ps(pd.as_mut_ptr(), f16x16_of(std::array::from_fn(|r| b(r).0)));
