@@ -491,6 +491,24 @@ pub type Tile16Fns = (
 /// false if the bytes are not 16 whole rows (`Kernels::rows_unpack16`).
 pub type RowsUnpackFn = fn(&[u8], &mut Vec<Line64>) -> bool;
 
+/// Many rows of a matrix in the file's layout (their bytes) against one activation row:
+/// `out[r]` = row r . a for `out.len()` rows; false if the bytes or the activations do not
+/// fit the kernel (`Kernels::rows_decode`; the caller then goes row by row).
+pub type RowsDecodeFn = fn(&[u8], ActRef, &mut [f32]) -> bool;
+
+#[cfg(target_arch = "x86_64")]
+fn q4_0_rows_decode(rows: &[u8], a: ActRef, out: &mut [f32]) -> bool {
+    use crate::x86_64::rows_decode::{q4_0_rows_q8_0, MAX_BLOCKS};
+    let (ActRef::Q8_0(a), Some(w)) = (a, as_blocks::<BlockQ4_0>(rows)) else { return false };
+    if a.is_empty() || a.len() > MAX_BLOCKS || w.len() != out.len() * a.len() {
+        return false;
+    }
+    // SAFETY: `Kernels::rows_decode` hands this out only from the avx512 and amx tables,
+    // which exist only where the CPU has their features; the lengths are checked above.
+    unsafe { q4_0_rows_q8_0(w, a, out) };
+    true
+}
+
 /// Defines the safe wrapper (`RowsUnpackFn`) `$name` of an unpacker from 16 rows: the
 /// block type, the panel type, the unpacker, and any arguments it takes after the rows and
 /// the panels.
@@ -1432,6 +1450,17 @@ impl Kernels {
             let _ = (ty, amx);
             None
         }
+    }
+
+    /// The decode kernel over many rows in the file's layout, where the level has one (Q4_0
+    /// at the avx512 and amx levels).
+    pub fn rows_decode(&self, ty: GgmlType) -> Option<RowsDecodeFn> {
+        #[cfg(target_arch = "x86_64")]
+        if ty == GgmlType::Q4_0 && matches!(self.level, Level::Avx512 | Level::Amx) {
+            return Some(q4_0_rows_decode);
+        }
+        let _ = ty;
+        None
     }
 
     /// The 8-row kernel for the panels of `rows_unpack16(ty, false)` where the type's layout

@@ -8,7 +8,7 @@
 use crate::dispatch::{
     tile_activations, tile_activations_q8_1, tile_activations_sb, ActBuf, ActRef, ActTile, ActTileK,
     ActTileS, ActTiles, ActType, Dot16x4Fn, Dot16x8Fn, Dot4Fn, Dot4x2Fn, Dot8Fn, Dot8x4Fn, DotFn, Kernels,
-    Line64, Panel16Fns, PanelEightFn, RowsUnpackFn, Tile16Fns,
+    Line64, Panel16Fns, PanelEightFn, RowsDecodeFn, RowsUnpackFn, Tile16Fns,
 };
 use std::cell::RefCell;
 
@@ -243,6 +243,7 @@ pub fn matmul_multi(
     let (_, act) = prepare(k, first, n)?;
     let mut dots: [Option<DotFn>; MAX_SHARED] = [None; MAX_SHARED];
     let mut dots4: [Option<Dot4Fn>; MAX_SHARED] = [None; MAX_SHARED];
+    let mut rows_decode: [Option<RowsDecodeFn>; MAX_SHARED] = [None; MAX_SHARED];
     let mut tiles: [Option<Dot4x2Fn>; MAX_SHARED] = [None; MAX_SHARED];
     let mut x8: [Option<(Dot8Fn, Dot8x4Fn)>; MAX_SHARED] = [None; MAX_SHARED];
     let mut x16: [Option<Dot16x4Fn>; MAX_SHARED] = [None; MAX_SHARED];
@@ -273,6 +274,7 @@ pub fn matmul_multi(
         }
         dots[j] = Some(dot);
         dots4[j] = k.dot4(w.ty);
+        rows_decode[j] = k.rows_decode(w.ty).filter(|_| w.layout == Layout::Rows);
         tiles[j] = k.dot4x2(w.ty);
         let layout = kernel_layout(k, w, n);
         if layout != Layout::Rows {
@@ -557,6 +559,15 @@ pub fn matmul_multi(
                 FLY.set(fly_buf);
             }
             return;
+        }
+        // Decode: the task's rows in one call where the level has a kernel for many rows.
+        if let (Some(many), 1) = (rows_decode[j], n) {
+            // SAFETY: rows r0..r1 of the single activation row are elements r0..r1 of ys[j]
+            // (length n * w.rows, checked), written by this task only.
+            let y = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(r0), r1 - r0) };
+            if many(w.rows_bytes(r0, r1), a, y) {
+                return;
+            }
         }
         // Prefill: 4x2 tiles (four weight rows, two activation rows) where they fit.
         let mut i0 = 0;

@@ -374,6 +374,55 @@ fn four_row_kernels_match_scalar() {
     eprintln!("{tiles} tile comparisons");
 }
 
+/// The decode kernels over many rows in the file's layout (`Kernels::rows_decode`) against
+/// the scalar one-row reference, row by row: block counts around the kernels' groups of
+/// eight, up to their table size, every weight case; past the table size they decline.
+#[test]
+fn rows_decode_matches_scalar() {
+    let scalar = Kernels::for_level(Level::Scalar).unwrap();
+    let mut rng = Rng(0x5eed_0f_da7a);
+    let mut buf = ActBuf::new();
+    let mut checked = 0;
+    for k in levels() {
+        for ty in TYPES {
+            let Some(many) = k.rows_decode(ty) else { continue };
+            let act = ActType::for_weight(ty).unwrap();
+            for (nb, rows) in
+                [(1usize, 3usize), (2, 1), (7, 5), (8, 2), (9, 17), (18, 4), (64, 3), (130, 2), (512, 2)]
+            {
+                for case in CASES {
+                    let w: Vec<u8> = weights(ty, nb * rows, case, &mut rng);
+                    let x = activation(nb * ty.block_size(), &mut rng);
+                    let a = buf.quantize(act, &x);
+                    let mut got = vec![f32::NAN; rows];
+                    assert!(many(&w, a, &mut got), "{} {ty}: {nb} blocks declined", k.name);
+                    let rb = w.len() / rows;
+                    for (r, g) in got.iter().enumerate() {
+                        let row = &w[r * rb..(r + 1) * rb];
+                        let want = vec_dot(scalar, ty, row, a).unwrap();
+                        let tol = 1e-5 * abs_terms(ty, row, a) + 1e-30;
+                        assert!(
+                            ((g - want) as f64).abs() <= tol,
+                            "{} {ty} {case:?} {nb} blocks row {r}: {g} vs {want}",
+                            k.name
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+            // Too wide for its tables, or rows that do not fill the output: declined.
+            let nb = 513;
+            let x = activation(nb * ty.block_size(), &mut rng);
+            let a = buf.quantize(act, &x);
+            let w = weights(ty, nb, Case::Random, &mut rng);
+            assert!(!many(&w, a, &mut [0f32; 1]), "{} {ty}: 513 blocks", k.name);
+            let a = buf.quantize(act, &x[..64 * ty.block_size()]);
+            assert!(!many(&w[..63 * ty.type_size()], a, &mut [0f32; 1]), "{} {ty}: short row", k.name);
+        }
+    }
+    eprintln!("{checked} rows_decode comparisons");
+}
+
 /// The NEON level (each of its variants) has its own kernel for every type.
 #[cfg(target_arch = "aarch64")]
 #[test]

@@ -6,3 +6,4 @@ pub mod avx2;
 pub mod avx512;
 pub mod avxvnni;
 pub mod quantize;
+pub mod rows_decode;

@@ -1,0 +1,130 @@
+//! Decode from the file's row layout at the avx512 level: many weight rows against one
+//! activation row in one call, so the activation side of every block (its bytes, aligned;
+//! its scale as f32; its sum times the weights' offset) is worked out once per call instead
+//! of once per row, and eight weight scales are converted in one instruction. What is left
+//! per block is the nibbles' unpacking, one `vpdpbusd` and one FMA.
+
+use crate::blocks::{BlockQ4_0, BlockQ8_0};
+use std::arch::x86_64::*;
+use std::mem::MaybeUninit;
+
+/// Most blocks per row the per-call activation tables hold (k = 16384).
+pub const MAX_BLOCKS: usize = 512;
+
+/// Q4_0 rows (`w`: `out.len()` rows of `a.len()` blocks) against one Q8_0 activation row:
+/// `out[r]` = row r . a, the sums of `vec_dot_q4_0_q8_0` (per block `d_w * d_a * sum((q - 8) *
+/// a)`) accumulated in another order: `d_w * d_a * sum(q * a)` per block, plus `d_w * (-8 *
+/// d_a * sum(a))` eight blocks at a time.
+///
+/// # Safety
+/// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch); `w.len() ==
+/// out.len() * a.len()` and `a.len() <= MAX_BLOCKS`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn q4_0_rows_q8_0(w: &[BlockQ4_0], a: &[BlockQ8_0], out: &mut [f32]) {
+    let nb = a.len();
+    debug_assert!(nb <= MAX_BLOCKS && w.len() == out.len() * nb);
+    // The activation side, once: the bytes 32-byte aligned (no load splits a cache line),
+    // each block's scale as f32, and -8 * scale * sum (the nibbles go in unsigned; their
+    // offset of 8 comes off through this).
+    let mut qs = [MaybeUninit::<__m256i>::uninit(); MAX_BLOCKS];
+    let mut da = [0f32; MAX_BLOCKS];
+    let mut off = [0f32; MAX_BLOCKS];
+    for (b, blk) in a.iter().enumerate() {
+        let v = _mm256_loadu_si256(blk.qs.as_ptr() as *const __m256i);
+        qs[b].write(v);
+        da[b] = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(u16::from_le_bytes(blk.d) as i32)));
+        // The bytes made unsigned (+128) and summed by `vpsadbw`.
+        let s = _mm256_sad_epu8(_mm256_xor_si256(v, _mm256_set1_epi8(-128)), _mm256_setzero_si256());
+        let s = _mm_add_epi64(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+        let sum = _mm_cvtsi128_si32(_mm_add_epi64(s, _mm_unpackhi_epi64(s, s))) - 32 * 128;
+        off[b] = -8.0 * da[b] * sum as f32;
+    }
+    let qs = qs.as_ptr() as *const __m256i;
+    // Word i of the 128 bytes of eight blocks: the f16 scale of block i (every 9th word).
+    let scale_words = _mm512_set_epi16(
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 63, 54, 45, 36, 27, 18, 9, 0,
+    );
+    // Lanes 0-15: the low nibbles (elements 0-15); lanes 16-31, the high ones (16-31).
+    let shifts = _mm256_setr_epi64x(0, 0, 4, 4);
+    let low4 = _mm256_set1_epi8(15);
+    let groups = nb / 8;
+    let lane: [__m256i; 8] = std::array::from_fn(|j| _mm256_set1_epi32(j as i32));
+    for (r, o) in out.iter_mut().enumerate() {
+        let x = &w[r * nb..(r + 1) * nb];
+        let xp = x.as_ptr();
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut offsets = _mm256_setzero_ps();
+        for g in 0..groups {
+            let p = xp.add(8 * g) as *const u8;
+            // About 1 KiB ahead: one line per 64 bytes of the group's 144.
+            for line in 0..3 {
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(1024 + 64 * line) as *const i8);
+            }
+            // The group's eight weight scales in one f16 conversion.
+            let lo = _mm512_loadu_si512(p as *const _);
+            let hi = _mm512_loadu_si512(p.add(64) as *const _);
+            let dw = _mm256_cvtph_ps(_mm512_castsi512_si128(_mm512_permutex2var_epi16(lo, scale_words, hi)));
+            offsets = _mm256_fmadd_ps(dw, _mm256_loadu_ps(off.as_ptr().add(8 * g)), offsets);
+            let sv = _mm256_mul_ps(dw, _mm256_loadu_ps(da.as_ptr().add(8 * g)));
+            for (j, ij) in lane.iter().enumerate() {
+                // SAFETY: b < 8 * groups <= nb, the length of x and of the tables' used part.
+                let b = 8 * g + j;
+                acc[j % 4] = block_fma(acc[j % 4], &*xp.add(b), qs.add(b), sv, *ij, shifts, low4);
+            }
+        }
+        let mut tail = 0f32;
+        for b in 8 * groups..nb {
+            let dw = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(u16::from_le_bytes(x[b].d) as i32)));
+            acc[b % 4] =
+                block_fma(acc[b % 4], &x[b], qs.add(b), _mm256_set1_ps(dw * da[b]), lane[0], shifts, low4);
+            tail += dw * off[b];
+        }
+        let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        let v = _mm256_add_ps(v, offsets);
+        let v = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let v = _mm_add_ps(v, _mm_movehl_ps(v, v));
+        *o = _mm_cvtss_f32(_mm_add_ss(v, _mm_movehdup_ps(v))) + tail;
+    }
+}
+
+/// One block: `acc += (unsigned nibbles . activation bytes) as f32 * s`, `s` broadcast from
+/// memory by the FMA. In `asm!` so that the compiler neither turns the nibbles' load into
+/// shuffles of the scales' 128-byte load nor each broadcast into shuffles of a register.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn block_fma(
+    acc: __m256,
+    x: &BlockQ4_0,
+    a: *const __m256i,
+    sv: __m256,
+    lane: __m256i,
+    shifts: __m256i,
+    low4: __m256i,
+) -> __m256 {
+    let mut acc = acc;
+    // SAFETY: reads the 16 bytes of x.qs and 32 (aligned) at a, inside the caller's values;
+    // registers only otherwise. The caller runs AVX-512F/VL/VNNI.
+    unsafe {
+        std::arch::asm!(
+            "vbroadcasti128 {q}, xmmword ptr [{x}]",
+            "vpsrlvq {q}, {q}, {shifts}",
+            "vpand {q}, {q}, {low4}",
+            "vpxor {t:x}, {t:x}, {t:x}",
+            "vpdpbusd {t}, {q}, ymmword ptr [{a}]",
+            "vcvtdq2ps {t}, {t}",
+            "vpermps {q}, {lane}, {sv}",
+            "vfmadd231ps {acc}, {t}, {q}",
+            acc = inout(ymm_reg) acc,
+            q = out(ymm_reg) _,
+            t = out(ymm_reg) _,
+            x = in(reg) x.qs.as_ptr(),
+            a = in(reg) a,
+            sv = in(ymm_reg) sv,
+            lane = in(ymm_reg) lane,
+            shifts = in(ymm_reg) shifts,
+            low4 = in(ymm_reg) low4,
+            options(pure, readonly, nostack, preserves_flags)
+        )
+    };
+    acc
+}
