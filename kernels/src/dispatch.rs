@@ -496,18 +496,29 @@ pub type RowsUnpackFn = fn(&[u8], &mut Vec<Line64>) -> bool;
 /// fit the kernel (`Kernels::rows_decode`; the caller then goes row by row).
 pub type RowsDecodeFn = fn(&[u8], ActRef, &mut [f32]) -> bool;
 
+/// Defines the safe wrapper (`RowsDecodeFn`) `$name` of a decode kernel over many rows
+/// against Q8_0 activations: the block type and the kernel.
 #[cfg(target_arch = "x86_64")]
-fn q4_0_rows_decode(rows: &[u8], a: ActRef, out: &mut [f32]) -> bool {
-    use crate::x86_64::rows_decode::{q4_0_rows_q8_0, MAX_BLOCKS};
-    let (ActRef::Q8_0(a), Some(w)) = (a, as_blocks::<BlockQ4_0>(rows)) else { return false };
-    if a.is_empty() || a.len() > MAX_BLOCKS || w.len() != out.len() * a.len() {
-        return false;
-    }
-    // SAFETY: `Kernels::rows_decode` hands this out only from the avx512 and amx tables,
-    // which exist only where the CPU has their features; the lengths are checked above.
-    unsafe { q4_0_rows_q8_0(w, a, out) };
-    true
+macro_rules! rows_decoder {
+    ($name:ident, $w:ty, $kernel:path) => {
+        fn $name(rows: &[u8], a: ActRef, out: &mut [f32]) -> bool {
+            use crate::x86_64::rows_decode::MAX_BLOCKS;
+            let (ActRef::Q8_0(a), Some(w)) = (a, as_blocks::<$w>(rows)) else { return false };
+            if a.is_empty() || a.len() > MAX_BLOCKS || w.len() != out.len() * a.len() {
+                return false;
+            }
+            // SAFETY: `Kernels::rows_decode` hands this out only from the avx512 and amx
+            // tables, which exist only where the CPU has their features; the lengths are
+            // checked above.
+            unsafe { $kernel(w, a, out) };
+            true
+        }
+    };
 }
+#[cfg(target_arch = "x86_64")]
+rows_decoder!(q4_0_rows_decode, BlockQ4_0, crate::x86_64::rows_decode::q4_0_rows_q8_0);
+#[cfg(target_arch = "x86_64")]
+rows_decoder!(q8_0_rows_decode, BlockQ8_0, crate::x86_64::rows_decode::q8_0_rows_q8_0);
 
 /// Defines the safe wrapper (`RowsUnpackFn`) `$name` of an unpacker from 16 rows: the
 /// block type, the panel type, the unpacker, and any arguments it takes after the rows and
@@ -1453,11 +1464,15 @@ impl Kernels {
     }
 
     /// The decode kernel over many rows in the file's layout, where the level has one (Q4_0
-    /// at the avx512 and amx levels).
+    /// and Q8_0 at the avx512 and amx levels).
     pub fn rows_decode(&self, ty: GgmlType) -> Option<RowsDecodeFn> {
         #[cfg(target_arch = "x86_64")]
-        if ty == GgmlType::Q4_0 && matches!(self.level, Level::Avx512 | Level::Amx) {
-            return Some(q4_0_rows_decode);
+        if matches!(self.level, Level::Avx512 | Level::Amx) {
+            match ty {
+                GgmlType::Q4_0 => return Some(q4_0_rows_decode),
+                GgmlType::Q8_0 => return Some(q8_0_rows_decode),
+                _ => {}
+            }
         }
         let _ = ty;
         None

@@ -11,6 +11,30 @@ use std::mem::MaybeUninit;
 /// Most blocks per row the per-call activation tables hold (k = 16384).
 pub const MAX_BLOCKS: usize = 512;
 
+/// The activation side of a call, once: the bytes 32-byte aligned (no load splits a cache
+/// line), each block's scale as f32, and `-offset * scale * sum` (the weights go in as
+/// unsigned bytes, `offset` above their value, which this takes back off).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn prepare(
+    a: &[BlockQ8_0],
+    offset: i32,
+    qs: &mut [MaybeUninit<__m256i>; MAX_BLOCKS],
+    da: &mut [f32; MAX_BLOCKS],
+    off: &mut [f32; MAX_BLOCKS],
+) {
+    for (b, blk) in a.iter().enumerate() {
+        let v = _mm256_loadu_si256(blk.qs.as_ptr() as *const __m256i);
+        qs[b].write(v);
+        da[b] = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(u16::from_le_bytes(blk.d) as i32)));
+        // The bytes made unsigned (+128) and summed by `vpsadbw`.
+        let s = _mm256_sad_epu8(_mm256_xor_si256(v, _mm256_set1_epi8(-128)), _mm256_setzero_si256());
+        let s = _mm_add_epi64(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+        let sum = _mm_cvtsi128_si32(_mm_add_epi64(s, _mm_unpackhi_epi64(s, s))) - 32 * 128;
+        off[b] = -(offset as f32) * da[b] * sum as f32;
+    }
+}
+
 /// Q4_0 rows (`w`: `out.len()` rows of `a.len()` blocks) against one Q8_0 activation row:
 /// `out[r]` = row r . a, the sums of `vec_dot_q4_0_q8_0` (per block `d_w * d_a * sum((q - 8) *
 /// a)`) accumulated in another order: `d_w * d_a * sum(q * a)` per block, plus `d_w * (-8 *
@@ -23,22 +47,9 @@ pub const MAX_BLOCKS: usize = 512;
 pub unsafe fn q4_0_rows_q8_0(w: &[BlockQ4_0], a: &[BlockQ8_0], out: &mut [f32]) {
     let nb = a.len();
     debug_assert!(nb <= MAX_BLOCKS && w.len() == out.len() * nb);
-    // The activation side, once: the bytes 32-byte aligned (no load splits a cache line),
-    // each block's scale as f32, and -8 * scale * sum (the nibbles go in unsigned; their
-    // offset of 8 comes off through this).
     let mut qs = [MaybeUninit::<__m256i>::uninit(); MAX_BLOCKS];
-    let mut da = [0f32; MAX_BLOCKS];
-    let mut off = [0f32; MAX_BLOCKS];
-    for (b, blk) in a.iter().enumerate() {
-        let v = _mm256_loadu_si256(blk.qs.as_ptr() as *const __m256i);
-        qs[b].write(v);
-        da[b] = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(u16::from_le_bytes(blk.d) as i32)));
-        // The bytes made unsigned (+128) and summed by `vpsadbw`.
-        let s = _mm256_sad_epu8(_mm256_xor_si256(v, _mm256_set1_epi8(-128)), _mm256_setzero_si256());
-        let s = _mm_add_epi64(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-        let sum = _mm_cvtsi128_si32(_mm_add_epi64(s, _mm_unpackhi_epi64(s, s))) - 32 * 128;
-        off[b] = -8.0 * da[b] * sum as f32;
-    }
+    let (mut da, mut off) = ([0f32; MAX_BLOCKS], [0f32; MAX_BLOCKS]);
+    prepare(a, 8, &mut qs, &mut da, &mut off);
     let qs = qs.as_ptr() as *const __m256i;
     // Word i of the 128 bytes of eight blocks: the f16 scale of block i (every 9th word).
     let scale_words = _mm512_set_epi16(
@@ -85,6 +96,102 @@ pub unsafe fn q4_0_rows_q8_0(w: &[BlockQ4_0], a: &[BlockQ8_0], out: &mut [f32]) 
         let v = _mm_add_ps(v, _mm_movehl_ps(v, v));
         *o = _mm_cvtss_f32(_mm_add_ss(v, _mm_movehdup_ps(v))) + tail;
     }
+}
+
+/// Q8_0 rows (`w`: `out.len()` rows of `a.len()` blocks) against one Q8_0 activation row:
+/// `out[r]` = row r . a, the sums of `vec_dot_q8_0_q8_0` accumulated in another order: the
+/// weights go in as unsigned bytes (+128, one `vpxor`), `d_w * d_a * sum((w + 128) * a)` per
+/// block, plus `d_w * (-128 * d_a * sum(a))` four blocks at a time.
+///
+/// # Safety
+/// As `q4_0_rows_q8_0`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn q8_0_rows_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0], out: &mut [f32]) {
+    let nb = a.len();
+    debug_assert!(nb <= MAX_BLOCKS && w.len() == out.len() * nb);
+    let mut qs = [MaybeUninit::<__m256i>::uninit(); MAX_BLOCKS];
+    let (mut da, mut off) = ([0f32; MAX_BLOCKS], [0f32; MAX_BLOCKS]);
+    prepare(a, 128, &mut qs, &mut da, &mut off);
+    let qs = qs.as_ptr() as *const __m256i;
+    // Word i of the 128 bytes from four blocks' start: the f16 scale of block i (every 17th).
+    let scale_words = _mm512_set_epi16(
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 51, 34, 17, 0,
+    );
+    let lane: [__m256i; 4] = std::array::from_fn(|j| _mm256_set1_epi32(j as i32));
+    let sign = _mm256_set1_epi8(-128);
+    let groups = nb / 4;
+    for (r, o) in out.iter_mut().enumerate() {
+        let x = &w[r * nb..(r + 1) * nb];
+        let xp = x.as_ptr();
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut offsets = _mm_setzero_ps();
+        for g in 0..groups {
+            let p = xp.add(4 * g) as *const u8;
+            // About 1 KiB ahead: one line per 64 bytes of the group's 136 (and a bit).
+            for line in 0..3 {
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(1024 + 64 * line) as *const i8);
+            }
+            // The group's four weight scales in one f16 conversion.
+            let lo = _mm512_loadu_si512(p as *const _);
+            let hi = _mm512_loadu_si512(p.add(64) as *const _);
+            let dw = _mm_cvtph_ps(_mm512_castsi512_si128(_mm512_permutex2var_epi16(lo, scale_words, hi)));
+            offsets = _mm_fmadd_ps(dw, _mm_loadu_ps(off.as_ptr().add(4 * g)), offsets);
+            let sv = _mm256_castps128_ps256(_mm_mul_ps(dw, _mm_loadu_ps(da.as_ptr().add(4 * g))));
+            for (j, lj) in lane.iter().enumerate() {
+                // SAFETY: b < 4 * groups <= nb, the length of x and of the tables' used part.
+                let b = 4 * g + j;
+                acc[j] = block_fma_q8(acc[j], &*xp.add(b), qs.add(b), sv, *lj, sign);
+            }
+        }
+        let mut tail = 0f32;
+        for b in 4 * groups..nb {
+            let dw = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(u16::from_le_bytes(x[b].d) as i32)));
+            acc[b % 4] =
+                block_fma_q8(acc[b % 4], &x[b], qs.add(b), _mm256_set1_ps(dw * da[b]), lane[0], sign);
+            tail += dw * off[b];
+        }
+        let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        let v = _mm_add_ps(_mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1)), offsets);
+        let v = _mm_add_ps(v, _mm_movehl_ps(v, v));
+        *o = _mm_cvtss_f32(_mm_add_ss(v, _mm_movehdup_ps(v))) + tail;
+    }
+}
+
+/// One Q8_0 block: `acc += ((w ^ 0x80) . activation bytes) as f32 * sv[lane]` (see
+/// `block_fma`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn block_fma_q8(
+    acc: __m256,
+    x: &BlockQ8_0,
+    a: *const __m256i,
+    sv: __m256,
+    lane: __m256i,
+    sign: __m256i,
+) -> __m256 {
+    let mut acc = acc;
+    // SAFETY: reads the 32 bytes of x.qs and 32 (aligned) at a, inside the caller's values;
+    // registers only otherwise. The caller runs AVX-512F/VL/VNNI.
+    unsafe {
+        std::arch::asm!(
+            "vpxor {q}, {sign}, ymmword ptr [{x}]",
+            "vpxor {t:x}, {t:x}, {t:x}",
+            "vpdpbusd {t}, {q}, ymmword ptr [{a}]",
+            "vcvtdq2ps {t}, {t}",
+            "vpermps {q}, {lane}, {sv}",
+            "vfmadd231ps {acc}, {t}, {q}",
+            acc = inout(ymm_reg) acc,
+            q = out(ymm_reg) _,
+            t = out(ymm_reg) _,
+            x = in(reg) x.qs.as_ptr(),
+            a = in(reg) a,
+            sv = in(ymm_reg) sv,
+            lane = in(ymm_reg) lane,
+            sign = in(ymm_reg) sign,
+            options(pure, readonly, nostack, preserves_flags)
+        )
+    };
+    acc
 }
 
 /// One block: `acc += (unsigned nibbles . activation bytes) as f32 * s`, `s` broadcast from
