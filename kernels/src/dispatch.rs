@@ -520,6 +520,18 @@ rows_decoder!(q4_0_rows_decode, BlockQ4_0, crate::x86_64::rows_decode::q4_0_rows
 #[cfg(target_arch = "x86_64")]
 rows_decoder!(q8_0_rows_decode, BlockQ8_0, crate::x86_64::rows_decode::q8_0_rows_q8_0);
 
+#[cfg(target_arch = "x86_64")]
+fn q4_k_rows_decode(rows: &[u8], a: ActRef, out: &mut [f32]) -> bool {
+    use crate::x86_64::rows_decode::{q4_k_rows_q8_k, MAX_SUPER};
+    let (ActRef::Q8K(a), Some(w)) = (a, as_blocks::<BlockQ4K>(rows)) else { return false };
+    if a.is_empty() || a.len() > MAX_SUPER || w.len() != out.len() * a.len() {
+        return false;
+    }
+    // SAFETY: as the wrappers of `rows_decoder!`.
+    unsafe { q4_k_rows_q8_k(w, a, out) };
+    true
+}
+
 /// Defines the safe wrapper (`RowsUnpackFn`) `$name` of an unpacker from 16 rows: the
 /// block type, the panel type, the unpacker, and any arguments it takes after the rows and
 /// the panels.
@@ -1463,14 +1475,15 @@ impl Kernels {
         }
     }
 
-    /// The decode kernel over many rows in the file's layout, where the level has one (Q4_0
-    /// and Q8_0 at the avx512 and amx levels).
+    /// The decode kernel over many rows in the file's layout, where the level has one (Q4_0,
+    /// Q8_0 and Q4_K at the avx512 and amx levels).
     pub fn rows_decode(&self, ty: GgmlType) -> Option<RowsDecodeFn> {
         #[cfg(target_arch = "x86_64")]
         if matches!(self.level, Level::Avx512 | Level::Amx) {
             match ty {
                 GgmlType::Q4_0 => return Some(q4_0_rows_decode),
                 GgmlType::Q8_0 => return Some(q8_0_rows_decode),
+                GgmlType::Q4_K => return Some(q4_k_rows_decode),
                 _ => {}
             }
         }

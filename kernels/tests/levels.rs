@@ -395,8 +395,8 @@ fn offset_terms(ty: GgmlType, w: &[u8], a: ActRef) -> f64 {
 }
 
 /// The decode kernels over many rows in the file's layout (`Kernels::rows_decode`) against
-/// the scalar one-row reference, row by row: block counts around the kernels' groups of
-/// eight, up to their table size, every weight case; past the table size they decline.
+/// the scalar one-row reference, row by row: widths around the kernels' groups of blocks,
+/// up to the widest their tables hold, every weight case; wider, they decline.
 #[test]
 fn rows_decode_matches_scalar() {
     let scalar = Kernels::for_level(Level::Scalar).unwrap();
@@ -407,15 +407,17 @@ fn rows_decode_matches_scalar() {
         for ty in TYPES {
             let Some(many) = k.rows_decode(ty) else { continue };
             let act = ActType::for_weight(ty).unwrap();
-            for (nb, rows) in
-                [(1usize, 3usize), (2, 1), (7, 5), (8, 2), (9, 17), (18, 4), (64, 3), (130, 2), (512, 2)]
-            {
+            // Widths around the kernels' groups of blocks, up to the widest their tables hold.
+            let widths = [32usize, 64, 224, 256, 288, 512, 576, 2304, 2560, 4160, 16384];
+            for (i, cols) in widths.into_iter().filter(|c| c % ty.block_size() == 0).enumerate() {
+                let rows = [3usize, 1, 5, 2, 17, 4][i % 6];
+                let nb = cols / ty.block_size();
                 for case in CASES {
                     let w: Vec<u8> = weights(ty, nb * rows, case, &mut rng);
-                    let x = activation(nb * ty.block_size(), &mut rng);
+                    let x = activation(cols, &mut rng);
                     let a = buf.quantize(act, &x);
                     let mut got = vec![f32::NAN; rows];
-                    assert!(many(&w, a, &mut got), "{} {ty}: {nb} blocks declined", k.name);
+                    assert!(many(&w, a, &mut got), "{} {ty}: {cols} wide declined", k.name);
                     let rb = w.len() / rows;
                     for (r, g) in got.iter().enumerate() {
                         let row = &w[r * rb..(r + 1) * rb];
@@ -423,21 +425,21 @@ fn rows_decode_matches_scalar() {
                         let tol = 1e-5 * (abs_terms(ty, row, a) + offset_terms(ty, row, a)) + 1e-30;
                         assert!(
                             ((g - want) as f64).abs() <= tol,
-                            "{} {ty} {case:?} {nb} blocks row {r}: {g} vs {want}",
+                            "{} {ty} {case:?} {cols} wide row {r}: {g} vs {want}",
                             k.name
                         );
                         checked += 1;
                     }
                 }
             }
-            // Too wide for its tables, or rows that do not fill the output: declined.
-            let nb = 513;
-            let x = activation(nb * ty.block_size(), &mut rng);
+            // Wider than the tables hold, or rows that do not fill the output: declined.
+            let cols = 16384 + ty.block_size();
+            let x = activation(cols, &mut rng);
             let a = buf.quantize(act, &x);
-            let w = weights(ty, nb, Case::Random, &mut rng);
-            assert!(!many(&w, a, &mut [0f32; 1]), "{} {ty}: 513 blocks", k.name);
-            let a = buf.quantize(act, &x[..64 * ty.block_size()]);
-            assert!(!many(&w[..63 * ty.type_size()], a, &mut [0f32; 1]), "{} {ty}: short row", k.name);
+            let w = weights(ty, cols / ty.block_size(), Case::Random, &mut rng);
+            assert!(!many(&w, a, &mut [0f32; 1]), "{} {ty}: {cols} wide", k.name);
+            let a = buf.quantize(act, &x[..2 * ty.block_size()]);
+            assert!(!many(&w[..ty.type_size()], a, &mut [0f32; 1]), "{} {ty}: short row", k.name);
         }
     }
     eprintln!("{checked} rows_decode comparisons");

@@ -4,12 +4,16 @@
 //! of once per row, and eight weight scales are converted in one instruction. What is left
 //! per block is the nibbles' unpacking, one `vpdpbusd` and one FMA.
 
-use crate::blocks::{BlockQ4_0, BlockQ8_0};
+use crate::blocks::{BlockQ4K, BlockQ4_0, BlockQ8K, BlockQ8_0};
+use crate::scalar::k_scales_mins;
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 
 /// Most blocks per row the per-call activation tables hold (k = 16384).
 pub const MAX_BLOCKS: usize = 512;
+
+/// Most super-blocks (256 values) per row the K kernels' tables hold (k = 16384).
+pub const MAX_SUPER: usize = 64;
 
 /// The activation side of a call, once: the bytes 32-byte aligned (no load splits a cache
 /// line), each block's scale as f32, and `-offset * scale * sum` (the weights go in as
@@ -155,6 +159,130 @@ pub unsafe fn q8_0_rows_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0], out: &mut [f32]) 
         let v = _mm_add_ps(v, _mm_movehl_ps(v, v));
         *o = _mm_cvtss_f32(_mm_add_ss(v, _mm_movehdup_ps(v))) + tail;
     }
+}
+
+/// `vpshufb` masks: mask g copies word g of each 128-bit lane to all eight of its words.
+#[repr(align(32))]
+struct WordMasks([[u8; 32]; 8]);
+static WORD_MASKS: WordMasks = WordMasks({
+    let mut m = [[0u8; 32]; 8];
+    let mut g = 0;
+    while g < 8 {
+        let mut i = 0;
+        while i < 32 {
+            m[g][i] = (2 * g + i % 2) as u8;
+            i += 1;
+        }
+        g += 1;
+    }
+    m
+});
+
+/// Q4_K rows (`w`: `out.len()` rows of `a.len()` super-blocks) against one Q8_K activation
+/// row: `out[r]` = row r . a, the sums of `vec_dot_q4_k_q8_k` (per super-block `d * dy *
+/// sum_g sc_g * sum(q * a) - dmin * dy * sum_g m_g * sum_g(a)`, the integer sums exact)
+/// accumulated in another order. The activations' bytes (aligned) and group sums are
+/// worked out once per call; per group of 32 weights, one `vpmaddubsw` and one `vpdpwssd`
+/// that multiplies by the group's scale and accumulates.
+///
+/// # Safety
+/// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch); `w.len() ==
+/// out.len() * a.len()` and `a.len() <= MAX_SUPER`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn q4_k_rows_q8_k(w: &[BlockQ4K], a: &[BlockQ8K], out: &mut [f32]) {
+    let nb = a.len();
+    debug_assert!(nb <= MAX_SUPER && w.len() == out.len() * nb);
+    let mut qs = [MaybeUninit::<[__m256i; 8]>::uninit(); MAX_SUPER];
+    // Sums of the activations over each group of 32 (pairs of the 16-sums), as i16 words.
+    let mut gsum = [_mm_setzero_si128(); MAX_SUPER];
+    for (b, y) in a.iter().enumerate() {
+        qs[b].write(std::array::from_fn(|i| _mm256_loadu_si256(y.qs.as_ptr().add(32 * i) as *const __m256i)));
+        let p = y.bsums.as_ptr() as *const __m128i;
+        gsum[b] = _mm_hadd_epi16(_mm_loadu_si128(p), _mm_loadu_si128(p.add(1)));
+    }
+    let qs = qs.as_ptr() as *const __m256i;
+    let m4 = _mm256_set1_epi8(15);
+    let masks = WORD_MASKS.0.as_ptr() as *const __m256i;
+    for (r, o) in out.iter_mut().enumerate() {
+        let x = &w[r * nb..(r + 1) * nb];
+        let mut acc = _mm256_setzero_ps();
+        let mut mins_acc = _mm_setzero_ps();
+        for (b, xb) in x.iter().enumerate() {
+            // Four super-blocks ahead (a prefetch never faults; the address is only computed).
+            let ahead = x.as_ptr().wrapping_add(b + 4) as *const i8;
+            for line in 0..3 {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
+            }
+            let (sc, mn) = k_scales_mins(&xb.scales);
+            let scw = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(sc as i64)));
+            // Two accumulators: each `vpdpwssd` waits on the one before in its chain.
+            let mut sums = [_mm256_setzero_si256(); 2];
+            for pair in 0..4 {
+                // SAFETY: pair < 4: 32 bytes of x.qs, 64 of the super-block's 256 activation
+                // bytes and two of the eight masks.
+                let (xq, aq) = (xb.qs.as_ptr().add(32 * pair), qs.add(8 * b + 2 * pair));
+                sums = q4_k_pair(sums, xq, aq, masks.add(2 * pair), scw, m4);
+            }
+            let sumi = _mm256_add_epi32(sums[0], sums[1]);
+            let mins = _mm_madd_epi16(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(mn as i64)), gsum[b]);
+            // [d, dmin] times the activations' scale.
+            let dd = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes([
+                xb.d[0], xb.d[1], xb.dmin[0], xb.dmin[1],
+            ])));
+            let dd = _mm_mul_ps(dd, _mm_set1_ps(a[b].d));
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_broadcastss_ps(dd), acc);
+            mins_acc = _mm_fmadd_ps(_mm_cvtepi32_ps(mins), _mm_shuffle_ps::<0b0101_0101>(dd, dd), mins_acc);
+        }
+        let v = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+        let v = _mm_sub_ps(v, mins_acc);
+        let v = _mm_add_ps(v, _mm_movehl_ps(v, v));
+        *o = _mm_cvtss_f32(_mm_add_ss(v, _mm_movehdup_ps(v)));
+    }
+}
+
+/// Two groups of a Q4_K super-block (the 32 bytes at `x`: low nibbles group 2p, high ones
+/// 2p+1) against their 64 activation bytes at `a` (aligned): `acc += sc . (q * a)` with the
+/// nibbles' `vpmaddubsw` pairs multiplied by the group's scale word and summed in one
+/// `vpdpwssd` (in `asm!`: LLVM splits the intrinsic into `vpmaddwd` and `vpaddd`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn q4_k_pair(
+    acc: [__m256i; 2],
+    x: *const u8,
+    a: *const __m256i,
+    masks: *const __m256i,
+    scw: __m256i,
+    m4: __m256i,
+) -> [__m256i; 2] {
+    let [mut acc0, mut acc1] = acc;
+    // SAFETY: reads 32 bytes at x, 64 (aligned) at a and 64 at masks, inside the caller's
+    // values; registers only otherwise. The caller runs AVX-512F/BW/VL/VNNI.
+    unsafe {
+        std::arch::asm!(
+            "vmovdqu {q}, ymmword ptr [{x}]",
+            "vpsrlw {h}, {q}, 4",
+            "vpand {q}, {q}, {m4}",
+            "vpand {h}, {h}, {m4}",
+            "vpmaddubsw {q}, {q}, ymmword ptr [{a}]",
+            "vpmaddubsw {h}, {h}, ymmword ptr [{a} + 32]",
+            "vpshufb {s}, {scw}, ymmword ptr [{k}]",
+            "vpdpwssd {acc0}, {q}, {s}",
+            "vpshufb {s}, {scw}, ymmword ptr [{k} + 32]",
+            "vpdpwssd {acc1}, {h}, {s}",
+            acc0 = inout(ymm_reg) acc0,
+            acc1 = inout(ymm_reg) acc1,
+            q = out(ymm_reg) _,
+            h = out(ymm_reg) _,
+            s = out(ymm_reg) _,
+            x = in(reg) x,
+            a = in(reg) a,
+            k = in(reg) masks,
+            scw = in(ymm_reg) scw,
+            m4 = in(ymm_reg) m4,
+            options(pure, readonly, nostack, preserves_flags)
+        )
+    };
+    [acc0, acc1]
 }
 
 /// One Q8_0 block: `acc += ((w ^ 0x80) . activation bytes) as f32 * sv[lane]` (see
