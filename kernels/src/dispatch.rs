@@ -496,15 +496,16 @@ pub type RowsUnpackFn = fn(&[u8], &mut Vec<Line64>) -> bool;
 /// fit the kernel (`Kernels::rows_decode`; the caller then goes row by row).
 pub type RowsDecodeFn = fn(&[u8], ActRef, &mut [f32]) -> bool;
 
-/// Defines the safe wrapper (`RowsDecodeFn`) `$name` of a decode kernel over many rows
-/// against Q8_0 activations: the block type and the kernel.
+/// Defines the safe wrapper (`RowsDecodeFn`) `$name` of a decode kernel over many rows: the
+/// block type, the activations' `ActRef` variant, the most blocks per row the kernel
+/// takes, and the kernel.
 #[cfg(target_arch = "x86_64")]
 macro_rules! rows_decoder {
-    ($name:ident, $w:ty, $kernel:path) => {
+    ($name:ident, $w:ty, $act:ident, $max:ident, $kernel:path) => {
         fn $name(rows: &[u8], a: ActRef, out: &mut [f32]) -> bool {
-            use crate::x86_64::rows_decode::MAX_BLOCKS;
-            let (ActRef::Q8_0(a), Some(w)) = (a, as_blocks::<$w>(rows)) else { return false };
-            if a.is_empty() || a.len() > MAX_BLOCKS || w.len() != out.len() * a.len() {
+            use crate::x86_64::rows_decode::$max;
+            let (ActRef::$act(a), Some(w)) = (a, as_blocks::<$w>(rows)) else { return false };
+            if a.is_empty() || a.len() > $max || w.len() != out.len() * a.len() {
                 return false;
             }
             // SAFETY: `Kernels::rows_decode` hands this out only from the avx512 and amx
@@ -516,21 +517,14 @@ macro_rules! rows_decoder {
     };
 }
 #[cfg(target_arch = "x86_64")]
-rows_decoder!(q4_0_rows_decode, BlockQ4_0, crate::x86_64::rows_decode::q4_0_rows_q8_0);
+rows_decoder!(q4_0_rows_decode, BlockQ4_0, Q8_0, MAX_BLOCKS, crate::x86_64::rows_decode::q4_0_rows_q8_0);
 #[cfg(target_arch = "x86_64")]
-rows_decoder!(q8_0_rows_decode, BlockQ8_0, crate::x86_64::rows_decode::q8_0_rows_q8_0);
+rows_decoder!(q8_0_rows_decode, BlockQ8_0, Q8_0, MAX_BLOCKS, crate::x86_64::rows_decode::q8_0_rows_q8_0);
 
 #[cfg(target_arch = "x86_64")]
-fn q4_k_rows_decode(rows: &[u8], a: ActRef, out: &mut [f32]) -> bool {
-    use crate::x86_64::rows_decode::{q4_k_rows_q8_k, MAX_SUPER};
-    let (ActRef::Q8K(a), Some(w)) = (a, as_blocks::<BlockQ4K>(rows)) else { return false };
-    if a.is_empty() || a.len() > MAX_SUPER || w.len() != out.len() * a.len() {
-        return false;
-    }
-    // SAFETY: as the wrappers of `rows_decoder!`.
-    unsafe { q4_k_rows_q8_k(w, a, out) };
-    true
-}
+rows_decoder!(q4_k_rows_decode, BlockQ4K, Q8K, MAX_SUPER, crate::x86_64::rows_decode::q4_k_rows_q8_k);
+#[cfg(target_arch = "x86_64")]
+rows_decoder!(q6_k_rows_decode, BlockQ6K, Q8K, MAX_SUPER, crate::x86_64::rows_decode::q6_k_rows_q8_k);
 
 /// Defines the safe wrapper (`RowsUnpackFn`) `$name` of an unpacker from 16 rows: the
 /// block type, the panel type, the unpacker, and any arguments it takes after the rows and
@@ -1476,7 +1470,7 @@ impl Kernels {
     }
 
     /// The decode kernel over many rows in the file's layout, where the level has one (Q4_0,
-    /// Q8_0 and Q4_K at the avx512 and amx levels).
+    /// Q8_0, Q4_K and Q6_K at the avx512 and amx levels).
     pub fn rows_decode(&self, ty: GgmlType) -> Option<RowsDecodeFn> {
         #[cfg(target_arch = "x86_64")]
         if matches!(self.level, Level::Avx512 | Level::Amx) {
@@ -1484,6 +1478,7 @@ impl Kernels {
                 GgmlType::Q4_0 => return Some(q4_0_rows_decode),
                 GgmlType::Q8_0 => return Some(q8_0_rows_decode),
                 GgmlType::Q4_K => return Some(q4_k_rows_decode),
+                GgmlType::Q6_K => return Some(q6_k_rows_decode),
                 _ => {}
             }
         }

@@ -4,7 +4,7 @@
 //! of once per row, and eight weight scales are converted in one instruction. What is left
 //! per block is the nibbles' unpacking, one `vpdpbusd` and one FMA.
 
-use crate::blocks::{BlockQ4K, BlockQ4_0, BlockQ8K, BlockQ8_0};
+use crate::blocks::{BlockQ4K, BlockQ4_0, BlockQ6K, BlockQ8K, BlockQ8_0};
 use crate::scalar::k_scales_mins;
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
@@ -283,6 +283,114 @@ unsafe fn q4_k_pair(
         )
     };
     [acc0, acc1]
+}
+
+/// Q6_K rows (`w`: `out.len()` rows of `a.len()` super-blocks) against one Q8_K activation
+/// row: `out[r]` = row r . a, the sums of `vec_dot_q6_k_q8_k` (per super-block `d * dy *
+/// sum_g sc_g * (sum(q * a) - 32 * sum_g(a))` over 16 groups of 16, the integer sums exact)
+/// accumulated in another order. Per 32 weights: the low four bits and the high two merged
+/// by one `vpternlogd`, one `vpmaddubsw`, one `vpdpwssd` by the two groups' scales.
+///
+/// # Safety
+/// As `q4_k_rows_q8_k`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn q6_k_rows_q8_k(w: &[BlockQ6K], a: &[BlockQ8K], out: &mut [f32]) {
+    let nb = a.len();
+    debug_assert!(nb <= MAX_SUPER && w.len() == out.len() * nb);
+    let mut qs = [MaybeUninit::<[__m256i; 8]>::uninit(); MAX_SUPER];
+    // The activations' sums over each group of 16, as i16 words.
+    let mut bsums = [_mm256_setzero_si256(); MAX_SUPER];
+    for (b, y) in a.iter().enumerate() {
+        qs[b].write(std::array::from_fn(|i| _mm256_loadu_si256(y.qs.as_ptr().add(32 * i) as *const __m256i)));
+        bsums[b] = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
+    }
+    let qs = qs.as_ptr() as *const __m256i;
+    let (m4, m30) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi8(0x30));
+    let masks = WORD_MASKS.0.as_ptr() as *const __m256i;
+    // Quarter k of a half: groups 2k (low 128-bit lane, word 2k) and 2k+1 (high, word 2k+1).
+    let quarter_masks: [__m256i; 4] = std::array::from_fn(|k| {
+        _mm256_permute2x128_si256::<0x30>(
+            _mm256_load_si256(masks.add(2 * k)),
+            _mm256_load_si256(masks.add(2 * k + 1)),
+        )
+    });
+    for (r, o) in out.iter_mut().enumerate() {
+        let x = &w[r * nb..(r + 1) * nb];
+        let mut acc = _mm256_setzero_ps();
+        for (b, xb) in x.iter().enumerate() {
+            // Four super-blocks ahead (a prefetch never faults; the address is only computed).
+            let ahead = x.as_ptr().wrapping_add(b + 4) as *const i8;
+            for line in 0..4 {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
+            }
+            // The -32 offset: -32 * sum_g sc_g * bsum_g, in 8 i32 lanes.
+            let scales = _mm_loadu_si128(xb.scales.as_ptr() as *const __m128i);
+            let off = _mm256_madd_epi16(_mm256_cvtepi8_epi16(scales), bsums[b]);
+            let mut sums = [
+                _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32::<5>(off)),
+                _mm256_setzero_si256(),
+            ];
+            for half in 0..2 {
+                let ql0 = _mm256_loadu_si256(xb.ql.as_ptr().add(64 * half) as *const __m256i);
+                let ql1 = _mm256_loadu_si256(xb.ql.as_ptr().add(64 * half + 32) as *const __m256i);
+                let qh = _mm256_loadu_si256(xb.qh.as_ptr().add(32 * half) as *const __m256i);
+                // Groups 8h..8h+8 as i16 words, in both 128-bit lanes.
+                let sc8 = if half == 0 { scales } else { _mm_srli_si128::<8>(scales) };
+                let sc = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(sc8));
+                // Low four bits from ql, bits 4-5 from qh (moved into place, masked): the
+                // 16-bit shifts carry bits across bytes only where the masks drop them.
+                let quarters = [
+                    merge6(ql0, _mm256_and_si256(_mm256_slli_epi16::<4>(qh), m30), m4),
+                    merge6(ql1, _mm256_and_si256(_mm256_slli_epi16::<2>(qh), m30), m4),
+                    merge6(_mm256_srli_epi16::<4>(ql0), _mm256_and_si256(qh, m30), m4),
+                    merge6(
+                        _mm256_srli_epi16::<4>(ql1),
+                        _mm256_and_si256(_mm256_srli_epi16::<2>(qh), m30),
+                        m4,
+                    ),
+                ];
+                for (k, q) in quarters.into_iter().enumerate() {
+                    // SAFETY: 4 * half + k < 8: one of the super-block's eight 32-byte parts.
+                    let v = _mm256_load_si256(qs.add(8 * b + 4 * half + k));
+                    let s = _mm256_shuffle_epi8(sc, quarter_masks[k]);
+                    sums[k % 2] = dpwssd(sums[k % 2], _mm256_maddubs_epi16(q, v), s);
+                }
+            }
+            let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(u16::from_le_bytes(xb.d) as i32)));
+            let sumi = _mm256_add_epi32(sums[0], sums[1]);
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(d * a[b].d), acc);
+        }
+        let v = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+        let v = _mm_add_ps(v, _mm_movehl_ps(v, v));
+        *o = _mm_cvtss_f32(_mm_add_ss(v, _mm_movehdup_ps(v)));
+    }
+}
+
+/// `(lo & 0x0f) | hi` per byte in one `vpternlogd` (`m4` selects lo's bits; hi's bits 6-7 and
+/// 0-3 must be clear).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn merge6(lo: __m256i, hi: __m256i, m4: __m256i) -> __m256i {
+    // Truth table over (A = lo, B = hi, C = m4): C ? A : B.
+    _mm256_ternarylogic_epi32::<0xe4>(lo, hi, m4)
+}
+
+/// `acc + vpmaddwd(a, b)` as one `vpdpwssd` (LLVM splits the intrinsic into two).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn dpwssd(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+    let mut acc = acc;
+    // SAFETY: a register-only instruction of AVX512-VNNI/VL, which the callers run.
+    unsafe {
+        std::arch::asm!(
+            "vpdpwssd {acc}, {a}, {b}",
+            acc = inout(ymm_reg) acc,
+            a = in(ymm_reg) a,
+            b = in(ymm_reg) b,
+            options(pure, nomem, nostack, preserves_flags)
+        )
+    };
+    acc
 }
 
 /// One Q8_0 block: `acc += ((w ^ 0x80) . activation bytes) as f32 * sv[lane]` (see
