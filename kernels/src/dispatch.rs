@@ -522,7 +522,9 @@ rows_decoder!(q4_0_rows_decode, BlockQ4_0, Q8_0, MAX_BLOCKS, crate::x86_64::rows
 rows_decoder!(q8_0_rows_decode, BlockQ8_0, Q8_0, MAX_BLOCKS, crate::x86_64::rows_decode::q8_0_rows_q8_0);
 
 #[cfg(target_arch = "x86_64")]
-rows_decoder!(q4_k_rows_decode, BlockQ4K, Q8K, MAX_SUPER, crate::x86_64::rows_decode::q4_k_rows_q8_k);
+rows_decoder!(q4_k_rows_decode, BlockQ4K, Q8K, MAX_SUPER, crate::x86_64::rows_decode::k_rows_q8_k);
+#[cfg(target_arch = "x86_64")]
+rows_decoder!(q5_k_rows_decode, BlockQ5K, Q8K, MAX_SUPER, crate::x86_64::rows_decode::k_rows_q8_k);
 #[cfg(target_arch = "x86_64")]
 rows_decoder!(q6_k_rows_decode, BlockQ6K, Q8K, MAX_SUPER, crate::x86_64::rows_decode::q6_k_rows_q8_k);
 
@@ -1470,7 +1472,7 @@ impl Kernels {
     }
 
     /// The decode kernel over many rows in the file's layout, where the level has one (Q4_0,
-    /// Q8_0, Q4_K and Q6_K at the avx512 and amx levels).
+    /// Q8_0, Q4_K, Q5_K and Q6_K at the avx512 and amx levels).
     pub fn rows_decode(&self, ty: GgmlType) -> Option<RowsDecodeFn> {
         #[cfg(target_arch = "x86_64")]
         if matches!(self.level, Level::Avx512 | Level::Amx) {
@@ -1478,6 +1480,7 @@ impl Kernels {
                 GgmlType::Q4_0 => return Some(q4_0_rows_decode),
                 GgmlType::Q8_0 => return Some(q8_0_rows_decode),
                 GgmlType::Q4_K => return Some(q4_k_rows_decode),
+                GgmlType::Q5_K => return Some(q5_k_rows_decode),
                 GgmlType::Q6_K => return Some(q6_k_rows_decode),
                 _ => {}
             }

@@ -4,7 +4,7 @@
 //! of once per row, and eight weight scales are converted in one instruction. What is left
 //! per block is the nibbles' unpacking, one `vpdpbusd` and one FMA.
 
-use crate::blocks::{BlockQ4K, BlockQ4_0, BlockQ6K, BlockQ8K, BlockQ8_0};
+use crate::blocks::{BlockQ4K, BlockQ4_0, BlockQ5K, BlockQ6K, BlockQ8K, BlockQ8_0};
 use crate::scalar::k_scales_mins;
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
@@ -178,18 +178,63 @@ static WORD_MASKS: WordMasks = WordMasks({
     m
 });
 
-/// Q4_K rows (`w`: `out.len()` rows of `a.len()` super-blocks) against one Q8_K activation
-/// row: `out[r]` = row r . a, the sums of `vec_dot_q4_k_q8_k` (per super-block `d * dy *
-/// sum_g sc_g * sum(q * a) - dmin * dy * sum_g m_g * sum_g(a)`, the integer sums exact)
-/// accumulated in another order. The activations' bytes (aligned) and group sums are
-/// worked out once per call; per group of 32 weights, one `vpmaddubsw` and one `vpdpwssd`
-/// that multiplies by the group's scale and accumulates.
+/// A Q4_K or Q5_K super-block as `k_rows_q8_k` reads it.
+pub trait KRows {
+    /// d, dmin and the packed 6-bit scales and mins.
+    fn head(&self) -> ([u8; 2], [u8; 2], &[u8; 12]);
+    /// The values of groups 2p (first) and 2p+1 (second) as unsigned bytes.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F/BW/VL; p < 4.
+    unsafe fn pair(&self, p: usize, m4: __m256i) -> (__m256i, __m256i);
+}
+
+impl KRows for BlockQ4K {
+    fn head(&self) -> ([u8; 2], [u8; 2], &[u8; 12]) {
+        (self.d, self.dmin, &self.scales)
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn pair(&self, p: usize, m4: __m256i) -> (__m256i, __m256i) {
+        // SAFETY: p < 4: 32 of the 128 bytes of qs.
+        let q = unsafe { _mm256_loadu_si256(self.qs.as_ptr().add(32 * p) as *const __m256i) };
+        (_mm256_and_si256(q, m4), _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4))
+    }
+}
+
+impl KRows for BlockQ5K {
+    fn head(&self) -> ([u8; 2], [u8; 2], &[u8; 12]) {
+        (self.d, self.dmin, &self.scales)
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn pair(&self, p: usize, m4: __m256i) -> (__m256i, __m256i) {
+        // SAFETY: p < 4: 32 of the 128 bytes of qs.
+        let q = unsafe { _mm256_loadu_si256(self.qs.as_ptr().add(32 * p) as *const __m256i) };
+        let qh = _mm256_loadu_si256(self.qh.as_ptr() as *const __m256i);
+        // The fifth bit of element l of group g is bit g of qh[l]: tested into a mask, 16
+        // added where it is set.
+        let (lo, hi) = (_mm256_and_si256(q, m4), _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4));
+        let sixteen = _mm256_set1_epi8(16);
+        let k_lo = _mm256_test_epi8_mask(qh, _mm256_set1_epi8(1 << (2 * p)));
+        let k_hi = _mm256_test_epi8_mask(qh, _mm256_set1_epi8((2u8 << (2 * p)) as i8));
+        (_mm256_mask_add_epi8(lo, k_lo, lo, sixteen), _mm256_mask_add_epi8(hi, k_hi, hi, sixteen))
+    }
+}
+
+/// Q4_K or Q5_K rows (`w`: `out.len()` rows of `a.len()` super-blocks) against one Q8_K
+/// activation row: `out[r]` = row r . a, the sums of `vec_dot_q4_k_q8_k` /
+/// `vec_dot_q5_k_q8_k` (per super-block `d * dy * sum_g sc_g * sum(q * a) - dmin * dy *
+/// sum_g m_g * sum_g(a)`, the integer sums exact) accumulated in another order. The
+/// activations' bytes (aligned) and group sums are worked out once per call; per group of
+/// 32 weights, one `vpmaddubsw` and one `vpdpwssd` that multiplies by the group's scale and
+/// accumulates.
 ///
 /// # Safety
 /// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch); `w.len() ==
 /// out.len() * a.len()` and `a.len() <= MAX_SUPER`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn q4_k_rows_q8_k(w: &[BlockQ4K], a: &[BlockQ8K], out: &mut [f32]) {
+pub unsafe fn k_rows_q8_k<B: KRows>(w: &[B], a: &[BlockQ8K], out: &mut [f32]) {
     let nb = a.len();
     debug_assert!(nb <= MAX_SUPER && w.len() == out.len() * nb);
     let mut qs = [MaybeUninit::<[__m256i; 8]>::uninit(); MAX_SUPER];
@@ -203,6 +248,7 @@ pub unsafe fn q4_k_rows_q8_k(w: &[BlockQ4K], a: &[BlockQ8K], out: &mut [f32]) {
     let qs = qs.as_ptr() as *const __m256i;
     let m4 = _mm256_set1_epi8(15);
     let masks = WORD_MASKS.0.as_ptr() as *const __m256i;
+    let lines = std::mem::size_of::<B>().div_ceil(64);
     for (r, o) in out.iter_mut().enumerate() {
         let x = &w[r * nb..(r + 1) * nb];
         let mut acc = _mm256_setzero_ps();
@@ -210,25 +256,28 @@ pub unsafe fn q4_k_rows_q8_k(w: &[BlockQ4K], a: &[BlockQ8K], out: &mut [f32]) {
         for (b, xb) in x.iter().enumerate() {
             // Four super-blocks ahead (a prefetch never faults; the address is only computed).
             let ahead = x.as_ptr().wrapping_add(b + 4) as *const i8;
-            for line in 0..3 {
+            for line in 0..lines {
                 _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
             }
-            let (sc, mn) = k_scales_mins(&xb.scales);
+            let (d, dmin, scales) = xb.head();
+            let (sc, mn) = k_scales_mins(scales);
             let scw = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(sc as i64)));
             // Two accumulators: each `vpdpwssd` waits on the one before in its chain.
             let mut sums = [_mm256_setzero_si256(); 2];
-            for pair in 0..4 {
-                // SAFETY: pair < 4: 32 bytes of x.qs, 64 of the super-block's 256 activation
-                // bytes and two of the eight masks.
-                let (xq, aq) = (xb.qs.as_ptr().add(32 * pair), qs.add(8 * b + 2 * pair));
-                sums = q4_k_pair(sums, xq, aq, masks.add(2 * pair), scw, m4);
+            for p in 0..4 {
+                let (lo, hi) = xb.pair(p, m4);
+                // SAFETY: p < 4: 64 of the super-block's 256 activation bytes, two of the
+                // eight masks.
+                let (a0, a1) =
+                    (_mm256_load_si256(qs.add(8 * b + 2 * p)), _mm256_load_si256(qs.add(8 * b + 2 * p + 1)));
+                let (s0, s1) = (_mm256_load_si256(masks.add(2 * p)), _mm256_load_si256(masks.add(2 * p + 1)));
+                sums[0] = dpwssd(sums[0], _mm256_maddubs_epi16(lo, a0), _mm256_shuffle_epi8(scw, s0));
+                sums[1] = dpwssd(sums[1], _mm256_maddubs_epi16(hi, a1), _mm256_shuffle_epi8(scw, s1));
             }
             let sumi = _mm256_add_epi32(sums[0], sums[1]);
             let mins = _mm_madd_epi16(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(mn as i64)), gsum[b]);
             // [d, dmin] times the activations' scale.
-            let dd = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes([
-                xb.d[0], xb.d[1], xb.dmin[0], xb.dmin[1],
-            ])));
+            let dd = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes([d[0], d[1], dmin[0], dmin[1]])));
             let dd = _mm_mul_ps(dd, _mm_set1_ps(a[b].d));
             acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_broadcastss_ps(dd), acc);
             mins_acc = _mm_fmadd_ps(_mm_cvtepi32_ps(mins), _mm_shuffle_ps::<0b0101_0101>(dd, dd), mins_acc);
@@ -240,51 +289,6 @@ pub unsafe fn q4_k_rows_q8_k(w: &[BlockQ4K], a: &[BlockQ8K], out: &mut [f32]) {
     }
 }
 
-/// Two groups of a Q4_K super-block (the 32 bytes at `x`: low nibbles group 2p, high ones
-/// 2p+1) against their 64 activation bytes at `a` (aligned): `acc += sc . (q * a)` with the
-/// nibbles' `vpmaddubsw` pairs multiplied by the group's scale word and summed in one
-/// `vpdpwssd` (in `asm!`: LLVM splits the intrinsic into `vpmaddwd` and `vpaddd`).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn q4_k_pair(
-    acc: [__m256i; 2],
-    x: *const u8,
-    a: *const __m256i,
-    masks: *const __m256i,
-    scw: __m256i,
-    m4: __m256i,
-) -> [__m256i; 2] {
-    let [mut acc0, mut acc1] = acc;
-    // SAFETY: reads 32 bytes at x, 64 (aligned) at a and 64 at masks, inside the caller's
-    // values; registers only otherwise. The caller runs AVX-512F/BW/VL/VNNI.
-    unsafe {
-        std::arch::asm!(
-            "vmovdqu {q}, ymmword ptr [{x}]",
-            "vpsrlw {h}, {q}, 4",
-            "vpand {q}, {q}, {m4}",
-            "vpand {h}, {h}, {m4}",
-            "vpmaddubsw {q}, {q}, ymmword ptr [{a}]",
-            "vpmaddubsw {h}, {h}, ymmword ptr [{a} + 32]",
-            "vpshufb {s}, {scw}, ymmword ptr [{k}]",
-            "vpdpwssd {acc0}, {q}, {s}",
-            "vpshufb {s}, {scw}, ymmword ptr [{k} + 32]",
-            "vpdpwssd {acc1}, {h}, {s}",
-            acc0 = inout(ymm_reg) acc0,
-            acc1 = inout(ymm_reg) acc1,
-            q = out(ymm_reg) _,
-            h = out(ymm_reg) _,
-            s = out(ymm_reg) _,
-            x = in(reg) x,
-            a = in(reg) a,
-            k = in(reg) masks,
-            scw = in(ymm_reg) scw,
-            m4 = in(ymm_reg) m4,
-            options(pure, readonly, nostack, preserves_flags)
-        )
-    };
-    [acc0, acc1]
-}
-
 /// Q6_K rows (`w`: `out.len()` rows of `a.len()` super-blocks) against one Q8_K activation
 /// row: `out[r]` = row r . a, the sums of `vec_dot_q6_k_q8_k` (per super-block `d * dy *
 /// sum_g sc_g * (sum(q * a) - 32 * sum_g(a))` over 16 groups of 16, the integer sums exact)
@@ -292,7 +296,7 @@ unsafe fn q4_k_pair(
 /// by one `vpternlogd`, one `vpmaddubsw`, one `vpdpwssd` by the two groups' scales.
 ///
 /// # Safety
-/// As `q4_k_rows_q8_k`.
+/// As `k_rows_q8_k`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub unsafe fn q6_k_rows_q8_k(w: &[BlockQ6K], a: &[BlockQ8K], out: &mut [f32]) {
     let nb = a.len();
