@@ -517,9 +517,13 @@ macro_rules! rows_decoder {
     };
 }
 #[cfg(target_arch = "x86_64")]
-rows_decoder!(q4_0_rows_decode, BlockQ4_0, Q8_0, MAX_BLOCKS, crate::x86_64::rows_decode::q4_0_rows_q8_0);
+rows_decoder!(q4_0_rows_decode, BlockQ4_0, Q8_0, MAX_BLOCKS, crate::x86_64::rows_decode::legacy_rows);
 #[cfg(target_arch = "x86_64")]
-rows_decoder!(q8_0_rows_decode, BlockQ8_0, Q8_0, MAX_BLOCKS, crate::x86_64::rows_decode::q8_0_rows_q8_0);
+rows_decoder!(q4_1_rows_decode, BlockQ4_1, Q8_1, MAX_BLOCKS, crate::x86_64::rows_decode::legacy_rows);
+#[cfg(target_arch = "x86_64")]
+rows_decoder!(q5_0_rows_decode, BlockQ5_0, Q8_0, MAX_BLOCKS, crate::x86_64::rows_decode::legacy_rows);
+#[cfg(target_arch = "x86_64")]
+rows_decoder!(q8_0_rows_decode, BlockQ8_0, Q8_0, MAX_BLOCKS, crate::x86_64::rows_decode::legacy_rows);
 
 #[cfg(target_arch = "x86_64")]
 rows_decoder!(q4_k_rows_decode, BlockQ4K, Q8K, MAX_SUPER, crate::x86_64::rows_decode::k_rows_q8_k);
@@ -1472,12 +1476,14 @@ impl Kernels {
     }
 
     /// The decode kernel over many rows in the file's layout, where the level has one (Q4_0,
-    /// Q8_0, Q4_K, Q5_K and Q6_K at the avx512 and amx levels).
+    /// Q4_1, Q5_0, Q8_0, Q4_K, Q5_K and Q6_K at the avx512 and amx levels).
     pub fn rows_decode(&self, ty: GgmlType) -> Option<RowsDecodeFn> {
         #[cfg(target_arch = "x86_64")]
         if matches!(self.level, Level::Avx512 | Level::Amx) {
             match ty {
                 GgmlType::Q4_0 => return Some(q4_0_rows_decode),
+                GgmlType::Q4_1 => return Some(q4_1_rows_decode),
+                GgmlType::Q5_0 => return Some(q5_0_rows_decode),
                 GgmlType::Q8_0 => return Some(q8_0_rows_decode),
                 GgmlType::Q4_K => return Some(q4_k_rows_decode),
                 GgmlType::Q5_K => return Some(q5_k_rows_decode),

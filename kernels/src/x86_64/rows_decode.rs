@@ -4,7 +4,9 @@
 //! of once per row, and eight weight scales are converted in one instruction. What is left
 //! per block is the nibbles' unpacking, one `vpdpbusd` and one FMA.
 
-use crate::blocks::{BlockQ4K, BlockQ4_0, BlockQ5K, BlockQ6K, BlockQ8K, BlockQ8_0};
+use crate::blocks::{
+    BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1,
+};
 use crate::scalar::k_scales_mins;
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
@@ -22,147 +24,257 @@ pub const MAX_SUPER: usize = 64;
 /// at 3 KiB.
 const PREFETCH: usize = 3072;
 
-/// The activation side of a call, once: the bytes 32-byte aligned (no load splits a cache
-/// line), each block's scale as f32, and `-offset * scale * sum` (the weights go in as
-/// unsigned bytes, `offset` above their value, which this takes back off).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn prepare(
-    a: &[BlockQ8_0],
-    offset: i32,
-    qs: &mut [MaybeUninit<__m256i>; MAX_BLOCKS],
-    da: &mut [f32; MAX_BLOCKS],
-    off: &mut [f32; MAX_BLOCKS],
-) {
-    for (b, blk) in a.iter().enumerate() {
-        let v = _mm256_loadu_si256(blk.qs.as_ptr() as *const __m256i);
-        qs[b].write(v);
-        da[b] = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(u16::from_le_bytes(blk.d) as i32)));
+/// An activation block of the 32-value types as the row kernels read it.
+pub trait RowAct {
+    fn d(&self) -> [u8; 2];
+    fn qs(&self) -> &[i8; 32];
+    /// The term the weights' offset or min multiplies: `-offset * d * sum(qs)` (Q8_0), or
+    /// `s` (Q8_1, which carries `d * sum(qs)`: Q4_1's min multiplies it).
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and F16C.
+    unsafe fn extra(&self, offset: i32, d: f32) -> f32;
+}
+
+impl RowAct for BlockQ8_0 {
+    fn d(&self) -> [u8; 2] {
+        self.d
+    }
+    fn qs(&self) -> &[i8; 32] {
+        &self.qs
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn extra(&self, offset: i32, d: f32) -> f32 {
         // The bytes made unsigned (+128) and summed by `vpsadbw`.
+        let v = _mm256_loadu_si256(self.qs.as_ptr() as *const __m256i);
         let s = _mm256_sad_epu8(_mm256_xor_si256(v, _mm256_set1_epi8(-128)), _mm256_setzero_si256());
         let s = _mm_add_epi64(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
         let sum = _mm_cvtsi128_si32(_mm_add_epi64(s, _mm_unpackhi_epi64(s, s))) - 32 * 128;
-        off[b] = -(offset as f32) * da[b] * sum as f32;
+        -(offset as f32) * d * sum as f32
     }
 }
 
-/// Q4_0 rows (`w`: `out.len()` rows of `a.len()` blocks) against one Q8_0 activation row:
-/// `out[r]` = row r . a, the sums of `vec_dot_q4_0_q8_0` (per block `d_w * d_a * sum((q - 8) *
-/// a)`) accumulated in another order: `d_w * d_a * sum(q * a)` per block, plus `d_w * (-8 *
-/// d_a * sum(a))` eight blocks at a time.
+impl RowAct for BlockQ8_1 {
+    fn d(&self) -> [u8; 2] {
+        self.d
+    }
+    fn qs(&self) -> &[i8; 32] {
+        &self.qs
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn extra(&self, _offset: i32, _d: f32) -> f32 {
+        f16_to_f32(self.s)
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn f16_to_f32(h: [u8; 2]) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(u16::from_le_bytes(h) as i32)))
+}
+
+/// A 32-value weight block type as `legacy_rows` reads it: its values go into `vpdpbusd`
+/// as unsigned bytes, `OFFSET` above what they stand for.
+pub trait LegacyRows: Sized {
+    type Act: RowAct;
+    /// Blocks per scale conversion.
+    const GROUP: usize;
+    const OFFSET: i32;
+    /// The scales of the GROUP blocks at `p` (lanes 0..GROUP) and the factors of the
+    /// activations' extra terms (the scales again, or Q4_1's mins); the other lanes zero.
+    ///
+    /// # Safety
+    /// AVX-512F/BW/VL; `p` points at GROUP blocks.
+    unsafe fn group_scales(p: *const Self) -> (__m256, __m256);
+    /// One block's scale and extra factor, as f32 (the blocks after the last group).
+    ///
+    /// # Safety
+    /// AVX2 and F16C.
+    unsafe fn scales(&self) -> (f32, f32);
+    /// `acc += (values . activation bytes at a) as f32 * sv[lane]`.
+    ///
+    /// # Safety
+    /// AVX-512F/BW/VL and VNNI; `a` points at 32 bytes, 32-byte aligned.
+    unsafe fn block(acc: __m256, x: &Self, a: *const __m256i, sv: __m256, lane: __m256i) -> __m256;
+}
+
+/// Words `idx` of the 128 bytes at `p` (`p + 64` for the second 64), as f32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn f16_words(lo: *const u8, hi: *const u8, idx: __m512i) -> __m256 {
+    let (lo, hi) = (_mm512_loadu_si512(lo as *const _), _mm512_loadu_si512(hi as *const _));
+    _mm256_cvtph_ps(_mm512_castsi512_si128(_mm512_permutex2var_epi16(lo, idx, hi)))
+}
+
+/// Lanes 0-3 of `v`, the rest zero.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn low4_lanes(v: __m256) -> __m256 {
+    _mm256_zextps128_ps256(_mm256_castps256_ps128(v))
+}
+
+impl LegacyRows for BlockQ4_0 {
+    type Act = BlockQ8_0;
+    const GROUP: usize = 8;
+    const OFFSET: i32 = 8;
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn group_scales(p: *const Self) -> (__m256, __m256) {
+        // Every 9th word of the eight blocks' first 128 bytes.
+        let idx = _mm512_zextsi128_si512(_mm_setr_epi16(0, 9, 18, 27, 36, 45, 54, 63));
+        let d = f16_words(p as *const u8, (p as *const u8).add(64), idx);
+        (d, d)
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn scales(&self) -> (f32, f32) {
+        let d = f16_to_f32(self.d);
+        (d, d)
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn block(acc: __m256, x: &Self, a: *const __m256i, sv: __m256, lane: __m256i) -> __m256 {
+        nibbles_fma(acc, &x.qs, a, sv, lane)
+    }
+}
+
+impl LegacyRows for BlockQ4_1 {
+    type Act = BlockQ8_1;
+    const GROUP: usize = 4;
+    const OFFSET: i32 = 0;
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn group_scales(p: *const Self) -> (__m256, __m256) {
+        // d (words 0, 10, 20, 30) and m (1, 11, 21, 31) of four blocks, all in 64 bytes.
+        let idx = _mm512_zextsi128_si512(_mm_setr_epi16(0, 10, 20, 30, 1, 11, 21, 31));
+        let dm = _mm256_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi16(
+            idx,
+            _mm512_loadu_si512(p as *const _),
+        )));
+        (low4_lanes(dm), _mm256_zextps128_ps256(_mm256_extractf128_ps::<1>(dm)))
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn scales(&self) -> (f32, f32) {
+        (f16_to_f32(self.d), f16_to_f32(self.m))
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn block(acc: __m256, x: &Self, a: *const __m256i, sv: __m256, lane: __m256i) -> __m256 {
+        nibbles_fma(acc, &x.qs, a, sv, lane)
+    }
+}
+
+impl LegacyRows for BlockQ5_0 {
+    type Act = BlockQ8_0;
+    const GROUP: usize = 4;
+    const OFFSET: i32 = 16;
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn group_scales(p: *const Self) -> (__m256, __m256) {
+        // d of four blocks (bytes 0, 22, 44, 66): words 0, 11, 22 of the first 64 bytes and
+        // word 21 of the 64 from byte 24 (all inside the group's 88).
+        let idx = _mm512_zextsi128_si512(_mm_setr_epi16(0, 11, 22, 53, 0, 0, 0, 0));
+        let d = low4_lanes(f16_words(p as *const u8, (p as *const u8).add(24), idx));
+        (d, d)
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn scales(&self) -> (f32, f32) {
+        let d = f16_to_f32(self.d);
+        (d, d)
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn block(acc: __m256, x: &Self, a: *const __m256i, sv: __m256, lane: __m256i) -> __m256 {
+        q5_0_fma(acc, x, a, sv, lane)
+    }
+}
+
+impl LegacyRows for BlockQ8_0 {
+    type Act = BlockQ8_0;
+    const GROUP: usize = 4;
+    const OFFSET: i32 = 128;
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn group_scales(p: *const Self) -> (__m256, __m256) {
+        // Every 17th word of the four blocks' first 128 bytes.
+        let idx = _mm512_zextsi128_si512(_mm_setr_epi16(0, 17, 34, 51, 0, 0, 0, 0));
+        let d = low4_lanes(f16_words(p as *const u8, (p as *const u8).add(64), idx));
+        (d, d)
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn scales(&self) -> (f32, f32) {
+        let d = f16_to_f32(self.d);
+        (d, d)
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn block(acc: __m256, x: &Self, a: *const __m256i, sv: __m256, lane: __m256i) -> __m256 {
+        q8_0_fma(acc, x, a, sv, lane)
+    }
+}
+
+/// Rows of a 32-value block type (`w`: `out.len()` rows of `a.len()` blocks) against one
+/// activation row: `out[r]` = row r . a, the sums of the type's `vec_dot` accumulated in
+/// another order: `d_w * d_a * sum(u * a)` per block (u the values as unsigned bytes), plus
+/// the extra terms (`d_w * (-offset * d_a * sum(a))`, or Q4_1's `m * s`) GROUP blocks at a
+/// time. The activation side (bytes 32-byte aligned, so no load splits a cache line; scale as
+/// f32; extra term) is worked out once per call, and GROUP weight scales are gathered by one
+/// `vpermt2w` and converted at once.
 ///
 /// # Safety
 /// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch); `w.len() ==
 /// out.len() * a.len()` and `a.len() <= MAX_BLOCKS`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn q4_0_rows_q8_0(w: &[BlockQ4_0], a: &[BlockQ8_0], out: &mut [f32]) {
+pub unsafe fn legacy_rows<B: LegacyRows>(w: &[B], a: &[B::Act], out: &mut [f32]) {
     let nb = a.len();
     debug_assert!(nb <= MAX_BLOCKS && w.len() == out.len() * nb);
     let mut qs = [MaybeUninit::<__m256i>::uninit(); MAX_BLOCKS];
-    let (mut da, mut off) = ([0f32; MAX_BLOCKS], [0f32; MAX_BLOCKS]);
-    prepare(a, 8, &mut qs, &mut da, &mut off);
-    let qs = qs.as_ptr() as *const __m256i;
-    // Word i of the 128 bytes of eight blocks: the f16 scale of block i (every 9th word).
-    let scale_words = _mm512_set_epi16(
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 63, 54, 45, 36, 27, 18, 9, 0,
-    );
-    // Lanes 0-15: the low nibbles (elements 0-15); lanes 16-31, the high ones (16-31).
-    let shifts = _mm256_setr_epi64x(0, 0, 4, 4);
-    let low4 = _mm256_set1_epi8(15);
-    let groups = nb / 8;
-    let lane: [__m256i; 8] = std::array::from_fn(|j| _mm256_set1_epi32(j as i32));
-    for (r, o) in out.iter_mut().enumerate() {
-        let x = &w[r * nb..(r + 1) * nb];
-        let xp = x.as_ptr();
-        let mut acc = [_mm256_setzero_ps(); 4];
-        let mut offsets = _mm256_setzero_ps();
-        for g in 0..groups {
-            let p = xp.add(8 * g) as *const u8;
-            // One line per 64 bytes of the group's 144, PREFETCH bytes ahead.
-            for line in 0..3 {
-                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH + 64 * line) as *const i8);
-            }
-            // The group's eight weight scales in one f16 conversion.
-            let lo = _mm512_loadu_si512(p as *const _);
-            let hi = _mm512_loadu_si512(p.add(64) as *const _);
-            let dw = _mm256_cvtph_ps(_mm512_castsi512_si128(_mm512_permutex2var_epi16(lo, scale_words, hi)));
-            offsets = _mm256_fmadd_ps(dw, _mm256_loadu_ps(off.as_ptr().add(8 * g)), offsets);
-            let sv = _mm256_mul_ps(dw, _mm256_loadu_ps(da.as_ptr().add(8 * g)));
-            for (j, ij) in lane.iter().enumerate() {
-                // SAFETY: b < 8 * groups <= nb, the length of x and of the tables' used part.
-                let b = 8 * g + j;
-                acc[j % 4] = block_fma(acc[j % 4], &*xp.add(b), qs.add(b), sv, *ij, shifts, low4);
-            }
-        }
-        let mut tail = 0f32;
-        for b in 8 * groups..nb {
-            let dw = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(u16::from_le_bytes(x[b].d) as i32)));
-            acc[b % 4] =
-                block_fma(acc[b % 4], &x[b], qs.add(b), _mm256_set1_ps(dw * da[b]), lane[0], shifts, low4);
-            tail += dw * off[b];
-        }
-        let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-        let v = _mm256_add_ps(v, offsets);
-        let v = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let v = _mm_add_ps(v, _mm_movehl_ps(v, v));
-        *o = _mm_cvtss_f32(_mm_add_ss(v, _mm_movehdup_ps(v))) + tail;
+    // Eight more than the blocks: a group's 8-lane loads may reach past the last block (the
+    // lanes past the group are multiplied by zeros).
+    let (mut da, mut extra) = ([0f32; MAX_BLOCKS + 8], [0f32; MAX_BLOCKS + 8]);
+    for (b, blk) in a.iter().enumerate() {
+        qs[b].write(_mm256_loadu_si256(blk.qs().as_ptr() as *const __m256i));
+        da[b] = f16_to_f32(blk.d());
+        extra[b] = blk.extra(B::OFFSET, da[b]);
     }
-}
-
-/// Q8_0 rows (`w`: `out.len()` rows of `a.len()` blocks) against one Q8_0 activation row:
-/// `out[r]` = row r . a, the sums of `vec_dot_q8_0_q8_0` accumulated in another order: the
-/// weights go in as unsigned bytes (+128, one `vpxor`), `d_w * d_a * sum((w + 128) * a)` per
-/// block, plus `d_w * (-128 * d_a * sum(a))` four blocks at a time.
-///
-/// # Safety
-/// As `q4_0_rows_q8_0`.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn q8_0_rows_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0], out: &mut [f32]) {
-    let nb = a.len();
-    debug_assert!(nb <= MAX_BLOCKS && w.len() == out.len() * nb);
-    let mut qs = [MaybeUninit::<__m256i>::uninit(); MAX_BLOCKS];
-    let (mut da, mut off) = ([0f32; MAX_BLOCKS], [0f32; MAX_BLOCKS]);
-    prepare(a, 128, &mut qs, &mut da, &mut off);
     let qs = qs.as_ptr() as *const __m256i;
-    // Word i of the 128 bytes from four blocks' start: the f16 scale of block i (every 17th).
-    let scale_words = _mm512_set_epi16(
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 51, 34, 17, 0,
-    );
-    let lane: [__m256i; 4] = std::array::from_fn(|j| _mm256_set1_epi32(j as i32));
-    let sign = _mm256_set1_epi8(-128);
-    let groups = nb / 4;
+    let lane: [__m256i; 8] = std::array::from_fn(|j| _mm256_set1_epi32(j as i32));
+    let groups = nb / B::GROUP;
+    let lines = (B::GROUP * std::mem::size_of::<B>()).div_ceil(64);
     for (r, o) in out.iter_mut().enumerate() {
         let x = &w[r * nb..(r + 1) * nb];
         let xp = x.as_ptr();
         let mut acc = [_mm256_setzero_ps(); 4];
-        let mut offsets = _mm_setzero_ps();
+        let mut extras = _mm256_setzero_ps();
         for g in 0..groups {
-            let p = xp.add(4 * g) as *const u8;
-            // One line per 64 bytes of the group's 136 (and a bit), PREFETCH bytes ahead.
-            for line in 0..3 {
-                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH + 64 * line) as *const i8);
+            let p = xp.add(B::GROUP * g);
+            // A line per 64 bytes of the group, PREFETCH bytes ahead.
+            for line in 0..lines {
+                _mm_prefetch::<_MM_HINT_T0>((p as *const i8).wrapping_add(PREFETCH + 64 * line));
             }
-            // The group's four weight scales in one f16 conversion.
-            let lo = _mm512_loadu_si512(p as *const _);
-            let hi = _mm512_loadu_si512(p.add(64) as *const _);
-            let dw = _mm_cvtph_ps(_mm512_castsi512_si128(_mm512_permutex2var_epi16(lo, scale_words, hi)));
-            offsets = _mm_fmadd_ps(dw, _mm_loadu_ps(off.as_ptr().add(4 * g)), offsets);
-            let sv = _mm256_castps128_ps256(_mm_mul_ps(dw, _mm_loadu_ps(da.as_ptr().add(4 * g))));
-            for (j, lj) in lane.iter().enumerate() {
-                // SAFETY: b < 4 * groups <= nb, the length of x and of the tables' used part.
-                let b = 4 * g + j;
-                acc[j] = block_fma_q8(acc[j], &*xp.add(b), qs.add(b), sv, *lj, sign);
+            let (dw, fw) = B::group_scales(p);
+            extras = _mm256_fmadd_ps(fw, _mm256_loadu_ps(extra.as_ptr().add(B::GROUP * g)), extras);
+            let sv = _mm256_mul_ps(dw, _mm256_loadu_ps(da.as_ptr().add(B::GROUP * g)));
+            for (j, lj) in lane.iter().enumerate().take(B::GROUP) {
+                // SAFETY: b < GROUP * groups <= nb, the length of x and of the tables' used part.
+                let b = B::GROUP * g + j;
+                acc[j % 4] = B::block(acc[j % 4], &*xp.add(b), qs.add(b), sv, *lj);
             }
         }
         let mut tail = 0f32;
-        for b in 4 * groups..nb {
-            let dw = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(u16::from_le_bytes(x[b].d) as i32)));
-            acc[b % 4] =
-                block_fma_q8(acc[b % 4], &x[b], qs.add(b), _mm256_set1_ps(dw * da[b]), lane[0], sign);
-            tail += dw * off[b];
+        for b in B::GROUP * groups..nb {
+            let (dw, fw) = x[b].scales();
+            acc[b % 4] = B::block(acc[b % 4], &x[b], qs.add(b), _mm256_set1_ps(dw * da[b]), lane[0]);
+            tail += fw * extra[b];
         }
         let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-        let v = _mm_add_ps(_mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1)), offsets);
+        let v = _mm256_add_ps(v, extras);
+        let v = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
         let v = _mm_add_ps(v, _mm_movehl_ps(v, v));
         *o = _mm_cvtss_f32(_mm_add_ss(v, _mm_movehdup_ps(v))) + tail;
     }
@@ -402,19 +514,91 @@ unsafe fn dpwssd(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
     acc
 }
 
-/// One Q8_0 block: `acc += ((w ^ 0x80) . activation bytes) as f32 * sv[lane]` (see
-/// `block_fma`).
+/// One block of 16 nibble bytes (Q4_0, Q4_1): `acc += (nibbles . activation bytes at a) as
+/// f32 * sv[lane]`, low nibbles against elements 0-15 and high ones against 16-31. In
+/// `asm!` so that the compiler neither turns the nibbles' load into shuffles of the scales'
+/// 128-byte load nor each broadcast scale into two shuffles.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn block_fma_q8(
-    acc: __m256,
-    x: &BlockQ8_0,
-    a: *const __m256i,
-    sv: __m256,
-    lane: __m256i,
-    sign: __m256i,
-) -> __m256 {
+unsafe fn nibbles_fma(acc: __m256, qs: &[u8; 16], a: *const __m256i, sv: __m256, lane: __m256i) -> __m256 {
     let mut acc = acc;
+    // Lanes 0-15 keep the low nibbles; lanes 16-31 take the high ones (shifted down by 4).
+    let shifts = _mm256_setr_epi64x(0, 0, 4, 4);
+    let low4 = _mm256_set1_epi8(15);
+    // SAFETY: reads the 16 bytes of qs and 32 (aligned) at a, inside the caller's values;
+    // registers only otherwise. The caller runs AVX-512F/VL/VNNI.
+    unsafe {
+        std::arch::asm!(
+            "vbroadcasti128 {q}, xmmword ptr [{x}]",
+            "vpsrlvq {q}, {q}, {shifts}",
+            "vpand {q}, {q}, {low4}",
+            "vpxor {t:x}, {t:x}, {t:x}",
+            "vpdpbusd {t}, {q}, ymmword ptr [{a}]",
+            "vcvtdq2ps {t}, {t}",
+            "vpermps {q}, {lane}, {sv}",
+            "vfmadd231ps {acc}, {t}, {q}",
+            acc = inout(ymm_reg) acc,
+            q = out(ymm_reg) _,
+            t = out(ymm_reg) _,
+            x = in(reg) qs.as_ptr(),
+            a = in(reg) a,
+            sv = in(ymm_reg) sv,
+            lane = in(ymm_reg) lane,
+            shifts = in(ymm_reg) shifts,
+            low4 = in(ymm_reg) low4,
+            options(pure, readonly, nostack, preserves_flags)
+        )
+    };
+    acc
+}
+
+/// One Q5_0 block: the nibbles as `nibbles_fma`, plus 16 where the block's qh has element e's
+/// bit (qh loaded straight into a mask register, 16 added under it).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn q5_0_fma(acc: __m256, x: &BlockQ5_0, a: *const __m256i, sv: __m256, lane: __m256i) -> __m256 {
+    let mut acc = acc;
+    let shifts = _mm256_setr_epi64x(0, 0, 4, 4);
+    let low4 = _mm256_set1_epi8(15);
+    let sixteen = _mm256_set1_epi8(16);
+    // SAFETY: reads the 16 bytes of x.qs, the 4 of x.qh and 32 (aligned) at a, inside the
+    // caller's values; registers only otherwise. The caller runs AVX-512F/BW/VL/VNNI.
+    unsafe {
+        std::arch::asm!(
+            "vbroadcasti128 {q}, xmmword ptr [{x}]",
+            "vpsrlvq {q}, {q}, {shifts}",
+            "vpand {q}, {q}, {low4}",
+            "kmovd {k}, dword ptr [{h}]",
+            "vpaddb {q}{{{k}}}, {q}, {sixteen}",
+            "vpxor {t:x}, {t:x}, {t:x}",
+            "vpdpbusd {t}, {q}, ymmword ptr [{a}]",
+            "vcvtdq2ps {t}, {t}",
+            "vpermps {q}, {lane}, {sv}",
+            "vfmadd231ps {acc}, {t}, {q}",
+            acc = inout(ymm_reg) acc,
+            q = out(ymm_reg) _,
+            t = out(ymm_reg) _,
+            k = out(kreg) _,
+            x = in(reg) x.qs.as_ptr(),
+            h = in(reg) x.qh.as_ptr(),
+            a = in(reg) a,
+            sv = in(ymm_reg) sv,
+            lane = in(ymm_reg) lane,
+            shifts = in(ymm_reg) shifts,
+            low4 = in(ymm_reg) low4,
+            sixteen = in(ymm_reg) sixteen,
+            options(pure, readonly, nostack, preserves_flags)
+        )
+    };
+    acc
+}
+
+/// One Q8_0 block: its bytes made unsigned by one `vpxor` (+128), then as `nibbles_fma`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn q8_0_fma(acc: __m256, x: &BlockQ8_0, a: *const __m256i, sv: __m256, lane: __m256i) -> __m256 {
+    let mut acc = acc;
+    let sign = _mm256_set1_epi8(-128);
     // SAFETY: reads the 32 bytes of x.qs and 32 (aligned) at a, inside the caller's values;
     // registers only otherwise. The caller runs AVX-512F/VL/VNNI.
     unsafe {
@@ -433,48 +617,6 @@ unsafe fn block_fma_q8(
             sv = in(ymm_reg) sv,
             lane = in(ymm_reg) lane,
             sign = in(ymm_reg) sign,
-            options(pure, readonly, nostack, preserves_flags)
-        )
-    };
-    acc
-}
-
-/// One block: `acc += (unsigned nibbles . activation bytes) as f32 * s`, `s` broadcast from
-/// memory by the FMA. In `asm!` so that the compiler neither turns the nibbles' load into
-/// shuffles of the scales' 128-byte load nor each broadcast into shuffles of a register.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn block_fma(
-    acc: __m256,
-    x: &BlockQ4_0,
-    a: *const __m256i,
-    sv: __m256,
-    lane: __m256i,
-    shifts: __m256i,
-    low4: __m256i,
-) -> __m256 {
-    let mut acc = acc;
-    // SAFETY: reads the 16 bytes of x.qs and 32 (aligned) at a, inside the caller's values;
-    // registers only otherwise. The caller runs AVX-512F/VL/VNNI.
-    unsafe {
-        std::arch::asm!(
-            "vbroadcasti128 {q}, xmmword ptr [{x}]",
-            "vpsrlvq {q}, {q}, {shifts}",
-            "vpand {q}, {q}, {low4}",
-            "vpxor {t:x}, {t:x}, {t:x}",
-            "vpdpbusd {t}, {q}, ymmword ptr [{a}]",
-            "vcvtdq2ps {t}, {t}",
-            "vpermps {q}, {lane}, {sv}",
-            "vfmadd231ps {acc}, {t}, {q}",
-            acc = inout(ymm_reg) acc,
-            q = out(ymm_reg) _,
-            t = out(ymm_reg) _,
-            x = in(reg) x.qs.as_ptr(),
-            a = in(reg) a,
-            sv = in(ymm_reg) sv,
-            lane = in(ymm_reg) lane,
-            shifts = in(ymm_reg) shifts,
-            low4 = in(ymm_reg) low4,
             options(pure, readonly, nostack, preserves_flags)
         )
     };
