@@ -1,8 +1,16 @@
-//! Decode from the file's row layout at the avx512 level: many weight rows against one
-//! activation row in one call, so the activation side of every block (its bytes, aligned;
-//! its scale as f32; its sum times the weights' offset) is worked out once per call instead
-//! of once per row, and eight weight scales are converted in one instruction. What is left
-//! per block is the nibbles' unpacking, one `vpdpbusd` and one FMA.
+//! Decode from the file's row layout at the avx512 level (`Kernels::rows_decode`): a task's
+//! weight rows against one activation row in one call, so the activation side of every
+//! block (its bytes 32-byte aligned, its scale as f32, its sum times the weights' offset, or
+//! the K types' group sums) is worked out once per call instead of once per row.
+//!
+//! - `legacy_rows` (Q4_0, Q4_1, Q5_0, Q8_0): values into `vpdpbusd` as unsigned bytes, the
+//!   offset or min taken back off a group of blocks at a time; the group's weight scales
+//!   gathered by one `vpermt2w` and converted at once; per block one `vpdpbusd` and one FMA.
+//! - `k_rows_q8_k` (Q4_K, Q5_K) and `q6_k_rows_q8_k`: per group of 32 or 16 weights one
+//!   `vpmaddubsw` and one `vpdpwssd` by the group's scale.
+//!
+//! Each is tested against the scalar reference in `kernels/tests/levels.rs`
+//! (`rows_decode_matches_scalar`).
 
 use crate::blocks::{
     BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1,
