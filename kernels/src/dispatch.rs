@@ -524,6 +524,10 @@ rows_decoder!(q4_1_rows_decode, BlockQ4_1, Q8_1, MAX_BLOCKS, crate::x86_64::rows
 rows_decoder!(q5_0_rows_decode, BlockQ5_0, Q8_0, MAX_BLOCKS, crate::x86_64::rows_decode::legacy_rows);
 #[cfg(target_arch = "x86_64")]
 rows_decoder!(q8_0_rows_decode, BlockQ8_0, Q8_0, MAX_BLOCKS, crate::x86_64::rows_decode::legacy_rows);
+#[cfg(target_arch = "x86_64")]
+rows_decoder!(q5_1_rows_decode, BlockQ5_1, Q8_1, MAX_BLOCKS, crate::x86_64::rows_decode::legacy_rows);
+#[cfg(target_arch = "x86_64")]
+rows_decoder!(iq4_nl_rows_decode, BlockIQ4NL, Q8_0, MAX_BLOCKS, crate::x86_64::rows_decode::legacy_rows);
 
 #[cfg(target_arch = "x86_64")]
 rows_decoder!(q4_k_rows_decode, BlockQ4K, Q8K, MAX_SUPER, crate::x86_64::rows_decode::k_rows_q8_k);
@@ -1476,7 +1480,7 @@ impl Kernels {
     }
 
     /// The decode kernel over many rows in the file's layout, where the level has one (Q4_0,
-    /// Q4_1, Q5_0, Q8_0, Q4_K, Q5_K and Q6_K at the avx512 and amx levels).
+    /// Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q4_K, Q5_K and Q6_K at the avx512 and amx levels).
     pub fn rows_decode(&self, ty: GgmlType) -> Option<RowsDecodeFn> {
         #[cfg(target_arch = "x86_64")]
         if matches!(self.level, Level::Avx512 | Level::Amx) {
@@ -1484,7 +1488,9 @@ impl Kernels {
                 GgmlType::Q4_0 => return Some(q4_0_rows_decode),
                 GgmlType::Q4_1 => return Some(q4_1_rows_decode),
                 GgmlType::Q5_0 => return Some(q5_0_rows_decode),
+                GgmlType::Q5_1 => return Some(q5_1_rows_decode),
                 GgmlType::Q8_0 => return Some(q8_0_rows_decode),
+                GgmlType::IQ4_NL => return Some(iq4_nl_rows_decode),
                 GgmlType::Q4_K => return Some(q4_k_rows_decode),
                 GgmlType::Q5_K => return Some(q5_k_rows_decode),
                 GgmlType::Q6_K => return Some(q6_k_rows_decode),

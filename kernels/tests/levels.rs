@@ -375,14 +375,14 @@ fn four_row_kernels_match_scalar() {
 }
 
 /// What the row kernels' offset trick adds to the bound: they take the weights as unsigned
-/// bytes (Q4_0's nibbles as 0..15, Q5_0's values as 0..31, Q8_0's bytes + 128) and take
+/// bytes (Q4_0's nibbles as 0..15, Q5_0's values as 0..31, Q8_0's and IQ4_NL's + 128) and take
 /// `offset * d_w * d_a * sum(a)` back off per block in f32, so their rounding is relative to
 /// these terms too.
 fn offset_terms(ty: GgmlType, w: &[u8], a: ActRef) -> f64 {
     let offset = match ty {
         GgmlType::Q4_0 => 8.0,
         GgmlType::Q5_0 => 16.0,
-        GgmlType::Q8_0 => 128.0,
+        GgmlType::Q8_0 | GgmlType::IQ4_NL => 128.0,
         _ => return 0.0,
     };
     let ActRef::Q8_0(blocks) = a else { return 0.0 };

@@ -3,7 +3,7 @@
 //! block (its bytes 32-byte aligned, its scale as f32, its sum times the weights' offset, or
 //! the K types' group sums) is worked out once per call instead of once per row.
 //!
-//! - `legacy_rows` (Q4_0, Q4_1, Q5_0, Q8_0): values into `vpdpbusd` as unsigned bytes, the
+//! - `legacy_rows` (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL): values into `vpdpbusd` as unsigned bytes, the
 //!   offset or min taken back off a group of blocks at a time; the group's weight scales
 //!   gathered by one `vpermt2w` and converted at once; per block one `vpdpbusd` and one FMA.
 //! - `k_rows_q8_k` (Q4_K, Q5_K) and `q6_k_rows_q8_k`: per group of 32 or 16 weights one
@@ -13,9 +13,11 @@
 //! (`rows_decode_matches_scalar`).
 
 use crate::blocks::{
-    BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1,
+    BlockIQ4NL, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K,
+    BlockQ8_0, BlockQ8_1,
 };
 use crate::scalar::k_scales_mins;
+use crate::x86_64::avx512::IQ4NL_BOOK_U;
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 
@@ -197,7 +199,57 @@ impl LegacyRows for BlockQ5_0 {
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
     unsafe fn block(acc: __m256, x: &Self, a: *const __m256i, sv: __m256, lane: __m256i) -> __m256 {
-        q5_0_fma(acc, x, a, sv, lane)
+        q5_fma(acc, &x.qs, &x.qh, a, sv, lane)
+    }
+}
+
+impl LegacyRows for BlockQ5_1 {
+    type Act = BlockQ8_1;
+    const GROUP: usize = 4;
+    const OFFSET: i32 = 0;
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn group_scales(p: *const Self) -> (__m256, __m256) {
+        // d and m of four blocks (bytes 0, 24, 48, 72; m 2 after): words 0, 12, 24 (and 1,
+        // 13, 25) of the first 64 bytes, word 20 (and 21) of the 64 from byte 32.
+        let idx = _mm512_zextsi128_si512(_mm_setr_epi16(0, 12, 24, 52, 1, 13, 25, 53));
+        let dm = f16_words(p as *const u8, (p as *const u8).add(32), idx);
+        (low4_lanes(dm), _mm256_zextps128_ps256(_mm256_extractf128_ps::<1>(dm)))
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn scales(&self) -> (f32, f32) {
+        (f16_to_f32(self.d), f16_to_f32(self.m))
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn block(acc: __m256, x: &Self, a: *const __m256i, sv: __m256, lane: __m256i) -> __m256 {
+        q5_fma(acc, &x.qs, &x.qh, a, sv, lane)
+    }
+}
+
+impl LegacyRows for BlockIQ4NL {
+    type Act = BlockQ8_0;
+    const GROUP: usize = 8;
+    const OFFSET: i32 = 128;
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn group_scales(p: *const Self) -> (__m256, __m256) {
+        // Laid out as Q4_0: every 9th word of the eight blocks' first 128 bytes.
+        let idx = _mm512_zextsi128_si512(_mm_setr_epi16(0, 9, 18, 27, 36, 45, 54, 63));
+        let d = f16_words(p as *const u8, (p as *const u8).add(64), idx);
+        (d, d)
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn scales(&self) -> (f32, f32) {
+        let d = f16_to_f32(self.d);
+        (d, d)
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn block(acc: __m256, x: &Self, a: *const __m256i, sv: __m256, lane: __m256i) -> __m256 {
+        iq4_nl_fma(acc, &x.qs, a, sv, lane)
     }
 }
 
@@ -560,16 +612,61 @@ unsafe fn nibbles_fma(acc: __m256, qs: &[u8; 16], a: *const __m256i, sv: __m256,
     acc
 }
 
-/// One Q5_0 block: the nibbles as `nibbles_fma`, plus 16 where the block's qh has element e's
+/// One IQ4_NL block: the nibbles as `nibbles_fma`, each mapped through the codebook + 128
+/// (`vpshufb`) to an unsigned byte.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn iq4_nl_fma(acc: __m256, qs: &[u8; 16], a: *const __m256i, sv: __m256, lane: __m256i) -> __m256 {
+    let mut acc = acc;
+    let shifts = _mm256_setr_epi64x(0, 0, 4, 4);
+    let low4 = _mm256_set1_epi8(15);
+    let book = _mm256_broadcastsi128_si256(_mm_loadu_si128(IQ4NL_BOOK_U.as_ptr() as *const __m128i));
+    // SAFETY: reads the 16 bytes of qs and 32 (aligned) at a, inside the caller's values;
+    // registers only otherwise. The caller runs AVX-512F/VL/VNNI.
+    unsafe {
+        std::arch::asm!(
+            "vbroadcasti128 {q}, xmmword ptr [{x}]",
+            "vpsrlvq {q}, {q}, {shifts}",
+            "vpand {q}, {q}, {low4}",
+            "vpshufb {q}, {book}, {q}",
+            "vpxor {t:x}, {t:x}, {t:x}",
+            "vpdpbusd {t}, {q}, ymmword ptr [{a}]",
+            "vcvtdq2ps {t}, {t}",
+            "vpermps {q}, {lane}, {sv}",
+            "vfmadd231ps {acc}, {t}, {q}",
+            acc = inout(ymm_reg) acc,
+            q = out(ymm_reg) _,
+            t = out(ymm_reg) _,
+            x = in(reg) qs.as_ptr(),
+            a = in(reg) a,
+            sv = in(ymm_reg) sv,
+            lane = in(ymm_reg) lane,
+            shifts = in(ymm_reg) shifts,
+            low4 = in(ymm_reg) low4,
+            book = in(ymm_reg) book,
+            options(pure, readonly, nostack, preserves_flags)
+        )
+    };
+    acc
+}
+
+/// One Q5_0 or Q5_1 block: the nibbles as `nibbles_fma`, plus 16 where qh has element e's
 /// bit (qh loaded straight into a mask register, 16 added under it).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn q5_0_fma(acc: __m256, x: &BlockQ5_0, a: *const __m256i, sv: __m256, lane: __m256i) -> __m256 {
+unsafe fn q5_fma(
+    acc: __m256,
+    qs: &[u8; 16],
+    qh: &[u8; 4],
+    a: *const __m256i,
+    sv: __m256,
+    lane: __m256i,
+) -> __m256 {
     let mut acc = acc;
     let shifts = _mm256_setr_epi64x(0, 0, 4, 4);
     let low4 = _mm256_set1_epi8(15);
     let sixteen = _mm256_set1_epi8(16);
-    // SAFETY: reads the 16 bytes of x.qs, the 4 of x.qh and 32 (aligned) at a, inside the
+    // SAFETY: reads the 16 bytes of qs, the 4 of qh and 32 (aligned) at a, inside the
     // caller's values; registers only otherwise. The caller runs AVX-512F/BW/VL/VNNI.
     unsafe {
         std::arch::asm!(
@@ -587,8 +684,8 @@ unsafe fn q5_0_fma(acc: __m256, x: &BlockQ5_0, a: *const __m256i, sv: __m256, la
             q = out(ymm_reg) _,
             t = out(ymm_reg) _,
             k = out(kreg) _,
-            x = in(reg) x.qs.as_ptr(),
-            h = in(reg) x.qh.as_ptr(),
+            x = in(reg) qs.as_ptr(),
+            h = in(reg) qh.as_ptr(),
             a = in(reg) a,
             sv = in(ymm_reg) sv,
             lane = in(ymm_reg) lane,
