@@ -70,6 +70,8 @@ impl Level {
                     && is_x86_feature_detected!("avx512bw")
                     && is_x86_feature_detected!("avx512vl")
                     && is_x86_feature_detected!("avx512vnni")
+                    // Every AVX-512 CPU has it; the row-layout IQ4_XS kernel uses `pdep`.
+                    && is_x86_feature_detected!("bmi2")
             }
             #[cfg(target_arch = "x86_64")]
             Level::Amx => Level::Avx512.supported() && crate::x86_64::amx::available(),
@@ -535,6 +537,8 @@ rows_decoder!(q4_k_rows_decode, BlockQ4K, Q8K, MAX_SUPER, crate::x86_64::rows_de
 rows_decoder!(q5_k_rows_decode, BlockQ5K, Q8K, MAX_SUPER, crate::x86_64::rows_decode::k_rows_q8_k);
 #[cfg(target_arch = "x86_64")]
 rows_decoder!(q6_k_rows_decode, BlockQ6K, Q8K, MAX_SUPER, crate::x86_64::rows_decode::q6_k_rows_q8_k);
+#[cfg(target_arch = "x86_64")]
+rows_decoder!(iq4_xs_rows_decode, BlockIQ4XS, Q8K, MAX_SUPER, crate::x86_64::rows_decode::iq4_xs_rows_q8_k);
 
 /// Defines the safe wrapper (`RowsUnpackFn`) `$name` of an unpacker from 16 rows: the
 /// block type, the panel type, the unpacker, and any arguments it takes after the rows and
@@ -1480,7 +1484,8 @@ impl Kernels {
     }
 
     /// The decode kernel over many rows in the file's layout, where the level has one (Q4_0,
-    /// Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q4_K, Q5_K and Q6_K at the avx512 and amx levels).
+    /// Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q4_K, Q5_K, Q6_K and IQ4_XS at the avx512 and amx
+    /// levels).
     pub fn rows_decode(&self, ty: GgmlType) -> Option<RowsDecodeFn> {
         #[cfg(target_arch = "x86_64")]
         if matches!(self.level, Level::Avx512 | Level::Amx) {
@@ -1494,6 +1499,7 @@ impl Kernels {
                 GgmlType::Q4_K => return Some(q4_k_rows_decode),
                 GgmlType::Q5_K => return Some(q5_k_rows_decode),
                 GgmlType::Q6_K => return Some(q6_k_rows_decode),
+                GgmlType::IQ4_XS => return Some(iq4_xs_rows_decode),
                 _ => {}
             }
         }

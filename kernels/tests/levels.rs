@@ -375,10 +375,29 @@ fn four_row_kernels_match_scalar() {
 }
 
 /// What the row kernels' offset trick adds to the bound: they take the weights as unsigned
-/// bytes (Q4_0's nibbles as 0..15, Q5_0's values as 0..31, Q8_0's and IQ4_NL's + 128) and take
-/// `offset * d_w * d_a * sum(a)` back off per block in f32, so their rounding is relative to
-/// these terms too.
+/// bytes (Q4_0's nibbles as 0..15, Q5_0's values as 0..31, Q8_0's, IQ4_NL's and IQ4_XS's
+/// values + 128) and take `offset * d_w * d_a * sum(a)` back off per block (or group) in
+/// f32, so their rounding is relative to these terms too.
 fn offset_terms(ty: GgmlType, w: &[u8], a: ActRef) -> f64 {
+    let f16 = |b: &[u8]| half::f16::from_le_bytes([b[0], b[1]]).to_f64();
+    // IQ4_XS: its codebook + 128, times each group's scale (6 bits - 32).
+    if let (GgmlType::IQ4_XS, ActRef::Q8K(blocks)) = (ty, a) {
+        return w
+            .chunks_exact(ty.type_size())
+            .zip(blocks)
+            .map(|(x, y)| {
+                let (h, l) = (u16::from_le_bytes([x[2], x[3]]), &x[4..8]);
+                (0..8)
+                    .map(|g| {
+                        let ls =
+                            ((l[g / 2] >> (4 * (g % 2))) & 15) as i32 | ((((h >> (2 * g)) & 3) as i32) << 4);
+                        let sum: f64 = y.qs[32 * g..32 * g + 32].iter().map(|&q| (q as f64).abs()).sum();
+                        128.0 * (f16(x) * y.d as f64 * (ls - 32) as f64).abs() * sum
+                    })
+                    .sum::<f64>()
+            })
+            .sum();
+    }
     let offset = match ty {
         GgmlType::Q4_0 => 8.0,
         GgmlType::Q5_0 => 16.0,
@@ -386,7 +405,6 @@ fn offset_terms(ty: GgmlType, w: &[u8], a: ActRef) -> f64 {
         _ => return 0.0,
     };
     let ActRef::Q8_0(blocks) = a else { return 0.0 };
-    let f16 = |b: &[u8]| half::f16::from_le_bytes([b[0], b[1]]).to_f64();
     w.chunks_exact(ty.type_size())
         .zip(blocks)
         .map(|(x, y)| {

@@ -13,8 +13,8 @@
 //! (`rows_decode_matches_scalar`).
 
 use crate::blocks::{
-    BlockIQ4NL, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K,
-    BlockQ8_0, BlockQ8_1,
+    BlockIQ4NL, BlockIQ4XS, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K,
+    BlockQ8K, BlockQ8_0, BlockQ8_1,
 };
 use crate::scalar::k_scales_mins;
 use crate::x86_64::avx512::IQ4NL_BOOK_U;
@@ -462,6 +462,87 @@ pub unsafe fn k_rows_q8_k<B: KRows>(w: &[B], a: &[BlockQ8K], out: &mut [f32]) {
         }
         let v = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
         let v = _mm_sub_ps(v, mins_acc);
+        let v = _mm_add_ps(v, _mm_movehl_ps(v, v));
+        *o = _mm_cvtss_f32(_mm_add_ss(v, _mm_movehdup_ps(v)));
+    }
+}
+
+/// IQ4_XS rows (`w`: `out.len()` rows of `a.len()` super-blocks) against one Q8_K activation
+/// row: `out[r]` = row r . a, the sums of `vec_dot_iq4_xs_q8_k` (per super-block `d * dy *
+/// sum_g ls_g * sum(book[q] * a)`, ls_g the 6-bit scale - 32, the integer sums exact)
+/// accumulated in another order. Each 32 bytes of qs hold groups 2p and 2p+1 (16 bytes each:
+/// low nibbles elements 0-15, high ones 16-31), so the activations are laid out once per
+/// call to match (the low nibbles' register: elements 0-15 of both groups); each nibble goes
+/// through the codebook + 128 (`vpshufb`: unsigned for `vpdpbusd`, whose sums do not
+/// saturate as `vpmaddubsw`'s would), the pair's sums are multiplied by their scales in one
+/// `vpmulld`, and `128 * sum_g ls_g * sum_g(a)` comes back off per super-block.
+///
+/// # Safety
+/// As `k_rows_q8_k`, and BMI2 (which the avx512 level requires).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,bmi2")]
+pub unsafe fn iq4_xs_rows_q8_k(w: &[BlockIQ4XS], a: &[BlockQ8K], out: &mut [f32]) {
+    let nb = a.len();
+    debug_assert!(nb <= MAX_SUPER && w.len() == out.len() * nb);
+    let mut qs = [MaybeUninit::<[__m256i; 8]>::uninit(); MAX_SUPER];
+    let mut gsum = [_mm_setzero_si128(); MAX_SUPER];
+    for (b, y) in a.iter().enumerate() {
+        // Pair p: [group 2p's elements 0-15 | group 2p+1's 0-15], then their 16-31. (Loops,
+        // not closures: a closure would not inherit the target features.)
+        let mut parts = [_mm256_setzero_si256(); 8];
+        for (i, part) in parts.iter_mut().enumerate() {
+            let (p, half) = (i / 2, i % 2);
+            let q = |j: usize| y.qs.as_ptr().add(16 * j) as *const __m128i;
+            *part = _mm256_set_m128i(_mm_loadu_si128(q(4 * p + 2 + half)), _mm_loadu_si128(q(4 * p + half)));
+        }
+        qs[b].write(parts);
+        let p = y.bsums.as_ptr() as *const __m128i;
+        gsum[b] = _mm_hadd_epi16(_mm_loadu_si128(p), _mm_loadu_si128(p.add(1)));
+    }
+    let qs = qs.as_ptr() as *const __m256i;
+    let m4 = _mm256_set1_epi8(15);
+    let book = _mm256_broadcastsi128_si256(_mm_loadu_si128(IQ4NL_BOOK_U.as_ptr() as *const __m128i));
+    // Pair p's scales: lanes 0-3 group 2p's, lanes 4-7 group 2p+1's (a `vpermd` index).
+    let mut pair_idx = [_mm256_setzero_si256(); 4];
+    for (p, idx) in pair_idx.iter_mut().enumerate() {
+        let (g0, g1) = (2 * p as i32, 2 * p as i32 + 1);
+        *idx = _mm256_setr_epi32(g0, g0, g0, g0, g1, g1, g1, g1);
+    }
+    for (r, o) in out.iter_mut().enumerate() {
+        let x = &w[r * nb..(r + 1) * nb];
+        let mut acc = _mm256_setzero_ps();
+        let mut offs = _mm_setzero_ps();
+        for (b, xb) in x.iter().enumerate() {
+            let ahead = (x.as_ptr().wrapping_add(b) as *const i8).wrapping_add(PREFETCH);
+            for line in 0..3 {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
+            }
+            // The eight scales ls_g (6 bits - 32) as i16 words and as i32 lanes.
+            // Byte g: nibble g of scales_l, and bits 2g..2g+2 of scales_h above it (`pdep`).
+            let h = u16::from_le_bytes(xb.scales_h) as u64;
+            let l = u32::from_le_bytes(xb.scales_l) as u64;
+            let bytes = _pdep_u64(l, 0x0f0f_0f0f_0f0f_0f0f) | _pdep_u64(h, 0x3030_3030_3030_3030);
+            let lsw = _mm_sub_epi16(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(bytes as i64)), _mm_set1_epi16(32));
+            let lsd = _mm256_cvtepi16_epi32(lsw);
+            let mut sumi = _mm256_setzero_si256();
+            for (p, idx) in pair_idx.iter().enumerate() {
+                // SAFETY: p < 4: 32 of the 128 bytes of qs, two of the super-block's eight
+                // 32-byte activation parts.
+                let q = _mm256_loadu_si256(xb.qs.as_ptr().add(32 * p) as *const __m256i);
+                let lo = _mm256_shuffle_epi8(book, _mm256_and_si256(q, m4));
+                let hi = _mm256_shuffle_epi8(book, _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4));
+                let (a0, a1) =
+                    (_mm256_load_si256(qs.add(8 * b + 2 * p)), _mm256_load_si256(qs.add(8 * b + 2 * p + 1)));
+                let t = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), lo, a0), hi, a1);
+                sumi = _mm256_add_epi32(sumi, _mm256_mullo_epi32(t, _mm256_permutevar8x32_epi32(lsd, *idx)));
+            }
+            // The codebook's +128: 128 * sum_g ls_g * sum_g(a), in four i32 lanes.
+            let off = _mm_madd_epi16(lsw, gsum[b]);
+            let dd = f16_to_f32(xb.d) * a[b].d;
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(dd), acc);
+            offs = _mm_fmadd_ps(_mm_cvtepi32_ps(off), _mm_set1_ps(128.0 * dd), offs);
+        }
+        let v = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+        let v = _mm_sub_ps(v, offs);
         let v = _mm_add_ps(v, _mm_movehl_ps(v, v));
         *o = _mm_cvtss_f32(_mm_add_ss(v, _mm_movehdup_ps(v)));
     }
