@@ -1483,9 +1483,8 @@ impl Kernels {
         }
     }
 
-    /// The decode kernel over many rows in the file's layout, where the level has one (Q4_0,
-    /// Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q4_K, Q5_K, Q6_K and IQ4_XS at the avx512 and amx
-    /// levels).
+    /// The decode kernel over many rows in the file's layout, where the level has one (every
+    /// quantized type but Q2_K and Q3_K at the avx512 and amx levels).
     pub fn rows_decode(&self, ty: GgmlType) -> Option<RowsDecodeFn> {
         #[cfg(target_arch = "x86_64")]
         if matches!(self.level, Level::Avx512 | Level::Amx) {

@@ -7,7 +7,8 @@
 //!   offset or min taken back off a group of blocks at a time; the group's weight scales
 //!   gathered by one `vpermt2w` and converted at once; per block one `vpdpbusd` and one FMA.
 //! - `k_rows_q8_k` (Q4_K, Q5_K) and `q6_k_rows_q8_k`: per group of 32 or 16 weights one
-//!   `vpmaddubsw` and one `vpdpwssd` by the group's scale.
+//!   `vpmaddubsw` and one `vpdpwssd` by the group's scale; `iq4_xs_rows_q8_k`: the codebook
+//!   through `vpshufb`, `vpdpbusd`, the scales by `vpmulld`.
 //!
 //! Each is tested against the scalar reference in `kernels/tests/levels.rs`
 //! (`rows_decode_matches_scalar`).
