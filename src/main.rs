@@ -297,8 +297,7 @@ struct Runtime {
     /// Keep every weight in the file's layout, read in place from the mapped file: no
     /// repacked copies, so the model loads in milliseconds and takes no memory beyond the
     /// file; decode runs slower (0.6-1.0x the copies' speed on 8B files with AVX-512, 0.7-0.9x
-    /// on SmolLM2),
-    /// and prefill for some types (BENCHMARKS.md, "Loading and memory").
+    /// on SmolLM2), and prefill for some types (BENCHMARKS.md, "Loading and memory").
     #[arg(long = "no-repack")]
     no_repack: bool,
 }
