@@ -90,20 +90,18 @@ unsafe fn f16_to_f32(h: [u8; 2]) -> f32 {
 /// as unsigned bytes, `OFFSET` above what they stand for.
 pub trait LegacyRows: Sized {
     type Act: RowAct;
-    /// Blocks per scale conversion.
+    /// Blocks per scale conversion (4 or 8).
     const GROUP: usize;
     const OFFSET: i32;
-    /// The scales of the GROUP blocks at `p` (lanes 0..GROUP) and the factors of the
-    /// activations' extra terms (the scales again, or Q4_1's mins); the other lanes zero.
-    ///
-    /// # Safety
-    /// AVX-512F/BW/VL; `p` points at GROUP blocks.
-    unsafe fn group_scales(p: *const Self) -> (__m256, __m256);
-    /// One block's scale and extra factor, as f32 (the blocks after the last group).
-    ///
-    /// # Safety
-    /// AVX2 and F16C.
-    unsafe fn scales(&self) -> (f32, f32);
+    /// Where a group's f16 scales are: words `SCALE_WORDS` of the 64 bytes at its start
+    /// (0-31) and of the 64 at byte `SECOND` (32-63), all inside the group. Lanes 0..GROUP:
+    /// the scales; with `MINS`, lanes 4-7 the mins (Q4_1, Q5_1).
+    const SCALE_WORDS: [i16; 8];
+    const SECOND: usize;
+    const MINS: bool;
+    /// One block's scale and the factor of the activations' extra term (its scale again, or
+    /// its min), as f16 bytes: the blocks after the last group.
+    fn scales(&self) -> ([u8; 2], [u8; 2]);
     /// `acc += (values . activation bytes at a) as f32 * sv[lane]`.
     ///
     /// # Safety
@@ -111,173 +109,71 @@ pub trait LegacyRows: Sized {
     unsafe fn block(acc: __m256, x: &Self, a: *const __m256i, sv: __m256, lane: __m256i) -> __m256;
 }
 
-/// Words `idx` of the 128 bytes at `p` (`p + 64` for the second 64), as f32.
+/// The scales of the GROUP blocks at `p` (lanes 0..GROUP) and the factors of the
+/// activations' extra terms (the scales again, or the mins), the other lanes zero: one
+/// `vpermt2w` over two 64-byte loads, one f16 conversion.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn f16_words(lo: *const u8, hi: *const u8, idx: __m512i) -> __m256 {
-    let (lo, hi) = (_mm512_loadu_si512(lo as *const _), _mm512_loadu_si512(hi as *const _));
-    _mm256_cvtph_ps(_mm512_castsi512_si128(_mm512_permutex2var_epi16(lo, idx, hi)))
-}
-
-/// Lanes 0-3 of `v`, the rest zero.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn low4_lanes(v: __m256) -> __m256 {
-    _mm256_zextps128_ps256(_mm256_castps256_ps128(v))
-}
-
-impl LegacyRows for BlockQ4_0 {
-    type Act = BlockQ8_0;
-    const GROUP: usize = 8;
-    const OFFSET: i32 = 8;
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    unsafe fn group_scales(p: *const Self) -> (__m256, __m256) {
-        // Every 9th word of the eight blocks' first 128 bytes.
-        let idx = _mm512_zextsi128_si512(_mm_setr_epi16(0, 9, 18, 27, 36, 45, 54, 63));
-        let d = f16_words(p as *const u8, (p as *const u8).add(64), idx);
-        (d, d)
-    }
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    unsafe fn scales(&self) -> (f32, f32) {
-        let d = f16_to_f32(self.d);
-        (d, d)
-    }
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    unsafe fn block(acc: __m256, x: &Self, a: *const __m256i, sv: __m256, lane: __m256i) -> __m256 {
-        nibbles_fma(acc, &x.qs, a, sv, lane)
+unsafe fn group_scales<B: LegacyRows>(p: *const B) -> (__m256, __m256) {
+    let p = p as *const u8;
+    let idx = _mm512_zextsi128_si512(_mm_loadu_si128(B::SCALE_WORDS.as_ptr() as *const __m128i));
+    let (lo, hi) = (_mm512_loadu_si512(p as *const _), _mm512_loadu_si512(p.add(B::SECOND) as *const _));
+    let v = _mm256_cvtph_ps(_mm512_castsi512_si128(_mm512_permutex2var_epi16(lo, idx, hi)));
+    let low4 = _mm256_zextps128_ps256(_mm256_castps256_ps128(v));
+    match (B::MINS, B::GROUP) {
+        (true, _) => (low4, _mm256_zextps128_ps256(_mm256_extractf128_ps::<1>(v))),
+        (false, 4) => (low4, low4),
+        _ => (v, v),
     }
 }
 
-impl LegacyRows for BlockQ4_1 {
-    type Act = BlockQ8_1;
-    const GROUP: usize = 4;
-    const OFFSET: i32 = 0;
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    unsafe fn group_scales(p: *const Self) -> (__m256, __m256) {
-        // d (words 0, 10, 20, 30) and m (1, 11, 21, 31) of four blocks, all in 64 bytes.
-        let idx = _mm512_zextsi128_si512(_mm_setr_epi16(0, 10, 20, 30, 1, 11, 21, 31));
-        let dm = _mm256_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi16(
-            idx,
-            _mm512_loadu_si512(p as *const _),
-        )));
-        (low4_lanes(dm), _mm256_zextps128_ps256(_mm256_extractf128_ps::<1>(dm)))
-    }
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    unsafe fn scales(&self) -> (f32, f32) {
-        (f16_to_f32(self.d), f16_to_f32(self.m))
-    }
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    unsafe fn block(acc: __m256, x: &Self, a: *const __m256i, sv: __m256, lane: __m256i) -> __m256 {
-        nibbles_fma(acc, &x.qs, a, sv, lane)
-    }
+/// Implements `LegacyRows` for a block type: activations, group size, offset, where a
+/// group's scales are, whether it has mins, and its block step.
+macro_rules! legacy_rows_type {
+    ($b:ty, $act:ty, $group:literal, $offset:literal, $words:expr, $second:literal, mins: $mins:tt,
+     |$x:ident, $acc:ident, $a:ident, $sv:ident, $lane:ident| $step:expr) => {
+        impl LegacyRows for $b {
+            type Act = $act;
+            const GROUP: usize = $group;
+            const OFFSET: i32 = $offset;
+            const SCALE_WORDS: [i16; 8] = $words;
+            const SECOND: usize = $second;
+            const MINS: bool = legacy_rows_type!(@mins $mins);
+            fn scales(&self) -> ([u8; 2], [u8; 2]) {
+                legacy_rows_type!(@scales self, $mins)
+            }
+            #[inline]
+            #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+            unsafe fn block($acc: __m256, $x: &Self, $a: *const __m256i, $sv: __m256, $lane: __m256i) -> __m256 {
+                $step
+            }
+        }
+    };
+    (@mins m) => { true };
+    (@mins none) => { false };
+    (@scales $s:ident, m) => { ($s.d, $s.m) };
+    (@scales $s:ident, none) => { ($s.d, $s.d) };
 }
 
-impl LegacyRows for BlockQ5_0 {
-    type Act = BlockQ8_0;
-    const GROUP: usize = 4;
-    const OFFSET: i32 = 16;
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    unsafe fn group_scales(p: *const Self) -> (__m256, __m256) {
-        // d of four blocks (bytes 0, 22, 44, 66): words 0, 11, 22 of the first 64 bytes and
-        // word 21 of the 64 from byte 24 (all inside the group's 88).
-        let idx = _mm512_zextsi128_si512(_mm_setr_epi16(0, 11, 22, 53, 0, 0, 0, 0));
-        let d = low4_lanes(f16_words(p as *const u8, (p as *const u8).add(24), idx));
-        (d, d)
-    }
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    unsafe fn scales(&self) -> (f32, f32) {
-        let d = f16_to_f32(self.d);
-        (d, d)
-    }
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    unsafe fn block(acc: __m256, x: &Self, a: *const __m256i, sv: __m256, lane: __m256i) -> __m256 {
-        q5_fma(acc, &x.qs, &x.qh, a, sv, lane)
-    }
-}
-
-impl LegacyRows for BlockQ5_1 {
-    type Act = BlockQ8_1;
-    const GROUP: usize = 4;
-    const OFFSET: i32 = 0;
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    unsafe fn group_scales(p: *const Self) -> (__m256, __m256) {
-        // d and m of four blocks (bytes 0, 24, 48, 72; m 2 after): words 0, 12, 24 (and 1,
-        // 13, 25) of the first 64 bytes, word 20 (and 21) of the 64 from byte 32.
-        let idx = _mm512_zextsi128_si512(_mm_setr_epi16(0, 12, 24, 52, 1, 13, 25, 53));
-        let dm = f16_words(p as *const u8, (p as *const u8).add(32), idx);
-        (low4_lanes(dm), _mm256_zextps128_ps256(_mm256_extractf128_ps::<1>(dm)))
-    }
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    unsafe fn scales(&self) -> (f32, f32) {
-        (f16_to_f32(self.d), f16_to_f32(self.m))
-    }
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    unsafe fn block(acc: __m256, x: &Self, a: *const __m256i, sv: __m256, lane: __m256i) -> __m256 {
-        q5_fma(acc, &x.qs, &x.qh, a, sv, lane)
-    }
-}
-
-impl LegacyRows for BlockIQ4NL {
-    type Act = BlockQ8_0;
-    const GROUP: usize = 8;
-    const OFFSET: i32 = 128;
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    unsafe fn group_scales(p: *const Self) -> (__m256, __m256) {
-        // Laid out as Q4_0: every 9th word of the eight blocks' first 128 bytes.
-        let idx = _mm512_zextsi128_si512(_mm_setr_epi16(0, 9, 18, 27, 36, 45, 54, 63));
-        let d = f16_words(p as *const u8, (p as *const u8).add(64), idx);
-        (d, d)
-    }
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    unsafe fn scales(&self) -> (f32, f32) {
-        let d = f16_to_f32(self.d);
-        (d, d)
-    }
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    unsafe fn block(acc: __m256, x: &Self, a: *const __m256i, sv: __m256, lane: __m256i) -> __m256 {
-        iq4_nl_fma(acc, &x.qs, a, sv, lane)
-    }
-}
-
-impl LegacyRows for BlockQ8_0 {
-    type Act = BlockQ8_0;
-    const GROUP: usize = 4;
-    const OFFSET: i32 = 128;
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    unsafe fn group_scales(p: *const Self) -> (__m256, __m256) {
-        // Every 17th word of the four blocks' first 128 bytes.
-        let idx = _mm512_zextsi128_si512(_mm_setr_epi16(0, 17, 34, 51, 0, 0, 0, 0));
-        let d = low4_lanes(f16_words(p as *const u8, (p as *const u8).add(64), idx));
-        (d, d)
-    }
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    unsafe fn scales(&self) -> (f32, f32) {
-        let d = f16_to_f32(self.d);
-        (d, d)
-    }
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    unsafe fn block(acc: __m256, x: &Self, a: *const __m256i, sv: __m256, lane: __m256i) -> __m256 {
-        q8_0_fma(acc, x, a, sv, lane)
-    }
-}
+// Q4_0 and IQ4_NL: every 9th word of eight blocks' first 128 bytes.
+legacy_rows_type!(BlockQ4_0, BlockQ8_0, 8, 8, [0, 9, 18, 27, 36, 45, 54, 63], 64, mins: none,
+    |x, acc, a, sv, lane| nibbles_fma(acc, &x.qs, a, sv, lane));
+legacy_rows_type!(BlockIQ4NL, BlockQ8_0, 8, 128, [0, 9, 18, 27, 36, 45, 54, 63], 64, mins: none,
+    |x, acc, a, sv, lane| iq4_nl_fma(acc, &x.qs, a, sv, lane));
+// Q4_1: d at words 0, 10, 20, 30 of four blocks, m one word after (the second load unused).
+legacy_rows_type!(BlockQ4_1, BlockQ8_1, 4, 0, [0, 10, 20, 30, 1, 11, 21, 31], 16, mins: m,
+    |x, acc, a, sv, lane| nibbles_fma(acc, &x.qs, a, sv, lane));
+// Q5_0: d at bytes 0, 22, 44, 66 of four blocks: words 0, 11, 22, and 21 of the 64 from byte
+// 24 (inside the group's 88).
+legacy_rows_type!(BlockQ5_0, BlockQ8_0, 4, 16, [0, 11, 22, 53, 0, 0, 0, 0], 24, mins: none,
+    |x, acc, a, sv, lane| q5_fma(acc, &x.qs, &x.qh, a, sv, lane));
+// Q5_1: d at bytes 0, 24, 48, 72, m two after: words 0, 12, 24 (1, 13, 25), and 20 (21) of
+// the 64 from byte 32.
+legacy_rows_type!(BlockQ5_1, BlockQ8_1, 4, 0, [0, 12, 24, 52, 1, 13, 25, 53], 32, mins: m,
+    |x, acc, a, sv, lane| q5_fma(acc, &x.qs, &x.qh, a, sv, lane));
+// Q8_0: every 17th word of four blocks' first 128 bytes.
+legacy_rows_type!(BlockQ8_0, BlockQ8_0, 4, 128, [0, 17, 34, 51, 0, 0, 0, 0], 64, mins: none,
+    |x, acc, a, sv, lane| q8_0_fma(acc, x, a, sv, lane));
 
 /// Rows of a 32-value block type (`w`: `out.len()` rows of `a.len()` blocks) against one
 /// activation row: `out[r]` = row r . a, the sums of the type's `vec_dot` accumulated in
@@ -318,7 +214,7 @@ pub unsafe fn legacy_rows<B: LegacyRows>(w: &[B], a: &[B::Act], out: &mut [f32])
             for line in 0..lines {
                 _mm_prefetch::<_MM_HINT_T0>((p as *const i8).wrapping_add(PREFETCH + 64 * line));
             }
-            let (dw, fw) = B::group_scales(p);
+            let (dw, fw) = group_scales(p);
             extras = _mm256_fmadd_ps(fw, _mm256_loadu_ps(extra.as_ptr().add(B::GROUP * g)), extras);
             let sv = _mm256_mul_ps(dw, _mm256_loadu_ps(da.as_ptr().add(B::GROUP * g)));
             for (j, lj) in lane.iter().enumerate().take(B::GROUP) {
@@ -330,6 +226,7 @@ pub unsafe fn legacy_rows<B: LegacyRows>(w: &[B], a: &[B::Act], out: &mut [f32])
         let mut tail = 0f32;
         for b in B::GROUP * groups..nb {
             let (dw, fw) = x[b].scales();
+            let (dw, fw) = (f16_to_f32(dw), f16_to_f32(fw));
             acc[b % 4] = B::block(acc[b % 4], &x[b], qs.add(b), _mm256_set1_ps(dw * da[b]), lane[0]);
             tail += fw * extra[b];
         }
