@@ -231,11 +231,38 @@ pub unsafe fn legacy_rows<B: LegacyRows>(w: &[B], a: &[B::Act], out: &mut [f32])
             tail += fw * extra[b];
         }
         let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-        let v = _mm256_add_ps(v, extras);
-        let v = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let v = _mm_add_ps(v, _mm_movehl_ps(v, v));
-        *o = _mm_cvtss_f32(_mm_add_ss(v, _mm_movehdup_ps(v))) + tail;
+        *o = total(_mm256_add_ps(v, extras), _mm_setzero_ps()) + tail;
     }
+}
+
+/// The 256 activation bytes of a Q8_K block as eight registers (copied once per call into
+/// aligned memory).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn q8k_bytes(y: &BlockQ8K) -> [__m256i; 8] {
+    let mut v = [_mm256_setzero_si256(); 8];
+    for (i, vi) in v.iter_mut().enumerate() {
+        *vi = _mm256_loadu_si256(y.qs.as_ptr().add(32 * i) as *const __m256i);
+    }
+    v
+}
+
+/// A Q8_K block's sums over each group of 32 (pairs of its 16-sums), as eight i16 words.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn q8k_group_sums(y: &BlockQ8K) -> __m128i {
+    let p = y.bsums.as_ptr() as *const __m128i;
+    _mm_hadd_epi16(_mm_loadu_si128(p), _mm_loadu_si128(p.add(1)))
+}
+
+/// The sum of `acc`'s eight lanes less the sum of `minus`'s four.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn total(acc: __m256, minus: __m128) -> f32 {
+    let v = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    let v = _mm_sub_ps(v, minus);
+    let v = _mm_add_ps(v, _mm_movehl_ps(v, v));
+    _mm_cvtss_f32(_mm_add_ss(v, _mm_movehdup_ps(v)))
 }
 
 /// `vpshufb` masks: mask g copies word g of each 128-bit lane to all eight of its words.
@@ -318,9 +345,8 @@ pub unsafe fn k_rows_q8_k<B: KRows>(w: &[B], a: &[BlockQ8K], out: &mut [f32]) {
     // Sums of the activations over each group of 32 (pairs of the 16-sums), as i16 words.
     let mut gsum = [_mm_setzero_si128(); MAX_SUPER];
     for (b, y) in a.iter().enumerate() {
-        qs[b].write(std::array::from_fn(|i| _mm256_loadu_si256(y.qs.as_ptr().add(32 * i) as *const __m256i)));
-        let p = y.bsums.as_ptr() as *const __m128i;
-        gsum[b] = _mm_hadd_epi16(_mm_loadu_si128(p), _mm_loadu_si128(p.add(1)));
+        qs[b].write(q8k_bytes(y));
+        gsum[b] = q8k_group_sums(y);
     }
     let qs = qs.as_ptr() as *const __m256i;
     let m4 = _mm256_set1_epi8(15);
@@ -358,10 +384,7 @@ pub unsafe fn k_rows_q8_k<B: KRows>(w: &[B], a: &[BlockQ8K], out: &mut [f32]) {
             acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_broadcastss_ps(dd), acc);
             mins_acc = _mm_fmadd_ps(_mm_cvtepi32_ps(mins), _mm_shuffle_ps::<0b0101_0101>(dd, dd), mins_acc);
         }
-        let v = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-        let v = _mm_sub_ps(v, mins_acc);
-        let v = _mm_add_ps(v, _mm_movehl_ps(v, v));
-        *o = _mm_cvtss_f32(_mm_add_ss(v, _mm_movehdup_ps(v)));
+        *o = total(acc, mins_acc);
     }
 }
 
@@ -393,8 +416,7 @@ pub unsafe fn iq4_xs_rows_q8_k(w: &[BlockIQ4XS], a: &[BlockQ8K], out: &mut [f32]
             *part = _mm256_set_m128i(_mm_loadu_si128(q(4 * p + 2 + half)), _mm_loadu_si128(q(4 * p + half)));
         }
         qs[b].write(parts);
-        let p = y.bsums.as_ptr() as *const __m128i;
-        gsum[b] = _mm_hadd_epi16(_mm_loadu_si128(p), _mm_loadu_si128(p.add(1)));
+        gsum[b] = q8k_group_sums(y);
     }
     let qs = qs.as_ptr() as *const __m256i;
     let m4 = _mm256_set1_epi8(15);
@@ -439,10 +461,7 @@ pub unsafe fn iq4_xs_rows_q8_k(w: &[BlockIQ4XS], a: &[BlockQ8K], out: &mut [f32]
             acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(dd), acc);
             offs = _mm_fmadd_ps(_mm_cvtepi32_ps(off), _mm_set1_ps(128.0 * dd), offs);
         }
-        let v = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-        let v = _mm_sub_ps(v, offs);
-        let v = _mm_add_ps(v, _mm_movehl_ps(v, v));
-        *o = _mm_cvtss_f32(_mm_add_ss(v, _mm_movehdup_ps(v)));
+        *o = total(acc, offs);
     }
 }
 
@@ -462,7 +481,7 @@ pub unsafe fn q6_k_rows_q8_k(w: &[BlockQ6K], a: &[BlockQ8K], out: &mut [f32]) {
     // The activations' sums over each group of 16, as i16 words.
     let mut bsums = [_mm256_setzero_si256(); MAX_SUPER];
     for (b, y) in a.iter().enumerate() {
-        qs[b].write(std::array::from_fn(|i| _mm256_loadu_si256(y.qs.as_ptr().add(32 * i) as *const __m256i)));
+        qs[b].write(q8k_bytes(y));
         bsums[b] = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
     }
     let qs = qs.as_ptr() as *const __m256i;
@@ -520,9 +539,7 @@ pub unsafe fn q6_k_rows_q8_k(w: &[BlockQ6K], a: &[BlockQ8K], out: &mut [f32]) {
             let sumi = _mm256_add_epi32(sums[0], sums[1]);
             acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(d * a[b].d), acc);
         }
-        let v = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-        let v = _mm_add_ps(v, _mm_movehl_ps(v, v));
-        *o = _mm_cvtss_f32(_mm_add_ss(v, _mm_movehdup_ps(v)));
+        *o = total(acc, _mm_setzero_ps());
     }
 }
 
