@@ -157,23 +157,26 @@ macro_rules! legacy_rows_type {
 
 // Q4_0 and IQ4_NL: every 9th word of eight blocks' first 128 bytes.
 legacy_rows_type!(BlockQ4_0, BlockQ8_0, 8, 8, [0, 9, 18, 27, 36, 45, 54, 63], 64, mins: none,
-    |x, acc, a, sv, lane| nibbles_fma(acc, &x.qs, a, sv, lane));
+    |x, acc, a, sv, lane| dot_fma(acc, nibbles(&x.qs), a, sv, lane));
 legacy_rows_type!(BlockIQ4NL, BlockQ8_0, 8, 128, [0, 9, 18, 27, 36, 45, 54, 63], 64, mins: none,
-    |x, acc, a, sv, lane| iq4_nl_fma(acc, &x.qs, a, sv, lane));
+|x, acc, a, sv, lane| {
+    let book = _mm256_broadcastsi128_si256(_mm_loadu_si128(IQ4NL_BOOK_U.as_ptr() as *const __m128i));
+    dot_fma(acc, _mm256_shuffle_epi8(book, nibbles(&x.qs)), a, sv, lane)
+});
 // Q4_1: d at words 0, 10, 20, 30 of four blocks, m one word after (the second load unused).
 legacy_rows_type!(BlockQ4_1, BlockQ8_1, 4, 0, [0, 10, 20, 30, 1, 11, 21, 31], 16, mins: m,
-    |x, acc, a, sv, lane| nibbles_fma(acc, &x.qs, a, sv, lane));
+    |x, acc, a, sv, lane| dot_fma(acc, nibbles(&x.qs), a, sv, lane));
 // Q5_0: d at bytes 0, 22, 44, 66 of four blocks: words 0, 11, 22, and 21 of the 64 from byte
 // 24 (inside the group's 88).
 legacy_rows_type!(BlockQ5_0, BlockQ8_0, 4, 16, [0, 11, 22, 53, 0, 0, 0, 0], 24, mins: none,
-    |x, acc, a, sv, lane| q5_fma(acc, &x.qs, &x.qh, a, sv, lane));
+    |x, acc, a, sv, lane| dot_fma(acc, five_bits(&x.qs, &x.qh), a, sv, lane));
 // Q5_1: d at bytes 0, 24, 48, 72, m two after: words 0, 12, 24 (1, 13, 25), and 20 (21) of
 // the 64 from byte 32.
 legacy_rows_type!(BlockQ5_1, BlockQ8_1, 4, 0, [0, 12, 24, 52, 1, 13, 25, 53], 32, mins: m,
-    |x, acc, a, sv, lane| q5_fma(acc, &x.qs, &x.qh, a, sv, lane));
+    |x, acc, a, sv, lane| dot_fma(acc, five_bits(&x.qs, &x.qh), a, sv, lane));
 // Q8_0: every 17th word of four blocks' first 128 bytes.
 legacy_rows_type!(BlockQ8_0, BlockQ8_0, 4, 128, [0, 17, 34, 51, 0, 0, 0, 0], 64, mins: none,
-    |x, acc, a, sv, lane| q8_0_fma(acc, x, a, sv, lane));
+    |x, acc, a, sv, lane| dot_fma(acc, q8_unsigned(&x.qs), a, sv, lane));
 
 /// Rows of a 32-value block type (`w`: `out.len()` rows of `a.len()` blocks) against one
 /// activation row: `out[r]` = row r . a, the sums of the type's `vec_dot` accumulated in
@@ -570,156 +573,84 @@ unsafe fn dpwssd(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
     acc
 }
 
-/// One block of 16 nibble bytes (Q4_0, Q4_1): `acc += (nibbles . activation bytes at a) as
-/// f32 * sv[lane]`, low nibbles against elements 0-15 and high ones against 16-31. In
-/// `asm!` so that the compiler neither turns the nibbles' load into shuffles of the scales'
-/// 128-byte load nor each broadcast scale into two shuffles.
+/// `acc += (u . activation bytes at a) as f32 * sv[lane]`: one block's `vpdpbusd` (u its
+/// values as unsigned bytes), its scale taken from `sv` by `vpermps`, one FMA. In `asm!`, as
+/// are the weights' loads below: in intrinsics the compiler turned the weights' loads into
+/// shuffles of the group scales' 128-byte load and each scale's broadcast into two shuffles.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn nibbles_fma(acc: __m256, qs: &[u8; 16], a: *const __m256i, sv: __m256, lane: __m256i) -> __m256 {
+unsafe fn dot_fma(acc: __m256, u: __m256i, a: *const __m256i, sv: __m256, lane: __m256i) -> __m256 {
     let mut acc = acc;
-    // Lanes 0-15 keep the low nibbles; lanes 16-31 take the high ones (shifted down by 4).
-    let shifts = _mm256_setr_epi64x(0, 0, 4, 4);
-    let low4 = _mm256_set1_epi8(15);
-    // SAFETY: reads the 16 bytes of qs and 32 (aligned) at a, inside the caller's values;
-    // registers only otherwise. The caller runs AVX-512F/VL/VNNI.
+    // SAFETY: reads 32 (aligned) bytes at a, inside the caller's activations; registers only
+    // otherwise. The caller runs AVX-512F/VL/VNNI.
     unsafe {
         std::arch::asm!(
-            "vbroadcasti128 {q}, xmmword ptr [{x}]",
-            "vpsrlvq {q}, {q}, {shifts}",
-            "vpand {q}, {q}, {low4}",
             "vpxor {t:x}, {t:x}, {t:x}",
-            "vpdpbusd {t}, {q}, ymmword ptr [{a}]",
+            "vpdpbusd {t}, {u}, ymmword ptr [{a}]",
             "vcvtdq2ps {t}, {t}",
-            "vpermps {q}, {lane}, {sv}",
-            "vfmadd231ps {acc}, {t}, {q}",
+            "vpermps {s}, {lane}, {sv}",
+            "vfmadd231ps {acc}, {t}, {s}",
             acc = inout(ymm_reg) acc,
-            q = out(ymm_reg) _,
             t = out(ymm_reg) _,
-            x = in(reg) qs.as_ptr(),
+            s = out(ymm_reg) _,
+            u = in(ymm_reg) u,
             a = in(reg) a,
             sv = in(ymm_reg) sv,
             lane = in(ymm_reg) lane,
-            shifts = in(ymm_reg) shifts,
-            low4 = in(ymm_reg) low4,
             options(pure, readonly, nostack, preserves_flags)
         )
     };
     acc
 }
 
-/// One IQ4_NL block: the nibbles as `nibbles_fma`, each mapped through the codebook + 128
-/// (`vpshufb`) to an unsigned byte.
+/// The 32 nibbles of 16 bytes as bytes: the low nibbles (elements 0-15) in lanes 0-15, the
+/// high ones (16-31) in lanes 16-31.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn iq4_nl_fma(acc: __m256, qs: &[u8; 16], a: *const __m256i, sv: __m256, lane: __m256i) -> __m256 {
-    let mut acc = acc;
+unsafe fn nibbles(qs: &[u8; 16]) -> __m256i {
     let shifts = _mm256_setr_epi64x(0, 0, 4, 4);
     let low4 = _mm256_set1_epi8(15);
-    let book = _mm256_broadcastsi128_si256(_mm_loadu_si128(IQ4NL_BOOK_U.as_ptr() as *const __m128i));
-    // SAFETY: reads the 16 bytes of qs and 32 (aligned) at a, inside the caller's values;
-    // registers only otherwise. The caller runs AVX-512F/VL/VNNI.
+    let q;
+    // SAFETY: reads the 16 bytes of qs; registers only otherwise. The caller runs AVX2.
     unsafe {
         std::arch::asm!(
             "vbroadcasti128 {q}, xmmword ptr [{x}]",
             "vpsrlvq {q}, {q}, {shifts}",
             "vpand {q}, {q}, {low4}",
-            "vpshufb {q}, {book}, {q}",
-            "vpxor {t:x}, {t:x}, {t:x}",
-            "vpdpbusd {t}, {q}, ymmword ptr [{a}]",
-            "vcvtdq2ps {t}, {t}",
-            "vpermps {q}, {lane}, {sv}",
-            "vfmadd231ps {acc}, {t}, {q}",
-            acc = inout(ymm_reg) acc,
-            q = out(ymm_reg) _,
-            t = out(ymm_reg) _,
+            q = out(ymm_reg) q,
             x = in(reg) qs.as_ptr(),
-            a = in(reg) a,
-            sv = in(ymm_reg) sv,
-            lane = in(ymm_reg) lane,
             shifts = in(ymm_reg) shifts,
             low4 = in(ymm_reg) low4,
-            book = in(ymm_reg) book,
             options(pure, readonly, nostack, preserves_flags)
         )
     };
-    acc
+    q
 }
 
-/// One Q5_0 or Q5_1 block: the nibbles as `nibbles_fma`, plus 16 where qh has element e's
-/// bit (qh loaded straight into a mask register, 16 added under it).
+/// A Q5_0 or Q5_1 block's values: the nibbles, plus 16 where qh has element e's bit (qh
+/// loaded straight into a mask register, 16 added under it).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn q5_fma(
-    acc: __m256,
-    qs: &[u8; 16],
-    qh: &[u8; 4],
-    a: *const __m256i,
-    sv: __m256,
-    lane: __m256i,
-) -> __m256 {
-    let mut acc = acc;
-    let shifts = _mm256_setr_epi64x(0, 0, 4, 4);
-    let low4 = _mm256_set1_epi8(15);
-    let sixteen = _mm256_set1_epi8(16);
-    // SAFETY: reads the 16 bytes of qs, the 4 of qh and 32 (aligned) at a, inside the
-    // caller's values; registers only otherwise. The caller runs AVX-512F/BW/VL/VNNI.
-    unsafe {
-        std::arch::asm!(
-            "vbroadcasti128 {q}, xmmword ptr [{x}]",
-            "vpsrlvq {q}, {q}, {shifts}",
-            "vpand {q}, {q}, {low4}",
-            "kmovd {k}, dword ptr [{h}]",
-            "vpaddb {q}{{{k}}}, {q}, {sixteen}",
-            "vpxor {t:x}, {t:x}, {t:x}",
-            "vpdpbusd {t}, {q}, ymmword ptr [{a}]",
-            "vcvtdq2ps {t}, {t}",
-            "vpermps {q}, {lane}, {sv}",
-            "vfmadd231ps {acc}, {t}, {q}",
-            acc = inout(ymm_reg) acc,
-            q = out(ymm_reg) _,
-            t = out(ymm_reg) _,
-            k = out(kreg) _,
-            x = in(reg) qs.as_ptr(),
-            h = in(reg) qh.as_ptr(),
-            a = in(reg) a,
-            sv = in(ymm_reg) sv,
-            lane = in(ymm_reg) lane,
-            shifts = in(ymm_reg) shifts,
-            low4 = in(ymm_reg) low4,
-            sixteen = in(ymm_reg) sixteen,
-            options(pure, readonly, nostack, preserves_flags)
-        )
-    };
-    acc
+unsafe fn five_bits(qs: &[u8; 16], qh: &[u8; 4]) -> __m256i {
+    let n = nibbles(qs);
+    _mm256_mask_add_epi8(n, u32::from_le_bytes(*qh), n, _mm256_set1_epi8(16))
 }
 
-/// One Q8_0 block: its bytes made unsigned by one `vpxor` (+128), then as `nibbles_fma`.
+/// A Q8_0 block's bytes made unsigned (+128) by one `vpxor`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn q8_0_fma(acc: __m256, x: &BlockQ8_0, a: *const __m256i, sv: __m256, lane: __m256i) -> __m256 {
-    let mut acc = acc;
+unsafe fn q8_unsigned(qs: &[i8; 32]) -> __m256i {
     let sign = _mm256_set1_epi8(-128);
-    // SAFETY: reads the 32 bytes of x.qs and 32 (aligned) at a, inside the caller's values;
-    // registers only otherwise. The caller runs AVX-512F/VL/VNNI.
+    let q;
+    // SAFETY: reads the 32 bytes of qs; registers only otherwise. The caller runs AVX2.
     unsafe {
         std::arch::asm!(
             "vpxor {q}, {sign}, ymmword ptr [{x}]",
-            "vpxor {t:x}, {t:x}, {t:x}",
-            "vpdpbusd {t}, {q}, ymmword ptr [{a}]",
-            "vcvtdq2ps {t}, {t}",
-            "vpermps {q}, {lane}, {sv}",
-            "vfmadd231ps {acc}, {t}, {q}",
-            acc = inout(ymm_reg) acc,
-            q = out(ymm_reg) _,
-            t = out(ymm_reg) _,
-            x = in(reg) x.qs.as_ptr(),
-            a = in(reg) a,
-            sv = in(ymm_reg) sv,
-            lane = in(ymm_reg) lane,
+            q = out(ymm_reg) q,
+            x = in(reg) qs.as_ptr(),
             sign = in(ymm_reg) sign,
             options(pure, readonly, nostack, preserves_flags)
         )
     };
-    acc
+    q
 }
