@@ -536,7 +536,9 @@ rows_decoder!(q4_k_rows_decode, BlockQ4K, Q8K, MAX_SUPER, crate::x86_64::rows_de
 #[cfg(target_arch = "x86_64")]
 rows_decoder!(q5_k_rows_decode, BlockQ5K, Q8K, MAX_SUPER, crate::x86_64::rows_decode::k_rows_q8_k);
 #[cfg(target_arch = "x86_64")]
-rows_decoder!(q6_k_rows_decode, BlockQ6K, Q8K, MAX_SUPER, crate::x86_64::rows_decode::q6_k_rows_q8_k);
+rows_decoder!(q6_k_rows_decode, BlockQ6K, Q8K, MAX_SUPER, crate::x86_64::rows_decode::sixteens_rows);
+#[cfg(target_arch = "x86_64")]
+rows_decoder!(q3_k_rows_decode, BlockQ3K, Q8K, MAX_SUPER, crate::x86_64::rows_decode::sixteens_rows);
 #[cfg(target_arch = "x86_64")]
 rows_decoder!(iq4_xs_rows_decode, BlockIQ4XS, Q8K, MAX_SUPER, crate::x86_64::rows_decode::iq4_xs_rows_q8_k);
 
@@ -1484,7 +1486,7 @@ impl Kernels {
     }
 
     /// The decode kernel over many rows in the file's layout, where the level has one (every
-    /// quantized type but Q2_K and Q3_K at the avx512 and amx levels).
+    /// quantized type but Q2_K at the avx512 and amx levels).
     pub fn rows_decode(&self, ty: GgmlType) -> Option<RowsDecodeFn> {
         #[cfg(target_arch = "x86_64")]
         if matches!(self.level, Level::Avx512 | Level::Amx) {
@@ -1498,6 +1500,7 @@ impl Kernels {
                 GgmlType::Q4_K => return Some(q4_k_rows_decode),
                 GgmlType::Q5_K => return Some(q5_k_rows_decode),
                 GgmlType::Q6_K => return Some(q6_k_rows_decode),
+                GgmlType::Q3_K => return Some(q3_k_rows_decode),
                 GgmlType::IQ4_XS => return Some(iq4_xs_rows_decode),
                 _ => {}
             }

@@ -6,7 +6,7 @@
 //! - `legacy_rows` (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL): values into `vpdpbusd` as unsigned bytes, the
 //!   offset or min taken back off a group of blocks at a time; the group's weight scales
 //!   gathered by one `vpermt2w` and converted at once; per block one `vpdpbusd` and one FMA.
-//! - `k_rows_q8_k` (Q4_K, Q5_K) and `q6_k_rows_q8_k`: per group of 32 or 16 weights one
+//! - `k_rows_q8_k` (Q4_K, Q5_K) and `sixteens_rows` (Q6_K, Q3_K): per group of 32 or 16 weights one
 //!   `vpmaddubsw` and one `vpdpwssd` by the group's scale; `iq4_xs_rows_q8_k`: the codebook
 //!   through `vpshufb`, `vpdpbusd`, the scales by `vpmulld`.
 //!
@@ -14,8 +14,8 @@
 //! (`rows_decode_matches_scalar`).
 
 use crate::blocks::{
-    BlockIQ4NL, BlockIQ4XS, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K,
-    BlockQ8K, BlockQ8_0, BlockQ8_1,
+    BlockIQ4NL, BlockIQ4XS, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1,
+    BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1,
 };
 use crate::scalar::k_scales_mins;
 use crate::x86_64::avx512::IQ4NL_BOOK_U;
@@ -468,16 +468,107 @@ pub unsafe fn iq4_xs_rows_q8_k(w: &[BlockIQ4XS], a: &[BlockQ8K], out: &mut [f32]
     }
 }
 
-/// Q6_K rows (`w`: `out.len()` rows of `a.len()` super-blocks) against one Q8_K activation
-/// row: `out[r]` = row r . a, the sums of `vec_dot_q6_k_q8_k` (per super-block `d * dy *
-/// sum_g sc_g * (sum(q * a) - 32 * sum_g(a))` over 16 groups of 16, the integer sums exact)
-/// accumulated in another order. Per 32 weights: the low four bits and the high two merged
-/// by one `vpternlogd`, one `vpmaddubsw`, one `vpdpwssd` by the two groups' scales.
+/// A Q6_K or Q3_K super-block as `sixteens_rows` reads it: 16 groups of 16 weights with
+/// signed 8-bit scales, the values as unsigned bytes `1 << SHIFT` above what they stand for.
+pub trait SixteensRows {
+    /// log2 of the values' offset (Q6_K: 32, Q3_K: 4).
+    const SHIFT: i32;
+    fn d(&self) -> [u8; 2];
+    /// The 16 group scales.
+    ///
+    /// # Safety
+    /// AVX2.
+    unsafe fn scales(&self) -> __m128i;
+    /// Half h's four quarters of 32 values (quarter k: groups 8h+2k, then 8h+2k+1).
+    ///
+    /// # Safety
+    /// AVX-512F/BW/VL; h < 2.
+    unsafe fn quarters(&self, h: usize) -> [__m256i; 4];
+}
+
+impl SixteensRows for BlockQ6K {
+    const SHIFT: i32 = 5;
+    fn d(&self) -> [u8; 2] {
+        self.d
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn scales(&self) -> __m128i {
+        _mm_loadu_si128(self.scales.as_ptr() as *const __m128i)
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn quarters(&self, h: usize) -> [__m256i; 4] {
+        let (m4, m30) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi8(0x30));
+        // SAFETY: h < 2: 64 of ql's 128 bytes, 32 of qh's 64.
+        let (ql0, ql1, qh) = unsafe {
+            (
+                _mm256_loadu_si256(self.ql.as_ptr().add(64 * h) as *const __m256i),
+                _mm256_loadu_si256(self.ql.as_ptr().add(64 * h + 32) as *const __m256i),
+                _mm256_loadu_si256(self.qh.as_ptr().add(32 * h) as *const __m256i),
+            )
+        };
+        // Low four bits from ql, bits 4-5 from qh (moved into place, masked): the 16-bit
+        // shifts carry bits across bytes only where the masks drop them.
+        [
+            merge6(ql0, _mm256_and_si256(_mm256_slli_epi16::<4>(qh), m30), m4),
+            merge6(ql1, _mm256_and_si256(_mm256_slli_epi16::<2>(qh), m30), m4),
+            merge6(_mm256_srli_epi16::<4>(ql0), _mm256_and_si256(qh, m30), m4),
+            merge6(_mm256_srli_epi16::<4>(ql1), _mm256_and_si256(_mm256_srli_epi16::<2>(qh), m30), m4),
+        ]
+    }
+}
+
+impl SixteensRows for BlockQ3K {
+    const SHIFT: i32 = 2;
+    fn d(&self) -> [u8; 2] {
+        self.d
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn scales(&self) -> __m128i {
+        // Scale j: low four bits from nibble j of bytes 0-7 (low nibbles first), high two from
+        // bits 2(j/4).. of byte 8 + j%4; minus 32. (`q3_k_scales`, eight bytes at a time.)
+        let s = &self.scales;
+        let l = u64::from_le_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]]);
+        let h = u32::from_le_bytes([s[8], s[9], s[10], s[11]]) as u64;
+        let m4 = 0x0f0f_0f0f_0f0f_0f0f;
+        let high =
+            |q: u64| (((h >> (2 * q)) & 0x0303_0303) | (((h >> (2 * q + 2)) & 0x0303_0303) << 32)) << 4;
+        let lo = (l & m4) | high(0);
+        let hi = ((l >> 4) & m4) | high(2);
+        _mm_sub_epi8(_mm_set_epi64x(hi as i64, lo as i64), _mm_set1_epi8(32))
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn quarters(&self, h: usize) -> [__m256i; 4] {
+        // Quarter j: bits 2j..2j+2 of qs[32h..32h+32], plus 4 where bit 4h+j of hmask is set
+        // (tested into a mask register).
+        // SAFETY: h < 2: 32 of qs's 64 bytes.
+        let q = unsafe { _mm256_loadu_si256(self.qs.as_ptr().add(32 * h) as *const __m256i) };
+        let hm = _mm256_loadu_si256(self.hmask.as_ptr() as *const __m256i);
+        let (m3, four) = (_mm256_set1_epi8(3), _mm256_set1_epi8(4));
+        let lows = [q, _mm256_srli_epi16::<2>(q), _mm256_srli_epi16::<4>(q), _mm256_srli_epi16::<6>(q)];
+        let mut out = [_mm256_setzero_si256(); 4];
+        for (j, (o, low)) in out.iter_mut().zip(lows).enumerate() {
+            let lo = _mm256_and_si256(low, m3);
+            let k = _mm256_test_epi8_mask(hm, _mm256_set1_epi8((1u8 << (4 * h + j)) as i8));
+            *o = _mm256_mask_add_epi8(lo, k, lo, four);
+        }
+        out
+    }
+}
+
+/// Q6_K or Q3_K rows (`w`: `out.len()` rows of `a.len()` super-blocks) against one Q8_K
+/// activation row: `out[r]` = row r . a, the sums of `vec_dot_q6_k_q8_k` /
+/// `vec_dot_q3_k_q8_k` (per super-block `d * dy * sum_g sc_g * (sum(u * a) - offset *
+/// sum_g(a))` over 16 groups of 16, the integer sums exact) accumulated in another order. Per
+/// 32 weights one `vpmaddubsw` and one `vpdpwssd` by the two groups' scales.
 ///
 /// # Safety
 /// As `k_rows_q8_k`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn q6_k_rows_q8_k(w: &[BlockQ6K], a: &[BlockQ8K], out: &mut [f32]) {
+pub unsafe fn sixteens_rows<B: SixteensRows>(w: &[B], a: &[BlockQ8K], out: &mut [f32]) {
     let nb = a.len();
     debug_assert!(nb <= MAX_SUPER && w.len() == out.len() * nb);
     let mut qs = [MaybeUninit::<[__m256i; 8]>::uninit(); MAX_SUPER];
@@ -488,57 +579,44 @@ pub unsafe fn q6_k_rows_q8_k(w: &[BlockQ6K], a: &[BlockQ8K], out: &mut [f32]) {
         bsums[b] = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
     }
     let qs = qs.as_ptr() as *const __m256i;
-    let (m4, m30) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi8(0x30));
     let masks = WORD_MASKS.0.as_ptr() as *const __m256i;
     // Quarter k of a half: groups 2k (low 128-bit lane, word 2k) and 2k+1 (high, word 2k+1).
-    let quarter_masks: [__m256i; 4] = std::array::from_fn(|k| {
-        _mm256_permute2x128_si256::<0x30>(
+    let mut quarter_masks = [_mm256_setzero_si256(); 4];
+    for (k, m) in quarter_masks.iter_mut().enumerate() {
+        *m = _mm256_permute2x128_si256::<0x30>(
             _mm256_load_si256(masks.add(2 * k)),
             _mm256_load_si256(masks.add(2 * k + 1)),
-        )
-    });
+        );
+    }
+    let shift = _mm_cvtsi32_si128(B::SHIFT);
+    let lines = std::mem::size_of::<B>().div_ceil(64);
     for (r, o) in out.iter_mut().enumerate() {
         let x = &w[r * nb..(r + 1) * nb];
         let mut acc = _mm256_setzero_ps();
         for (b, xb) in x.iter().enumerate() {
             let ahead = (x.as_ptr().wrapping_add(b) as *const i8).wrapping_add(PREFETCH);
-            for line in 0..4 {
+            for line in 0..lines {
                 _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
             }
-            // The -32 offset: -32 * sum_g sc_g * bsum_g, in 8 i32 lanes.
-            let scales = _mm_loadu_si128(xb.scales.as_ptr() as *const __m128i);
+            // The offset: -offset * sum_g sc_g * bsum_g, in 8 i32 lanes.
+            let scales = xb.scales();
             let off = _mm256_madd_epi16(_mm256_cvtepi8_epi16(scales), bsums[b]);
             let mut sums = [
-                _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32::<5>(off)),
+                _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_sll_epi32(off, shift)),
                 _mm256_setzero_si256(),
             ];
             for half in 0..2 {
-                let ql0 = _mm256_loadu_si256(xb.ql.as_ptr().add(64 * half) as *const __m256i);
-                let ql1 = _mm256_loadu_si256(xb.ql.as_ptr().add(64 * half + 32) as *const __m256i);
-                let qh = _mm256_loadu_si256(xb.qh.as_ptr().add(32 * half) as *const __m256i);
                 // Groups 8h..8h+8 as i16 words, in both 128-bit lanes.
                 let sc8 = if half == 0 { scales } else { _mm_srli_si128::<8>(scales) };
                 let sc = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(sc8));
-                // Low four bits from ql, bits 4-5 from qh (moved into place, masked): the
-                // 16-bit shifts carry bits across bytes only where the masks drop them.
-                let quarters = [
-                    merge6(ql0, _mm256_and_si256(_mm256_slli_epi16::<4>(qh), m30), m4),
-                    merge6(ql1, _mm256_and_si256(_mm256_slli_epi16::<2>(qh), m30), m4),
-                    merge6(_mm256_srli_epi16::<4>(ql0), _mm256_and_si256(qh, m30), m4),
-                    merge6(
-                        _mm256_srli_epi16::<4>(ql1),
-                        _mm256_and_si256(_mm256_srli_epi16::<2>(qh), m30),
-                        m4,
-                    ),
-                ];
-                for (k, q) in quarters.into_iter().enumerate() {
+                for (k, q) in xb.quarters(half).into_iter().enumerate() {
                     // SAFETY: 4 * half + k < 8: one of the super-block's eight 32-byte parts.
                     let v = _mm256_load_si256(qs.add(8 * b + 4 * half + k));
                     let s = _mm256_shuffle_epi8(sc, quarter_masks[k]);
                     sums[k % 2] = dpwssd(sums[k % 2], _mm256_maddubs_epi16(q, v), s);
                 }
             }
-            let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(u16::from_le_bytes(xb.d) as i32)));
+            let d = f16_to_f32(xb.d());
             let sumi = _mm256_add_epi32(sums[0], sums[1]);
             acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(d * a[b].d), acc);
         }
