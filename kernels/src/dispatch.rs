@@ -540,6 +540,8 @@ rows_decoder!(q6_k_rows_decode, BlockQ6K, Q8K, MAX_SUPER, crate::x86_64::rows_de
 #[cfg(target_arch = "x86_64")]
 rows_decoder!(q3_k_rows_decode, BlockQ3K, Q8K, MAX_SUPER, crate::x86_64::rows_decode::sixteens_rows);
 #[cfg(target_arch = "x86_64")]
+rows_decoder!(q2_k_rows_decode, BlockQ2K, Q8K, MAX_SUPER, crate::x86_64::rows_decode::sixteens_rows);
+#[cfg(target_arch = "x86_64")]
 rows_decoder!(iq4_xs_rows_decode, BlockIQ4XS, Q8K, MAX_SUPER, crate::x86_64::rows_decode::iq4_xs_rows_q8_k);
 
 /// Defines the safe wrapper (`RowsUnpackFn`) `$name` of an unpacker from 16 rows: the
@@ -1486,7 +1488,7 @@ impl Kernels {
     }
 
     /// The decode kernel over many rows in the file's layout, where the level has one (every
-    /// quantized type but Q2_K at the avx512 and amx levels).
+    /// quantized type at the avx512 and amx levels).
     pub fn rows_decode(&self, ty: GgmlType) -> Option<RowsDecodeFn> {
         #[cfg(target_arch = "x86_64")]
         if matches!(self.level, Level::Avx512 | Level::Amx) {
@@ -1501,6 +1503,7 @@ impl Kernels {
                 GgmlType::Q5_K => return Some(q5_k_rows_decode),
                 GgmlType::Q6_K => return Some(q6_k_rows_decode),
                 GgmlType::Q3_K => return Some(q3_k_rows_decode),
+                GgmlType::Q2_K => return Some(q2_k_rows_decode),
                 GgmlType::IQ4_XS => return Some(iq4_xs_rows_decode),
                 _ => {}
             }

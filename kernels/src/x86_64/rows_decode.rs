@@ -6,7 +6,7 @@
 //! - `legacy_rows` (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL): values into `vpdpbusd` as unsigned bytes, the
 //!   offset or min taken back off a group of blocks at a time; the group's weight scales
 //!   gathered by one `vpermt2w` and converted at once; per block one `vpdpbusd` and one FMA.
-//! - `k_rows_q8_k` (Q4_K, Q5_K) and `sixteens_rows` (Q6_K, Q3_K): per group of 32 or 16 weights one
+//! - `k_rows_q8_k` (Q4_K, Q5_K) and `sixteens_rows` (Q6_K, Q3_K, Q2_K): per group of 32 or 16 weights one
 //!   `vpmaddubsw` and one `vpdpwssd` by the group's scale; `iq4_xs_rows_q8_k`: the codebook
 //!   through `vpshufb`, `vpdpbusd`, the scales by `vpmulld`.
 //!
@@ -14,8 +14,8 @@
 //! (`rows_decode_matches_scalar`).
 
 use crate::blocks::{
-    BlockIQ4NL, BlockIQ4XS, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1,
-    BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1,
+    BlockIQ4NL, BlockIQ4XS, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0,
+    BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1,
 };
 use crate::scalar::k_scales_mins;
 use crate::x86_64::avx512::IQ4NL_BOOK_U;
@@ -468,12 +468,20 @@ pub unsafe fn iq4_xs_rows_q8_k(w: &[BlockIQ4XS], a: &[BlockQ8K], out: &mut [f32]
     }
 }
 
-/// A Q6_K or Q3_K super-block as `sixteens_rows` reads it: 16 groups of 16 weights with
-/// signed 8-bit scales, the values as unsigned bytes `1 << SHIFT` above what they stand for.
+/// A Q6_K, Q3_K or Q2_K super-block as `sixteens_rows` reads it: 16 groups of 16 weights
+/// with 8-bit scales, the values as unsigned bytes `OFFSET` above what they stand for, and
+/// (Q2_K) a min per group.
 pub trait SixteensRows {
-    /// log2 of the values' offset (Q6_K: 32, Q3_K: 4).
-    const SHIFT: i32;
+    /// The values' offset (Q6_K: 32, Q3_K: 4, Q2_K: 0).
+    const OFFSET: i32;
     fn d(&self) -> [u8; 2];
+    /// dmin and the 16 mins (as bytes), where the type has them.
+    ///
+    /// # Safety
+    /// AVX2.
+    unsafe fn mins(&self) -> Option<([u8; 2], __m128i)> {
+        None
+    }
     /// The 16 group scales.
     ///
     /// # Safety
@@ -487,7 +495,7 @@ pub trait SixteensRows {
 }
 
 impl SixteensRows for BlockQ6K {
-    const SHIFT: i32 = 5;
+    const OFFSET: i32 = 32;
     fn d(&self) -> [u8; 2] {
         self.d
     }
@@ -520,7 +528,7 @@ impl SixteensRows for BlockQ6K {
 }
 
 impl SixteensRows for BlockQ3K {
-    const SHIFT: i32 = 2;
+    const OFFSET: i32 = 4;
     fn d(&self) -> [u8; 2] {
         self.d
     }
@@ -559,11 +567,44 @@ impl SixteensRows for BlockQ3K {
     }
 }
 
-/// Q6_K or Q3_K rows (`w`: `out.len()` rows of `a.len()` super-blocks) against one Q8_K
-/// activation row: `out[r]` = row r . a, the sums of `vec_dot_q6_k_q8_k` /
-/// `vec_dot_q3_k_q8_k` (per super-block `d * dy * sum_g sc_g * (sum(u * a) - offset *
-/// sum_g(a))` over 16 groups of 16, the integer sums exact) accumulated in another order. Per
-/// 32 weights one `vpmaddubsw` and one `vpdpwssd` by the two groups' scales.
+impl SixteensRows for BlockQ2K {
+    const OFFSET: i32 = 0;
+    fn d(&self) -> [u8; 2] {
+        self.d
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn mins(&self) -> Option<([u8; 2], __m128i)> {
+        let s = _mm_loadu_si128(self.scales.as_ptr() as *const __m128i);
+        Some((self.dmin, _mm_and_si128(_mm_srli_epi16::<4>(s), _mm_set1_epi8(15))))
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn scales(&self) -> __m128i {
+        _mm_and_si128(_mm_loadu_si128(self.scales.as_ptr() as *const __m128i), _mm_set1_epi8(15))
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn quarters(&self, h: usize) -> [__m256i; 4] {
+        // Quarter j: bits 2j..2j+2 of qs[32h..32h+32].
+        // SAFETY: h < 2: 32 of qs's 64 bytes.
+        let q = unsafe { _mm256_loadu_si256(self.qs.as_ptr().add(32 * h) as *const __m256i) };
+        let m3 = _mm256_set1_epi8(3);
+        [
+            _mm256_and_si256(q, m3),
+            _mm256_and_si256(_mm256_srli_epi16::<2>(q), m3),
+            _mm256_and_si256(_mm256_srli_epi16::<4>(q), m3),
+            _mm256_and_si256(_mm256_srli_epi16::<6>(q), m3),
+        ]
+    }
+}
+
+/// Q6_K, Q3_K or Q2_K rows (`w`: `out.len()` rows of `a.len()` super-blocks) against one
+/// Q8_K activation row: `out[r]` = row r . a, the sums of the type's `vec_dot` (per
+/// super-block `d * dy * sum_g sc_g * (sum(u * a) - offset * sum_g(a))` over 16 groups of 16,
+/// the integer sums exact, less Q2_K's `dmin * dy * sum_g m_g * sum_g(a)`) accumulated in
+/// another order. Per 32 weights one `vpmaddubsw` and one `vpdpwssd` by the two groups'
+/// scales.
 ///
 /// # Safety
 /// As `k_rows_q8_k`.
@@ -588,11 +629,10 @@ pub unsafe fn sixteens_rows<B: SixteensRows>(w: &[B], a: &[BlockQ8K], out: &mut 
             _mm256_load_si256(masks.add(2 * k + 1)),
         );
     }
-    let shift = _mm_cvtsi32_si128(B::SHIFT);
     let lines = std::mem::size_of::<B>().div_ceil(64);
     for (r, o) in out.iter_mut().enumerate() {
         let x = &w[r * nb..(r + 1) * nb];
-        let mut acc = _mm256_setzero_ps();
+        let (mut acc, mut mins_acc) = (_mm256_setzero_ps(), _mm256_setzero_ps());
         for (b, xb) in x.iter().enumerate() {
             let ahead = (x.as_ptr().wrapping_add(b) as *const i8).wrapping_add(PREFETCH);
             for line in 0..lines {
@@ -600,11 +640,11 @@ pub unsafe fn sixteens_rows<B: SixteensRows>(w: &[B], a: &[BlockQ8K], out: &mut 
             }
             // The offset: -offset * sum_g sc_g * bsum_g, in 8 i32 lanes.
             let scales = xb.scales();
-            let off = _mm256_madd_epi16(_mm256_cvtepi8_epi16(scales), bsums[b]);
-            let mut sums = [
-                _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_sll_epi32(off, shift)),
-                _mm256_setzero_si256(),
-            ];
+            let mut sums = [_mm256_setzero_si256(); 2];
+            if B::OFFSET != 0 {
+                let off = _mm256_madd_epi16(_mm256_cvtepi8_epi16(scales), bsums[b]);
+                sums[0] = _mm256_mullo_epi32(off, _mm256_set1_epi32(-B::OFFSET));
+            }
             for half in 0..2 {
                 // Groups 8h..8h+8 as i16 words, in both 128-bit lanes.
                 let sc8 = if half == 0 { scales } else { _mm_srli_si128::<8>(scales) };
@@ -619,8 +659,14 @@ pub unsafe fn sixteens_rows<B: SixteensRows>(w: &[B], a: &[BlockQ8K], out: &mut 
             let d = f16_to_f32(xb.d());
             let sumi = _mm256_add_epi32(sums[0], sums[1]);
             acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(d * a[b].d), acc);
+            if let Some((dmin, mins)) = xb.mins() {
+                let m = _mm256_madd_epi16(_mm256_cvtepu8_epi16(mins), bsums[b]);
+                let dm = _mm256_set1_ps(f16_to_f32(dmin) * a[b].d);
+                mins_acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(m), dm, mins_acc);
+            }
         }
-        *o = total(acc, _mm_setzero_ps());
+        let minus = _mm_add_ps(_mm256_castps256_ps128(mins_acc), _mm256_extractf128_ps(mins_acc, 1));
+        *o = total(acc, minus);
     }
 }
 
