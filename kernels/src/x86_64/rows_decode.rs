@@ -3,12 +3,13 @@
 //! block (its bytes 32-byte aligned, its scale as f32, its sum times the weights' offset, or
 //! the K types' group sums) is worked out once per call instead of once per row.
 //!
-//! - `legacy_rows` (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL): values into `vpdpbusd` as unsigned bytes, the
-//!   offset or min taken back off a group of blocks at a time; the group's weight scales
-//!   gathered by one `vpermt2w` and converted at once; per block one `vpdpbusd` and one FMA.
-//! - `k_rows_q8_k` (Q4_K, Q5_K) and `sixteens_rows` (Q6_K, Q3_K, Q2_K): per group of 32 or 16 weights one
-//!   `vpmaddubsw` and one `vpdpwssd` by the group's scale; `iq4_xs_rows_q8_k`: the codebook
-//!   through `vpshufb`, `vpdpbusd`, the scales by `vpmulld`.
+//! - `legacy_rows` (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL): values into `vpdpbusd` as
+//!   unsigned bytes, the offset or min taken back off a group of blocks at a time; the group's
+//!   weight scales gathered by one `vpermt2w` and converted at once; per block one `vpdpbusd`
+//!   and one FMA.
+//! - `k_rows_q8_k` (Q4_K, Q5_K) and `sixteens_rows` (Q6_K, Q3_K, Q2_K): per group of 32 or 16
+//!   weights one `vpmaddubsw` and one `vpdpwssd` by the group's scale; `iq4_xs_rows_q8_k`: the
+//!   codebook through `vpshufb`, `vpdpbusd`, the scales by `vpmulld`.
 //!
 //! Each is tested against the scalar reference in `kernels/tests/levels.rs`
 //! (`rows_decode_matches_scalar`).
@@ -43,7 +44,7 @@ pub trait RowAct {
     /// `s` (Q8_1, which carries `d * sum(qs)`: Q4_1's min multiplies it).
     ///
     /// # Safety
-    /// The CPU must have AVX2 and F16C.
+    /// The CPU must have the avx512 level's features.
     unsafe fn extra(&self, offset: i32, d: f32) -> f32;
 }
 
@@ -144,7 +145,13 @@ macro_rules! legacy_rows_type {
             }
             #[inline]
             #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-            unsafe fn block($acc: __m256, $x: &Self, $a: *const __m256i, $sv: __m256, $lane: __m256i) -> __m256 {
+            unsafe fn block(
+                $acc: __m256,
+                $x: &Self,
+                $a: *const __m256i,
+                $sv: __m256,
+                $lane: __m256i,
+            ) -> __m256 {
                 $step
             }
         }
@@ -478,14 +485,14 @@ pub trait SixteensRows {
     /// dmin and the 16 mins (as bytes), where the type has them.
     ///
     /// # Safety
-    /// AVX2.
+    /// The CPU must have the avx512 level's features.
     unsafe fn mins(&self) -> Option<([u8; 2], __m128i)> {
         None
     }
     /// The 16 group scales.
     ///
     /// # Safety
-    /// AVX2.
+    /// The CPU must have the avx512 level's features.
     unsafe fn scales(&self) -> __m128i;
     /// Half h's four quarters of 32 values (quarter k: groups 8h+2k, then 8h+2k+1).
     ///
