@@ -542,17 +542,7 @@ impl SixteensRows for BlockQ3K {
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
     unsafe fn scales(&self) -> __m128i {
-        // Scale j: low four bits from nibble j of bytes 0-7 (low nibbles first), high two from
-        // bits 2(j/4).. of byte 8 + j%4; minus 32. (`q3_k_scales`, eight bytes at a time.)
-        let s = &self.scales;
-        let l = u64::from_le_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]]);
-        let h = u32::from_le_bytes([s[8], s[9], s[10], s[11]]) as u64;
-        let m4 = 0x0f0f_0f0f_0f0f_0f0f;
-        let high =
-            |q: u64| (((h >> (2 * q)) & 0x0303_0303) | (((h >> (2 * q + 2)) & 0x0303_0303) << 32)) << 4;
-        let lo = (l & m4) | high(0);
-        let hi = ((l >> 4) & m4) | high(2);
-        _mm_sub_epi8(_mm_set_epi64x(hi as i64, lo as i64), _mm_set1_epi8(32))
+        crate::x86_64::avx512::q3_k_scales_i8(&self.scales)
     }
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]

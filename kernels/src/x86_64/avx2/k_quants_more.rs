@@ -79,7 +79,7 @@ macro_rules! x86_k_more_kernels {
         /// high bits of scale j from bits 2(j/4) of byte 8 + j%4.
         #[inline]
         #[target_feature(enable = $feat)]
-        unsafe fn q3_k_scales_i8(s: &[u8; 12]) -> __m128i {
+        pub(crate) unsafe fn q3_k_scales_i8(s: &[u8; 12]) -> __m128i {
             const NIB: u64 = 0x0f0f_0f0f_0f0f_0f0f;
             const TWO: u64 = 0x0303_0303;
             let lo = u64::from_le_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]]);
