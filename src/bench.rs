@@ -134,13 +134,19 @@ pub fn to_json(model: &Model, threads: usize, results: &[BenchResult]) -> serde_
     })
 }
 
-/// What loading cost: time, repacked copies, and the peak resident memory of the process.
+/// What loading cost: time, repacked copies, and the peak resident memory of the process;
+/// and how much of the memory the weights are read from is mapped by 2 MiB pages.
 #[derive(Clone, Debug)]
 pub struct Memory {
     pub load_ms: f64,
     pub file_bytes: u64,
     pub repacked_bytes: u64,
     pub peak_rss_bytes: Option<u64>,
+    /// The file map's and the copies' bytes mapped by 2 MiB pages, after the runs (Linux:
+    /// FilePmdMapped + AnonHugePages). Decoding from the map runs faster from a file the
+    /// page cache holds in large folios (read fresh from disk) than in 4 KiB ones
+    /// (BENCHMARKS.md, "Decode kernels over many rows").
+    pub huge_page_bytes: Option<u64>,
 }
 
 impl Memory {
@@ -150,6 +156,7 @@ impl Memory {
             file_bytes: model.file.bytes().len() as u64,
             repacked_bytes: model.repacked_bytes() as u64,
             peak_rss_bytes: peak_rss(),
+            huge_page_bytes: huge_pages(),
         }
     }
 
@@ -159,6 +166,7 @@ impl Memory {
             "file_bytes": self.file_bytes,
             "repacked_bytes": self.repacked_bytes,
             "peak_rss_bytes": self.peak_rss_bytes,
+            "huge_page_bytes": self.huge_page_bytes,
         })
     }
 }
@@ -174,8 +182,22 @@ impl std::fmt::Display for Memory {
         if let Some(p) = self.peak_rss_bytes {
             write!(f, "; peak resident {:.2} GiB", gib(p))?;
         }
+        if let Some(h) = self.huge_page_bytes {
+            write!(f, "; mapped by 2 MiB pages {:.2} GiB", gib(h))?;
+        }
         Ok(())
     }
+}
+
+/// Bytes of the process mapped by 2 MiB pages (Linux: FilePmdMapped + AnonHugePages in
+/// /proc/self/smaps_rollup).
+fn huge_pages() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/smaps_rollup").ok()?;
+    let kb = |key: &str| -> Option<u64> {
+        let line = s.lines().find(|l| l.starts_with(key))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    Some((kb("FilePmdMapped:").unwrap_or(0) + kb("AnonHugePages:").unwrap_or(0)) * 1024)
 }
 
 /// The process's peak resident set (Linux: VmHWM in /proc/self/status).
