@@ -498,51 +498,44 @@ pub type RowsUnpackFn = fn(&[u8], &mut Vec<Line64>) -> bool;
 /// fit the kernel (`Kernels::rows_decode`; the caller then goes row by row).
 pub type RowsDecodeFn = fn(&[u8], ActRef, &mut [f32]) -> bool;
 
-/// Defines the safe wrapper (`RowsDecodeFn`) `$name` of a decode kernel over many rows: the
-/// block type, the activations' `ActRef` variant, the most blocks per row the kernel
-/// takes, and the kernel.
+/// The safe wrappers (`RowsDecodeFn`) of the decode kernels over many rows
+/// (`x86_64::rows_decode`), handed out by `Kernels::rows_decode`.
 #[cfg(target_arch = "x86_64")]
-macro_rules! rows_decoder {
-    ($name:ident, $w:ty, $act:ident, $max:ident, $kernel:path) => {
-        fn $name(rows: &[u8], a: ActRef, out: &mut [f32]) -> bool {
-            use crate::x86_64::rows_decode::$max;
-            let (ActRef::$act(a), Some(w)) = (a, as_blocks::<$w>(rows)) else { return false };
-            if a.is_empty() || a.len() > $max || w.len() != out.len() * a.len() {
-                return false;
-            }
-            // SAFETY: `Kernels::rows_decode` hands this out only from the avx512 and amx
-            // tables, which exist only where the CPU has their features; the lengths are
-            // checked above.
-            unsafe { $kernel(w, a, out) };
-            true
-        }
-    };
-}
-#[cfg(target_arch = "x86_64")]
-rows_decoder!(q4_0_rows_decode, BlockQ4_0, Q8_0, MAX_BLOCKS, crate::x86_64::rows_decode::legacy_rows);
-#[cfg(target_arch = "x86_64")]
-rows_decoder!(q4_1_rows_decode, BlockQ4_1, Q8_1, MAX_BLOCKS, crate::x86_64::rows_decode::legacy_rows);
-#[cfg(target_arch = "x86_64")]
-rows_decoder!(q5_0_rows_decode, BlockQ5_0, Q8_0, MAX_BLOCKS, crate::x86_64::rows_decode::legacy_rows);
-#[cfg(target_arch = "x86_64")]
-rows_decoder!(q8_0_rows_decode, BlockQ8_0, Q8_0, MAX_BLOCKS, crate::x86_64::rows_decode::legacy_rows);
-#[cfg(target_arch = "x86_64")]
-rows_decoder!(q5_1_rows_decode, BlockQ5_1, Q8_1, MAX_BLOCKS, crate::x86_64::rows_decode::legacy_rows);
-#[cfg(target_arch = "x86_64")]
-rows_decoder!(iq4_nl_rows_decode, BlockIQ4NL, Q8_0, MAX_BLOCKS, crate::x86_64::rows_decode::legacy_rows);
+mod rows_decoders {
+    use super::{as_blocks, ActRef};
+    use crate::blocks::*;
+    use crate::x86_64::rows_decode::{iq4_xs_rows_q8_k, k_rows_q8_k, legacy_rows, sixteens_rows, MAX_COLS};
 
-#[cfg(target_arch = "x86_64")]
-rows_decoder!(q4_k_rows_decode, BlockQ4K, Q8K, MAX_SUPER, crate::x86_64::rows_decode::k_rows_q8_k);
-#[cfg(target_arch = "x86_64")]
-rows_decoder!(q5_k_rows_decode, BlockQ5K, Q8K, MAX_SUPER, crate::x86_64::rows_decode::k_rows_q8_k);
-#[cfg(target_arch = "x86_64")]
-rows_decoder!(q6_k_rows_decode, BlockQ6K, Q8K, MAX_SUPER, crate::x86_64::rows_decode::sixteens_rows);
-#[cfg(target_arch = "x86_64")]
-rows_decoder!(q3_k_rows_decode, BlockQ3K, Q8K, MAX_SUPER, crate::x86_64::rows_decode::sixteens_rows);
-#[cfg(target_arch = "x86_64")]
-rows_decoder!(q2_k_rows_decode, BlockQ2K, Q8K, MAX_SUPER, crate::x86_64::rows_decode::sixteens_rows);
-#[cfg(target_arch = "x86_64")]
-rows_decoder!(iq4_xs_rows_decode, BlockIQ4XS, Q8K, MAX_SUPER, crate::x86_64::rows_decode::iq4_xs_rows_q8_k);
+    /// Defines `$name`: the block type, the activations' `ActRef` variant, the kernel.
+    macro_rules! rows_decoder {
+        ($name:ident, $w:ty, $act:ident, $kernel:ident) => {
+            pub(super) fn $name(rows: &[u8], a: ActRef, out: &mut [f32]) -> bool {
+                let n = a.len();
+                let (ActRef::$act(a), Some(w)) = (a, as_blocks::<$w>(rows)) else { return false };
+                if a.is_empty() || n > MAX_COLS || w.len() != out.len() * a.len() {
+                    return false;
+                }
+                // SAFETY: `Kernels::rows_decode` hands this out only from the avx512 and amx
+                // tables, which exist only where the CPU has their features; the lengths are
+                // checked above.
+                unsafe { $kernel(w, a, out) };
+                true
+            }
+        };
+    }
+    rows_decoder!(q4_0, BlockQ4_0, Q8_0, legacy_rows);
+    rows_decoder!(q4_1, BlockQ4_1, Q8_1, legacy_rows);
+    rows_decoder!(q5_0, BlockQ5_0, Q8_0, legacy_rows);
+    rows_decoder!(q5_1, BlockQ5_1, Q8_1, legacy_rows);
+    rows_decoder!(q8_0, BlockQ8_0, Q8_0, legacy_rows);
+    rows_decoder!(iq4_nl, BlockIQ4NL, Q8_0, legacy_rows);
+    rows_decoder!(q4_k, BlockQ4K, Q8K, k_rows_q8_k);
+    rows_decoder!(q5_k, BlockQ5K, Q8K, k_rows_q8_k);
+    rows_decoder!(q6_k, BlockQ6K, Q8K, sixteens_rows);
+    rows_decoder!(q3_k, BlockQ3K, Q8K, sixteens_rows);
+    rows_decoder!(q2_k, BlockQ2K, Q8K, sixteens_rows);
+    rows_decoder!(iq4_xs, BlockIQ4XS, Q8K, iq4_xs_rows_q8_k);
+}
 
 /// Defines the safe wrapper (`RowsUnpackFn`) `$name` of an unpacker from 16 rows: the
 /// block type, the panel type, the unpacker, and any arguments it takes after the rows and
@@ -1493,18 +1486,18 @@ impl Kernels {
         #[cfg(target_arch = "x86_64")]
         if matches!(self.level, Level::Avx512 | Level::Amx) {
             match ty {
-                GgmlType::Q4_0 => return Some(q4_0_rows_decode),
-                GgmlType::Q4_1 => return Some(q4_1_rows_decode),
-                GgmlType::Q5_0 => return Some(q5_0_rows_decode),
-                GgmlType::Q5_1 => return Some(q5_1_rows_decode),
-                GgmlType::Q8_0 => return Some(q8_0_rows_decode),
-                GgmlType::IQ4_NL => return Some(iq4_nl_rows_decode),
-                GgmlType::Q4_K => return Some(q4_k_rows_decode),
-                GgmlType::Q5_K => return Some(q5_k_rows_decode),
-                GgmlType::Q6_K => return Some(q6_k_rows_decode),
-                GgmlType::Q3_K => return Some(q3_k_rows_decode),
-                GgmlType::Q2_K => return Some(q2_k_rows_decode),
-                GgmlType::IQ4_XS => return Some(iq4_xs_rows_decode),
+                GgmlType::Q4_0 => return Some(rows_decoders::q4_0),
+                GgmlType::Q4_1 => return Some(rows_decoders::q4_1),
+                GgmlType::Q5_0 => return Some(rows_decoders::q5_0),
+                GgmlType::Q5_1 => return Some(rows_decoders::q5_1),
+                GgmlType::Q8_0 => return Some(rows_decoders::q8_0),
+                GgmlType::IQ4_NL => return Some(rows_decoders::iq4_nl),
+                GgmlType::Q4_K => return Some(rows_decoders::q4_k),
+                GgmlType::Q5_K => return Some(rows_decoders::q5_k),
+                GgmlType::Q6_K => return Some(rows_decoders::q6_k),
+                GgmlType::Q3_K => return Some(rows_decoders::q3_k),
+                GgmlType::Q2_K => return Some(rows_decoders::q2_k),
+                GgmlType::IQ4_XS => return Some(rows_decoders::iq4_xs),
                 _ => {}
             }
         }

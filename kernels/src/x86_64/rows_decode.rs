@@ -23,11 +23,11 @@ use crate::x86_64::avx512::IQ4NL_BOOK_U;
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 
-/// Most blocks per row the per-call activation tables hold (k = 16384).
-pub const MAX_BLOCKS: usize = 512;
-
-/// Most super-blocks (256 values) per row the K kernels' tables hold (k = 16384).
-pub const MAX_SUPER: usize = 64;
+/// The widest rows the per-call activation tables hold (8B's widest, 14336, fits).
+pub const MAX_COLS: usize = 16384;
+/// The same in 32-value blocks and in 256-value super-blocks.
+const MAX_BLOCKS: usize = MAX_COLS / 32;
+const MAX_SUPER: usize = MAX_COLS / 256;
 
 /// How far ahead of its reads a kernel asks for the weights (a prefetch never faults; the
 /// address is only computed). 8B Q8_0 `--no-repack` tg16 on the Zen 4, three alternated
@@ -195,21 +195,29 @@ legacy_rows_type!(BlockQ8_0, BlockQ8_0, 4, 128, [0, 17, 34, 51, 0, 0, 0, 0], 64,
 ///
 /// # Safety
 /// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch); `w.len() ==
-/// out.len() * a.len()` and `a.len() <= MAX_BLOCKS`.
+/// out.len() * a.len()` and rows at most `MAX_COLS` values wide.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub unsafe fn legacy_rows<B: LegacyRows>(w: &[B], a: &[B::Act], out: &mut [f32]) {
     let nb = a.len();
     debug_assert!(nb <= MAX_BLOCKS && w.len() == out.len() * nb);
     let mut qs = [MaybeUninit::<__m256i>::uninit(); MAX_BLOCKS];
     // Eight more than the blocks: a group's 8-lane loads may reach past the last block (the
-    // lanes past the group are multiplied by zeros).
-    let (mut da, mut extra) = ([0f32; MAX_BLOCKS + 8], [0f32; MAX_BLOCKS + 8]);
+    // lanes past the group are multiplied by zeros). Only what is read is written: this runs
+    // once per task of every matrix-vector product.
+    let mut da = [MaybeUninit::<f32>::uninit(); MAX_BLOCKS + 8];
+    let mut extra = [MaybeUninit::<f32>::uninit(); MAX_BLOCKS + 8];
     for (b, blk) in a.iter().enumerate() {
         qs[b].write(_mm256_loadu_si256(blk.qs().as_ptr() as *const __m256i));
-        da[b] = f16_to_f32(blk.d());
-        extra[b] = blk.extra(B::OFFSET, da[b]);
+        let d = f16_to_f32(blk.d());
+        da[b].write(d);
+        extra[b].write(blk.extra(B::OFFSET, d));
+    }
+    for b in nb..nb + 8 {
+        da[b].write(0.0);
+        extra[b].write(0.0);
     }
     let qs = qs.as_ptr() as *const __m256i;
+    let (da, extra) = (da.as_ptr() as *const f32, extra.as_ptr() as *const f32);
     let lane: [__m256i; 8] = std::array::from_fn(|j| _mm256_set1_epi32(j as i32));
     let groups = nb / B::GROUP;
     let lines = (B::GROUP * std::mem::size_of::<B>()).div_ceil(64);
@@ -225,8 +233,9 @@ pub unsafe fn legacy_rows<B: LegacyRows>(w: &[B], a: &[B::Act], out: &mut [f32])
                 _mm_prefetch::<_MM_HINT_T0>((p as *const i8).wrapping_add(PREFETCH + 64 * line));
             }
             let (dw, fw) = group_scales(p);
-            extras = _mm256_fmadd_ps(fw, _mm256_loadu_ps(extra.as_ptr().add(B::GROUP * g)), extras);
-            let sv = _mm256_mul_ps(dw, _mm256_loadu_ps(da.as_ptr().add(B::GROUP * g)));
+            // SAFETY: GROUP * g + 8 <= nb + 8: written above.
+            extras = _mm256_fmadd_ps(fw, _mm256_loadu_ps(extra.add(B::GROUP * g)), extras);
+            let sv = _mm256_mul_ps(dw, _mm256_loadu_ps(da.add(B::GROUP * g)));
             for (j, lj) in lane.iter().enumerate().take(B::GROUP) {
                 // SAFETY: b < GROUP * groups <= nb, the length of x and of the tables' used part.
                 let b = B::GROUP * g + j;
@@ -237,8 +246,8 @@ pub unsafe fn legacy_rows<B: LegacyRows>(w: &[B], a: &[B::Act], out: &mut [f32])
         for b in B::GROUP * groups..nb {
             let (dw, fw) = x[b].scales();
             let (dw, fw) = (f16_to_f32(dw), f16_to_f32(fw));
-            acc[b % 4] = B::block(acc[b % 4], &x[b], qs.add(b), _mm256_set1_ps(dw * da[b]), lane[0]);
-            tail += fw * extra[b];
+            acc[b % 4] = B::block(acc[b % 4], &x[b], qs.add(b), _mm256_set1_ps(dw * *da.add(b)), lane[0]);
+            tail += fw * *extra.add(b);
         }
         let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
         *o = total(_mm256_add_ps(v, extras), _mm_setzero_ps()) + tail;
@@ -346,17 +355,18 @@ impl KRows for BlockQ5K {
 ///
 /// # Safety
 /// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch); `w.len() ==
-/// out.len() * a.len()` and `a.len() <= MAX_SUPER`.
+/// out.len() * a.len()` and rows at most `MAX_COLS` values wide.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub unsafe fn k_rows_q8_k<B: KRows>(w: &[B], a: &[BlockQ8K], out: &mut [f32]) {
     let nb = a.len();
     debug_assert!(nb <= MAX_SUPER && w.len() == out.len() * nb);
     let mut qs = [MaybeUninit::<[__m256i; 8]>::uninit(); MAX_SUPER];
     // Sums of the activations over each group of 32 (pairs of the 16-sums), as i16 words.
-    let mut gsum = [_mm_setzero_si128(); MAX_SUPER];
+    // Written for every b < nb below, and read only there (as are the bytes).
+    let mut gsum = [MaybeUninit::<__m128i>::uninit(); MAX_SUPER];
     for (b, y) in a.iter().enumerate() {
         qs[b].write(q8k_bytes(y));
-        gsum[b] = q8k_group_sums(y);
+        gsum[b].write(q8k_group_sums(y));
     }
     let qs = qs.as_ptr() as *const __m256i;
     let m4 = _mm256_set1_epi8(15);
@@ -387,7 +397,7 @@ pub unsafe fn k_rows_q8_k<B: KRows>(w: &[B], a: &[BlockQ8K], out: &mut [f32]) {
                 sums[1] = dpwssd(sums[1], _mm256_maddubs_epi16(hi, a1), _mm256_shuffle_epi8(scw, s1));
             }
             let sumi = _mm256_add_epi32(sums[0], sums[1]);
-            let mins = _mm_madd_epi16(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(mn as i64)), gsum[b]);
+            let mins = _mm_madd_epi16(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(mn as i64)), gsum[b].assume_init());
             // [d, dmin] times the activations' scale.
             let dd = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes([d[0], d[1], dmin[0], dmin[1]])));
             let dd = _mm_mul_ps(dd, _mm_set1_ps(a[b].d));
@@ -415,7 +425,8 @@ pub unsafe fn iq4_xs_rows_q8_k(w: &[BlockIQ4XS], a: &[BlockQ8K], out: &mut [f32]
     let nb = a.len();
     debug_assert!(nb <= MAX_SUPER && w.len() == out.len() * nb);
     let mut qs = [MaybeUninit::<[__m256i; 8]>::uninit(); MAX_SUPER];
-    let mut gsum = [_mm_setzero_si128(); MAX_SUPER];
+    // Written for every b < nb below, and read only there (as are the bytes).
+    let mut gsum = [MaybeUninit::<__m128i>::uninit(); MAX_SUPER];
     for (b, y) in a.iter().enumerate() {
         // Pair p: [group 2p's elements 0-15 | group 2p+1's 0-15], then their 16-31. (Loops,
         // not closures: a closure would not inherit the target features.)
@@ -426,7 +437,7 @@ pub unsafe fn iq4_xs_rows_q8_k(w: &[BlockIQ4XS], a: &[BlockQ8K], out: &mut [f32]
             *part = _mm256_set_m128i(_mm_loadu_si128(q(4 * p + 2 + half)), _mm_loadu_si128(q(4 * p + half)));
         }
         qs[b].write(parts);
-        gsum[b] = q8k_group_sums(y);
+        gsum[b].write(q8k_group_sums(y));
     }
     let qs = qs.as_ptr() as *const __m256i;
     let m4 = _mm256_set1_epi8(15);
@@ -466,7 +477,7 @@ pub unsafe fn iq4_xs_rows_q8_k(w: &[BlockIQ4XS], a: &[BlockQ8K], out: &mut [f32]
                 sumi = _mm256_add_epi32(sumi, _mm256_mullo_epi32(t, _mm256_permutevar8x32_epi32(lsd, *idx)));
             }
             // The codebook's +128: 128 * sum_g ls_g * sum_g(a), in four i32 lanes.
-            let off = _mm_madd_epi16(lsw, gsum[b]);
+            let off = _mm_madd_epi16(lsw, gsum[b].assume_init());
             let dd = f16_to_f32(xb.d) * a[b].d;
             acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(dd), acc);
             offs = _mm_fmadd_ps(_mm_cvtepi32_ps(off), _mm_set1_ps(128.0 * dd), offs);
@@ -611,10 +622,11 @@ pub unsafe fn sixteens_rows<B: SixteensRows>(w: &[B], a: &[BlockQ8K], out: &mut 
     debug_assert!(nb <= MAX_SUPER && w.len() == out.len() * nb);
     let mut qs = [MaybeUninit::<[__m256i; 8]>::uninit(); MAX_SUPER];
     // The activations' sums over each group of 16, as i16 words.
-    let mut bsums = [_mm256_setzero_si256(); MAX_SUPER];
+    // Written for every b < nb below, and read only there (as are the bytes).
+    let mut bsums = [MaybeUninit::<__m256i>::uninit(); MAX_SUPER];
     for (b, y) in a.iter().enumerate() {
         qs[b].write(q8k_bytes(y));
-        bsums[b] = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
+        bsums[b].write(_mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i));
     }
     let qs = qs.as_ptr() as *const __m256i;
     let masks = WORD_MASKS.0.as_ptr() as *const __m256i;
@@ -639,7 +651,7 @@ pub unsafe fn sixteens_rows<B: SixteensRows>(w: &[B], a: &[BlockQ8K], out: &mut 
             let scales = xb.scales();
             let mut sums = [_mm256_setzero_si256(); 2];
             if B::OFFSET != 0 {
-                let off = _mm256_madd_epi16(_mm256_cvtepi8_epi16(scales), bsums[b]);
+                let off = _mm256_madd_epi16(_mm256_cvtepi8_epi16(scales), bsums[b].assume_init());
                 sums[0] = _mm256_mullo_epi32(off, _mm256_set1_epi32(-B::OFFSET));
             }
             for half in 0..2 {
@@ -657,7 +669,7 @@ pub unsafe fn sixteens_rows<B: SixteensRows>(w: &[B], a: &[BlockQ8K], out: &mut 
             let sumi = _mm256_add_epi32(sums[0], sums[1]);
             acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(d * a[b].d), acc);
             if let Some((dmin, mins)) = xb.mins() {
-                let m = _mm256_madd_epi16(_mm256_cvtepu8_epi16(mins), bsums[b]);
+                let m = _mm256_madd_epi16(_mm256_cvtepu8_epi16(mins), bsums[b].assume_init());
                 let dm = _mm256_set1_ps(f16_to_f32(dmin) * a[b].d);
                 mins_acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(m), dm, mins_acc);
             }
