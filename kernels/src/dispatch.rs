@@ -439,7 +439,7 @@ macro_rules! wrap4 {
 /// Four weight rows against two activation rows (a prefill register tile).
 pub type Dot4x2Fn = fn([&[u8]; 4], [ActRef; 2]) -> [[f32; 4]; 2];
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 macro_rules! wrap4x2 {
     ($f:path, $w:ty, $act:ident) => {{
         fn w(x: [&[u8]; 4], a: [ActRef; 2]) -> [[f32; 4]; 2] {
@@ -1036,6 +1036,29 @@ macro_rules! neon_table {
     }};
 }
 
+/// The NEON level's 4x2 prefill tiles (four weight rows against two activation rows).
+#[cfg(target_arch = "aarch64")]
+macro_rules! neon_table4x2 {
+    ($m:path) => {{
+        use $m as k;
+        use GgmlType::*;
+        vec![
+            (Q4_0, wrap4x2!(k::vec_dot4x2_q4_0_q8_0, BlockQ4_0, Q8_0)),
+            (Q4_1, wrap4x2!(k::vec_dot4x2_q4_1_q8_1, BlockQ4_1, Q8_1)),
+            (Q5_0, wrap4x2!(k::vec_dot4x2_q5_0_q8_0, BlockQ5_0, Q8_0)),
+            (Q5_1, wrap4x2!(k::vec_dot4x2_q5_1_q8_1, BlockQ5_1, Q8_1)),
+            (Q8_0, wrap4x2!(k::vec_dot4x2_q8_0_q8_0, BlockQ8_0, Q8_0)),
+            (IQ4_NL, wrap4x2!(k::vec_dot4x2_iq4_nl_q8_0, BlockIQ4NL, Q8_0)),
+            (Q2_K, wrap4x2!(k::vec_dot4x2_q2_k_q8_k, BlockQ2K, Q8K)),
+            (Q3_K, wrap4x2!(k::vec_dot4x2_q3_k_q8_k, BlockQ3K, Q8K)),
+            (Q4_K, wrap4x2!(k::vec_dot4x2_q4_k_q8_k, BlockQ4K, Q8K)),
+            (Q5_K, wrap4x2!(k::vec_dot4x2_q5_k_q8_k, BlockQ5K, Q8K)),
+            (Q6_K, wrap4x2!(k::vec_dot4x2_q6_k_q8_k, BlockQ6K, Q8K)),
+            (IQ4_XS, wrap4x2!(k::vec_dot4x2_iq4_xs_q8_k, BlockIQ4XS, Q8K)),
+        ]
+    }};
+}
+
 /// The NEON level's table: with `sdot` if `dotprod`, else with widening multiplies.
 /// `dotprod` must be true only if the CPU has it (the table's kernels need it).
 ///
@@ -1043,16 +1066,18 @@ macro_rules! neon_table {
 /// is built too, as an extra entry of `Kernels::tables()`, so that tests check both.
 #[cfg(target_arch = "aarch64")]
 fn build_neon(dotprod: bool) -> Kernels {
-    let (name, own) = match dotprod {
-        true => ("neon+dotprod", neon_table!(crate::aarch64::dotprod)),
-        false => ("neon", neon_table!(crate::aarch64::neon)),
+    let (name, own, tiles) = match dotprod {
+        true => {
+            ("neon+dotprod", neon_table!(crate::aarch64::dotprod), neon_table4x2!(crate::aarch64::dotprod))
+        }
+        false => ("neon", neon_table!(crate::aarch64::neon), neon_table4x2!(crate::aarch64::neon)),
     };
     Kernels {
         level: Level::Neon,
         name,
         dots: with(scalar_dots(), own),
         dots4: Vec::new(),
-        dots4x2: Vec::new(),
+        dots4x2: tiles,
         q4_0x8: None,
         q4_kx8: None,
         q8_0x8: None,

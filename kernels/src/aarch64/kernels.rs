@@ -4,6 +4,13 @@
 //! and expands `neon_kernels!` with its target features. The two `dot16`s spread the
 //! products over the lanes differently, so the bodies only ever use the sum of the lanes
 //! (or all lanes times one scale): their integer sums are the scalar reference's, exactly.
+//!
+//! Each block type says once how its values unpack to signed bytes (`Small` for the 32-value
+//! types, `Super` for the 256-value ones); one generic body per family (`small_tile`,
+//! `super_tile`) then makes R weight rows times C activation rows of products: R = C = 1 is
+//! the one-row kernel (decode), R = 4, C = 2 the prefill tile, which unpacks each row's
+//! values once for both activation rows and loads each activation block once for all four
+//! rows (`scripts/neon-insns.sh` counts what that saves).
 
 /// Expands, inside a level's module, to every NEON dot product. `$feat` is the module's
 /// target-feature list; `dot16` must be defined in the calling module.
@@ -12,7 +19,23 @@
 macro_rules! neon_kernels {
     ($feat:literal) => {
         use $crate::blocks::*;
-        use $crate::scalar::{iq4_xs_scale, k_scale_min, q3_k_scales};
+        use $crate::scalar::{iq4_xs_scale, k_scale_min};
+
+        /// An f16 scale (little-endian bytes) as f32, by `fcvt` from base ARMv8 floating point.
+        /// (`half`'s conversion checks the CPU for FEAT_FP16 at run time and calls out of the
+        /// loop, spilling the vector registers around the call: twice per block.)
+        #[inline(always)]
+        fn f16(b: [u8; 2]) -> f32 {
+            let bits = u16::from_le_bytes(b) as u32;
+            let out: f32;
+            // SAFETY: register-only conversion, no memory access; `fmov` and `fcvt` (half to
+            // single precision) are in every aarch64 CPU.
+            unsafe {
+                std::arch::asm!("fmov {o:s}, {i:w}", "fcvt {o:s}, {o:h}", i = in(reg) bits, o = lateout(vreg) out,
+                    options(pure, nomem, nostack, preserves_flags));
+            }
+            out
+        }
 
         /// The 32 nibbles of a Q4-style block at `p` (16 bytes): (low nibbles = elements
         /// 0-15, high nibbles = elements 16-31).
@@ -48,277 +71,533 @@ macro_rules! neon_kernels {
             (vqtbl1q_s8(book, lo), vqtbl1q_s8(book, hi))
         }
 
-        /// A 32-value block's products: `a` against the 32 activations at `y`.
+        /// A 32-value block type (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL) as `small_tile` reads
+        /// it. NEON is part of every aarch64 CPU, so these need no target features of their own.
+        trait Small: Copy {
+            /// The activation block: Q8_0, or Q8_1 for the types with a minimum.
+            type Act: SmallAct;
+            /// Whether the block adds `m * s` (Q4_1, Q5_1: x = d * q + m).
+            const MIN: bool = false;
+            /// The 32 values as the scalar reference multiplies them, elements 0-15 and 16-31.
+            unsafe fn values(&self) -> (int8x16_t, int8x16_t);
+            fn d(&self) -> [u8; 2];
+            fn m(&self) -> [u8; 2] {
+                [0, 0]
+            }
+        }
+
+        /// The activation side of `Small`.
+        trait SmallAct: Copy {
+            fn d(&self) -> [u8; 2];
+            fn qs(&self) -> &[i8; 32];
+            /// d * sum(qs) (Q8_1 only).
+            fn s(&self) -> [u8; 2] {
+                [0, 0]
+            }
+        }
+
+        impl SmallAct for BlockQ8_0 {
+            fn d(&self) -> [u8; 2] {
+                self.d
+            }
+            fn qs(&self) -> &[i8; 32] {
+                &self.qs
+            }
+        }
+
+        impl SmallAct for BlockQ8_1 {
+            fn d(&self) -> [u8; 2] {
+                self.d
+            }
+            fn qs(&self) -> &[i8; 32] {
+                &self.qs
+            }
+            fn s(&self) -> [u8; 2] {
+                self.s
+            }
+        }
+
+        impl Small for BlockQ4_0 {
+            type Act = BlockQ8_0;
+            #[inline(always)]
+            unsafe fn values(&self) -> (int8x16_t, int8x16_t) {
+                let (lo, hi) = nibbles(self.qs.as_ptr());
+                let eight = vdupq_n_s8(8);
+                (vsubq_s8(vreinterpretq_s8_u8(lo), eight), vsubq_s8(vreinterpretq_s8_u8(hi), eight))
+            }
+            fn d(&self) -> [u8; 2] {
+                self.d
+            }
+        }
+
+        impl Small for BlockQ4_1 {
+            type Act = BlockQ8_1;
+            const MIN: bool = true;
+            #[inline(always)]
+            unsafe fn values(&self) -> (int8x16_t, int8x16_t) {
+                let (lo, hi) = nibbles(self.qs.as_ptr());
+                (vreinterpretq_s8_u8(lo), vreinterpretq_s8_u8(hi))
+            }
+            fn d(&self) -> [u8; 2] {
+                self.d
+            }
+            fn m(&self) -> [u8; 2] {
+                self.m
+            }
+        }
+
+        impl Small for BlockQ5_0 {
+            type Act = BlockQ8_0;
+            #[inline(always)]
+            unsafe fn values(&self) -> (int8x16_t, int8x16_t) {
+                let (lo, hi) = q5_values(&self.qs, self.qh);
+                let sixteen = vdupq_n_s8(16);
+                (vsubq_s8(lo, sixteen), vsubq_s8(hi, sixteen))
+            }
+            fn d(&self) -> [u8; 2] {
+                self.d
+            }
+        }
+
+        impl Small for BlockQ5_1 {
+            type Act = BlockQ8_1;
+            const MIN: bool = true;
+            #[inline(always)]
+            unsafe fn values(&self) -> (int8x16_t, int8x16_t) {
+                q5_values(&self.qs, self.qh)
+            }
+            fn d(&self) -> [u8; 2] {
+                self.d
+            }
+            fn m(&self) -> [u8; 2] {
+                self.m
+            }
+        }
+
+        impl Small for BlockQ8_0 {
+            type Act = BlockQ8_0;
+            #[inline(always)]
+            unsafe fn values(&self) -> (int8x16_t, int8x16_t) {
+                (vld1q_s8(self.qs.as_ptr()), vld1q_s8(self.qs.as_ptr().add(16)))
+            }
+            fn d(&self) -> [u8; 2] {
+                self.d
+            }
+        }
+
+        impl Small for BlockIQ4NL {
+            type Act = BlockQ8_0;
+            /// Q4_0's nibble layout, values from the 16-entry codebook (`tbl`).
+            #[inline(always)]
+            unsafe fn values(&self) -> (int8x16_t, int8x16_t) {
+                iq4_values(vld1q_s8(KVALUES_IQ4NL.as_ptr()), self.qs.as_ptr())
+            }
+            fn d(&self) -> [u8; 2] {
+                self.d
+            }
+        }
+
+        /// R weight rows of a 32-value type against C activation rows: each block's values
+        /// are unpacked once per row and each activation block loaded once, for all R x C
+        /// products. Every output adds up exactly as the one-row kernel (R = C = 1) does, so
+        /// prefill's tiles and decode's one-row products agree to the bit.
         #[inline]
         #[target_feature(enable = $feat)]
-        unsafe fn dot32(a: (int8x16_t, int8x16_t), y: *const i8) -> int32x4_t {
-            dot16(dot16(vdupq_n_s32(0), a.0, vld1q_s8(y)), a.1, vld1q_s8(y.add(16)))
-        }
-
-        /// # Safety
-        /// The CPU must have this level's target features (reached only through dispatch).
-        #[target_feature(enable = $feat)]
-        pub unsafe fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
-            let mut acc = vdupq_n_f32(0.0);
-            let eight = vdupq_n_s8(8);
-            for (a, b) in x.iter().zip(y) {
-                let (lo, hi) = nibbles(a.qs.as_ptr());
-                let q = (vsubq_s8(vreinterpretq_s8_u8(lo), eight), vsubq_s8(vreinterpretq_s8_u8(hi), eight));
-                acc = vmlaq_n_f32(acc, vcvtq_f32_s32(dot32(q, b.qs.as_ptr())), f16_le(a.d) * f16_le(b.d));
+        unsafe fn small_tile<W: Small, const R: usize, const C: usize>(
+            x: [&[W]; R],
+            y: [&[W::Act]; C],
+        ) -> [[f32; R]; C] {
+            let n = y[0].len();
+            if x.iter().any(|r| r.len() != n) || y.iter().any(|c| c.len() != n) {
+                return [[f32::NAN; R]; C];
             }
-            vaddvq_f32(acc)
-        }
-
-        /// # Safety
-        /// The CPU must have this level's target features (reached only through dispatch).
-        #[target_feature(enable = $feat)]
-        pub unsafe fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
-            let mut acc = vdupq_n_f32(0.0);
-            let mut offsets = 0f32;
-            for (a, b) in x.iter().zip(y) {
-                let (lo, hi) = nibbles(a.qs.as_ptr());
-                let q = (vreinterpretq_s8_u8(lo), vreinterpretq_s8_u8(hi));
-                acc = vmlaq_n_f32(acc, vcvtq_f32_s32(dot32(q, b.qs.as_ptr())), f16_le(a.d) * f16_le(b.d));
-                offsets += f16_le(a.m) * f16_le(b.s);
-            }
-            vaddvq_f32(acc) + offsets
-        }
-
-        /// Q5_0: 5-bit values offset by -16.
-        /// # Safety
-        /// The CPU must have this level's target features (reached only through dispatch).
-        #[target_feature(enable = $feat)]
-        pub unsafe fn vec_dot_q5_0_q8_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
-            let mut acc = vdupq_n_f32(0.0);
-            let sixteen = vdupq_n_s8(16);
-            for (a, b) in x.iter().zip(y) {
-                let (lo, hi) = q5_values(&a.qs, a.qh);
-                let q = (vsubq_s8(lo, sixteen), vsubq_s8(hi, sixteen));
-                acc = vmlaq_n_f32(acc, vcvtq_f32_s32(dot32(q, b.qs.as_ptr())), f16_le(a.d) * f16_le(b.d));
-            }
-            vaddvq_f32(acc)
-        }
-
-        /// Q5_1: 5-bit values, the `+ m` term through Q8_1's `s` (as Q4_1).
-        /// # Safety
-        /// The CPU must have this level's target features (reached only through dispatch).
-        #[target_feature(enable = $feat)]
-        pub unsafe fn vec_dot_q5_1_q8_1(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 {
-            let mut acc = vdupq_n_f32(0.0);
-            let mut offsets = 0f32;
-            for (a, b) in x.iter().zip(y) {
-                let q = q5_values(&a.qs, a.qh);
-                acc = vmlaq_n_f32(acc, vcvtq_f32_s32(dot32(q, b.qs.as_ptr())), f16_le(a.d) * f16_le(b.d));
-                offsets += f16_le(a.m) * f16_le(b.s);
-            }
-            vaddvq_f32(acc) + offsets
-        }
-
-        /// # Safety
-        /// The CPU must have this level's target features (reached only through dispatch).
-        #[target_feature(enable = $feat)]
-        pub unsafe fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
-            let mut acc = vdupq_n_f32(0.0);
-            for (a, b) in x.iter().zip(y) {
-                let q = (vld1q_s8(a.qs.as_ptr()), vld1q_s8(a.qs.as_ptr().add(16)));
-                acc = vmlaq_n_f32(acc, vcvtq_f32_s32(dot32(q, b.qs.as_ptr())), f16_le(a.d) * f16_le(b.d));
-            }
-            vaddvq_f32(acc)
-        }
-
-        /// IQ4_NL: Q4_0's nibble layout, values from the 16-entry codebook (`tbl`).
-        /// # Safety
-        /// The CPU must have this level's target features (reached only through dispatch).
-        #[target_feature(enable = $feat)]
-        pub unsafe fn vec_dot_iq4_nl_q8_0(x: &[BlockIQ4NL], y: &[BlockQ8_0]) -> f32 {
-            let mut acc = vdupq_n_f32(0.0);
-            let book = vld1q_s8(KVALUES_IQ4NL.as_ptr());
-            for (a, b) in x.iter().zip(y) {
-                let q = iq4_values(book, a.qs.as_ptr());
-                acc = vmlaq_n_f32(acc, vcvtq_f32_s32(dot32(q, b.qs.as_ptr())), f16_le(a.d) * f16_le(b.d));
-            }
-            vaddvq_f32(acc)
-        }
-
-        /// Q2_K: 16 groups of 16. Bytes l of the two 16-byte rows of each 32-byte half hold
-        /// groups 2k (row 0) and 2k+1 (row 1) of the half in bits 2k..2k+2, k = 0..4.
-        ///   d * dy * sum_g (sc_g & 15) * sum(q*qy) - dmin * dy * sum_g (sc_g >> 4) * bsum_g
-        /// # Safety
-        /// The CPU must have this level's target features (reached only through dispatch).
-        #[target_feature(enable = $feat)]
-        pub unsafe fn vec_dot_q2_k_q8_k(x: &[BlockQ2K], y: &[BlockQ8K]) -> f32 {
-            let mut sum = 0f32;
-            let m3 = vdupq_n_u8(3);
-            for (a, b) in x.iter().zip(y) {
-                let yq = b.qs.as_ptr();
-                let mut sq = vdupq_n_s32(0);
-                for half in 0..2 {
-                    let mut q = [vld1q_u8(a.qs.as_ptr().add(32 * half)), vld1q_u8(a.qs.as_ptr().add(32 * half + 16))];
-                    for k in 0..4 {
-                        for (part, qp) in q.iter_mut().enumerate() {
-                            let g = 8 * half + 2 * k + part;
-                            let v = vreinterpretq_s8_u8(vandq_u8(*qp, m3));
-                            let s = dot16(vdupq_n_s32(0), v, vld1q_s8(yq.add(16 * g)));
-                            sq = vmlaq_n_s32(sq, s, (a.scales[g] & 15) as i32);
-                            *qp = vshrq_n_u8(*qp, 2);
+            let mut acc = [[vdupq_n_f32(0.0); R]; C];
+            let mut offsets = [[0f32; R]; C];
+            for j in 0..n {
+                let mut ya = [(vdupq_n_s8(0), vdupq_n_s8(0)); C];
+                let mut dy = [0f32; C];
+                for c in 0..C {
+                    // SAFETY: j < n, the length of every row (checked above).
+                    let b = unsafe { y[c].get_unchecked(j) };
+                    ya[c] = (vld1q_s8(b.qs().as_ptr()), vld1q_s8(b.qs().as_ptr().add(16)));
+                    dy[c] = f16(b.d());
+                }
+                for r in 0..R {
+                    // SAFETY: as above.
+                    let a = unsafe { x[r].get_unchecked(j) };
+                    let q = a.values();
+                    let dx = f16(a.d());
+                    for c in 0..C {
+                        let s = dot16(dot16(vdupq_n_s32(0), q.0, ya[c].0), q.1, ya[c].1);
+                        acc[c][r] = vmlaq_n_f32(acc[c][r], vcvtq_f32_s32(s), dx * dy[c]);
+                        if W::MIN {
+                            // SAFETY: as above.
+                            offsets[c][r] += f16(a.m()) * f16(unsafe { y[c].get_unchecked(j) }.s());
                         }
                     }
                 }
-                // The minimum terms: the 16 high nibbles of the scales against the 16 bsums.
-                let m = vshrq_n_u8(vld1q_u8(a.scales.as_ptr()), 4);
-                let m0 = vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(m)));
-                let m1 = vreinterpretq_s16_u16(vmovl_high_u8(m));
-                let (bs0, bs1) = (vld1q_s16(b.bsums.as_ptr()), vld1q_s16(b.bsums.as_ptr().add(8)));
-                let sm = vmlal_high_s16(vmull_s16(vget_low_s16(m0), vget_low_s16(bs0)), m0, bs0);
-                let sm = vmlal_high_s16(vmlal_s16(sm, vget_low_s16(m1), vget_low_s16(bs1)), m1, bs1);
-                sum += b.d * (f16_le(a.d) * vaddvq_s32(sq) as f32 - f16_le(a.dmin) * vaddvq_s32(sm) as f32);
             }
-            sum
+            let mut out = [[0f32; R]; C];
+            for c in 0..C {
+                for r in 0..R {
+                    out[c][r] = vaddvq_f32(acc[c][r]) + offsets[c][r];
+                }
+            }
+            out
         }
 
-        /// Q3_K: Q2_K's low two bits; bit 4*half + k of hmask byte l (row `part`) is the third
-        /// bit, and a cleared third bit subtracts 4. Signed 6-bit scales, no minimums.
-        /// # Safety
-        /// The CPU must have this level's target features (reached only through dispatch).
+        /// A 256-value super-block type (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS) as
+        /// `super_tile` reads it: values 64 at a time, an integer scale per group (8 groups of
+        /// 32 if `PAIRED`, else 16 of 16), and for the types with minimums their per-16 factors
+        /// against the activation's bsums:
+        ///   sum = dy * (d * sum_g sc_g * sum(q*qy) - dmin * sum_i mins_i * bsum_i)
+        trait Super: Copy {
+            const PAIRED: bool;
+            const MINS: bool = false;
+            /// Values 64K..64K + 64 as signed bytes (offsets such as Q6_K's -32 applied), in
+            /// order, 16 per register.
+            unsafe fn values<const K: usize>(&self) -> [int8x16_t; 4];
+            /// The groups' scales (the first 8 if `PAIRED`) and the minimums per 16 values.
+            fn scales(&self) -> ([i32; 16], [i16; 16]);
+            fn d(&self) -> [u8; 2];
+            fn dmin(&self) -> [u8; 2] {
+                [0, 0]
+            }
+        }
+
+        /// Groups of 32 with 6-bit scales and minimums packed in 12 bytes (Q4_K, Q5_K).
+        #[inline(always)]
+        fn k_scales(packed: &[u8; 12]) -> ([i32; 16], [i16; 16]) {
+            let (mut sc, mut mins) = ([0i32; 16], [0i16; 16]);
+            for g in 0..8 {
+                let (s, m) = k_scale_min(g, packed);
+                sc[g] = s as i32;
+                mins[2 * g] = m as i16;
+                mins[2 * g + 1] = m as i16;
+            }
+            (sc, mins)
+        }
+
+        impl Super for BlockQ4K {
+            const PAIRED: bool = true;
+            const MINS: bool = true;
+            /// Bytes 32K..32K + 32: low nibbles are group 2K, high nibbles group 2K + 1.
+            #[inline(always)]
+            unsafe fn values<const K: usize>(&self) -> [int8x16_t; 4] {
+                let (lo0, hi0) = nibbles(self.qs.as_ptr().add(32 * K));
+                let (lo1, hi1) = nibbles(self.qs.as_ptr().add(32 * K + 16));
+                [vreinterpretq_s8_u8(lo0), vreinterpretq_s8_u8(lo1), vreinterpretq_s8_u8(hi0), vreinterpretq_s8_u8(hi1)]
+            }
+            #[inline(always)]
+            fn scales(&self) -> ([i32; 16], [i16; 16]) {
+                k_scales(&self.scales)
+            }
+            fn d(&self) -> [u8; 2] {
+                self.d
+            }
+            fn dmin(&self) -> [u8; 2] {
+                self.dmin
+            }
+        }
+
+        impl Super for BlockQ5K {
+            const PAIRED: bool = true;
+            const MINS: bool = true;
+            /// Q4_K's nibbles plus the fifth bit of group g in bit g of qh[l].
+            #[inline(always)]
+            unsafe fn values<const K: usize>(&self) -> [int8x16_t; 4] {
+                let (lo0, hi0) = nibbles(self.qs.as_ptr().add(32 * K));
+                let (lo1, hi1) = nibbles(self.qs.as_ptr().add(32 * K + 16));
+                let h = [vld1q_u8(self.qh.as_ptr()), vld1q_u8(self.qh.as_ptr().add(16))];
+                let sixteen = vdupq_n_u8(16);
+                let (b0, b1) = (vdupq_n_u8(1 << (2 * K)), vdupq_n_u8(2 << (2 * K)));
+                let fifth = |v: uint8x16_t, h: uint8x16_t, bit: uint8x16_t| {
+                    vreinterpretq_s8_u8(vorrq_u8(v, vandq_u8(vtstq_u8(h, bit), sixteen)))
+                };
+                [fifth(lo0, h[0], b0), fifth(lo1, h[1], b0), fifth(hi0, h[0], b1), fifth(hi1, h[1], b1)]
+            }
+            #[inline(always)]
+            fn scales(&self) -> ([i32; 16], [i16; 16]) {
+                k_scales(&self.scales)
+            }
+            fn d(&self) -> [u8; 2] {
+                self.d
+            }
+            fn dmin(&self) -> [u8; 2] {
+                self.dmin
+            }
+        }
+
+        impl Super for BlockQ6K {
+            const PAIRED: bool = false;
+            /// Half h = K / 2 holds quarters 0-3 of 32 values; K even takes quarters 0 and 1
+            /// (low nibbles of ql[64h..64h + 64], qh bits 0-3), K odd quarters 2 and 3 (high
+            /// nibbles, qh bits 4-7). Offset by -32.
+            #[inline(always)]
+            unsafe fn values<const K: usize>(&self) -> [int8x16_t; 4] {
+                let (h, high) = (K / 2, K % 2 == 1);
+                let (m4, m2, off) = (vdupq_n_u8(15), vdupq_n_u8(3), vdupq_n_s8(32));
+                let mut out = [vdupq_n_s8(0); 4];
+                for (i, o) in out.iter_mut().enumerate() {
+                    // Quarter 2 * (K % 2) + i / 2, elements 16 * (i % 2) .. + 16 of it.
+                    let (quarter, part) = (2 * (K % 2) + i / 2, i % 2);
+                    let ql = vld1q_u8(self.ql.as_ptr().add(64 * h + 32 * (quarter % 2) + 16 * part));
+                    let qh = vld1q_u8(self.qh.as_ptr().add(32 * h + 16 * part));
+                    let low = if high { vshrq_n_u8(ql, 4) } else { vandq_u8(ql, m4) };
+                    let top = vandq_u8(vshlq_u8(qh, vdupq_n_s8(-2 * quarter as i8)), m2);
+                    *o = vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(low, vshlq_n_u8(top, 4))), off);
+                }
+                out
+            }
+            #[inline(always)]
+            fn scales(&self) -> ([i32; 16], [i16; 16]) {
+                let mut sc = [0i32; 16];
+                for (o, &s) in sc.iter_mut().zip(&self.scales) {
+                    *o = s as i32;
+                }
+                (sc, [0; 16])
+            }
+            fn d(&self) -> [u8; 2] {
+                self.d
+            }
+        }
+
+        /// Q2_K's and Q3_K's 2-bit fields: half h = K / 2 holds quarters j = 0..4 at bits
+        /// 2j..2j + 2 of qs[32h..32h + 32]; K takes quarters 2 * (K % 2) and the next, each
+        /// 32 values as two groups of 16. Register i of them, and its group's index.
+        #[inline(always)]
+        unsafe fn two_bits<const K: usize>(qs: &[u8; 64], i: usize) -> (uint8x16_t, usize) {
+            let (h, quarter, part) = (K / 2, 2 * (K % 2) + i / 2, i % 2);
+            let q = vld1q_u8(qs.as_ptr().add(32 * h + 16 * part));
+            (vandq_u8(vshlq_u8(q, vdupq_n_s8(-2 * quarter as i8)), vdupq_n_u8(3)), 4 * h + quarter)
+        }
+
+        impl Super for BlockQ2K {
+            const PAIRED: bool = false;
+            const MINS: bool = true;
+            #[inline(always)]
+            unsafe fn values<const K: usize>(&self) -> [int8x16_t; 4] {
+                let mut out = [vdupq_n_s8(0); 4];
+                for (i, o) in out.iter_mut().enumerate() {
+                    *o = vreinterpretq_s8_u8(two_bits::<K>(&self.qs, i).0);
+                }
+                out
+            }
+            /// Low nibbles the scales, high nibbles the minimums.
+            #[inline(always)]
+            fn scales(&self) -> ([i32; 16], [i16; 16]) {
+                let (mut sc, mut mins) = ([0i32; 16], [0i16; 16]);
+                for (g, &s) in self.scales.iter().enumerate() {
+                    (sc[g], mins[g]) = ((s & 15) as i32, (s >> 4) as i16);
+                }
+                (sc, mins)
+            }
+            fn d(&self) -> [u8; 2] {
+                self.d
+            }
+            fn dmin(&self) -> [u8; 2] {
+                self.dmin
+            }
+        }
+
+        impl Super for BlockQ3K {
+            const PAIRED: bool = false;
+            /// Q2_K's two bits; bit 4 * half + quarter of hmask byte l (16 * part + l) is the
+            /// third bit, and a cleared one subtracts 4.
+            #[inline(always)]
+            unsafe fn values<const K: usize>(&self) -> [int8x16_t; 4] {
+                let hm = [vld1q_u8(self.hmask.as_ptr()), vld1q_u8(self.hmask.as_ptr().add(16))];
+                let mut out = [vdupq_n_s8(0); 4];
+                for (i, o) in out.iter_mut().enumerate() {
+                    let (low, bit) = two_bits::<K>(&self.qs, i);
+                    let sub = vbicq_u8(vdupq_n_u8(4), vtstq_u8(hm[i % 2], vdupq_n_u8(1 << bit)));
+                    *o = vsubq_s8(vreinterpretq_s8_u8(low), vreinterpretq_s8_u8(sub));
+                }
+                out
+            }
+            /// The 16 6-bit scales - 32: group j's low 4 bits are nibble j / 8 of byte j % 8,
+            /// its high 2 bits bits 2(j / 4).. of byte 8 + j % 4. Unpacked all at once (the
+            /// scalar unpacking took a third of the kernel's instructions).
+            #[inline(always)]
+            fn scales(&self) -> ([i32; 16], [i16; 16]) {
+                let mut sc = [0i32; 16];
+                // SAFETY: NEON is in every aarch64 CPU; the loads read the 8 and 16 bytes of
+                // `s` and of the shift table, the stores write the 16 i32 of `sc`.
+                unsafe {
+                    let s = &self.scales;
+                    let low8 = vld1_u8(s.as_ptr());
+                    let low = vcombine_u8(vand_u8(low8, vdup_n_u8(15)), vshr_n_u8(low8, 4));
+                    // Bytes 8..12 repeated four times, shifted right by 0, 2, 4, 6 per four lanes.
+                    let top = vreinterpretq_u8_u32(vdupq_n_u32(u32::from_le_bytes([s[8], s[9], s[10], s[11]])));
+                    let shifts = vreinterpretq_s8_u32(vld1q_u32([0u32, 0xfefe_fefe, 0xfcfc_fcfc, 0xfafa_fafa].as_ptr()));
+                    let top = vandq_u8(vshlq_u8(top, shifts), vdupq_n_u8(3));
+                    let v = vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(low, vshlq_n_u8(top, 4))), vdupq_n_s8(32));
+                    let (w0, w1) = (vmovl_s8(vget_low_s8(v)), vmovl_high_s8(v));
+                    vst1q_s32(sc.as_mut_ptr(), vmovl_s16(vget_low_s16(w0)));
+                    vst1q_s32(sc.as_mut_ptr().add(4), vmovl_high_s16(w0));
+                    vst1q_s32(sc.as_mut_ptr().add(8), vmovl_s16(vget_low_s16(w1)));
+                    vst1q_s32(sc.as_mut_ptr().add(12), vmovl_high_s16(w1));
+                }
+                (sc, [0; 16])
+            }
+            fn d(&self) -> [u8; 2] {
+                self.d
+            }
+        }
+
+        impl Super for BlockIQ4XS {
+            const PAIRED: bool = true;
+            /// Group g: 16 bytes at 16g as IQ4_NL's nibbles (low: values 0-15, high: 16-31).
+            #[inline(always)]
+            unsafe fn values<const K: usize>(&self) -> [int8x16_t; 4] {
+                let book = vld1q_s8(KVALUES_IQ4NL.as_ptr());
+                let (a, b) = iq4_values(book, self.qs.as_ptr().add(32 * K));
+                let (c, d) = iq4_values(book, self.qs.as_ptr().add(32 * K + 16));
+                [a, b, c, d]
+            }
+            #[inline(always)]
+            fn scales(&self) -> ([i32; 16], [i16; 16]) {
+                let mut sc = [0i32; 16];
+                for (g, s) in sc.iter_mut().take(8).enumerate() {
+                    *s = iq4_xs_scale(self, g);
+                }
+                (sc, [0; 16])
+            }
+            fn d(&self) -> [u8; 2] {
+                self.d
+            }
+        }
+
+        /// R weight rows of a super-block type against C activation rows (Q8_K): per 64
+        /// values, the activations are loaded once and each row's values unpacked once for
+        /// all R x C products; the scales are unpacked once per row and super-block.
+        #[inline]
         #[target_feature(enable = $feat)]
-        pub unsafe fn vec_dot_q3_k_q8_k(x: &[BlockQ3K], y: &[BlockQ8K]) -> f32 {
-            let mut sum = 0f32;
-            let (m3, four) = (vdupq_n_u8(3), vdupq_n_u8(4));
-            for (a, b) in x.iter().zip(y) {
-                let scales = q3_k_scales(&a.scales);
-                let hm = [vld1q_u8(a.hmask.as_ptr()), vld1q_u8(a.hmask.as_ptr().add(16))];
-                let yq = b.qs.as_ptr();
-                let mut total = vdupq_n_s32(0);
-                for half in 0..2 {
-                    let mut q = [vld1q_u8(a.qs.as_ptr().add(32 * half)), vld1q_u8(a.qs.as_ptr().add(32 * half + 16))];
-                    for k in 0..4 {
-                        let bit = vdupq_n_u8(1 << (4 * half + k));
-                        for (part, qp) in q.iter_mut().enumerate() {
-                            let g = 8 * half + 2 * k + part;
-                            let sub = vbicq_u8(four, vtstq_u8(hm[part], bit));
-                            let v = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(*qp, m3)), vreinterpretq_s8_u8(sub));
-                            let s = dot16(vdupq_n_s32(0), v, vld1q_s8(yq.add(16 * g)));
-                            total = vmlaq_n_s32(total, s, scales[g] as i32);
-                            *qp = vshrq_n_u8(*qp, 2);
+        unsafe fn super_tile<W: Super, const R: usize, const C: usize>(
+            x: [&[W]; R],
+            y: [&[BlockQ8K]; C],
+        ) -> [[f32; R]; C] {
+            let n = y[0].len();
+            if x.iter().any(|r| r.len() != n) || y.iter().any(|c| c.len() != n) {
+                return [[f32::NAN; R]; C];
+            }
+            let mut sum = [[0f32; R]; C];
+            for j in 0..n {
+                let mut sc = [[0i32; 16]; R];
+                let mut mins = [[0i16; 16]; R];
+                for r in 0..R {
+                    // SAFETY: j < n, the length of every row (checked above).
+                    (sc[r], mins[r]) = unsafe { x[r].get_unchecked(j) }.scales();
+                }
+                let mut sq = [[vdupq_n_s32(0); R]; C];
+                // Values 64k..64k + 64 of every row against every activation row; k a
+                // constant, so that each type's unpacking compiles to fixed shifts and masks.
+                macro_rules! quarter {
+                    ($k:literal) => {
+                        let k: usize = $k;
+                        let mut ya = [[vdupq_n_s8(0); 4]; C];
+                        for c in 0..C {
+                            // SAFETY: as above.
+                            let p = unsafe { y[c].get_unchecked(j) }.qs.as_ptr().add(64 * k);
+                            for (i, v) in ya[c].iter_mut().enumerate() {
+                                *v = vld1q_s8(p.add(16 * i));
+                            }
                         }
-                    }
-                }
-                sum += b.d * f16_le(a.d) * vaddvq_s32(total) as f32;
-            }
-            sum
-        }
-
-        /// Q4_K: see the scalar reference for the layout; groups of 32 scaled by 6-bit scales,
-        /// minimums folded in through the activation's bsums.
-        /// # Safety
-        /// The CPU must have this level's target features (reached only through dispatch).
-        #[target_feature(enable = $feat)]
-        pub unsafe fn vec_dot_q4_k_q8_k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
-            let mut sum = 0f32;
-            for (a, b) in x.iter().zip(y) {
-                let (mut sq, mut sm) = (vdupq_n_s32(0), 0i32);
-                for p in 0..4 {
-                    let (sc0, m0) = k_scale_min(2 * p, &a.scales);
-                    let (sc1, m1) = k_scale_min(2 * p + 1, &a.scales);
-                    sm += m0 as i32 * (b.bsums[4 * p] as i32 + b.bsums[4 * p + 1] as i32);
-                    sm += m1 as i32 * (b.bsums[4 * p + 2] as i32 + b.bsums[4 * p + 3] as i32);
-                    let (lo0, hi0) = nibbles(a.qs.as_ptr().add(32 * p));
-                    let (lo1, hi1) = nibbles(a.qs.as_ptr().add(32 * p + 16));
-                    let yp = b.qs.as_ptr().add(64 * p);
-                    let s0 = dot32((vreinterpretq_s8_u8(lo0), vreinterpretq_s8_u8(lo1)), yp);
-                    let s1 = dot32((vreinterpretq_s8_u8(hi0), vreinterpretq_s8_u8(hi1)), yp.add(32));
-                    sq = vmlaq_n_s32(vmlaq_n_s32(sq, s0, sc0 as i32), s1, sc1 as i32);
-                }
-                sum += b.d * (f16_le(a.d) * vaddvq_s32(sq) as f32 - f16_le(a.dmin) * sm as f32);
-            }
-            sum
-        }
-
-        /// Q5_K: Q4_K with the fifth bit of group g in bit g of qh[l].
-        /// # Safety
-        /// The CPU must have this level's target features (reached only through dispatch).
-        #[target_feature(enable = $feat)]
-        pub unsafe fn vec_dot_q5_k_q8_k(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
-            let mut sum = 0f32;
-            let (m4, one, two) = (vdupq_n_u8(15), vdupq_n_u8(1), vdupq_n_u8(2));
-            for (a, b) in x.iter().zip(y) {
-                let (mut sq, mut sm) = (vdupq_n_s32(0), 0i32);
-                // Shifted right by 2 per pair p, so groups 2p and 2p+1 find their bits at 0 and 1.
-                let mut qh = [vld1q_u8(a.qh.as_ptr()), vld1q_u8(a.qh.as_ptr().add(16))];
-                for p in 0..4 {
-                    let (sc0, m0) = k_scale_min(2 * p, &a.scales);
-                    let (sc1, m1) = k_scale_min(2 * p + 1, &a.scales);
-                    sm += m0 as i32 * (b.bsums[4 * p] as i32 + b.bsums[4 * p + 1] as i32);
-                    sm += m1 as i32 * (b.bsums[4 * p + 2] as i32 + b.bsums[4 * p + 3] as i32);
-                    let yp = b.qs.as_ptr().add(64 * p);
-                    for (part, h) in qh.iter_mut().enumerate() {
-                        let q = vld1q_u8(a.qs.as_ptr().add(32 * p + 16 * part));
-                        let lo = vorrq_u8(vandq_u8(q, m4), vshlq_n_u8(vandq_u8(*h, one), 4));
-                        let hi = vorrq_u8(vshrq_n_u8(q, 4), vshlq_n_u8(vandq_u8(*h, two), 3));
-                        let s0 = dot16(vdupq_n_s32(0), vreinterpretq_s8_u8(lo), vld1q_s8(yp.add(16 * part)));
-                        let s1 = dot16(vdupq_n_s32(0), vreinterpretq_s8_u8(hi), vld1q_s8(yp.add(32 + 16 * part)));
-                        sq = vmlaq_n_s32(vmlaq_n_s32(sq, s0, sc0 as i32), s1, sc1 as i32);
-                        *h = vshrq_n_u8(*h, 2);
-                    }
-                }
-                sum += b.d * (f16_le(a.d) * vaddvq_s32(sq) as f32 - f16_le(a.dmin) * sm as f32);
-            }
-            sum
-        }
-
-        /// Q6_K: 6-bit values rebuilt from ql/qh 16 at a time, offset by -32, groups of 16.
-        /// # Safety
-        /// The CPU must have this level's target features (reached only through dispatch).
-        #[target_feature(enable = $feat)]
-        pub unsafe fn vec_dot_q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
-            let mut sum = 0f32;
-            let m4 = vdupq_n_u8(15);
-            let m2 = vdupq_n_u8(3);
-            let off = vdupq_n_s8(32);
-            for (a, b) in x.iter().zip(y) {
-                let mut total = vdupq_n_s32(0);
-                for half in 0..2 {
-                    for part in 0..2 {
-                        // Elements l = 16*part .. 16*part+16 of each quarter.
-                        let ql0 = vld1q_u8(a.ql.as_ptr().add(64 * half + 16 * part));
-                        let ql1 = vld1q_u8(a.ql.as_ptr().add(64 * half + 32 + 16 * part));
-                        let qh = vld1q_u8(a.qh.as_ptr().add(32 * half + 16 * part));
-                        let q = [
-                            vorrq_u8(vandq_u8(ql0, m4), vshlq_n_u8(vandq_u8(qh, m2), 4)),
-                            vorrq_u8(vandq_u8(ql1, m4), vshlq_n_u8(vandq_u8(vshrq_n_u8(qh, 2), m2), 4)),
-                            vorrq_u8(vshrq_n_u8(ql0, 4), vshlq_n_u8(vandq_u8(vshrq_n_u8(qh, 4), m2), 4)),
-                            vorrq_u8(vshrq_n_u8(ql1, 4), vshlq_n_u8(vshrq_n_u8(qh, 6), 4)),
-                        ];
-                        for (k, qk) in q.iter().enumerate() {
-                            let e = 128 * half + 32 * k + 16 * part;
-                            let v = vsubq_s8(vreinterpretq_s8_u8(*qk), off);
-                            let s = dot16(vdupq_n_s32(0), v, vld1q_s8(b.qs.as_ptr().add(e)));
-                            total = vmlaq_n_s32(total, s, a.scales[e / 16] as i32);
+                        for r in 0..R {
+                            // SAFETY: as above.
+                            let q = unsafe { x[r].get_unchecked(j) }.values::<$k>();
+                            for c in 0..C {
+                                if W::PAIRED {
+                                    let s0 = dot16(dot16(vdupq_n_s32(0), q[0], ya[c][0]), q[1], ya[c][1]);
+                                    let s1 = dot16(dot16(vdupq_n_s32(0), q[2], ya[c][2]), q[3], ya[c][3]);
+                                    sq[c][r] = vmlaq_n_s32(sq[c][r], s0, sc[r][2 * k]);
+                                    sq[c][r] = vmlaq_n_s32(sq[c][r], s1, sc[r][2 * k + 1]);
+                                } else {
+                                    for i in 0..4 {
+                                        let s = dot16(vdupq_n_s32(0), q[i], ya[c][i]);
+                                        sq[c][r] = vmlaq_n_s32(sq[c][r], s, sc[r][4 * k + i]);
+                                    }
+                                }
+                            }
                         }
+                    };
+                }
+                quarter!(0);
+                quarter!(1);
+                quarter!(2);
+                quarter!(3);
+                for c in 0..C {
+                    // SAFETY: as above.
+                    let b = unsafe { y[c].get_unchecked(j) };
+                    for r in 0..R {
+                        // SAFETY: as above.
+                        let a = unsafe { x[r].get_unchecked(j) };
+                        let mut v = f16(a.d()) * vaddvq_s32(sq[c][r]) as f32;
+                        if W::MINS {
+                            let (m0, m1) = (vld1q_s16(mins[r].as_ptr()), vld1q_s16(mins[r].as_ptr().add(8)));
+                            let (b0, b1) = (vld1q_s16(b.bsums.as_ptr()), vld1q_s16(b.bsums.as_ptr().add(8)));
+                            let sm = vmlal_high_s16(vmull_s16(vget_low_s16(m0), vget_low_s16(b0)), m0, b0);
+                            let sm = vmlal_high_s16(vmlal_s16(sm, vget_low_s16(m1), vget_low_s16(b1)), m1, b1);
+                            v -= f16(a.dmin()) * vaddvq_s32(sm) as f32;
+                        }
+                        sum[c][r] += b.d * v;
                     }
                 }
-                sum += b.d * f16_le(a.d) * vaddvq_s32(total) as f32;
             }
             sum
         }
 
-        /// IQ4_XS: 8 groups of 32, each 16 bytes of nibbles as IQ4_NL, 6-bit scales - 32.
-        /// # Safety
-        /// The CPU must have this level's target features (reached only through dispatch).
-        #[target_feature(enable = $feat)]
-        pub unsafe fn vec_dot_iq4_xs_q8_k(x: &[BlockIQ4XS], y: &[BlockQ8K]) -> f32 {
-            let mut sum = 0f32;
-            let book = vld1q_s8(KVALUES_IQ4NL.as_ptr());
-            for (a, b) in x.iter().zip(y) {
-                let mut total = vdupq_n_s32(0);
-                for g in 0..8 {
-                    let s = dot32(iq4_values(book, a.qs.as_ptr().add(16 * g)), b.qs.as_ptr().add(32 * g));
-                    total = vmlaq_n_s32(total, s, iq4_xs_scale(a, g));
+        /// The one-row and 4x2 kernels of a 32-value type.
+        macro_rules! small_kernels {
+            ($one:ident, $tile:ident, $W:ty, $A:ty) => {
+                /// # Safety
+                /// The CPU must have this level's target features (reached only through dispatch).
+                #[target_feature(enable = $feat)]
+                pub unsafe fn $one(x: &[$W], y: &[$A]) -> f32 {
+                    small_tile::<$W, 1, 1>([x], [y])[0][0]
                 }
-                sum += b.d * f16_le(a.d) * vaddvq_s32(total) as f32;
-            }
-            sum
+
+                /// # Safety
+                /// The CPU must have this level's target features (reached only through dispatch).
+                #[target_feature(enable = $feat)]
+                pub unsafe fn $tile(x: [&[$W]; 4], y: [&[$A]; 2]) -> [[f32; 4]; 2] {
+                    small_tile::<$W, 4, 2>(x, y)
+                }
+            };
         }
+
+        small_kernels!(vec_dot_q4_0_q8_0, vec_dot4x2_q4_0_q8_0, BlockQ4_0, BlockQ8_0);
+        small_kernels!(vec_dot_q4_1_q8_1, vec_dot4x2_q4_1_q8_1, BlockQ4_1, BlockQ8_1);
+        small_kernels!(vec_dot_q5_0_q8_0, vec_dot4x2_q5_0_q8_0, BlockQ5_0, BlockQ8_0);
+        small_kernels!(vec_dot_q5_1_q8_1, vec_dot4x2_q5_1_q8_1, BlockQ5_1, BlockQ8_1);
+        small_kernels!(vec_dot_q8_0_q8_0, vec_dot4x2_q8_0_q8_0, BlockQ8_0, BlockQ8_0);
+        small_kernels!(vec_dot_iq4_nl_q8_0, vec_dot4x2_iq4_nl_q8_0, BlockIQ4NL, BlockQ8_0);
+
+        /// The one-row and 4x2 kernels of a super-block type.
+        macro_rules! super_kernels {
+            ($one:ident, $tile:ident, $W:ty) => {
+                /// # Safety
+                /// The CPU must have this level's target features (reached only through dispatch).
+                #[target_feature(enable = $feat)]
+                pub unsafe fn $one(x: &[$W], y: &[BlockQ8K]) -> f32 {
+                    super_tile::<$W, 1, 1>([x], [y])[0][0]
+                }
+
+                /// # Safety
+                /// The CPU must have this level's target features (reached only through dispatch).
+                #[target_feature(enable = $feat)]
+                pub unsafe fn $tile(x: [&[$W]; 4], y: [&[BlockQ8K]; 2]) -> [[f32; 4]; 2] {
+                    super_tile::<$W, 4, 2>(x, y)
+                }
+            };
+        }
+
+        super_kernels!(vec_dot_q2_k_q8_k, vec_dot4x2_q2_k_q8_k, BlockQ2K);
+        super_kernels!(vec_dot_q3_k_q8_k, vec_dot4x2_q3_k_q8_k, BlockQ3K);
+        super_kernels!(vec_dot_q4_k_q8_k, vec_dot4x2_q4_k_q8_k, BlockQ4K);
+        super_kernels!(vec_dot_q5_k_q8_k, vec_dot4x2_q5_k_q8_k, BlockQ5K);
+        super_kernels!(vec_dot_q6_k_q8_k, vec_dot4x2_q6_k_q8_k, BlockQ6K);
+        super_kernels!(vec_dot_iq4_xs_q8_k, vec_dot4x2_iq4_xs_q8_k, BlockIQ4XS);
 
         /// # Safety
         /// The CPU must have this level's target features (reached only through dispatch).

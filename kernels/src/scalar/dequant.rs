@@ -115,6 +115,7 @@ pub fn dequantize_q2_k(x: &[BlockQ2K], y: &mut [f32]) {
 
 /// The sixteen 6-bit Q3_K scales (before the -32 offset), unpacked from 12 bytes:
 /// low 4 bits in bytes 0-7 (two per byte), high 2 bits in bytes 8-11.
+#[inline]
 pub fn q3_k_scales(s: &[u8; 12]) -> [i8; 16] {
     let mut out = [0i8; 16];
     for (j, o) in out.iter_mut().enumerate() {

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Instructions the NEON kernels execute per block and product, counted under qemu-aarch64
+# by a TCG plugin (scripts/qemu-insn-count.c): without an ARM machine this is how the NEON
+# level's work is compared (not its speed: qemu's timing says nothing about a real core's).
+#   usage: scripts/neon-insns.sh [max|cortex-a53] [TYPE...]   (max: with dotprod)
+# Prints, per type, the instructions per block of one product for the one-row kernel
+# (`one`, 8 calls) and for the 4x2 tile (`tile`, one call making the same 8 products).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CPU=${1:-max}; shift || true
+TYPES=${*:-Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 IQ4_NL Q2_K Q3_K Q4_K Q5_K Q6_K IQ4_XS}
+PLUGIN=target/qemu-insn-count.so
+gcc -shared -fPIC -O2 -o "$PLUGIN" scripts/qemu-insn-count.c
+cargo build -q -p ferrite-kernels --release --target aarch64-unknown-linux-gnu --example insns
+EX=target/aarch64-unknown-linux-gnu/release/examples/insns
+count() { qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu "$CPU" -plugin "$PLUGIN" "$EX" "$@" 2>&1 >/dev/null | awk '/guest instructions/ {print $3}'; }
+REPS=50
+printf '| type | one-row kernel | 4x2 tile |\n|---|---:|---:|\n'
+for ty in $TYPES; do
+  blocks=$(( 4096 / $( [[ $ty == *_K || $ty == IQ4_XS ]] && echo 256 || echo 32 ) ))
+  row="| $ty"
+  for mode in one tile; do
+    base=$(count "$ty" "$mode" 0); n=$(count "$ty" "$mode" $REPS)
+    row+=" | $(awk -v a="$n" -v b="$base" -v d=$((REPS * 8 * blocks)) 'BEGIN {printf "%.1f", (a - b) / d}')"
+  done
+  echo "$row |"
+done
