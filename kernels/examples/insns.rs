@@ -1,10 +1,17 @@
 //! Runs one kernel many times, for counting the instructions it executes per block (under
 //! qemu with an instruction-counting plugin: `scripts/neon-insns.sh`).
 //!   insns TYPE one|tile REPS   (REPS = 0 measures the set-up alone)
+//!   insns attend|attend-ref|many|many-ref REPS   (attention of one head, hd 64, over 512
+//!   positions: `attend_f16` or its reference; `attend_many` of 32 queries or its reference)
 use ferrite_kernels::{ActBuf, ActType, GgmlType, Kernels};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if let (Some(mode), Some(reps)) = (args.get(1), args.get(2).and_then(|r| r.parse::<usize>().ok())) {
+        if mode.starts_with("attend") || mode.starts_with("many") {
+            return attention(mode, reps);
+        }
+    }
     let (Some(ty), Some(mode), Some(reps)) = (
         args.get(1).and_then(|t| GgmlType::from_name(t)),
         args.get(2),
@@ -60,4 +67,36 @@ fn main() {
         k.name,
         cols / ty.block_size()
     );
+}
+
+/// One head's attention (hd 64) over 512 cached positions, `reps` times.
+fn attention(mode: &str, reps: usize) {
+    use ferrite_kernels::attention::{
+        attend_f16, attend_f16_ref, attend_many, attend_many_ref, DotOrder, KvRows,
+    };
+    use half::f16;
+    let (hd, len) = (64, 512);
+    let cache: Vec<f16> =
+        (0..hd * len).map(|i| f16::from_f32(((i * 7919) % 1000) as f32 / 1000.0 - 0.5)).collect();
+    let rows = KvRows { data: &cache, stride: hd, offset: 0 };
+    let q: Vec<Vec<f32>> =
+        (0..32).map(|j| (0..hd).map(|i| ((i + j) as f32 * 0.37).sin()).collect()).collect();
+    let k = Kernels::best();
+    let mut out = vec![vec![0f32; hd]; 32];
+    for _ in 0..reps {
+        match mode {
+            "attend" => attend_f16(k, &q[0], rows, rows, len, 0.125, &mut out[0]),
+            "attend-ref" => attend_f16_ref(DotOrder::of(k), &q[0], rows, rows, len, 0.125, &mut out[0]),
+            _ => {
+                let qs: Vec<&[f32]> = q.iter().map(|v| v.as_slice()).collect();
+                let lens: Vec<usize> = (0..32).map(|i| len - 31 + i).collect();
+                let mut outs: Vec<&mut [f32]> = out.iter_mut().map(|o| o.as_mut_slice()).collect();
+                match mode {
+                    "many" => attend_many(k, &qs, &lens, rows, rows, 0.125, &mut outs),
+                    _ => attend_many_ref(&qs, &lens, rows, rows, 0.125, &mut outs),
+                }
+            }
+        }
+    }
+    println!("{} {mode} x{reps} ({})", k.name, out[0][0]);
 }

@@ -8,7 +8,7 @@
 //! `math::exp_approx` (eight at a time in the SIMD path, the same bits).
 
 use crate::dispatch::Kernels;
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 use crate::dispatch::Level;
 use crate::math::exp_approx;
 use half::f16;
@@ -130,6 +130,13 @@ pub fn attend_many(
         unsafe { crate::x86_64::avx2::attend_many(qs, lens, keys, values, scale, outs) };
         return;
     }
+    #[cfg(target_arch = "aarch64")]
+    if k.level == Level::Neon && hd.is_multiple_of(16) {
+        // SAFETY: NEON is in every aarch64 CPU; shapes and rows were checked above, hd is a
+        // whole number of 16-wide steps.
+        unsafe { crate::aarch64::attention::attend_many(qs, lens, keys, values, scale, outs) };
+        return;
+    }
     let _ = (k, hd);
     attend_many_ref(qs, lens, keys, values, scale, outs)
 }
@@ -201,7 +208,7 @@ pub fn attend_many_ref(
 /// The sum of a block's softmax weights in the order the SIMD levels add them: 16 lanes,
 /// lane l taking weights l, l + 16, l + 32, l + 48 in turn, then the halves added (16 -> 8
 /// -> 4 -> 2 -> 1). A sum with one dependency chain cost a fifth of the prompt attention.
-fn block_sum(e: &[f32]) -> f32 {
+pub(crate) fn block_sum(e: &[f32]) -> f32 {
     let mut lanes = [0f32; 16];
     for (p, &x) in e.iter().enumerate() {
         lanes[p % 16] += x;
@@ -291,7 +298,7 @@ pub fn dot_f16_ref(order: DotOrder, q: &[f32], k: &[f16]) -> f32 {
 /// llama.cpp's build for the level's instruction set (`DotOrder::of`), online softmax with the
 /// C library's `expf`, and the weighted values accumulated in f16, one rounding per fused
 /// multiply-add. Matching its roundings keeps greedy runs on the same tokens as llama.cpp
-/// longer; x86 levels run it in SIMD registers, the others through `attend_f16_ref`. (Not
+/// longer; x86 and NEON levels run it in SIMD registers, the scalar level through `attend_f16_ref`. (Not
 /// emulated: llama.cpp's split of a single query's positions across threads once its cache
 /// view reaches 512 positions, whose partial sums round separately.)
 ///
@@ -324,6 +331,13 @@ pub fn attend_f16(
             return;
         }
         _ => {}
+    }
+    #[cfg(target_arch = "aarch64")]
+    if k.level == Level::Neon && hd.is_multiple_of(16) {
+        // SAFETY: NEON is in every aarch64 CPU; rows were checked above, hd is a whole number
+        // of 16-wide steps and at most MAX_HEAD_DIM.
+        unsafe { crate::aarch64::attention::attend_f16(q, keys, values, len, scale, out) };
+        return;
     }
     attend_f16_ref(DotOrder::of(k), q, keys, values, len, scale, out)
 }
@@ -500,6 +514,26 @@ mod tests {
                 for d in 0..hd {
                     assert_eq!(got[d].to_bits(), want[d].to_bits(), "{} hd={hd} len={len} d={d}", k.name);
                 }
+            }
+        }
+    }
+
+    /// NEON's f16 dot product adds in llama.cpp's NEON order to the bit, on terms spread over
+    /// many binades (so that the order of the additions shows; through the whole attention
+    /// the f16 accumulator's rounding hides a score's last bits).
+    #[cfg(target_arch = "aarch64")]
+    #[test]
+    fn neon_dot_order_is_lanes_4() {
+        let mut seed = 0x5eed_0fd0_7000_0001_u64;
+        for hd in [16, 64, 128, 256] {
+            for _ in 0..200 {
+                let mut wide = || rng(&mut seed) * 2f32.powi((rng(&mut seed) * 40.0) as i32);
+                let q: Vec<f32> = (0..hd).map(|_| f16::from_f32(wide()).to_f32()).collect();
+                let k: Vec<f16> = (0..hd).map(|_| f16::from_f32(wide())).collect();
+                // SAFETY: NEON is in every aarch64 CPU; k holds hd values.
+                let got = unsafe { crate::aarch64::attention::dot_f16(&q, k.as_ptr()) };
+                let want = dot_f16_ref(DotOrder::Lanes(4), &q, &k);
+                assert_eq!(got.to_bits(), want.to_bits(), "hd={hd}: {got} vs {want}");
             }
         }
     }

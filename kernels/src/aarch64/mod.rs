@@ -5,5 +5,7 @@
 
 mod kernels;
 
+pub mod attention;
+
 pub mod dotprod;
 pub mod neon;
