@@ -5,12 +5,27 @@
 #   usage: scripts/neon-insns.sh [max|cortex-a53] [TYPE...]   (max: with dotprod)
 # Prints, per type, the instructions per block of one product for the one-row kernel
 # (`one`, 8 calls) and for the 4x2 tile (`tile`, one call making the same 8 products).
+#   scripts/neon-insns.sh model FILE...
+# Prints, per model file, the instructions per token of a one-thread prefill (pp64 less pp1)
+# and decode (tg16 less pp1) of `ferrite bench` built for aarch64.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CPU=${1:-max}; shift || true
-TYPES=${*:-Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 IQ4_NL Q2_K Q3_K Q4_K Q5_K Q6_K IQ4_XS}
 PLUGIN=target/qemu-insn-count.so
 gcc -shared -fPIC -O2 -o "$PLUGIN" scripts/qemu-insn-count.c
+if [ "${1:-}" = model ]; then
+  shift
+  cargo build -q --release --target aarch64-unknown-linux-gnu --bin ferrite
+  BIN=target/aarch64-unknown-linux-gnu/release/ferrite
+  printf '| file | prefill instructions per token | decode instructions per token |\n|---|---:|---:|\n'
+  for f in "$@"; do
+    c() { qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu max -plugin "$PLUGIN" "$BIN" bench -m "$f" "$@" -r 1 -t 1 2>&1 | awk '/guest instructions/ {print $3}'; }
+    a=$(c -p 1 -n 0); p=$(c -p 64 -n 0); d=$(c -p 1 -n 16)
+    echo "| $(basename "$f") | $(( (p - a) / 63 )) | $(( (d - a) / 16 )) |"
+  done
+  exit 0
+fi
+CPU=${1:-max}; shift || true
+TYPES=${*:-Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 IQ4_NL Q2_K Q3_K Q4_K Q5_K Q6_K IQ4_XS}
 cargo build -q -p ferrite-kernels --release --target aarch64-unknown-linux-gnu --example insns
 EX=target/aarch64-unknown-linux-gnu/release/examples/insns
 count() { qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu "$CPU" -plugin "$PLUGIN" "$EX" "$@" 2>&1 >/dev/null | awk '/guest instructions/ {print $3}'; }
