@@ -197,51 +197,75 @@ macro_rules! neon_kernels {
             }
         }
 
-        /// R weight rows of a 32-value type against C activation rows: each block's values
-        /// are unpacked once per row and each activation block loaded once, for all R x C
-        /// products. Every output adds up exactly as the one-row kernel (R = C = 1) does, so
-        /// prefill's tiles and decode's one-row products agree to the bit.
+        /// R (1 or 4) weight rows of a 32-value type against C activation rows: each block's
+        /// values are unpacked once per row and each activation block loaded once, for all
+        /// R x C products. A block's integer sums go to one lane per row (pairwise adds), then
+        /// its float step runs four rows at a time as the scalar reference runs it, product by
+        /// product (s * d_x * d_y, + m * s_y, added to the sum; no fused multiply-adds): every
+        /// output is the scalar reference's to the bit, at every R and C.
         #[inline]
         #[target_feature(enable = $feat)]
         unsafe fn small_tile<W: Small, const R: usize, const C: usize>(
             x: [&[W]; R],
             y: [&[W::Act]; C],
         ) -> [[f32; R]; C] {
+            const { assert!(R == 1 || R == 4) };
             let n = y[0].len();
             if x.iter().any(|r| r.len() != n) || y.iter().any(|c| c.len() != n) {
                 return [[f32::NAN; R]; C];
             }
-            let mut acc = [[vdupq_n_f32(0.0); R]; C];
-            let mut offsets = [[0f32; R]; C];
+            // Lane r of acc[c]: row r against activation row c so far (one[c] if R = 1).
+            let (mut acc, mut one) = ([vdupq_n_f32(0.0); C], [0f32; C]);
             for j in 0..n {
                 let mut ya = [(vdupq_n_s8(0), vdupq_n_s8(0)); C];
-                let mut dy = [0f32; C];
+                // SAFETY: j < n, the length of every row (checked above).
+                let mut b: [&W::Act; C] = [unsafe { y[0].get_unchecked(j) }; C];
                 for c in 0..C {
                     // SAFETY: j < n, the length of every row (checked above).
-                    let b = unsafe { y[c].get_unchecked(j) };
-                    ya[c] = (vld1q_s8(b.qs().as_ptr()), vld1q_s8(b.qs().as_ptr().add(16)));
-                    dy[c] = f16(b.d());
+                    b[c] = unsafe { y[c].get_unchecked(j) };
+                    ya[c] = (vld1q_s8(b[c].qs().as_ptr()), vld1q_s8(b[c].qs().as_ptr().add(16)));
                 }
+                let (mut dx, mut m) = ([0f32; 4], [0f32; 4]);
+                let mut s = [[vdupq_n_s32(0); 4]; C];
                 for r in 0..R {
                     // SAFETY: as above.
                     let a = unsafe { x[r].get_unchecked(j) };
                     let q = a.values();
-                    let dx = f16(a.d());
+                    (dx[r], m[r]) = (f16(a.d()), if W::MIN { f16(a.m()) } else { 0.0 });
                     for c in 0..C {
-                        let s = dot16(dot16(vdupq_n_s32(0), q.0, ya[c].0), q.1, ya[c].1);
-                        acc[c][r] = vmlaq_n_f32(acc[c][r], vcvtq_f32_s32(s), dx * dy[c]);
-                        if W::MIN {
-                            // SAFETY: as above.
-                            offsets[c][r] += f16(a.m()) * f16(unsafe { y[c].get_unchecked(j) }.s());
-                        }
+                        s[c][r] = dot16(dot16(vdupq_n_s32(0), q.0, ya[c].0), q.1, ya[c].1);
                     }
+                }
+                if R == 1 {
+                    // One row: the same steps in scalar registers.
+                    for c in 0..C {
+                        let mut v = vaddvq_s32(s[c][0]) as f32 * dx[0] * f16(b[c].d());
+                        if W::MIN {
+                            v += m[0] * f16(b[c].s());
+                        }
+                        one[c] += v;
+                    }
+                    continue;
+                }
+                let (dx, m) = (vld1q_f32(dx.as_ptr()), vld1q_f32(m.as_ptr()));
+                for c in 0..C {
+                    let t = vpaddq_s32(vpaddq_s32(s[c][0], s[c][1]), vpaddq_s32(s[c][2], s[c][3]));
+                    let mut v = vmulq_n_f32(vmulq_f32(vcvtq_f32_s32(t), dx), f16(b[c].d()));
+                    if W::MIN {
+                        v = vaddq_f32(v, vmulq_n_f32(m, f16(b[c].s())));
+                    }
+                    acc[c] = vaddq_f32(acc[c], v);
                 }
             }
             let mut out = [[0f32; R]; C];
             for c in 0..C {
-                for r in 0..R {
-                    out[c][r] = vaddvq_f32(acc[c][r]) + offsets[c][r];
+                if R == 1 {
+                    out[c][0] = one[c];
+                    continue;
                 }
+                let mut lanes = [0f32; 4];
+                vst1q_f32(lanes.as_mut_ptr(), acc[c]);
+                out[c].copy_from_slice(&lanes[..R]);
             }
             out
         }
@@ -532,15 +556,16 @@ macro_rules! neon_kernels {
                     for r in 0..R {
                         // SAFETY: as above.
                         let a = unsafe { x[r].get_unchecked(j) };
-                        let mut v = f16(a.d()) * vaddvq_s32(sq[c][r]) as f32;
+                        let total = vaddvq_s32(sq[c][r]) as f32;
                         if W::MINS {
                             let (m0, m1) = (vld1q_s16(mins[r].as_ptr()), vld1q_s16(mins[r].as_ptr().add(8)));
                             let (b0, b1) = (vld1q_s16(b.bsums.as_ptr()), vld1q_s16(b.bsums.as_ptr().add(8)));
                             let sm = vmlal_high_s16(vmull_s16(vget_low_s16(m0), vget_low_s16(b0)), m0, b0);
                             let sm = vmlal_high_s16(vmlal_s16(sm, vget_low_s16(m1), vget_low_s16(b1)), m1, b1);
-                            v -= f16(a.dmin()) * vaddvq_s32(sm) as f32;
+                            sum[c][r] += b.d * (f16(a.d()) * total - f16(a.dmin()) * vaddvq_s32(sm) as f32);
+                        } else {
+                            sum[c][r] += b.d * f16(a.d()) * total;
                         }
-                        sum[c][r] += b.d * v;
                     }
                 }
             }
