@@ -31,8 +31,8 @@ macro_rules! neon_kernels {
             // SAFETY: register-only conversion, no memory access; `fmov` and `fcvt` (half to
             // single precision) are in every aarch64 CPU.
             unsafe {
-                std::arch::asm!("fmov {o:s}, {i:w}", "fcvt {o:s}, {o:h}", i = in(reg) bits, o = lateout(vreg) out,
-                    options(pure, nomem, nostack, preserves_flags));
+                std::arch::asm!("fmov {o:s}, {i:w}", "fcvt {o:s}, {o:h}",
+                    i = in(reg) bits, o = lateout(vreg) out, options(pure, nomem, nostack, preserves_flags));
             }
             out
         }
@@ -310,7 +310,8 @@ macro_rules! neon_kernels {
             unsafe fn values<const K: usize>(&self) -> [int8x16_t; 4] {
                 let (lo0, hi0) = nibbles(self.qs.as_ptr().add(32 * K));
                 let (lo1, hi1) = nibbles(self.qs.as_ptr().add(32 * K + 16));
-                [vreinterpretq_s8_u8(lo0), vreinterpretq_s8_u8(lo1), vreinterpretq_s8_u8(hi0), vreinterpretq_s8_u8(hi1)]
+                let s = |v| vreinterpretq_s8_u8(v);
+                [s(lo0), s(lo1), s(hi0), s(hi1)]
             }
             #[inline(always)]
             fn scales(&self) -> ([i32; 16], [i16; 16]) {
@@ -452,8 +453,10 @@ macro_rules! neon_kernels {
                     let low8 = vld1_u8(s.as_ptr());
                     let low = vcombine_u8(vand_u8(low8, vdup_n_u8(15)), vshr_n_u8(low8, 4));
                     // Bytes 8..12 repeated four times, shifted right by 0, 2, 4, 6 per four lanes.
-                    let top = vreinterpretq_u8_u32(vdupq_n_u32(u32::from_le_bytes([s[8], s[9], s[10], s[11]])));
-                    let shifts = vreinterpretq_s8_u32(vld1q_u32([0u32, 0xfefe_fefe, 0xfcfc_fcfc, 0xfafa_fafa].as_ptr()));
+                    let top = u32::from_le_bytes([s[8], s[9], s[10], s[11]]);
+                    let top = vreinterpretq_u8_u32(vdupq_n_u32(top));
+                    let shifts = [0u32, 0xfefe_fefe, 0xfcfc_fcfc, 0xfafa_fafa];
+                    let shifts = vreinterpretq_s8_u32(vld1q_u32(shifts.as_ptr()));
                     let top = vandq_u8(vshlq_u8(top, shifts), vdupq_n_u8(3));
                     let v = vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(low, vshlq_n_u8(top, 4))), vdupq_n_s8(32));
                     let (w0, w1) = (vmovl_s8(vget_low_s8(v)), vmovl_high_s8(v));
@@ -561,7 +564,8 @@ macro_rules! neon_kernels {
                             let (m0, m1) = (vld1q_s16(mins[r].as_ptr()), vld1q_s16(mins[r].as_ptr().add(8)));
                             let (b0, b1) = (vld1q_s16(b.bsums.as_ptr()), vld1q_s16(b.bsums.as_ptr().add(8)));
                             let sm = vmlal_high_s16(vmull_s16(vget_low_s16(m0), vget_low_s16(b0)), m0, b0);
-                            let sm = vmlal_high_s16(vmlal_s16(sm, vget_low_s16(m1), vget_low_s16(b1)), m1, b1);
+                            let sm = vmlal_s16(sm, vget_low_s16(m1), vget_low_s16(b1));
+                            let sm = vmlal_high_s16(sm, m1, b1);
                             sum[c][r] += b.d * (f16(a.d()) * total - f16(a.dmin()) * vaddvq_s32(sm) as f32);
                         } else {
                             sum[c][r] += b.d * f16(a.d()) * total;
