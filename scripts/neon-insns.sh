@@ -4,7 +4,8 @@
 # level's work is compared (not its speed: qemu's timing says nothing about a real core's).
 #   usage: scripts/neon-insns.sh [max|cortex-a53] [TYPE...]   (max: with dotprod)
 # Prints, per type, the instructions per block of one product for the one-row kernel
-# (`one`, 8 calls) and for the 4x2 tile (`tile`, one call making the same 8 products).
+# (`one`, 8 calls), the decode kernel over many rows (`rows`, 2 calls of 4 rows) and the 4x2
+# tile (`tile`, one call making the same 8 products).
 #   scripts/neon-insns.sh model FILE...
 # Prints, per model file, the instructions per token of a one-thread prefill (pp64 less pp1)
 # and decode (tg16 less pp1) of `ferrite bench` built for aarch64.
@@ -30,11 +31,11 @@ cargo build -q -p ferrite-kernels --release --target aarch64-unknown-linux-gnu -
 EX=target/aarch64-unknown-linux-gnu/release/examples/insns
 count() { qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu "$CPU" -plugin "$PLUGIN" "$EX" "$@" 2>&1 >/dev/null | awk '/guest instructions/ {print $3}'; }
 REPS=50
-printf '| type | one-row kernel | 4x2 tile |\n|---|---:|---:|\n'
+printf '| type | one-row kernel | rows kernel | 4x2 tile |\n|---|---:|---:|---:|\n'
 for ty in $TYPES; do
   blocks=$(( 4096 / $( [[ $ty == *_K || $ty == IQ4_XS ]] && echo 256 || echo 32 ) ))
   row="| $ty"
-  for mode in one tile; do
+  for mode in one rows tile; do
     base=$(count "$ty" "$mode" 0); n=$(count "$ty" "$mode" $REPS)
     row+=" | $(awk -v a="$n" -v b="$base" -v d=$((REPS * 8 * blocks)) 'BEGIN {printf "%.1f", (a - b) / d}')"
   done

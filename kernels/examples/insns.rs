@@ -1,6 +1,6 @@
 //! Runs one kernel many times, for counting the instructions it executes per block (under
 //! qemu with an instruction-counting plugin: `scripts/neon-insns.sh`).
-//!   insns TYPE one|tile REPS   (REPS = 0 measures the set-up alone)
+//!   insns TYPE one|rows|tile REPS   (REPS = 0 measures the set-up alone)
 //!   insns attend|attend-ref|many|many-ref REPS   (attention of one head, hd 64, over 512
 //!   positions: `attend_f16` or its reference; `attend_many` of 32 queries or its reference)
 use ferrite_kernels::{ActBuf, ActType, GgmlType, Kernels};
@@ -17,7 +17,7 @@ fn main() {
         args.get(2),
         args.get(3).and_then(|r| r.parse::<usize>().ok()),
     ) else {
-        eprintln!("usage: insns TYPE one|tile REPS");
+        eprintln!("usage: insns TYPE one|rows|tile REPS");
         std::process::exit(2);
     };
     let k = Kernels::best();
@@ -52,6 +52,17 @@ fn main() {
                     for row in w {
                         sink += dot(row, act);
                     }
+                }
+            }
+        }
+        "rows" => {
+            let many = k.rows_decode(ty).expect("a rows kernel at this level");
+            let bytes: Vec<u8> = rows.concat();
+            let mut out = [0f32; 4];
+            for _ in 0..reps {
+                for act in acts {
+                    assert!(many(&bytes, act, &mut out));
+                    sink += out.iter().sum::<f32>();
                 }
             }
         }

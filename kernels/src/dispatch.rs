@@ -535,6 +535,67 @@ mod rows_decoders {
     rows_decoder!(q3_k, BlockQ3K, Q8K, sixteens_rows);
     rows_decoder!(q2_k, BlockQ2K, Q8K, sixteens_rows);
     rows_decoder!(iq4_xs, BlockIQ4XS, Q8K, iq4_xs_rows_q8_k);
+
+    /// The avx512 (and amx) level's table.
+    pub(super) fn table() -> Vec<(crate::GgmlType, super::RowsDecodeFn)> {
+        use crate::GgmlType::*;
+        vec![
+            (Q4_0, q4_0),
+            (Q4_1, q4_1),
+            (Q5_0, q5_0),
+            (Q5_1, q5_1),
+            (Q8_0, q8_0),
+            (IQ4_NL, iq4_nl),
+            (Q4_K, q4_k),
+            (Q5_K, q5_k),
+            (Q6_K, q6_k),
+            (Q3_K, q3_k),
+            (Q2_K, q2_k),
+            (IQ4_XS, iq4_xs),
+        ]
+    }
+}
+
+/// A NEON variant's decode kernels over many rows (`small_rows`, `super_rows` of the module
+/// `$m`), behind safe wrappers that check the lengths.
+#[cfg(target_arch = "aarch64")]
+macro_rules! neon_rows_table {
+    ($m:path) => {{
+        use $m as k;
+        use GgmlType::*;
+        macro_rules! rows {
+            ($kernel:ident, $w:ty, $act:ident, $max:expr) => {{
+                fn w(rows: &[u8], a: ActRef, out: &mut [f32]) -> bool {
+                    let (ActRef::$act(a), Some(w)) = (a, as_blocks::<$w>(rows)) else { return false };
+                    if a.is_empty() || a.len() > $max || w.len() != out.len() * a.len() {
+                        return false;
+                    }
+                    // SAFETY: stored only in the table of a NEON variant whose features the
+                    // CPU was checked to have; the lengths are checked above.
+                    unsafe { k::$kernel::<$w>(w, a, out) };
+                    true
+                }
+                w as RowsDecodeFn
+            }};
+        }
+        // Rows up to 16384 values wide (the tables of `small_rows`; the same limit for all).
+        const SMALL: usize = crate::aarch64::ROWS_MAX_BLOCKS;
+        const SUPER: usize = crate::aarch64::ROWS_MAX_BLOCKS / 8;
+        vec![
+            (Q4_0, rows!(small_rows, BlockQ4_0, Q8_0, SMALL)),
+            (Q4_1, rows!(small_rows, BlockQ4_1, Q8_1, SMALL)),
+            (Q5_0, rows!(small_rows, BlockQ5_0, Q8_0, SMALL)),
+            (Q5_1, rows!(small_rows, BlockQ5_1, Q8_1, SMALL)),
+            (Q8_0, rows!(small_rows, BlockQ8_0, Q8_0, SMALL)),
+            (IQ4_NL, rows!(small_rows, BlockIQ4NL, Q8_0, SMALL)),
+            (Q2_K, rows!(super_rows, BlockQ2K, Q8K, SUPER)),
+            (Q3_K, rows!(super_rows, BlockQ3K, Q8K, SUPER)),
+            (Q4_K, rows!(super_rows, BlockQ4K, Q8K, SUPER)),
+            (Q5_K, rows!(super_rows, BlockQ5K, Q8K, SUPER)),
+            (Q6_K, rows!(super_rows, BlockQ6K, Q8K, SUPER)),
+            (IQ4_XS, rows!(super_rows, BlockIQ4XS, Q8K, SUPER)),
+        ]
+    }};
 }
 
 /// Defines the safe wrapper (`RowsUnpackFn`) `$name` of an unpacker from 16 rows: the
@@ -883,6 +944,8 @@ pub struct Kernels {
     dots: Vec<(GgmlType, DotFn)>,
     dots4: Vec<(GgmlType, Dot4Fn)>,
     dots4x2: Vec<(GgmlType, Dot4x2Fn)>,
+    /// Decode kernels over many rows in the file's layout (`rows_decode`).
+    rows: Vec<(GgmlType, RowsDecodeFn)>,
     /// Kernels for Q4_0 rows repacked as `Layout::Q4_0x8`, where the level has them.
     q4_0x8: Option<(Dot8Fn, Dot8x4Fn)>,
     q4_kx8: Option<(Dot8Fn, Dot8x4Fn)>,
@@ -1066,11 +1129,19 @@ macro_rules! neon_table4x2 {
 /// is built too, as an extra entry of `Kernels::tables()`, so that tests check both.
 #[cfg(target_arch = "aarch64")]
 fn build_neon(dotprod: bool) -> Kernels {
-    let (name, own, tiles) = match dotprod {
-        true => {
-            ("neon+dotprod", neon_table!(crate::aarch64::dotprod), neon_table4x2!(crate::aarch64::dotprod))
-        }
-        false => ("neon", neon_table!(crate::aarch64::neon), neon_table4x2!(crate::aarch64::neon)),
+    let (name, own, tiles, rows) = match dotprod {
+        true => (
+            "neon+dotprod",
+            neon_table!(crate::aarch64::dotprod),
+            neon_table4x2!(crate::aarch64::dotprod),
+            neon_rows_table!(crate::aarch64::dotprod),
+        ),
+        false => (
+            "neon",
+            neon_table!(crate::aarch64::neon),
+            neon_table4x2!(crate::aarch64::neon),
+            neon_rows_table!(crate::aarch64::neon),
+        ),
     };
     Kernels {
         level: Level::Neon,
@@ -1078,6 +1149,7 @@ fn build_neon(dotprod: bool) -> Kernels {
         dots: with(scalar_dots(), own),
         dots4: Vec::new(),
         dots4x2: tiles,
+        rows,
         q4_0x8: None,
         q4_kx8: None,
         q8_0x8: None,
@@ -1188,6 +1260,11 @@ fn build(level: Level) -> Kernels {
         Level::AvxVnni => x86_table4x2!(crate::x86_64::avxvnni),
         #[cfg(target_arch = "x86_64")]
         Level::Avx512 => x86_table4x2!(crate::x86_64::avx512),
+        _ => Vec::new(),
+    };
+    let rows: Vec<(GgmlType, RowsDecodeFn)> = match level {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => rows_decoders::table(),
         _ => Vec::new(),
     };
     let dots4: Vec<(GgmlType, Dot4Fn)> = match level {
@@ -1351,6 +1428,7 @@ fn build(level: Level) -> Kernels {
         dots,
         dots4,
         dots4x2,
+        rows,
         q4_0x8,
         q4_kx8,
         q8_0x8,
@@ -1506,28 +1584,9 @@ impl Kernels {
     }
 
     /// The decode kernel over many rows in the file's layout, where the level has one (every
-    /// quantized type at the avx512 and amx levels).
+    /// quantized type at the avx512, amx and neon levels).
     pub fn rows_decode(&self, ty: GgmlType) -> Option<RowsDecodeFn> {
-        #[cfg(target_arch = "x86_64")]
-        if matches!(self.level, Level::Avx512 | Level::Amx) {
-            match ty {
-                GgmlType::Q4_0 => return Some(rows_decoders::q4_0),
-                GgmlType::Q4_1 => return Some(rows_decoders::q4_1),
-                GgmlType::Q5_0 => return Some(rows_decoders::q5_0),
-                GgmlType::Q5_1 => return Some(rows_decoders::q5_1),
-                GgmlType::Q8_0 => return Some(rows_decoders::q8_0),
-                GgmlType::IQ4_NL => return Some(rows_decoders::iq4_nl),
-                GgmlType::Q4_K => return Some(rows_decoders::q4_k),
-                GgmlType::Q5_K => return Some(rows_decoders::q5_k),
-                GgmlType::Q6_K => return Some(rows_decoders::q6_k),
-                GgmlType::Q3_K => return Some(rows_decoders::q3_k),
-                GgmlType::Q2_K => return Some(rows_decoders::q2_k),
-                GgmlType::IQ4_XS => return Some(rows_decoders::iq4_xs),
-                _ => {}
-            }
-        }
-        let _ = ty;
-        None
+        self.rows.iter().find(|(t, _)| *t == ty).map(|(_, f)| *f)
     }
 
     /// The 8-row kernel for the panels of `rows_unpack16(ty, false)` where the type's layout

@@ -459,6 +459,7 @@ fn rows_decode_matches_scalar() {
                             "{} {ty} {case:?} {cols} wide row {r}: {g} vs {want}",
                             k.name
                         );
+                        neon_is_scalar(k, ty, *g, want);
                         checked += 1;
                     }
                 }

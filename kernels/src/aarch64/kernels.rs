@@ -73,7 +73,7 @@ macro_rules! neon_kernels {
 
         /// A 32-value block type (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL) as `small_tile` reads
         /// it. NEON is part of every aarch64 CPU, so these need no target features of their own.
-        trait Small: Copy {
+        pub(crate) trait Small: Copy {
             /// The activation block: Q8_0, or Q8_1 for the types with a minimum.
             type Act: SmallAct;
             /// Whether the block adds `m * s` (Q4_1, Q5_1: x = d * q + m).
@@ -87,7 +87,7 @@ macro_rules! neon_kernels {
         }
 
         /// The activation side of `Small`.
-        trait SmallAct: Copy {
+        pub(crate) trait SmallAct: Copy {
             fn d(&self) -> [u8; 2];
             fn qs(&self) -> &[i8; 32];
             /// d * sum(qs) (Q8_1 only).
@@ -270,12 +270,50 @@ macro_rules! neon_kernels {
             out
         }
 
+        /// Decode over many rows in the file's layout (`Kernels::rows_decode`): each row of
+        /// `w` (`y.len()` blocks) against `y`, into `out`, by `small_tile`'s one-row steps
+        /// (so to the bit as the scalar reference), with the activation's scales converted
+        /// once per call instead of once per row, and no call per row.
+        ///
+        /// # Safety
+        /// The CPU must have this level's target features; `w` holds `out.len()` rows of
+        /// `y.len()` blocks, and `y.len()` is at most `ROWS_MAX_BLOCKS`.
+        #[target_feature(enable = $feat)]
+        pub(crate) unsafe fn small_rows<W: Small>(w: &[W], y: &[W::Act], out: &mut [f32]) {
+            let nb = y.len();
+            // Written where read (j < nb) rather than zeroed: 2-4 KiB a call.
+            let mut dy = [std::mem::MaybeUninit::<f32>::uninit(); super::ROWS_MAX_BLOCKS];
+            let mut sy = [std::mem::MaybeUninit::<f32>::uninit(); super::ROWS_MAX_BLOCKS];
+            for (j, b) in y.iter().enumerate() {
+                dy[j].write(f16(b.d()));
+                if W::MIN {
+                    sy[j].write(f16(b.s()));
+                }
+            }
+            for (row, o) in w.chunks_exact(nb).zip(out) {
+                let mut sum = 0f32;
+                for (j, (a, b)) in row.iter().zip(y).enumerate() {
+                    let q = a.values();
+                    let p = b.qs().as_ptr();
+                    let s = dot16(dot16(vdupq_n_s32(0), q.0, vld1q_s8(p)), q.1, vld1q_s8(p.add(16)));
+                    // SAFETY: j < nb <= ROWS_MAX_BLOCKS, and entries 0..nb were written above.
+                    let mut v = vaddvq_s32(s) as f32 * f16(a.d()) * unsafe { dy.get_unchecked(j).assume_init() };
+                    if W::MIN {
+                        // SAFETY: as above (sy is written when W::MIN).
+                        v += f16(a.m()) * unsafe { sy.get_unchecked(j).assume_init() };
+                    }
+                    sum += v;
+                }
+                *o = sum;
+            }
+        }
+
         /// A 256-value super-block type (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS) as
         /// `super_tile` reads it: values 64 at a time, an integer scale per group (8 groups of
         /// 32 if `PAIRED`, else 16 of 16), and for the types with minimums their per-16 factors
         /// against the activation's bsums:
         ///   sum = dy * (d * sum_g sc_g * sum(q*qy) - dmin * sum_i mins_i * bsum_i)
-        trait Super: Copy {
+        pub(crate) trait Super: Copy {
             const PAIRED: bool;
             const MINS: bool = false;
             /// Values 64K..64K + 64 as signed bytes (offsets such as Q6_K's -32 applied), in
@@ -601,6 +639,19 @@ macro_rules! neon_kernels {
         small_kernels!(vec_dot_q5_1_q8_1, vec_dot4x2_q5_1_q8_1, BlockQ5_1, BlockQ8_1);
         small_kernels!(vec_dot_q8_0_q8_0, vec_dot4x2_q8_0_q8_0, BlockQ8_0, BlockQ8_0);
         small_kernels!(vec_dot_iq4_nl_q8_0, vec_dot4x2_iq4_nl_q8_0, BlockIQ4NL, BlockQ8_0);
+
+        /// Decode over many rows of a super-block type: `super_tile`'s one-row kernel per row
+        /// of `w` (`y.len()` blocks each), without a call per row.
+        ///
+        /// # Safety
+        /// The CPU must have this level's target features; `w` holds `out.len()` rows of
+        /// `y.len()` blocks.
+        #[target_feature(enable = $feat)]
+        pub(crate) unsafe fn super_rows<W: Super>(w: &[W], y: &[BlockQ8K], out: &mut [f32]) {
+            for (row, o) in w.chunks_exact(y.len()).zip(out) {
+                *o = super_tile::<W, 1, 1>([row], [y])[0][0];
+            }
+        }
 
         /// The one-row and 4x2 kernels of a super-block type.
         macro_rules! super_kernels {

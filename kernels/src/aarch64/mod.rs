@@ -5,6 +5,10 @@
 
 mod kernels;
 
+/// Widest row (in 32-value blocks: 16384 values) of the NEON decode kernels over many rows;
+/// wider rows go row by row.
+pub const ROWS_MAX_BLOCKS: usize = 512;
+
 pub mod attention;
 
 pub mod dotprod;
