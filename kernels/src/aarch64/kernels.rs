@@ -297,7 +297,8 @@ macro_rules! neon_kernels {
                     let p = b.qs().as_ptr();
                     let s = dot16(dot16(vdupq_n_s32(0), q.0, vld1q_s8(p)), q.1, vld1q_s8(p.add(16)));
                     // SAFETY: j < nb <= ROWS_MAX_BLOCKS, and entries 0..nb were written above.
-                    let mut v = vaddvq_s32(s) as f32 * f16(a.d()) * unsafe { dy.get_unchecked(j).assume_init() };
+                    let dyj = unsafe { dy.get_unchecked(j).assume_init() };
+                    let mut v = vaddvq_s32(s) as f32 * f16(a.d()) * dyj;
                     if W::MIN {
                         // SAFETY: as above (sy is written when W::MIN).
                         v += f16(a.m()) * unsafe { sy.get_unchecked(j).assume_init() };
