@@ -19,7 +19,7 @@
 macro_rules! neon_kernels {
     ($feat:literal) => {
         use $crate::blocks::*;
-        use $crate::scalar::{iq4_xs_scale, k_scale_min};
+        use $crate::scalar::iq4_xs_scale;
 
         /// An f16 scale (little-endian bytes) as f32, by `fcvt` from base ARMv8 floating point.
         /// (`half`'s conversion checks the CPU for FEAT_FP16 at run time and calls out of the
@@ -35,6 +35,32 @@ macro_rules! neon_kernels {
                     i = in(reg) bits, o = lateout(vreg) out, options(pure, nomem, nostack, preserves_flags));
             }
             out
+        }
+
+        /// Four f16 scales (little-endian bytes) as f32 lanes, by one `fcvtl` (exact, as `f16`).
+        #[inline(always)]
+        fn f16x4(b: [[u8; 2]; 4]) -> float32x4_t {
+            let [[b0, b1], [b2, b3], [b4, b5], [b6, b7]] = b;
+            let h = u64::from_le_bytes([b0, b1, b2, b3, b4, b5, b6, b7]);
+            let out: float32x4_t;
+            // SAFETY: register-only conversion, no memory access; `fmov` and `fcvtl` are in
+            // every aarch64 CPU.
+            unsafe {
+                std::arch::asm!("fmov {o:d}, {i}", "fcvtl {o:v}.4s, {o:v}.4h",
+                    i = in(reg) h, o = lateout(vreg) out, options(pure, nomem, nostack, preserves_flags));
+            }
+            out
+        }
+
+        /// Asks for the cache line at `p` (a hint: it never faults, whatever the address).
+        #[inline(always)]
+        fn prefetch(p: *const u8) {
+            // SAFETY: `prfm` only hints the memory system; it reads no register but `p` and
+            // raises no fault on any address.
+            unsafe {
+                std::arch::asm!("prfm pldl1keep, [{p}]", p = in(reg) p,
+                    options(nostack, preserves_flags, readonly));
+            }
         }
 
         /// The 32 nibbles of a Q4-style block at `p` (16 bytes): (low nibbles = elements
@@ -225,13 +251,14 @@ macro_rules! neon_kernels {
                     b[c] = unsafe { y[c].get_unchecked(j) };
                     ya[c] = (vld1q_s8(b[c].qs().as_ptr()), vld1q_s8(b[c].qs().as_ptr().add(16)));
                 }
-                let (mut dx, mut m) = ([0f32; 4], [0f32; 4]);
+                // The rows' scales (and minimums) as f16 bytes, converted below.
+                let (mut dx, mut m) = ([[0u8; 2]; 4], [[0u8; 2]; 4]);
                 let mut s = [[vdupq_n_s32(0); 4]; C];
                 for r in 0..R {
                     // SAFETY: as above.
                     let a = unsafe { x[r].get_unchecked(j) };
                     let q = a.values();
-                    (dx[r], m[r]) = (f16(a.d()), if W::MIN { f16(a.m()) } else { 0.0 });
+                    (dx[r], m[r]) = (a.d(), a.m());
                     for c in 0..C {
                         s[c][r] = dot16(dot16(vdupq_n_s32(0), q.0, ya[c].0), q.1, ya[c].1);
                     }
@@ -239,15 +266,15 @@ macro_rules! neon_kernels {
                 if R == 1 {
                     // One row: the same steps in scalar registers.
                     for c in 0..C {
-                        let mut v = vaddvq_s32(s[c][0]) as f32 * dx[0] * f16(b[c].d());
+                        let mut v = vaddvq_s32(s[c][0]) as f32 * f16(dx[0]) * f16(b[c].d());
                         if W::MIN {
-                            v += m[0] * f16(b[c].s());
+                            v += f16(m[0]) * f16(b[c].s());
                         }
                         one[c] += v;
                     }
                     continue;
                 }
-                let (dx, m) = (vld1q_f32(dx.as_ptr()), vld1q_f32(m.as_ptr()));
+                let (dx, m) = (f16x4(dx), f16x4(m));
                 for c in 0..C {
                     let t = vpaddq_s32(vpaddq_s32(s[c][0], s[c][1]), vpaddq_s32(s[c][2], s[c][3]));
                     let mut v = vmulq_n_f32(vmulq_f32(vcvtq_f32_s32(t), dx), f16(b[c].d()));
@@ -271,9 +298,9 @@ macro_rules! neon_kernels {
         }
 
         /// Decode over many rows in the file's layout (`Kernels::rows_decode`): each row of
-        /// `w` (`y.len()` blocks) against `y`, into `out`, by `small_tile`'s one-row steps
-        /// (so to the bit as the scalar reference), with the activation's scales converted
-        /// once per call instead of once per row, and no call per row.
+        /// `w` (`y.len()` blocks) against `y`, into `out`, to the bit as the scalar reference,
+        /// with the activation's scales converted once per call instead of once per row, and
+        /// no call per row.
         ///
         /// # Safety
         /// The CPU must have this level's target features; `w` holds `out.len()` rows of
@@ -290,7 +317,48 @@ macro_rules! neon_kernels {
                     sy[j].write(f16(b.s()));
                 }
             }
-            for (row, o) in w.chunks_exact(nb).zip(out) {
+            // Four rows at a time: the activation block loaded once for the four, their
+            // integer sums paired into one register and the float step run for the four at
+            // once, in the scalar order (as `small_tile` with R = 4). Each row's bytes are asked
+            // for `PREFETCH` ahead: the four rows are four streams, which a hardware prefetcher
+            // may not follow over short rows (the x86 levels' four-row kernels lost to their
+            // one-row kernels on SmolLM2's 576-wide rows).
+            const PREFETCH: usize = 512;
+            let mut r = 0;
+            while r + 4 <= out.len() {
+                let rows = [r, r + 1, r + 2, r + 3].map(|k| w.as_ptr().add(k * nb));
+                let mut acc = vdupq_n_f32(0.0);
+                for (j, b) in y.iter().enumerate() {
+                    let p = b.qs().as_ptr();
+                    let (y0, y1) = (vld1q_s8(p), vld1q_s8(p.add(16)));
+                    let a = [0, 1, 2, 3].map(|k| &*rows[k].add(j));
+                    if j % 2 == 0 {
+                        for a in a {
+                            prefetch((a as *const W as *const u8).wrapping_add(PREFETCH));
+                        }
+                    }
+                    let mut s = [vdupq_n_s32(0); 4];
+                    for k in 0..4 {
+                        let q = a[k].values();
+                        s[k] = dot16(dot16(vdupq_n_s32(0), q.0, y0), q.1, y1);
+                    }
+                    let t = vpaddq_s32(vpaddq_s32(s[0], s[1]), vpaddq_s32(s[2], s[3]));
+                    // SAFETY: j < nb <= ROWS_MAX_BLOCKS, and entries 0..nb were written above.
+                    let dyj = unsafe { dy.get_unchecked(j).assume_init() };
+                    let dx = f16x4([a[0].d(), a[1].d(), a[2].d(), a[3].d()]);
+                    let mut v = vmulq_n_f32(vmulq_f32(vcvtq_f32_s32(t), dx), dyj);
+                    if W::MIN {
+                        // SAFETY: as above (sy is written when W::MIN).
+                        let syj = unsafe { sy.get_unchecked(j).assume_init() };
+                        let m = f16x4([a[0].m(), a[1].m(), a[2].m(), a[3].m()]);
+                        v = vaddq_f32(v, vmulq_n_f32(m, syj));
+                    }
+                    acc = vaddq_f32(acc, v);
+                }
+                vst1q_f32(out.as_mut_ptr().add(r), acc);
+                r += 4;
+            }
+            for (row, o) in w[r * nb..].chunks_exact(nb).zip(&mut out[r..]) {
                 let mut sum = 0f32;
                 for (j, (a, b)) in row.iter().zip(y).enumerate() {
                     let q = a.values();
@@ -328,15 +396,36 @@ macro_rules! neon_kernels {
             }
         }
 
-        /// Groups of 32 with 6-bit scales and minimums packed in 12 bytes (Q4_K, Q5_K).
+        /// Groups of 32 with 6-bit scales and minimums packed in 12 bytes (Q4_K, Q5_K), all
+        /// unpacked at once (`k_scale_min`, one group at a time, took a third of the K
+        /// kernels' instructions): bytes 0-3 hold scales 0-3 and bytes 4-7 minimums 0-3 in
+        /// their low 6 bits; scales and minimums 4-7 take their low 4 bits from the nibbles of
+        /// bytes 8-11 and their top 2 bits from the top bits of bytes 0-3 and 4-7.
         #[inline(always)]
         fn k_scales(packed: &[u8; 12]) -> ([i32; 16], [i16; 16]) {
             let (mut sc, mut mins) = ([0i32; 16], [0i16; 16]);
-            for g in 0..8 {
-                let (s, m) = k_scale_min(g, packed);
-                sc[g] = s as i32;
-                mins[2 * g] = m as i16;
-                mins[2 * g + 1] = m as i16;
+            // SAFETY: NEON is in every aarch64 CPU; the loads read the 12 bytes of `packed`
+            // (as 8 and 4) and the stores write within `sc` and `mins`.
+            unsafe {
+                let a = vld1_u8(packed.as_ptr());
+                let b = u32::from_le_bytes([packed[8], packed[9], packed[10], packed[11]]);
+                let b = vreinterpret_u8_u32(vdup_n_u32(b));
+                // (scales 0-3, minimums 0-3), then (scales 4-7, minimums 4-7).
+                let low = vand_u8(a, vdup_n_u8(63));
+                // The nibbles of bytes 8-11: low ones for the scales, high ones for the minimums.
+                let right = vreinterpret_s8_u64(vdup_n_u64(0xfcfc_fcfc_0000_0000));
+                let nib = vand_u8(vshl_u8(b, right), vdup_n_u8(15));
+                let high = vorr_u8(nib, vshl_n_u8(vshr_n_u8(a, 6), 4));
+                let (low, high) = (vreinterpret_u32_u8(low), vreinterpret_u32_u8(high));
+                let s8 = vreinterpret_u8_u32(vzip1_u32(low, high));
+                let m8 = vreinterpret_u8_u32(vzip2_u32(low, high));
+                let s16 = vmovl_u8(s8);
+                vst1q_s32(sc.as_mut_ptr(), vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(s16))));
+                vst1q_s32(sc.as_mut_ptr().add(4), vreinterpretq_s32_u32(vmovl_high_u16(s16)));
+                // Minimum g serves bsums 2g and 2g + 1.
+                let m16 = vzip_u8(m8, m8);
+                vst1q_s16(mins.as_mut_ptr(), vreinterpretq_s16_u16(vmovl_u8(m16.0)));
+                vst1q_s16(mins.as_mut_ptr().add(8), vreinterpretq_s16_u16(vmovl_u8(m16.1)));
             }
             (sc, mins)
         }
