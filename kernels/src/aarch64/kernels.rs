@@ -78,10 +78,14 @@ macro_rules! neon_kernels {
         #[target_feature(enable = $feat)]
         unsafe fn q5_values(qs: &[u8; 16], qh: [u8; 4]) -> (int8x16_t, int8x16_t) {
             let (lo, hi) = nibbles(qs.as_ptr());
-            // Byte k of each half tests bit k % 8 of the qh byte it was filled with.
+            // The four qh bytes in every word; byte k of a half takes its qh byte by one `tbl`
+            // (bytes 0 and 1 for elements 0-15, 2 and 3 for 16-31) and tests bit k % 8 of it.
+            let h = vreinterpretq_u8_u32(vdupq_n_u32(u32::from_le_bytes(qh)));
             let bit = vreinterpretq_u8_u64(vdupq_n_u64(0x8040_2010_0804_0201));
-            let h_lo = vtstq_u8(vcombine_u8(vdup_n_u8(qh[0]), vdup_n_u8(qh[1])), bit);
-            let h_hi = vtstq_u8(vcombine_u8(vdup_n_u8(qh[2]), vdup_n_u8(qh[3])), bit);
+            let first = vcombine_u64(vcreate_u64(0), vcreate_u64(0x0101_0101_0101_0101));
+            let first = vreinterpretq_u8_u64(first);
+            let h_lo = vtstq_u8(vqtbl1q_u8(h, first), bit);
+            let h_hi = vtstq_u8(vqtbl1q_u8(h, vaddq_u8(first, vdupq_n_u8(2))), bit);
             let sixteen = vdupq_n_u8(16);
             (
                 vreinterpretq_s8_u8(vorrq_u8(lo, vandq_u8(h_lo, sixteen))),
