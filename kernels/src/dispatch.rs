@@ -498,102 +498,75 @@ pub type RowsUnpackFn = fn(&[u8], &mut Vec<Line64>) -> bool;
 /// fit the kernel (`Kernels::rows_decode`; the caller then goes row by row).
 pub type RowsDecodeFn = fn(&[u8], ActRef, &mut [f32]) -> bool;
 
-/// The safe wrappers (`RowsDecodeFn`) of the decode kernels over many rows
-/// (`x86_64::rows_decode`), handed out by `Kernels::rows_decode`.
-#[cfg(target_arch = "x86_64")]
-mod rows_decoders {
-    use super::{as_blocks, ActRef};
-    use crate::blocks::*;
-    use crate::x86_64::rows_decode::{iq4_xs_rows_q8_k, k_rows_q8_k, legacy_rows, sixteens_rows, MAX_COLS};
+/// Widest activation row (in values) of the decode kernels over many rows: their per-call
+/// tables are on the stack. Wider rows go row by row.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+const ROWS_MAX_COLS: usize = 16384;
 
-    /// Defines `$name`: the block type, the activations' `ActRef` variant, the kernel.
-    macro_rules! rows_decoder {
-        ($name:ident, $w:ty, $act:ident, $kernel:ident) => {
-            pub(super) fn $name(rows: &[u8], a: ActRef, out: &mut [f32]) -> bool {
-                let n = a.len();
-                let (ActRef::$act(a), Some(w)) = (a, as_blocks::<$w>(rows)) else { return false };
-                if a.is_empty() || n > MAX_COLS || w.len() != out.len() * a.len() {
-                    return false;
-                }
-                // SAFETY: `Kernels::rows_decode` hands this out only from the avx512 and amx
-                // tables, which exist only where the CPU has their features; the lengths are
-                // checked above.
-                unsafe { $kernel(w, a, out) };
-                true
+/// Expands to a safe `RowsDecodeFn` around a decode kernel over many rows (an expression
+/// callable as `kernel(blocks, activations, out)`): the activations must be of the `ActRef`
+/// variant `$act`, at most `ROWS_MAX_COLS` wide, and the bytes whole blocks that fill `out`.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+macro_rules! wrap_rows {
+    ($kernel:expr, $w:ty, $act:ident) => {{
+        fn w(rows: &[u8], a: ActRef, out: &mut [f32]) -> bool {
+            let n = a.len();
+            let (ActRef::$act(a), Some(w)) = (a, as_blocks::<$w>(rows)) else { return false };
+            if a.is_empty() || n > ROWS_MAX_COLS || w.len() != out.len() * a.len() {
+                return false;
             }
-        };
-    }
-    rows_decoder!(q4_0, BlockQ4_0, Q8_0, legacy_rows);
-    rows_decoder!(q4_1, BlockQ4_1, Q8_1, legacy_rows);
-    rows_decoder!(q5_0, BlockQ5_0, Q8_0, legacy_rows);
-    rows_decoder!(q5_1, BlockQ5_1, Q8_1, legacy_rows);
-    rows_decoder!(q8_0, BlockQ8_0, Q8_0, legacy_rows);
-    rows_decoder!(iq4_nl, BlockIQ4NL, Q8_0, legacy_rows);
-    rows_decoder!(q4_k, BlockQ4K, Q8K, k_rows_q8_k);
-    rows_decoder!(q5_k, BlockQ5K, Q8K, k_rows_q8_k);
-    rows_decoder!(q6_k, BlockQ6K, Q8K, sixteens_rows);
-    rows_decoder!(q3_k, BlockQ3K, Q8K, sixteens_rows);
-    rows_decoder!(q2_k, BlockQ2K, Q8K, sixteens_rows);
-    rows_decoder!(iq4_xs, BlockIQ4XS, Q8K, iq4_xs_rows_q8_k);
+            // SAFETY: stored only in the table of a level (or variant) whose features the
+            // CPU was checked to have (`Kernels::tables`); the lengths are checked above.
+            unsafe { $kernel(w, a, out) };
+            true
+        }
+        w as RowsDecodeFn
+    }};
+}
 
-    /// The avx512 (and amx) level's table.
-    pub(super) fn table() -> Vec<(crate::GgmlType, super::RowsDecodeFn)> {
-        use crate::GgmlType::*;
-        vec![
-            (Q4_0, q4_0),
-            (Q4_1, q4_1),
-            (Q5_0, q5_0),
-            (Q5_1, q5_1),
-            (Q8_0, q8_0),
-            (IQ4_NL, iq4_nl),
-            (Q4_K, q4_k),
-            (Q5_K, q5_k),
-            (Q6_K, q6_k),
-            (Q3_K, q3_k),
-            (Q2_K, q2_k),
-            (IQ4_XS, iq4_xs),
-        ]
-    }
+/// The avx512 (and amx) level's decode kernels over many rows (`x86_64::rows_decode`).
+#[cfg(target_arch = "x86_64")]
+fn x86_rows_table() -> Vec<(GgmlType, RowsDecodeFn)> {
+    use crate::x86_64::rows_decode::{iq4_xs_rows_q8_k, k_rows_q8_k, legacy_rows, sixteens_rows, MAX_COLS};
+    use GgmlType::*;
+    const _: () = assert!(MAX_COLS == ROWS_MAX_COLS);
+    vec![
+        (Q4_0, wrap_rows!(legacy_rows, BlockQ4_0, Q8_0)),
+        (Q4_1, wrap_rows!(legacy_rows, BlockQ4_1, Q8_1)),
+        (Q5_0, wrap_rows!(legacy_rows, BlockQ5_0, Q8_0)),
+        (Q5_1, wrap_rows!(legacy_rows, BlockQ5_1, Q8_1)),
+        (Q8_0, wrap_rows!(legacy_rows, BlockQ8_0, Q8_0)),
+        (IQ4_NL, wrap_rows!(legacy_rows, BlockIQ4NL, Q8_0)),
+        (Q4_K, wrap_rows!(k_rows_q8_k, BlockQ4K, Q8K)),
+        (Q5_K, wrap_rows!(k_rows_q8_k, BlockQ5K, Q8K)),
+        (Q6_K, wrap_rows!(sixteens_rows, BlockQ6K, Q8K)),
+        (Q3_K, wrap_rows!(sixteens_rows, BlockQ3K, Q8K)),
+        (Q2_K, wrap_rows!(sixteens_rows, BlockQ2K, Q8K)),
+        (IQ4_XS, wrap_rows!(iq4_xs_rows_q8_k, BlockIQ4XS, Q8K)),
+    ]
 }
 
 /// A NEON variant's decode kernels over many rows (`small_rows`, `super_rows` of the module
-/// `$m`), behind safe wrappers that check the lengths.
+/// `$m`).
 #[cfg(target_arch = "aarch64")]
 macro_rules! neon_rows_table {
     ($m:path) => {{
         use $m as k;
         use GgmlType::*;
-        macro_rules! rows {
-            ($kernel:ident, $w:ty, $act:ident, $max:expr) => {{
-                fn w(rows: &[u8], a: ActRef, out: &mut [f32]) -> bool {
-                    let (ActRef::$act(a), Some(w)) = (a, as_blocks::<$w>(rows)) else { return false };
-                    if a.is_empty() || a.len() > $max || w.len() != out.len() * a.len() {
-                        return false;
-                    }
-                    // SAFETY: stored only in the table of a NEON variant whose features the
-                    // CPU was checked to have; the lengths are checked above.
-                    unsafe { k::$kernel::<$w>(w, a, out) };
-                    true
-                }
-                w as RowsDecodeFn
-            }};
-        }
-        // Rows up to 16384 values wide (the tables of `small_rows`; the same limit for all).
-        const SMALL: usize = crate::aarch64::ROWS_MAX_BLOCKS;
-        const SUPER: usize = crate::aarch64::ROWS_MAX_BLOCKS / 8;
+        const _: () = assert!(crate::aarch64::ROWS_MAX_BLOCKS * 32 == ROWS_MAX_COLS);
         vec![
-            (Q4_0, rows!(small_rows, BlockQ4_0, Q8_0, SMALL)),
-            (Q4_1, rows!(small_rows, BlockQ4_1, Q8_1, SMALL)),
-            (Q5_0, rows!(small_rows, BlockQ5_0, Q8_0, SMALL)),
-            (Q5_1, rows!(small_rows, BlockQ5_1, Q8_1, SMALL)),
-            (Q8_0, rows!(small_rows, BlockQ8_0, Q8_0, SMALL)),
-            (IQ4_NL, rows!(small_rows, BlockIQ4NL, Q8_0, SMALL)),
-            (Q2_K, rows!(super_rows, BlockQ2K, Q8K, SUPER)),
-            (Q3_K, rows!(super_rows, BlockQ3K, Q8K, SUPER)),
-            (Q4_K, rows!(super_rows, BlockQ4K, Q8K, SUPER)),
-            (Q5_K, rows!(super_rows, BlockQ5K, Q8K, SUPER)),
-            (Q6_K, rows!(super_rows, BlockQ6K, Q8K, SUPER)),
-            (IQ4_XS, rows!(super_rows, BlockIQ4XS, Q8K, SUPER)),
+            (Q4_0, wrap_rows!(k::small_rows::<BlockQ4_0>, BlockQ4_0, Q8_0)),
+            (Q4_1, wrap_rows!(k::small_rows::<BlockQ4_1>, BlockQ4_1, Q8_1)),
+            (Q5_0, wrap_rows!(k::small_rows::<BlockQ5_0>, BlockQ5_0, Q8_0)),
+            (Q5_1, wrap_rows!(k::small_rows::<BlockQ5_1>, BlockQ5_1, Q8_1)),
+            (Q8_0, wrap_rows!(k::small_rows::<BlockQ8_0>, BlockQ8_0, Q8_0)),
+            (IQ4_NL, wrap_rows!(k::small_rows::<BlockIQ4NL>, BlockIQ4NL, Q8_0)),
+            (Q2_K, wrap_rows!(k::super_rows::<BlockQ2K>, BlockQ2K, Q8K)),
+            (Q3_K, wrap_rows!(k::super_rows::<BlockQ3K>, BlockQ3K, Q8K)),
+            (Q4_K, wrap_rows!(k::super_rows::<BlockQ4K>, BlockQ4K, Q8K)),
+            (Q5_K, wrap_rows!(k::super_rows::<BlockQ5K>, BlockQ5K, Q8K)),
+            (Q6_K, wrap_rows!(k::super_rows::<BlockQ6K>, BlockQ6K, Q8K)),
+            (IQ4_XS, wrap_rows!(k::super_rows::<BlockIQ4XS>, BlockIQ4XS, Q8K)),
         ]
     }};
 }
@@ -1264,7 +1237,7 @@ fn build(level: Level) -> Kernels {
     };
     let rows: Vec<(GgmlType, RowsDecodeFn)> = match level {
         #[cfg(target_arch = "x86_64")]
-        Level::Avx512 => rows_decoders::table(),
+        Level::Avx512 => x86_rows_table(),
         _ => Vec::new(),
     };
     let dots4: Vec<(GgmlType, Dot4Fn)> = match level {
