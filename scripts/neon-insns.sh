@@ -4,8 +4,9 @@
 # level's work is compared (not its speed: qemu's timing says nothing about a real core's).
 #   usage: scripts/neon-insns.sh [max|cortex-a53] [TYPE...]   (max: with dotprod)
 # Prints, per type, the instructions per block of one product for the one-row kernel
-# (`one`, 8 calls), the decode kernel over many rows (`rows`, 2 calls of 4 rows) and the 4x2
-# tile (`tile`, one call making the same 8 products).
+# (`one`, 8 calls), the decode kernel over many rows (`rows`, 2 calls of 4 rows), the 4x2
+# tile (`tile`, one call making the same 8 products) and the 4x4 tile (`tile44`, 16 products;
+# the 32-value types only).
 #   scripts/neon-insns.sh model FILE...
 # Prints, per model file, the instructions per token of a one-thread prefill (pp64 less pp1)
 # and decode (tg16 less pp1) of `ferrite bench` built for aarch64.
@@ -31,13 +32,15 @@ cargo build -q -p ferrite-kernels --release --target aarch64-unknown-linux-gnu -
 EX=target/aarch64-unknown-linux-gnu/release/examples/insns
 count() { qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu "$CPU" -plugin "$PLUGIN" "$EX" "$@" 2>&1 >/dev/null | awk '/guest instructions/ {print $3}'; }
 REPS=50
-printf '| type | one-row kernel | rows kernel | 4x2 tile |\n|---|---:|---:|---:|\n'
+printf '| type | one-row kernel | rows kernel | 4x2 tile | 4x4 tile |\n|---|---:|---:|---:|---:|\n'
 for ty in $TYPES; do
   blocks=$(( 4096 / $( [[ $ty == *_K || $ty == IQ4_XS ]] && echo 256 || echo 32 ) ))
   row="| $ty"
-  for mode in one rows tile; do
+  for mode in one rows tile tile44; do
+    if [ $mode = tile44 ] && [ $blocks = 16 ]; then row+=" | -"; continue; fi
+    products=8; [ $mode = tile44 ] && products=16
     base=$(count "$ty" "$mode" 0); n=$(count "$ty" "$mode" $REPS)
-    row+=" | $(awk -v a="$n" -v b="$base" -v d=$((REPS * 8 * blocks)) 'BEGIN {printf "%.1f", (a - b) / d}')"
+    row+=" | $(awk -v a="$n" -v b="$base" -v d=$((REPS * products * blocks)) 'BEGIN {printf "%.1f", (a - b) / d}')"
   done
   echo "$row |"
 done

@@ -1,6 +1,7 @@
 //! Runs one kernel many times, for counting the instructions it executes per block (under
 //! qemu with an instruction-counting plugin: `scripts/neon-insns.sh`).
-//!   insns TYPE one|rows|tile REPS   (REPS = 0 measures the set-up alone)
+//!   insns TYPE one|rows|tile|tile44 REPS   (REPS = 0 measures the set-up alone; tile44 makes
+//!   16 products per rep, the others 8)
 //!   insns attend|attend-ref|many|many-ref REPS   (attention of one head, hd 64, over 512
 //!   positions: `attend_f16` or its reference; `attend_many` of 32 queries or its reference)
 use ferrite_kernels::{ActBuf, ActType, GgmlType, Kernels};
@@ -17,7 +18,7 @@ fn main() {
         args.get(2),
         args.get(3).and_then(|r| r.parse::<usize>().ok()),
     ) else {
-        eprintln!("usage: insns TYPE one|rows|tile REPS");
+        eprintln!("usage: insns TYPE one|rows|tile|tile44 REPS");
         std::process::exit(2);
     };
     let k = Kernels::best();
@@ -64,6 +65,15 @@ fn main() {
                     assert!(many(&bytes, act, &mut out));
                     sink += out.iter().sum::<f32>();
                 }
+            }
+        }
+        "tile44" => {
+            let tile = k.dot4x4(ty).expect("a 4x4 kernel at this level");
+            let x4: Vec<f32> = (0..4 * cols).map(|i| (i as f32 * 0.29).cos()).collect();
+            let a4 = buf.quantize(ActType::for_weight(ty).expect("a weight type"), &x4);
+            let acts4 = [a4.row(0, cols), a4.row(1, cols), a4.row(2, cols), a4.row(3, cols)];
+            for _ in 0..reps {
+                sink += tile(w, acts4).iter().flatten().sum::<f32>();
             }
         }
         _ => {

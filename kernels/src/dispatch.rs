@@ -456,6 +456,31 @@ macro_rules! wrap4x2 {
     }};
 }
 
+/// Four weight rows against four activation rows (the NEON level's prefill tile for the
+/// 32-value types).
+pub type Dot4x4Fn = fn([&[u8]; 4], [ActRef; 4]) -> [[f32; 4]; 4];
+
+#[cfg(target_arch = "aarch64")]
+macro_rules! wrap4x4 {
+    ($f:path, $w:ty, $act:ident) => {{
+        fn w(x: [&[u8]; 4], a: [ActRef; 4]) -> [[f32; 4]; 4] {
+            let (ActRef::$act(a0), ActRef::$act(a1), ActRef::$act(a2), ActRef::$act(a3)) =
+                (a[0], a[1], a[2], a[3])
+            else {
+                return [[f32::NAN; 4]; 4];
+            };
+            let (Some(x0), Some(x1), Some(x2), Some(x3)) =
+                (as_blocks::<$w>(x[0]), as_blocks::<$w>(x[1]), as_blocks::<$w>(x[2]), as_blocks::<$w>(x[3]))
+            else {
+                return [[f32::NAN; 4]; 4];
+            };
+            // SAFETY: stored only in the table of a level the CPU was checked to run.
+            unsafe { $f([x0, x1, x2, x3], [a0, a1, a2, a3]) }
+        }
+        w as Dot4x4Fn
+    }};
+}
+
 /// A group of 8 interleaved weight rows (`repack::Layout::Q4_0x8`) against one activation
 /// row, and against four.
 pub type Dot8Fn = fn(&[u8], ActRef) -> [f32; 8];
@@ -917,6 +942,7 @@ pub struct Kernels {
     dots: Vec<(GgmlType, DotFn)>,
     dots4: Vec<(GgmlType, Dot4Fn)>,
     dots4x2: Vec<(GgmlType, Dot4x2Fn)>,
+    dots4x4: Vec<(GgmlType, Dot4x4Fn)>,
     /// Decode kernels over many rows in the file's layout (`rows_decode`).
     rows: Vec<(GgmlType, RowsDecodeFn)>,
     /// Kernels for Q4_0 rows repacked as `Layout::Q4_0x8`, where the level has them.
@@ -1095,6 +1121,23 @@ macro_rules! neon_table4x2 {
     }};
 }
 
+/// The NEON level's 4x4 prefill tiles (the 32-value types; the K types' four activation rows
+/// of 64 values would not fit the registers beside their sums).
+#[cfg(target_arch = "aarch64")]
+macro_rules! neon_table4x4 {
+    ($m:path) => {{
+        use $m as k;
+        vec![
+            (Q4_0, wrap4x4!(k::vec_dot4x4_q4_0_q8_0, BlockQ4_0, Q8_0)),
+            (Q4_1, wrap4x4!(k::vec_dot4x4_q4_1_q8_1, BlockQ4_1, Q8_1)),
+            (Q5_0, wrap4x4!(k::vec_dot4x4_q5_0_q8_0, BlockQ5_0, Q8_0)),
+            (Q5_1, wrap4x4!(k::vec_dot4x4_q5_1_q8_1, BlockQ5_1, Q8_1)),
+            (Q8_0, wrap4x4!(k::vec_dot4x4_q8_0_q8_0, BlockQ8_0, Q8_0)),
+            (IQ4_NL, wrap4x4!(k::vec_dot4x4_iq4_nl_q8_0, BlockIQ4NL, Q8_0)),
+        ]
+    }};
+}
+
 /// The NEON level's table: with `sdot` if `dotprod`, else with widening multiplies.
 /// `dotprod` must be true only if the CPU has it (the table's kernels need it).
 ///
@@ -1122,6 +1165,13 @@ fn build_neon(dotprod: bool) -> Kernels {
         dots: with(scalar_dots(), own),
         dots4: Vec::new(),
         dots4x2: tiles,
+        dots4x4: {
+            use GgmlType::*;
+            match dotprod {
+                true => neon_table4x4!(crate::aarch64::dotprod),
+                false => neon_table4x4!(crate::aarch64::neon),
+            }
+        },
         rows,
         q4_0x8: None,
         q4_kx8: None,
@@ -1401,6 +1451,7 @@ fn build(level: Level) -> Kernels {
         dots,
         dots4,
         dots4x2,
+        dots4x4: Vec::new(),
         rows,
         q4_0x8,
         q4_kx8,
@@ -1504,6 +1555,11 @@ impl Kernels {
     /// The 4x2 register-tile kernel for a weight type, where the level has one.
     pub fn dot4x2(&self, ty: GgmlType) -> Option<Dot4x2Fn> {
         self.dots4x2.iter().find(|(t, _)| *t == ty).map(|(_, f)| *f)
+    }
+
+    /// Four weight rows against four activation rows, where the level has such a tile.
+    pub fn dot4x4(&self, ty: GgmlType) -> Option<Dot4x4Fn> {
+        self.dots4x4.iter().find(|(t, _)| *t == ty).map(|(_, f)| *f)
     }
 
     /// The kernels for an interleaved layout, where the level has them.

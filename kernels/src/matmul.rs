@@ -7,8 +7,8 @@
 
 use crate::dispatch::{
     tile_activations, tile_activations_q8_1, tile_activations_sb, ActBuf, ActRef, ActTile, ActTileK,
-    ActTileS, ActTiles, ActType, Dot16x4Fn, Dot16x8Fn, Dot4Fn, Dot4x2Fn, Dot8Fn, Dot8x4Fn, DotFn, Kernels,
-    Line64, Panel16Fns, PanelEightFn, RowsDecodeFn, RowsUnpackFn, Tile16Fns,
+    ActTileS, ActTiles, ActType, Dot16x4Fn, Dot16x8Fn, Dot4Fn, Dot4x2Fn, Dot4x4Fn, Dot8Fn, Dot8x4Fn, DotFn,
+    Kernels, Line64, Panel16Fns, PanelEightFn, RowsDecodeFn, RowsUnpackFn, Tile16Fns,
 };
 use std::cell::RefCell;
 
@@ -245,6 +245,7 @@ pub fn matmul_multi(
     let mut dots4: [Option<Dot4Fn>; MAX_SHARED] = [None; MAX_SHARED];
     let mut rows_decode: [Option<RowsDecodeFn>; MAX_SHARED] = [None; MAX_SHARED];
     let mut tiles: [Option<Dot4x2Fn>; MAX_SHARED] = [None; MAX_SHARED];
+    let mut tiles44: [Option<Dot4x4Fn>; MAX_SHARED] = [None; MAX_SHARED];
     let mut x8: [Option<(Dot8Fn, Dot8x4Fn)>; MAX_SHARED] = [None; MAX_SHARED];
     let mut x16: [Option<Dot16x4Fn>; MAX_SHARED] = [None; MAX_SHARED];
     let mut x16x8: [Option<Dot16x8Fn>; MAX_SHARED] = [None; MAX_SHARED];
@@ -276,6 +277,7 @@ pub fn matmul_multi(
         dots4[j] = k.dot4(w.ty);
         rows_decode[j] = k.rows_decode(w.ty).filter(|_| w.layout == Layout::Rows);
         tiles[j] = k.dot4x2(w.ty);
+        tiles44[j] = k.dot4x4(w.ty);
         let layout = kernel_layout(k, w, n);
         if layout != Layout::Rows {
             fly[j] = w.layout == Layout::Rows;
@@ -569,9 +571,31 @@ pub fn matmul_multi(
                 return;
             }
         }
-        // Prefill: 4x2 tiles (four weight rows, two activation rows) where they fit.
+        // Prefill: 4x4 tiles (four weight rows, four activation rows), then 4x2 tiles, where
+        // the level has them.
         let mut i0 = 0;
-        if let (Some(tile), true) = (tiles[j], n >= 2) {
+        if let (Some(tile), true) = (tiles44[j], n >= 4) {
+            while i0 + 4 <= n {
+                let a4 = [a.row(i0, cols), a.row(i0 + 1, cols), a.row(i0 + 2, cols), a.row(i0 + 3, cols)];
+                let mut r = r0;
+                while r + 4 <= r1 {
+                    let v = tile([w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)], a4);
+                    for (c, vc) in v.iter().enumerate() {
+                        for (d, &x) in vc.iter().enumerate() {
+                            write(i0 + c, r + d, x);
+                        }
+                    }
+                    r += 4;
+                }
+                for rr in r..r1 {
+                    for (c, &ac) in a4.iter().enumerate() {
+                        write(i0 + c, rr, dot(w.row(rr), ac));
+                    }
+                }
+                i0 += 4;
+            }
+        }
+        if let (Some(tile), true) = (tiles[j], n - i0 >= 2) {
             while i0 + 2 <= n {
                 let a2 = [a.row(i0, cols), a.row(i0 + 1, cols)];
                 let mut r = r0;

@@ -382,6 +382,29 @@ fn four_row_kernels_match_scalar() {
             }
         }
     }
+    for k in levels() {
+        for ty in TYPES {
+            let Some(tile) = k.dot4x4(ty) else { continue };
+            let act = ActType::for_weight(ty).unwrap();
+            for nb in [1usize, 5, 18] {
+                let n = nb * ty.block_size();
+                let rows: Vec<Vec<u8>> = (0..4).map(|_| weights(ty, nb, Case::Random, &mut rng)).collect();
+                let x = activation(4 * n, &mut rng);
+                let a = buf.quantize(act, &x);
+                let cols = [a.row(0, n), a.row(1, n), a.row(2, n), a.row(3, n)];
+                let got = tile([&rows[0], &rows[1], &rows[2], &rows[3]], cols);
+                for (c, col) in cols.iter().enumerate() {
+                    for (r, row) in rows.iter().enumerate() {
+                        let want = vec_dot(scalar, ty, row, *col).unwrap();
+                        let tol = 1e-5 * abs_terms(ty, row, *col);
+                        assert!(((got[c][r] - want) as f64).abs() <= tol, "{} {ty} 4x4 tile {c},{r}", k.name);
+                        neon_is_scalar(k, ty, got[c][r], want);
+                        tiles += 1;
+                    }
+                }
+            }
+        }
+    }
     eprintln!("{tiles} tile comparisons");
 }
 

@@ -711,9 +711,9 @@ macro_rules! neon_kernels {
             sum
         }
 
-        /// The one-row and 4x2 kernels of a 32-value type.
+        /// The one-row, 4x2 and 4x4 kernels of a 32-value type.
         macro_rules! small_kernels {
-            ($one:ident, $tile:ident, $W:ty, $A:ty) => {
+            ($one:ident, $tile:ident, $tile44:ident, $W:ty, $A:ty) => {
                 /// # Safety
                 /// The CPU must have this level's target features (reached only through dispatch).
                 #[target_feature(enable = $feat)]
@@ -727,15 +727,22 @@ macro_rules! neon_kernels {
                 pub unsafe fn $tile(x: [&[$W]; 4], y: [&[$A]; 2]) -> [[f32; 4]; 2] {
                     small_tile::<$W, 4, 2>(x, y)
                 }
+
+                /// # Safety
+                /// The CPU must have this level's target features (reached only through dispatch).
+                #[target_feature(enable = $feat)]
+                pub unsafe fn $tile44(x: [&[$W]; 4], y: [&[$A]; 4]) -> [[f32; 4]; 4] {
+                    small_tile::<$W, 4, 4>(x, y)
+                }
             };
         }
 
-        small_kernels!(vec_dot_q4_0_q8_0, vec_dot4x2_q4_0_q8_0, BlockQ4_0, BlockQ8_0);
-        small_kernels!(vec_dot_q4_1_q8_1, vec_dot4x2_q4_1_q8_1, BlockQ4_1, BlockQ8_1);
-        small_kernels!(vec_dot_q5_0_q8_0, vec_dot4x2_q5_0_q8_0, BlockQ5_0, BlockQ8_0);
-        small_kernels!(vec_dot_q5_1_q8_1, vec_dot4x2_q5_1_q8_1, BlockQ5_1, BlockQ8_1);
-        small_kernels!(vec_dot_q8_0_q8_0, vec_dot4x2_q8_0_q8_0, BlockQ8_0, BlockQ8_0);
-        small_kernels!(vec_dot_iq4_nl_q8_0, vec_dot4x2_iq4_nl_q8_0, BlockIQ4NL, BlockQ8_0);
+        small_kernels!(vec_dot_q4_0_q8_0, vec_dot4x2_q4_0_q8_0, vec_dot4x4_q4_0_q8_0, BlockQ4_0, BlockQ8_0);
+        small_kernels!(vec_dot_q4_1_q8_1, vec_dot4x2_q4_1_q8_1, vec_dot4x4_q4_1_q8_1, BlockQ4_1, BlockQ8_1);
+        small_kernels!(vec_dot_q5_0_q8_0, vec_dot4x2_q5_0_q8_0, vec_dot4x4_q5_0_q8_0, BlockQ5_0, BlockQ8_0);
+        small_kernels!(vec_dot_q5_1_q8_1, vec_dot4x2_q5_1_q8_1, vec_dot4x4_q5_1_q8_1, BlockQ5_1, BlockQ8_1);
+        small_kernels!(vec_dot_q8_0_q8_0, vec_dot4x2_q8_0_q8_0, vec_dot4x4_q8_0_q8_0, BlockQ8_0, BlockQ8_0);
+        small_kernels!(vec_dot_iq4_nl_q8_0, vec_dot4x2_iq4_nl_q8_0, vec_dot4x4_iq4_nl_q8_0, BlockIQ4NL, BlockQ8_0);
 
         /// Decode over many rows of a super-block type: `super_tile`'s one-row kernel per row
         /// of `w` (`y.len()` blocks each), without a call per row.
