@@ -8,8 +8,9 @@
 //! Each block type says once how its values unpack to signed bytes (`Small` for the 32-value
 //! types, `Super` for the 256-value ones); one generic body per family (`small_tile`,
 //! `super_tile`) then makes R weight rows times C activation rows of products: R = C = 1 is
-//! the one-row kernel, R = 4, C = 2 the prefill tile, which unpacks each row's values once for
-//! both activation rows and loads each activation block once for all four rows. Decode runs
+//! the one-row kernel, R = 4, C = 4 (the 32-value types) or 2 (the others) the prefill tiles,
+//! which unpack each row's values once for all the activation rows and load each activation
+//! block once for all four weight rows. Decode runs
 //! a task's rows through `small_rows` / `super_rows` (`Kernels::rows_decode`). Integer sums are
 //! exact and each block's float step is the scalar reference's, in its order, so every kernel
 //! here gives the scalar reference's result to the bit (`scripts/neon-insns.sh` counts the
