@@ -298,9 +298,9 @@ pub fn dot_f16_ref(order: DotOrder, q: &[f32], k: &[f16]) -> f32 {
 /// llama.cpp's build for the level's instruction set (`DotOrder::of`), online softmax with the
 /// C library's `expf`, and the weighted values accumulated in f16, one rounding per fused
 /// multiply-add. Matching its roundings keeps greedy runs on the same tokens as llama.cpp
-/// longer; x86 and NEON levels run it in SIMD registers, the scalar level through `attend_f16_ref`. (Not
-/// emulated: llama.cpp's split of a single query's positions across threads once its cache
-/// view reaches 512 positions, whose partial sums round separately.)
+/// longer; x86 and NEON levels run it in SIMD registers, the scalar level through
+/// `attend_f16_ref`. (Not emulated: llama.cpp's split of a single query's positions across
+/// threads once its cache view reaches 512 positions, whose partial sums round separately.)
 ///
 /// # Panics
 /// As `attend`, or if the head dimension exceeds `MAX_HEAD_DIM`.

@@ -571,50 +571,37 @@ pub fn matmul_multi(
                 return;
             }
         }
-        // Prefill: 4x4 tiles (four weight rows, four activation rows), then 4x2 tiles, where
-        // the level has them.
+        // Prefill: register tiles of four weight rows by $C activation rows, four (then two)
+        // at a time, where the level has them.
         let mut i0 = 0;
-        if let (Some(tile), true) = (tiles44[j], n >= 4) {
-            while i0 + 4 <= n {
-                let a4 = [a.row(i0, cols), a.row(i0 + 1, cols), a.row(i0 + 2, cols), a.row(i0 + 3, cols)];
-                let mut r = r0;
-                while r + 4 <= r1 {
-                    let v = tile([w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)], a4);
-                    for (c, vc) in v.iter().enumerate() {
-                        for (d, &x) in vc.iter().enumerate() {
-                            write(i0 + c, r + d, x);
+        macro_rules! tiles_by {
+            ($tile:expr, $C:literal) => {
+                while i0 + $C <= n {
+                    let acts: [ActRef; $C] = std::array::from_fn(|c| a.row(i0 + c, cols));
+                    let mut r = r0;
+                    while r + 4 <= r1 {
+                        let v = $tile([w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)], acts);
+                        for (c, vc) in v.iter().enumerate() {
+                            for (d, &x) in vc.iter().enumerate() {
+                                write(i0 + c, r + d, x);
+                            }
+                        }
+                        r += 4;
+                    }
+                    for rr in r..r1 {
+                        for (c, &ac) in acts.iter().enumerate() {
+                            write(i0 + c, rr, dot(w.row(rr), ac));
                         }
                     }
-                    r += 4;
+                    i0 += $C;
                 }
-                for rr in r..r1 {
-                    for (c, &ac) in a4.iter().enumerate() {
-                        write(i0 + c, rr, dot(w.row(rr), ac));
-                    }
-                }
-                i0 += 4;
-            }
+            };
         }
-        if let (Some(tile), true) = (tiles[j], n - i0 >= 2) {
-            while i0 + 2 <= n {
-                let a2 = [a.row(i0, cols), a.row(i0 + 1, cols)];
-                let mut r = r0;
-                while r + 4 <= r1 {
-                    let v = tile([w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)], a2);
-                    for (c, vc) in v.iter().enumerate() {
-                        for (d, &x) in vc.iter().enumerate() {
-                            write(i0 + c, r + d, x);
-                        }
-                    }
-                    r += 4;
-                }
-                for rr in r..r1 {
-                    for c in 0..2 {
-                        write(i0 + c, rr, dot(w.row(rr), a2[c]));
-                    }
-                }
-                i0 += 2;
-            }
+        if let Some(tile) = tiles44[j] {
+            tiles_by!(tile, 4);
+        }
+        if let Some(tile) = tiles[j] {
+            tiles_by!(tile, 2);
         }
         for i in i0..n {
             let ai: ActRef = if n == 1 { a } else { a.row(i, cols) };
