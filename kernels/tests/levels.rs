@@ -361,51 +361,47 @@ fn four_row_kernels_match_scalar() {
     let mut tiles = 0;
     for k in levels() {
         for ty in TYPES {
-            let Some(tile) = k.dot4x2(ty) else { continue };
-            let act = ActType::for_weight(ty).unwrap();
-            for nb in [1usize, 5, 18] {
-                let n = nb * ty.block_size();
-                let rows: Vec<Vec<u8>> = (0..4).map(|_| weights(ty, nb, Case::Random, &mut rng)).collect();
-                let x = activation(2 * n, &mut rng);
-                let a = buf.quantize(act, &x);
-                let cols = [a.row(0, n), a.row(1, n)];
-                let got = tile([&rows[0], &rows[1], &rows[2], &rows[3]], cols);
-                for (c, col) in cols.iter().enumerate() {
-                    for (r, row) in rows.iter().enumerate() {
-                        let want = vec_dot(scalar, ty, row, *col).unwrap();
-                        let tol = 1e-5 * abs_terms(ty, row, *col);
-                        assert!(((got[c][r] - want) as f64).abs() <= tol, "{} {ty} tile {c},{r}", k.name);
-                        neon_is_scalar(k, ty, got[c][r], want);
-                        tiles += 1;
-                    }
-                }
+            if let Some(tile) = k.dot4x2(ty) {
+                tiles += check_tile(k, ty, tile, &mut rng, &mut buf);
             }
-        }
-    }
-    for k in levels() {
-        for ty in TYPES {
-            let Some(tile) = k.dot4x4(ty) else { continue };
-            let act = ActType::for_weight(ty).unwrap();
-            for nb in [1usize, 5, 18] {
-                let n = nb * ty.block_size();
-                let rows: Vec<Vec<u8>> = (0..4).map(|_| weights(ty, nb, Case::Random, &mut rng)).collect();
-                let x = activation(4 * n, &mut rng);
-                let a = buf.quantize(act, &x);
-                let cols = [a.row(0, n), a.row(1, n), a.row(2, n), a.row(3, n)];
-                let got = tile([&rows[0], &rows[1], &rows[2], &rows[3]], cols);
-                for (c, col) in cols.iter().enumerate() {
-                    for (r, row) in rows.iter().enumerate() {
-                        let want = vec_dot(scalar, ty, row, *col).unwrap();
-                        let tol = 1e-5 * abs_terms(ty, row, *col);
-                        assert!(((got[c][r] - want) as f64).abs() <= tol, "{} {ty} 4x4 tile {c},{r}", k.name);
-                        neon_is_scalar(k, ty, got[c][r], want);
-                        tiles += 1;
-                    }
-                }
+            if let Some(tile) = k.dot4x4(ty) {
+                tiles += check_tile(k, ty, tile, &mut rng, &mut buf);
             }
         }
     }
     eprintln!("{tiles} tile comparisons");
+}
+
+/// A tile of four weight rows by C activation rows against the scalar one-row reference, at
+/// 1, 5 and 18 blocks; the number of products compared.
+fn check_tile<const C: usize>(
+    k: &Kernels,
+    ty: GgmlType,
+    tile: fn([&[u8]; 4], [ActRef; C]) -> [[f32; 4]; C],
+    rng: &mut Rng,
+    buf: &mut ActBuf,
+) -> usize {
+    let scalar = Kernels::for_level(Level::Scalar).unwrap();
+    let act = ActType::for_weight(ty).unwrap();
+    let mut checked = 0;
+    for nb in [1usize, 5, 18] {
+        let n = nb * ty.block_size();
+        let rows: Vec<Vec<u8>> = (0..4).map(|_| weights(ty, nb, Case::Random, rng)).collect();
+        let x = activation(C * n, rng);
+        let a = buf.quantize(act, &x);
+        let cols: [ActRef; C] = std::array::from_fn(|c| a.row(c, n));
+        let got = tile([&rows[0], &rows[1], &rows[2], &rows[3]], cols);
+        for (c, col) in cols.iter().enumerate() {
+            for (r, row) in rows.iter().enumerate() {
+                let want = vec_dot(scalar, ty, row, *col).unwrap();
+                let tol = 1e-5 * abs_terms(ty, row, *col);
+                assert!(((got[c][r] - want) as f64).abs() <= tol, "{} {ty} 4x{C} tile {c},{r}", k.name);
+                neon_is_scalar(k, ty, got[c][r], want);
+                checked += 1;
+            }
+        }
+    }
+    checked
 }
 
 /// What the row kernels' offset trick adds to the bound: they take the weights as unsigned
