@@ -372,12 +372,15 @@ fn four_row_kernels_match_scalar() {
     eprintln!("{tiles} tile comparisons");
 }
 
+/// A register tile: four weight rows by C activation rows (`Dot4x2Fn`, `Dot4x4Fn`).
+type Tile<const C: usize> = fn([&[u8]; 4], [ActRef; C]) -> [[f32; 4]; C];
+
 /// A tile of four weight rows by C activation rows against the scalar one-row reference, at
 /// 1, 5 and 18 blocks; the number of products compared.
 fn check_tile<const C: usize>(
     k: &Kernels,
     ty: GgmlType,
-    tile: fn([&[u8]; 4], [ActRef; C]) -> [[f32; 4]; C],
+    tile: Tile<C>,
     rng: &mut Rng,
     buf: &mut ActBuf,
 ) -> usize {
