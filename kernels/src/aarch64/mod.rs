@@ -6,9 +6,9 @@
 
 mod kernels;
 
-/// Widest row (in 32-value blocks: 16384 values) of the NEON decode kernels over many rows;
-/// wider rows go row by row.
-pub const ROWS_MAX_BLOCKS: usize = 512;
+/// Widest row of the NEON decode kernels over many rows, in 32-value blocks
+/// (`dispatch::ROWS_MAX_COLS`; wider rows go row by row).
+pub const ROWS_MAX_BLOCKS: usize = crate::dispatch::ROWS_MAX_COLS / 32;
 
 pub mod attention;
 

@@ -23,8 +23,8 @@ use crate::x86_64::avx512::IQ4NL_BOOK_U;
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 
-/// The widest rows the per-call activation tables hold (8B's widest, 14336, fits).
-pub const MAX_COLS: usize = 16384;
+/// The widest rows the per-call activation tables hold (`dispatch::ROWS_MAX_COLS`).
+const MAX_COLS: usize = crate::dispatch::ROWS_MAX_COLS;
 /// The same in 32-value blocks and in 256-value super-blocks.
 const MAX_BLOCKS: usize = MAX_COLS / 32;
 const MAX_SUPER: usize = MAX_COLS / 256;
