@@ -193,17 +193,17 @@ impl std::fmt::Display for Memory {
 /// /proc/self/smaps_rollup).
 fn huge_pages() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/smaps_rollup").ok()?;
-    let kb = |key: &str| -> Option<u64> {
-        let line = s.lines().find(|l| l.starts_with(key))?;
-        line.split_whitespace().nth(1)?.parse().ok()
-    };
-    Some((kb("FilePmdMapped:").unwrap_or(0) + kb("AnonHugePages:").unwrap_or(0)) * 1024)
+    Some(kb_field(&s, "FilePmdMapped:").unwrap_or(0) + kb_field(&s, "AnonHugePages:").unwrap_or(0))
 }
 
 /// The process's peak resident set (Linux: VmHWM in /proc/self/status).
 fn peak_rss() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    kb_field(&std::fs::read_to_string("/proc/self/status").ok()?, "VmHWM:")
+}
+
+/// The bytes of a `/proc` line `KEY   N kB`.
+fn kb_field(text: &str, key: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with(key))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }
