@@ -571,6 +571,24 @@ fn x86_rows_table() -> Vec<(GgmlType, RowsDecodeFn)> {
     ]
 }
 
+/// The avx2 or avxvnni level's decode kernels over many rows (the module `rows` that
+/// `x86_rows_kernels!` makes in the level's module).
+#[cfg(target_arch = "x86_64")]
+macro_rules! x86_ymm_rows_table {
+    ($m:path) => {{
+        use $m as r;
+        use GgmlType::*;
+        vec![
+            (Q4_0, wrap_rows!(r::legacy_rows, BlockQ4_0, Q8_0)),
+            (Q4_1, wrap_rows!(r::legacy_rows, BlockQ4_1, Q8_1)),
+            (Q5_0, wrap_rows!(r::legacy_rows, BlockQ5_0, Q8_0)),
+            (Q5_1, wrap_rows!(r::legacy_rows, BlockQ5_1, Q8_1)),
+            (Q8_0, wrap_rows!(r::legacy_rows, BlockQ8_0, Q8_0)),
+            (IQ4_NL, wrap_rows!(r::legacy_rows, BlockIQ4NL, Q8_0)),
+        ]
+    }};
+}
+
 /// A NEON variant's decode kernels over many rows (`small_rows`, `super_rows` of the module
 /// `$m`).
 #[cfg(target_arch = "aarch64")]
@@ -1285,6 +1303,10 @@ fn build(level: Level) -> Kernels {
         _ => Vec::new(),
     };
     let rows: Vec<(GgmlType, RowsDecodeFn)> = match level {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => x86_ymm_rows_table!(crate::x86_64::avx2::rows),
+        #[cfg(target_arch = "x86_64")]
+        Level::AvxVnni => x86_ymm_rows_table!(crate::x86_64::avxvnni::rows),
         #[cfg(target_arch = "x86_64")]
         Level::Avx512 => x86_rows_table(),
         _ => Vec::new(),

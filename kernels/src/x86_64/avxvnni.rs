@@ -15,3 +15,4 @@ crate::x86_legacy_kernels!("avx2,fma,f16c,avxvnni");
 crate::x86_k_kernels!("avx2,fma,f16c,avxvnni");
 crate::x86_k_more_kernels!("avx2,fma,f16c,avxvnni");
 crate::x86_repacked_kernels!("avx2,fma,f16c,avxvnni");
+crate::x86_rows_kernels!("avx2,fma,f16c,avxvnni");

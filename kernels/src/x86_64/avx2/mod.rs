@@ -4,6 +4,7 @@ mod k_quants;
 mod k_quants_more;
 mod legacy;
 mod repacked;
+mod rows_decode;
 
 use std::arch::x86_64::*;
 
@@ -22,6 +23,7 @@ crate::x86_legacy_kernels!("avx2,fma,f16c");
 crate::x86_k_kernels!("avx2,fma,f16c");
 crate::x86_k_more_kernels!("avx2,fma,f16c");
 crate::x86_repacked_kernels!("avx2,fma,f16c");
+crate::x86_rows_kernels!("avx2,fma,f16c");
 
 /// A constant given by its bits, in 8 lanes.
 #[inline]
