@@ -19,6 +19,12 @@ cargo clippy --workspace --all-targets --release -- -D warnings
 if [ "$(uname -m)" = x86_64 ]; then
   RUSTFLAGS="--cfg ferrite_amx_emulate" CARGO_TARGET_DIR=target/amx-emulated \
     cargo test --release -p ferrite-kernels --test levels -- amx_tiles_match_scalar repacked_matmul_matches_rows
+  # The avxvnni level on a CPU with AVX-512 VNNI but no AVX-VNNI: built with the EVEX
+  # encoding of the same `vpdpbusd` (a CPU with AVX-VNNI runs the level in the tests above).
+  if ! grep -qw avx_vnni /proc/cpuinfo && grep -qw avx512_vnni /proc/cpuinfo; then
+    RUSTFLAGS="--cfg ferrite_avxvnni_emulate" CARGO_TARGET_DIR=target/avxvnni-emulated \
+      cargo test --release -p ferrite-kernels --test levels
+  fi
 fi
 
 if [ "${FERRITE_SKIP_NEON:-0}" != 1 ]; then

@@ -62,7 +62,18 @@ impl Level {
                     && is_x86_feature_detected!("f16c")
             }
             #[cfg(target_arch = "x86_64")]
-            Level::AvxVnni => Level::Avx2.supported() && is_x86_feature_detected!("avxvnni"),
+            Level::AvxVnni => {
+                // (`--cfg ferrite_avxvnni_emulate`, tests only: the level built with AVX-512
+                // VNNI's encoding of `vpdpbusd`, see `x86_64::avxvnni`.)
+                Level::Avx2.supported()
+                    && if cfg!(ferrite_avxvnni_emulate) {
+                        is_x86_feature_detected!("avx512f")
+                            && is_x86_feature_detected!("avx512vl")
+                            && is_x86_feature_detected!("avx512vnni")
+                    } else {
+                        is_x86_feature_detected!("avxvnni")
+                    }
+            }
             #[cfg(target_arch = "x86_64")]
             Level::Avx512 => {
                 Level::Avx2.supported()
