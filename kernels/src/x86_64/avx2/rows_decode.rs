@@ -17,9 +17,9 @@ macro_rules! x86_rows_kernels {
     ($feat:literal) => {
         pub mod rows {
             use super::{hsum, mul_sum, mul_sum_i8, unpack_nibbles, unpack_q5};
-            use $crate::blocks::*;
             use std::arch::x86_64::*;
             use std::mem::MaybeUninit;
+            use $crate::blocks::*;
 
             /// The widest rows the per-call activation tables hold, in 32-value blocks
             /// (`dispatch::ROWS_MAX_COLS`).
@@ -84,40 +84,39 @@ macro_rules! x86_rows_kernels {
 
             /// Implements `Legacy`: activations, offset, mins, and the block's products.
             macro_rules! legacy {
-                ($b:ty, $act:ty, $offset:literal, $mins:tt, |$x:ident, $a:ident| $dot:expr) => {
-                    impl Legacy for $b {
-                        type Act = $act;
-                        const OFFSET: i32 = $offset;
-                        const MINS: bool = $mins;
-                        fn scales(&self) -> ([u8; 2], [u8; 2]) {
-                            legacy!(@scales self, $mins)
-                        }
-                        #[inline]
-                        #[target_feature(enable = $feat)]
-                        unsafe fn dot(&self, $a: *const __m256i) -> __m256i {
-                            let $x = self;
-                            let $a = _mm256_load_si256($a);
-                            $dot
-                        }
+                        ($b:ty, $act:ty, $offset:literal, $mins:tt, $sum:ident, |$x:ident| $values:expr) => {
+                            impl Legacy for $b {
+                                type Act = $act;
+                                const OFFSET: i32 = $offset;
+                                const MINS: bool = $mins;
+                                fn scales(&self) -> ([u8; 2], [u8; 2]) {
+                                    legacy!(@scales self, $mins)
+                                }
+                                #[inline]
+                                #[target_feature(enable = $feat)]
+                                unsafe fn dot(&self, a: *const __m256i) -> __m256i {
+                                    let $x = self;
+                                    $sum(_mm256_setzero_si256(), $values, _mm256_load_si256(a))
+                                }
+                            }
+                        };
+                        (@scales $s:ident, true) => { ($s.d, $s.m) };
+                        (@scales $s:ident, false) => { ($s.d, $s.d) };
                     }
-                };
-                (@scales $s:ident, true) => { ($s.d, $s.m) };
-                (@scales $s:ident, false) => { ($s.d, $s.d) };
-            }
 
             // Unsigned values (nibbles 0..15, five bits 0..31) go into `vpmaddubsw` as they
             // are (no pair of products reaches i16's limit); signed ones (Q8_0, IQ4_NL's
-            // codebook) through the sign trick, with no offset.
-            legacy!(BlockQ4_0, BlockQ8_0, 8, false, |x, a| mul_sum(_mm256_setzero_si256(), nibbles(&x.qs), a));
-            legacy!(BlockQ4_1, BlockQ8_1, 0, true, |x, a| mul_sum(_mm256_setzero_si256(), nibbles(&x.qs), a));
-            legacy!(BlockQ5_0, BlockQ8_0, 16, false, |x, a| mul_sum(_mm256_setzero_si256(), unpack_q5(&x.qs, x.qh), a));
-            legacy!(BlockQ5_1, BlockQ8_1, 0, true, |x, a| mul_sum(_mm256_setzero_si256(), unpack_q5(&x.qs, x.qh), a));
-            legacy!(BlockQ8_0, BlockQ8_0, 0, false, |x, a| {
-                mul_sum_i8(_mm256_setzero_si256(), _mm256_loadu_si256(x.qs.as_ptr() as *const __m256i), a)
+            // codebook) through the sign trick (`mul_sum_i8`), with no offset.
+            legacy!(BlockQ4_0, BlockQ8_0, 8, false, mul_sum, |x| nibbles(&x.qs));
+            legacy!(BlockQ4_1, BlockQ8_1, 0, true, mul_sum, |x| nibbles(&x.qs));
+            legacy!(BlockQ5_0, BlockQ8_0, 16, false, mul_sum, |x| unpack_q5(&x.qs, x.qh));
+            legacy!(BlockQ5_1, BlockQ8_1, 0, true, mul_sum, |x| unpack_q5(&x.qs, x.qh));
+            legacy!(BlockQ8_0, BlockQ8_0, 0, false, mul_sum_i8, |x| {
+                _mm256_loadu_si256(x.qs.as_ptr() as *const __m256i)
             });
-            legacy!(BlockIQ4NL, BlockQ8_0, 0, false, |x, a| {
-                let book = _mm256_broadcastsi128_si256(_mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i));
-                mul_sum_i8(_mm256_setzero_si256(), _mm256_shuffle_epi8(book, unpack_nibbles(&x.qs)), a)
+            legacy!(BlockIQ4NL, BlockQ8_0, 0, false, mul_sum_i8, |x| {
+                let book = _mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i);
+                _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(book), unpack_nibbles(&x.qs))
             });
 
             /// An f16 as f32 by F16C (`f16_le` is the portable conversion).
