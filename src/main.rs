@@ -237,14 +237,17 @@ enum Command {
     },
 }
 
+/// The sampling options, with llama.cpp's meanings of its special values (`--temp` at or
+/// below 0: greedy; `--top-k` at or below 0: all; `--repeat-last-n -1`: the whole context;
+/// `--seed -1`: from the clock), so that its command lines work as they are.
 #[derive(clap::Args, Clone)]
 struct Sampling {
-    /// Temperature (0: greedy).
-    #[arg(long, default_value_t = 0.8)]
+    /// Temperature (0 or below: greedy).
+    #[arg(long, default_value_t = 0.8, allow_negative_numbers = true)]
     temp: f32,
-    /// Keep the k most likely tokens (0: all).
-    #[arg(long = "top-k", default_value_t = 40)]
-    top_k: usize,
+    /// Keep the k most likely tokens (0 or below: all).
+    #[arg(long = "top-k", default_value_t = 40, allow_negative_numbers = true)]
+    top_k: i64,
     #[arg(long = "top-p", default_value_t = 0.95)]
     top_p: f32,
     #[arg(long = "min-p", default_value_t = 0.05)]
@@ -252,18 +255,29 @@ struct Sampling {
     /// Penalty for repeating one of the last --repeat-last-n tokens (1.0: off).
     #[arg(long = "repeat-penalty", default_value_t = 1.0)]
     repeat_penalty: f32,
-    #[arg(long = "repeat-last-n", default_value_t = 64)]
-    repeat_last_n: usize,
-    /// Random seed (default: from the clock).
-    #[arg(short = 's', long)]
-    seed: Option<u64>,
+    /// How many of the last tokens the repetition penalty looks at (0: none, -1: all).
+    #[arg(long = "repeat-last-n", default_value_t = 64, allow_negative_numbers = true)]
+    repeat_last_n: i64,
+    /// Random seed (default, or -1: from the clock).
+    #[arg(short = 's', long, allow_negative_numbers = true)]
+    seed: Option<i128>,
 }
 
 impl Sampling {
+    /// `--seed`, or None for a seed from the clock (no `--seed`, or -1).
+    fn fixed_seed(&self) -> anyhow::Result<Option<u64>> {
+        match self.seed {
+            None | Some(-1) => Ok(None),
+            Some(s) => u64::try_from(s).map(Some).map_err(|_| {
+                anyhow::anyhow!("--seed {s}: must be from 0 to {}, or -1 (from the clock)", u64::MAX)
+            }),
+        }
+    }
+
     fn config(&self) -> anyhow::Result<SamplerConfig> {
         let ok = |v: f32, lo: f32, hi: f32| v.is_finite() && v >= lo && v <= hi;
-        if !ok(self.temp, 0.0, 100.0) {
-            anyhow::bail!("--temp {}: must be between 0 and 100", self.temp);
+        if !self.temp.is_finite() || self.temp > 100.0 {
+            anyhow::bail!("--temp {}: must be at most 100 (0 or below: greedy)", self.temp);
         }
         if !ok(self.top_p, 0.0, 1.0) || !ok(self.min_p, 0.0, 1.0) {
             anyhow::bail!("--top-p and --min-p must be between 0 and 1");
@@ -271,19 +285,20 @@ impl Sampling {
         if !ok(self.repeat_penalty, 0.0, 100.0) || self.repeat_penalty == 0.0 {
             anyhow::bail!("--repeat-penalty {}: must be above 0", self.repeat_penalty);
         }
-        let seed = self.seed.unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0)
-        });
+        let repeat_last_n = match self.repeat_last_n {
+            -1 => usize::MAX,
+            n => usize::try_from(n).map_err(|_| {
+                anyhow::anyhow!("--repeat-last-n {n}: must be 0 or more, or -1 (the whole context)")
+            })?,
+        };
+        let seed = self.fixed_seed()?.unwrap_or_else(ferrite::sampler::clock_seed);
         Ok(SamplerConfig {
-            temp: self.temp,
-            top_k: self.top_k,
+            temp: self.temp.max(0.0),
+            top_k: usize::try_from(self.top_k).unwrap_or(0),
             top_p: self.top_p,
             min_p: self.min_p,
             repeat_penalty: self.repeat_penalty,
-            repeat_last_n: self.repeat_last_n,
+            repeat_last_n,
             seed,
         })
     }
@@ -519,7 +534,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 port,
                 ctx_size,
                 sampler: sampling.config()?,
-                seed: sampling.seed,
+                seed: sampling.fixed_seed()?,
                 chat_template,
                 max_body,
             };

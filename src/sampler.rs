@@ -26,6 +26,15 @@ impl Default for SamplerConfig {
     }
 }
 
+/// A seed from the clock and the process id, for runs without `--seed` (or with -1).
+pub fn clock_seed() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    t ^ (std::process::id() as u64).rotate_left(32)
+}
+
 /// PCG-style generator (splitmix64): small, fast, reproducible from a seed.
 #[derive(Clone, Debug)]
 pub struct Rng(u64);

@@ -151,3 +151,42 @@ fn bad_prompts() {
     let out = common::ferrite().args(["run", "-m"]).arg(&m).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "no prompt is a usage error");
 }
+
+/// llama.cpp's special values of the sampling options are accepted with its meanings, and
+/// the values around them rejected in one line.
+#[test]
+fn llama_cpp_sampling_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = small_model(dir.path());
+    let cmd = |extra: &[&str]| {
+        let args = ["run", "-p", "hello", "-n", "4", "-m", m.to_str().unwrap()];
+        common::ferrite().args(args).args(extra).output().unwrap()
+    };
+    let text = |extra: &[&str]| {
+        let out = cmd(extra);
+        assert!(out.status.success(), "{extra:?}: {}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    };
+    // A negative temperature is greedy: the same text as --temp 0.
+    assert_eq!(text(&["--temp", "-1", "--seed", "5"]), text(&["--temp", "0"]));
+    // -1 seeds from the clock; top-k at or below 0 keeps every token; -1 repeats over all.
+    text(&[
+        "--temp",
+        "0.7",
+        "--seed",
+        "-1",
+        "--top-k",
+        "-1",
+        "--repeat-last-n",
+        "-1",
+        "--repeat-penalty",
+        "1.1",
+    ]);
+    // The same seed, the same sample.
+    let sampled = &["--temp", "1.5", "--top-k", "0", "--seed", "18446744073709551615"];
+    assert_eq!(text(sampled), text(sampled));
+    assert_one_line_error(&cmd(&["--seed", "-2"]), "--seed -2");
+    assert_one_line_error(&cmd(&["--seed", "18446744073709551616"]), "--seed");
+    assert_one_line_error(&cmd(&["--repeat-last-n", "-2"]), "--repeat-last-n -2");
+    assert_one_line_error(&cmd(&["--temp", "inf"]), "--temp");
+}

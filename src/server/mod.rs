@@ -646,12 +646,11 @@ fn parse_params(
         }
         sampler.repeat_penalty = r;
     }
+    // -1 asks for a seed from the clock, as in llama.cpp's server.
     sampler.seed = match field(obj, "seed") {
         None if seed.is_some() => seed.unwrap_or_default(),
-        None => {
-            let t = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
-            t ^ (std::process::id() as u64).rotate_left(32)
-        }
+        None => crate::sampler::clock_seed(),
+        Some(v) if v.as_i64() == Some(-1) => crate::sampler::clock_seed(),
         Some(v) => v
             .as_u64()
             .or_else(|| v.as_i64().map(|i| i as u64))
