@@ -34,22 +34,24 @@ fn mean_std(xs: &[f64]) -> (f64, f64) {
 
 /// Time `reps` runs of a prefill of `p` tokens (if p > 0) and a decode of `n` tokens (if n > 0).
 pub fn run(model: &Model, p: usize, n: usize, reps: usize) -> Result<Vec<BenchResult>> {
-    run_with(model, p, n, reps, false).map(|(r, _)| r)
+    run_with(model, &[p], &[n], reps, false).map(|(r, _)| r)
 }
 
 /// Prefill and decode profiles.
 pub type Profiles = (Profile, Profile);
 
-/// As `run`; with `profile`, the forward passes also keep per-op statistics (returned as
-/// prefill and decode profiles), so the cost of the bookkeeping itself can be measured.
+/// As `run`, for every prefill length in `ps` and then every decode length in `ns` (as
+/// llama-bench orders its tests; zeros skipped); with `profile`, the forward passes also keep
+/// per-op statistics (returned as prefill and decode profiles, over all the tests), so the
+/// cost of the bookkeeping itself can be measured.
 pub fn run_with(
     model: &Model,
-    p: usize,
-    n: usize,
+    ps: &[usize],
+    ns: &[usize],
     reps: usize,
     profile: bool,
 ) -> Result<(Vec<BenchResult>, Option<Profiles>)> {
-    let n_ctx = p.max(n).max(1);
+    let n_ctx = ps.iter().chain(ns).copied().max().unwrap_or(0).max(1);
     let mut cache = KvCache::new(&model.config, n_ctx);
     let mut state = State::new(&model.config, n_ctx);
     if profile {
@@ -61,7 +63,7 @@ pub fn run_with(
     // Warm-up: touch every weight once (page faults, caches), as llama-bench does.
     cache.clear();
     model.forward(&random_tokens(model, 1, &mut rng), &mut cache, &mut state, None)?;
-    if p > 0 {
+    for &p in ps.iter().filter(|&&p| p > 0) {
         let mut samples = Vec::new();
         for _ in 0..reps {
             let toks = random_tokens(model, p, &mut rng);
@@ -73,7 +75,7 @@ pub fn run_with(
         let (m, s) = mean_std(&samples);
         results.push(BenchResult { test: format!("pp{p}"), tokens_per_s: m, stddev: s, samples });
     }
-    if n > 0 {
+    for &n in ns.iter().filter(|&&n| n > 0) {
         let mut samples = Vec::new();
         for _ in 0..reps {
             let toks = random_tokens(model, n, &mut rng);

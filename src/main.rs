@@ -86,12 +86,13 @@ enum Command {
     Bench {
         #[arg(short = 'm', long = "model")]
         model: PathBuf,
-        /// Prompt tokens for the prefill test (0: skip).
-        #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
-        n_prompt: usize,
-        /// Tokens for the decode test (0: skip).
-        #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
-        n_gen: usize,
+        /// Prompt tokens for the prefill test (0: skip); a list such as 64,512 runs one
+        /// test per length, as llama-bench does.
+        #[arg(short = 'p', long = "n-prompt", default_value = "512", value_delimiter = ',')]
+        n_prompt: Vec<usize>,
+        /// Tokens for the decode test (0: skip); a list runs one test per length.
+        #[arg(short = 'n', long = "n-gen", default_value = "128", value_delimiter = ',')]
+        n_gen: Vec<usize>,
         #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
         reps: usize,
         #[command(flatten)]
@@ -399,13 +400,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench { model, n_prompt, n_gen, reps, runtime, json, profile, roofline } => {
             runtime.apply()?;
-            if reps == 0 || reps > 1000 || n_prompt > 1 << 20 || n_gen > 1 << 20 {
+            if reps == 0 || reps > 1000 || n_prompt.iter().chain(&n_gen).any(|&n| n > 1 << 20) {
                 anyhow::bail!("-r must be 1..1000, -p and -n at most 1048576");
+            }
+            if n_prompt.len() + n_gen.len() > 64 {
+                anyhow::bail!("-p and -n: at most 64 lengths in all");
             }
             let t0 = std::time::Instant::now();
             let m = Model::open(&model)?;
             let load = t0.elapsed();
-            let (results, profiles) = ferrite::bench::run_with(&m, n_prompt, n_gen, reps, profile)?;
+            let (results, profiles) = ferrite::bench::run_with(&m, &n_prompt, &n_gen, reps, profile)?;
             if let Some((pp, tg)) = profiles {
                 let level = m.kernels.level.name();
                 eprintln!("{}\n{}", pp.table("prefill", level), tg.table("decode", level));

@@ -190,3 +190,26 @@ fn llama_cpp_sampling_values() {
     assert_one_line_error(&cmd(&["--repeat-last-n", "-2"]), "--repeat-last-n -2");
     assert_one_line_error(&cmd(&["--temp", "inf"]), "--temp");
 }
+
+/// `bench -p A,B -n C` runs one test per length, prefills first, as llama-bench; bad lists
+/// are usage errors.
+#[test]
+fn bench_takes_lists_of_lengths() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = small_model(dir.path());
+    let bench = |lists: &[&str]| {
+        let mut cmd = common::ferrite();
+        cmd.args(["bench", "-r", "1", "-t", "1", "--json", "-m", m.to_str().unwrap()])
+            .args(lists)
+            .output()
+            .unwrap()
+    };
+    let out = bench(&["-p", "8,4,0", "-n", "3,2"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tests: Vec<&str> =
+        v["results"].as_array().unwrap().iter().map(|r| r["test"].as_str().unwrap()).collect();
+    assert_eq!(tests, ["pp8", "pp4", "tg3", "tg2"]);
+    assert_eq!(bench(&["-p", "8,x"]).status.code(), Some(2));
+    assert_one_line_error(&bench(&["-p", "8,2000000"]), "-p and -n");
+}
