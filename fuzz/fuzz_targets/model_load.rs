@@ -57,7 +57,10 @@ fn file(u: &mut Unstructured) -> Result<Vec<u8>> {
     };
     let hd = s.dim / s.heads;
     let mut w = GgufWriter::new();
-    w.add("general.architecture", Value::String(if u.int_in_range(0..=30)? == 0 { "mamba" } else { "llama" }.into()));
+    w.add(
+        "general.architecture",
+        Value::String(if u.int_in_range(0..=30)? == 0 { "mamba" } else { "llama" }.into()),
+    );
     for (key, v) in [
         ("llama.embedding_length", s.dim),
         ("llama.block_count", s.layers),
@@ -86,10 +89,8 @@ fn file(u: &mut Unstructured) -> Result<Vec<u8>> {
     w.add("tokenizer.ggml.tokens", Value::Array(Array::String(tokens)));
 
     let (q, kv) = (s.dim, hd * s.kv);
-    let mut tensors: Vec<(String, Vec<u64>)> = vec![
-        ("token_embd.weight".into(), vec![s.dim, s.vocab]),
-        ("output_norm.weight".into(), vec![s.dim]),
-    ];
+    let mut tensors: Vec<(String, Vec<u64>)> =
+        vec![("token_embd.weight".into(), vec![s.dim, s.vocab]), ("output_norm.weight".into(), vec![s.dim])];
     if u.arbitrary()? {
         tensors.push(("output.weight".into(), vec![s.dim, s.vocab]));
     }
