@@ -132,6 +132,9 @@ enum Command {
         file: PathBuf,
         #[arg(short = 'c', long = "ctx-size", default_value_t = 512)]
         ctx_size: usize,
+        /// Score only the first N chunks (-1: all), as llama-perplexity's --chunks.
+        #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+        chunks: i64,
         #[command(flatten)]
         runtime: Runtime,
         #[arg(long)]
@@ -444,18 +447,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             ferrite::synth::synth(sh, ft, &output, vocab.as_deref(), seed)?;
             eprintln!("wrote {}", output.display());
         }
-        Command::Perplexity { model, file, ctx_size, runtime, json } => {
+        Command::Perplexity { model, file, ctx_size, chunks, runtime, json } => {
             runtime.apply()?;
+            let max_chunks = match chunks {
+                -1 => None,
+                n => Some(
+                    usize::try_from(n)
+                        .map_err(|_| anyhow::anyhow!("--chunks {n}: must be 1 or more, or -1 (all)"))?,
+                ),
+            };
             let text = std::fs::read_to_string(&file)
                 .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
             let m = Model::open(&model)?;
             let tok = Tokenizer::from_gguf(&m.file.gguf)?;
             let t = Instant::now();
-            let r = ferrite::perplexity::perplexity(&m, &tok, &text, ctx_size, &mut |c, n, ppl| {
-                let width = 30;
-                let done = c * width / n;
-                eprint!("\r[{}{}] chunk {c}/{n}  ppl {ppl:.4}  ", "#".repeat(done), " ".repeat(width - done));
-            })?;
+            let r =
+                ferrite::perplexity::perplexity(&m, &tok, &text, ctx_size, max_chunks, &mut |c, n, ppl| {
+                    let width = 30;
+                    let done = c * width / n;
+                    eprint!(
+                        "\r[{}{}] chunk {c}/{n}  ppl {ppl:.4}  ",
+                        "#".repeat(done),
+                        " ".repeat(width - done)
+                    );
+                })?;
             eprintln!("\n{:.1} s", t.elapsed().as_secs_f64());
             if json {
                 let v =

@@ -22,11 +22,15 @@ fn nll(logits: &[f32], target: u32) -> f64 {
     -(logits[target as usize] as f64 - max - sum.ln())
 }
 
+/// The perplexity of `text` over its chunks of `n_ctx` tokens, or over the first
+/// `max_chunks` of them (llama-perplexity's `--chunks`); `on_chunk(done, chunks, ppl so far)`
+/// after each.
 pub fn perplexity(
     model: &Model,
     tok: &Tokenizer,
     text: &str,
     n_ctx: usize,
+    max_chunks: Option<usize>,
     on_chunk: &mut dyn FnMut(usize, usize, f64),
 ) -> Result<PerplexityResult> {
     if n_ctx < 4 {
@@ -40,7 +44,10 @@ pub fn perplexity(
             2 * n_ctx
         )));
     }
-    let n_chunks = tokens.len() / n_ctx;
+    let n_chunks = (tokens.len() / n_ctx).min(max_chunks.unwrap_or(usize::MAX));
+    if n_chunks == 0 {
+        return Err(Error::Invalid("--chunks 0: no chunk to score".into()));
+    }
     let vocab = model.config.vocab_size;
     let first = n_ctx / 2;
     let mut cache = KvCache::new(&model.config, n_ctx);

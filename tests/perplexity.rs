@@ -29,7 +29,7 @@ fn perplexity_matches_llama_cpp() {
     let path = common::fixture("goldens/perplexity.json");
     let g: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let entries = g["entries"].as_array().expect("entries");
-    assert_eq!(entries.len(), 8, "four files x two texts");
+    assert_eq!(entries.len(), 9, "four files x two texts, and Q4_1 on three chunks");
     for e in entries {
         let (ty, text) = (e["type"].as_str().unwrap(), e["text"].as_str().unwrap());
         let ctx = e["ctx"].as_u64().unwrap();
@@ -53,8 +53,10 @@ fn perplexity_matches_llama_cpp() {
             assert!(out.status.success(), "{ty} {text}: {}", String::from_utf8_lossy(&out.stderr));
             serde_json::from_slice(&out.stdout).expect("--json prints JSON")
         };
-        let ours = run(&[]);
-        if text == "ferrite-essay.txt" {
+        // llama-perplexity's --chunks: only the first chunks scored.
+        let limit = e.get("max_chunks").map(|n| n.to_string());
+        let ours = run(&limit.as_deref().map_or(vec![], |n| vec!["--chunks", n]));
+        if text == "ferrite-essay.txt" && limit.is_none() {
             // Without repacked copies, chunks of 256 tokens run the same kernels on the same
             // values (rows repacked or unpacked as they go): the same perplexity to the bit.
             let rows = run(&["--no-repack"]);
@@ -66,7 +68,8 @@ fn perplexity_matches_llama_cpp() {
         assert_eq!(ours["tokens"].as_u64(), Some(chunks * (ctx - ctx / 2 - 1)), "{ty} {text}: tokens scored");
         let (p, want) = (ours["perplexity"].as_f64().unwrap(), e["perplexity"].as_f64().unwrap());
         let rel = (p - want).abs() / want;
-        let bound = bound(text);
+        // A few chunks are as sensitive to last-bit differences as the short essay.
+        let bound = if limit.is_some() { bound("ferrite-essay.txt") } else { bound(text) };
         eprintln!("{ty} {text} c={ctx}: {p:.4} vs llama.cpp {want:.4} ({:.2}%)", 100.0 * rel);
         assert!(rel <= bound, "{ty} {text} c={ctx}: {p} vs llama.cpp {want} ({:.2}% apart)", 100.0 * rel);
     }

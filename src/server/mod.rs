@@ -719,13 +719,15 @@ mod tests {
     fn request_checks() {
         let ok = parse(
             r#"{"messages":[{"role":"developer","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]},
-                {"role":"user","content":"hi"}],"max_tokens":5,"temperature":0,"seed":-1,"stop":"x",
+                {"role":"user","content":"hi"}],"max_tokens":5,"temperature":0,"seed":-2,"stop":"x",
                 "stream":true,"stream_options":{"include_usage":true},"frequency_penalty":0}"#,
         )
         .unwrap();
         let Prompt::Chat(m) = &ok.prompt else { panic!() };
         assert_eq!(m[0], Message::new("system", "ab"));
-        assert_eq!((ok.max_tokens, ok.sampler.temp, ok.sampler.seed), (Some(5), 0.0, u64::MAX));
+        // Negative seeds wrap, but for -1, which asks for one from the clock (as llama.cpp).
+        assert_eq!((ok.max_tokens, ok.sampler.temp, ok.sampler.seed), (Some(5), 0.0, u64::MAX - 1));
+        assert!(parse(r#"{"messages":[{"role":"user","content":"a"}],"seed":-1}"#).is_ok());
         assert_eq!(ok.stop, vec!["x".to_string()]);
         assert!(ok.stream && ok.include_usage);
 
