@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod chat;
 pub mod error;
+pub mod escape;
 pub mod explain;
 pub mod generate;
 pub mod gguf;

@@ -71,6 +71,10 @@ enum Command {
         /// Treat special-token text in the prompt (like <|im_start|>) as plain text.
         #[arg(long)]
         no_parse_special: bool,
+        /// Take the prompt as written: no escape processing (by default, as llama.cpp,
+        /// \n \r \t \' \" \\ and \xHH in -p or -f become the characters they name).
+        #[arg(long)]
+        no_escape: bool,
         /// After generating, print a table of time, bytes and FLOPs per operation (stderr).
         #[arg(long)]
         profile: bool,
@@ -172,6 +176,10 @@ enum Command {
         no_bos: bool,
         #[arg(long)]
         no_parse_special: bool,
+        /// Take the text as written: no escape processing (by default, as llama-tokenize,
+        /// \n \r \t \' \" \\ and \xHH become the characters they name).
+        #[arg(long)]
+        no_escape: bool,
         /// One "id piece" line per token.
         #[arg(long)]
         pieces: bool,
@@ -376,6 +384,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             sampling,
             ignore_eos,
             no_parse_special,
+            no_escape,
             profile,
             dump_activations,
             layers,
@@ -384,10 +393,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let sampler_config = sampling.config()?;
             let prompt = match (prompt, file) {
                 (Some(p), _) => p,
-                (None, Some(f)) => std::fs::read_to_string(&f)
-                    .map_err(|e| anyhow::anyhow!("cannot read prompt file {}: {e}", f.display()))?,
+                (None, Some(f)) => {
+                    let mut p = std::fs::read_to_string(&f)
+                        .map_err(|e| anyhow::anyhow!("cannot read prompt file {}: {e}", f.display()))?;
+                    // As llama.cpp's -f: the file's one trailing newline is not part of it.
+                    if p.ends_with('\n') {
+                        p.pop();
+                    }
+                    p
+                }
                 (None, None) => unreachable!("clap requires one"),
             };
+            let prompt = if no_escape { prompt } else { ferrite::escape::unescape(&prompt, "the prompt")? };
             drop(out);
             let opts = RunOptions {
                 n_predict,
@@ -501,7 +518,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             write!(out, "{}", ferrite::explain::report(&m, pos, bw, ops, measured))?;
         }
-        Command::Tokenize { model, prompt, no_bos, no_parse_special, pieces } => {
+        Command::Tokenize { model, prompt, no_bos, no_parse_special, no_escape, pieces } => {
+            let prompt = if no_escape { prompt } else { ferrite::escape::unescape(&prompt, "the text")? };
             let f = GgufFile::open(&model)?;
             let tok = Tokenizer::from_gguf(&f.gguf)?;
             let ids = tok.encode(&prompt, !no_bos, !no_parse_special);

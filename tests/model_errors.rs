@@ -213,3 +213,35 @@ fn bench_takes_lists_of_lengths() {
     assert_eq!(bench(&["-p", "8,x"]).status.code(), Some(2));
     assert_one_line_error(&bench(&["-p", "8,2000000"]), "-p and -n");
 }
+
+/// `run -f` as llama.cpp's: the file's one trailing newline dropped, escapes processed
+/// (unless --no-escape), so it runs what `-p` with the same text does.
+#[test]
+fn prompt_files_as_llama_cpp() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = small_model(dir.path());
+    let f = dir.path().join("prompt.txt");
+    // The text and the prompt's token count (the synthetic model's vocabulary is bytes and
+    // short pieces, so a count tells a newline from a backslash and an n).
+    let gen = |args: &[&str]| {
+        let out = run(&m, args);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{args:?}: {err}");
+        let prompt =
+            err.lines().find(|l| l.starts_with("prompt:")).unwrap().split(',').next().unwrap().to_string();
+        (out.stdout, prompt)
+    };
+    let file = |content: &str, extra: &[&str]| {
+        std::fs::write(&f, content).unwrap();
+        gen(&[&["-f", f.to_str().unwrap()][..], extra].concat())
+    };
+    assert_eq!(file("hello there\n", &[]), gen(&["-p", "hello there"]));
+    assert_eq!(file(r"hello\nthere", &[]), gen(&["-p", "hello\nthere"]));
+    assert_eq!(file(r"hello\nthere", &["--no-escape"]), gen(&["-p", r"hello\nthere", "--no-escape"]));
+    assert_ne!(
+        gen(&["-p", "hello\nthere"]).1,
+        gen(&["-p", r"hello\nthere", "--no-escape"]).1,
+        "{:?}",
+        gen(&["-p", "hello\nthere"]).1
+    );
+}

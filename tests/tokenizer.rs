@@ -490,3 +490,35 @@ fn tiny_bpe_vocab_merges_by_rank() {
     assert_eq!(t.pre_tokenizer(), Some(PreTokenizer::Default));
     assert_eq!(t.encode("ab", false, false), vec![0, 1]);
 }
+
+/// `ferrite tokenize -p` processes escapes as llama-tokenize does by default (`\n`, `\t`,
+/// quotes, `\\`, `\xHH`; others kept), and takes the text as written with `--no-escape`
+/// (goldens from scripts/goldens/escapes.sh).
+#[test]
+fn prompt_escapes_match_llama_tokenize() {
+    let path = common::fixture("goldens/escapes.json");
+    let g: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let model = common::root().join(g["model"].as_str().unwrap());
+    let entries = g["entries"].as_array().unwrap();
+    assert!(entries.len() >= 9);
+    for e in entries {
+        let text = e["text"].as_str().unwrap();
+        let mut cmd = common::ferrite();
+        cmd.arg("tokenize").arg("-m").arg(&model).args(["-p", text]);
+        if e["no_escape"].as_bool().unwrap() {
+            cmd.arg("--no-escape");
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{text:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let ids: Vec<u64> =
+            String::from_utf8(out.stdout).unwrap().split_whitespace().map(|t| t.parse().unwrap()).collect();
+        let want: Vec<u64> = e["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+        assert_eq!(ids, want, "{text:?}");
+    }
+    // A \xHH that makes invalid UTF-8 is a one-line error.
+    let out =
+        common::ferrite().arg("tokenize").arg("-m").arg(&model).args(["-p", r"a \xff b"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.starts_with("error: ") && err.trim_end().lines().count() == 1, "{err}");
+}
