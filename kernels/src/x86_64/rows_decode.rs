@@ -36,16 +36,15 @@ const MAX_SUPER: usize = MAX_COLS / 256;
 /// at 3 KiB.
 const PREFETCH: usize = 3072;
 
-/// An activation block of the 32-value types as the row kernels read it.
+/// An activation block of the 32-value types as the row kernels of every x86 level read it
+/// (these and `x86_rows_kernels!`'s).
 pub trait RowAct {
     fn d(&self) -> [u8; 2];
     fn qs(&self) -> &[i8; 32];
     /// The term the weights' offset or min multiplies: `-offset * d * sum(qs)` (Q8_0), or
-    /// `s` (Q8_1, which carries `d * sum(qs)`: Q4_1's min multiplies it).
-    ///
-    /// # Safety
-    /// The CPU must have the avx512 level's features.
-    unsafe fn extra(&self, offset: i32, d: f32) -> f32;
+    /// `s` (Q8_1, which carries `d * sum(qs)`: Q4_1's min multiplies it). Worked out once
+    /// per block and call, so plain code serves every level.
+    fn extra(&self, offset: i32, d: f32) -> f32;
 }
 
 impl RowAct for BlockQ8_0 {
@@ -55,14 +54,8 @@ impl RowAct for BlockQ8_0 {
     fn qs(&self) -> &[i8; 32] {
         &self.qs
     }
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    unsafe fn extra(&self, offset: i32, d: f32) -> f32 {
-        // The bytes made unsigned (+128) and summed by `vpsadbw`.
-        let v = _mm256_loadu_si256(self.qs.as_ptr() as *const __m256i);
-        let s = _mm256_sad_epu8(_mm256_xor_si256(v, _mm256_set1_epi8(-128)), _mm256_setzero_si256());
-        let s = _mm_add_epi64(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-        let sum = _mm_cvtsi128_si32(_mm_add_epi64(s, _mm_unpackhi_epi64(s, s))) - 32 * 128;
+    fn extra(&self, offset: i32, d: f32) -> f32 {
+        let sum: i32 = self.qs.iter().map(|&q| q as i32).sum();
         -(offset as f32) * d * sum as f32
     }
 }
@@ -74,10 +67,8 @@ impl RowAct for BlockQ8_1 {
     fn qs(&self) -> &[i8; 32] {
         &self.qs
     }
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    unsafe fn extra(&self, _offset: i32, _d: f32) -> f32 {
-        f16_to_f32(self.s)
+    fn extra(&self, _offset: i32, _d: f32) -> f32 {
+        crate::blocks::f16_le(self.s)
     }
 }
 

@@ -19,6 +19,7 @@ macro_rules! x86_rows_kernels {
             use super::{hsum, mul_sum, mul_sum_i8, unpack_nibbles, unpack_q5};
             use std::arch::x86_64::*;
             use std::mem::MaybeUninit;
+            use $crate::x86_64::rows_decode::RowAct;
             use $crate::blocks::*;
 
             /// The widest rows the per-call activation tables hold, in 32-value blocks
@@ -29,44 +30,9 @@ macro_rules! x86_rows_kernels {
             /// level's row kernels; a prefetch never faults, the address is only computed).
             const PREFETCH: usize = 3072;
 
-            /// An activation block of the 32-value types.
-            pub trait Act {
-                fn d(&self) -> [u8; 2];
-                fn qs(&self) -> &[i8; 32];
-                /// The term the weights' offset or min multiplies: `-offset * d * sum(qs)`
-                /// (Q8_0), or `s` (Q8_1, which carries `d * sum(qs)`).
-                fn extra(&self, offset: i32, d: f32) -> f32;
-            }
-
-            impl Act for BlockQ8_0 {
-                fn d(&self) -> [u8; 2] {
-                    self.d
-                }
-                fn qs(&self) -> &[i8; 32] {
-                    &self.qs
-                }
-                fn extra(&self, offset: i32, d: f32) -> f32 {
-                    let sum: i32 = self.qs.iter().map(|&q| q as i32).sum();
-                    -(offset as f32) * d * sum as f32
-                }
-            }
-
-            impl Act for BlockQ8_1 {
-                fn d(&self) -> [u8; 2] {
-                    self.d
-                }
-                fn qs(&self) -> &[i8; 32] {
-                    &self.qs
-                }
-                fn extra(&self, _offset: i32, _d: f32) -> f32 {
-                    // SAFETY: reached only from `legacy_rows`, under this level's features.
-                    unsafe { h2f(self.s) }
-                }
-            }
-
             /// A 32-value weight block type as `legacy_rows` reads it.
             pub trait Legacy: Sized {
-                type Act: Act;
+                type Act: RowAct;
                 /// What the values `dot` multiplies stand for is `value - OFFSET`.
                 const OFFSET: i32;
                 /// Whether the extra term is multiplied by a min (`m`) rather than by `d`.
