@@ -38,7 +38,7 @@ thread_local! {
     static FLY: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 use crate::blocks::QK_K;
-use crate::repack::{Layout, GROUP};
+use crate::repack::{Layout, Stores, GROUP};
 use crate::types::GgmlType;
 use crate::KernelError;
 
@@ -363,7 +363,8 @@ pub fn matmul_multi(
                     buf.resize(len, 0);
                 }
                 let src = w.rows_bytes(g * GROUP, g * GROUP + rows);
-                let ok = crate::repack::repack_into(w.ty, rows, cols, src, &mut buf[..len]).is_some();
+                let ok = crate::repack::repack_into(w.ty, rows, cols, src, &mut buf[..len], Stores::Cached)
+                    .is_some();
                 debug_assert!(ok);
                 len
             };

@@ -112,7 +112,7 @@ pub fn repackable(ty: GgmlType, rows: usize, cols: usize) -> bool {
 /// The interleaved layout of a matrix (`None` if it is not `repackable`), in a new buffer.
 pub fn repack(ty: GgmlType, rows: usize, cols: usize, data: &[u8]) -> Option<(Layout, Vec<u8>)> {
     let mut out = vec![0u8; repacked_len(ty, rows, cols)?];
-    let layout = repack_into(ty, rows, cols, data, &mut out)?;
+    let layout = repack_into(ty, rows, cols, data, &mut out, Stores::Streaming)?;
     Some((layout, out))
 }
 
@@ -125,10 +125,30 @@ pub fn repacked_len(ty: GgmlType, rows: usize, cols: usize) -> Option<usize> {
     Some(rows / GROUP * (cols / ty.block_size()) * layout.block_bytes())
 }
 
+/// How a repack writes its output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stores {
+    /// Non-temporal stores where the CPU has them (x86): a copy made at load is written
+    /// once and not read for a while, so fetching its lines first would only double the
+    /// traffic and evict the source.
+    Streaming,
+    /// Ordinary stores: a buffer read right after it is written (`matmul`'s rows repacked on
+    /// the fly), which non-temporal stores would send out to memory first (the avx2 1B
+    /// Q4_K_M prefill from the file's rows ran 11-15% slower with them).
+    Cached,
+}
+
 /// Writes the interleaved layout of a matrix into `out`, which the caller allocates with
 /// `repacked_len` bytes (so that it can choose the memory: the model asks for huge pages).
 /// `None`, with `out` untouched, if the matrix is not `repackable` or a length disagrees.
-pub fn repack_into(ty: GgmlType, rows: usize, cols: usize, data: &[u8], out: &mut [u8]) -> Option<Layout> {
+pub fn repack_into(
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    data: &[u8],
+    out: &mut [u8],
+    stores: Stores,
+) -> Option<Layout> {
     if Some(data.len()) != ty.row_bytes(cols).map(|b| b * rows)
         || Some(out.len()) != repacked_len(ty, rows, cols)
     {
@@ -136,19 +156,19 @@ pub fn repack_into(ty: GgmlType, rows: usize, cols: usize, data: &[u8], out: &mu
     }
     let nb = cols / ty.block_size();
     match ty {
-        GgmlType::Q4_0 => repack_q4_0(as_blocks(data)?, rows, nb, out),
-        GgmlType::Q4_K => repack_q4_k(as_blocks(data)?, rows, nb, out),
-        GgmlType::Q8_0 => repack_q8_0(as_blocks(data)?, rows, nb, out),
-        GgmlType::Q4_1 => repack_q4_1(as_blocks(data)?, rows, nb, out),
-        GgmlType::Q5_0 => repack_q5_0(as_blocks(data)?, rows, nb, out),
-        GgmlType::Q5_1 => repack_q5_1(as_blocks(data)?, rows, nb, out),
-        GgmlType::Q6_K => repack_q6_k(as_blocks(data)?, rows, nb, out),
-        GgmlType::Q5_K => repack_q5_k(as_blocks(data)?, rows, nb, out),
-        GgmlType::IQ4_XS => repack_iq4_xs(as_blocks(data)?, rows, nb, out),
-        GgmlType::Q3_K => repack_q3_k(as_blocks(data)?, rows, nb, out),
-        GgmlType::Q2_K => repack_q2_k(as_blocks(data)?, rows, nb, out),
+        GgmlType::Q4_0 => repack_q4_0(as_blocks(data)?, rows, nb, out, stores),
+        GgmlType::Q4_K => repack_q4_k(as_blocks(data)?, rows, nb, out, stores),
+        GgmlType::Q8_0 => repack_q8_0(as_blocks(data)?, rows, nb, out, stores),
+        GgmlType::Q4_1 => repack_q4_1(as_blocks(data)?, rows, nb, out, stores),
+        GgmlType::Q5_0 => repack_q5_0(as_blocks(data)?, rows, nb, out, stores),
+        GgmlType::Q5_1 => repack_q5_1(as_blocks(data)?, rows, nb, out, stores),
+        GgmlType::Q6_K => repack_q6_k(as_blocks(data)?, rows, nb, out, stores),
+        GgmlType::Q5_K => repack_q5_k(as_blocks(data)?, rows, nb, out, stores),
+        GgmlType::IQ4_XS => repack_iq4_xs(as_blocks(data)?, rows, nb, out, stores),
+        GgmlType::Q3_K => repack_q3_k(as_blocks(data)?, rows, nb, out, stores),
+        GgmlType::Q2_K => repack_q2_k(as_blocks(data)?, rows, nb, out, stores),
         GgmlType::IQ4_NL => {
-            interleave_nibbles::<BlockIQ4NL>(as_blocks(data)?, rows, nb, out, |b| (&b.d, &b.qs))
+            interleave_nibbles::<BlockIQ4NL>(as_blocks(data)?, rows, nb, out, stores, |b| (&b.d, &b.qs))
         }
         _ => return None,
     }
@@ -163,6 +183,7 @@ fn interleave<S: Block, D: Block + Default>(
     rows: usize,
     nb: usize,
     out: &mut [u8],
+    stores: Stores,
     f: impl Fn([&S; GROUP], &mut D),
 ) {
     debug_assert_eq!(out.len(), rows / GROUP * nb * D::BYTES);
@@ -171,14 +192,17 @@ fn interleave<S: Block, D: Block + Default>(
         let src: [&S; GROUP] = std::array::from_fn(|r| &blocks[(g * GROUP + r) * nb + j]);
         let mut d = D::default();
         f(src, &mut d);
-        store_streaming(chunk, as_bytes(std::slice::from_ref(&d)));
+        match stores {
+            Stores::Streaming => store_streaming(chunk, as_bytes(std::slice::from_ref(&d))),
+            Stores::Cached => chunk.copy_from_slice(as_bytes(std::slice::from_ref(&d))),
+        }
     }
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: SSE is part of x86_64; the fence orders the streaming stores above before
-    // anything that follows (the copy is read by other threads once the repack returns).
-    unsafe {
-        std::arch::x86_64::_mm_sfence()
-    };
+    if stores == Stores::Streaming {
+        // SAFETY: SSE is part of x86_64; the fence orders the streaming stores above before
+        // anything that follows (the copy is read by other threads once the repack returns).
+        unsafe { std::arch::x86_64::_mm_sfence() };
+    }
 }
 
 /// Copies a finished block to its place. On x86 with 16-byte aligned places (every block
@@ -204,8 +228,8 @@ fn store_streaming(dst: &mut [u8], src: &[u8]) {
     dst.copy_from_slice(src);
 }
 
-fn repack_q4_k(blocks: &[BlockQ4K], rows: usize, nb: usize, out: &mut [u8]) {
-    interleave(blocks, rows, nb, out, |src, o: &mut BlockQ4Kx8| {
+fn repack_q4_k(blocks: &[BlockQ4K], rows: usize, nb: usize, out: &mut [u8], stores: Stores) {
+    interleave(blocks, rows, nb, out, stores, |src, o: &mut BlockQ4Kx8| {
         for (r, b) in src.iter().enumerate() {
             interleave_k_row(
                 r,
@@ -216,8 +240,8 @@ fn repack_q4_k(blocks: &[BlockQ4K], rows: usize, nb: usize, out: &mut [u8]) {
     })
 }
 
-fn repack_q5_k(blocks: &[BlockQ5K], rows: usize, nb: usize, out: &mut [u8]) {
-    interleave(blocks, rows, nb, out, |src, o: &mut BlockQ5Kx8| {
+fn repack_q5_k(blocks: &[BlockQ5K], rows: usize, nb: usize, out: &mut [u8], stores: Stores) {
+    interleave(blocks, rows, nb, out, stores, |src, o: &mut BlockQ5Kx8| {
         for (r, b) in src.iter().enumerate() {
             // Q4_K's fields in Q4_Kx8's order, plus the fifth bits interleaved as the nibbles.
             interleave_k_row(
@@ -269,8 +293,8 @@ fn bytemuck_i8(q: &[i8; 32]) -> &[u8; 32] {
     unsafe { &*(q as *const [i8; 32] as *const [u8; 32]) }
 }
 
-fn repack_q8_0(blocks: &[BlockQ8_0], rows: usize, nb: usize, out: &mut [u8]) {
-    interleave(blocks, rows, nb, out, |src, o: &mut BlockQ8_0x8| {
+fn repack_q8_0(blocks: &[BlockQ8_0], rows: usize, nb: usize, out: &mut [u8], stores: Stores) {
+    interleave(blocks, rows, nb, out, stores, |src, o: &mut BlockQ8_0x8| {
         for (r, b) in src.iter().enumerate() {
             o.d[2 * r..2 * r + 2].copy_from_slice(&b.d);
             let qs: &[u8; 32] = bytemuck_i8(&b.qs);
@@ -281,8 +305,8 @@ fn repack_q8_0(blocks: &[BlockQ8_0], rows: usize, nb: usize, out: &mut [u8]) {
     })
 }
 
-fn repack_q4_1(blocks: &[BlockQ4_1], rows: usize, nb: usize, out: &mut [u8]) {
-    interleave(blocks, rows, nb, out, |src, o: &mut BlockQ4_1x8| {
+fn repack_q4_1(blocks: &[BlockQ4_1], rows: usize, nb: usize, out: &mut [u8], stores: Stores) {
+    interleave(blocks, rows, nb, out, stores, |src, o: &mut BlockQ4_1x8| {
         for (r, b) in src.iter().enumerate() {
             o.d[2 * r..2 * r + 2].copy_from_slice(&b.d);
             o.m[2 * r..2 * r + 2].copy_from_slice(&b.m);
@@ -293,8 +317,8 @@ fn repack_q4_1(blocks: &[BlockQ4_1], rows: usize, nb: usize, out: &mut [u8]) {
     })
 }
 
-fn repack_q5_0(blocks: &[BlockQ5_0], rows: usize, nb: usize, out: &mut [u8]) {
-    interleave(blocks, rows, nb, out, |src, o: &mut BlockQ5_0x8| {
+fn repack_q5_0(blocks: &[BlockQ5_0], rows: usize, nb: usize, out: &mut [u8], stores: Stores) {
+    interleave(blocks, rows, nb, out, stores, |src, o: &mut BlockQ5_0x8| {
         for (r, b) in src.iter().enumerate() {
             o.d[2 * r..2 * r + 2].copy_from_slice(&b.d);
             o.qh[4 * r..4 * r + 4].copy_from_slice(&b.qh);
@@ -305,8 +329,8 @@ fn repack_q5_0(blocks: &[BlockQ5_0], rows: usize, nb: usize, out: &mut [u8]) {
     })
 }
 
-fn repack_q5_1(blocks: &[BlockQ5_1], rows: usize, nb: usize, out: &mut [u8]) {
-    interleave(blocks, rows, nb, out, |src, o: &mut BlockQ5_1x8| {
+fn repack_q5_1(blocks: &[BlockQ5_1], rows: usize, nb: usize, out: &mut [u8], stores: Stores) {
+    interleave(blocks, rows, nb, out, stores, |src, o: &mut BlockQ5_1x8| {
         for (r, b) in src.iter().enumerate() {
             o.d[2 * r..2 * r + 2].copy_from_slice(&b.d);
             o.m[2 * r..2 * r + 2].copy_from_slice(&b.m);
@@ -318,8 +342,8 @@ fn repack_q5_1(blocks: &[BlockQ5_1], rows: usize, nb: usize, out: &mut [u8]) {
     })
 }
 
-fn repack_q6_k(blocks: &[BlockQ6K], rows: usize, nb: usize, out: &mut [u8]) {
-    interleave(blocks, rows, nb, out, |src, o: &mut BlockQ6Kx8| {
+fn repack_q6_k(blocks: &[BlockQ6K], rows: usize, nb: usize, out: &mut [u8], stores: Stores) {
+    interleave(blocks, rows, nb, out, stores, |src, o: &mut BlockQ6Kx8| {
         for (r, b) in src.iter().enumerate() {
             o.d[2 * r..2 * r + 2].copy_from_slice(&b.d);
             for grp in 0..16 {
@@ -342,8 +366,8 @@ fn repack_q6_k(blocks: &[BlockQ6K], rows: usize, nb: usize, out: &mut [u8]) {
     })
 }
 
-fn repack_q2_k(blocks: &[BlockQ2K], rows: usize, nb: usize, out: &mut [u8]) {
-    interleave(blocks, rows, nb, out, |src, o: &mut BlockQ2Kx8| {
+fn repack_q2_k(blocks: &[BlockQ2K], rows: usize, nb: usize, out: &mut [u8], stores: Stores) {
+    interleave(blocks, rows, nb, out, stores, |src, o: &mut BlockQ2Kx8| {
         for (r, b) in src.iter().enumerate() {
             o.d[2 * r..2 * r + 2].copy_from_slice(&b.d);
             o.dmin[2 * r..2 * r + 2].copy_from_slice(&b.dmin);
@@ -355,8 +379,8 @@ fn repack_q2_k(blocks: &[BlockQ2K], rows: usize, nb: usize, out: &mut [u8]) {
     })
 }
 
-fn repack_q3_k(blocks: &[BlockQ3K], rows: usize, nb: usize, out: &mut [u8]) {
-    interleave(blocks, rows, nb, out, |src, o: &mut BlockQ3Kx8| {
+fn repack_q3_k(blocks: &[BlockQ3K], rows: usize, nb: usize, out: &mut [u8], stores: Stores) {
+    interleave(blocks, rows, nb, out, stores, |src, o: &mut BlockQ3Kx8| {
         for (r, b) in src.iter().enumerate() {
             o.d[2 * r..2 * r + 2].copy_from_slice(&b.d);
             for (g, &sc) in crate::scalar::q3_k_scales(&b.scales).iter().enumerate() {
@@ -381,8 +405,8 @@ fn interleave_2bit_row(r: usize, qs: &[u8; 64], out: &mut [u8; 512]) {
     }
 }
 
-fn repack_iq4_xs(blocks: &[BlockIQ4XS], rows: usize, nb: usize, out: &mut [u8]) {
-    interleave(blocks, rows, nb, out, |src, o: &mut BlockIQ4XSx8| {
+fn repack_iq4_xs(blocks: &[BlockIQ4XS], rows: usize, nb: usize, out: &mut [u8], stores: Stores) {
+    interleave(blocks, rows, nb, out, stores, |src, o: &mut BlockIQ4XSx8| {
         for (r, b) in src.iter().enumerate() {
             o.d[2 * r..2 * r + 2].copy_from_slice(&b.d);
             for g in 0..8 {
@@ -396,8 +420,8 @@ fn repack_iq4_xs(blocks: &[BlockIQ4XS], rows: usize, nb: usize, out: &mut [u8]) 
     })
 }
 
-fn repack_q4_0(blocks: &[BlockQ4_0], rows: usize, nb: usize, out: &mut [u8]) {
-    interleave_nibbles(blocks, rows, nb, out, |b| (&b.d, &b.qs))
+fn repack_q4_0(blocks: &[BlockQ4_0], rows: usize, nb: usize, out: &mut [u8], stores: Stores) {
+    interleave_nibbles(blocks, rows, nb, out, stores, |b| (&b.d, &b.qs))
 }
 
 /// A block type of Q4_0's fields (`fields` gives d and the 16 bytes of nibbles) into
@@ -407,9 +431,10 @@ fn interleave_nibbles<S: Block>(
     rows: usize,
     nb: usize,
     out: &mut [u8],
+    stores: Stores,
     fields: impl Fn(&S) -> (&[u8; 2], &[u8; 16]),
 ) {
-    interleave(blocks, rows, nb, out, |src, o: &mut BlockQ4_0x8| {
+    interleave(blocks, rows, nb, out, stores, |src, o: &mut BlockQ4_0x8| {
         for (r, b) in src.iter().enumerate() {
             let (d, qs) = fields(b);
             o.d[2 * r..2 * r + 2].copy_from_slice(d);

@@ -571,7 +571,7 @@ fn check_repacked(k: &Kernels, plain: &Matrix, m: &Matrix, n: usize, case: Case,
 #[test]
 fn repacked_matmul_matches_rows() {
     use ferrite_kernels::blocks::{as_blocks, BlockQ4_0, BlockQ4_0x8};
-    use ferrite_kernels::repack::{repack, repack_into, unpack_q4_0x8, Layout};
+    use ferrite_kernels::repack::{repack, repack_into, unpack_q4_0x8, Layout, Stores};
     let scalar = Kernels::for_level(Level::Scalar).unwrap();
     let mut rng = Rng(0x5eed_0f8a);
     let mut buf = ActBuf::new();
@@ -602,10 +602,10 @@ fn repacked_matmul_matches_rows() {
         let mut pieces = vec![0u8; packed.len()];
         let (src_half, dst_half) = (w.len() / rows * 16, packed.len() / rows * 16);
         let (d0, d1) = pieces.split_at_mut(dst_half);
-        assert_eq!(repack_into(ty, 16, cols, &w[..src_half], d0), Some(layout));
-        assert_eq!(repack_into(ty, rows - 16, cols, &w[src_half..], d1), Some(layout));
+        assert_eq!(repack_into(ty, 16, cols, &w[..src_half], d0, Stores::Streaming), Some(layout));
+        assert_eq!(repack_into(ty, rows - 16, cols, &w[src_half..], d1, Stores::Cached), Some(layout));
         assert!(pieces == packed, "{ty} {case:?}: repack in two pieces differs");
-        assert_eq!(repack_into(ty, rows, cols, &w, &mut pieces[1..]), None, "short output");
+        assert_eq!(repack_into(ty, rows, cols, &w, &mut pieces[1..], Stores::Cached), None, "short output");
         if ty == GgmlType::Q4_0 {
             assert_eq!(packed.len(), w.len());
             let orig: &[BlockQ4_0] = as_blocks(&w).unwrap();

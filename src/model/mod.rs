@@ -241,7 +241,8 @@ impl Model {
             .filter_map(|p| {
                 let w = &ws[p.m];
                 file.populate(p.start, p.src.len());
-                let ok = repack::repack_into(w.ty, p.rows, w.cols, p.src, p.dst).is_some();
+                let ok = repack::repack_into(w.ty, p.rows, w.cols, p.src, p.dst, repack::Stores::Streaming)
+                    .is_some();
                 // Released right away, so resident memory stays near the file size while
                 // the copies are made.
                 if ok && (w.start, w.len) != embd {
