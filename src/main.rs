@@ -75,6 +75,9 @@ enum Command {
         /// \n \r \t \' \" \\ and \xHH in -p or -f become the characters they name).
         #[arg(long)]
         no_escape: bool,
+        /// Process escapes: the default (llama.cpp's flag, so that its command lines work).
+        #[arg(short = 'e', long = "escape", conflicts_with = "no_escape")]
+        escape: bool,
         /// After generating, print a table of time, bytes and FLOPs per operation (stderr).
         #[arg(long)]
         profile: bool,
@@ -180,6 +183,9 @@ enum Command {
         /// \n \r \t \' \" \\ and \xHH become the characters they name).
         #[arg(long)]
         no_escape: bool,
+        /// Process escapes: the default (llama-tokenize's flag).
+        #[arg(short = 'e', long = "escape", conflicts_with = "no_escape")]
+        escape: bool,
         /// One "id piece" line per token.
         #[arg(long)]
         pieces: bool,
@@ -385,6 +391,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             ignore_eos,
             no_parse_special,
             no_escape,
+            escape: _,
             profile,
             dump_activations,
             layers,
@@ -518,7 +525,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             write!(out, "{}", ferrite::explain::report(&m, pos, bw, ops, measured))?;
         }
-        Command::Tokenize { model, prompt, no_bos, no_parse_special, no_escape, pieces } => {
+        Command::Tokenize { model, prompt, no_bos, no_parse_special, no_escape, escape: _, pieces } => {
             let prompt = if no_escape { prompt } else { ferrite::escape::unescape(&prompt, "the text")? };
             let f = GgufFile::open(&model)?;
             let tok = Tokenizer::from_gguf(&f.gguf)?;

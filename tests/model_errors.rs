@@ -238,6 +238,8 @@ fn prompt_files_as_llama_cpp() {
     assert_eq!(file("hello there\n", &[]), gen(&["-p", "hello there"]));
     assert_eq!(file(r"hello\nthere", &[]), gen(&["-p", "hello\nthere"]));
     assert_eq!(file(r"hello\nthere", &["--no-escape"]), gen(&["-p", r"hello\nthere", "--no-escape"]));
+    // llama.cpp's -e (escapes on, the default) is accepted.
+    assert_eq!(gen(&["-e", "-p", r"hello\nthere"]), gen(&["-p", "hello\nthere"]));
     assert_ne!(
         gen(&["-p", "hello\nthere"]).1,
         gen(&["-p", r"hello\nthere", "--no-escape"]).1,
