@@ -1,4 +1,4 @@
-//! AVX2 activation quantizers, bit for bit the scalar ones of `scalar::activations` (the
+//! AVX2 (+F16C) activation quantizers, bit for bit the scalar ones of `scalar::activations` (the
 //! same f32 products, round half to even, the same scalar scale arithmetic and f16
 //! conversions). A block the fast path cannot take exactly (a NaN or infinite value, or a
 //! scale that overflows) goes through the scalar code. Prefill quantizes every matrix
@@ -10,20 +10,37 @@ use std::arch::x86_64::*;
 
 /// Whether the CPU runs this file's code (cached by std after the first call).
 pub fn available() -> bool {
-    is_x86_feature_detected!("avx2")
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("f16c")
+}
+
+/// `f16_bytes(x)` by F16C (round to nearest even, as `half` converts): inline, where the
+/// `half` call could not be (its F16C function is compiled for other target features) and
+/// cost as much as the rest of a block's quantization.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn to_f16(x: f32) -> [u8; 2] {
+    let h = _mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm_set_ss(x));
+    (_mm_cvtsi128_si32(h) as u16).to_le_bytes()
+}
+
+/// `f16_le(h)` by F16C.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn from_f16(h: [u8; 2]) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(u16::from_le_bytes(h) as i32)))
 }
 
 /// 8 lanes of |x|, the largest kept in `m`; `nan` collects unordered lanes. `max_ps(v, m)`
 /// returns `m` for a NaN `v`, as the scalar fold's `f32::max` ignores it.
 #[inline]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,f16c")]
 unsafe fn abs_max(v: __m256, m: __m256, nan: __m256) -> (__m256, __m256) {
     let a = _mm256_andnot_ps(_mm256_set1_ps(-0.0), v);
     (_mm256_max_ps(a, m), _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q)))
 }
 
 #[inline]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,f16c")]
 unsafe fn hmax(v: __m256) -> f32 {
     let m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
@@ -33,7 +50,7 @@ unsafe fn hmax(v: __m256) -> f32 {
 /// 32 values times `id`, rounded half to even, as i8 (|x * id| <= 127 by the callers'
 /// checks, so nothing saturates), and their sum.
 #[inline]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,f16c")]
 unsafe fn round32(x: *const f32, id: f32, out: *mut i8) -> i32 {
     let idv = _mm256_set1_ps(id);
     let r = |k: usize| {
@@ -55,7 +72,7 @@ unsafe fn round32(x: *const f32, id: f32, out: *mut i8) -> i32 {
 
 /// amax of a block of 32 and whether it is exact-safe: finite, no NaN, 127 / amax finite.
 #[inline]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,f16c")]
 unsafe fn amax32(x: *const f32) -> Option<f32> {
     let (mut m, mut nan) = (_mm256_setzero_ps(), _mm256_setzero_ps());
     for k in 0..4 {
@@ -69,14 +86,14 @@ unsafe fn amax32(x: *const f32) -> Option<f32> {
 /// `scalar::quantize_q8_0s_act`.
 ///
 /// # Safety
-/// The CPU must have AVX2 (`available`).
-#[target_feature(enable = "avx2")]
+/// The CPU must have AVX2 and F16C (`available`).
+#[target_feature(enable = "avx2,f16c")]
 pub unsafe fn quantize_q8_0s_act(x: &[f32], y: &mut [BlockQ8_0S]) {
     for (x, b) in x.chunks_exact(32).zip(y.iter_mut()) {
         match amax32(x.as_ptr()) {
             // amax == 0: the scalar path (id 0, all q 0) is short anyway.
             Some(amax) if amax != 0.0 => {
-                b.d = f16_le(f16_bytes(amax / 127.0));
+                b.d = from_f16(to_f16(amax / 127.0));
                 b.sum = round32(x.as_ptr(), 127.0 / amax, b.qs.as_mut_ptr());
             }
             _ => scalar::quantize_q8_0s_act(x, std::slice::from_mut(b)),
@@ -87,13 +104,13 @@ pub unsafe fn quantize_q8_0s_act(x: &[f32], y: &mut [BlockQ8_0S]) {
 /// `scalar::quantize_q8_0_act`.
 ///
 /// # Safety
-/// The CPU must have AVX2 (`available`).
-#[target_feature(enable = "avx2")]
+/// The CPU must have AVX2 and F16C (`available`).
+#[target_feature(enable = "avx2,f16c")]
 pub unsafe fn quantize_q8_0_act(x: &[f32], y: &mut [BlockQ8_0]) {
     for (x, b) in x.chunks_exact(32).zip(y.iter_mut()) {
         match amax32(x.as_ptr()) {
             Some(amax) if amax != 0.0 => {
-                b.d = f16_bytes(amax / 127.0);
+                b.d = to_f16(amax / 127.0);
                 round32(x.as_ptr(), 127.0 / amax, b.qs.as_mut_ptr());
             }
             _ => scalar::quantize_q8_0_act(x, std::slice::from_mut(b)),
@@ -104,16 +121,16 @@ pub unsafe fn quantize_q8_0_act(x: &[f32], y: &mut [BlockQ8_0]) {
 /// `scalar::quantize_q8_1_act`.
 ///
 /// # Safety
-/// The CPU must have AVX2 (`available`).
-#[target_feature(enable = "avx2")]
+/// The CPU must have AVX2 and F16C (`available`).
+#[target_feature(enable = "avx2,f16c")]
 pub unsafe fn quantize_q8_1_act(x: &[f32], y: &mut [BlockQ8_1]) {
     for (x, b) in x.chunks_exact(32).zip(y.iter_mut()) {
         match amax32(x.as_ptr()) {
             Some(amax) if amax != 0.0 => {
                 let d = amax / 127.0;
-                b.d = f16_bytes(d);
+                b.d = to_f16(d);
                 let sum = round32(x.as_ptr(), 127.0 / amax, b.qs.as_mut_ptr());
-                b.s = f16_bytes(d * sum as f32);
+                b.s = to_f16(d * sum as f32);
             }
             _ => scalar::quantize_q8_1_act(x, std::slice::from_mut(b)),
         }
@@ -123,8 +140,8 @@ pub unsafe fn quantize_q8_1_act(x: &[f32], y: &mut [BlockQ8_1]) {
 /// `scalar::quantize_q8_k`: the scale maps the first value of largest magnitude to -127.
 ///
 /// # Safety
-/// The CPU must have AVX2 (`available`).
-#[target_feature(enable = "avx2")]
+/// The CPU must have AVX2 and F16C (`available`).
+#[target_feature(enable = "avx2,f16c")]
 pub unsafe fn quantize_q8_k(x: &[f32], y: &mut [BlockQ8K]) {
     for (x, b) in x.chunks_exact(QK_K).zip(y.iter_mut()) {
         let p = x.as_ptr();
