@@ -5,6 +5,14 @@
 #[doc(hidden)]
 macro_rules! x86_k_kernels {
     ($feat:literal) => {
+        /// An f16 scale as f32 by F16C, inline (`f16_le` calls out to `half`'s conversion,
+        /// compiled for other target features, with a feature check per call).
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn f16c(h: [u8; 2]) -> f32 {
+            _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(u16::from_le_bytes(h) as i32)))
+        }
+
         /// `i16` lanes all equal to word `w` of each 128-bit lane of a register of 8 words
         /// (a `vpshufb` mask).
         #[inline]
@@ -77,7 +85,7 @@ macro_rules! x86_k_kernels {
                                     sumi[c] = _mm256_add_epi32(sumi[c], _mm256_add_epi32(p0, p1));
                                 }
                             }
-                            let (d, dmin) = (f16_le(a.d), f16_le(a.dmin));
+                            let (d, dmin) = (f16c(a.d), f16c(a.dmin));
                             for c in 0..$C {
                                 let mins = _mm256_set_m128i(_mm_setzero_si128(), _mm_madd_epi16(mn, bsum[c]));
                                 let v = _mm256_fmadd_ps(
@@ -197,7 +205,7 @@ macro_rules! x86_k_kernels {
                                     }
                                 }
                             }
-                            let d = f16_le(a.d);
+                            let d = f16c(a.d);
                             for c in 0..$C {
                                 acc[c][r] = _mm256_fmadd_ps(
                                     _mm256_set1_ps(d * b[c].d),
@@ -251,7 +259,7 @@ macro_rules! x86_k_kernels {
                     let sc = $crate::scalar::iq4_xs_scale(a, g);
                     sumi = _mm256_add_epi32(sumi, _mm256_mullo_epi32(p, _mm256_set1_epi32(sc)));
                 }
-                let d = b.d * f16_le(a.d);
+                let d = b.d * f16c(a.d);
                 acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
             }
             hsum(acc)

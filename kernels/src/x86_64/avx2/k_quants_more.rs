@@ -62,9 +62,9 @@ macro_rules! x86_k_more_kernels {
                         q = _mm256_srli_epi16(q, 2);
                     }
                 }
-                let d = b.d * f16_le(a.d);
+                let d = b.d * f16c(a.d);
                 acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-                let dm = b.d * f16_le(a.dmin);
+                let dm = b.d * f16c(a.dmin);
                 acc_m = _mm256_fmadd_ps(
                     _mm256_set1_ps(dm),
                     _mm256_cvtepi32_ps(_mm256_madd_epi16(mins, bsums)),
@@ -124,7 +124,7 @@ macro_rules! x86_k_more_kernels {
                         hm = _mm256_srli_epi16(hm, 1);
                     }
                 }
-                let d = b.d * f16_le(a.d);
+                let d = b.d * f16c(a.d);
                 acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
             }
             hsum(acc)
@@ -163,7 +163,7 @@ macro_rules! x86_k_more_kernels {
                 // Each min twice (i16 lanes 2g, 2g+1), against the bsums of its two halves.
                 let mins = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm));
                 let bsums = _mm256_loadu_si256(b.bsums.as_ptr() as *const __m256i);
-                let dm = b.d * f16_le(a.dmin);
+                let dm = b.d * f16c(a.dmin);
                 acc_m = _mm256_fmadd_ps(
                     _mm256_set1_ps(dm),
                     _mm256_cvtepi32_ps(_mm256_madd_epi16(mins, bsums)),
@@ -197,7 +197,7 @@ macro_rules! x86_k_more_kernels {
                     );
                     sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
                 }
-                let d = b.d * f16_le(a.d);
+                let d = b.d * f16c(a.d);
                 acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
             }
             hsum(acc) - hsum(acc_m)
