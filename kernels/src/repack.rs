@@ -187,14 +187,17 @@ fn interleave<S: Block, D: Block + Default>(
     f: impl Fn([&S; GROUP], &mut D),
 ) {
     debug_assert_eq!(out.len(), rows / GROUP * nb * D::BYTES);
-    for (i, chunk) in out.chunks_exact_mut(D::BYTES).enumerate() {
-        let (g, j) = (i / nb, i % nb);
-        let src: [&S; GROUP] = std::array::from_fn(|r| &blocks[(g * GROUP + r) * nb + j]);
-        let mut d = D::default();
-        f(src, &mut d);
-        match stores {
-            Stores::Streaming => store_streaming(chunk, as_bytes(std::slice::from_ref(&d))),
-            Stores::Cached => chunk.copy_from_slice(as_bytes(std::slice::from_ref(&d))),
+    // Group by group: the eight rows' slices taken once, then one block column at a time.
+    for (g, dst) in out.chunks_exact_mut(nb * D::BYTES).enumerate() {
+        let rows_g: [&[S]; GROUP] = std::array::from_fn(|r| &blocks[(g * GROUP + r) * nb..][..nb]);
+        for (j, chunk) in dst.chunks_exact_mut(D::BYTES).enumerate() {
+            let src: [&S; GROUP] = std::array::from_fn(|r| &rows_g[r][j]);
+            let mut d = D::default();
+            f(src, &mut d);
+            match stores {
+                Stores::Streaming => store_streaming(chunk, as_bytes(std::slice::from_ref(&d))),
+                Stores::Cached => chunk.copy_from_slice(as_bytes(std::slice::from_ref(&d))),
+            }
         }
     }
     #[cfg(target_arch = "x86_64")]
