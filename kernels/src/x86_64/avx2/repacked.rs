@@ -567,17 +567,18 @@ macro_rules! x86_repacked_kernels {
 
 
 
-        /// How many blocks ahead the interleaved kernels prefetch their weights: about 4 KiB
-        /// (a Q4_0x8 block is 144 bytes, a Q4_Kx8 one 1184). Nearer (8 Q4_0 blocks, the next
-        /// Q4_K block) left 4-10% of the decode bandwidth unused on the Zen 5 development
-        /// machine (A/B runs alternated over 1 GiB of 14336x4096 matrices); 8 KiB gained
-        /// nothing more.
+        /// How many blocks ahead the interleaved kernels prefetch their weights: about 16 KiB
+        /// (a Q4_0x8 block is 144 bytes, a Q4_Kx8 one 1184). 1 KiB left 4-10% of the decode
+        /// bandwidth unused on a Zen 5 machine, where 4 to 8 KiB gave the same; on the
+        /// Sapphire Rapids development machine 4 KiB streamed Q4_0 and Q4_K at 80-85% of the
+        /// read roofline, 16 KiB at 96-100% (8 KiB 87-94%, 32 KiB 90-93%; `cargo bench --bench
+        /// roofline`, builds alternated), 8B decode +3-8%.
         const fn pf_blocks<T>() -> usize {
             let size = std::mem::size_of::<T>();
-            if size >= 4096 {
+            if size >= 16384 {
                 1
             } else {
-                4096 / size
+                16384 / size
             }
         }
 
