@@ -65,9 +65,9 @@ macro_rules! x86_repacked_kernels {
                         // keeps in flight alone fall short of the memory's bandwidth (a
                         // prefetch never faults; the address is only computed).
                         let ahead = x.as_ptr().wrapping_add(j + pf_blocks::<$W>()) as *const i8;
-                        _mm_prefetch::<_MM_HINT_T0>(ahead);
-                        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
-                        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(128));
+                        _mm_prefetch::<_MM_HINT_T1>(ahead);
+                        _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(64));
+                        _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(128));
                         // SAFETY: j < n, the length of x and (checked above) of every y row.
                         let $b = unsafe { x.get_unchecked(j) };
                         let $d = _mm256_cvtph_ps(_mm_loadu_si128($b.d.as_ptr() as *const __m128i));
@@ -146,7 +146,7 @@ macro_rules! x86_repacked_kernels {
                             let (p, shift) = (g / 2, 4 * (g % 2) as i32);
                             for l in 0..3 {
                                 if 3 * g + l < LINES {
-                                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * (3 * g + l)));
+                                    _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(64 * (3 * g + l)));
                                 }
                             }
                             let sc = _mm256_cvtepu8_epi32(_mm_loadl_epi64(
@@ -306,7 +306,7 @@ macro_rules! x86_repacked_kernels {
                         // Ahead of use (see `pf_blocks`): Q8_0 272-byte blocks, 5 lines each.
                         let ahead = x.as_ptr().wrapping_add(j + pf_blocks::<$W>()) as *const i8;
                         for line in 0..$lines {
-                            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
+                            _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(64 * line));
                         }
                         // SAFETY: j < n, the length of x and (checked above) of every y row.
                         let b = unsafe { x.get_unchecked(j) };
@@ -392,7 +392,7 @@ macro_rules! x86_repacked_kernels {
                         for t in 0..4 {
                             let c = 4 * half + t;
                             if 8 * h + 4 * half + t < lines {
-                                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * (8 * h + 4 * half + t)));
+                                _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(64 * (8 * h + 4 * half + t)));
                             }
                             let q = b.values(h, c);
                             for col in 0..C {
@@ -520,7 +520,7 @@ macro_rules! x86_repacked_kernels {
                         for g in 0..8 {
                             for l in 0..3 {
                                 if 3 * g + l < LINES {
-                                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * (3 * g + l)));
+                                    _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(64 * (3 * g + l)));
                                 }
                             }
                             let sc = _mm256_cvtepi8_epi32(_mm_loadl_epi64(b.scales.as_ptr().add(8 * g) as *const __m128i));
@@ -568,11 +568,14 @@ macro_rules! x86_repacked_kernels {
 
 
         /// How many blocks ahead the interleaved kernels prefetch their weights: about 16 KiB
-        /// (a Q4_0x8 block is 144 bytes, a Q4_Kx8 one 1184). 1 KiB left 4-10% of the decode
-        /// bandwidth unused on a Zen 5 machine, where 4 to 8 KiB gave the same; on the
-        /// Sapphire Rapids development machine 4 KiB streamed Q4_0 and Q4_K at 80-85% of the
-        /// read roofline, 16 KiB at 96-100% (8 KiB 87-94%, 32 KiB 90-93%; `cargo bench --bench
-        /// roofline`, builds alternated), 8B decode +3-8%.
+        /// (a Q4_0x8 block is 144 bytes, a Q4_Kx8 one 1184), into L2 (`_MM_HINT_T1`). 1 KiB
+        /// left 4-10% of the decode bandwidth unused on a Zen 5 machine, where 4 to 8 KiB gave
+        /// the same. On the Sapphire Rapids development machine, into L1, 4 KiB streamed Q4_0
+        /// and Q4_K at 80-85% of the read roofline, 16 KiB at 96-100% (8 KiB 87-94%, 32 KiB
+        /// 90-93%; `cargo bench --bench roofline`, builds alternated); into L2 at 16 KiB
+        /// 101-110% (Q8_0 109-111% against 100-101%, Q6_K 91-92% against 85%), 8 and 32 KiB
+        /// the same: there an L1 prefetch holds one of the core's few L1 miss buffers until
+        /// its line arrives, which caps the misses in flight. 8B Q4_K_M decode +11-16%.
         const fn pf_blocks<T>() -> usize {
             let size = std::mem::size_of::<T>();
             if size >= 16384 {
@@ -628,7 +631,7 @@ macro_rules! x86_repacked_kernels {
                 for j in 0..n {
                     let ahead = x.as_ptr().wrapping_add(j + pf_blocks::<$W>()) as *const i8;
                     for line in 0..3 {
-                        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
+                        _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(64 * line));
                     }
                     // SAFETY: j < n, the length of x and (checked above) of every y row.
                     let $b = unsafe { x.get_unchecked(j) };
@@ -747,8 +750,8 @@ macro_rules! x86_repacked_kernels {
                                     let c = 4 * half + t;
                                     let pf = 8 * h + 4 * half + t;
                                     if pf < 14 {
-                                        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(128 * pf));
-                                        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(128 * pf + 64));
+                                        _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(128 * pf));
+                                        _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(128 * pf + 64));
                                     }
                                     let q = q6_kx8_values(b, h, c);
                                     for col in 0..$C {
@@ -881,7 +884,7 @@ macro_rules! x86_repacked_kernels {
                 for x in [xa, xb] {
                     let ahead = x.as_ptr().wrapping_add(j + 1) as *const i8;
                     for line in 0..std::mem::size_of::<B>().div_ceil(64) {
-                        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
+                        _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(64 * line));
                     }
                 }
                 a.unpack_into(&mut p.a);
@@ -1345,8 +1348,8 @@ macro_rules! x86_repacked_kernels {
             let (m4, m30, lo16) = (_mm256_set1_epi8(15), _mm256_set1_epi8(0x30), _mm256_set1_epi32(0xffff));
             let g = 8 * h + 2 * K + gi;
             if g < 14 {
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(128 * g));
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(128 * g + 64));
+                _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(128 * g));
+                _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(128 * g + 64));
             }
             // Row r's scale of group g as i16 in lanes 2r and 2r + 1.
             let sc = i8x8_to_i32(b.scales.as_ptr().add(8 * g));
