@@ -33,7 +33,10 @@ const MAX_SUPER: usize = MAX_COLS / 256;
 /// address is only computed). 8B Q8_0 `--no-repack` tg16 on the Zen 4, three alternated
 /// rounds: 4.55-4.67 t/s at 1 KiB, 4.85-5.04 at 3 KiB; 6 KiB no better; Q4_0 the same at
 /// all three. Q4_K_M, five rounds: 5.51-6.33 at four super-blocks (576 bytes), 6.23-6.63
-/// at 3 KiB.
+/// at 3 KiB. Into L2 (`_MM_HINT_T1`, as the interleaved kernels' `pf_blocks`): on the
+/// Sapphire Rapids machine, two rounds, `--no-repack` tg32 at avx512 and avx2, 1B Q8_0
+/// 13.7-16.2 -> 17.5-19.6 t/s, 1B Q4_0 21.7-22.3 -> 23.4-25.3, 8B Q4_K_M 4.04-4.20 ->
+/// 4.57-4.68; 8 KiB ahead then was 2-10% slower than 3.
 const PREFETCH: usize = 3072;
 
 /// An activation block of the 32-value types as the row kernels of every x86 level read it
@@ -221,7 +224,7 @@ pub unsafe fn legacy_rows<B: LegacyRows>(w: &[B], a: &[B::Act], out: &mut [f32])
             let p = xp.add(B::GROUP * g);
             // A line per 64 bytes of the group, PREFETCH bytes ahead.
             for line in 0..lines {
-                _mm_prefetch::<_MM_HINT_T0>((p as *const i8).wrapping_add(PREFETCH + 64 * line));
+                _mm_prefetch::<_MM_HINT_T1>((p as *const i8).wrapping_add(PREFETCH + 64 * line));
             }
             let (dw, fw) = group_scales(p);
             // SAFETY: GROUP * g + 8 <= nb + 8: written above.
@@ -370,7 +373,7 @@ pub unsafe fn k_rows_q8_k<B: KRows>(w: &[B], a: &[BlockQ8K], out: &mut [f32]) {
         for (b, xb) in x.iter().enumerate() {
             let ahead = (x.as_ptr().wrapping_add(b) as *const i8).wrapping_add(PREFETCH);
             for line in 0..lines {
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
+                _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(64 * line));
             }
             let (d, dmin, scales) = xb.head();
             let (sc, mn) = k_scales_mins(scales);
@@ -446,7 +449,7 @@ pub unsafe fn iq4_xs_rows_q8_k(w: &[BlockIQ4XS], a: &[BlockQ8K], out: &mut [f32]
         for (b, xb) in x.iter().enumerate() {
             let ahead = (x.as_ptr().wrapping_add(b) as *const i8).wrapping_add(PREFETCH);
             for line in 0..3 {
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
+                _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(64 * line));
             }
             // The eight scales ls_g (6 bits - 32) as i16 words and as i32 lanes.
             // Byte g: nibble g of scales_l, and bits 2g..2g+2 of scales_h above it (`pdep`).
@@ -636,7 +639,7 @@ pub unsafe fn sixteens_rows<B: SixteensRows>(w: &[B], a: &[BlockQ8K], out: &mut 
         for (b, xb) in x.iter().enumerate() {
             let ahead = (x.as_ptr().wrapping_add(b) as *const i8).wrapping_add(PREFETCH);
             for line in 0..lines {
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
+                _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(64 * line));
             }
             // The offset: -offset * sum_g sc_g * bsum_g, in 8 i32 lanes.
             let scales = xb.scales();

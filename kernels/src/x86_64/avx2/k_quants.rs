@@ -58,7 +58,7 @@ macro_rules! x86_k_kernels {
                             // ran 5-9% slower (1B and 8B Q4_K_M, `--no-repack`).
                             let ahead = x[r].as_ptr().wrapping_add(bi + 20) as *const i8;
                             for line in 0..3 {
-                                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
+                                _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(64 * line));
                             }
                             // SAFETY: as above.
                             let a = unsafe { x[r].get_unchecked(bi) };
@@ -155,7 +155,7 @@ macro_rules! x86_k_kernels {
                             // As in q4_k_tile! (14 blocks: about 3 KiB).
                             let ahead = x[r].as_ptr().wrapping_add(bi + 14) as *const i8;
                             for line in 0..4 {
-                                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
+                                _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(64 * line));
                             }
                             // SAFETY: as above.
                             let a = unsafe { x[r].get_unchecked(bi) };

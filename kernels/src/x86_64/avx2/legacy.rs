@@ -81,7 +81,7 @@ macro_rules! x86_legacy_kernels {
                     // Ask for the weights ~512 bytes ahead (see q4_k_tile!); one line per pair
                     // of blocks covers blocks of up to 32 bytes, the rest still gains.
                     let ahead = xa.as_ptr().wrapping_add(1024 / std::mem::size_of_val(&xa[0]));
-                    _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
+                    _mm_prefetch::<_MM_HINT_T1>(ahead as *const i8);
                     acc0 = $block(acc0, &xa[0], &ya[0]);
                     acc1 = $block(acc1, &xa[1], &ya[1]);
                 }
@@ -217,7 +217,7 @@ macro_rules! x86_legacy_kernels {
                     for r in 0..4 {
                         // Four interleaved streams: ask for each one's data ahead of time
                         // (a prefetch never faults; the address is only computed).
-                        _mm_prefetch::<_MM_HINT_T0>(x[r].as_ptr().wrapping_add(bi + 12) as *const i8);
+                        _mm_prefetch::<_MM_HINT_T1>(x[r].as_ptr().wrapping_add(bi + 12) as *const i8);
                         // SAFETY: as above.
                         let $a = unsafe { x[r].get_unchecked(bi) };
                         let s: __m256i = $sum;

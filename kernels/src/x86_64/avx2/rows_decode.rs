@@ -164,7 +164,7 @@ macro_rules! x86_rows_kernels {
                         // A line per 64 bytes of the group, PREFETCH bytes ahead.
                         let p = xg.as_ptr() as *const i8;
                         for line in 0..lines {
-                            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH + 64 * line));
+                            _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(PREFETCH + 64 * line));
                         }
                         let (dw, fw) = scales8(xg);
                         // SAFETY (these reads): 8g + 8 <= nb, written above.
