@@ -13,22 +13,9 @@ pub fn available() -> bool {
     is_x86_feature_detected!("avx2") && is_x86_feature_detected!("f16c")
 }
 
-/// `f16_bytes(x)` by F16C (round to nearest even, as `half` converts): inline, where the
-/// `half` call could not be (its F16C function is compiled for other target features) and
-/// cost as much as the rest of a block's quantization.
-#[inline]
-#[target_feature(enable = "avx2,f16c")]
-unsafe fn to_f16(x: f32) -> [u8; 2] {
-    let h = _mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm_set_ss(x));
-    (_mm_cvtsi128_si32(h) as u16).to_le_bytes()
-}
-
-/// `f16_le(h)` by F16C.
-#[inline]
-#[target_feature(enable = "avx2,f16c")]
-unsafe fn from_f16(h: [u8; 2]) -> f32 {
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(u16::from_le_bytes(h) as i32)))
-}
+// The f16 round trip by inline F16C: `half`'s call (its F16C function compiled for other
+// target features) cost as much as the rest of a block's quantization.
+use super::{f16_to_f32 as from_f16, f32_to_f16 as to_f16};
 
 /// 8 lanes of |x|, the largest kept in `m`; `nan` collects unordered lanes. `max_ps(v, m)`
 /// returns `m` for a NaN `v`, as the scalar fold's `f32::max` ignores it.

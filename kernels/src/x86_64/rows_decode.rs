@@ -75,11 +75,7 @@ impl RowAct for BlockQ8_1 {
     }
 }
 
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn f16_to_f32(h: [u8; 2]) -> f32 {
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(u16::from_le_bytes(h) as i32)))
-}
+use super::f16_to_f32;
 
 /// A 32-value weight block type as `legacy_rows` reads it: its values go into `vpdpbusd`
 /// as unsigned bytes, `OFFSET` above what they stand for.

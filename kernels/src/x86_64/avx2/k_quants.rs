@@ -5,13 +5,9 @@
 #[doc(hidden)]
 macro_rules! x86_k_kernels {
     ($feat:literal) => {
-        /// An f16 scale as f32 by F16C, inline (`f16_le` calls out to `half`'s conversion,
-        /// compiled for other target features, with a feature check per call).
-        #[inline]
-        #[target_feature(enable = $feat)]
-        unsafe fn f16c(h: [u8; 2]) -> f32 {
-            _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(u16::from_le_bytes(h) as i32)))
-        }
+        // f16 scales by inline F16C (`f16_le` calls out to `half`, with a feature check
+        // per call).
+        use $crate::x86_64::f16_to_f32 as f16c;
 
         /// `i16` lanes all equal to word `w` of each 128-bit lane of a register of 8 words
         /// (a `vpshufb` mask).

@@ -85,12 +85,7 @@ macro_rules! x86_rows_kernels {
                 _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(book), unpack_nibbles(&x.qs))
             });
 
-            /// An f16 as f32 by F16C (`f16_le` is the portable conversion).
-            #[inline]
-            #[target_feature(enable = $feat)]
-            unsafe fn h2f(h: [u8; 2]) -> f32 {
-                _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(u16::from_le_bytes(h) as i32)))
-            }
+            use $crate::x86_64::f16_to_f32 as h2f;
 
             /// The 32 nibbles of a Q4 block as bytes 0..16 (low nibbles in lanes 0-15, high
             /// ones in 16-31): the 16 bytes loaded into both halves, the upper half shifted by
