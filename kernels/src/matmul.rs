@@ -397,14 +397,16 @@ pub fn matmul_multi(
                     // i..i + step, so that its first pass (or its unpacking) waits on memory
                     // less: 5-10% of a 1B Q4_0 prompt at 64 tokens.
                     // (The shares are sized once per pair: a division per tile showed in a
-                    // small model's prompt.)
+                    // small model's prompt.) Not for the AMX tiles: their unpackers prefetch
+                    // the next block themselves, and the K types' tiles hand out every chunk
+                    // at the end, where the shares were one burst that stalled (a 1B prompt's
+                    // prefill 1-6% faster without).
                     let next = (g + 3 < w.rows / GROUP).then(|| match fly[j] {
                         true => w.rows_bytes((g + 2) * GROUP, (g + 4) * GROUP),
                         false => w.groups(g + 2, 2),
                     });
                     let lines = next.map_or(0, |b| b.len().div_ceil(64));
                     let (per8, per4) = (lines.div_ceil((n / 8).max(1)), lines.div_ceil((n / 4).max(1)));
-                    let per16 = lines.div_ceil(n.div_ceil(16));
                     let ahead = |t: usize, per: usize| {
                         if let Some(b) = next {
                             prefetch_l2_lines(b, t, per);
@@ -419,7 +421,6 @@ pub fn matmul_multi(
                             }
                             if let Some((_, tile)) = amx[j] {
                                 let mut put = |c: usize, v: &[[f32; 16]; 16]| {
-                                    ahead(c, per16);
                                     for (r, vr) in v.iter().take(n - 16 * c).enumerate() {
                                         write16(16 * c + r, g * GROUP, vr);
                                     }
@@ -465,7 +466,6 @@ pub fn matmul_multi(
                         PANEL.with_borrow_mut(|p| {
                             let nb = cols / w.ty.block_size();
                             let mut put = |c: usize, v: &[[f32; 16]; 16]| {
-                                ahead(c, per16);
                                 for (r, vr) in v.iter().take(n - 16 * c).enumerate() {
                                     write16(16 * c + r, g * GROUP, vr);
                                 }
