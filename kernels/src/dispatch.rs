@@ -517,11 +517,11 @@ pub type Panel16Fns =
 /// panel, as `Panel16Fns`'s; `.1` runs the panel (its first `nb` blocks) against every
 /// chunk of 16 activation rows (tiles from `tile_activations`, `tile_activations_q8_1` or
 /// `tile_activations_sb`, as the layout's activations are), handing chunk c's 16 rows of 16
-/// outputs to the callback as `(c, outputs)`; false if the tiles are of another type or too
-/// few.
+/// outputs to the callback as `(c, outputs)`, and meanwhile asks L2 for the bytes given
+/// (the next pair's weights); false if the tiles are of another type or too few.
 pub type Tile16Fns = (
     fn(&[u8], &[u8], &mut Vec<Line64>) -> bool,
-    fn(&[Line64], ActTiles, usize, usize, &mut dyn FnMut(usize, &[[f32; 16]; 16])) -> bool,
+    fn(&[Line64], ActTiles, usize, usize, &[u8], &mut dyn FnMut(usize, &[[f32; 16]; 16])) -> bool,
 );
 
 /// Unpacks 16 rows of a matrix in the file's layout (their bytes) straight into the panel
@@ -745,6 +745,7 @@ macro_rules! wrap_amx {
             y: ActTiles,
             nb: usize,
             chunks: usize,
+            next: &[u8],
             out: &mut dyn FnMut(usize, &[[f32; 16]; 16]),
         ) -> bool {
             let ActTiles::$act(y) = y else { return false };
@@ -756,7 +757,7 @@ macro_rules! wrap_amx {
             let panels = unsafe { std::slice::from_raw_parts(p.as_ptr() as *const $panel, nb) };
             // SAFETY: stored only in the amx table (the CPU has AMX and the tile permission
             // was granted).
-            unsafe { $kernel(panels, y, out) };
+            unsafe { $kernel(panels, y, next, out) };
             true
         }
         let fns: Tile16Fns = (unpack, tile);

@@ -430,6 +430,7 @@ pub fn matmul_multi(
                                     act_tiles,
                                     cols / w.ty.block_size(),
                                     n.div_ceil(16),
+                                    next.unwrap_or(&[]),
                                     &mut put,
                                 );
                             }
@@ -470,7 +471,9 @@ pub fn matmul_multi(
                                     write16(16 * c + r, g * GROUP, vr);
                                 }
                             };
-                            if unpack(xa, xb, p) && tile(p, act_tiles, nb, n.div_ceil(16), &mut put) {
+                            if unpack(xa, xb, p)
+                                && tile(p, act_tiles, nb, n.div_ceil(16), next.unwrap_or(&[]), &mut put)
+                            {
                                 i = n;
                             }
                         });

@@ -218,6 +218,17 @@ mod emulated {
 #[cfg(ferrite_amx_emulate)]
 use emulated::{configure, product, release, store};
 
+/// Asks L2 for lines `step x per..(step + 1) x per` of `next`: the weights the next call
+/// unpacks, read from memory a share per step while the tiles run, instead of all at once
+/// when the unpacker reaches them (or in a burst that stalls the core).
+#[inline(always)]
+unsafe fn prefetch_next(next: &[u8], step: usize, per: usize) {
+    let lines = next.len().div_ceil(64);
+    for l in (step * per)..((step + 1) * per).min(lines) {
+        _mm_prefetch::<_MM_HINT_T1>(next.as_ptr().wrapping_add(64 * l) as *const i8);
+    }
+}
+
 /// A tile kernel's 16x16 sums of one block, as stored from a tile.
 #[repr(C, align(64))]
 struct Sums([[i32; 16]; 16]);
@@ -226,10 +237,13 @@ struct Sums([[i32; 16]; 16]);
 /// chunks of 16 activation rows, `nb` 32-value blocks whose A tile (16 rows of 32 bytes) is
 /// at `$a(chunk, j)` and B tile (8 rows of 64 bytes) at `$b(j)`; `$scale(chunk, j, sums, acc)`
 /// adds block j's sums into the 16 accumulators, and `$out(chunk, &outputs)` takes the
-/// chunk's 16 rows of 16 outputs. The tiles are configured once for all chunks.
+/// chunk's 16 rows of 16 outputs. The tiles are configured once for all chunks; `$next`
+/// (the next call's weights) goes to L2 a share per block.
 macro_rules! tile_loop {
-    ($chunks:expr, $nb:expr, $a:expr, $b:expr, $scale:expr, $out:expr) => {{
+    ($chunks:expr, $nb:expr, $a:expr, $b:expr, $scale:expr, $out:expr, $next:expr) => {{
         let (chunks, nb): (usize, usize) = ($chunks, $nb);
+        let next: &[u8] = $next;
+        let per = next.len().div_ceil(64).div_ceil(chunks * nb);
         configure(&CONFIG);
         let mut c = [Sums([[0; 16]; 16]), Sums([[0; 16]; 16])];
         for chunk in 0..chunks {
@@ -246,6 +260,7 @@ macro_rules! tile_loop {
                 if j + 2 < nb {
                     start(j + 2);
                 }
+                prefetch_next(next, chunk * nb + j, per);
                 store(j % 4, c[j % 2].0.as_mut_ptr());
                 if j > 0 {
                     $scale(chunk, j - 1, &c[(j - 1) % 2], &mut acc);
@@ -270,6 +285,7 @@ macro_rules! tile_loop {
 pub unsafe fn vec_dot_panel32x16_q8_0(
     p: &[Panel32],
     ys: &[ActTile],
+    next: &[u8],
     out: &mut dyn FnMut(usize, &[[f32; 16]; 16]),
 ) {
     let nb = p.len();
@@ -290,7 +306,8 @@ pub unsafe fn vec_dot_panel32x16_q8_0(
         |chunk, j| y(chunk, j).qs.as_ptr().cast::<u8>(),
         |j| p.as_ptr().add(j).cast::<u8>(),
         scale,
-        out
+        out,
+        next
     );
 }
 
@@ -305,6 +322,7 @@ pub unsafe fn vec_dot_panel32x16_q8_0(
 pub unsafe fn vec_dot_panel32m_x16(
     p: &[Panel32M],
     ys: &[ActTileK],
+    next: &[u8],
     out: &mut dyn FnMut(usize, &[[f32; 16]; 16]),
 ) {
     let nb = p.len();
@@ -328,7 +346,8 @@ pub unsafe fn vec_dot_panel32m_x16(
         |chunk, j| y(chunk, j).qs.as_ptr().cast::<u8>(),
         |j| w(j).q.as_ptr().cast::<u8>(),
         scale,
-        out
+        out,
+        next
     );
 }
 
@@ -644,6 +663,7 @@ unsafe fn store_sb(pair: usize, out: &mut SumsSB) {
 pub unsafe fn vec_dot_sb_x16<const MINS: bool>(
     p: &[PanelSB],
     ys: &[ActTileS],
+    next: &[u8],
     out: &mut dyn FnMut(usize, &[[f32; 16]; 16]),
 ) {
     let nb = p.len();
@@ -671,6 +691,7 @@ pub unsafe fn vec_dot_sb_x16<const MINS: bool>(
         }
     };
     let chunks = ys.len() / nb;
+    let per = next.len().div_ceil(64).div_ceil(chunks * nb);
     // Super-block by super-block, every chunk against it, so that its 8 KiB of weight planes
     // are read from L1 by all the chunks; the chunks' f32 sums wait in `ACC` (in L1 too:
     // 1 KiB per chunk). (Chunk by chunk, the planes of a row pair, 67 KiB at 2048 columns,
@@ -707,10 +728,11 @@ pub unsafe fn vec_dot_sb_x16<const MINS: bool>(
         for j in 0..nb {
             for chunk in 0..chunks {
                 let s = j * chunks + chunk;
-                let next = if chunk + 1 < chunks { (j, chunk + 1) } else { (j + 1, 0) };
-                if next.0 < nb {
-                    start(s + 1, next.0, next.1);
+                let following = if chunk + 1 < chunks { (j, chunk + 1) } else { (j + 1, 0) };
+                if following.0 < nb {
+                    start(s + 1, following.0, following.1);
                 }
+                prefetch_next(next, s, per);
                 store_sb(s % 2, &mut c[s % 2]);
                 if s > 0 {
                     let (pj, pc, ps) = prev;
