@@ -499,7 +499,7 @@ pub type Dot8Fn = fn(&[u8], ActRef) -> [f32; 8];
 pub type Dot16x4Fn = fn(&[u8], &[u8], [ActRef; 4]) -> [[f32; 16]; 4];
 pub type Dot8x4Fn = fn(&[u8], [ActRef; 4]) -> [[f32; 8]; 4];
 /// Two interleaved groups against eight activation rows (prefill of 8 rows or more).
-pub type Dot16x8Fn = fn(&[u8], &[u8], [ActRef; 8]) -> [[f32; 16]; 8];
+pub type Dot16x8Fn = fn(&[u8], &[u8], &[ActRef; 8]) -> [[f32; 16]; 8];
 
 /// One 64-byte line of a pre-unpacked weight panel (the storage of `Panel16Fns`).
 #[repr(C, align(64))]
@@ -946,13 +946,13 @@ macro_rules! wrap_x16 {
 #[cfg(target_arch = "x86_64")]
 macro_rules! wrap_x16x8 {
     ($f:path, $w:ty, $act:ident) => {{
-        fn eight(xa: &[u8], xb: &[u8], a: [ActRef; 8]) -> [[f32; 16]; 8] {
+        fn eight(xa: &[u8], xb: &[u8], a: &[ActRef; 8]) -> [[f32; 16]; 8] {
             let (Some(xa), Some(xb)) = (as_blocks::<$w>(xa), as_blocks::<$w>(xb)) else {
                 return [[f32::NAN; 16]; 8];
             };
             let mut rows = [&[][..]; 8];
             for (r, a) in rows.iter_mut().zip(a) {
-                let ActRef::$act(a) = a else { return [[f32::NAN; 16]; 8] };
+                let ActRef::$act(a) = *a else { return [[f32::NAN; 16]; 8] };
                 *r = a;
             }
             // SAFETY: stored only in the avx512 table, which exists only if the CPU runs it.

@@ -382,7 +382,7 @@ pub fn matmul_multi(
                     let rows = std::array::from_fn(|c| a.row(i + c, cols));
                     let mut h = g;
                     while h + 1 < g1 {
-                        let v = k8(w.group(h), w.group(h + 1), rows);
+                        let v = k8(w.group(h), w.group(h + 1), &rows);
                         for (c, vc) in v.iter().enumerate() {
                             write16(i + c, h * GROUP, vc);
                         }
@@ -497,7 +497,7 @@ pub fn matmul_multi(
                     if let Some(k8) = x16x8[j] {
                         while i + 8 <= n {
                             ahead(i / 8, per8);
-                            let v = k8(xa, xb, std::array::from_fn(|c| a.row(i + c, cols)));
+                            let v = k8(xa, xb, &std::array::from_fn(|c| a.row(i + c, cols)));
                             for (c, vc) in v.iter().enumerate() {
                                 write16(i + c, g * GROUP, vc);
                             }
