@@ -222,10 +222,12 @@ use emulated::{configure, product, release, store};
 /// unpacks, read from memory a share per step while the tiles run, instead of all at once
 /// when the unpacker reaches them (or in a burst that stalls the core).
 #[inline(always)]
-unsafe fn prefetch_next(next: &[u8], step: usize, per: usize) {
+fn prefetch_next(next: &[u8], step: usize, per: usize) {
     let lines = next.len().div_ceil(64);
     for l in (step * per)..((step + 1) * per).min(lines) {
-        _mm_prefetch::<_MM_HINT_T1>(next.as_ptr().wrapping_add(64 * l) as *const i8);
+        // SAFETY: a prefetch has no architectural effect (it never faults); SSE is baseline
+        // on x86_64.
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(next.as_ptr().wrapping_add(64 * l) as *const i8) };
     }
 }
 
