@@ -55,7 +55,7 @@ const _: () = assert!(16 % GROUP == 0);
 
 /// Cache lines `t * per .. (t + 1) * per` of `bytes` into L2 (a prefetch never faults).
 #[inline]
-fn prefetch_l2_lines(bytes: &[u8], t: usize, per: usize) {
+pub(crate) fn prefetch_l2_lines(bytes: &[u8], t: usize, per: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         let lines = bytes.len().div_ceil(64);

@@ -21,6 +21,10 @@ use super::avx512::{
 };
 use crate::blocks::{BlockIQ4XSx8, BlockQ4_0x8, BlockQ5_0x8, BlockQ8_0x8, KBlockX8, KVALUES_IQ4NL};
 use crate::dispatch::{ActTile, ActTileK, ActTileS};
+// The next call's weights (`next`, what the next pair's unpacking reads) go to L2 a share
+// per step while the tiles run, instead of all at once when the unpacker reaches them (or
+// in a burst that stalls the core): `matmul`'s share-wise prefetch.
+use crate::matmul::prefetch_l2_lines as prefetch_next;
 use std::arch::asm;
 use std::arch::x86_64::*;
 
@@ -218,19 +222,6 @@ mod emulated {
 #[cfg(ferrite_amx_emulate)]
 use emulated::{configure, product, release, store};
 
-/// Asks L2 for lines `step x per..(step + 1) x per` of `next`: the weights the next call
-/// unpacks, read from memory a share per step while the tiles run, instead of all at once
-/// when the unpacker reaches them (or in a burst that stalls the core).
-#[inline(always)]
-fn prefetch_next(next: &[u8], step: usize, per: usize) {
-    let lines = next.len().div_ceil(64);
-    for l in (step * per)..((step + 1) * per).min(lines) {
-        // SAFETY: a prefetch has no architectural effect (it never faults); SSE is baseline
-        // on x86_64.
-        unsafe { _mm_prefetch::<_MM_HINT_T1>(next.as_ptr().wrapping_add(64 * l) as *const i8) };
-    }
-}
-
 /// A tile kernel's 16x16 sums of one block, as stored from a tile.
 #[repr(C, align(64))]
 struct Sums([[i32; 16]; 16]);
@@ -245,7 +236,7 @@ macro_rules! tile_loop {
     ($chunks:expr, $nb:expr, $a:expr, $b:expr, $scale:expr, $out:expr, $next:expr) => {{
         let (chunks, nb): (usize, usize) = ($chunks, $nb);
         let next: &[u8] = $next;
-        let per = next.len().div_ceil(64).div_ceil(chunks * nb);
+        let per = next.len().div_ceil(64).div_ceil((chunks * nb).max(1));
         configure(&CONFIG);
         let mut c = [Sums([[0; 16]; 16]), Sums([[0; 16]; 16])];
         for chunk in 0..chunks {
@@ -693,7 +684,7 @@ pub unsafe fn vec_dot_sb_x16<const MINS: bool>(
         }
     };
     let chunks = ys.len() / nb;
-    let per = next.len().div_ceil(64).div_ceil(chunks * nb);
+    let per = next.len().div_ceil(64).div_ceil((chunks * nb).max(1));
     // Super-block by super-block, every chunk against it, so that its 8 KiB of weight planes
     // are read from L1 by all the chunks; the chunks' f32 sums wait in `ACC` (in L1 too:
     // 1 KiB per chunk). (Chunk by chunk, the planes of a row pair, 67 KiB at 2048 columns,
