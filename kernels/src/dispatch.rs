@@ -514,14 +514,24 @@ pub type Panel16Fns =
     (fn(&[u8], &[u8], &mut Vec<Line64>) -> bool, fn(&[Line64], [ActRef; 8]) -> [[f32; 16]; 8]);
 
 /// The AMX prefill path of a layout: `.0` unpacks two interleaved groups (16 rows) into a
-/// panel, as `Panel16Fns`'s; `.1` runs the panel (its first `nb` blocks) against every
+/// panel, as `Panel16Fns`'s; `.1` runs the panel (its first `nb` blocks; or, for the K
+/// types, the two groups given as they are stored, unpacked a super-block at a time into
+/// the panel buffer as it goes: `wrap_amx_fused`) against every
 /// chunk of 16 activation rows (tiles from `tile_activations`, `tile_activations_q8_1` or
 /// `tile_activations_sb`, as the layout's activations are), handing chunk c's 16 rows of 16
 /// outputs to the callback as `(c, outputs)`, and meanwhile asks L2 for the bytes given
 /// (the next pair's weights); false if the tiles are of another type or too few.
 pub type Tile16Fns = (
     fn(&[u8], &[u8], &mut Vec<Line64>) -> bool,
-    fn(&[Line64], ActTiles, usize, usize, &[u8], &mut dyn FnMut(usize, &[[f32; 16]; 16])) -> bool,
+    fn(
+        &mut [Line64],
+        (&[u8], &[u8]),
+        ActTiles,
+        usize,
+        usize,
+        &[u8],
+        &mut dyn FnMut(usize, &[[f32; 16]; 16]),
+    ) -> bool,
 );
 
 /// Unpacks 16 rows of a matrix in the file's layout (their bytes) straight into the panel
@@ -741,7 +751,8 @@ macro_rules! wrap_amx {
     ($w:ty, $panel:ty, $unpack:path, $act:ident, $per:expr, $kernel:path) => {{
         panel_unpacker!($w, $panel, $unpack);
         fn tile(
-            p: &[Line64],
+            p: &mut [Line64],
+            _pair: (&[u8], &[u8]),
             y: ActTiles,
             nb: usize,
             chunks: usize,
@@ -758,6 +769,53 @@ macro_rules! wrap_amx {
             // SAFETY: stored only in the amx table (the CPU has AMX and the tile permission
             // was granted).
             unsafe { $kernel(panels, y, next, out) };
+            true
+        }
+        let fns: Tile16Fns = (unpack, tile);
+        fns
+    }};
+}
+
+/// Expands to the safe wrappers (`Tile16Fns`) of a K type's AMX path that unpacks each
+/// super-block right before its tiles (`amx::vec_dot_sb_x16_fused`): the block type, its
+/// super-block unpacker, and whether it has mins. `.0` only makes room for one panel.
+#[cfg(target_arch = "x86_64")]
+macro_rules! wrap_amx_fused {
+    ($w:ty, $unpack:path, $mins:expr) => {{
+        use crate::x86_64::amx::PanelSB;
+        const LINES: usize = std::mem::size_of::<PanelSB>() / 64;
+        fn unpack(xa: &[u8], xb: &[u8], buf: &mut Vec<Line64>) -> bool {
+            if xa.len() != xb.len() || as_blocks::<$w>(xa).is_none() {
+                return false;
+            }
+            if buf.len() < LINES {
+                buf.resize(LINES, Line64([0; 64]));
+            }
+            true
+        }
+        fn tile(
+            p: &mut [Line64],
+            (xa, xb): (&[u8], &[u8]),
+            y: ActTiles,
+            nb: usize,
+            chunks: usize,
+            next: &[u8],
+            out: &mut dyn FnMut(usize, &[[f32; 16]; 16]),
+        ) -> bool {
+            let ActTiles::Q8K(y) = y else { return false };
+            let (Some(xa), Some(xb)) = (as_blocks::<$w>(xa), as_blocks::<$w>(xb)) else { return false };
+            let Some(y) = y.get(..chunks * nb) else { return false };
+            if xa.len() != nb || xb.len() != nb || p.len() < LINES {
+                return false;
+            }
+            // SAFETY: PanelSB is a whole number of 64-byte lines, 64-byte aligned like Line64,
+            // made of integers and floats only; p holds at least one.
+            let scratch = unsafe { &mut *(p.as_mut_ptr() as *mut PanelSB) };
+            // SAFETY: stored only in the amx table (the CPU has AMX and the tile permission
+            // was granted); the unpacker's features are the level's.
+            unsafe {
+                crate::x86_64::amx::vec_dot_sb_x16_fused::<$w, $mins>(xa, xb, $unpack, scratch, y, next, out)
+            };
             true
         }
         let fns: Tile16Fns = (unpack, tile);
@@ -1252,7 +1310,7 @@ fn build(level: Level) -> Kernels {
     // K types but Q2_K.
     #[cfg(target_arch = "x86_64")]
     if level == Level::Amx {
-        use crate::x86_64::amx::{self as k, vec_dot_panel32x16_q8_0 as q8_0, vec_dot_sb_x16 as sb, PanelSB};
+        use crate::x86_64::amx::{self as k, vec_dot_panel32x16_q8_0 as q8_0};
         use crate::x86_64::avx512::{self, Panel32, Panel32M};
         return Kernels {
             level,
@@ -1284,23 +1342,11 @@ fn build(level: Level) -> Kernels {
                         k::vec_dot_panel32m_x16
                     ),
                 ),
-                (
-                    Layout::Q4Kx8,
-                    wrap_amx!(BlockQ4Kx8, PanelSB, k::unpack_k_sb::<BlockQ4Kx8>, Q8K, 1, sb::<true>),
-                ),
-                (
-                    Layout::Q5Kx8,
-                    wrap_amx!(BlockQ5Kx8, PanelSB, k::unpack_k_sb::<BlockQ5Kx8>, Q8K, 1, sb::<true>),
-                ),
-                (Layout::IQ4XSx8, wrap_amx!(BlockIQ4XSx8, PanelSB, k::unpack_iq4_xs_sb, Q8K, 1, sb::<false>)),
-                (
-                    Layout::Q6Kx8,
-                    wrap_amx!(BlockQ6Kx8, PanelSB, k::unpack_g16_sb::<BlockQ6Kx8>, Q8K, 1, sb::<false>),
-                ),
-                (
-                    Layout::Q3Kx8,
-                    wrap_amx!(BlockQ3Kx8, PanelSB, k::unpack_g16_sb::<BlockQ3Kx8>, Q8K, 1, sb::<false>),
-                ),
+                (Layout::Q4Kx8, wrap_amx_fused!(BlockQ4Kx8, k::unpack_k_sb::<BlockQ4Kx8>, true)),
+                (Layout::Q5Kx8, wrap_amx_fused!(BlockQ5Kx8, k::unpack_k_sb::<BlockQ5Kx8>, true)),
+                (Layout::IQ4XSx8, wrap_amx_fused!(BlockIQ4XSx8, k::unpack_iq4_xs_sb, false)),
+                (Layout::Q6Kx8, wrap_amx_fused!(BlockQ6Kx8, k::unpack_g16_sb::<BlockQ6Kx8>, false)),
+                (Layout::Q3Kx8, wrap_amx_fused!(BlockQ3Kx8, k::unpack_g16_sb::<BlockQ3Kx8>, false)),
             ],
             ..build(Level::Avx512)
         };

@@ -427,6 +427,7 @@ pub fn matmul_multi(
                                 };
                                 return tile(
                                     p,
+                                    (&[], &[]),
                                     act_tiles,
                                     cols / w.ty.block_size(),
                                     n.div_ceil(16),
@@ -472,7 +473,15 @@ pub fn matmul_multi(
                                 }
                             };
                             if unpack(xa, xb, p)
-                                && tile(p, act_tiles, nb, n.div_ceil(16), next.unwrap_or(&[]), &mut put)
+                                && tile(
+                                    p,
+                                    (xa, xb),
+                                    act_tiles,
+                                    nb,
+                                    n.div_ceil(16),
+                                    next.unwrap_or(&[]),
+                                    &mut put,
+                                )
                             {
                                 i = n;
                             }

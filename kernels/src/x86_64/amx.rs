@@ -4,7 +4,7 @@
 //! then applies the two blocks' scales and accumulates in f32. The weights are unpacked
 //! once per 16-row pair into `Panel32`s, which are already in the tile's layout: row k of a
 //! block's B tile holds bytes 4k..4k+4 of each of the 16 weight rows. The K types instead
-//! sum whole 256-value super-blocks in the tiles (`PanelSB`, `vec_dot_sb_x16`: the section
+//! sum whole 256-value super-blocks in the tiles (`PanelSB`, `vec_dot_sb_x16_fused`: the section
 //! "K types" below).
 //!
 //! Stable Rust has no AMX intrinsics, so the tile instructions are `asm!`. The tiles live
@@ -460,6 +460,65 @@ unsafe fn product_sb(pair: usize, a: *const u8, w: *const u8) {
     }
 }
 
+/// Two chunks' products of one super-block, weight planes loaded once for both: chunk 0's
+/// (lo, hi) sums into tiles 0 and 1, chunk 1's into 2 and 3 (zeroed first), activation
+/// steps at `a0` and `a1` (as `product_sb`'s `a`), the planes at `w`. Four tile loads per
+/// four products instead of six.
+///
+/// # Safety
+/// As `product_sb`, for both `a0` and `a1`.
+#[cfg(not(ferrite_amx_emulate))]
+#[inline(always)]
+unsafe fn product_sb2(a0: *const u8, a1: *const u8, w: *const u8) {
+    asm!(
+        "tilezero tmm0",
+        "tilezero tmm1",
+        "tilezero tmm2",
+        "tilezero tmm3",
+        "tileloadd tmm6, [{w} + {s}*1]",
+        "tileloadd tmm4, [{a0} + {s}*1]",
+        "tdpbsud tmm0, tmm4, tmm6",
+        "tileloadd tmm5, [{a1} + {s}*1]",
+        "tdpbsud tmm2, tmm5, tmm6",
+        "tileloadd tmm7, [{w} + {s}*1 + 4096]",
+        "tdpbssd tmm1, tmm4, tmm7",
+        "tdpbssd tmm3, tmm5, tmm7",
+        "tileloadd tmm6, [{w} + {s}*1 + 1024]",
+        "tileloadd tmm4, [{a0} + {s}*1 + 1024]",
+        "tdpbsud tmm0, tmm4, tmm6",
+        "tileloadd tmm5, [{a1} + {s}*1 + 1024]",
+        "tdpbsud tmm2, tmm5, tmm6",
+        "tileloadd tmm7, [{w} + {s}*1 + 5120]",
+        "tdpbssd tmm1, tmm4, tmm7",
+        "tdpbssd tmm3, tmm5, tmm7",
+        "tileloadd tmm6, [{w} + {s}*1 + 2048]",
+        "tileloadd tmm4, [{a0} + {s}*1 + 2048]",
+        "tdpbsud tmm0, tmm4, tmm6",
+        "tileloadd tmm5, [{a1} + {s}*1 + 2048]",
+        "tdpbsud tmm2, tmm5, tmm6",
+        "tileloadd tmm7, [{w} + {s}*1 + 6144]",
+        "tdpbssd tmm1, tmm4, tmm7",
+        "tdpbssd tmm3, tmm5, tmm7",
+        "tileloadd tmm6, [{w} + {s}*1 + 3072]",
+        "tileloadd tmm4, [{a0} + {s}*1 + 3072]",
+        "tdpbsud tmm0, tmm4, tmm6",
+        "tileloadd tmm5, [{a1} + {s}*1 + 3072]",
+        "tdpbsud tmm2, tmm5, tmm6",
+        "tileloadd tmm7, [{w} + {s}*1 + 7168]",
+        "tdpbssd tmm1, tmm4, tmm7",
+        "tdpbssd tmm3, tmm5, tmm7",
+        a0 = in(reg) a0, a1 = in(reg) a1, w = in(reg) w, s = in(reg) 64usize,
+        options(nostack, readonly)
+    )
+}
+
+/// `product_sb2` in plain Rust (tests only).
+#[cfg(ferrite_amx_emulate)]
+unsafe fn product_sb2(a0: *const u8, a1: *const u8, w: *const u8) {
+    product_sb(0, a0, w);
+    product_sb(1, a1, w);
+}
+
 /// The super-block tile instructions in plain Rust (as `emulated`; tests only).
 #[cfg(ferrite_amx_emulate)]
 unsafe fn product_sb(pair: usize, a: *const u8, w: *const u8) {
@@ -482,7 +541,7 @@ unsafe fn product_sb(pair: usize, a: *const u8, w: *const u8) {
     })
 }
 
-/// 16 weight rows (two groups of 8) of one super-block for `vec_dot_sb_x16`: w = (q + OFF)
+/// 16 weight rows (two groups of 8) of one super-block for `vec_dot_sb_x16_fused`: w = (q + OFF)
 /// x sc per weight as the planes `lo` (w & 255) and `hi` (w >> 8, signed), step s (values
 /// 64s..64s + 64) in rows 16s..16s + 16 of each, laid out as `Panel32::q` (so that row 8g + c
 /// of a plane is bytes 4c..4c + 4 of 32-value sub-block g); per row d, and for Q4_K and Q5_K
@@ -626,7 +685,7 @@ pub unsafe fn unpack_g16_sb<B: Group16x16>(xa: &[B], xb: &[B], out: &mut [PanelS
 }
 
 thread_local! {
-    /// The f32 sums of each chunk of 16 activation rows while `vec_dot_sb_x16` runs.
+    /// The f32 sums of each chunk of 16 activation rows while `vec_dot_sb_x16_fused` runs.
     static ACC: std::cell::RefCell<Vec<[[f32; 16]; 16]>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
@@ -644,28 +703,58 @@ unsafe fn store_sb(pair: usize, out: &mut SumsSB) {
     store(2 * pair + 1, out.0[1].0.as_mut_ptr());
 }
 
-/// 16 weight rows (`PanelSB`s, one per super-block) against every chunk of 16 activation
-/// rows (`ActTileS`s, chunk c's super-block j at `c * nb + j`, `nb` = the panels' count):
-/// per super-block, (lo + 256 hi) x d x the activation's scale, minus (`MINS`) dmin x the
-/// activation's scale x the sum of the mins times the sub-blocks' activation sums. `out(c,
-/// v)` receives chunk c's products, `v[i][r]` = weight row r . activation row 16c + i.
+/// 16 weight rows, two interleaved groups as they are stored (`xa`, `xb`), against every
+/// chunk of 16 activation rows (`ActTileS`s, chunk c's super-block j at `c * nb + j`, `nb`
+/// = the groups' blocks): per super-block, (lo + 256 hi) x d x the activation's scale,
+/// minus (`MINS`) dmin x the activation's scale x the sum of the mins times the sub-blocks'
+/// activation sums. `out(c, v)` receives chunk c's products, `v[i][r]` = weight row r .
+/// activation row 16c + i.
+///
+/// Each super-block is unpacked by `unpack` into `scratch` (a `PanelSB`) right before its
+/// products, so that its 8 KiB of planes are read by the tiles from L1, where the whole
+/// pair's panels (68 KiB at 2048 columns) went out to L2 and came back: 3-8% on one thread,
+/// 64 x 14336 x 4096 Q4_K (`examples/matmul_speed.rs`).
 ///
 /// # Safety
-/// As `vec_dot_panel32x16_q8_0`.
+/// As `vec_dot_panel32x16_q8_0`; `unpack` is safe to call on this CPU.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn vec_dot_sb_x16<const MINS: bool>(
-    p: &[PanelSB],
+pub unsafe fn vec_dot_sb_x16_fused<B, const MINS: bool>(
+    xa: &[B],
+    xb: &[B],
+    unpack: unsafe fn(&[B], &[B], &mut [PanelSB]),
+    scratch: &mut PanelSB,
     ys: &[ActTileS],
     next: &[u8],
     out: &mut dyn FnMut(usize, &[[f32; 16]; 16]),
 ) {
-    let nb = p.len();
+    if xa.len() != xb.len() {
+        return;
+    }
+    let scratch: *mut PanelSB = scratch;
+    let mut panel = |j: usize| {
+        unpack(&xa[j..j + 1], &xb[j..j + 1], std::slice::from_mut(&mut *scratch));
+        scratch as *const PanelSB
+    };
+    sb_loop::<MINS>(xa.len(), &mut panel, ys, next, out)
+}
+
+/// The loop of the super-block kernels: `panel(j)` gives super-block j's panel, asked for
+/// once per super-block, in order.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn sb_loop<const MINS: bool>(
+    nb: usize,
+    panel: &mut dyn FnMut(usize) -> *const PanelSB,
+    ys: &[ActTileS],
+    next: &[u8],
+    out: &mut dyn FnMut(usize, &[[f32; 16]; 16]),
+) {
     if nb == 0 || !ys.len().is_multiple_of(nb) {
         return;
     }
     let y = |chunk: usize, j: usize| &*ys.as_ptr().add(chunk * nb + j);
-    let scale = |chunk: usize, j: usize, c: &SumsSB, acc: &mut [__m512; 16]| {
-        let (w, t) = (&*p.as_ptr().add(j), y(chunk, j));
+    let scale = |chunk: usize, j: usize, w: &PanelSB, c: &SumsSB, acc: &mut [__m512; 16]| {
+        let t = y(chunk, j);
         let (d, dmin) = (_mm512_load_ps(w.d.as_ptr()), _mm512_load_ps(w.dmin.as_ptr()));
         let mins: [__m512i; 4] =
             std::array::from_fn(|k| _mm512_load_si512(w.mins[k].as_ptr() as *const __m512i));
@@ -687,8 +776,7 @@ pub unsafe fn vec_dot_sb_x16<const MINS: bool>(
     let per = next.len().div_ceil(64).div_ceil((chunks * nb).max(1));
     // Super-block by super-block, every chunk against it, so that its 8 KiB of weight planes
     // are read from L1 by all the chunks; the chunks' f32 sums wait in `ACC` (in L1 too:
-    // 1 KiB per chunk). (Chunk by chunk, the planes of a row pair, 67 KiB at 2048 columns,
-    // came from L2 for every chunk.)
+    // 1 KiB per chunk).
     ACC.with_borrow_mut(|accs| {
         // Only grows (no fill per call): super-block 0 writes each chunk's sums, later ones
         // add to them.
@@ -700,42 +788,42 @@ pub unsafe fn vec_dot_sb_x16<const MINS: bool>(
             SumsSB([Sums([[0; 16]; 16]), Sums([[0; 16]; 16])]),
             SumsSB([Sums([[0; 16]; 16]), Sums([[0; 16]; 16])]),
         ];
-        let start = |s: usize, j: usize, chunk: usize| {
-            product_sb(s % 2, y(chunk, j).qs.as_ptr().cast(), p.as_ptr().add(j).cast())
-        };
-        let scale_into = |j: usize, chunk: usize, c: &SumsSB, acc: &mut [[f32; 16]; 16]| {
+        let scale_into = |j: usize, chunk: usize, w: &PanelSB, c: &SumsSB, acc: &mut [[f32; 16]; 16]| {
             let mut v: [__m512; 16] = if j == 0 {
                 [_mm512_setzero_ps(); 16]
             } else {
                 std::array::from_fn(|i| _mm512_loadu_ps(acc[i].as_ptr()))
             };
-            scale(chunk, j, c, &mut v);
+            scale(chunk, j, w, c, &mut v);
             for (a, v) in acc.iter_mut().zip(v) {
                 _mm512_storeu_ps(a.as_mut_ptr(), v);
             }
         };
-        // One step ahead: while step s + 1 multiplies, step s's sums are stored and step
-        // s - 1's (stored one step earlier) scaled.
-        start(0, 0, 0);
-        let mut prev = (0, 0, 0);
+        // Two chunks at a time against the super-block's planes (loaded once for both);
+        // an odd last chunk alone.
+        let mut s = 0;
         for j in 0..nb {
-            for chunk in 0..chunks {
-                let s = j * chunks + chunk;
-                let following = if chunk + 1 < chunks { (j, chunk + 1) } else { (j + 1, 0) };
-                if following.0 < nb {
-                    start(s + 1, following.0, following.1);
+            let w = panel(j);
+            let mut chunk = 0;
+            while chunk < chunks {
+                if chunk + 1 < chunks {
+                    product_sb2(y(chunk, j).qs.as_ptr().cast(), y(chunk + 1, j).qs.as_ptr().cast(), w.cast());
+                    prefetch_next(next, s, 2 * per);
+                    store_sb(0, &mut c[0]);
+                    store_sb(1, &mut c[1]);
+                    scale_into(j, chunk, &*w, &c[0], &mut accs[chunk]);
+                    scale_into(j, chunk + 1, &*w, &c[1], &mut accs[chunk + 1]);
+                    chunk += 2;
+                } else {
+                    product_sb(0, y(chunk, j).qs.as_ptr().cast(), w.cast());
+                    prefetch_next(next, s, 2 * per);
+                    store_sb(0, &mut c[0]);
+                    scale_into(j, chunk, &*w, &c[0], &mut accs[chunk]);
+                    chunk += 1;
                 }
-                prefetch_next(next, s, per);
-                store_sb(s % 2, &mut c[s % 2]);
-                if s > 0 {
-                    let (pj, pc, ps) = prev;
-                    scale_into(pj, pc, &c[ps % 2], &mut accs[pc]);
-                }
-                prev = (j, chunk, s);
+                s += 1;
             }
         }
-        let (pj, pc, ps) = prev;
-        scale_into(pj, pc, &c[ps % 2], &mut accs[pc]);
         release();
         for (chunk, acc) in accs[..chunks].iter().enumerate() {
             out(chunk, acc);
