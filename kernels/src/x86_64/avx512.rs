@@ -168,11 +168,12 @@ unsafe fn q4_0x16<const C: usize>(
             // SAFETY: as above.
             let act = unsafe { y[col].get_unchecked(j) };
             let p = act.qs.as_ptr() as *const i32;
-            let mut s = _mm512_setzero_si512();
+            // The weights' offset of 8 taken off up front: the sums start at -8 x the
+            // activations' sum.
+            let mut s = _mm512_set1_epi32(-8 * act.sum);
             for k in 0..8 {
                 s = _mm512_dpbusd_epi32(s, q[k], _mm512_set1_epi32(p.add(k).read_unaligned()));
             }
-            let s = _mm512_sub_epi32(s, _mm512_set1_epi32(8 * act.sum));
             acc[col] =
                 _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(act.d)), _mm512_cvtepi32_ps(s), acc[col]);
         }
@@ -344,7 +345,10 @@ unsafe fn q8_0x16<const C: usize>(
         prefetch_pair(xa, xb, j + 4, 5);
         // SAFETY: j < n, the length of xa, xb and (checked above) every y row.
         let (a, b) = unsafe { (xa.get_unchecked(j), xb.get_unchecked(j)) };
-        let mut s = [_mm512_setzero_si512(); C];
+        // The unsigned trick's offset of 128 taken off up front: the sums start at -128 x
+        // the activations' sum.
+        let mut s: [__m512i; C] =
+            std::array::from_fn(|col| _mm512_set1_epi32(-128 * y[col].get_unchecked(j).sum));
         for k in 0..8 {
             let u = _mm512_xor_si512(join32(a.qs.as_ptr().add(32 * k), b.qs.as_ptr().add(32 * k)), flip);
             for col in 0..C {
@@ -358,9 +362,11 @@ unsafe fn q8_0x16<const C: usize>(
         for col in 0..C {
             // SAFETY: as above.
             let act = unsafe { y[col].get_unchecked(j) };
-            let sc = _mm512_sub_epi32(s[col], _mm512_set1_epi32(128 * act.sum));
-            acc[col] =
-                _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(act.d)), _mm512_cvtepi32_ps(sc), acc[col]);
+            acc[col] = _mm512_fmadd_ps(
+                _mm512_mul_ps(d, _mm512_set1_ps(act.d)),
+                _mm512_cvtepi32_ps(s[col]),
+                acc[col],
+            );
         }
     }
     storen(&acc)
