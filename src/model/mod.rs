@@ -4,6 +4,7 @@
 //! x = h + Wdown·(silu(Wgate·n(h)) * Wup·n(h)); logits = Wout·n(x). Prefill runs the prompt as
 //! a batch through `matmul`; decode runs one token through `matvec`.
 
+mod buf;
 pub mod config;
 pub mod profile;
 
@@ -22,6 +23,7 @@ pub use profile::{Op, Profile, Tap};
 use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, TensorInfo};
 use crate::ops;
+use buf::Buf;
 
 /// Most tokens run through one batched forward call.
 pub const MAX_BATCH: usize = 512;
@@ -305,8 +307,8 @@ impl Model {
 pub struct KvCache {
     pub n_ctx: usize,
     kv_dim: usize,
-    k: Vec<f16>,
-    v: Vec<f16>,
+    k: Buf<f16>,
+    v: Buf<f16>,
     /// Positions filled.
     pub len: usize,
 }
@@ -314,7 +316,7 @@ pub struct KvCache {
 impl KvCache {
     pub fn new(c: &LlamaConfig, n_ctx: usize) -> KvCache {
         let n = c.n_layers * n_ctx * c.kv_dim();
-        KvCache { n_ctx, kv_dim: c.kv_dim(), k: vec![f16::ZERO; n], v: vec![f16::ZERO; n], len: 0 }
+        KvCache { n_ctx, kv_dim: c.kv_dim(), k: Buf::zeroed(n), v: Buf::zeroed(n), len: 0 }
     }
 
     /// Bytes the cache holds.
@@ -334,14 +336,14 @@ impl KvCache {
 /// Scratch buffers for a batch of up to `MAX_BATCH` tokens, allocated once.
 pub struct State {
     batch: usize,
-    x: Vec<f32>,
-    xb: Vec<f32>,
-    q: Vec<f32>,
-    k: Vec<f32>,
-    v: Vec<f32>,
-    att: Vec<f32>,
-    hb: Vec<f32>,
-    hb2: Vec<f32>,
+    x: Buf<f32>,
+    xb: Buf<f32>,
+    q: Buf<f32>,
+    k: Buf<f32>,
+    v: Buf<f32>,
+    att: Buf<f32>,
+    hb: Buf<f32>,
+    hb2: Buf<f32>,
     row: Vec<f32>,
     /// RoPE's (sin, cos) per position of the batch and rotated pair, filled once per batch.
     rope_cs: Vec<(f32, f32)>,
@@ -359,14 +361,14 @@ impl State {
         let b = MAX_BATCH.min(n_ctx).max(1);
         State {
             batch: b,
-            x: vec![0.0; b * c.dim],
-            xb: vec![0.0; b * c.dim],
-            q: vec![0.0; b * c.q_dim()],
-            k: vec![0.0; b * c.kv_dim()],
-            v: vec![0.0; b * c.kv_dim()],
-            att: vec![0.0; b * c.q_dim()],
-            hb: vec![0.0; b * c.ffn_dim],
-            hb2: vec![0.0; b * c.ffn_dim],
+            x: Buf::zeroed(b * c.dim),
+            xb: Buf::zeroed(b * c.dim),
+            q: Buf::zeroed(b * c.q_dim()),
+            k: Buf::zeroed(b * c.kv_dim()),
+            v: Buf::zeroed(b * c.kv_dim()),
+            att: Buf::zeroed(b * c.q_dim()),
+            hb: Buf::zeroed(b * c.ffn_dim),
+            hb2: Buf::zeroed(b * c.ffn_dim),
             row: vec![0.0; c.dim],
             rope_cs: vec![(0.0, 0.0); b * (c.rope_dims / 2).min(c.head_dim / 2)],
             logits: vec![0.0; c.vocab_size],
