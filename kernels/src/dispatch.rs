@@ -510,8 +510,7 @@ pub struct Line64(pub [u8; 64]);
 /// unpacks two interleaved groups (16 rows) into a panel once (growing the buffer if needed;
 /// false on malformed input), `.1` runs the panel against 8 activation rows. `matmul` uses it
 /// when a batch has enough rows to repay the unpacking.
-pub type Panel16Fns =
-    (fn(&[u8], &[u8], &mut Vec<Line64>) -> bool, fn(&[Line64], [ActRef; 8]) -> [[f32; 16]; 8]);
+pub type Panel16Fns = (fn(&[u8], &[u8], &mut Vec<Line64>) -> bool, PanelEightFn);
 
 /// The AMX prefill path of a layout: `.0` unpacks two interleaved groups (16 rows) into a
 /// panel, as `Panel16Fns`'s; `.1` runs the panel (its first `nb` blocks; or, for the K
@@ -827,9 +826,9 @@ macro_rules! wrap_amx_fused {
 /// type, the panel type, its unpacker and its 8-row kernel.
 #[cfg(target_arch = "x86_64")]
 macro_rules! wrap_panel {
-    ($w:ty, $act:ident, $panel:ty, $unpack:path, $eight:path) => {{
+    ($w:ty, $act:ident, $panel:ty, $unpack:path, $($eight:tt)+) => {{
         panel_unpacker!($w, $panel, $unpack);
-        panel_eight!(eight, $act, $panel, $eight);
+        panel_eight!(eight, $act, $panel, $($eight)+);
         let fns: Panel16Fns = (unpack, eight);
         Some(fns)
     }};
@@ -840,7 +839,17 @@ macro_rules! wrap_panel {
 #[cfg(target_arch = "x86_64")]
 macro_rules! panel_eight {
     ($name:ident, $act:ident, $panel:ty, $eight:path) => {
-        fn $name(p: &[Line64], a: [ActRef; 8]) -> [[f32; 16]; 8] {
+        panel_eight!($name, $act, $panel, |panels, rows, next| {
+            crate::matmul::prefetch_l2_lines(next, 0, next.len().div_ceil(64));
+            $eight(panels, rows)
+        });
+    };
+    // The kernel spreads the prefetch over its blocks itself (avx512).
+    ($name:ident, $act:ident, $panel:ty, spread $eight:path) => {
+        panel_eight!($name, $act, $panel, |panels, rows, next| $eight(panels, rows, next));
+    };
+    ($name:ident, $act:ident, $panel:ty, |$pn:ident, $rw:ident, $nx:ident| $call:expr) => {
+        fn $name(p: &[Line64], a: [ActRef; 8], $nx: &[u8]) -> [[f32; 16]; 8] {
             const LINES: usize = std::mem::size_of::<$panel>() / 64;
             let mut rows = [&[][..]; 8];
             for (r, a) in rows.iter_mut().zip(a) {
@@ -854,15 +863,18 @@ macro_rules! panel_eight {
             // SAFETY: the panel type is LINES whole 64-byte lines, 64-byte aligned like
             // Line64, and made of integers and floats only; n whole panels lie at the start
             // of p.
-            let panels = unsafe { std::slice::from_raw_parts(p.as_ptr() as *const $panel, n) };
+            let $pn = unsafe { std::slice::from_raw_parts(p.as_ptr() as *const $panel, n) };
+            let $rw = rows;
             // SAFETY: stored only in tables of levels the CPU was checked to run.
-            unsafe { $eight(panels, rows) }
+            unsafe { $call }
         }
     };
 }
 
-/// A panel's 8-row kernel (`Panel16Fns::1`).
-pub type PanelEightFn = fn(&[Line64], [ActRef; 8]) -> [[f32; 16]; 8];
+/// A panel's 8-row kernel (`Panel16Fns::1`): the panel against eight activation rows. The
+/// bytes given (a share of the next pair's weights) go to L2 meanwhile: spread over the
+/// call's blocks by the avx512 kernels, asked for up front by the others.
+pub type PanelEightFn = fn(&[Line64], [ActRef; 8], &[u8]) -> [[f32; 16]; 8];
 
 // Q4_0 rows unpacked from the file's layout (values 0..15) run through the Q5_0/Q8_0 panel
 // kernel with its offset 8 (`Kernels::rows_panel_kernel`).
@@ -871,7 +883,7 @@ panel_eight!(
     q4_0_rows_eight,
     Q8_0S,
     crate::x86_64::avx512::Panel32,
-    crate::x86_64::avx512::vec_dot_panel32x16x8_q8_0::<8>
+    spread crate::x86_64::avx512::vec_dot_panel32x16x8_q8_0::<8>
 );
 
 /// The panel table entries (Q5_0, Q8_0, Q4_1, Q4_K, Q5_K, Q6_K, IQ4_XS) of a 256-bit level:
@@ -1447,64 +1459,64 @@ fn build(level: Level) -> Kernels {
                     Q8_0S,
                     k::Panel32,
                     k::unpack_q5_0x16,
-                    k::vec_dot_panel32x16x8_q8_0::<16>
+                    spread k::vec_dot_panel32x16x8_q8_0::<16>
                 ),
                 wrap_panel!(
                     BlockQ8_0x8,
                     Q8_0S,
                     k::Panel32,
                     k::unpack_q8_0x16,
-                    k::vec_dot_panel32x16x8_q8_0::<128>
+                    spread k::vec_dot_panel32x16x8_q8_0::<128>
                 ),
-                wrap_panel!(BlockQ4_1x8, Q8_1, k::Panel32M, k::unpack_q4_1x16, k::vec_dot_q4_1panel16x8_q8_1),
+                wrap_panel!(BlockQ4_1x8, Q8_1, k::Panel32M, k::unpack_q4_1x16, spread k::vec_dot_q4_1panel16x8_q8_1),
                 wrap_panel!(
                     BlockQ4Kx8,
                     Q8K,
                     k::PanelQ4K,
                     k::unpack_k16::<BlockQ4Kx8>,
-                    k::vec_dot_q4_kpanel16x8_q8_k::<false>
+                    spread k::vec_dot_q4_kpanel16x8_q8_k::<false>
                 ),
                 wrap_panel!(
                     BlockQ5Kx8,
                     Q8K,
                     k::PanelQ4K,
                     k::unpack_k16::<BlockQ5Kx8>,
-                    k::vec_dot_q4_kpanel16x8_q8_k::<false>
+                    spread k::vec_dot_q4_kpanel16x8_q8_k::<false>
                 ),
                 wrap_panel!(
                     BlockQ6Kx8,
                     Q8K,
                     k::PanelQ6K,
                     k::unpack_g16::<BlockQ6Kx8>,
-                    k::vec_dot_q6_kpanel16x8_q8_k::<false>
+                    spread k::vec_dot_q6_kpanel16x8_q8_k::<false>
                 ),
                 wrap_panel!(
                     BlockIQ4XSx8,
                     Q8K,
                     k::PanelQ4K,
                     k::unpack_iq4_xsx16,
-                    k::vec_dot_q4_kpanel16x8_q8_k::<true>
+                    spread k::vec_dot_q4_kpanel16x8_q8_k::<true>
                 ),
                 wrap_panel!(
                     BlockQ3Kx8,
                     Q8K,
                     k::PanelQ6K,
                     k::unpack_g16::<BlockQ3Kx8>,
-                    k::vec_dot_q6_kpanel16x8_q8_k::<false>
+                    spread k::vec_dot_q6_kpanel16x8_q8_k::<false>
                 ),
                 wrap_panel!(
                     BlockQ2Kx8,
                     Q8K,
                     k::PanelQ6K,
                     k::unpack_g16::<BlockQ2Kx8>,
-                    k::vec_dot_q6_kpanel16x8_q8_k::<true>
+                    spread k::vec_dot_q6_kpanel16x8_q8_k::<true>
                 ),
                 wrap_panel!(
                     BlockQ4_0x8,
                     Q8_0S,
                     k::Panel32,
                     k::unpack_iq4_nlx16,
-                    k::vec_dot_panel32x16x8_q8_0::<128>
+                    spread k::vec_dot_panel32x16x8_q8_0::<128>
                 ),
             )
         }
@@ -1520,7 +1532,7 @@ fn build(level: Level) -> Kernels {
         #[cfg(target_arch = "x86_64")]
         Level::Avx512 => {
             use crate::x86_64::avx512 as k;
-            wrap_panel!(BlockQ5_1x8, Q8_1, k::Panel32M, k::unpack_q5_1x16, k::vec_dot_q4_1panel16x8_q8_1)
+            wrap_panel!(BlockQ5_1x8, Q8_1, k::Panel32M, k::unpack_q5_1x16, spread k::vec_dot_q4_1panel16x8_q8_1)
         }
         _ => None,
     };

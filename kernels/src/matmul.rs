@@ -412,6 +412,11 @@ pub fn matmul_multi(
                             prefetch_l2_lines(b, t, per);
                         }
                     };
+                    // The same share, for a panel kernel to prefetch as it goes.
+                    let share = |t: usize, per: usize| -> &[u8] {
+                        let b = next.unwrap_or(&[]);
+                        &b[(64 * t * per).min(b.len())..(64 * (t + 1) * per).min(b.len())]
+                    };
                     // Rows in the file's layout unpacked straight into the panel, where the
                     // level can: every activation row through the panel or the tiles.
                     if let Some(unpack_rows) = direct[j] {
@@ -441,8 +446,11 @@ pub fn matmul_multi(
                             let mut i = 0;
                             while i < n {
                                 let i0 = i.min(n - 8);
-                                ahead(i / 8, per8);
-                                let v = eight(p, std::array::from_fn(|c| a.row(i0 + c, cols)));
+                                let v = eight(
+                                    p,
+                                    std::array::from_fn(|c| a.row(i0 + c, cols)),
+                                    share(i / 8, per8),
+                                );
                                 for (c, vc) in v.iter().enumerate() {
                                     write16(i0 + c, g * GROUP, vc);
                                 }
@@ -493,8 +501,11 @@ pub fn matmul_multi(
                         PANEL.with_borrow_mut(|p| {
                             if unpack(xa, xb, p) {
                                 while i + 8 <= n {
-                                    ahead(i / 8, per8);
-                                    let v = eight(p, std::array::from_fn(|c| a.row(i + c, cols)));
+                                    let v = eight(
+                                        p,
+                                        std::array::from_fn(|c| a.row(i + c, cols)),
+                                        share(i / 8, per8),
+                                    );
                                     for (c, vc) in v.iter().enumerate() {
                                         write16(i + c, g * GROUP, vc);
                                     }

@@ -1035,7 +1035,11 @@ pub unsafe fn unpack_q5_1x16(xa: &[BlockQ5_1x8], xb: &[BlockQ5_1x8], out: &mut [
 /// # Safety
 /// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn vec_dot_q4_1panel16x8_q8_1(p: &[Panel32M], y: [&[BlockQ8_1]; 8]) -> [[f32; 16]; 8] {
+pub unsafe fn vec_dot_q4_1panel16x8_q8_1(
+    p: &[Panel32M],
+    y: [&[BlockQ8_1]; 8],
+    next: &[u8],
+) -> [[f32; 16]; 8] {
     let n = p.len();
     if y.iter().any(|c| c.len() != n) {
         return [[f32::NAN; 16]; 8];
@@ -1043,7 +1047,10 @@ pub unsafe fn vec_dot_q4_1panel16x8_q8_1(p: &[Panel32M], y: [&[BlockQ8_1]; 8]) -
     // An f16 broadcast to 16 f32 lanes.
     let h2f = |b: [u8; 2]| _mm512_cvtph_ps(_mm256_set1_epi16(i16::from_le_bytes(b)));
     let mut acc = [_mm512_setzero_ps(); 8];
+    // The next pair's share, a few lines per block (in one burst it stalled the core).
+    let per = next.len().div_ceil(64).div_ceil(n.max(1));
     for j in 0..n {
+        crate::matmul::prefetch_l2_lines(next, j, per);
         // SAFETY: j < n, the length of p and (checked above) every y row.
         let b = unsafe { p.get_unchecked(j) };
         // SAFETY: as above.
@@ -1077,13 +1084,17 @@ pub unsafe fn vec_dot_q4_1panel16x8_q8_1(p: &[Panel32M], y: [&[BlockQ8_1]; 8]) -
 pub unsafe fn vec_dot_panel32x16x8_q8_0<const OFF: i32>(
     p: &[Panel32],
     y: [&[BlockQ8_0S]; 8],
+    next: &[u8],
 ) -> [[f32; 16]; 8] {
     let n = p.len();
     if y.iter().any(|c| c.len() != n) {
         return [[f32::NAN; 16]; 8];
     }
     let mut acc = [_mm512_setzero_ps(); 8];
+    // The next pair's share, a few lines per block (in one burst it stalled the core).
+    let per = next.len().div_ceil(64).div_ceil(n.max(1));
     for j in 0..n {
+        crate::matmul::prefetch_l2_lines(next, j, per);
         // SAFETY: j < n, the length of p and (checked above) every y row.
         let b = unsafe { p.get_unchecked(j) };
         // SAFETY: as above.
@@ -1364,13 +1375,17 @@ unsafe fn pair_sums(bsums: &[i16; 16]) -> [i32; 4] {
 pub unsafe fn vec_dot_q4_kpanel16x8_q8_k<const SAME_D: bool>(
     p: &[PanelQ4K],
     y: [&[BlockQ8K]; 8],
+    next: &[u8],
 ) -> [[f32; 16]; 8] {
     let n = p.len();
     if y.iter().any(|c| c.len() != n) {
         return [[f32::NAN; 16]; 8];
     }
     let mut acc = [_mm512_setzero_ps(); 8];
+    // The next pair's share, a few lines per block (in one burst it stalled the core).
+    let per = next.len().div_ceil(64).div_ceil(n.max(1));
     for j in 0..n {
+        crate::matmul::prefetch_l2_lines(next, j, per);
         // SAFETY: j < n, the length of p and (checked above) every y row.
         let b = unsafe { p.get_unchecked(j) };
         // SAFETY: as above.
@@ -1620,13 +1635,17 @@ pub unsafe fn unpack_q6_k_rows16(rows: &[BlockQ6K], out: &mut [PanelQ6K]) {
 pub unsafe fn vec_dot_q6_kpanel16x8_q8_k<const MINS: bool>(
     p: &[PanelQ6K],
     y: [&[BlockQ8K]; 8],
+    next: &[u8],
 ) -> [[f32; 16]; 8] {
     let n = p.len();
     if y.iter().any(|c| c.len() != n) {
         return [[f32::NAN; 16]; 8];
     }
     let mut acc = [_mm512_setzero_ps(); 8];
+    // The next pair's share, a few lines per block (in one burst it stalled the core).
+    let per = next.len().div_ceil(64).div_ceil(n.max(1));
     for j in 0..n {
+        crate::matmul::prefetch_l2_lines(next, j, per);
         // SAFETY: j < n, the length of p and (checked above) every y row.
         let b = unsafe { p.get_unchecked(j) };
         // SAFETY: as above.
