@@ -383,6 +383,20 @@ impl State {
     }
 }
 
+/// `Model::prefill_batch` for a kernel level and the widest input (`width` values a token).
+fn prefill_batch(level: ferrite_kernels::Level, width: usize) -> usize {
+    if level != ferrite_kernels::Level::Amx {
+        return MAX_BATCH;
+    }
+    let fit = (2 << 20) / width.max(1);
+    // A power of two from 64 to MAX_BATCH.
+    let mut b = MAX_BATCH;
+    while b > 64 && b > fit {
+        b /= 2;
+    }
+    b
+}
+
 /// Matrices sharing one input: one parallel section when their activation formats agree
 /// (the usual case), one call each otherwise (e.g. a Q4_0 file with a Q6_K attn_v).
 fn matmul_shared(
@@ -458,16 +472,7 @@ impl Model {
     /// stays at 512: 9% slower at 256). Other levels read the activations a few rows at a
     /// time and keep `MAX_BATCH` (8B Q4_0 at avx512 was no faster at 128).
     fn prefill_batch(&self) -> usize {
-        if self.kernels.level != ferrite_kernels::Level::Amx {
-            return MAX_BATCH;
-        }
-        let fit = (2 << 20) / self.config.ffn_dim.max(self.config.dim).max(1);
-        // A power of two from 64 to MAX_BATCH.
-        let mut b = MAX_BATCH;
-        while b > 64 && b > fit {
-            b /= 2;
-        }
-        b
+        prefill_batch(self.kernels.level, self.config.ffn_dim.max(self.config.dim))
     }
 
     fn forward_batch(
@@ -791,5 +796,23 @@ impl Model {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrite_kernels::Level;
+
+    #[test]
+    fn amx_prefill_batches_keep_the_widest_input_within_l2() {
+        // SmolLM2 (FFN 1536), the 1B shape (8192), the 8B shape (14336), and a wider one.
+        assert_eq!(prefill_batch(Level::Amx, 1536), 512);
+        assert_eq!(prefill_batch(Level::Amx, 8192), 256);
+        assert_eq!(prefill_batch(Level::Amx, 14336), 128);
+        assert_eq!(prefill_batch(Level::Amx, 1 << 20), 64);
+        for level in [Level::Scalar, Level::Avx2, Level::Avx512] {
+            assert_eq!(prefill_batch(level, 14336), MAX_BATCH);
+        }
     }
 }
