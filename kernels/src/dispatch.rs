@@ -838,13 +838,7 @@ macro_rules! wrap_panel {
 /// activation type, the panel type, the kernel.
 #[cfg(target_arch = "x86_64")]
 macro_rules! panel_eight {
-    ($name:ident, $act:ident, $panel:ty, $eight:path) => {
-        panel_eight!($name, $act, $panel, |panels, rows, next| {
-            crate::matmul::prefetch_l2_lines(next, 0, next.len().div_ceil(64));
-            $eight(panels, rows)
-        });
-    };
-    // The kernel spreads the prefetch over its blocks itself (avx512).
+    // The kernel spreads the prefetch over its work itself.
     ($name:ident, $act:ident, $panel:ty, spread $eight:path) => {
         panel_eight!($name, $act, $panel, |panels, rows, next| $eight(panels, rows, next));
     };
@@ -872,8 +866,9 @@ macro_rules! panel_eight {
 }
 
 /// A panel's 8-row kernel (`Panel16Fns::1`): the panel against eight activation rows. The
-/// bytes given (a share of the next pair's weights) go to L2 meanwhile: spread over the
-/// call's blocks by the avx512 kernels, asked for up front by the others.
+/// bytes given (a share of the next pair's weights) go to L2 meanwhile, spread over the
+/// call's work (a few lines per block at avx512, a quarter per pass of four rows at the
+/// 256-bit levels): in one burst the prefetches outnumbered the line fill buffers.
 pub type PanelEightFn = fn(&[Line64], [ActRef; 8], &[u8]) -> [[f32; 16]; 8];
 
 // Q4_0 rows unpacked from the file's layout (values 0..15) run through the Q5_0/Q8_0 panel
@@ -902,21 +897,21 @@ macro_rules! x86_k_panels {
                 Q8K,
                 k::PanelQ4K2x8,
                 k::unpack_pairs::<BlockQ4Kx8>,
-                k::vec_dot_q4_kpanel8x2x8_q8_k
+                spread k::vec_dot_q4_kpanel8x2x8_q8_k
             ),
             wrap_panel!(
                 BlockQ5Kx8,
                 Q8K,
                 k::PanelQ4K2x8,
                 k::unpack_pairs::<BlockQ5Kx8>,
-                k::vec_dot_q5_kpanel8x2x8_q8_k
+                spread k::vec_dot_q5_kpanel8x2x8_q8_k
             ),
             wrap_panel!(
                 BlockQ6Kx8,
                 Q8K,
                 k::PanelQ6K2x8,
                 k::unpack_pairs::<BlockQ6Kx8>,
-                k::vec_dot_q6_kpanel8x2x8_q8_k
+                spread k::vec_dot_q6_kpanel8x2x8_q8_k
             ),
             if $vnni {
                 wrap_panel!(
@@ -924,7 +919,7 @@ macro_rules! x86_k_panels {
                     Q8K,
                     k::PanelQ4K2x8,
                     k::unpack_pairs::<BlockIQ4XSx8>,
-                    k::vec_dot_iq4_xspanel8x2x8_q8_k
+                    spread k::vec_dot_iq4_xspanel8x2x8_q8_k
                 )
             } else {
                 None
@@ -934,14 +929,14 @@ macro_rules! x86_k_panels {
                 Q8K,
                 k::PanelQ6K2x8,
                 k::unpack_pairs::<BlockQ3Kx8>,
-                k::vec_dot_q6_kpanel8x2x8_q8_k
+                spread k::vec_dot_q6_kpanel8x2x8_q8_k
             ),
             wrap_panel!(
                 BlockQ2Kx8,
                 Q8K,
                 k::PanelQ6K2x8,
                 k::unpack_pairs::<BlockQ2Kx8>,
-                k::vec_dot_q2_kpanel8x2x8_q8_k
+                spread k::vec_dot_q2_kpanel8x2x8_q8_k
             ),
             None,
         )

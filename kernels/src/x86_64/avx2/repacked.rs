@@ -899,15 +899,22 @@ macro_rules! x86_repacked_kernels {
         unsafe fn panel16x8<P>(
             p: &[Pair8<P>],
             y: [&[BlockQ8K]; 8],
+            next: &[u8],
             four: impl Fn(&[Pair8<P>], bool, [&[BlockQ8K]; 4]) -> [[f32; 8]; 4],
         ) -> [[f32; 16]; 8] {
             if y.iter().any(|c| c.len() != p.len()) {
                 return [[f32::NAN; 16]; 8];
             }
             let mut out = [[0f32; 16]; 8];
+            // The next pair's share a quarter before each of the four passes: in one burst
+            // the prefetches outnumbered the line fill buffers and stalled the core.
+            let per = next.len().div_ceil(64).div_ceil(4);
+            let mut t = 0;
             for c0 in [0, 4] {
                 let cols = [y[c0], y[c0 + 1], y[c0 + 2], y[c0 + 3]];
                 for (hi, lanes) in [(false, 0), (true, 8)] {
+                    crate::matmul::prefetch_l2_lines(next, t, per);
+                    t += 1;
                     for (c, v) in four(p, hi, cols).into_iter().enumerate() {
                         out[c0 + c][lanes..lanes + 8].copy_from_slice(&v);
                     }
@@ -1057,9 +1064,13 @@ macro_rules! x86_repacked_kernels {
         /// # Safety
         /// The CPU must have this level's target features (reached only through dispatch).
         #[target_feature(enable = $feat)]
-        pub unsafe fn vec_dot_q4_kpanel8x2x8_q8_k(p: &[PanelQ4K2x8], y: [&[BlockQ8K]; 8]) -> [[f32; 16]; 8] {
+        pub unsafe fn vec_dot_q4_kpanel8x2x8_q8_k(
+            p: &[PanelQ4K2x8],
+            y: [&[BlockQ8K]; 8],
+            next: &[u8],
+        ) -> [[f32; 16]; 8] {
             // SAFETY: this function's target features are k_panel8x4's.
-            panel16x8(p, y, |p, hi, c| unsafe { k_panel8x4::<8, false>(p, hi, c) })
+            panel16x8(p, y, next, |p, hi, c| unsafe { k_panel8x4::<8, false>(p, hi, c) })
         }
 
         /// IQ4_XS panel pairs (`unpack_pairs`) against 8 activation rows: 16 rows x 8.
@@ -1068,12 +1079,16 @@ macro_rules! x86_repacked_kernels {
         /// # Safety
         /// The CPU must have this level's target features (reached only through dispatch).
         #[target_feature(enable = $feat)]
-        pub unsafe fn vec_dot_iq4_xspanel8x2x8_q8_k(p: &[PanelQ4K2x8], y: [&[BlockQ8K]; 8]) -> [[f32; 16]; 8] {
+        pub unsafe fn vec_dot_iq4_xspanel8x2x8_q8_k(
+            p: &[PanelQ4K2x8],
+            y: [&[BlockQ8K]; 8],
+            next: &[u8],
+        ) -> [[f32; 16]; 8] {
             if !VNNI {
                 return [[f32::NAN; 16]; 8];
             }
             // SAFETY: this function's target features are k_panel8x4's.
-            panel16x8(p, y, |p, hi, c| unsafe { k_panel8x4::<8, true>(p, hi, c) })
+            panel16x8(p, y, next, |p, hi, c| unsafe { k_panel8x4::<8, true>(p, hi, c) })
         }
 
         /// Q5_K panel pairs (`unpack_pairs`) against 8 activation rows: 16 rows x 8.
@@ -1081,9 +1096,13 @@ macro_rules! x86_repacked_kernels {
         /// # Safety
         /// The CPU must have this level's target features (reached only through dispatch).
         #[target_feature(enable = $feat)]
-        pub unsafe fn vec_dot_q5_kpanel8x2x8_q8_k(p: &[PanelQ4K2x8], y: [&[BlockQ8K]; 8]) -> [[f32; 16]; 8] {
+        pub unsafe fn vec_dot_q5_kpanel8x2x8_q8_k(
+            p: &[PanelQ4K2x8],
+            y: [&[BlockQ8K]; 8],
+            next: &[u8],
+        ) -> [[f32; 16]; 8] {
             // SAFETY: this function's target features are k_panel8x4's.
-            panel16x8(p, y, |p, hi, c| unsafe { k_panel8x4::<4, false>(p, hi, c) })
+            panel16x8(p, y, next, |p, hi, c| unsafe { k_panel8x4::<4, false>(p, hi, c) })
         }
 
         /// One group of 8 Q6_K rows of a 256-column block, unpacked once for a prefill batch
@@ -1317,9 +1336,13 @@ macro_rules! x86_repacked_kernels {
         /// # Safety
         /// The CPU must have this level's target features (reached only through dispatch).
         #[target_feature(enable = $feat)]
-        pub unsafe fn vec_dot_q6_kpanel8x2x8_q8_k(p: &[PanelQ6K2x8], y: [&[BlockQ8K]; 8]) -> [[f32; 16]; 8] {
+        pub unsafe fn vec_dot_q6_kpanel8x2x8_q8_k(
+            p: &[PanelQ6K2x8],
+            y: [&[BlockQ8K]; 8],
+            next: &[u8],
+        ) -> [[f32; 16]; 8] {
             // SAFETY: this function's target features are q6_kpanel8x4's.
-            panel16x8(p, y, |p, hi, c| unsafe { q6_kpanel8x4::<false>(p, hi, c) })
+            panel16x8(p, y, next, |p, hi, c| unsafe { q6_kpanel8x4::<false>(p, hi, c) })
         }
 
         /// Q2_K panel pairs (`unpack_pairs`) against 8 activation rows: 16 rows x 8.
@@ -1327,9 +1350,13 @@ macro_rules! x86_repacked_kernels {
         /// # Safety
         /// The CPU must have this level's target features (reached only through dispatch).
         #[target_feature(enable = $feat)]
-        pub unsafe fn vec_dot_q2_kpanel8x2x8_q8_k(p: &[PanelQ6K2x8], y: [&[BlockQ8K]; 8]) -> [[f32; 16]; 8] {
+        pub unsafe fn vec_dot_q2_kpanel8x2x8_q8_k(
+            p: &[PanelQ6K2x8],
+            y: [&[BlockQ8K]; 8],
+            next: &[u8],
+        ) -> [[f32; 16]; 8] {
             // SAFETY: this function's target features are q6_kpanel8x4's.
-            panel16x8(p, y, |p, hi, c| unsafe { q6_kpanel8x4::<true>(p, hi, c) })
+            panel16x8(p, y, next, |p, hi, c| unsafe { q6_kpanel8x4::<true>(p, hi, c) })
         }
 
         /// One group of 16 weights of a Q6_Kx8 block (g = 8h + 2K + gi) against C activation
