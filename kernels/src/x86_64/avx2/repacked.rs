@@ -913,7 +913,7 @@ macro_rules! x86_repacked_kernels {
             for c0 in [0, 4] {
                 let cols = [y[c0], y[c0 + 1], y[c0 + 2], y[c0 + 3]];
                 for (hi, lanes) in [(false, 0), (true, 8)] {
-                    crate::matmul::prefetch_l2_lines(next, t, per);
+                    $crate::matmul::prefetch_l2_lines(next, t, per);
                     t += 1;
                     for (c, v) in four(p, hi, cols).into_iter().enumerate() {
                         out[c0 + c][lanes..lanes + 8].copy_from_slice(&v);
