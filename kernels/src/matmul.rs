@@ -53,23 +53,42 @@ fn rows_per_task(rows: usize, threads: usize) -> usize {
 // Tasks of interleaved matrices hold whole groups.
 const _: () = assert!(16 % GROUP == 0);
 
-/// Cache lines `t * per .. (t + 1) * per` of `bytes` into L2 (a prefetch never faults).
-#[inline]
-pub(crate) fn prefetch_l2_lines(bytes: &[u8], t: usize, per: usize) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let lines = bytes.len().div_ceil(64);
-        for l in (t * per)..((t + 1) * per).min(lines) {
+/// Bytes to bring into L2 a share at a time over the `steps` steps of a loop (the next
+/// pair's weights while this one computes, the next row group while a repack copies): all at
+/// once, the prefetches outnumber the line fill buffers and stall the core. The share size
+/// is worked out once (a division per step showed in a small model's prompt).
+#[derive(Clone, Copy)]
+pub(crate) struct L2Shares<'a> {
+    bytes: &'a [u8],
+    per: usize,
+}
+
+impl<'a> L2Shares<'a> {
+    pub(crate) fn new(bytes: &'a [u8], steps: usize) -> L2Shares<'a> {
+        L2Shares { bytes, per: bytes.len().div_ceil(64).div_ceil(steps.max(1)) }
+    }
+
+    /// Share `step`'s bytes (cache lines `step * per..`), for a callee to ask for as it goes.
+    pub(crate) fn share(&self, step: usize) -> &'a [u8] {
+        let b = self.bytes;
+        &b[(64 * step * self.per).min(b.len())..(64 * (step + 1) * self.per).min(b.len())]
+    }
+
+    /// Asks L2 for share `step` (a prefetch never faults).
+    #[inline]
+    pub(crate) fn fetch(&self, step: usize) {
+        #[cfg(target_arch = "x86_64")]
+        for line in self.share(step).chunks(64) {
             // SAFETY: prefetching has no architectural effect; SSE is baseline on x86_64.
             unsafe {
                 std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(
-                    bytes.as_ptr().wrapping_add(64 * l) as *const i8,
+                    line.as_ptr() as *const i8
                 )
             };
         }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = step;
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (bytes, t, per);
 }
 
 /// A weight matrix: type, shape and bytes (zero-copy from the file, or repacked at load).
@@ -405,18 +424,10 @@ pub fn matmul_multi(
                         true => w.rows_bytes((g + 2) * GROUP, (g + 4) * GROUP),
                         false => w.groups(g + 2, 2),
                     });
-                    let lines = next.map_or(0, |b| b.len().div_ceil(64));
-                    let (per8, per4) = (lines.div_ceil((n / 8).max(1)), lines.div_ceil((n / 4).max(1)));
-                    let ahead = |t: usize, per: usize| {
-                        if let Some(b) = next {
-                            prefetch_l2_lines(b, t, per);
-                        }
-                    };
-                    // The same share, for a panel kernel to prefetch as it goes.
-                    let share = |t: usize, per: usize| -> &[u8] {
-                        let b = next.unwrap_or(&[]);
-                        &b[(64 * t * per).min(b.len())..(64 * (t + 1) * per).min(b.len())]
-                    };
+                    // A share per pass of eight (or four) activation rows; the panel kernels
+                    // take theirs and spread it over their blocks.
+                    let next = next.unwrap_or(&[]);
+                    let (ahead8, ahead4) = (L2Shares::new(next, n / 8), L2Shares::new(next, n / 4));
                     // Rows in the file's layout unpacked straight into the panel, where the
                     // level can: every activation row through the panel or the tiles.
                     if let Some(unpack_rows) = direct[j] {
@@ -436,7 +447,7 @@ pub fn matmul_multi(
                                     act_tiles,
                                     cols / w.ty.block_size(),
                                     n.div_ceil(16),
-                                    next.unwrap_or(&[]),
+                                    next,
                                     &mut put,
                                 );
                             }
@@ -449,7 +460,7 @@ pub fn matmul_multi(
                                 let v = eight(
                                     p,
                                     std::array::from_fn(|c| a.row(i0 + c, cols)),
-                                    share(i / 8, per8),
+                                    ahead8.share(i / 8),
                                 );
                                 for (c, vc) in v.iter().enumerate() {
                                     write16(i0 + c, g * GROUP, vc);
@@ -481,15 +492,7 @@ pub fn matmul_multi(
                                 }
                             };
                             if unpack(xa, xb, p)
-                                && tile(
-                                    p,
-                                    (xa, xb),
-                                    act_tiles,
-                                    nb,
-                                    n.div_ceil(16),
-                                    next.unwrap_or(&[]),
-                                    &mut put,
-                                )
+                                && tile(p, (xa, xb), act_tiles, nb, n.div_ceil(16), next, &mut put)
                             {
                                 i = n;
                             }
@@ -504,7 +507,7 @@ pub fn matmul_multi(
                                     let v = eight(
                                         p,
                                         std::array::from_fn(|c| a.row(i + c, cols)),
-                                        share(i / 8, per8),
+                                        ahead8.share(i / 8),
                                     );
                                     for (c, vc) in v.iter().enumerate() {
                                         write16(i + c, g * GROUP, vc);
@@ -516,7 +519,7 @@ pub fn matmul_multi(
                     }
                     if let Some(k8) = x16x8[j] {
                         while i + 8 <= n {
-                            ahead(i / 8, per8);
+                            ahead8.fetch(i / 8);
                             let v = k8(xa, xb, &std::array::from_fn(|c| a.row(i + c, cols)));
                             for (c, vc) in v.iter().enumerate() {
                                 write16(i + c, g * GROUP, vc);
@@ -529,7 +532,7 @@ pub fn matmul_multi(
                     };
                     if let Some(k16) = x16[j] {
                         while i + 4 <= n {
-                            ahead(i / 4, per4);
+                            ahead4.fetch(i / 4);
                             let v = k16(xa, xb, rows4(i));
                             for (c, vc) in v.iter().enumerate() {
                                 write16(i + c, g * GROUP, vc);

@@ -188,8 +188,6 @@ fn interleave<S: Block, D: Block + Default>(
 ) {
     debug_assert_eq!(out.len(), rows / GROUP * nb * D::BYTES);
     // Group by group: the eight rows' slices taken once, then one block column at a time.
-    let group_bytes = GROUP * nb * S::BYTES;
-    let per = (group_bytes / 64).div_ceil(nb.max(1));
     for (g, dst) in out.chunks_exact_mut(nb * D::BYTES).enumerate() {
         let rows_g: [&[S]; GROUP] = std::array::from_fn(|r| &blocks[(g * GROUP + r) * nb..][..nb]);
         // The next group's rows are one contiguous range: asked for a share per block
@@ -201,8 +199,9 @@ fn interleave<S: Block, D: Block + Default>(
             true => blocks.get((g + 1) * GROUP * nb..(g + 2) * GROUP * nb).map_or(&[][..], as_bytes),
             false => &[][..],
         };
+        let next = crate::matmul::L2Shares::new(next, nb);
         for (j, chunk) in dst.chunks_exact_mut(D::BYTES).enumerate() {
-            crate::matmul::prefetch_l2_lines(next, j, per);
+            next.fetch(j);
             let src: [&S; GROUP] = std::array::from_fn(|r| &rows_g[r][j]);
             let mut d = D::default();
             f(src, &mut d);

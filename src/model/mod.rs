@@ -339,14 +339,14 @@ impl KvCache {
 /// Scratch buffers for a batch of up to `MAX_BATCH` tokens, allocated once.
 pub struct State {
     batch: usize,
-    x: Buf<f32>,
-    xb: Buf<f32>,
-    q: Buf<f32>,
-    k: Buf<f32>,
-    v: Buf<f32>,
-    att: Buf<f32>,
-    hb: Buf<f32>,
-    hb2: Buf<f32>,
+    x: Buf,
+    xb: Buf,
+    q: Buf,
+    k: Buf,
+    v: Buf,
+    att: Buf,
+    hb: Buf,
+    hb2: Buf,
     row: Vec<f32>,
     /// RoPE's (sin, cos) per position of the batch and rotated pair, filled once per batch.
     rope_cs: Vec<(f32, f32)>,

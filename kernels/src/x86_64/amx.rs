@@ -23,8 +23,8 @@ use crate::blocks::{BlockIQ4XSx8, BlockQ4_0x8, BlockQ5_0x8, BlockQ8_0x8, KBlockX
 use crate::dispatch::{ActTile, ActTileK, ActTileS};
 // The next call's weights (`next`, what the next pair's unpacking reads) go to L2 a share
 // per step while the tiles run, instead of all at once when the unpacker reaches them (or
-// in a burst that stalls the core): `matmul`'s share-wise prefetch.
-use crate::matmul::prefetch_l2_lines as prefetch_next;
+// in a burst that stalls the core).
+use crate::matmul::L2Shares;
 use std::arch::asm;
 use std::arch::x86_64::*;
 
@@ -235,8 +235,7 @@ struct Sums([[i32; 16]; 16]);
 macro_rules! tile_loop {
     ($chunks:expr, $nb:expr, $a:expr, $b:expr, $scale:expr, $out:expr, $next:expr) => {{
         let (chunks, nb): (usize, usize) = ($chunks, $nb);
-        let next: &[u8] = $next;
-        let per = next.len().div_ceil(64).div_ceil((chunks * nb).max(1));
+        let next = L2Shares::new($next, chunks * nb);
         configure(&CONFIG);
         let mut c = [Sums([[0; 16]; 16]), Sums([[0; 16]; 16])];
         for chunk in 0..chunks {
@@ -253,7 +252,7 @@ macro_rules! tile_loop {
                 if j + 2 < nb {
                     start(j + 2);
                 }
-                prefetch_next(next, chunk * nb + j, per);
+                next.fetch(chunk * nb + j);
                 store(j % 4, c[j % 2].0.as_mut_ptr());
                 if j > 0 {
                     $scale(chunk, j - 1, &c[(j - 1) % 2], &mut acc);
@@ -727,29 +726,8 @@ pub unsafe fn vec_dot_sb_x16_fused<B, const MINS: bool>(
     next: &[u8],
     out: &mut dyn FnMut(usize, &[[f32; 16]; 16]),
 ) {
-    if xa.len() != xb.len() {
-        return;
-    }
-    let scratch: *mut PanelSB = scratch;
-    let mut panel = |j: usize| {
-        unpack(&xa[j..j + 1], &xb[j..j + 1], std::slice::from_mut(&mut *scratch));
-        scratch as *const PanelSB
-    };
-    sb_loop::<MINS>(xa.len(), &mut panel, ys, next, out)
-}
-
-/// The loop of the super-block kernels: `panel(j)` gives super-block j's panel, asked for
-/// once per super-block, in order.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn sb_loop<const MINS: bool>(
-    nb: usize,
-    panel: &mut dyn FnMut(usize) -> *const PanelSB,
-    ys: &[ActTileS],
-    next: &[u8],
-    out: &mut dyn FnMut(usize, &[[f32; 16]; 16]),
-) {
-    if nb == 0 || !ys.len().is_multiple_of(nb) {
+    let nb = xa.len();
+    if nb == 0 || xb.len() != nb || !ys.len().is_multiple_of(nb) {
         return;
     }
     let y = |chunk: usize, j: usize| &*ys.as_ptr().add(chunk * nb + j);
@@ -773,7 +751,7 @@ unsafe fn sb_loop<const MINS: bool>(
         }
     };
     let chunks = ys.len() / nb;
-    let per = next.len().div_ceil(64).div_ceil((chunks * nb).max(1));
+    let next = L2Shares::new(next, nb * chunks.div_ceil(2));
     // Super-block by super-block, every chunk against it, so that its 8 KiB of weight planes
     // are read from L1 by all the chunks; the chunks' f32 sums wait in `ACC` (in L1 too:
     // 1 KiB per chunk).
@@ -803,24 +781,26 @@ unsafe fn sb_loop<const MINS: bool>(
         // an odd last chunk alone.
         let mut s = 0;
         for j in 0..nb {
-            let w = panel(j);
+            unpack(&xa[j..j + 1], &xb[j..j + 1], std::slice::from_mut(scratch));
+            let w: &PanelSB = scratch;
+            let wp = (w as *const PanelSB).cast::<u8>();
             let mut chunk = 0;
             while chunk < chunks {
-                if chunk + 1 < chunks {
-                    product_sb2(y(chunk, j).qs.as_ptr().cast(), y(chunk + 1, j).qs.as_ptr().cast(), w.cast());
-                    prefetch_next(next, s, 2 * per);
-                    store_sb(0, &mut c[0]);
-                    store_sb(1, &mut c[1]);
-                    scale_into(j, chunk, &*w, &c[0], &mut accs[chunk]);
-                    scale_into(j, chunk + 1, &*w, &c[1], &mut accs[chunk + 1]);
-                    chunk += 2;
-                } else {
-                    product_sb(0, y(chunk, j).qs.as_ptr().cast(), w.cast());
-                    prefetch_next(next, s, 2 * per);
-                    store_sb(0, &mut c[0]);
-                    scale_into(j, chunk, &*w, &c[0], &mut accs[chunk]);
-                    chunk += 1;
+                let two = chunk + 1 < chunks;
+                match two {
+                    true => {
+                        product_sb2(y(chunk, j).qs.as_ptr().cast(), y(chunk + 1, j).qs.as_ptr().cast(), wp)
+                    }
+                    false => product_sb(0, y(chunk, j).qs.as_ptr().cast(), wp),
                 }
+                next.fetch(s);
+                store_sb(0, &mut c[0]);
+                scale_into(j, chunk, w, &c[0], &mut accs[chunk]);
+                if two {
+                    store_sb(1, &mut c[1]);
+                    scale_into(j, chunk + 1, w, &c[1], &mut accs[chunk + 1]);
+                }
+                chunk += 1 + two as usize;
                 s += 1;
             }
         }

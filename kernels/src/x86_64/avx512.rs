@@ -4,6 +4,7 @@ use crate::blocks::{
     BlockIQ4XSx8, BlockQ2Kx8, BlockQ3Kx8, BlockQ4K, BlockQ4Kx8, BlockQ4_0x8, BlockQ5Kx8, BlockQ5_0x8,
     BlockQ5_1x8, BlockQ6Kx8, BlockQ8K, BlockQ8_0, BlockQ8_0S, BlockQ8_0x8,
 };
+use crate::matmul::L2Shares;
 use std::arch::x86_64::*;
 
 #[inline]
@@ -1048,9 +1049,9 @@ pub unsafe fn vec_dot_q4_1panel16x8_q8_1(
     let h2f = |b: [u8; 2]| _mm512_cvtph_ps(_mm256_set1_epi16(i16::from_le_bytes(b)));
     let mut acc = [_mm512_setzero_ps(); 8];
     // The next pair's share, a few lines per block (in one burst it stalled the core).
-    let per = next.len().div_ceil(64).div_ceil(n.max(1));
+    let next = L2Shares::new(next, n);
     for j in 0..n {
-        crate::matmul::prefetch_l2_lines(next, j, per);
+        next.fetch(j);
         // SAFETY: j < n, the length of p and (checked above) every y row.
         let b = unsafe { p.get_unchecked(j) };
         // SAFETY: as above.
@@ -1092,9 +1093,9 @@ pub unsafe fn vec_dot_panel32x16x8_q8_0<const OFF: i32>(
     }
     let mut acc = [_mm512_setzero_ps(); 8];
     // The next pair's share, a few lines per block (in one burst it stalled the core).
-    let per = next.len().div_ceil(64).div_ceil(n.max(1));
+    let next = L2Shares::new(next, n);
     for j in 0..n {
-        crate::matmul::prefetch_l2_lines(next, j, per);
+        next.fetch(j);
         // SAFETY: j < n, the length of p and (checked above) every y row.
         let b = unsafe { p.get_unchecked(j) };
         // SAFETY: as above.
@@ -1383,9 +1384,9 @@ pub unsafe fn vec_dot_q4_kpanel16x8_q8_k<const SAME_D: bool>(
     }
     let mut acc = [_mm512_setzero_ps(); 8];
     // The next pair's share, a few lines per block (in one burst it stalled the core).
-    let per = next.len().div_ceil(64).div_ceil(n.max(1));
+    let next = L2Shares::new(next, n);
     for j in 0..n {
-        crate::matmul::prefetch_l2_lines(next, j, per);
+        next.fetch(j);
         // SAFETY: j < n, the length of p and (checked above) every y row.
         let b = unsafe { p.get_unchecked(j) };
         // SAFETY: as above.
@@ -1643,9 +1644,9 @@ pub unsafe fn vec_dot_q6_kpanel16x8_q8_k<const MINS: bool>(
     }
     let mut acc = [_mm512_setzero_ps(); 8];
     // The next pair's share, a few lines per block (in one burst it stalled the core).
-    let per = next.len().div_ceil(64).div_ceil(n.max(1));
+    let next = L2Shares::new(next, n);
     for j in 0..n {
-        crate::matmul::prefetch_l2_lines(next, j, per);
+        next.fetch(j);
         // SAFETY: j < n, the length of p and (checked above) every y row.
         let b = unsafe { p.get_unchecked(j) };
         // SAFETY: as above.

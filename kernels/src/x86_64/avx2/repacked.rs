@@ -908,12 +908,12 @@ macro_rules! x86_repacked_kernels {
             let mut out = [[0f32; 16]; 8];
             // The next pair's share a quarter before each of the four passes: in one burst
             // the prefetches outnumbered the line fill buffers and stalled the core.
-            let per = next.len().div_ceil(64).div_ceil(4);
+            let next = $crate::matmul::L2Shares::new(next, 4);
             let mut t = 0;
             for c0 in [0, 4] {
                 let cols = [y[c0], y[c0 + 1], y[c0 + 2], y[c0 + 3]];
                 for (hi, lanes) in [(false, 0), (true, 8)] {
-                    $crate::matmul::prefetch_l2_lines(next, t, per);
+                    next.fetch(t);
                     t += 1;
                     for (c, v) in four(p, hi, cols).into_iter().enumerate() {
                         out[c0 + c][lanes..lanes + 8].copy_from_slice(&v);
