@@ -1469,14 +1469,14 @@ fn build(level: Level) -> Kernels {
                     Q8K,
                     k::PanelQ4K,
                     k::unpack_k16::<BlockQ4Kx8>,
-                    spread k::vec_dot_q4_kpanel16x8_q8_k::<false>
+                    spread k::vec_dot_q4_kpanel16x8_q8_k::<false, true>
                 ),
                 wrap_panel!(
                     BlockQ5Kx8,
                     Q8K,
                     k::PanelQ4K,
                     k::unpack_k16::<BlockQ5Kx8>,
-                    spread k::vec_dot_q4_kpanel16x8_q8_k::<false>
+                    spread k::vec_dot_q4_kpanel16x8_q8_k::<false, false>
                 ),
                 wrap_panel!(
                     BlockQ6Kx8,
@@ -1490,7 +1490,7 @@ fn build(level: Level) -> Kernels {
                     Q8K,
                     k::PanelQ4K,
                     k::unpack_iq4_xsx16,
-                    spread k::vec_dot_q4_kpanel16x8_q8_k::<true>
+                    spread k::vec_dot_q4_kpanel16x8_q8_k::<true, false>
                 ),
                 wrap_panel!(
                     BlockQ3Kx8,

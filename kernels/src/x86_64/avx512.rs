@@ -1368,12 +1368,13 @@ unsafe fn pair_sums(bsums: &[i16; 16]) -> [i32; 4] {
 /// Unpacked Q4_K panels (`unpack_k16`) against 8 activation rows: the sums of
 /// `vec_dot_q4_kx16x8_q8_k`, lane for lane. `SAME_D` (IQ4_XS's panels, whose dmin is d):
 /// the mins' term comes off the integer sum before the one conversion, as the IQ4_XSx8 tile
-/// does.
+/// does. `HALVES`: the values are 0..15 (Q4_K's panels), so that half a group's sum fits
+/// 16 bits.
 ///
 /// # Safety
 /// The CPU must have AVX-512F/BW/VL and VNNI (reached only through dispatch).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn vec_dot_q4_kpanel16x8_q8_k<const SAME_D: bool>(
+pub unsafe fn vec_dot_q4_kpanel16x8_q8_k<const SAME_D: bool, const HALVES: bool>(
     p: &[PanelQ4K],
     y: [&[BlockQ8K]; 8],
     next: &[u8],
@@ -1392,16 +1393,38 @@ pub unsafe fn vec_dot_q4_kpanel16x8_q8_k<const SAME_D: bool>(
         // SAFETY: as above.
         let act: [&BlockQ8K; 8] = std::array::from_fn(|c| unsafe { y[c].get_unchecked(j) });
         let mut sumi = [_mm512_setzero_si512(); 8];
+        // Activation bytes 4c..4c + 4 of group g of each column, broadcast.
+        let y4 = |col: usize, g: usize, c: usize| {
+            _mm512_set1_epi32((act[col].qs.as_ptr().add(32 * g + 4 * c) as *const i32).read_unaligned())
+        };
         for g in 0..8 {
+            let sc = _mm512_loadu_si512(b.sc[g].as_ptr() as *const __m512i);
+            if HALVES {
+                // Each 16-value half's sum fits i16 (|.| <= 16 * 15 * 128), so one
+                // `vpdpwssd` against the scale lanes (the i16 pair (sc, 0)) scales and adds
+                // it: one instruction where `vpmulld` + `vpaddd` were three uops, and two
+                // chains of four `vpdpbusd` per column instead of one of eight.
+                let (mut lo, mut hi) = ([_mm512_setzero_si512(); 8], [_mm512_setzero_si512(); 8]);
+                for c in 0..4 {
+                    let qa = _mm512_loadu_si512(b.q[8 * g + c].as_ptr() as *const __m512i);
+                    let qb = _mm512_loadu_si512(b.q[8 * g + c + 4].as_ptr() as *const __m512i);
+                    for col in 0..8 {
+                        lo[col] = _mm512_dpbusd_epi32(lo[col], qa, y4(col, g, c));
+                        hi[col] = _mm512_dpbusd_epi32(hi[col], qb, y4(col, g, c + 4));
+                    }
+                }
+                for col in 0..8 {
+                    sumi[col] = dpwssd(dpwssd(sumi[col], lo[col], sc), hi[col], sc);
+                }
+                continue;
+            }
             let mut s32 = [_mm512_setzero_si512(); 8];
             for c in 0..8 {
                 let q = _mm512_loadu_si512(b.q[8 * g + c].as_ptr() as *const __m512i);
                 for col in 0..8 {
-                    let ya = (act[col].qs.as_ptr().add(32 * g + 4 * c) as *const i32).read_unaligned();
-                    s32[col] = _mm512_dpbusd_epi32(s32[col], q, _mm512_set1_epi32(ya));
+                    s32[col] = _mm512_dpbusd_epi32(s32[col], q, y4(col, g, c));
                 }
             }
-            let sc = _mm512_loadu_si512(b.sc[g].as_ptr() as *const __m512i);
             for col in 0..8 {
                 sumi[col] = _mm512_add_epi32(sumi[col], _mm512_mullo_epi32(s32[col], sc));
             }
