@@ -128,13 +128,14 @@ pub fn repacked_len(ty: GgmlType, rows: usize, cols: usize) -> Option<usize> {
 /// How a repack writes its output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stores {
-    /// Non-temporal stores where the CPU has them (x86): a copy made at load is written
-    /// once and not read for a while, so fetching its lines first would only double the
-    /// traffic and evict the source.
+    /// Non-temporal stores where the CPU has them (x86): for a copy into memory that is not
+    /// in cache and will not be read for a while, fetching its lines first would only
+    /// double the traffic and evict the source.
     Streaming,
     /// Ordinary stores: a buffer read right after it is written (`matmul`'s rows repacked on
     /// the fly), which non-temporal stores would send out to memory first (the avx2 1B
-    /// Q4_K_M prefill from the file's rows ran 11-15% slower with them).
+    /// Q4_K_M prefill from the file's rows ran 11-15% slower with them); and the model's
+    /// copies at load, whose fresh pages the kernel has just zeroed (so in cache).
     Cached,
 }
 

@@ -243,8 +243,11 @@ impl Model {
             .filter_map(|p| {
                 let w = &ws[p.m];
                 file.populate(p.start, p.src.len());
-                let ok = repack::repack_into(w.ty, p.rows, w.cols, p.src, p.dst, repack::Stores::Streaming)
-                    .is_some();
+                // Ordinary stores: the kernel has just zeroed each huge page of the copy on
+                // its first touch, so its lines are in cache, and non-temporal stores only
+                // pushed them out again (8B loads, alternated: 0.2 s less CPU, 5-12% faster).
+                let ok =
+                    repack::repack_into(w.ty, p.rows, w.cols, p.src, p.dst, repack::Stores::Cached).is_some();
                 // Released right away, so resident memory stays near the file size while
                 // the copies are made.
                 if ok && (w.start, w.len) != embd {
