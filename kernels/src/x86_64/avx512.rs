@@ -1850,7 +1850,29 @@ pub unsafe fn attend_many(
             let most = (i0..i0 + g).map(valid).max().unwrap_or(0);
             // Missing queries of a last short group repeat the first (results unused).
             let qp: [*const f32; G] = std::array::from_fn(|j| qs[i0 + if j < g { j } else { 0 }].as_ptr());
-            for p0 in (0..most).step_by(16) {
+            let sc = _mm512_set1_ps(scale);
+            let mut p0 = 0;
+            // 32 positions a step where there are more than 16 left: each query element
+            // broadcast serves two key vectors (with one, the loads held the FMAs back).
+            // (Lanes past `most` read the block's zero padding, as before.)
+            while p0 + 16 < most {
+                let (mut lo, mut hi) = ([_mm512_setzero_ps(); G], [_mm512_setzero_ps(); G]);
+                for d in 0..hd {
+                    let k0 = _mm512_loadu_ps(kt.as_ptr().add(d * B + p0));
+                    let k1 = _mm512_loadu_ps(kt.as_ptr().add(d * B + p0 + 16));
+                    for ((a, b), q) in lo.iter_mut().zip(hi.iter_mut()).zip(qp) {
+                        let qd = _mm512_set1_ps(*q.add(d));
+                        *a = _mm512_fmadd_ps(qd, k0, *a);
+                        *b = _mm512_fmadd_ps(qd, k1, *b);
+                    }
+                }
+                for ((si, a), b) in s.iter_mut().zip(lo).zip(hi) {
+                    _mm512_storeu_ps(si.as_mut_ptr().add(p0), _mm512_mul_ps(a, sc));
+                    _mm512_storeu_ps(si.as_mut_ptr().add(p0 + 16), _mm512_mul_ps(b, sc));
+                }
+                p0 += 32;
+            }
+            if p0 < most {
                 let mut acc = [_mm512_setzero_ps(); G];
                 for d in 0..hd {
                     let k0 = _mm512_loadu_ps(kt.as_ptr().add(d * B + p0));
@@ -1858,7 +1880,6 @@ pub unsafe fn attend_many(
                         *a = _mm512_fmadd_ps(_mm512_set1_ps(*q.add(d)), k0, *a);
                     }
                 }
-                let sc = _mm512_set1_ps(scale);
                 for (si, a) in s.iter_mut().zip(acc) {
                     _mm512_storeu_ps(si.as_mut_ptr().add(p0), _mm512_mul_ps(a, sc));
                 }
