@@ -13,6 +13,13 @@ unsafe fn mul_sum(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
     _mm256_dpbusd_epi32(acc, u, s)
 }
 
+/// acc + the i16 pairs of `a` times those of `b` per i32 lane: `dpwssd` on 256 bits.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn mul_sum16(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+    dpwssd256(acc, a, b)
+}
+
 /// `mul_sum` is one `vpdpbusd`: the interleaved K kernels sum each group in i32.
 const VNNI: bool = true;
 
@@ -83,6 +90,24 @@ pub(crate) unsafe fn dpwssd(acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
             acc = inout(zmm_reg) acc,
             a = in(zmm_reg) a,
             b = in(zmm_reg) b,
+            options(pure, nomem, nostack, preserves_flags)
+        )
+    };
+    acc
+}
+
+/// `dpwssd` on 256-bit registers (EVEX, AVX-512 VNNI with VL).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+pub(crate) unsafe fn dpwssd256(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+    let mut acc = acc;
+    // SAFETY: a register-only instruction of AVX512-VNNI (VL), which this function's callers run.
+    unsafe {
+        std::arch::asm!(
+            "vpdpwssd {acc}, {a}, {b}",
+            acc = inout(ymm_reg) acc,
+            a = in(ymm_reg) a,
+            b = in(ymm_reg) b,
             options(pure, nomem, nostack, preserves_flags)
         )
     };

@@ -16,6 +16,13 @@ unsafe fn mul_sum(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
     _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)))
 }
 
+/// acc + the i16 pairs of `a` times those of `b`, summed per i32 lane (`vpmaddwd`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn mul_sum16(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+    _mm256_add_epi32(acc, _mm256_madd_epi16(a, b))
+}
+
 /// `mul_sum` widens through i16 here: the interleaved K kernels keep their i16 sums.
 const VNNI: bool = false;
 

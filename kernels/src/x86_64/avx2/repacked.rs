@@ -1010,6 +1010,30 @@ macro_rules! x86_repacked_kernels {
                 let act: [&BlockQ8K; 4] = std::array::from_fn(|c| unsafe { y[c].get_unchecked(j) });
                 let mut sumi = [_mm256_setzero_si256(); 4];
                 for g in 0..8 {
+                    if VNNI && STEPS == 8 && !SAME_D {
+                        // Q4_K (values 0..15): each 16-value half's sum fits i16, so one
+                        // `vpdpwssd` against the scale lanes (the i16 pair (sc, 0)) scales and
+                        // adds it, where `vpmulld` + `vpaddd` were three uops (as avx512's
+                        // `vec_dot_q4_kpanel16x8_q8_k`).
+                        let sc = _mm256_loadu_si256(b.sc[g].as_ptr() as *const __m256i);
+                        let (mut lo, mut hi) = ([_mm256_setzero_si256(); 4], [_mm256_setzero_si256(); 4]);
+                        for c in 0..4 {
+                            let qa = _mm256_loadu_si256(b.q[8 * g + c].as_ptr() as *const __m256i);
+                            let qb = _mm256_loadu_si256(b.q[8 * g + c + 4].as_ptr() as *const __m256i);
+                            for col in 0..4 {
+                                let y4 = |c: usize| {
+                                    let p = act[col].qs.as_ptr().add(32 * g + 4 * c) as *const i32;
+                                    _mm256_set1_epi32(p.read_unaligned())
+                                };
+                                lo[col] = mul_sum(lo[col], qa, y4(c));
+                                hi[col] = mul_sum(hi[col], qb, y4(c + 4));
+                            }
+                        }
+                        for col in 0..4 {
+                            sumi[col] = mul_sum16(mul_sum16(sumi[col], lo[col], sc), hi[col], sc);
+                        }
+                        continue;
+                    }
                     let mut s = [_mm256_setzero_si256(); 4];
                     let sc16 = _mm256_loadu_si256(b.sc16[g].as_ptr() as *const __m256i);
                     for c in 0..8 {
