@@ -96,7 +96,8 @@ pub(crate) unsafe fn dpwssd(acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
     acc
 }
 
-/// `dpwssd` on 256-bit registers (EVEX, AVX-512 VNNI with VL).
+/// `dpwssd` on 256-bit registers (EVEX, AVX-512 VNNI with VL): one instruction where LLVM
+/// splits the intrinsic into two.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
 pub(crate) unsafe fn dpwssd256(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {

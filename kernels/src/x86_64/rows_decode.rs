@@ -19,7 +19,7 @@ use crate::blocks::{
     BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1,
 };
 use crate::scalar::k_scales_mins;
-use crate::x86_64::avx512::IQ4NL_BOOK_U;
+use crate::x86_64::avx512::{dpwssd256 as dpwssd, IQ4NL_BOOK_U};
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 
@@ -676,24 +676,6 @@ pub unsafe fn sixteens_rows<B: SixteensRows>(w: &[B], a: &[BlockQ8K], out: &mut 
 unsafe fn merge6(lo: __m256i, hi: __m256i, m4: __m256i) -> __m256i {
     // Truth table over (A = lo, B = hi, C = m4): C ? A : B.
     _mm256_ternarylogic_epi32::<0xe4>(lo, hi, m4)
-}
-
-/// `acc + vpmaddwd(a, b)` as one `vpdpwssd` (LLVM splits the intrinsic into two).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn dpwssd(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
-    let mut acc = acc;
-    // SAFETY: a register-only instruction of AVX512-VNNI/VL, which the callers run.
-    unsafe {
-        std::arch::asm!(
-            "vpdpwssd {acc}, {a}, {b}",
-            acc = inout(ymm_reg) acc,
-            a = in(ymm_reg) a,
-            b = in(ymm_reg) b,
-            options(pure, nomem, nostack, preserves_flags)
-        )
-    };
-    acc
 }
 
 /// `acc += (u . activation bytes at a) as f32 * sv[lane]`: one block's `vpdpbusd` (u its
