@@ -1,6 +1,8 @@
 //! One thread's repack speed, as at model load: a matrix's rows from memory (1 GiB of
-//! distinct source, so nothing comes from cache) into its interleaved copy, whose pages are
-//! touched beforehand (the kernel's zeroing of fresh pages is not counted here).
+//! distinct source, so nothing comes from cache) into its interleaved copy, with the
+//! model's ordinary stores, whose pages are touched beforehand (the kernel's zeroing of
+//! fresh pages is not counted here). (Numbers in BENCHMARKS.md before the fourth session of
+//! 2026-12-05 were taken with non-temporal stores.)
 //!
 //! `cargo run --release --example repack_speed -- TYPE [ROWS] [COLS]` (default 14336 x 4096,
 //! an 8B FFN matrix). Prints GB/s of source bytes, best of 3 passes.
@@ -34,7 +36,7 @@ fn main() -> anyhow::Result<()> {
     for _ in 0..3 {
         let t = Instant::now();
         for s in &src {
-            repack_into(ty, rows, cols, s, &mut dst, Stores::Streaming).expect("repack");
+            repack_into(ty, rows, cols, s, &mut dst, Stores::Cached).expect("repack");
         }
         best = best.min(t.elapsed().as_secs_f64());
     }

@@ -112,7 +112,7 @@ pub fn repackable(ty: GgmlType, rows: usize, cols: usize) -> bool {
 /// The interleaved layout of a matrix (`None` if it is not `repackable`), in a new buffer.
 pub fn repack(ty: GgmlType, rows: usize, cols: usize, data: &[u8]) -> Option<(Layout, Vec<u8>)> {
     let mut out = vec![0u8; repacked_len(ty, rows, cols)?];
-    let layout = repack_into(ty, rows, cols, data, &mut out, Stores::Streaming)?;
+    let layout = repack_into(ty, rows, cols, data, &mut out, Stores::Cached)?;
     Some((layout, out))
 }
 

@@ -1882,33 +1882,11 @@ pub unsafe fn attend_many(
             // broadcast serves two key vectors (with one, the loads held the FMAs back).
             // (Lanes past `most` read the block's zero padding, as before.)
             while p0 + 16 < most {
-                let (mut lo, mut hi) = ([_mm512_setzero_ps(); G], [_mm512_setzero_ps(); G]);
-                for d in 0..hd {
-                    let k0 = _mm512_loadu_ps(kt.as_ptr().add(d * B + p0));
-                    let k1 = _mm512_loadu_ps(kt.as_ptr().add(d * B + p0 + 16));
-                    for ((a, b), q) in lo.iter_mut().zip(hi.iter_mut()).zip(qp) {
-                        let qd = _mm512_set1_ps(*q.add(d));
-                        *a = _mm512_fmadd_ps(qd, k0, *a);
-                        *b = _mm512_fmadd_ps(qd, k1, *b);
-                    }
-                }
-                for ((si, a), b) in s.iter_mut().zip(lo).zip(hi) {
-                    _mm512_storeu_ps(si.as_mut_ptr().add(p0), _mm512_mul_ps(a, sc));
-                    _mm512_storeu_ps(si.as_mut_ptr().add(p0 + 16), _mm512_mul_ps(b, sc));
-                }
+                scores::<2, G>(&kt, B, hd, p0, &qp, sc, &mut s);
                 p0 += 32;
             }
             if p0 < most {
-                let mut acc = [_mm512_setzero_ps(); G];
-                for d in 0..hd {
-                    let k0 = _mm512_loadu_ps(kt.as_ptr().add(d * B + p0));
-                    for (a, q) in acc.iter_mut().zip(qp) {
-                        *a = _mm512_fmadd_ps(_mm512_set1_ps(*q.add(d)), k0, *a);
-                    }
-                }
-                for (si, a) in s.iter_mut().zip(acc) {
-                    _mm512_storeu_ps(si.as_mut_ptr().add(p0), _mm512_mul_ps(a, sc));
-                }
+                scores::<1, G>(&kt, B, hd, p0, &qp, sc, &mut s);
             }
             // Softmax weights of each query of the group (its output rescaled first).
             for j in 0..g {
@@ -2029,6 +2007,37 @@ unsafe fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
         out[12 + k] = _mm512_shuffle_f32x4::<0xdd>(y, w);
     }
     out
+}
+
+/// `attend_many`'s scores of the G queries `qp` for positions p0..p0 + 16 K of the block's
+/// transposed keys `kt` (row d at d x `b`), times `sc`, into `s` (each a chain over the
+/// head dimension in order, as `attention::attend_many_ref`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn scores<const K: usize, const G: usize>(
+    kt: &[f32],
+    b: usize,
+    hd: usize,
+    p0: usize,
+    qp: &[*const f32; G],
+    sc: __m512,
+    s: &mut [[f32; crate::attention::MANY_BLOCK]; G],
+) {
+    let mut acc = [[_mm512_setzero_ps(); K]; G];
+    for d in 0..hd {
+        let k: [__m512; K] = std::array::from_fn(|h| _mm512_loadu_ps(kt.as_ptr().add(d * b + p0 + 16 * h)));
+        for (a, q) in acc.iter_mut().zip(qp) {
+            let qd = _mm512_set1_ps(*q.add(d));
+            for h in 0..K {
+                a[h] = _mm512_fmadd_ps(qd, k[h], a[h]);
+            }
+        }
+    }
+    for (si, a) in s.iter_mut().zip(acc) {
+        for (h, ah) in a.into_iter().enumerate() {
+            _mm512_storeu_ps(si.as_mut_ptr().add(p0 + 16 * h), _mm512_mul_ps(ah, sc));
+        }
+    }
 }
 
 /// `math::exp_approx` on 16 lanes: `avx2::exp8`'s operations in 512-bit registers (so the same
