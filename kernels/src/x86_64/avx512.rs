@@ -1807,7 +1807,8 @@ pub unsafe fn attend_f16(
 
 /// `attention::attend_many_ref` in 512-bit registers, bit for bit (as `avx2::attend_many`:
 /// each block's keys converted and transposed once, `kt[d][p]`): scores for eight queries x
-/// 16 positions per step, and the weighted values added for four queries at a time, so that
+/// 32 positions per step (`scores`), and the weighted values added for four queries at a
+/// time, so that
 /// eight or sixteen independent fused multiply-add chains of 16 lanes are in flight and each
 /// loaded key or value vector serves several queries (one query's 64 lanes alone are four chains,
 /// which wait on the latency). Each query's positions are still added in order.
