@@ -1,7 +1,8 @@
 //! AMX int8 tiles for prefill (Intel Sapphire Rapids and later): `tdpbssd` multiplies a tile
 //! of up to 16 activation rows (32 signed bytes each: one Q8_0 block) by a tile of 16 weight
 //! rows (the same block, as signed bytes) into 16x16 i32 sums in one instruction; AVX-512
-//! then applies the two blocks' scales and accumulates in f32. The weights are unpacked
+//! then applies the two blocks' scales and accumulates in f32 (the sums tiles start from a
+//! float's bits, so no conversion is needed: `MAGIC`). The weights are unpacked
 //! once per 16-row pair into `Panel32`s, which are already in the tile's layout: row k of a
 //! block's B tile holds bytes 4k..4k+4 of each of the 16 weight rows. The K types instead
 //! sum whole 256-value super-blocks in the tiles (`PanelSB`, `vec_dot_sb_x16_fused`: the section
@@ -140,7 +141,7 @@ unsafe fn release() {
 
 /// Loads activation block `a` (16 rows of 32 signed bytes, back to back) and weight block
 /// `b` (8 rows of 64 bytes) into input tiles `4 + c % 2` and `6 + c % 2` and multiplies them
-/// into sums tile `c`, zeroed first.
+/// into sums tile `c`, which starts from `MAGIC_SUMS` (so each lane ends as the float C + S).
 ///
 /// # Safety
 /// Tiles configured by `configure`; `a` (512 bytes) and `b` (512 bytes) readable.
