@@ -115,6 +115,33 @@ pub(crate) unsafe fn dpwssd256(acc: __m256i, a: __m256i, b: __m256i) -> __m256i 
     acc
 }
 
+/// Integer sums read as floats without a conversion. A sum S (|S| < 2^22) accumulated in
+/// integer lanes that start from `MAGIC`, the bits of the float C = 1.5 x 2^23, ends as the
+/// bits of the float C + S, exactly; one FMA, (C + S) x d - C x d (`magic_scaled`), then
+/// gives S x d rounded once, because C x d is exact for an f16 d (3 x 2^22 x an 11-bit
+/// mantissa). Per block and column that is one FMA where `vcvtdq2ps` and a multiply took
+/// two uops, the conversion on port 0 only, beside the `vpdpbusd`s. For the 32-value types,
+/// whose block sums stay far below 2^22 (32 x 255 x 128 at most).
+pub(crate) const MAGIC: i32 = 0x4B40_0000;
+
+/// `MAGIC` plus `offset` in every lane: where a block's integer sums start.
+#[inline(always)]
+pub(crate) unsafe fn magic_from(offset: i32) -> __m512i {
+    _mm512_set1_epi32(MAGIC + offset)
+}
+
+/// -C x d, for `magic_scaled` (`d`: f16 values).
+#[inline(always)]
+pub(crate) unsafe fn neg_magic(d: __m512) -> __m512 {
+    _mm512_mul_ps(d, _mm512_set1_ps(-12_582_912.0))
+}
+
+/// S x d, rounded once, from lanes holding C + S (see `MAGIC`); `neg_cd` = `neg_magic(d)`.
+#[inline(always)]
+pub(crate) unsafe fn magic_scaled(s: __m512i, d: __m512, neg_cd: __m512) -> __m512 {
+    _mm512_fmadd_ps(_mm512_castsi512_ps(s), d, neg_cd)
+}
+
 /// C accumulators as rows of 16 outputs.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -185,6 +212,7 @@ unsafe fn q4_0x16<const C: usize>(
         // SAFETY: j < n, the length of xa, xb and (checked above) every y row.
         let (a, b) = unsafe { (xa.get_unchecked(j), xb.get_unchecked(j)) };
         let d = f16x16_pair(&a.d, &b.d);
+        let neg_cd = neg_magic(d);
         let mut q = [_mm512_setzero_si512(); 8];
         for c in 0..4 {
             let v = join32(a.qs.as_ptr().add(32 * c), b.qs.as_ptr().add(32 * c));
@@ -196,13 +224,12 @@ unsafe fn q4_0x16<const C: usize>(
             let act = unsafe { y[col].get_unchecked(j) };
             let p = act.qs.as_ptr() as *const i32;
             // The weights' offset of 8 taken off up front: the sums start at -8 x the
-            // activations' sum.
-            let mut s = _mm512_set1_epi32(-8 * act.sum);
+            // activations' sum (from `MAGIC`, so that they read as floats).
+            let mut s = magic_from(-8 * act.sum);
             for k in 0..8 {
                 s = _mm512_dpbusd_epi32(s, q[k], _mm512_set1_epi32(p.add(k).read_unaligned()));
             }
-            acc[col] =
-                _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(act.d)), _mm512_cvtepi32_ps(s), acc[col]);
+            acc[col] = _mm512_fmadd_ps(magic_scaled(s, d, neg_cd), _mm512_set1_ps(act.d), acc[col]);
         }
     }
     storen(&acc)
@@ -374,8 +401,7 @@ unsafe fn q8_0x16<const C: usize>(
         let (a, b) = unsafe { (xa.get_unchecked(j), xb.get_unchecked(j)) };
         // The unsigned trick's offset of 128 taken off up front: the sums start at -128 x
         // the activations' sum.
-        let mut s: [__m512i; C] =
-            std::array::from_fn(|col| _mm512_set1_epi32(-128 * y[col].get_unchecked(j).sum));
+        let mut s: [__m512i; C] = std::array::from_fn(|col| magic_from(-128 * y[col].get_unchecked(j).sum));
         for k in 0..8 {
             let u = _mm512_xor_si512(join32(a.qs.as_ptr().add(32 * k), b.qs.as_ptr().add(32 * k)), flip);
             for col in 0..C {
@@ -386,14 +412,11 @@ unsafe fn q8_0x16<const C: usize>(
             }
         }
         let d = f16x16_pair(&a.d, &b.d);
+        let neg_cd = neg_magic(d);
         for col in 0..C {
             // SAFETY: as above.
             let act = unsafe { y[col].get_unchecked(j) };
-            acc[col] = _mm512_fmadd_ps(
-                _mm512_mul_ps(d, _mm512_set1_ps(act.d)),
-                _mm512_cvtepi32_ps(s[col]),
-                acc[col],
-            );
+            acc[col] = _mm512_fmadd_ps(magic_scaled(s[col], d, neg_cd), _mm512_set1_ps(act.d), acc[col]);
         }
     }
     storen(&acc)
@@ -465,17 +488,16 @@ unsafe fn q5_0x16<const C: usize>(
             q[k] = _mm512_mask_add_epi8(q[k], set, q[k], sixteen);
         }
         let d = f16x16_pair(&a.d, &b.d);
+        let neg_cd = neg_magic(d);
         for col in 0..C {
             // SAFETY: as above.
             let act = unsafe { y[col].get_unchecked(j) };
             let p = act.qs.as_ptr() as *const i32;
-            let mut s = _mm512_setzero_si512();
+            let mut s = magic_from(-16 * act.sum);
             for k in 0..8 {
                 s = _mm512_dpbusd_epi32(s, q[k], _mm512_set1_epi32(p.add(k).read_unaligned()));
             }
-            let s = _mm512_sub_epi32(s, _mm512_set1_epi32(16 * act.sum));
-            acc[col] =
-                _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(act.d)), _mm512_cvtepi32_ps(s), acc[col]);
+            acc[col] = _mm512_fmadd_ps(magic_scaled(s, d, neg_cd), _mm512_set1_ps(act.d), acc[col]);
         }
     }
     storen(&acc)
@@ -1082,7 +1104,7 @@ pub unsafe fn vec_dot_q4_1panel16x8_q8_1(
         let b = unsafe { p.get_unchecked(j) };
         // SAFETY: as above.
         let act: [&BlockQ8_1; 8] = std::array::from_fn(|c| unsafe { y[c].get_unchecked(j) });
-        let mut s = [_mm512_setzero_si512(); 8];
+        let mut s = [magic_from(0); 8];
         for k in 0..8 {
             let q = _mm512_loadu_si512(b.q[k].as_ptr() as *const __m512i);
             for col in 0..8 {
@@ -1091,9 +1113,10 @@ pub unsafe fn vec_dot_q4_1panel16x8_q8_1(
             }
         }
         let (d, m) = (_mm512_loadu_ps(b.d.as_ptr()), _mm512_loadu_ps(b.m.as_ptr()));
+        let neg_cd = neg_magic(d);
         for col in 0..8 {
             let dy = h2f(act[col].d);
-            let v = _mm512_fmadd_ps(_mm512_mul_ps(d, dy), _mm512_cvtepi32_ps(s[col]), acc[col]);
+            let v = _mm512_fmadd_ps(magic_scaled(s[col], d, neg_cd), dy, acc[col]);
             acc[col] = _mm512_fmadd_ps(m, h2f(act[col].s), v);
         }
     }
@@ -1126,7 +1149,7 @@ pub unsafe fn vec_dot_panel32x16x8_q8_0<const OFF: i32>(
         let b = unsafe { p.get_unchecked(j) };
         // SAFETY: as above.
         let act: [&BlockQ8_0S; 8] = std::array::from_fn(|c| unsafe { y[c].get_unchecked(j) });
-        let mut s: [__m512i; 8] = std::array::from_fn(|c| _mm512_set1_epi32(-OFF * act[c].sum));
+        let mut s: [__m512i; 8] = std::array::from_fn(|c| magic_from(-OFF * act[c].sum));
         for k in 0..8 {
             let q = _mm512_loadu_si512(b.q[k].as_ptr() as *const __m512i);
             for col in 0..8 {
@@ -1135,12 +1158,9 @@ pub unsafe fn vec_dot_panel32x16x8_q8_0<const OFF: i32>(
             }
         }
         let d = _mm512_loadu_ps(b.d.as_ptr());
+        let neg_cd = neg_magic(d);
         for col in 0..8 {
-            acc[col] = _mm512_fmadd_ps(
-                _mm512_mul_ps(d, _mm512_set1_ps(act[col].d)),
-                _mm512_cvtepi32_ps(s[col]),
-                acc[col],
-            );
+            acc[col] = _mm512_fmadd_ps(magic_scaled(s[col], d, neg_cd), _mm512_set1_ps(act[col].d), acc[col]);
         }
     }
     storen(&acc)
