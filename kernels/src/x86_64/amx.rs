@@ -605,6 +605,20 @@ unsafe fn store_planes(q: __m512i, s16: __m512i, lo: &mut [u8; 64], hi: &mut [u8
     _mm512_storeu_si512(hi.as_mut_ptr() as *mut __m512i, h);
 }
 
+/// `store_planes` for unsigned values (0..31) and scales (0..63): each byte's product by
+/// `vpmaddubsw` against the scale in its own byte position (`s16` as bytes: (sc, 0, sc, 0)
+/// per row; shifted a byte up for the odd bytes), with no sign extension or `vpmullw`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn store_planes_u(q: __m512i, s16: __m512i, lo: &mut [u8; 64], hi: &mut [u8; 64]) {
+    let even = _mm512_maddubs_epi16(q, s16);
+    let odd = _mm512_maddubs_epi16(q, _mm512_slli_epi16(s16, 8));
+    let l = _mm512_or_si512(_mm512_and_si512(even, _mm512_set1_epi16(0xff)), _mm512_slli_epi16(odd, 8));
+    let h = _mm512_or_si512(_mm512_srli_epi16(even, 8), _mm512_and_si512(odd, _mm512_set1_epi16(-256)));
+    _mm512_storeu_si512(lo.as_mut_ptr() as *mut __m512i, l);
+    _mm512_storeu_si512(hi.as_mut_ptr() as *mut __m512i, h);
+}
+
 /// Unpacks two Q4_Kx8 or Q5_Kx8 groups into `PanelSB`s: sub-block g's values from the low
 /// (even g) or high nibbles of its pair's quants, Q5_K's fifth bit (bit g of qh) added, times
 /// the sub-block's scale; d, dmin and the mins.
@@ -634,7 +648,7 @@ pub unsafe fn unpack_k_sb<B: KBlockX8>(xa: &[B], xb: &[B], out: &mut [PanelSB]) 
                     let h = _mm512_slli_epi16(_mm512_srl_epi16(h, hshift), 4);
                     q = _mm512_or_si512(q, _mm512_and_si512(h, bit4));
                 }
-                store_planes(q, s16, &mut p.lo[8 * g + c], &mut p.hi[8 * g + c]);
+                store_planes_u(q, s16, &mut p.lo[8 * g + c], &mut p.hi[8 * g + c]);
             }
             *m = u8x16_pair(ms.0.as_ptr().add(8 * g), ms.1.as_ptr().add(8 * g));
         }
