@@ -61,6 +61,12 @@ pub fn swiglu_scalar(gate: &mut [f32], up: &[f32]) {
 /// SwiGLU at the best level `Kernels::best()` allows.
 pub fn swiglu(gate: &mut [f32], up: &[f32]) {
     #[cfg(target_arch = "x86_64")]
+    if Kernels::best().level.has_avx512() {
+        // SAFETY: the best level is one the CPU was checked to run.
+        unsafe { crate::x86_64::avx512::swiglu(gate, up) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     if Kernels::best().level.has_avx2() {
         // SAFETY: the best level is one the CPU was checked to run, and each has AVX2 + FMA.
         unsafe { crate::x86_64::avx2::swiglu(gate, up) };
@@ -105,11 +111,38 @@ mod tests {
             }
             assert!((a[i] as f64 - want).abs() <= 1e-5 * want.abs().max(1e-3), "{x} {y}: {} vs {want}", a[i]);
         }
-        let mut b = g.clone();
-        swiglu(&mut b, &u);
+        let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        // The best level, and each x86 level this CPU runs; lengths with 8- and 1-lane tails.
+        for len in [n, n - 8, n - 3, 16, 5] {
+            let mut want = g[..len].to_vec();
+            swiglu_scalar(&mut want, &u[..len]);
+            let mut b = g[..len].to_vec();
+            swiglu(&mut b, &u[..len]);
+            assert_eq!(bits(&want), bits(&b), "best level, {len} values");
+            #[cfg(target_arch = "x86_64")]
+            {
+                use crate::dispatch::Level;
+                if Level::Avx2.supported() {
+                    let mut b = g[..len].to_vec();
+                    // SAFETY: the CPU runs the avx2 level (checked).
+                    unsafe { crate::x86_64::avx2::swiglu(&mut b, &u[..len]) };
+                    assert_eq!(bits(&want), bits(&b), "avx2, {len} values");
+                }
+                if Level::Avx512.supported() {
+                    let mut b = g[..len].to_vec();
+                    // SAFETY: the CPU runs the avx512 level (checked).
+                    unsafe { crate::x86_64::avx512::swiglu(&mut b, &u[..len]) };
+                    assert_eq!(bits(&want), bits(&b), "avx512, {len} values");
+                }
+            }
+        }
         assert_eq!(
-            a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-            b.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            bits(&a),
+            bits(&{
+                let mut b = g.clone();
+                swiglu(&mut b, &u);
+                b
+            })
         );
     }
 }

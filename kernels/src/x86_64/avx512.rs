@@ -142,6 +142,25 @@ pub(crate) unsafe fn magic_scaled(s: __m512i, d: __m512, neg_cd: __m512) -> __m5
     _mm512_fmadd_ps(_mm512_castsi512_ps(s), d, neg_cd)
 }
 
+/// `avx2::swiglu` 16 lanes at a time: `exp16` gives `exp8`'s bits, division is exact, and
+/// the last n % 16 values go through the 8-lane code (the same elements as there go through
+/// `math::exp_approx` and the tail through libm), so the results are the same bits.
+///
+/// # Safety
+/// The CPU must have the avx512 level's features (reached only through `math::swiglu`).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn swiglu(gate: &mut [f32], up: &[f32]) {
+    let n = gate.len().min(up.len());
+    let full = n / 16 * 16;
+    for i in (0..full).step_by(16) {
+        let g = _mm512_loadu_ps(gate.as_ptr().add(i));
+        let e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), g));
+        let s = _mm512_div_ps(g, _mm512_add_ps(_mm512_set1_ps(1.0), e));
+        _mm512_storeu_ps(gate.as_mut_ptr().add(i), _mm512_mul_ps(s, _mm512_loadu_ps(up.as_ptr().add(i))));
+    }
+    crate::x86_64::avx2::swiglu(&mut gate[full..n], &up[full..n]);
+}
+
 /// C accumulators as rows of 16 outputs.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
