@@ -17,8 +17,9 @@
 //! Q8_K), so a tile load reads whole cache lines.
 
 use super::avx512::{
-    dpwssd, f16x16_pair, five_bit_x16, i8x16_pair, join32, nibbles_x16, prefetch_lines, prefetch_pair,
-    storen, u8x16_pair, unpack_nibbles_x16, Group16x16, Panel32, Panel32M,
+    dpwssd, f16x16_pair, five_bit_x16, i8x16_pair, join32, magic_scaled, neg_magic, nibbles_x16,
+    prefetch_lines, prefetch_pair, storen, u8x16_pair, unpack_nibbles_x16, Group16x16, Panel32, Panel32M,
+    MAGIC,
 };
 use crate::blocks::{BlockIQ4XSx8, BlockQ4_0x8, BlockQ5_0x8, BlockQ8_0x8, KBlockX8, KVALUES_IQ4NL};
 use crate::dispatch::{ActTile, ActTileK, ActTileS};
@@ -229,26 +230,18 @@ use emulated::{configure, product, release, store};
 #[repr(C, align(64))]
 struct Sums([[i32; 16]; 16]);
 
-/// The bits of the float C = 1.5 x 2^23. A sums tile starts from them in every lane instead
-/// of zero, so that after `tdpbssd` adds a sum S (|S| < 2^22) the lane's bits are the float
-/// C + S, exactly. `scaled_sums` then gives S x d with one FMA, (C + S) x d - C x d, exact
-/// before its one rounding (C x d is exact: 3 x 2^22 x an f16's 11-bit mantissa), where the
-/// conversion `vcvtdq2ps` (port 0 only) and a multiply took two uops per row. Two uops per
-/// row and block instead of three: the Q4_0 kernel 4-8% faster (`ab-pair`, one thread).
-const MAGIC: i32 = 0x4B40_0000;
+/// Every lane of a sums tile starts from `MAGIC` (the bits of the float C = 1.5 x 2^23; see
+/// `avx512::MAGIC`) instead of zero, so that after `tdpbssd` adds a sum S the lane reads as
+/// the float C + S, and `scaled_sums` gives S x d with one FMA where `vcvtdq2ps` (port 0
+/// only) and a multiply took two uops per row: the Q4_0 kernel 4-8% faster (`ab-pair`, one
+/// thread).
 static MAGIC_SUMS: Sums = Sums([[MAGIC; 16]; 16]);
-
-/// -C x d for `scaled_sums` (`d` holds f16 values).
-#[inline(always)]
-unsafe fn neg_magic(d: __m512) -> __m512 {
-    _mm512_mul_ps(d, _mm512_set1_ps(-12_582_912.0))
-}
 
 /// Row `r` of a sums tile that started from `MAGIC_SUMS`, times `d` (f16 values, one per
 /// weight row), rounded once; `neg_cd` = `neg_magic(d)`.
 #[inline(always)]
 unsafe fn scaled_sums(r: &[i32; 16], d: __m512, neg_cd: __m512) -> __m512 {
-    _mm512_fmadd_ps(_mm512_load_ps(r.as_ptr().cast()), d, neg_cd)
+    magic_scaled(_mm512_load_si512(r.as_ptr().cast()), d, neg_cd)
 }
 
 /// The loop of the tile kernels, inside one `target_feature` function: for each of `chunks`
