@@ -235,6 +235,7 @@ struct Sums([[i32; 16]; 16]);
 /// the float C + S, and `scaled_sums` gives S x d with one FMA where `vcvtdq2ps` (port 0
 /// only) and a multiply took two uops per row: the Q4_0 kernel 4-8% faster (`ab-pair`, one
 /// thread).
+#[cfg_attr(ferrite_amx_emulate, allow(dead_code))]
 static MAGIC_SUMS: Sums = Sums([[MAGIC; 16]; 16]);
 
 /// Row `r` of a sums tile that started from `MAGIC_SUMS`, times `d` (f16 values, one per
