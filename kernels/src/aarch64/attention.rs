@@ -115,8 +115,15 @@ pub unsafe fn attend_many(
     let Some(hd) = qs.first().map(|q| q.len()) else { return };
     let max_len = lens.iter().copied().max().unwrap_or(0);
     // Positions past a block's end keep earlier (finite) values: their scores are not read.
-    let mut kt = [0f32; MANY_MAX_HD * B];
-    let mut vf = [0f32; B * MANY_MAX_HD];
+    // Only this head dimension's rows of keys are zeroed, the values not at all (only
+    // written positions are read): zeroing both whole was 128 KiB per call.
+    let mut kt_buf = std::mem::MaybeUninit::<[f32; MANY_MAX_HD * B]>::uninit();
+    std::ptr::write_bytes(kt_buf.as_mut_ptr() as *mut f32, 0, hd * B);
+    // SAFETY: hd <= MANY_MAX_HD (the caller checks it), and these hd x B floats were just
+    // zeroed.
+    let kt = std::slice::from_raw_parts_mut(kt_buf.as_mut_ptr() as *mut f32, hd * B);
+    let mut vf_buf = std::mem::MaybeUninit::<[f32; B * MANY_MAX_HD]>::uninit();
+    let vf = vf_buf.as_mut_ptr() as *mut f32;
     let mut m = [f32::NEG_INFINITY; MAX_MANY];
     let mut sum = [0f32; MAX_MANY];
     let (mut s, mut e) = ([0f32; B], [0f32; B]);
@@ -127,7 +134,7 @@ pub unsafe fn attend_many(
             let kp = keys.data.as_ptr().add((b0 + p) * keys.stride + keys.offset);
             let vp = values.data.as_ptr().add((b0 + p) * values.stride + values.offset);
             for d in (0..hd).step_by(4) {
-                vst1q_f32(vf.as_mut_ptr().add(p * hd + d), load4(vp.add(d)));
+                vst1q_f32(vf.add(p * hd + d), load4(vp.add(d)));
                 let k = load4(kp.add(d));
                 let at = kt.as_mut_ptr().add(d * B + p);
                 vst1q_lane_f32::<0>(at, k);
@@ -166,7 +173,7 @@ pub unsafe fn attend_many(
                     *a = vld1q_f32(op.add(4 * c));
                 }
                 for (p, &w) in e[..valid].iter().enumerate() {
-                    let vr = vf.as_ptr().add(p * hd + dc);
+                    let vr = vf.add(p * hd + dc);
                     for (c, a) in a.iter_mut().enumerate() {
                         *a = vfmaq_n_f32(*a, vld1q_f32(vr.add(4 * c)), w);
                     }

@@ -256,7 +256,10 @@ macro_rules! tile_loop {
         let (chunks, nb): (usize, usize) = ($chunks, $nb);
         let next = L2Shares::new($next, chunks * nb);
         configure(&CONFIG);
-        let mut c = [Sums([[0; 16]; 16]), Sums([[0; 16]; 16])];
+        // Each step's tile store writes its buffer whole before that step's scaling reads
+        // it, so the buffers are not zeroed first (2 KiB a call: a `memset` per pair).
+        let mut c = std::mem::MaybeUninit::<[Sums; 2]>::uninit();
+        let c = c.as_mut_ptr() as *mut Sums;
         for chunk in 0..chunks {
             let mut acc = [_mm512_setzero_ps(); 16];
             let start = |j: usize| product(j % 4, $a(chunk, j), $b(j));
@@ -272,12 +275,14 @@ macro_rules! tile_loop {
                     start(j + 2);
                 }
                 next.fetch(chunk * nb + j);
-                store(j % 4, c[j % 2].0.as_mut_ptr());
+                store(j % 4, c.add(j % 2).cast());
                 if j > 0 {
-                    $scale(chunk, j - 1, &c[(j - 1) % 2], &mut acc);
+                    // SAFETY: written whole by step j - 1's store.
+                    $scale(chunk, j - 1, &*c.add((j - 1) % 2), &mut acc);
                 }
             }
-            $scale(chunk, nb - 1, &c[(nb - 1) % 2], &mut acc);
+            // SAFETY: as above, by the last step's store.
+            $scale(chunk, nb - 1, &*c.add((nb - 1) % 2), &mut acc);
             $out(chunk, &storen(&acc));
         }
         release();
@@ -728,11 +733,12 @@ struct SumsSB([Sums; 2]);
 /// Stores sums tiles `2 x pair` and `2 x pair + 1` to `out`.
 ///
 /// # Safety
-/// As `product_sb`.
+/// As `product_sb`; `out` writable for 2 KiB.
 #[inline(always)]
-unsafe fn store_sb(pair: usize, out: &mut SumsSB) {
-    store(2 * pair, out.0[0].0.as_mut_ptr());
-    store(2 * pair + 1, out.0[1].0.as_mut_ptr());
+unsafe fn store_sb(pair: usize, out: *mut SumsSB) {
+    let planes = out as *mut Sums;
+    store(2 * pair, planes.cast());
+    store(2 * pair + 1, planes.add(1).cast());
 }
 
 /// 16 weight rows, two interleaved groups as they are stored (`xa`, `xb`), against every
@@ -795,10 +801,9 @@ pub unsafe fn vec_dot_sb_x16_fused<B, const MINS: bool>(
             accs.resize(chunks, [[0.0; 16]; 16]);
         }
         configure(&CONFIG_SB);
-        let mut c = [
-            SumsSB([Sums([[0; 16]; 16]), Sums([[0; 16]; 16])]),
-            SumsSB([Sums([[0; 16]; 16]), Sums([[0; 16]; 16])]),
-        ];
+        // Written whole by `store_sb` before each read (not zeroed: 4 KiB a call).
+        let mut c = std::mem::MaybeUninit::<[SumsSB; 2]>::uninit();
+        let c = c.as_mut_ptr() as *mut SumsSB;
         let scale_into = |j: usize, chunk: usize, w: &PanelSB, c: &SumsSB, acc: &mut [[f32; 16]; 16]| {
             let mut v: [__m512; 16] = if j == 0 {
                 [_mm512_setzero_ps(); 16]
@@ -827,11 +832,12 @@ pub unsafe fn vec_dot_sb_x16_fused<B, const MINS: bool>(
                     false => product_sb(0, y(chunk, j).qs.as_ptr().cast(), wp),
                 }
                 next.fetch(s);
-                store_sb(0, &mut c[0]);
-                scale_into(j, chunk, w, &c[0], &mut accs[chunk]);
+                store_sb(0, c);
+                // SAFETY: written whole by the store just before (here and below).
+                scale_into(j, chunk, w, &*c, &mut accs[chunk]);
                 if two {
-                    store_sb(1, &mut c[1]);
-                    scale_into(j, chunk + 1, w, &c[1], &mut accs[chunk + 1]);
+                    store_sb(1, c.add(1));
+                    scale_into(j, chunk + 1, w, &*c.add(1), &mut accs[chunk + 1]);
                 }
                 chunk += 1 + two as usize;
                 s += 1;

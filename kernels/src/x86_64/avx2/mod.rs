@@ -280,20 +280,34 @@ pub unsafe fn attend_many(
     let nq = qs.len();
     let Some(hd) = qs.first().map(|q| q.len()) else { return };
     let max_len = lens.iter().copied().max().unwrap_or(0);
-    let mut kt = [0f32; MANY_MAX_HD * B];
-    let mut vf = [0f32; B * MANY_MAX_HD];
+    // As in `avx512::attend_many`: only this head dimension's rows of keys zeroed (the
+    // scores may read up to 8 positions past the last written group), the values not at all.
+    let mut kt_buf = std::mem::MaybeUninit::<[f32; MANY_MAX_HD * B]>::uninit();
+    std::ptr::write_bytes(kt_buf.as_mut_ptr() as *mut f32, 0, hd * B);
+    // SAFETY: hd <= MANY_MAX_HD (the caller checks it), and these hd x B floats were just
+    // zeroed.
+    let kt = std::slice::from_raw_parts_mut(kt_buf.as_mut_ptr() as *mut f32, hd * B);
+    let mut vf_buf = std::mem::MaybeUninit::<[f32; B * MANY_MAX_HD]>::uninit();
+    let vf = vf_buf.as_mut_ptr() as *mut f32;
     let mut m = [f32::NEG_INFINITY; MAX_MANY];
     let mut sum = [0f32; MAX_MANY];
     let mut s = [[0f32; B]; 4];
     let mut e = [0f32; B];
-    outs.iter_mut().for_each(|o| o.fill(0.0));
+    // A zero the compiler cannot see, so that these stores stay stores (not a `memset`
+    // call per query).
+    let zero = std::hint::black_box(_mm256_setzero_ps());
+    for o in outs.iter_mut() {
+        for c in (0..hd).step_by(8) {
+            _mm256_storeu_ps(o.as_mut_ptr().add(c), zero);
+        }
+    }
     for b0 in (0..max_len).step_by(B) {
         let nb = B.min(max_len - b0);
         for p in 0..nb {
             let vp = values.data.as_ptr().add((b0 + p) * values.stride + values.offset);
             for c in (0..hd).step_by(8) {
                 _mm256_storeu_ps(
-                    vf.as_mut_ptr().add(p * hd + c),
+                    vf.add(p * hd + c),
                     _mm256_cvtph_ps(_mm_loadu_si128(vp.add(c) as *const __m128i)),
                 );
             }
@@ -374,7 +388,7 @@ pub unsafe fn attend_many(
                     let op = out.as_mut_ptr().add(dc);
                     let mut a: [__m256; 8] = std::array::from_fn(|c| _mm256_loadu_ps(op.add(8 * c)));
                     for (p, &w) in e[..n].iter().enumerate() {
-                        let (w, vr) = (_mm256_set1_ps(w), vf.as_ptr().add(p * hd + dc));
+                        let (w, vr) = (_mm256_set1_ps(w), vf.add(p * hd + dc));
                         for (c, a) in a.iter_mut().enumerate() {
                             *a = _mm256_fmadd_ps(w, _mm256_loadu_ps(vr.add(8 * c)), *a);
                         }
