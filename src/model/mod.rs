@@ -421,32 +421,24 @@ fn matmul_shared(
     Ok(())
 }
 
-/// Raw pointer into the KV caches shared by the workers that store a batch's rows, each
-/// writing its own token's rows.
-#[derive(Clone, Copy)]
-struct SharedF16(*mut f16);
-// SAFETY: workers write disjoint rows and the caches outlive the parallel section.
-unsafe impl Send for SharedF16 {}
-unsafe impl Sync for SharedF16 {}
-
-impl SharedF16 {
-    /// Through a method, so closures capture the Send wrapper, not the raw pointer field.
-    fn ptr(self) -> *mut f16 {
-        self.0
+/// Raw pointer shared by pool workers that each write their own disjoint region (attention:
+/// one head of a token's output; the KV store: one token's cache rows).
+struct SharedMut<T>(*mut T);
+// Not derived: a derive would ask T: Copy, and the pointer is copied whatever T is.
+impl<T> Clone for SharedMut<T> {
+    fn clone(&self) -> Self {
+        *self
     }
 }
+impl<T> Copy for SharedMut<T> {}
+// SAFETY: workers write disjoint regions and the buffer outlives the parallel section (each
+// user says why at its `unsafe` block).
+unsafe impl<T> Send for SharedMut<T> {}
+unsafe impl<T> Sync for SharedMut<T> {}
 
-/// Raw pointer shared by attention workers, each writing its own head's slice.
-#[derive(Clone, Copy)]
-struct SharedMut(*mut f32);
-// SAFETY: workers write disjoint regions (one head each) and the buffer outlives the
-// parallel section.
-unsafe impl Send for SharedMut {}
-unsafe impl Sync for SharedMut {}
-
-impl SharedMut {
+impl<T> SharedMut<T> {
     /// Through a method, so closures capture the Send wrapper, not the raw pointer field.
-    fn ptr(self) -> *mut f32 {
+    fn ptr(self) -> *mut T {
         self.0
     }
 }
@@ -583,7 +575,7 @@ impl Model {
                 assert!(pos0 + n <= cache.n_ctx, "positions past the cache");
                 let at0 = cache.at(l, pos0);
                 let (kc, vc) =
-                    (SharedF16(cache.k[at0..].as_mut_ptr()), SharedF16(cache.v[at0..].as_mut_ptr()));
+                    (SharedMut(cache.k[at0..].as_mut_ptr()), SharedMut(cache.v[at0..].as_mut_ptr()));
                 let v = &s.v;
                 ops::par_chunks(&mut s.k[..n * kvd], kvd, &|i, k| {
                     // SAFETY: rows at0 + i x kvd .. + kvd of the caches lie inside them (the
