@@ -7,7 +7,7 @@ use std::time::Instant;
 use serde_json::json;
 
 use crate::error::Result;
-use crate::model::{KvCache, Model, Profile, State};
+use crate::model::{CopyCache, KvCache, Model, Profile, State};
 use crate::sampler::Rng;
 
 #[derive(Clone, Debug)]
@@ -149,6 +149,8 @@ pub struct Memory {
     /// page cache holds in large folios (read fresh from disk) than in 4 KiB ones
     /// (BENCHMARKS.md, "Decode kernels over many rows").
     pub huge_page_bytes: Option<u64>,
+    /// Whether the copies were mapped from the copy cache, or saved to it.
+    pub copy_cache: crate::model::CopyCache,
 }
 
 impl Memory {
@@ -159,6 +161,7 @@ impl Memory {
             repacked_bytes: model.repacked_bytes() as u64,
             peak_rss_bytes: peak_rss(),
             huge_page_bytes: huge_pages(),
+            copy_cache: model.copy_cache(),
         }
     }
 
@@ -169,6 +172,13 @@ impl Memory {
             "repacked_bytes": self.repacked_bytes,
             "peak_rss_bytes": self.peak_rss_bytes,
             "huge_page_bytes": self.huge_page_bytes,
+            "copy_cache": match &self.copy_cache {
+                CopyCache::Unused => serde_json::Value::Null,
+                CopyCache::Read(p) => json!({ "read": p }),
+                CopyCache::Writing(p) => json!({ "writing": p }),
+                CopyCache::Wrote(p, t) => json!({ "wrote": p, "write_s": t.as_secs_f64() }),
+                CopyCache::Failed(e) => json!({ "failed": e }),
+            },
         })
     }
 }
@@ -177,15 +187,21 @@ impl std::fmt::Display for Memory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
         write!(f, "load {:.0} ms; file {:.2} GiB; ", self.load_ms, gib(self.file_bytes))?;
-        match self.repacked_bytes {
-            0 => write!(f, "no repacked copies (weights read from the mapped file)")?,
-            b => write!(f, "repacked copies {:.2} GiB (their file pages released)", gib(b))?,
+        match (self.repacked_bytes, &self.copy_cache) {
+            (0, _) => write!(f, "no repacked copies (weights read from the mapped file)")?,
+            (b, CopyCache::Read(_)) => {
+                write!(f, "repacked copies {:.2} GiB (mapped from the cache)", gib(b))?
+            }
+            (b, _) => write!(f, "repacked copies {:.2} GiB (their file pages released)", gib(b))?,
         }
         if let Some(p) = self.peak_rss_bytes {
             write!(f, "; peak resident {:.2} GiB", gib(p))?;
         }
         if let Some(h) = self.huge_page_bytes {
             write!(f, "; mapped by 2 MiB pages {:.2} GiB", gib(h))?;
+        }
+        if self.copy_cache != CopyCache::Unused {
+            write!(f, "; {}", self.copy_cache)?;
         }
         Ok(())
     }

@@ -333,12 +333,21 @@ struct Runtime {
     /// on SmolLM2), and prefill for some types (BENCHMARKS.md, "Loading and memory").
     #[arg(long = "no-repack")]
     no_repack: bool,
+    /// Neither read nor write the cache of repacked copies. By default the copies of a model
+    /// over 256 MiB are saved on its first load (in $FERRITE_CACHE_DIR, else
+    /// $XDG_CACHE_HOME/ferrite, else ~/.cache/ferrite: about the file's size again on disk),
+    /// and later loads of the unchanged file map them instead of making them.
+    #[arg(long = "no-copy-cache")]
+    no_copy_cache: bool,
 }
 
 impl Runtime {
     fn apply(self) -> anyhow::Result<()> {
         if self.no_repack {
             ferrite::model::set_repack(false);
+        }
+        if self.no_copy_cache {
+            ferrite::model::set_copy_cache(false);
         }
         if let Some(t) = self.threads {
             if t == 0 || t > 1024 {
@@ -436,6 +445,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let t0 = std::time::Instant::now();
             let m = Model::open(&model)?;
             let load = t0.elapsed();
+            // A first load saves its copies to the cache: not while the runs are timed.
+            m.wait_copy_cache();
             let (results, profiles) = ferrite::bench::run_with(&m, &n_prompt, &n_gen, reps, profile)?;
             if let Some((pp, tg)) = profiles {
                 let level = m.kernels.level.name();
@@ -686,6 +697,11 @@ fn run_generation(path: &std::path::Path, prompt: &str, o: RunOptions) -> anyhow
         load.as_secs_f64() * 1e3,
         model.kernels.level.name()
     );
+    // (Written while the tokens ran; a first load waits here for the rest.)
+    let cache = model.wait_copy_cache();
+    if cache != ferrite::model::CopyCache::Unused {
+        eprintln!("                   {cache}");
+    }
     eprintln!(
         "prompt:           {:8} tokens, {:8.1} ms, {:8.2} tokens/s",
         stats.prompt_tokens,

@@ -6,6 +6,7 @@
 
 mod buf;
 pub mod config;
+mod copies;
 pub mod profile;
 
 use std::time::Instant;
@@ -13,6 +14,8 @@ use std::time::Instant;
 use half::f16;
 
 pub use config::LlamaConfig;
+pub use copies::{default_dir as default_cache_dir, CopyCache, DEFAULT_MIN_BYTES as CACHE_MIN_BYTES};
+use copies::{PackedCopy, Store, Want};
 use std::sync::Arc;
 
 use ferrite_kernels::attention::KvRows;
@@ -38,30 +41,7 @@ pub struct WeightRef {
     start: usize,
     len: usize,
     /// The rows rearranged at load for the kernel level (see `ferrite_kernels::repack`).
-    packed: Option<(Layout, Arc<Packed>)>,
-}
-
-/// A repacked copy, in anonymous memory that asks for transparent huge pages: an 8B model's
-/// copies are 4-8 GB, and faulting them in 4 KiB at a time was most of its load time.
-#[derive(Debug)]
-struct Packed(memmap2::MmapMut);
-
-impl Packed {
-    /// Zeroed memory of `len` bytes (`None` if the system refuses the mapping).
-    fn zeroed(len: usize) -> Option<Packed> {
-        let map = memmap2::MmapMut::map_anon(len).ok()?;
-        // Advice only: where huge pages are off, the copy is made in small pages.
-        #[cfg(target_os = "linux")]
-        let _ = map.advise(memmap2::Advice::HugePage);
-        Some(Packed(map))
-    }
-}
-
-impl std::ops::Deref for Packed {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        &self.0
-    }
+    packed: Option<PackedCopy>,
 }
 
 pub struct Layer {
@@ -87,6 +67,16 @@ pub struct Model {
     /// base^(-2i/rope_dims) * freq_scale / freq_factor_i.
     pub inv_freq: Vec<f32>,
     pub kernels: &'static Kernels,
+    /// Where the repacked copies came from, or the thread saving them to the cache.
+    copy_cache: std::sync::Mutex<(CopyCache, Option<std::thread::JoinHandle<CopyCache>>)>,
+}
+
+impl Drop for Model {
+    /// A load that made the copies saves them to the cache in the background; the process
+    /// waits for that to end (an abandoned temporary file would take gigabytes).
+    fn drop(&mut self) {
+        self.wait_copy_cache();
+    }
 }
 
 fn find<'a>(file: &'a GgufFile, name: &str) -> Result<&'a TensorInfo> {
@@ -124,6 +114,8 @@ fn vector(file: &GgufFile, name: &str, n: usize) -> Result<Vec<f32>> {
 
 /// Whether `Model::load` makes the repacked copies (`set_repack`).
 static REPACK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+/// Whether `Model::load` uses the cache of repacked copies (`set_copy_cache`).
+static COPY_CACHE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
 /// Whether models loaded from now on get repacked copies of the matrices whose kernels gain
 /// from an interleaved layout (the default), or run every matrix from the mapped file
@@ -133,17 +125,52 @@ pub fn set_repack(on: bool) {
     REPACK.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Whether models loaded from now on keep their repacked copies in the cache on disk and map
+/// them from there on later loads (the default; off with `--no-copy-cache`, as the
+/// environment variable `FERRITE_NO_COPY_CACHE`).
+pub fn set_copy_cache(on: bool) {
+    COPY_CACHE.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// How `Model::load_opts` treats the matrices whose kernels gain from an interleaved layout.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Make (or map) repacked copies; `false`: every matrix from the mapped file.
+    pub repack: bool,
+    /// The directory of the copy cache (`None`: no cache), and the least bytes of copies
+    /// worth caching.
+    pub cache: Option<(std::path::PathBuf, usize)>,
+}
+
+impl LoadOptions {
+    /// What `Model::load` does: `set_repack`, `set_copy_cache` and the environment
+    /// (`FERRITE_NO_REPACK`, `FERRITE_NO_COPY_CACHE`, `FERRITE_CACHE_DIR`).
+    pub fn from_env() -> LoadOptions {
+        use std::sync::atomic::Ordering::Relaxed;
+        let repack = REPACK.load(Relaxed) && std::env::var_os("FERRITE_NO_REPACK").is_none();
+        let cache = (COPY_CACHE.load(Relaxed) && std::env::var_os("FERRITE_NO_COPY_CACHE").is_none())
+            .then(copies::default_dir)
+            .flatten()
+            .map(|d| (d, copies::DEFAULT_MIN_BYTES));
+        LoadOptions { repack, cache }
+    }
+}
+
 impl Model {
     /// The model of a file, with repacked copies unless `set_repack(false)` or the
-    /// environment variable `FERRITE_NO_REPACK` says otherwise.
+    /// environment variable `FERRITE_NO_REPACK` says otherwise, mapped from the copy cache
+    /// where an earlier load left them (`LoadOptions::from_env`).
     pub fn load(file: GgufFile) -> Result<Model> {
-        let repack = REPACK.load(std::sync::atomic::Ordering::Relaxed)
-            && std::env::var_os("FERRITE_NO_REPACK").is_none();
-        Model::load_with(file, repack)
+        Model::load_opts(file, &LoadOptions::from_env())
     }
 
-    /// The model of a file; `repack`: make the repacked copies (see `set_repack`).
+    /// The model of a file; `repack`: make the repacked copies (see `set_repack`), without
+    /// the cache.
     pub fn load_with(file: GgufFile, repack: bool) -> Result<Model> {
+        Model::load_opts(file, &LoadOptions { repack, cache: None })
+    }
+
+    pub fn load_opts(file: GgufFile, opts: &LoadOptions) -> Result<Model> {
         let c = LlamaConfig::from_metadata(&file.gguf)?;
         let (dim, q, kv, ffn) = (c.dim, c.q_dim(), c.kv_dim(), c.ffn_dim);
         let token_embd = weight(&file, "token_embd.weight", dim, c.vocab_size)?;
@@ -187,20 +214,22 @@ impl Model {
             output,
             inv_freq,
             kernels: Kernels::best(),
+            copy_cache: Default::default(),
         };
-        if repack {
-            m.repack();
+        if opts.repack {
+            m.repack(opts.cache.as_ref().map(|(d, min)| (d.as_path(), *min)));
         }
         Ok(m)
     }
 
     /// Rearrange the matrices whose kernels gain from an interleaved layout (Q4_0 at the x86
-    /// levels), in parallel. The copies replace the file's bytes for compute, and the file's
-    /// pages of those matrices are released, so resident memory stays about the file size.
-    fn repack(&mut self) {
+    /// levels), in parallel; or map the copies from the cache (`cache`: its directory and the
+    /// least bytes worth caching), and save them there when made. The copies replace the
+    /// file's bytes for compute, and the file's pages of those matrices are released, so
+    /// resident memory stays about the file size.
+    fn repack(&mut self, cache: Option<(&std::path::Path, usize)>) {
         use rayon::prelude::*;
         let k = self.kernels;
-        let bytes = self.file.bytes();
         let ws: Vec<&mut WeightRef> = self
             .layers
             .iter_mut()
@@ -209,12 +238,39 @@ impl Model {
             })
             .chain(std::iter::once(&mut self.output))
             .filter(|w| k.preferred_layout(w.ty, w.rows, w.cols).is_some())
+            .filter(|w| repack::repacked_len(w.ty, w.rows, w.cols).is_some())
+            .collect();
+        let wants: Vec<Want> = ws
+            .iter()
+            .map(|w| Want {
+                name: w.name.clone(),
+                ty: w.ty,
+                rows: w.rows,
+                cols: w.cols,
+                layout: Layout::for_type(w.ty).expect("repackable type"),
+                src: w.start..w.start + w.len,
+                len: repack::repacked_len(w.ty, w.rows, w.cols).unwrap_or(0),
+            })
             .collect();
         // The token embedding is read by row: when the output shares it, keep its pages.
         let embd = (self.token_embd.start, self.token_embd.len);
         let file = &self.file;
-        let mut outs: Vec<Option<Packed>> =
-            ws.iter().map(|w| repack::repacked_len(w.ty, w.rows, w.cols).and_then(Packed::zeroed)).collect();
+        let total: usize = wants.iter().map(|w| w.len).sum();
+        let key = cache
+            .filter(|&(_, min)| total >= min && total > 0)
+            .and_then(|(dir, _)| copies::Key::new(dir, file, &wants));
+        if let Some((key, copies)) = key.as_ref().and_then(|key| Some((key, key.read(file, &wants)?))) {
+            for ((w, c), want) in ws.into_iter().zip(copies).zip(&wants) {
+                // The check read the first rows of each matrix from the file.
+                if (w.start, w.len) != embd {
+                    file.release(want.src.start, want.src.len() / want.rows * repack::GROUP);
+                }
+                w.packed = Some(c);
+            }
+            self.set_copy_cache(CopyCache::Read(key.path.clone()), None);
+            return;
+        }
+        let mut outs: Vec<Option<Store>> = wants.iter().map(|w| Store::zeroed(w.len)).collect();
         // Pieces of about 4 MiB of whole row groups (they are contiguous in the file and in the
         // copy), so that one big matrix such as the output does not leave a thread idle.
         struct Piece<'a> {
@@ -224,12 +280,15 @@ impl Model {
             src: &'a [u8],
             dst: &'a mut [u8],
         }
+        let bytes = file.bytes();
         let mut pieces = Vec::new();
         for (m, (w, out)) in ws.iter().zip(outs.iter_mut()).enumerate() {
-            let (Some(out), Some(row_bytes)) = (out.as_mut(), w.ty.row_bytes(w.cols)) else { continue };
+            let (Some(Store::Anon(out)), Some(row_bytes)) = (out.as_mut(), w.ty.row_bytes(w.cols)) else {
+                continue;
+            };
             let step = ((4 << 20) / row_bytes.max(1)).max(1).div_ceil(repack::GROUP) * repack::GROUP;
-            let packed_row = out.len() / w.rows;
-            let mut dst: &mut [u8] = &mut out.0;
+            let packed_row = wants[m].len / w.rows;
+            let mut dst: &mut [u8] = &mut out[..wants[m].len];
             for r0 in (0..w.rows).step_by(step) {
                 let rows = step.min(w.rows - r0);
                 let (d, rest) = std::mem::take(&mut dst).split_at_mut(rows * packed_row);
@@ -256,12 +315,51 @@ impl Model {
                 (!ok).then_some(p.m)
             })
             .collect();
-        for (m, (w, out)) in ws.into_iter().zip(outs).enumerate() {
-            if let (Some(out), false) = (out, failed.contains(&m)) {
-                let layout = repack::Layout::for_type(w.ty).expect("repackable type");
-                w.packed = Some((layout, Arc::new(out)));
+        let mut made = Vec::with_capacity(ws.len());
+        let mut complete = true;
+        for (m, ((w, out), want)) in ws.into_iter().zip(outs).zip(&wants).enumerate() {
+            match (out, failed.contains(&m)) {
+                (Some(out), false) => {
+                    let c = PackedCopy { layout: want.layout, store: Arc::new(out), range: 0..want.len };
+                    w.packed = Some(c.clone());
+                    made.push(c);
+                }
+                _ => complete = false,
             }
         }
+        // Saved by a thread of its own while the model runs: writing gigabytes is mostly
+        // waiting for the disk, and it does not change what the model computes (the copies
+        // in memory are used either way).
+        if let (Some(key), true) = (key, complete) {
+            let path = key.path.clone();
+            let save = move || match key.write(&made) {
+                Ok(t) => CopyCache::Wrote(key.path, t),
+                Err(e) => CopyCache::Failed(format!("{}: {e}", key.path.display())),
+            };
+            match std::thread::Builder::new().name("ferrite-copy-cache".into()).spawn(save) {
+                Ok(h) => self.set_copy_cache(CopyCache::Writing(path), Some(h)),
+                Err(e) => self.set_copy_cache(CopyCache::Failed(e.to_string()), None),
+            }
+        }
+    }
+
+    fn set_copy_cache(&self, c: CopyCache, writer: Option<std::thread::JoinHandle<CopyCache>>) {
+        *self.copy_cache.lock().unwrap_or_else(|e| e.into_inner()) = (c, writer);
+    }
+
+    /// Where the repacked copies came from (or are being saved to).
+    pub fn copy_cache(&self) -> CopyCache {
+        self.copy_cache.lock().unwrap_or_else(|e| e.into_inner()).0.clone()
+    }
+
+    /// Wait until the copies are saved to the cache, if they are being saved; then as
+    /// `copy_cache`.
+    pub fn wait_copy_cache(&self) -> CopyCache {
+        let mut g = self.copy_cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(h) = g.1.take() {
+            g.0 = h.join().unwrap_or_else(|_| CopyCache::Failed("the saving thread panicked".into()));
+        }
+        g.0.clone()
     }
 
     /// Bytes of weights held in repacked copies.
@@ -269,10 +367,10 @@ impl Model {
         let mut n = 0;
         for l in &self.layers {
             for w in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down] {
-                n += w.packed.as_ref().map_or(0, |p| p.1.len());
+                n += w.packed.as_ref().map_or(0, |p| p.range.len());
             }
         }
-        n + self.output.packed.as_ref().map_or(0, |p| p.1.len())
+        n + self.output.packed.as_ref().map_or(0, |p| p.range.len())
     }
 
     pub fn open(path: impl AsRef<std::path::Path>) -> Result<Model> {
@@ -282,7 +380,7 @@ impl Model {
     /// The matrix for compute: the repacked copy where there is one.
     pub fn matrix<'a>(&'a self, w: &'a WeightRef) -> Matrix<'a> {
         match &w.packed {
-            Some((layout, v)) => Matrix { ty: w.ty, rows: w.rows, cols: w.cols, layout: *layout, data: v },
+            Some(c) => Matrix { ty: w.ty, rows: w.rows, cols: w.cols, layout: c.layout, data: c.bytes() },
             None => self.file_matrix(w),
         }
     }

@@ -1,0 +1,350 @@
+//! Repacked copies of weight matrices, and the cache on disk that lets a later load of the
+//! same file map them instead of making them again.
+//!
+//! A copy is made in anonymous memory, where the kernel zeroes every fresh page before the
+//! repack writes it: for an 8B model that zeroing, not the repack, is most of a load (4-8 GB,
+//! 1-10 s depending on how recently the machine used that memory). A load that finds the
+//! copies in the cache maps them like the model file itself: nothing is zeroed or copied,
+//! and the pages come from the page cache (or the disk) as the first tokens read them.
+//!
+//! Cache file: `FERRCOPY`, u64 header length, a JSON header (format, the source file's
+//! identity, and every copy's name, layout, offset and length), then the copies, each at a
+//! 4 KiB boundary. It is written to a temporary name and renamed, so a reader sees a whole
+//! file or none. A file is used only if its header matches the source file (path, length,
+//! modification time, inode) and the copies this load wants exactly, and the first row group
+//! of every copy equals what the repack makes of the model file now; otherwise it is
+//! rewritten.
+
+use std::io::Write;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferrite_kernels::repack::{self, Layout, Stores, GROUP};
+use ferrite_kernels::GgmlType;
+use serde_json::{json, Value};
+
+use crate::gguf::GgufFile;
+
+const MAGIC: &[u8; 8] = b"FERRCOPY";
+/// Bump when a repacked layout changes (the first-group check would also catch it).
+const FORMAT: u64 = 1;
+const ALIGN: usize = 4096;
+/// Largest header read back (a 1000-layer model's entries are well under this).
+const MAX_HEADER: u64 = 64 << 20;
+
+/// Copies of fewer bytes than this are made at every load rather than cached: a small
+/// model repacks in milliseconds.
+pub const DEFAULT_MIN_BYTES: usize = 256 << 20;
+
+/// The memory behind repacked copies.
+pub(super) enum Store {
+    /// Made at this load.
+    Anon(memmap2::MmapMut),
+    /// Mapped from the cache file.
+    File(memmap2::Mmap),
+}
+
+impl std::ops::Deref for Store {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Store::Anon(m) => m,
+            Store::File(m) => m,
+        }
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Store::Anon(m) => write!(f, "Anon({} bytes)", m.len()),
+            Store::File(m) => write!(f, "File({} bytes)", m.len()),
+        }
+    }
+}
+
+impl Store {
+    /// Zeroed anonymous memory of `len` bytes (`None` if the system refuses the mapping),
+    /// asking for transparent huge pages: an 8B model's copies are 4-8 GB, and faulting them
+    /// in 4 KiB at a time was most of its load time.
+    pub(super) fn zeroed(len: usize) -> Option<Store> {
+        let map = memmap2::MmapMut::map_anon(len.max(1)).ok()?;
+        // Advice only: where huge pages are off, the copy is made in small pages.
+        #[cfg(target_os = "linux")]
+        let _ = map.advise(memmap2::Advice::HugePage);
+        Some(Store::Anon(map))
+    }
+}
+
+/// One matrix's repacked copy: a range of a store (shared by the copies of one load).
+#[derive(Clone, Debug)]
+pub(super) struct PackedCopy {
+    pub layout: Layout,
+    pub store: Arc<Store>,
+    pub range: Range<usize>,
+}
+
+impl PackedCopy {
+    pub fn bytes(&self) -> &[u8] {
+        &self.store[self.range.clone()]
+    }
+}
+
+/// A matrix that wants a copy: where its rows are in the model file.
+pub(super) struct Want {
+    pub name: String,
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    pub layout: Layout,
+    /// Byte range in the model file.
+    pub src: Range<usize>,
+    pub len: usize,
+}
+
+/// Where a load's copies came from, for the load line of `run`, `bench` and the others.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum CopyCache {
+    /// No cache: off, no copies, or copies too small to be worth one.
+    #[default]
+    Unused,
+    /// Made at this load; being saved to this cache file.
+    Writing(PathBuf),
+    /// Mapped from this cache file.
+    Read(PathBuf),
+    /// Made at this load and written to this cache file, which took this long.
+    Wrote(PathBuf, Duration),
+    /// Made at this load; writing the cache failed (the load itself went on).
+    Failed(String),
+}
+
+impl std::fmt::Display for CopyCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CopyCache::Unused => Ok(()),
+            CopyCache::Read(p) => write!(f, "repacked copies mapped from the cache {}", p.display()),
+            CopyCache::Writing(p) => write!(f, "saving the repacked copies to {}", p.display()),
+            CopyCache::Wrote(p, t) => write!(
+                f,
+                "repacked copies saved to {} in {:.1} s, for faster loads of this file (--no-copy-cache: \
+                 not)",
+                p.display(),
+                t.as_secs_f64()
+            ),
+            CopyCache::Failed(e) => write!(f, "could not save the repacked copies to the cache: {e}"),
+        }
+    }
+}
+
+/// The cache directory from the environment: `FERRITE_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/ferrite`, else `$HOME/.cache/ferrite`.
+pub fn default_dir() -> Option<PathBuf> {
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    var("FERRITE_CACHE_DIR")
+        .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("ferrite")))
+        .or_else(|| var("HOME").map(|d| d.join(".cache").join("ferrite")))
+}
+
+/// FNV-1a, 64 bits: a stable name for a cache file (the standard library's hasher may
+/// change between releases).
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+}
+
+/// The cache file for a model file and a set of copies, and what its header must hold.
+pub(super) struct Key {
+    pub path: PathBuf,
+    header: Value,
+    /// Offset of each want's copy in the file, and the file's length.
+    offsets: Vec<usize>,
+    total: usize,
+}
+
+impl Key {
+    /// `None` when the model file cannot be identified (no metadata, no path).
+    pub fn new(dir: &Path, file: &GgufFile, wants: &[Want]) -> Option<Key> {
+        let canonical = std::fs::canonicalize(&file.path).ok()?;
+        let meta = std::fs::metadata(&canonical).ok()?;
+        let mtime = meta.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?;
+        #[cfg(unix)]
+        let (dev, ino) = {
+            use std::os::unix::fs::MetadataExt;
+            (meta.dev(), meta.ino())
+        };
+        #[cfg(not(unix))]
+        let (dev, ino) = (0u64, 0u64);
+        let source = json!({
+            "path": canonical.to_string_lossy(),
+            "len": meta.len(),
+            "mtime_ns": mtime.as_nanos() as u64,
+            "dev": dev,
+            "ino": ino,
+        });
+        let mut offsets = Vec::with_capacity(wants.len());
+        let mut entries = Vec::with_capacity(wants.len());
+        // The header is written first; its size bounds where the data can start. A generous
+        // estimate keeps the offsets independent of the header's exact length.
+        let names: usize = wants.iter().map(|w| w.name.len() + 96).sum();
+        let mut at = (8192 + names).div_ceil(ALIGN) * ALIGN;
+        for w in wants {
+            offsets.push(at);
+            entries.push(json!([w.name, format!("{:?}", w.layout), at, w.len]));
+            at = (at + w.len).div_ceil(ALIGN) * ALIGN;
+        }
+        let header =
+            json!({ "format": FORMAT, "source": source, "data_start": offsets.first(), "entries": entries });
+        // One file per model path and set of copies (kernel levels that want the same copies
+        // share it; a level that wants others gets its own).
+        let mut id = canonical.to_string_lossy().into_owned();
+        for e in &header["entries"].as_array()?[..] {
+            id.push('\n');
+            id.push_str(&e.to_string());
+        }
+        let stem = canonical.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let path = dir.join(format!("{stem}.{:016x}.copies", fnv(id.as_bytes())));
+        Some(Key { path, header, offsets, total: at })
+    }
+
+    /// The copies from the cache file, if it is there and matches (see the module's doc).
+    pub fn read(&self, file: &GgufFile, wants: &[Want]) -> Option<Vec<PackedCopy>> {
+        let f = std::fs::File::open(&self.path).ok()?;
+        if f.metadata().ok()?.len() != self.total as u64 {
+            return None;
+        }
+        // SAFETY: read-only map of a file this program only ever creates under a temporary
+        // name and renames whole; another process rewriting it in place is outside what we
+        // can guard against, as for the model file's own map.
+        let map = unsafe { memmap2::Mmap::map(&f) }.ok()?;
+        if map.len() < 16 || &map[..8] != MAGIC {
+            return None;
+        }
+        let hlen = u64::from_le_bytes(map[8..16].try_into().ok()?);
+        if hlen > MAX_HEADER || 16 + hlen as usize > map.len() {
+            return None;
+        }
+        let header: Value = serde_json::from_slice(&map[16..16 + hlen as usize]).ok()?;
+        if header != self.header {
+            return None;
+        }
+        #[cfg(target_os = "linux")]
+        let _ = map.advise(memmap2::Advice::HugePage);
+        let store = Arc::new(Store::File(map));
+        let copies: Vec<PackedCopy> = wants
+            .iter()
+            .zip(&self.offsets)
+            .map(|(w, &at)| PackedCopy { layout: w.layout, store: store.clone(), range: at..at + w.len })
+            .collect();
+        // The first row group of every copy, repacked from the model file now, must be
+        // what the cache holds (a stale or damaged file, or a changed layout, fails here).
+        let mut scratch = Vec::new();
+        for (w, c) in wants.iter().zip(&copies) {
+            let row_bytes = (w.src.end - w.src.start) / w.rows;
+            let head = repack::repacked_len(w.ty, GROUP, w.cols)?;
+            scratch.resize(head, 0);
+            let src = &file.bytes()[w.src.start..w.src.start + GROUP * row_bytes];
+            repack::repack_into(w.ty, GROUP, w.cols, src, &mut scratch, Stores::Cached)?;
+            if c.bytes()[..head] != scratch[..] {
+                return None;
+            }
+        }
+        Some(copies)
+    }
+
+    /// Write the copies to the cache file (a temporary name, renamed when whole).
+    pub fn write(&self, copies: &[PackedCopy]) -> std::io::Result<Duration> {
+        let t0 = Instant::now();
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        remove_abandoned(&self.path);
+        let tmp = self.path.with_extension(format!("copies.tmp{}", std::process::id()));
+        let result = (|| {
+            let header = serde_json::to_vec(&self.header).map_err(std::io::Error::other)?;
+            let mut out =
+                Chunked { file: std::fs::File::create(&tmp)?, buf: Vec::with_capacity(CHUNK), at: 0 };
+            out.put(MAGIC)?;
+            out.put(&(header.len() as u64).to_le_bytes())?;
+            out.put(&header)?;
+            for (c, &off) in copies.iter().zip(&self.offsets) {
+                out.pad_to(off)?;
+                out.put(c.bytes())?;
+            }
+            out.pad_to(self.total)?;
+            out.flush()?;
+            drop(out);
+            std::fs::rename(&tmp, &self.path)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result.map(|_| t0.elapsed())
+    }
+}
+
+/// Remove temporary files of this cache file that no writer has touched for a minute (a
+/// process killed while saving leaves one behind: gigabytes).
+fn remove_abandoned(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else { return };
+    let prefix = format!("{}.tmp", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let stale = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > Duration::from_secs(60));
+        if stale && e.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Bytes per write of the cache file: whole 2 MiB pieces at 2 MiB offsets, so that the page
+/// cache can hold the file in 2 MiB folios, which a map of it then maps whole (one TLB entry
+/// each). Written as the copies come, their pieces at 4 KiB offsets made some folios small,
+/// and 19% of an 8B copy ended up mapped by 4 KiB pages.
+const CHUNK: usize = 2 << 20;
+
+/// A file written in `CHUNK`s.
+struct Chunked {
+    file: std::fs::File,
+    buf: Vec<u8>,
+    /// Bytes put so far.
+    at: usize,
+}
+
+impl Chunked {
+    fn put(&mut self, mut bytes: &[u8]) -> std::io::Result<()> {
+        while !bytes.is_empty() {
+            let n = (CHUNK - self.buf.len()).min(bytes.len());
+            self.buf.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            self.at += n;
+            if self.buf.len() == CHUNK {
+                self.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn pad_to(&mut self, end: usize) -> std::io::Result<()> {
+        if self.at > end {
+            return Err(std::io::Error::other("cache header larger than its room"));
+        }
+        let zeros = [0u8; ALIGN];
+        while self.at < end {
+            let n = (end - self.at).min(ALIGN);
+            self.put(&zeros[..n])?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.write_all(&self.buf)?;
+        self.buf.clear();
+        Ok(())
+    }
+}
