@@ -189,8 +189,8 @@ impl std::fmt::Display for Memory {
         write!(f, "load {:.0} ms; file {:.2} GiB; ", self.load_ms, gib(self.file_bytes))?;
         match (self.repacked_bytes, &self.copy_cache) {
             (0, _) => write!(f, "no repacked copies (weights read from the mapped file)")?,
-            (b, CopyCache::Read(_)) => {
-                write!(f, "repacked copies {:.2} GiB (mapped from the cache)", gib(b))?
+            (b, CopyCache::Read(p)) => {
+                write!(f, "repacked copies {:.2} GiB (mapped from the cache {})", gib(b), p.display())?
             }
             (b, _) => write!(f, "repacked copies {:.2} GiB (their file pages released)", gib(b))?,
         }
@@ -200,7 +200,7 @@ impl std::fmt::Display for Memory {
         if let Some(h) = self.huge_page_bytes {
             write!(f, "; mapped by 2 MiB pages {:.2} GiB", gib(h))?;
         }
-        if self.copy_cache != CopyCache::Unused {
+        if !matches!(self.copy_cache, CopyCache::Unused | CopyCache::Read(_)) {
             write!(f, "; {}", self.copy_cache)?;
         }
         Ok(())
