@@ -259,6 +259,17 @@ impl Key {
             std::fs::create_dir_all(dir)?;
         }
         remove_abandoned(&self.path);
+        // Never fill the disk: the cache is a convenience, and a full disk breaks other work.
+        if let Some(free) = self.path.parent().and_then(free_bytes) {
+            if free < 2 * self.total as u64 {
+                return Err(std::io::Error::other(format!(
+                    "{:.1} GiB free, and the copies take {:.1} GiB (saved only where at least twice \
+                     that is free)",
+                    free as f64 / (1u64 << 30) as f64,
+                    self.total as f64 / (1u64 << 30) as f64
+                )));
+            }
+        }
         let tmp = self.path.with_extension(format!("copies.tmp{}", std::process::id()));
         let result = (|| {
             let header = serde_json::to_vec(&self.header).map_err(std::io::Error::other)?;
@@ -281,6 +292,28 @@ impl Key {
         }
         result.map(|_| t0.elapsed())
     }
+}
+
+/// Bytes free to an unprivileged user on the file system of `dir` (`None` if unknown).
+#[cfg(unix)]
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a NUL-terminated path and `st` a buffer of the right type, which
+    // statvfs fills when it returns 0 (only then is it read).
+    let st = unsafe {
+        if libc::statvfs(c.as_ptr(), st.as_mut_ptr()) != 0 {
+            return None;
+        }
+        st.assume_init()
+    };
+    (st.f_bavail as u64).checked_mul(st.f_frsize as u64)
+}
+
+#[cfg(not(unix))]
+fn free_bytes(_: &Path) -> Option<u64> {
+    None
 }
 
 /// Remove temporary files of this cache file that no writer has touched for a minute (a
