@@ -18,7 +18,7 @@ cargo clippy --workspace --all-targets --release -- -D warnings
 # emulated in Rust (a CPU with AMX runs the real ones in the tests above).
 if [ "$(uname -m)" = x86_64 ]; then
   RUSTFLAGS="--cfg ferrite_amx_emulate" CARGO_TARGET_DIR=target/amx-emulated \
-    cargo test --release -p ferrite-kernels --test levels -- amx_tiles_match_scalar repacked_matmul_matches_rows
+    cargo test --release -p ferrite-kernels --test levels -- amx_tiles_match_scalar repacked_matmul_matches_rows amx_batch_parts
   # The avxvnni level on a CPU with AVX-512 VNNI but no AVX-VNNI: built with the EVEX
   # encoding of the same `vpdpbusd` (a CPU with AVX-VNNI runs the level in the tests above).
   if ! grep -qw avx_vnni /proc/cpuinfo && grep -qw avx512_vnni /proc/cpuinfo; then

@@ -725,6 +725,62 @@ fn cpu_has_amx() -> bool {
 /// every tail of 1..15 rows) and 1, 2, 3, 11 and 64 blocks (the two tile sets alternate block
 /// by block: odd and even counts end differently), on random and edge-case weights.
 #[cfg(target_arch = "x86_64")]
+/// A batch whose activation tiles outgrow `AMX_TILES_L2` runs in parts: every row's results
+/// are those of the rows run in a batch of their own (to the bit), and the scalar
+/// reference's (to rounding), for a 32-value type and a K type.
+#[test]
+fn amx_batch_parts_match_whole_batches() {
+    use ferrite_kernels::matmul::{AMX_MIN_ROWS, AMX_TILES_L2};
+    use ferrite_kernels::repack::repack;
+    let Some(k) = Kernels::for_level(Level::Amx) else {
+        eprintln!("no amx level here (no AMX, or no tile permission): nothing to check");
+        return;
+    };
+    let mut rng = Rng(0xa3c5_0002);
+    let scalar = Kernels::for_level(Level::Scalar).unwrap();
+    for ty in [GgmlType::Q4_0, GgmlType::Q4_K] {
+        let (rows, cols) = (32, 8192);
+        // Rows per part, as `matmul_multi` works it out (1.125 bytes per value).
+        let part = (AMX_TILES_L2 / (cols + cols / 8) / AMX_MIN_ROWS * AMX_MIN_ROWS).max(AMX_MIN_ROWS);
+        let n = 2 * part + 24;
+        let w = weights(ty, rows * cols / ty.block_size(), Case::Random, &mut rng);
+        let (layout, packed) = repack(ty, rows, cols, &w).expect("repackable");
+        let m = Matrix::with_layout(ty, rows, cols, layout, &packed).unwrap();
+        let plain = Matrix::new(ty, rows, cols, &w).unwrap();
+        let x = activation(n * cols, &mut rng);
+        let mut buf = ActBuf::new();
+        let mut whole = vec![0f32; n * rows];
+        matmul(k, &m, &x, n, &mut whole, &mut buf).unwrap();
+        // The first part's rows alone (a batch of one part), and the last 40 rows alone.
+        for (r0, len) in [(0, part), (n - 40, 40)] {
+            let mut alone = vec![0f32; len * rows];
+            matmul(k, &m, &x[r0 * cols..(r0 + len) * cols], len, &mut alone, &mut buf).unwrap();
+            let same = whole[r0 * rows..(r0 + len) * rows]
+                .iter()
+                .zip(&alone)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(
+                same,
+                "{ty}: rows {r0}..{} of a {n}-row batch differ from a batch of their own",
+                r0 + len
+            );
+        }
+        let mut want = vec![0f32; n * rows];
+        matmul(scalar, &plain, &x, n, &mut want, &mut buf).unwrap();
+        let a = buf.quantize(ActType::for_weight(ty).unwrap(), &x);
+        for i in 0..n {
+            for r in 0..rows {
+                let tol = 1e-5 * abs_terms(ty, plain.row(r), a.row(i, cols));
+                let (g, w) = (whole[i * rows + r], want[i * rows + r]);
+                assert!(
+                    ((g - w) as f64).abs() <= tol.max(1e-30),
+                    "{ty} row {i} weight {r}: {g} vs scalar {w}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn amx_tiles_match_scalar() {
     use ferrite_kernels::repack::{repack, Layout};
