@@ -115,6 +115,13 @@ enum Command {
         #[arg(long)]
         roofline: bool,
     },
+    /// List the cache of repacked copies (where it is, each file's size and model file, and
+    /// whether that file is unchanged since), or remove it with --clear.
+    Cache {
+        /// Remove every cache file (whole or partial) from the cache directory.
+        #[arg(long)]
+        clear: bool,
+    },
     /// Write a random-weight model of a real shape (for benchmarks).
     Synth {
         /// llama3-8b, llama3-1b, llama2-7b or tiny.
@@ -468,6 +475,38 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 if let Some(bw) = bw {
                     eprintln!("memory read bandwidth now: {:.1} GB/s", bw / 1e9);
                 }
+            }
+        }
+        Command::Cache { clear } => {
+            let dir = ferrite::model::default_cache_dir()
+                .ok_or_else(|| anyhow::anyhow!("no cache directory: set FERRITE_CACHE_DIR or HOME"))?;
+            let files = ferrite::model::list_cache(&dir)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", dir.display()))?;
+            let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+            let total: u64 = files.iter().map(|f| f.bytes).sum();
+            if clear {
+                for f in &files {
+                    std::fs::remove_file(&f.path)
+                        .map_err(|e| anyhow::anyhow!("cannot remove {}: {e}", f.path.display()))?;
+                }
+                writeln!(
+                    out,
+                    "removed {} files, {:.2} GiB, from {}",
+                    files.len(),
+                    gib(total),
+                    dir.display()
+                )?;
+                return Ok(());
+            }
+            writeln!(out, "{}: {} files, {:.2} GiB", dir.display(), files.len(), gib(total))?;
+            for f in &files {
+                let name = f.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let what = match (&f.source, f.current) {
+                    (Some(p), true) => format!("copies of {}", p.display()),
+                    (Some(p), false) => format!("copies of {} (changed or gone since: unused)", p.display()),
+                    (None, _) => "partial or unreadable (removed by the next save after a minute)".into(),
+                };
+                writeln!(out, "{:>9.2} GiB  {name}  {what}", gib(f.bytes))?;
             }
         }
         Command::Synth { shape, ty, output, vocab, seed } => {

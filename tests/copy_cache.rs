@@ -130,6 +130,21 @@ fn a_damaged_or_stale_cache_file_is_made_again() {
     assert!(matches!(c, CopyCache::Wrote(..)), "the same path, modified: {c:?}");
     let (_, c) = load(&copy, dir.path());
     assert!(matches!(c, CopyCache::Read(..)), "unchanged since: {c:?}");
+    let copy_cache = cache_file(&c);
+
+    // The listing tells current files from stale ones; a save removes the stale ones.
+    let listed = ferrite::model::list_cache(dir.path()).unwrap();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(listed.iter().all(|f| f.current && f.source.is_some()), "{listed:?}");
+    std::fs::remove_file(&copy).unwrap();
+    let listed = ferrite::model::list_cache(dir.path()).unwrap();
+    let stale: Vec<_> = listed.iter().filter(|f| !f.current).map(|f| f.path.clone()).collect();
+    assert_eq!(stale, vec![copy_cache.clone()], "the copy's file is stale once the copy is gone");
+    std::fs::remove_file(&file).unwrap();
+    let (_, c) = load(&path, dir.path());
+    assert!(matches!(c, CopyCache::Wrote(..)), "{c:?}");
+    assert!(!copy_cache.exists(), "a save removes the files of models that are gone");
+    assert!(file.exists());
 }
 
 #[test]
@@ -171,4 +186,27 @@ fn abandoned_temporary_files_are_removed_and_small_copies_not_cached() {
     assert!(matches!(c, CopyCache::Wrote(..)), "{c:?}");
     assert!(!old.exists(), "the abandoned file is removed");
     assert!(new.exists(), "a file being written is left alone");
+}
+
+#[test]
+fn the_cache_command_lists_and_clears_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = model_path();
+    let (_, c) = load(&path, dir.path());
+    let file = cache_file(&c);
+    let run = |args: &[&str]| {
+        let out = common::ferrite().args(args).env("FERRITE_CACHE_DIR", dir.path()).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let listed = run(&["cache"]);
+    let canonical = std::fs::canonicalize(&path).unwrap();
+    assert!(listed.contains("1 files"), "{listed}");
+    let name = file.file_name().unwrap().to_string_lossy().into_owned();
+    let line = listed.lines().find(|l| l.contains(&name)).unwrap_or_else(|| panic!("{listed}"));
+    assert!(line.ends_with(&format!("copies of {}", canonical.display())), "{line}");
+    let cleared = run(&["cache", "--clear"]);
+    assert!(cleared.starts_with("removed 1 files"), "{cleared}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    assert!(run(&["cache"]).contains("0 files"));
 }

@@ -147,6 +147,84 @@ pub fn default_dir() -> Option<PathBuf> {
         .or_else(|| var("HOME").map(|d| d.join(".cache").join("ferrite")))
 }
 
+/// What a cache file's header says about its model file: path (canonical), length,
+/// modification time, device and inode.
+fn source_identity(canonical: &Path) -> Option<Value> {
+    let meta = std::fs::metadata(canonical).ok()?;
+    let mtime = meta.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?;
+    #[cfg(unix)]
+    let (dev, ino) = {
+        use std::os::unix::fs::MetadataExt;
+        (meta.dev(), meta.ino())
+    };
+    #[cfg(not(unix))]
+    let (dev, ino) = (0u64, 0u64);
+    Some(json!({
+        "path": canonical.to_string_lossy(),
+        "len": meta.len(),
+        "mtime_ns": mtime.as_nanos() as u64,
+        "dev": dev,
+        "ino": ino,
+    }))
+}
+
+/// One file of the cache directory (`ferrite cache`).
+#[derive(Clone, Debug)]
+pub struct CacheFile {
+    pub path: PathBuf,
+    pub bytes: u64,
+    /// The model file its header names (`None`: no readable header, or a temporary file).
+    pub source: Option<PathBuf>,
+    /// Whether that model file is still the one the copies were made from.
+    pub current: bool,
+}
+
+/// The cache files in `dir` (whole and temporary), by name.
+pub fn list(dir: &Path) -> std::io::Result<Vec<CacheFile>> {
+    let mut out = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for e in entries {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let whole = name.ends_with(".copies");
+        if !whole && !name.contains(".copies.tmp") {
+            continue;
+        }
+        let meta = e.metadata()?;
+        if !meta.is_file() {
+            continue;
+        }
+        let header = if whole { read_header(&e.path()) } else { None };
+        let source = header.as_ref().and_then(|h| h["source"]["path"].as_str()).map(PathBuf::from);
+        let current = match (&header, &source) {
+            (Some(h), Some(p)) => source_identity(p).is_some_and(|now| now == h["source"]),
+            _ => false,
+        };
+        out.push(CacheFile { path: e.path(), bytes: meta.len(), source, current });
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
+/// A cache file's JSON header (`None` if it has none that reads).
+fn read_header(path: &Path) -> Option<Value> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut head = [0u8; 16];
+    f.read_exact(&mut head).ok()?;
+    let hlen = u64::from_le_bytes(head[8..16].try_into().ok()?);
+    if &head[..8] != MAGIC || hlen > MAX_HEADER || hlen > f.metadata().ok()?.len() {
+        return None;
+    }
+    let mut h = vec![0u8; hlen as usize];
+    f.read_exact(&mut h).ok()?;
+    serde_json::from_slice(&h).ok()
+}
+
 /// FNV-1a, 64 bits: a stable name for a cache file (the standard library's hasher may
 /// change between releases).
 fn fnv(bytes: &[u8]) -> u64 {
@@ -166,22 +244,7 @@ impl Key {
     /// `None` when the model file cannot be identified (no metadata, no path).
     pub fn new(dir: &Path, file: &GgufFile, wants: &[Want]) -> Option<Key> {
         let canonical = std::fs::canonicalize(&file.path).ok()?;
-        let meta = std::fs::metadata(&canonical).ok()?;
-        let mtime = meta.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?;
-        #[cfg(unix)]
-        let (dev, ino) = {
-            use std::os::unix::fs::MetadataExt;
-            (meta.dev(), meta.ino())
-        };
-        #[cfg(not(unix))]
-        let (dev, ino) = (0u64, 0u64);
-        let source = json!({
-            "path": canonical.to_string_lossy(),
-            "len": meta.len(),
-            "mtime_ns": mtime.as_nanos() as u64,
-            "dev": dev,
-            "ino": ino,
-        });
+        let source = source_identity(&canonical)?;
         let mut offsets = Vec::with_capacity(wants.len());
         let mut entries = Vec::with_capacity(wants.len());
         // The header is written first; its size bounds where the data can start. A generous
@@ -289,6 +352,13 @@ impl Key {
         })();
         if result.is_err() {
             let _ = std::fs::remove_file(&tmp);
+        } else if let Some(dir) = self.path.parent() {
+            // Files whose model file is gone or changed can never be used again.
+            for f in list(dir).unwrap_or_default() {
+                if f.path != self.path && f.source.is_some() && !f.current {
+                    let _ = std::fs::remove_file(&f.path);
+                }
+            }
         }
         result.map(|_| t0.elapsed())
     }

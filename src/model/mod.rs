@@ -14,7 +14,10 @@ use std::time::Instant;
 use half::f16;
 
 pub use config::LlamaConfig;
-pub use copies::{default_dir as default_cache_dir, CopyCache, DEFAULT_MIN_BYTES as CACHE_MIN_BYTES};
+pub use copies::{
+    default_dir as default_cache_dir, list as list_cache, CacheFile, CopyCache,
+    DEFAULT_MIN_BYTES as CACHE_MIN_BYTES,
+};
 use copies::{PackedCopy, Store, Want};
 use std::sync::Arc;
 

@@ -19,8 +19,12 @@ pub fn fixture(name: &str) -> PathBuf {
     root().join("tests/fixtures").join(name)
 }
 
+/// The binary, with the copy cache off: tests never write to the user's cache (its own
+/// tests, `tests/copy_cache.rs`, use a temporary directory).
 pub fn ferrite() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_ferrite"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ferrite"));
+    c.env("FERRITE_NO_COPY_CACHE", "1");
+    c
 }
 
 /// Run a script of tests/py with python3 (which must have the `gguf` package: scripts/test.sh
