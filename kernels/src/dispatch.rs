@@ -275,24 +275,48 @@ const _: () = assert!(std::mem::size_of::<ActTileS>() == 4416);
 /// `per` tiles. `out` only grows: in the last chunk the rows past n keep an earlier batch's
 /// values, whose products the kernels compute and `matmul` never reads (each output row
 /// depends on its own activation row only).
-fn lay_out_tiles<B, T: Copy>(
+fn lay_out_tiles<B: Sync, T: Copy + Send>(
     y: &[B],
     n: usize,
     blocks: usize,
     per: usize,
     zero: T,
     out: &mut Vec<T>,
-    put: impl Fn(&mut [T], usize, &B),
+    put: impl Fn(&mut [T], usize, &B) + Sync,
 ) {
     let len = n.div_ceil(16) * blocks * per;
     if out.len() < len {
         out.resize(len, zero);
     }
-    for (i, row) in y.chunks_exact(blocks).take(n).enumerate() {
-        let (c, r) = (i / 16, i % 16);
-        for (ts, b) in out[c * blocks * per..(c + 1) * blocks * per].chunks_exact_mut(per).zip(row) {
-            put(ts, r, b);
+    let n = n.min(y.len() / blocks.max(1));
+    struct Tiles<T>(*mut T);
+    // SAFETY: each chunk's task writes only its own tiles (see `fill`); `out` outlives the
+    // parallel section.
+    unsafe impl<T: Send> Sync for Tiles<T> {}
+    impl<T> Tiles<T> {
+        fn ptr(&self) -> *mut T {
+            self.0
         }
+    }
+    let tiles = Tiles(out.as_mut_ptr());
+    let fill = |c: usize| {
+        // SAFETY: chunk c's tiles, c * blocks * per .. (c + 1) * blocks * per, lie inside
+        // `out` (its length is at least `len`), and no other chunk's task touches them.
+        let ts = unsafe { std::slice::from_raw_parts_mut(tiles.ptr().add(c * blocks * per), blocks * per) };
+        for r in 0..16.min(n - 16 * c) {
+            let row = &y[(16 * c + r) * blocks..(16 * c + r + 1) * blocks];
+            for (t, b) in ts.chunks_exact_mut(per).zip(row) {
+                put(t, r, b);
+            }
+        }
+    };
+    // Chunks on the pool where the copy is big enough to pay for a parallel section (the
+    // other thread would wait through it: 2% of a small model's prompt).
+    let chunks = n.div_ceil(16);
+    if chunks >= 2 && len * std::mem::size_of::<T>() >= 32 << 10 {
+        crate::pool::global().run(chunks, &fill);
+    } else {
+        (0..chunks).for_each(fill);
     }
 }
 
