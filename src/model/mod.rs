@@ -406,6 +406,27 @@ impl Model {
     }
 }
 
+/// x += d, then d = rmsnorm(x) x w, row by row in one parallel section: a residual add and
+/// the next norm, which read and write the same rows.
+fn residual_norm(x: &mut [f32], d: &mut [f32], dim: usize, w: &[f32], eps: f32) {
+    let dp = SharedMut(d.as_mut_ptr());
+    assert_eq!(x.len(), d.len());
+    ops::par_chunks(x, dim, &|i, xr| {
+        // SAFETY: row i of `d` (i * dim .. + xr.len(), inside `d`: the same length as `x`,
+        // asserted) belongs to this task alone, and `d` outlives the parallel section.
+        let dr = unsafe { std::slice::from_raw_parts_mut(dp.ptr().add(i * dim), xr.len()) };
+        ops::add_in_place(xr, dr);
+        ops::rmsnorm(dr, xr, w, eps);
+    });
+}
+
+/// A fused residual + norm's time, shared between the two ops by their flops (1 and 4 per
+/// value).
+fn add_fused(p: &mut Profile, t: std::time::Duration, norm: Op, values: usize) {
+    p.add(Op::Residual, t / 5, 0, values as u64);
+    p.add(norm, t - t / 5, 0, 4 * values as u64);
+}
+
 /// Keys and values of every layer at every position so far, as f16 (llama.cpp's default).
 /// Layout: [layer][position][kv_dim].
 pub struct KvCache {
@@ -623,6 +644,8 @@ impl Model {
             ops::rope_table(pos0 + i, &self.inv_freq[..half], cs);
         }
 
+        // The last FFN residual waits for the next layer's norm (`residual_norm`).
+        let mut pending_residual = false;
         let embd = self.file_matrix(&self.token_embd);
         timed!(Op::Embed, (embd.row_bytes() * n) as u64, 0, {
             for (i, &t) in tokens.iter().enumerate() {
@@ -636,12 +659,22 @@ impl Model {
                 let t = tap.as_mut().expect("tapping");
                 t.save(Some(l), "attn_norm.in", &last(&s.x, dim))?;
             }
-            timed!(Op::AttnNorm, 0, 4 * (n * dim) as u64, {
-                let x = &s.x;
-                ops::par_chunks(&mut s.xb[..n * dim], dim, &|i, o| {
-                    ops::rmsnorm(o, &x[i * dim..(i + 1) * dim], &layer.attn_norm, c.rms_eps)
+            if pending_residual {
+                // The previous layer's FFN residual and this layer's norm in one pass.
+                let t0 = profile::start(&prof);
+                residual_norm(&mut s.x[..n * dim], &mut s.xb[..n * dim], dim, &layer.attn_norm, c.rms_eps);
+                if let (Some(p), Some(t0)) = (prof.as_mut(), t0) {
+                    add_fused(p, t0.elapsed(), Op::AttnNorm, n * dim);
+                }
+                pending_residual = false;
+            } else {
+                timed!(Op::AttnNorm, 0, 4 * (n * dim) as u64, {
+                    let x = &s.x;
+                    ops::par_chunks(&mut s.xb[..n * dim], dim, &|i, o| {
+                        ops::rmsnorm(o, &x[i * dim..(i + 1) * dim], &layer.attn_norm, c.rms_eps)
+                    });
                 });
-            });
+            }
             let t0 = profile::start(&prof);
             let xb = &s.xb[..n * dim];
             let qkv = [self.matrix(&layer.wq), self.matrix(&layer.wk), self.matrix(&layer.wv)];
@@ -718,19 +751,13 @@ impl Model {
             if tapping {
                 tap.as_mut().expect("tapping").save(Some(l), "attn_output.out", &last(&s.xb, dim))?;
             }
-            timed!(Op::Residual, 0, (n * dim) as u64, {
-                let xb = &s.xb;
-                ops::par_chunks(&mut s.x[..n * dim], dim, &|i, x| {
-                    ops::add_in_place(x, &xb[i * dim..(i + 1) * dim])
-                })
-            });
-
-            timed!(Op::FfnNorm, 0, 4 * (n * dim) as u64, {
-                let x = &s.x;
-                ops::par_chunks(&mut s.xb[..n * dim], dim, &|i, o| {
-                    ops::rmsnorm(o, &x[i * dim..(i + 1) * dim], &layer.ffn_norm, c.rms_eps)
-                });
-            });
+            // The attention's residual and the FFN's norm in one pass (one parallel section
+            // fewer; the same arithmetic).
+            let t0 = profile::start(&prof);
+            residual_norm(&mut s.x[..n * dim], &mut s.xb[..n * dim], dim, &layer.ffn_norm, c.rms_eps);
+            if let (Some(p), Some(t0)) = (prof.as_mut(), t0) {
+                add_fused(p, t0.elapsed(), Op::FfnNorm, n * dim);
+            }
             let t0 = profile::start(&prof);
             let xb = &s.xb[..n * dim];
             let gate_up = [self.matrix(&layer.w_gate), self.matrix(&layer.w_up)];
@@ -770,18 +797,25 @@ impl Model {
                     &mut s.act
                 )?
             );
-            timed!(Op::Residual, 0, (n * dim) as u64, {
-                let xb = &s.xb;
-                ops::par_chunks(&mut s.x[..n * dim], dim, &|i, x| {
-                    ops::add_in_place(x, &xb[i * dim..(i + 1) * dim])
-                })
-            });
+            // Left for the next layer's norm to do in its pass, unless the activations are
+            // being tapped (they are saved between the two).
+            if tap.is_none() && l + 1 < self.layers.len() {
+                pending_residual = true;
+            } else {
+                timed!(Op::Residual, 0, (n * dim) as u64, {
+                    let xb = &s.xb;
+                    ops::par_chunks(&mut s.x[..n * dim], dim, &|i, x| {
+                        ops::add_in_place(x, &xb[i * dim..(i + 1) * dim])
+                    })
+                });
+            }
             if tapping {
                 let t = tap.as_mut().expect("tapping");
                 t.save(Some(l), "ffn_down.out", &last(&s.xb, dim))?;
                 t.save(Some(l), "layer.out", &last(&s.x, dim))?;
             }
         }
+        debug_assert!(!pending_residual);
         cache.len = pos0 + n;
 
         let out = self.matrix(&self.output);
