@@ -694,37 +694,43 @@ impl Model {
                 t.save(Some(l), "attn_k.out", &last(&s.k, kvd))?;
                 t.save(Some(l), "attn_v.out", &last(&s.v, kvd))?;
             }
-            timed!(Op::Rope, 0, 6 * (n * (qd + kvd) / 2) as u64, {
-                let cs = &s.rope_cs;
-                ops::par_chunks(&mut s.q[..n * qd], qd, &|i, q| {
-                    ops::rope_apply(q, hd, &cs[i * half..(i + 1) * half])
-                });
-                ops::par_chunks(&mut s.k[..n * kvd], kvd, &|i, k| {
-                    ops::rope_apply(k, hd, &cs[i * half..(i + 1) * half])
-                });
-            });
-            timed!(Op::KvStore, 0, 0, {
-                // Token by token on the pool (one thread alone was 1.2% of a small model's
-                // prompt, with the other waiting): each token's cache rows are its own.
+            // RoPE on the token's query and key, and its key and value into the f16 cache,
+            // token by token in one parallel section (they were three: 2.3% of a small
+            // model's prompt, the cache store on one thread while the other waited).
+            let t0 = profile::start(&prof);
+            {
                 assert!(pos0 + n <= cache.n_ctx, "positions past the cache");
                 let at0 = cache.at(l, pos0);
                 let (kc, vc) =
                     (SharedMut(cache.k[at0..].as_mut_ptr()), SharedMut(cache.v[at0..].as_mut_ptr()));
-                let v = &s.v;
-                ops::par_chunks(&mut s.k[..n * kvd], kvd, &|i, k| {
-                    // SAFETY: rows at0 + i x kvd .. + kvd of the caches lie inside them (the
-                    // assert above: positions pos0..pos0 + n of layer l), belong to token i
-                    // alone, and the caches outlive this parallel section.
-                    let (kd, vd) = unsafe {
+                let kp = SharedMut(s.k.as_mut_ptr());
+                assert!(s.k.len() >= n * kvd && s.v.len() >= n * kvd);
+                let (cs, v) = (&s.rope_cs, &s.v);
+                ops::par_chunks(&mut s.q[..n * qd], qd, &|i, q| {
+                    let cs = &cs[i * half..(i + 1) * half];
+                    ops::rope_apply(q, hd, cs);
+                    // SAFETY: row i of the batch's keys (inside s.k, asserted) and rows at0 +
+                    // i x kvd .. + kvd of the caches (inside them: positions pos0..pos0 + n of
+                    // layer l, asserted) belong to token i alone, and all outlive this
+                    // parallel section.
+                    let (k, kd, vd) = unsafe {
                         (
+                            std::slice::from_raw_parts_mut(kp.ptr().add(i * kvd), kvd),
                             std::slice::from_raw_parts_mut(kc.ptr().add(i * kvd), kvd),
                             std::slice::from_raw_parts_mut(vc.ptr().add(i * kvd), kvd),
                         )
                     };
+                    ops::rope_apply(k, hd, cs);
                     half::slice::HalfFloatSliceExt::convert_from_f32_slice(kd, k);
                     half::slice::HalfFloatSliceExt::convert_from_f32_slice(vd, &v[i * kvd..(i + 1) * kvd]);
                 });
-            });
+            }
+            if let (Some(p), Some(t0)) = (prof.as_mut(), t0) {
+                // Shared by values touched: RoPE's q and k, the store's k and v.
+                let (t, r) = (t0.elapsed(), (qd + kvd) as f64 / (qd + 3 * kvd) as f64);
+                p.add(Op::Rope, t.mul_f64(r), 0, 6 * (n * (qd + kvd) / 2) as u64);
+                p.add(Op::KvStore, t.mul_f64(1.0 - r), 0, 0);
+            }
             // Attention reads every cached position: 4 flops per head dimension (score and
             // weighted sum) per position.
             let ctx_sum: u64 = (0..n).map(|i| (pos0 + i + 1) as u64).sum();
