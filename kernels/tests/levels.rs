@@ -737,7 +737,6 @@ fn amx_batch_parts_match_whole_batches() {
         return;
     };
     let mut rng = Rng(0xa3c5_0002);
-    let scalar = Kernels::for_level(Level::Scalar).unwrap();
     for ty in [GgmlType::Q4_0, GgmlType::Q4_K] {
         let (rows, cols) = (32, 8192);
         // Rows per part, as `matmul_multi` works it out (1.125 bytes per value).
@@ -765,19 +764,8 @@ fn amx_batch_parts_match_whole_batches() {
                 r0 + len
             );
         }
-        let mut want = vec![0f32; n * rows];
-        matmul(scalar, &plain, &x, n, &mut want, &mut buf).unwrap();
-        let a = buf.quantize(ActType::for_weight(ty).unwrap(), &x);
-        for i in 0..n {
-            for r in 0..rows {
-                let tol = 1e-5 * abs_terms(ty, plain.row(r), a.row(i, cols));
-                let (g, w) = (whole[i * rows + r], want[i * rows + r]);
-                assert!(
-                    ((g - w) as f64).abs() <= tol.max(1e-30),
-                    "{ty} row {i} weight {r}: {g} vs scalar {w}"
-                );
-            }
-        }
+        // And a batch of n rows (so in parts) against the scalar reference.
+        check_repacked(k, &plain, &m, n, Case::Random, &mut rng);
     }
 }
 
