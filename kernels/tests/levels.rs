@@ -718,13 +718,6 @@ fn cpu_has_amx() -> bool {
     l7.edx >> 24 & 3 == 3
 }
 
-/// The AMX level (where the CPU has AMX: a machine without it has no amx table, and this
-/// test says so and checks nothing else): its tiles for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL,
-/// Q4_K, Q5_K, IQ4_XS, Q6_K and Q3_K against
-/// the scalar reference on the row layout, for 16..=40 activation rows (whole tiles and
-/// every tail of 1..15 rows) and 1, 2, 3, 11 and 64 blocks (the two tile sets alternate block
-/// by block: odd and even counts end differently), on random and edge-case weights.
-#[cfg(target_arch = "x86_64")]
 /// A batch whose activation tiles outgrow `AMX_TILES_L2` runs in parts: every row's results
 /// are those of the rows run in a batch of their own (to the bit), and the scalar
 /// reference's (to rounding), for a 32-value type and a K type.
@@ -769,6 +762,13 @@ fn amx_batch_parts_match_whole_batches() {
     }
 }
 
+/// The AMX level (where the CPU has AMX: a machine without it has no amx table, and this
+/// test says so and checks nothing else): its tiles for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL,
+/// Q4_K, Q5_K, IQ4_XS, Q6_K and Q3_K against
+/// the scalar reference on the row layout, for 16..=40 activation rows (whole tiles and
+/// every tail of 1..15 rows) and 1, 2, 3, 11 and 64 blocks (the two tile sets alternate block
+/// by block: odd and even counts end differently), on random and edge-case weights.
+#[cfg(target_arch = "x86_64")]
 #[test]
 fn amx_tiles_match_scalar() {
     use ferrite_kernels::repack::{repack, Layout};
