@@ -196,6 +196,64 @@ impl ActBuf {
         ActBuf::default()
     }
 
+    /// Quantize `n` rows `x` to `kind` (as `quantize`) and lay them out as AMX tiles in the
+    /// buffer of that kind (`ActTiles` for Q8_0S, Q8_K and Q8_1; others: no tiles). Not
+    /// from inside a `pool` task.
+    pub fn quantize_tiled<'a, 'b>(
+        &'a mut self,
+        kind: ActType,
+        x: &[f32],
+        n: usize,
+        t0: &'b mut Vec<ActTile>,
+        t1: &'b mut Vec<ActTileK>,
+        t2: &'b mut Vec<ActTileS>,
+    ) -> (ActRef<'a>, ActTiles<'b>) {
+        let nb = x.len() / kind.block();
+        match kind {
+            ActType::Q8_0S => {
+                self.q8_0s.resize(nb, BlockQ8_0S::default());
+                let zero = ActTile { qs: [[0; 32]; 16], d: [0.0; 16] };
+                let f = act_quant::quantize_q8_0s_act;
+                quantize_lay_out(x, &mut self.q8_0s, 32, n, f, 1, zero, t0, |t, r, b| {
+                    t[0].qs[r] = b.qs;
+                    t[0].d[r] = b.d;
+                });
+                (ActRef::Q8_0S(&self.q8_0s), ActTiles::Q8_0(t0))
+            }
+            ActType::Q8K => {
+                self.q8k.resize(nb, BlockQ8K::default());
+                let zero = ActTileS { qs: [[[0; 64]; 16]; 4], d: [0.0; 16], bsums: [[0; 4]; 16] };
+                let f = act_quant::quantize_q8_k;
+                quantize_lay_out(x, &mut self.q8k, QK_K, n, f, 1, zero, t2, |t, r, b| {
+                    for (s, q) in t[0].qs.iter_mut().enumerate() {
+                        q[r].copy_from_slice(&b.qs[64 * s..64 * s + 64]);
+                    }
+                    t[0].d[r] = b.d;
+                    for (k, pair) in t[0].bsums[r].iter_mut().enumerate() {
+                        // bsums are 16-value sums; a 32-value sum is at most 32 x 128, an i16.
+                        let sub = |g: usize| {
+                            (b.bsums[2 * g] as i32 + b.bsums[2 * g + 1] as i32) as i16 as u16 as u32
+                        };
+                        *pair = (sub(2 * k) | sub(2 * k + 1) << 16) as i32;
+                    }
+                });
+                (ActRef::Q8K(&self.q8k), ActTiles::Q8K(t2))
+            }
+            ActType::Q8_1 => {
+                self.q8_1.resize(nb, BlockQ8_1::default());
+                let zero = ActTileK { qs: [[0; 32]; 16], d: [0.0; 16], dsum: [0.0; 16] };
+                let f = act_quant::quantize_q8_1_act;
+                quantize_lay_out(x, &mut self.q8_1, 32, n, f, 1, zero, t1, |t, r, b| {
+                    t[0].qs[r] = b.qs;
+                    t[0].d[r] = f16_le(b.d);
+                    t[0].dsum[r] = f16_le(b.s);
+                });
+                (ActRef::Q8_1(&self.q8_1), ActTiles::Q8_1(t1))
+            }
+            _ => (self.quantize(kind, x), ActTiles::Q8_0(&[])),
+        }
+    }
+
     /// Quantize `x` (rows of `n` elements, `n` a multiple of the block size) to `kind`.
     /// Not from inside a `pool` task: a long input is quantized in parallel on the pool.
     pub fn quantize(&mut self, kind: ActType, x: &[f32]) -> ActRef<'_> {
@@ -270,92 +328,68 @@ pub struct ActTileS {
 
 const _: () = assert!(std::mem::size_of::<ActTileS>() == 4416);
 
-/// Lays out `n` activation rows of `blocks` blocks each (back to back in `y`) as tiles of 16
-/// rows, `per` tiles per block: `put(tiles, r, block)` writes a block into row r of its
-/// `per` tiles. `out` only grows: in the last chunk the rows past n keep an earlier batch's
-/// values, whose products the kernels compute and `matmul` never reads (each output row
-/// depends on its own activation row only).
-fn lay_out_tiles<B: Sync, T: Copy + Send>(
-    y: &[B],
+/// Quantizes `n` activation rows of `x` into `y` (blocks of `block` values, with `f`, as
+/// `ActBuf::quantize` does) and lays them out as tiles of 16 rows, `per` tiles per block:
+/// `put(tiles, r, block)` writes a block into row r of its `per` tiles. One task per 16 rows
+/// on the pool, so each chunk's blocks are laid out while they are still in L1 (one parallel
+/// section and one pass over the batch, where quantizing and laying out were two of each).
+/// `out` only grows: in the last chunk the rows past n keep an earlier batch's values, whose
+/// products the kernels compute and `matmul` never reads (each output row depends on its own
+/// activation row only).
+#[allow(clippy::too_many_arguments)]
+fn quantize_lay_out<B: Send + Sync, T: Copy + Send>(
+    x: &[f32],
+    y: &mut [B],
+    block: usize,
     n: usize,
-    blocks: usize,
+    f: fn(&[f32], &mut [B]),
     per: usize,
     zero: T,
     out: &mut Vec<T>,
     put: impl Fn(&mut [T], usize, &B) + Sync,
 ) {
+    let blocks = y.len() / n.max(1);
+    if n == 0 || blocks * n != y.len() || x.len() != y.len() * block {
+        return;
+    }
     let len = n.div_ceil(16) * blocks * per;
     if out.len() < len {
         out.resize(len, zero);
     }
-    let n = n.min(y.len() / blocks.max(1));
-    struct Tiles<T>(*mut T);
-    // SAFETY: each chunk's task writes only its own tiles (see `fill`); `out` outlives the
-    // parallel section.
-    unsafe impl<T: Send> Sync for Tiles<T> {}
-    impl<T> Tiles<T> {
-        fn ptr(&self) -> *mut T {
+    struct Ptr<P>(*mut P);
+    // SAFETY: each chunk's task writes only its own blocks and tiles (see `chunk`); `y` and
+    // `out` outlive the parallel section.
+    unsafe impl<P: Send> Sync for Ptr<P> {}
+    impl<P> Ptr<P> {
+        fn get(&self) -> *mut P {
             self.0
         }
     }
-    let tiles = Tiles(out.as_mut_ptr());
-    let fill = |c: usize| {
-        // SAFETY: chunk c's tiles, c * blocks * per .. (c + 1) * blocks * per, lie inside
-        // `out` (its length is at least `len`), and no other chunk's task touches them.
-        let ts = unsafe { std::slice::from_raw_parts_mut(tiles.ptr().add(c * blocks * per), blocks * per) };
-        for r in 0..16.min(n - 16 * c) {
-            let row = &y[(16 * c + r) * blocks..(16 * c + r + 1) * blocks];
+    let (ys, tiles) = (Ptr(y.as_mut_ptr()), Ptr(out.as_mut_ptr()));
+    let chunk = |c: usize| {
+        let rows = 16.min(n - 16 * c);
+        // SAFETY: rows 16c..16c + rows of `y` (blocks 16c x blocks.., inside y: n x blocks)
+        // and chunk c's tiles (c x blocks x per.., inside `out`: at least `len`) belong to
+        // this task alone.
+        let (yc, ts) = unsafe {
+            (
+                std::slice::from_raw_parts_mut(ys.get().add(16 * c * blocks), rows * blocks),
+                std::slice::from_raw_parts_mut(tiles.get().add(c * blocks * per), blocks * per),
+            )
+        };
+        f(&x[16 * c * blocks * block..(16 * c + rows) * blocks * block], yc);
+        for (r, row) in yc.chunks_exact(blocks).enumerate() {
             for (t, b) in ts.chunks_exact_mut(per).zip(row) {
                 put(t, r, b);
             }
         }
     };
-    // Chunks on the pool where the copy is big enough to pay for a parallel section (the
-    // other thread would wait through it: 2% of a small model's prompt).
     let chunks = n.div_ceil(16);
-    if chunks >= 2 && len * std::mem::size_of::<T>() >= 32 << 10 {
-        crate::pool::global().run(chunks, &fill);
+    if chunks >= 2 {
+        crate::pool::global().run(chunks, &chunk);
     } else {
-        (0..chunks).for_each(fill);
+        chunk(0);
     }
-}
-
-/// `n` rows of `blocks` Q8_0 blocks as `ActTile`s: `n.div_ceil(16) * blocks` tiles at the
-/// start of `out`.
-pub fn tile_activations(y: &[BlockQ8_0S], n: usize, blocks: usize, out: &mut Vec<ActTile>) {
-    let zero = ActTile { qs: [[0; 32]; 16], d: [0.0; 16] };
-    lay_out_tiles(y, n, blocks, 1, zero, out, |t, r, b| {
-        t[0].qs[r] = b.qs;
-        t[0].d[r] = b.d;
-    });
-}
-
-/// `n` rows of `blocks` Q8_K blocks as `ActTileS`s: `n.div_ceil(16) * blocks` tiles at the
-/// start of `out`.
-pub fn tile_activations_sb(y: &[BlockQ8K], n: usize, blocks: usize, out: &mut Vec<ActTileS>) {
-    let zero = ActTileS { qs: [[[0; 64]; 16]; 4], d: [0.0; 16], bsums: [[0; 4]; 16] };
-    lay_out_tiles(y, n, blocks, 1, zero, out, |t, r, b| {
-        for (s, q) in t[0].qs.iter_mut().enumerate() {
-            q[r].copy_from_slice(&b.qs[64 * s..64 * s + 64]);
-        }
-        t[0].d[r] = b.d;
-        for (k, pair) in t[0].bsums[r].iter_mut().enumerate() {
-            // bsums are 16-value sums; a 32-value sum is at most 32 x 128, an i16.
-            let sub = |g: usize| (b.bsums[2 * g] as i32 + b.bsums[2 * g + 1] as i32) as i16 as u16 as u32;
-            *pair = (sub(2 * k) | sub(2 * k + 1) << 16) as i32;
-        }
-    });
-}
-
-/// `n` rows of `blocks` Q8_1 blocks as `ActTileK`s (d, and dsum = the block's s):
-/// `n.div_ceil(16) * blocks` tiles at the start of `out`.
-pub fn tile_activations_q8_1(y: &[BlockQ8_1], n: usize, blocks: usize, out: &mut Vec<ActTileK>) {
-    let zero = ActTileK { qs: [[0; 32]; 16], d: [0.0; 16], dsum: [0.0; 16] };
-    lay_out_tiles(y, n, blocks, 1, zero, out, |t, r, b| {
-        t[0].qs[r] = b.qs;
-        t[0].d[r] = f16_le(b.d);
-        t[0].dsum[r] = f16_le(b.s);
-    });
 }
 
 /// A batch laid out as AMX tiles, for the kernels of its activation type.

@@ -6,9 +6,9 @@
 //! whole blocks). Output: `y[i * rows + r]` = row r of the weights . activation row i.
 
 use crate::dispatch::{
-    tile_activations, tile_activations_q8_1, tile_activations_sb, ActBuf, ActRef, ActTile, ActTileK,
-    ActTileS, ActTiles, ActType, Dot16x4Fn, Dot16x8Fn, Dot4Fn, Dot4x2Fn, Dot4x4Fn, Dot8Fn, Dot8x4Fn, DotFn,
-    Kernels, Line64, Panel16Fns, PanelEightFn, RowsDecodeFn, RowsUnpackFn, Tile16Fns,
+    ActBuf, ActRef, ActTile, ActTileK, ActTileS, ActTiles, ActType, Dot16x4Fn, Dot16x8Fn, Dot4Fn, Dot4x2Fn,
+    Dot4x4Fn, Dot8Fn, Dot8x4Fn, DotFn, Kernels, Line64, Panel16Fns, PanelEightFn, RowsDecodeFn, RowsUnpackFn,
+    Tile16Fns,
 };
 use std::cell::RefCell;
 
@@ -52,7 +52,6 @@ thread_local! {
     /// Each worker's rows repacked on the fly (`FLY_MIN_ROWS`): one or two groups.
     static FLY: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
-use crate::blocks::QK_K;
 use crate::repack::{Layout, Stores, GROUP};
 use crate::types::GgmlType;
 use crate::KernelError;
@@ -373,26 +372,15 @@ pub fn matmul_multi(
         }
         return Ok(());
     }
-    let a = scratch.quantize(act, x);
     let cols = first.cols;
-    // The AMX path reads the batch laid out as tiles, once for all its matrices.
+    // The AMX path reads the batch laid out as tiles, once for all its matrices (quantized
+    // and laid out in one pass).
     let (mut tiles_buf, mut tiles_k_buf, mut tiles_s_buf) =
         (ACT_TILES.take(), ACT_TILES_K.take(), ACT_TILES_S.take());
     let use_amx = amx.iter().any(|t| t.is_some());
-    let act_tiles = match a {
-        ActRef::Q8_0S(y) if use_amx => {
-            tile_activations(y, n, cols / 32, &mut tiles_buf);
-            ActTiles::Q8_0(&tiles_buf)
-        }
-        ActRef::Q8K(y) if use_amx => {
-            tile_activations_sb(y, n, cols / QK_K, &mut tiles_s_buf);
-            ActTiles::Q8K(&tiles_s_buf)
-        }
-        ActRef::Q8_1(y) if use_amx => {
-            tile_activations_q8_1(y, n, cols / 32, &mut tiles_k_buf);
-            ActTiles::Q8_1(&tiles_k_buf)
-        }
-        _ => ActTiles::Q8_0(&[]),
+    let (a, act_tiles) = match use_amx {
+        true => scratch.quantize_tiled(act, x, n, &mut tiles_buf, &mut tiles_k_buf, &mut tiles_s_buf),
+        false => (scratch.quantize(act, x), ActTiles::Q8_0(&[])),
     };
     let mut outs = [OutPtr(std::ptr::null_mut()); MAX_SHARED];
     for (o, y) in outs.iter_mut().zip(ys.iter_mut()) {
