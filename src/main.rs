@@ -340,10 +340,11 @@ struct Runtime {
     /// on SmolLM2), and prefill for some types (BENCHMARKS.md, "Loading and memory").
     #[arg(long = "no-repack")]
     no_repack: bool,
-    /// Neither read nor write the cache of repacked copies. By default the copies of a model
-    /// over 256 MiB are saved on its first load (in $FERRITE_CACHE_DIR, else
-    /// $XDG_CACHE_HOME/ferrite, else ~/.cache/ferrite: about the file's size again on disk),
-    /// and later loads of the unchanged file map them instead of making them.
+    /// Neither read nor write the cache of repacked copies. By default a model's repacked
+    /// copies, where they come to 256 MiB or more, are saved on its first load (in
+    /// $FERRITE_CACHE_DIR, else $XDG_CACHE_HOME/ferrite, else ~/.cache/ferrite: about the
+    /// file's size again on disk; `ferrite cache` lists them), and later loads of the
+    /// unchanged file map them instead of making them.
     #[arg(long = "no-copy-cache")]
     no_copy_cache: bool,
 }
