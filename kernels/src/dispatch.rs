@@ -8,6 +8,7 @@
 use std::sync::OnceLock;
 
 use crate::blocks::*;
+use crate::pool::SharedMut;
 use crate::repack::Layout;
 use crate::scalar;
 use crate::types::GgmlType;
@@ -214,9 +215,9 @@ impl ActBuf {
                 self.q8_0s.resize(nb, BlockQ8_0S::default());
                 let zero = ActTile { qs: [[0; 32]; 16], d: [0.0; 16] };
                 let f = act_quant::quantize_q8_0s_act;
-                quantize_lay_out(x, &mut self.q8_0s, 32, n, f, 1, zero, t0, |t, r, b| {
-                    t[0].qs[r] = b.qs;
-                    t[0].d[r] = b.d;
+                quantize_lay_out(x, &mut self.q8_0s, 32, n, f, zero, t0, |t, r, b| {
+                    t.qs[r] = b.qs;
+                    t.d[r] = b.d;
                 });
                 (ActRef::Q8_0S(&self.q8_0s), ActTiles::Q8_0(t0))
             }
@@ -224,12 +225,12 @@ impl ActBuf {
                 self.q8k.resize(nb, BlockQ8K::default());
                 let zero = ActTileS { qs: [[[0; 64]; 16]; 4], d: [0.0; 16], bsums: [[0; 4]; 16] };
                 let f = act_quant::quantize_q8_k;
-                quantize_lay_out(x, &mut self.q8k, QK_K, n, f, 1, zero, t2, |t, r, b| {
-                    for (s, q) in t[0].qs.iter_mut().enumerate() {
+                quantize_lay_out(x, &mut self.q8k, QK_K, n, f, zero, t2, |t, r, b| {
+                    for (s, q) in t.qs.iter_mut().enumerate() {
                         q[r].copy_from_slice(&b.qs[64 * s..64 * s + 64]);
                     }
-                    t[0].d[r] = b.d;
-                    for (k, pair) in t[0].bsums[r].iter_mut().enumerate() {
+                    t.d[r] = b.d;
+                    for (k, pair) in t.bsums[r].iter_mut().enumerate() {
                         // bsums are 16-value sums; a 32-value sum is at most 32 x 128, an i16.
                         let sub = |g: usize| {
                             (b.bsums[2 * g] as i32 + b.bsums[2 * g + 1] as i32) as i16 as u16 as u32
@@ -243,10 +244,10 @@ impl ActBuf {
                 self.q8_1.resize(nb, BlockQ8_1::default());
                 let zero = ActTileK { qs: [[0; 32]; 16], d: [0.0; 16], dsum: [0.0; 16] };
                 let f = act_quant::quantize_q8_1_act;
-                quantize_lay_out(x, &mut self.q8_1, 32, n, f, 1, zero, t1, |t, r, b| {
-                    t[0].qs[r] = b.qs;
-                    t[0].d[r] = f16_le(b.d);
-                    t[0].dsum[r] = f16_le(b.s);
+                quantize_lay_out(x, &mut self.q8_1, 32, n, f, zero, t1, |t, r, b| {
+                    t.qs[r] = b.qs;
+                    t.d[r] = f16_le(b.d);
+                    t.dsum[r] = f16_le(b.s);
                 });
                 (ActRef::Q8_1(&self.q8_1), ActTiles::Q8_1(t1))
             }
@@ -329,8 +330,8 @@ pub struct ActTileS {
 const _: () = assert!(std::mem::size_of::<ActTileS>() == 4416);
 
 /// Quantizes `n` activation rows of `x` into `y` (blocks of `block` values, with `f`, as
-/// `ActBuf::quantize` does) and lays them out as tiles of 16 rows, `per` tiles per block:
-/// `put(tiles, r, block)` writes a block into row r of its `per` tiles. One task per 16 rows
+/// `ActBuf::quantize` does) and lays them out as tiles of 16 rows, a tile per block:
+/// `put(tile, r, block)` writes a block into row r of its tile. One task per 16 rows
 /// on the pool, so each chunk's blocks are laid out while they are still in L1 (one parallel
 /// section and one pass over the batch, where quantizing and laying out were two of each).
 /// `out` only grows: in the last chunk the rows past n keep an earlier batch's values, whose
@@ -343,43 +344,34 @@ fn quantize_lay_out<B: Send + Sync, T: Copy + Send>(
     block: usize,
     n: usize,
     f: fn(&[f32], &mut [B]),
-    per: usize,
     zero: T,
     out: &mut Vec<T>,
-    put: impl Fn(&mut [T], usize, &B) + Sync,
+    put: impl Fn(&mut T, usize, &B) + Sync,
 ) {
     let blocks = y.len() / n.max(1);
     if n == 0 || blocks * n != y.len() || x.len() != y.len() * block {
         return;
     }
-    let len = n.div_ceil(16) * blocks * per;
+    let len = n.div_ceil(16) * blocks;
     if out.len() < len {
         out.resize(len, zero);
     }
-    struct Ptr<P>(*mut P);
-    // SAFETY: each chunk's task writes only its own blocks and tiles (see `chunk`); `y` and
-    // `out` outlive the parallel section.
-    unsafe impl<P: Send> Sync for Ptr<P> {}
-    impl<P> Ptr<P> {
-        fn get(&self) -> *mut P {
-            self.0
-        }
-    }
-    let (ys, tiles) = (Ptr(y.as_mut_ptr()), Ptr(out.as_mut_ptr()));
+    // Each chunk's task writes only its own blocks and tiles (see `chunk`).
+    let (ys, tiles) = (SharedMut(y.as_mut_ptr()), SharedMut(out.as_mut_ptr()));
     let chunk = |c: usize| {
         let rows = 16.min(n - 16 * c);
         // SAFETY: rows 16c..16c + rows of `y` (blocks 16c x blocks.., inside y: n x blocks)
-        // and chunk c's tiles (c x blocks x per.., inside `out`: at least `len`) belong to
-        // this task alone.
+        // and chunk c's tiles (c x blocks.., inside `out`: at least `len`) belong to this
+        // task alone; `y` and `out` outlive the parallel section.
         let (yc, ts) = unsafe {
             (
-                std::slice::from_raw_parts_mut(ys.get().add(16 * c * blocks), rows * blocks),
-                std::slice::from_raw_parts_mut(tiles.get().add(c * blocks * per), blocks * per),
+                std::slice::from_raw_parts_mut(ys.ptr().add(16 * c * blocks), rows * blocks),
+                std::slice::from_raw_parts_mut(tiles.ptr().add(c * blocks), blocks),
             )
         };
         f(&x[16 * c * blocks * block..(16 * c + rows) * blocks * block], yc);
         for (r, row) in yc.chunks_exact(blocks).enumerate() {
-            for (t, b) in ts.chunks_exact_mut(per).zip(row) {
+            for (t, b) in ts.iter_mut().zip(row) {
                 put(t, r, b);
             }
         }
@@ -435,18 +427,11 @@ fn par_quantize<B: Send>(x: &[f32], y: &mut [B], block: usize, f: fn(&[f32], &mu
         f(x, y);
         return;
     }
-    struct Out<B>(*mut B);
-    // SAFETY: each task writes its own disjoint range of blocks; `y` outlives the run.
-    unsafe impl<B: Send> Sync for Out<B> {}
-    impl<B> Out<B> {
-        fn ptr(&self) -> *mut B {
-            self.0
-        }
-    }
-    let (out, n) = (Out(y.as_mut_ptr()), y.len());
+    // Each task writes its own disjoint range of blocks.
+    let (out, n) = (SharedMut(y.as_mut_ptr()), y.len());
     crate::pool::global().run(tasks, &|t| {
         let (b0, b1) = (t * per, ((t + 1) * per).min(n));
-        // SAFETY: blocks b0..b1 < n belong to task t alone (see `Out`).
+        // SAFETY: blocks b0..b1 < n belong to task t alone, and `y` outlives the run.
         let ys = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(b0), b1 - b0) };
         f(&x[b0 * block..b1 * block], ys);
     });

@@ -10,6 +10,7 @@ use crate::dispatch::{
     Dot4x4Fn, Dot8Fn, Dot8x4Fn, DotFn, Kernels, Line64, Panel16Fns, PanelEightFn, RowsDecodeFn, RowsUnpackFn,
     Tile16Fns,
 };
+use crate::pool::SharedMut;
 use std::cell::RefCell;
 
 /// Activation rows from which a layout's unpack-once panel (`Kernels::panel16`) pays: the
@@ -241,21 +242,6 @@ pub fn matvec(
     matmul(k, w, x, 1, y, scratch)
 }
 
-/// Raw output pointer shared by the workers; each writes a disjoint set of elements.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: workers write disjoint elements (distinct weight rows), and the pointer outlives
-// the parallel section (it borrows the output for the whole call).
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// Through a method, so closures capture the Sync wrapper, not the raw pointer field.
-    fn ptr(self) -> *mut f32 {
-        self.0
-    }
-}
-
 /// Y = X W^T for `n` activation rows (prefill). Each task takes a chunk of weight rows and
 /// runs every activation row against them while they are in cache.
 pub fn matmul(
@@ -354,15 +340,14 @@ pub fn matmul_multi(
     // A long batch whose activation tiles outgrow L2 runs in parts that fit (see
     // `AMX_TILES_L2`), where every matrix takes every row through the tiles, so each row's
     // results are what the whole batch would give.
+    let cols = first.cols;
     let amx_all = (0..ws.len()).all(|j| amx[j].is_some());
-    let part =
-        (AMX_TILES_L2 / (cols_bytes(first.cols)).max(1) / AMX_MIN_ROWS * AMX_MIN_ROWS).max(AMX_MIN_ROWS);
+    let part = (AMX_TILES_L2 / cols_bytes(cols).max(1) / AMX_MIN_ROWS * AMX_MIN_ROWS).max(AMX_MIN_ROWS);
     if amx_all && n >= part + AMX_MIN_ROWS {
         let mut i0 = 0;
         while i0 < n {
             // (A last part under a tile's rows joins the one before it.)
             let m = if n - i0 < part + AMX_MIN_ROWS { n - i0 } else { part };
-            let cols = first.cols;
             let mut parts: [&mut [f32]; MAX_SHARED] = Default::default();
             for (j, (y, w)) in ys.iter_mut().zip(ws).enumerate() {
                 parts[j] = &mut y[i0 * w.rows..(i0 + m) * w.rows];
@@ -372,7 +357,6 @@ pub fn matmul_multi(
         }
         return Ok(());
     }
-    let cols = first.cols;
     // The AMX path reads the batch laid out as tiles, once for all its matrices (quantized
     // and laid out in one pass).
     let (mut tiles_buf, mut tiles_k_buf, mut tiles_s_buf) =
@@ -382,9 +366,10 @@ pub fn matmul_multi(
         true => scratch.quantize_tiled(act, x, n, &mut tiles_buf, &mut tiles_k_buf, &mut tiles_s_buf),
         false => (scratch.quantize(act, x), ActTiles::Q8_0(&[])),
     };
-    let mut outs = [OutPtr(std::ptr::null_mut()); MAX_SHARED];
+    // Each task writes the outputs of its own weight rows only.
+    let mut outs = [SharedMut(std::ptr::null_mut::<f32>()); MAX_SHARED];
     for (o, y) in outs.iter_mut().zip(ys.iter_mut()) {
-        *o = OutPtr(y.as_mut_ptr());
+        *o = SharedMut(y.as_mut_ptr());
     }
     let outs = outs;
     crate::pool::global().run(tasks, &|t| {

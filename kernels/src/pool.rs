@@ -197,6 +197,31 @@ pub fn global() -> &'static Pool {
     })
 }
 
+/// A raw pointer into a buffer that the tasks of one parallel section share, each writing
+/// its own disjoint part (every user says which at its `unsafe` block), while the buffer
+/// outlives the section. Read through `ptr()`, so closures capture the wrapper, which is
+/// `Sync`, not the raw pointer field, which is not.
+pub struct SharedMut<T>(pub *mut T);
+
+// Not derived: a derive would ask T: Copy, and the pointer is copied whatever T is.
+impl<T> Clone for SharedMut<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for SharedMut<T> {}
+
+// SAFETY: the wrapper only carries the pointer across threads; every dereference is an
+// `unsafe` block of its user, which writes a part no other task touches (see above).
+unsafe impl<T: Send> Send for SharedMut<T> {}
+unsafe impl<T: Send> Sync for SharedMut<T> {}
+
+impl<T> SharedMut<T> {
+    pub fn ptr(self) -> *mut T {
+        self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

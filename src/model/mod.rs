@@ -22,6 +22,7 @@ use copies::{PackedCopy, Store, Want};
 use std::sync::Arc;
 
 use ferrite_kernels::attention::KvRows;
+use ferrite_kernels::pool::SharedMut;
 use ferrite_kernels::repack::{self, Layout};
 use ferrite_kernels::{matmul, matmul_multi, ActBuf, GgmlType, Kernels, Matrix};
 pub use profile::{Op, Profile, Tap};
@@ -543,28 +544,6 @@ fn matmul_shared(
     Ok(())
 }
 
-/// Raw pointer shared by pool workers that each write their own disjoint region (attention:
-/// one head of a token's output; the KV store: one token's cache rows).
-struct SharedMut<T>(*mut T);
-// Not derived: a derive would ask T: Copy, and the pointer is copied whatever T is.
-impl<T> Clone for SharedMut<T> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<T> Copy for SharedMut<T> {}
-// SAFETY: workers write disjoint regions and the buffer outlives the parallel section (each
-// user says why at its `unsafe` block).
-unsafe impl<T> Send for SharedMut<T> {}
-unsafe impl<T> Sync for SharedMut<T> {}
-
-impl<T> SharedMut<T> {
-    /// Through a method, so closures capture the Send wrapper, not the raw pointer field.
-    fn ptr(self) -> *mut T {
-        self.0
-    }
-}
-
 impl Model {
     /// Run `tokens` at positions `cache.len..`; afterwards `state.logits` holds the logits
     /// of the last token (and, if `all_logits` is given, every token's logits are appended
@@ -644,8 +623,20 @@ impl Model {
             ops::rope_table(pos0 + i, &self.inv_freq[..half], cs);
         }
 
-        // The last FFN residual waits for the next layer's norm (`residual_norm`).
-        let mut pending_residual = false;
+        // A layer's FFN residual add is left to the next layer's norm pass (`residual_norm`),
+        // unless activations are being tapped (they are saved between the two).
+        let defer_residual = tap.is_none();
+        // The residual add of `s.xb` into `s.x` and the norm of the sum into `s.xb`, in one
+        // pass; its time shared between the two ops.
+        macro_rules! residual_then_norm {
+            ($w:expr, $op:expr) => {{
+                let t0 = profile::start(&prof);
+                residual_norm(&mut s.x[..n * dim], &mut s.xb[..n * dim], dim, $w, c.rms_eps);
+                if let (Some(p), Some(t0)) = (prof.as_mut(), t0) {
+                    add_fused(p, t0.elapsed(), $op, n * dim);
+                }
+            }};
+        }
         let embd = self.file_matrix(&self.token_embd);
         timed!(Op::Embed, (embd.row_bytes() * n) as u64, 0, {
             for (i, &t) in tokens.iter().enumerate() {
@@ -659,14 +650,9 @@ impl Model {
                 let t = tap.as_mut().expect("tapping");
                 t.save(Some(l), "attn_norm.in", &last(&s.x, dim))?;
             }
-            if pending_residual {
-                // The previous layer's FFN residual and this layer's norm in one pass.
-                let t0 = profile::start(&prof);
-                residual_norm(&mut s.x[..n * dim], &mut s.xb[..n * dim], dim, &layer.attn_norm, c.rms_eps);
-                if let (Some(p), Some(t0)) = (prof.as_mut(), t0) {
-                    add_fused(p, t0.elapsed(), Op::AttnNorm, n * dim);
-                }
-                pending_residual = false;
+            if l > 0 && defer_residual {
+                // The previous layer's FFN residual and this layer's norm.
+                residual_then_norm!(&layer.attn_norm, Op::AttnNorm);
             } else {
                 timed!(Op::AttnNorm, 0, 4 * (n * dim) as u64, {
                     let x = &s.x;
@@ -757,13 +743,9 @@ impl Model {
             if tapping {
                 tap.as_mut().expect("tapping").save(Some(l), "attn_output.out", &last(&s.xb, dim))?;
             }
-            // The attention's residual and the FFN's norm in one pass (one parallel section
-            // fewer; the same arithmetic).
-            let t0 = profile::start(&prof);
-            residual_norm(&mut s.x[..n * dim], &mut s.xb[..n * dim], dim, &layer.ffn_norm, c.rms_eps);
-            if let (Some(p), Some(t0)) = (prof.as_mut(), t0) {
-                add_fused(p, t0.elapsed(), Op::FfnNorm, n * dim);
-            }
+            // The attention's residual and the FFN's norm (one parallel section fewer; the
+            // same arithmetic).
+            residual_then_norm!(&layer.ffn_norm, Op::FfnNorm);
             let t0 = profile::start(&prof);
             let xb = &s.xb[..n * dim];
             let gate_up = [self.matrix(&layer.w_gate), self.matrix(&layer.w_up)];
@@ -803,11 +785,8 @@ impl Model {
                     &mut s.act
                 )?
             );
-            // Left for the next layer's norm to do in its pass, unless the activations are
-            // being tapped (they are saved between the two).
-            if tap.is_none() && l + 1 < self.layers.len() {
-                pending_residual = true;
-            } else {
+            // (Otherwise the next layer's norm pass adds it.)
+            if !defer_residual || l + 1 == self.layers.len() {
                 timed!(Op::Residual, 0, (n * dim) as u64, {
                     let xb = &s.xb;
                     ops::par_chunks(&mut s.x[..n * dim], dim, &|i, x| {
@@ -821,7 +800,6 @@ impl Model {
                 t.save(Some(l), "layer.out", &last(&s.x, dim))?;
             }
         }
-        debug_assert!(!pending_residual);
         cache.len = pos0 + n;
 
         let out = self.matrix(&self.output);
