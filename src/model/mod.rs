@@ -381,6 +381,15 @@ impl Model {
         Model::load(GgufFile::open(path)?)
     }
 
+    /// Map the token embedding's pages now (`MADV_POPULATE_READ`), reading them from disk
+    /// where the page cache does not hold them. A prompt looks up its tokens' rows in the
+    /// mapped file as it goes, a page or two each; `bench`'s warm-up calls this so that its
+    /// timed runs of random tokens do not each read new pages of the file (llama.cpp maps
+    /// the whole file with `MAP_POPULATE` at load).
+    pub fn populate_embedding(&self) {
+        self.file.populate(self.token_embd.start, self.token_embd.len);
+    }
+
     /// The matrix for compute: the repacked copy where there is one.
     pub fn matrix<'a>(&'a self, w: &'a WeightRef) -> Matrix<'a> {
         match &w.packed {
