@@ -43,10 +43,18 @@ fn unpack(w: u64) -> (u64, u64, u64) {
 impl Shared {
     /// Claim and run tasks of the job published in `w`'s epoch until none are left.
     fn work(&self, mut w: u64) {
+        // Tasks finished here, added to `done` once on leaving: one contended atomic add per
+        // thread and job instead of one per task.
+        let mut finished = 0;
+        let leave = |finished: usize| {
+            if finished > 0 {
+                self.done.fetch_add(finished, Release);
+            }
+        };
         loop {
             let (e, n, i) = unpack(w);
             if i >= n {
-                return;
+                return leave(finished);
             }
             match self.word.compare_exchange_weak(w, w + 1, AcqRel, Acquire) {
                 Ok(_) => {
@@ -57,12 +65,12 @@ impl Shared {
                     // epoch e + 2, which cannot start before e finishes.
                     let f = unsafe { *p };
                     f(i as usize);
-                    self.done.fetch_add(1, Release);
+                    finished += 1;
                     w = self.word.load(Acquire);
                 }
                 Err(now) => {
                     if unpack(now).0 != e {
-                        return;
+                        return leave(finished);
                     }
                     w = now;
                 }
