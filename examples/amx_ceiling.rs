@@ -84,6 +84,9 @@ mod x86 {
 
     /// The scaling of one stored sums tile into 16 accumulators, as the kernel does it
     /// (inlined into `steps`, whose target features it needs).
+    ///
+    /// # Safety
+    /// AVX-512F; `sums` readable for 1 KiB and 64-byte aligned, `dy` for 16 floats.
     #[inline(always)]
     unsafe fn scale(sums: *const u8, d: __m512, neg_cd: __m512, dy: *const f32, acc: &mut [__m512; 16]) {
         for (i, a) in acc.iter_mut().enumerate() {
@@ -106,6 +109,10 @@ mod x86 {
     /// `n` x 4 steps two ahead, as the kernel's loop: the products of step s + 2 (A and B
     /// tiles from 18 blocks 576 bytes apart, as `ActTile`s and `Panel32`s lie), the store of
     /// step s, and the scaling of step s - 1's sums into accumulators held in registers.
+    ///
+    /// # Safety
+    /// AMX with the tiles configured by `config()`, AVX-512F; `a` and `b` readable for 18
+    /// blocks of 576 bytes, `m` for 1 KiB, `o` writable for 2 KiB, all 64-byte aligned.
     #[target_feature(enable = "avx512f")]
     unsafe fn steps(n: usize, a: *const u8, b: *const u8, m: *const u8, o: *mut u8, scaling: Scaling) -> f32 {
         let dy = [0.25f32; 16];
