@@ -210,17 +210,20 @@ pub fn list(dir: &Path) -> std::io::Result<Vec<CacheFile>> {
     Ok(out)
 }
 
+/// The length of the JSON header that follows a cache file's first 16 bytes `head` (magic,
+/// then the length), if they are a cache file's and the header fits in `file_len` bytes.
+fn header_len(head: &[u8], file_len: u64) -> Option<usize> {
+    let hlen = u64::from_le_bytes(head.get(8..16)?.try_into().ok()?);
+    (&head[..8] == MAGIC && hlen <= MAX_HEADER && 16 + hlen <= file_len).then_some(hlen as usize)
+}
+
 /// A cache file's JSON header (`None` if it has none that reads).
 fn read_header(path: &Path) -> Option<Value> {
     use std::io::Read;
     let mut f = std::fs::File::open(path).ok()?;
     let mut head = [0u8; 16];
     f.read_exact(&mut head).ok()?;
-    let hlen = u64::from_le_bytes(head[8..16].try_into().ok()?);
-    if &head[..8] != MAGIC || hlen > MAX_HEADER || hlen > f.metadata().ok()?.len() {
-        return None;
-    }
-    let mut h = vec![0u8; hlen as usize];
+    let mut h = vec![0u8; header_len(&head, f.metadata().ok()?.len())?];
     f.read_exact(&mut h).ok()?;
     serde_json::from_slice(&h).ok()
 }
@@ -280,14 +283,8 @@ impl Key {
         // name and renames whole; another process rewriting it in place is outside what we
         // can guard against, as for the model file's own map.
         let map = unsafe { memmap2::Mmap::map(&f) }.ok()?;
-        if map.len() < 16 || &map[..8] != MAGIC {
-            return None;
-        }
-        let hlen = u64::from_le_bytes(map[8..16].try_into().ok()?);
-        if hlen > MAX_HEADER || 16 + hlen as usize > map.len() {
-            return None;
-        }
-        let header: Value = serde_json::from_slice(&map[16..16 + hlen as usize]).ok()?;
+        let hlen = header_len(map.get(..16)?, map.len() as u64)?;
+        let header: Value = serde_json::from_slice(&map[16..16 + hlen]).ok()?;
         if header != self.header {
             return None;
         }
