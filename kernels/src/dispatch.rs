@@ -182,6 +182,60 @@ impl<'a> ActRef<'a> {
     }
 }
 
+/// A step that makes activation row `i` (of the whole batch) in place, run where the row is
+/// quantized: a norm or SwiGLU folded into the next matmul's quantization, one parallel
+/// section instead of two.
+pub type Prep<'a> = &'a (dyn Fn(usize, &mut [f32]) + Sync);
+
+/// A matmul's activation rows: ready, or to be made by `Prep` as they are quantized (rows
+/// `row0..` of the batch; each row is made exactly once, before anything reads it).
+pub enum ActIn<'a> {
+    Ready(&'a [f32]),
+    Prep(&'a mut [f32], Prep<'a>, usize),
+}
+
+impl<'a> ActIn<'a> {
+    pub fn len(&self) -> usize {
+        match self {
+            ActIn::Ready(x) => x.len(),
+            ActIn::Prep(x, _, _) => x.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Rows `i0..i1` (`cols` wide) of these rows.
+    pub fn rows(&mut self, i0: usize, i1: usize, cols: usize) -> ActIn<'_> {
+        match self {
+            ActIn::Ready(x) => ActIn::Ready(&x[i0 * cols..i1 * cols]),
+            ActIn::Prep(x, f, row0) => ActIn::Prep(&mut x[i0 * cols..i1 * cols], *f, *row0 + i0),
+        }
+    }
+
+    /// The rows made (`Prep` run over them in one parallel section), for the paths that
+    /// read them whole.
+    pub fn ready(self, cols: usize) -> &'a [f32] {
+        match self {
+            ActIn::Ready(x) => x,
+            ActIn::Prep(x, f, row0) => {
+                let (p, n) = (SharedMut(x.as_mut_ptr()), x.len() / cols.max(1));
+                let run = |i: usize| {
+                    // SAFETY: row i (i < n, inside x) belongs to this task alone, and `x`
+                    // outlives the parallel section.
+                    f(row0 + i, unsafe { std::slice::from_raw_parts_mut(p.ptr().add(i * cols), cols) })
+                };
+                match n >= 2 {
+                    true => crate::pool::global().run(n, &run),
+                    false => (0..n).for_each(run),
+                }
+                x
+            }
+        }
+    }
+}
+
 /// Reusable activation scratch: quantize once per matmul input, no allocation once warm.
 #[derive(Default)]
 pub struct ActBuf {
@@ -203,7 +257,7 @@ impl ActBuf {
     pub fn quantize_tiled<'a, 'b>(
         &'a mut self,
         kind: ActType,
-        x: &[f32],
+        x: ActIn,
         n: usize,
         t0: &'b mut Vec<ActTile>,
         t1: &'b mut Vec<ActTileK>,
@@ -251,7 +305,10 @@ impl ActBuf {
                 });
                 (ActRef::Q8_1(&self.q8_1), ActTiles::Q8_1(t1))
             }
-            _ => (self.quantize(kind, x), ActTiles::Q8_0(&[])),
+            _ => {
+                let cols = x.len() / n.max(1);
+                (self.quantize(kind, x.ready(cols)), ActTiles::Q8_0(&[]))
+            }
         }
     }
 
@@ -339,7 +396,7 @@ const _: () = assert!(std::mem::size_of::<ActTileS>() == 4416);
 /// activation row only).
 #[allow(clippy::too_many_arguments)]
 fn quantize_lay_out<B: Send + Sync, T: Copy + Send>(
-    x: &[f32],
+    x: ActIn,
     y: &mut [B],
     block: usize,
     n: usize,
@@ -356,20 +413,41 @@ fn quantize_lay_out<B: Send + Sync, T: Copy + Send>(
     if out.len() < len {
         out.resize(len, zero);
     }
-    // Each chunk's task writes only its own blocks and tiles (see `chunk`).
+    // Each chunk's task writes only its own blocks and tiles (see `chunk`), and makes only
+    // its own rows.
     let (ys, tiles) = (SharedMut(y.as_mut_ptr()), SharedMut(out.as_mut_ptr()));
+    let cols = blocks * block;
+    let (xr, prep, row0) = match x {
+        ActIn::Ready(x) => (SharedMut(x.as_ptr() as *mut f32), None, 0),
+        ActIn::Prep(x, f, row0) => (SharedMut(x.as_mut_ptr()), Some(f), row0),
+    };
     let chunk = |c: usize| {
         let rows = 16.min(n - 16 * c);
-        // SAFETY: rows 16c..16c + rows of `y` (blocks 16c x blocks.., inside y: n x blocks)
-        // and chunk c's tiles (c x blocks.., inside `out`: at least `len`) belong to this
-        // task alone; `y` and `out` outlive the parallel section.
+        // SAFETY: rows 16c..16c + rows of `y` (blocks 16c x blocks.., inside y: n x blocks),
+        // of `x` (inside x: n x cols, checked above) and chunk c's tiles (c x blocks.., inside
+        // `out`: at least `len`) belong to this task alone; `x` is written only through
+        // `Prep` (the `Prep` variant holds it mutably); `x`, `y` and `out` outlive the
+        // parallel section.
         let (yc, ts) = unsafe {
             (
                 std::slice::from_raw_parts_mut(ys.ptr().add(16 * c * blocks), rows * blocks),
                 std::slice::from_raw_parts_mut(tiles.ptr().add(c * blocks), blocks),
             )
         };
-        f(&x[16 * c * blocks * block..(16 * c + rows) * blocks * block], yc);
+        let (at, len) = (16 * c * cols, rows * cols);
+        let xc: &[f32] = match prep {
+            Some(f) => {
+                // SAFETY: as above (the `Prep` variant's rows are held mutably).
+                let xc = unsafe { std::slice::from_raw_parts_mut(xr.ptr().add(at), len) };
+                for (r, row) in xc.chunks_exact_mut(cols).enumerate() {
+                    f(row0 + 16 * c + r, row);
+                }
+                xc
+            }
+            // SAFETY: as above (only read).
+            None => unsafe { std::slice::from_raw_parts(xr.ptr().add(at), len) },
+        };
+        f(xc, yc);
         for (r, row) in yc.chunks_exact(blocks).enumerate() {
             for (t, b) in ts.iter_mut().zip(row) {
                 put(t, r, b);

@@ -20,8 +20,8 @@ pub mod types;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_64;
 
-pub use dispatch::{ActBuf, ActRef, ActType, Kernels, Level};
-pub use matmul::{matmul, matmul_multi, matvec, Matrix};
+pub use dispatch::{ActBuf, ActIn, ActRef, ActType, Kernels, Level, Prep};
+pub use matmul::{matmul, matmul_multi, matmul_multi_prep, matvec, Matrix};
 pub use scalar::quantize::{can_quantize, quantize};
 pub use types::GgmlType;
 

@@ -6,9 +6,9 @@
 //! whole blocks). Output: `y[i * rows + r]` = row r of the weights . activation row i.
 
 use crate::dispatch::{
-    ActBuf, ActRef, ActTile, ActTileK, ActTileS, ActTiles, ActType, Dot16x4Fn, Dot16x8Fn, Dot4Fn, Dot4x2Fn,
-    Dot4x4Fn, Dot8Fn, Dot8x4Fn, DotFn, Kernels, Line64, Panel16Fns, PanelEightFn, RowsDecodeFn, RowsUnpackFn,
-    Tile16Fns,
+    ActBuf, ActIn, ActRef, ActTile, ActTileK, ActTileS, ActTiles, ActType, Dot16x4Fn, Dot16x8Fn, Dot4Fn,
+    Dot4x2Fn, Dot4x4Fn, Dot8Fn, Dot8x4Fn, DotFn, Kernels, Line64, Panel16Fns, PanelEightFn, Prep,
+    RowsDecodeFn, RowsUnpackFn, Tile16Fns,
 };
 use crate::pool::SharedMut;
 use std::cell::RefCell;
@@ -269,6 +269,33 @@ pub fn matmul_multi(
     ys: &mut [&mut [f32]],
     scratch: &mut ActBuf,
 ) -> Result<(), KernelError> {
+    matmul_in(k, ws, ActIn::Ready(x), n, ys, scratch)
+}
+
+/// `matmul_multi` whose input rows are made by `prep` (`prep(i, row)` makes row i of `x` in
+/// place, once) where they are quantized: a norm or SwiGLU and the quantization of its
+/// output in one parallel section. `x` holds the rows made afterwards. The same results as
+/// running `prep` over the rows, then `matmul_multi`.
+pub fn matmul_multi_prep(
+    k: &Kernels,
+    ws: &[Matrix],
+    x: &mut [f32],
+    prep: Prep,
+    n: usize,
+    ys: &mut [&mut [f32]],
+    scratch: &mut ActBuf,
+) -> Result<(), KernelError> {
+    matmul_in(k, ws, ActIn::Prep(x, prep, 0), n, ys, scratch)
+}
+
+fn matmul_in(
+    k: &Kernels,
+    ws: &[Matrix],
+    mut x: ActIn,
+    n: usize,
+    ys: &mut [&mut [f32]],
+    scratch: &mut ActBuf,
+) -> Result<(), KernelError> {
     let Some(first) = ws.first() else { return Ok(()) };
     if ws.len() != ys.len() || ws.len() > MAX_SHARED {
         return Err(KernelError::BadLength { ty: first.ty, bytes: ys.len(), elems: ws.len() });
@@ -352,7 +379,7 @@ pub fn matmul_multi(
             for (j, (y, w)) in ys.iter_mut().zip(ws).enumerate() {
                 parts[j] = &mut y[i0 * w.rows..(i0 + m) * w.rows];
             }
-            matmul_multi(k, ws, &x[i0 * cols..(i0 + m) * cols], m, &mut parts[..ws.len()], scratch)?;
+            matmul_in(k, ws, x.rows(i0, i0 + m, cols), m, &mut parts[..ws.len()], scratch)?;
             i0 += m;
         }
         return Ok(());
@@ -364,7 +391,7 @@ pub fn matmul_multi(
     let use_amx = amx.iter().any(|t| t.is_some());
     let (a, act_tiles) = match use_amx {
         true => scratch.quantize_tiled(act, x, n, &mut tiles_buf, &mut tiles_k_buf, &mut tiles_s_buf),
-        false => (scratch.quantize(act, x), ActTiles::Q8_0(&[])),
+        false => (scratch.quantize(act, x.ready(cols)), ActTiles::Q8_0(&[])),
     };
     // Each task writes the outputs of its own weight rows only.
     let mut outs = [SharedMut(std::ptr::null_mut::<f32>()); MAX_SHARED];

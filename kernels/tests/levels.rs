@@ -817,3 +817,76 @@ fn amx_tiles_match_scalar() {
     assert!(checked > 0, "no AMX product compared");
     eprintln!("{checked} AMX comparisons");
 }
+
+/// `matmul_multi_prep` (rows made by a `Prep` where they are quantized) gives the bits of
+/// making the rows first and then `matmul_multi`, makes every row exactly once and leaves
+/// the made rows in `x`: at every level, for a 32-value type, a K type, Q4_1 (Q8_1
+/// activations) and F16 (f32 activations), repacked and in rows, for batches of 1 row
+/// (decode), a partial tile, whole tiles, and one long enough to run in parts on the AMX
+/// tiles (whose row numbers the `Prep` must still see as the batch's).
+#[test]
+fn prep_matmul_equals_prep_then_matmul() {
+    use ferrite_kernels::matmul::{AMX_MIN_ROWS, AMX_TILES_L2};
+    use ferrite_kernels::repack::repack;
+    use ferrite_kernels::{matmul_multi, matmul_multi_prep};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let mut rng = Rng(0x9e3d_0005);
+    // Row i scaled by a factor of its own and squashed: a row made with another row's
+    // number, or twice, gives other values.
+    let make = |i: usize, row: &mut [f32]| {
+        for v in row.iter_mut() {
+            *v = (*v * (1.0 + 0.25 * (i % 7) as f32)).tanh() + 0.01 * i as f32;
+        }
+    };
+    for k in levels() {
+        for ty in [GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q4_1, GgmlType::F16] {
+            let (rows, cols) = (32, 8192);
+            let part = (AMX_TILES_L2 / (cols + cols / 8) / AMX_MIN_ROWS * AMX_MIN_ROWS).max(AMX_MIN_ROWS);
+            let ws: Vec<Vec<u8>> =
+                (0..2).map(|_| weights(ty, rows * cols / ty.block_size(), Case::Random, &mut rng)).collect();
+            let packed: Vec<_> = ws.iter().map(|w| repack(ty, rows, cols, w)).collect();
+            for repacked in [false, true] {
+                let ms: Vec<Matrix> = match repacked {
+                    false => ws.iter().map(|w| Matrix::new(ty, rows, cols, w).unwrap()).collect(),
+                    true => match packed.iter().map(|p| p.as_ref()).collect::<Option<Vec<_>>>() {
+                        Some(ps) => ps
+                            .iter()
+                            .map(|(layout, p)| Matrix::with_layout(ty, rows, cols, *layout, p).unwrap())
+                            .collect(),
+                        None => continue,
+                    },
+                };
+                for n in [1, 5, 16, 37, 2 * part + 24] {
+                    let x = activation(n * cols, &mut rng);
+                    let mut made = x.clone();
+                    for (i, row) in made.chunks_exact_mut(cols).enumerate() {
+                        make(i, row);
+                    }
+                    let mut buf = ActBuf::new();
+                    let (mut a0, mut a1) = (vec![0f32; n * rows], vec![0f32; n * rows]);
+                    if matmul_multi(k, &ms, &made, n, &mut [&mut a0[..], &mut a1[..]], &mut buf).is_err() {
+                        // (No kernel for this layout at this level: both refuse.)
+                        let mut xp = x.clone();
+                        let outs = &mut [&mut a0[..], &mut a1[..]];
+                        assert!(matmul_multi_prep(k, &ms, &mut xp, &make, n, outs, &mut buf).is_err());
+                        continue;
+                    }
+                    let counts: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+                    let prep = |i: usize, row: &mut [f32]| {
+                        counts[i].fetch_add(1, Ordering::Relaxed);
+                        make(i, row);
+                    };
+                    let (mut b0, mut b1) = (vec![0f32; n * rows], vec![0f32; n * rows]);
+                    let mut xp = x.clone();
+                    matmul_multi_prep(k, &ms, &mut xp, &prep, n, &mut [&mut b0[..], &mut b1[..]], &mut buf)
+                        .unwrap();
+                    let what = format!("{} {ty} repacked {repacked} n {n}", k.name);
+                    assert!(counts.iter().all(|c| c.load(Ordering::Relaxed) == 1), "{what}: rows made once");
+                    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                    assert!(bits(&xp) == bits(&made), "{what}: the made rows left in x");
+                    assert!(bits(&a0) == bits(&b0) && bits(&a1) == bits(&b1), "{what}: the same products");
+                }
+            }
+        }
+    }
+}

@@ -24,7 +24,9 @@ use std::sync::Arc;
 use ferrite_kernels::attention::KvRows;
 use ferrite_kernels::pool::SharedMut;
 use ferrite_kernels::repack::{self, Layout};
-use ferrite_kernels::{matmul, matmul_multi, ActBuf, GgmlType, Kernels, Matrix};
+use ferrite_kernels::{
+    matmul, matmul_multi, matmul_multi_prep, ActBuf, ActIn, GgmlType, Kernels, Matrix, Prep,
+};
 pub use profile::{Op, Profile, Tap};
 
 use crate::error::{Error, Result};
@@ -553,6 +555,32 @@ fn matmul_shared(
     Ok(())
 }
 
+/// `matmul_shared` whose input rows are made by `prep` as they are quantized
+/// (`matmul_multi_prep`: the norm or SwiGLU before a matmul and its quantization in one
+/// parallel section). Where the matrices cannot share one quantization, the rows are made
+/// first.
+#[allow(clippy::too_many_arguments)]
+fn matmul_shared_prep(
+    k: &Kernels,
+    ws: &[Matrix],
+    x: &mut [f32],
+    prep: Prep,
+    n: usize,
+    ys: &mut [&mut [f32]],
+    act: &mut ActBuf,
+) -> Result<()> {
+    let same = ws.iter().all(|w| w.act_type_for(k, n) == ws[0].act_type_for(k, n));
+    if same {
+        matmul_multi_prep(k, ws, x, prep, n, ys, act)?;
+    } else {
+        let x = ActIn::Prep(x, prep, 0).ready(ws[0].cols);
+        for (w, y) in ws.iter().zip(ys.iter_mut()) {
+            matmul(k, w, x, n, y, act)?;
+        }
+    }
+    Ok(())
+}
+
 impl Model {
     /// Run `tokens` at positions `cache.len..`; afterwards `state.logits` holds the logits
     /// of the last token (and, if `all_logits` is given, every token's logits are appended
@@ -635,6 +663,9 @@ impl Model {
         // A layer's FFN residual add is left to the next layer's norm pass (`residual_norm`),
         // unless activations are being tapped (they are saved between the two).
         let defer_residual = tap.is_none();
+        // Norms and SwiGLU made inside the next matmul's quantization (`matmul_shared_prep`),
+        // unless activations are tapped (saved between the two) or ops timed (each its own).
+        let fuse = tap.is_none() && prof.is_none();
         // The residual add of `s.xb` into `s.x` and the norm of the sum into `s.xb`, in one
         // pass; its time shared between the two ops.
         macro_rules! residual_then_norm {
@@ -659,28 +690,47 @@ impl Model {
                 let t = tap.as_mut().expect("tapping");
                 t.save(Some(l), "attn_norm.in", &last(&s.x, dim))?;
             }
-            if l > 0 && defer_residual {
-                // The previous layer's FFN residual and this layer's norm.
-                residual_then_norm!(&layer.attn_norm, Op::AttnNorm);
-            } else {
-                timed!(Op::AttnNorm, 0, 4 * (n * dim) as u64, {
-                    let x = &s.x;
-                    ops::par_chunks(&mut s.xb[..n * dim], dim, &|i, o| {
-                        ops::rmsnorm(o, &x[i * dim..(i + 1) * dim], &layer.attn_norm, c.rms_eps)
-                    });
-                });
-            }
-            let t0 = profile::start(&prof);
-            let xb = &s.xb[..n * dim];
             let qkv = [self.matrix(&layer.wq), self.matrix(&layer.wk), self.matrix(&layer.wv)];
-            let outs: &mut [&mut [f32]] = &mut [&mut s.q[..n * qd], &mut s.k[..n * kvd], &mut s.v[..n * kvd]];
-            matmul_shared(k, &qkv, xb, n, outs, &mut s.act)?;
-            if let (Some(p), Some(t0)) = (prof.as_mut(), t0) {
-                let (q, kk, v) = (mm(&layer.wq), mm(&layer.wk), mm(&layer.wv));
-                p.add_split(
-                    &[(Op::AttnQ, q.0, q.1), (Op::AttnK, kk.0, kk.1), (Op::AttnV, v.0, v.1)],
-                    t0.elapsed(),
-                );
+            if fuse {
+                // The norm (and the previous layer's FFN residual) made row by row where the
+                // Q/K/V input is quantized.
+                let (xp, residual) = (SharedMut(s.x.as_mut_ptr()), l > 0);
+                let prep = |i: usize, xb: &mut [f32]| {
+                    // SAFETY: row i of `s.x` (inside it: n x dim) is touched only by the task
+                    // making row i, and `s.x` outlives the matmul.
+                    let x = unsafe { std::slice::from_raw_parts_mut(xp.ptr().add(i * dim), dim) };
+                    if residual {
+                        ops::add_in_place(x, xb);
+                    }
+                    ops::rmsnorm(xb, x, &layer.attn_norm, c.rms_eps);
+                };
+                let outs: &mut [&mut [f32]] =
+                    &mut [&mut s.q[..n * qd], &mut s.k[..n * kvd], &mut s.v[..n * kvd]];
+                matmul_shared_prep(k, &qkv, &mut s.xb[..n * dim], &prep, n, outs, &mut s.act)?;
+            } else {
+                if l > 0 && defer_residual {
+                    // The previous layer's FFN residual and this layer's norm.
+                    residual_then_norm!(&layer.attn_norm, Op::AttnNorm);
+                } else {
+                    timed!(Op::AttnNorm, 0, 4 * (n * dim) as u64, {
+                        let x = &s.x;
+                        ops::par_chunks(&mut s.xb[..n * dim], dim, &|i, o| {
+                            ops::rmsnorm(o, &x[i * dim..(i + 1) * dim], &layer.attn_norm, c.rms_eps)
+                        });
+                    });
+                }
+                let t0 = profile::start(&prof);
+                let xb = &s.xb[..n * dim];
+                let outs: &mut [&mut [f32]] =
+                    &mut [&mut s.q[..n * qd], &mut s.k[..n * kvd], &mut s.v[..n * kvd]];
+                matmul_shared(k, &qkv, xb, n, outs, &mut s.act)?;
+                if let (Some(p), Some(t0)) = (prof.as_mut(), t0) {
+                    let (q, kk, v) = (mm(&layer.wq), mm(&layer.wk), mm(&layer.wv));
+                    p.add_split(
+                        &[(Op::AttnQ, q.0, q.1), (Op::AttnK, kk.0, kk.1), (Op::AttnV, v.0, v.1)],
+                        t0.elapsed(),
+                    );
+                }
             }
             if tapping {
                 let t = tap.as_mut().expect("tapping");
@@ -754,15 +804,31 @@ impl Model {
             }
             // The attention's residual and the FFN's norm (one parallel section fewer; the
             // same arithmetic).
-            residual_then_norm!(&layer.ffn_norm, Op::FfnNorm);
-            let t0 = profile::start(&prof);
-            let xb = &s.xb[..n * dim];
             let gate_up = [self.matrix(&layer.w_gate), self.matrix(&layer.w_up)];
-            let outs: &mut [&mut [f32]] = &mut [&mut s.hb[..n * ffn], &mut s.hb2[..n * ffn]];
-            matmul_shared(k, &gate_up, xb, n, outs, &mut s.act)?;
-            if let (Some(p), Some(t0)) = (prof.as_mut(), t0) {
-                let (g, u) = (mm(&layer.w_gate), mm(&layer.w_up));
-                p.add_split(&[(Op::FfnGate, g.0, g.1), (Op::FfnUp, u.0, u.1)], t0.elapsed());
+            if fuse {
+                // The attention's residual and the FFN's norm made row by row where the
+                // gate/up input is quantized.
+                let xp = SharedMut(s.x.as_mut_ptr());
+                let prep = |i: usize, xb: &mut [f32]| {
+                    // SAFETY: as for the attention's norm above.
+                    let x = unsafe { std::slice::from_raw_parts_mut(xp.ptr().add(i * dim), dim) };
+                    ops::add_in_place(x, xb);
+                    ops::rmsnorm(xb, x, &layer.ffn_norm, c.rms_eps);
+                };
+                let outs: &mut [&mut [f32]] = &mut [&mut s.hb[..n * ffn], &mut s.hb2[..n * ffn]];
+                matmul_shared_prep(k, &gate_up, &mut s.xb[..n * dim], &prep, n, outs, &mut s.act)?;
+            } else {
+                // The attention's residual and the FFN's norm (one parallel section fewer;
+                // the same arithmetic).
+                residual_then_norm!(&layer.ffn_norm, Op::FfnNorm);
+                let t0 = profile::start(&prof);
+                let xb = &s.xb[..n * dim];
+                let outs: &mut [&mut [f32]] = &mut [&mut s.hb[..n * ffn], &mut s.hb2[..n * ffn]];
+                matmul_shared(k, &gate_up, xb, n, outs, &mut s.act)?;
+                if let (Some(p), Some(t0)) = (prof.as_mut(), t0) {
+                    let (g, u) = (mm(&layer.w_gate), mm(&layer.w_up));
+                    p.add_split(&[(Op::FfnGate, g.0, g.1), (Op::FfnUp, u.0, u.1)], t0.elapsed());
+                }
             }
             if tapping {
                 let t = tap.as_mut().expect("tapping");
@@ -771,29 +837,31 @@ impl Model {
                 t.save(Some(l), "ffn_gate.out", &last(&s.hb, ffn))?;
                 t.save(Some(l), "ffn_up.out", &last(&s.hb2, ffn))?;
             }
-            timed!(Op::SwiGlu, 0, 6 * (n * ffn) as u64, {
+            let down = self.matrix(&layer.w_down);
+            if fuse {
+                // SwiGLU made row by row where the down projection's input is quantized.
                 let up = &s.hb2;
-                ops::par_chunks(&mut s.hb[..n * ffn], ffn, &|i, g| {
-                    ops::swiglu(g, &up[i * ffn..(i + 1) * ffn])
-                })
-            });
-            if tapping {
-                tap.as_mut().expect("tapping").save(Some(l), "swiglu.out", &last(&s.hb, ffn))?;
+                let prep = |i: usize, g: &mut [f32]| ops::swiglu(g, &up[i * ffn..(i + 1) * ffn]);
+                let outs: &mut [&mut [f32]] = &mut [&mut s.xb[..n * dim]];
+                matmul_shared_prep(k, &[down], &mut s.hb[..n * ffn], &prep, n, outs, &mut s.act)?;
+            } else {
+                timed!(Op::SwiGlu, 0, 6 * (n * ffn) as u64, {
+                    let up = &s.hb2;
+                    ops::par_chunks(&mut s.hb[..n * ffn], ffn, &|i, g| {
+                        ops::swiglu(g, &up[i * ffn..(i + 1) * ffn])
+                    })
+                });
+                if tapping {
+                    tap.as_mut().expect("tapping").save(Some(l), "swiglu.out", &last(&s.hb, ffn))?;
+                }
+                let (b, f) = mm(&layer.w_down);
+                timed!(
+                    Op::FfnDown,
+                    b,
+                    f,
+                    matmul(k, &down, &s.hb[..n * ffn], n, &mut s.xb[..n * dim], &mut s.act)?
+                );
             }
-            let (b, f) = mm(&layer.w_down);
-            timed!(
-                Op::FfnDown,
-                b,
-                f,
-                matmul(
-                    k,
-                    &self.matrix(&layer.w_down),
-                    &s.hb[..n * ffn],
-                    n,
-                    &mut s.xb[..n * dim],
-                    &mut s.act
-                )?
-            );
             // (Otherwise the next layer's norm pass adds it.)
             if !defer_residual || l + 1 == self.layers.len() {
                 timed!(Op::Residual, 0, (n * dim) as u64, {
