@@ -179,6 +179,7 @@ impl Memory {
             "copy_cache": match &self.copy_cache {
                 CopyCache::Unused => serde_json::Value::Null,
                 CopyCache::Read(p) => json!({ "read": p }),
+                CopyCache::ReadIntoMemory(p) => json!({ "read": p, "into_memory": true }),
                 CopyCache::Writing(p) => json!({ "writing": p }),
                 CopyCache::Wrote(p, t) => json!({ "wrote": p, "write_s": t.as_secs_f64() }),
                 CopyCache::Failed(e) => json!({ "failed": e }),
@@ -196,6 +197,12 @@ impl std::fmt::Display for Memory {
             (b, CopyCache::Read(p)) => {
                 write!(f, "repacked copies {:.2} GiB (mapped from the cache {})", gib(b), p.display())?
             }
+            (b, CopyCache::ReadIntoMemory(p)) => write!(
+                f,
+                "repacked copies {:.2} GiB (read from the cache {} into memory)",
+                gib(b),
+                p.display()
+            )?,
             (b, _) => write!(f, "repacked copies {:.2} GiB (their file pages released)", gib(b))?,
         }
         if let Some(p) = self.peak_rss_bytes {
@@ -204,7 +211,7 @@ impl std::fmt::Display for Memory {
         if let Some(h) = self.huge_page_bytes {
             write!(f, "; mapped by 2 MiB pages {:.2} GiB", gib(h))?;
         }
-        if !matches!(self.copy_cache, CopyCache::Unused | CopyCache::Read(_)) {
+        if !matches!(self.copy_cache, CopyCache::Unused | CopyCache::Read(_) | CopyCache::ReadIntoMemory(_)) {
             write!(f, "; {}", self.copy_cache)?;
         }
         Ok(())

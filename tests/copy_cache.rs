@@ -15,9 +15,15 @@ fn model_path() -> PathBuf {
     p
 }
 
-/// Load with the cache in `dir` (any size of copies is cached), waiting for a save to end.
+/// Load with the cache in `dir` (any size of copies is cached), waiting for a save to end;
+/// copies found in the cache mapped.
 fn load(path: &Path, dir: &Path) -> (Model, CopyCache) {
-    let opts = LoadOptions { repack: true, cache: Some((dir.to_path_buf(), 0)) };
+    load_how(path, dir, Some(false))
+}
+
+/// `load`, copies found in the cache read into memory or mapped as `in_memory` says.
+fn load_how(path: &Path, dir: &Path, in_memory: Option<bool>) -> (Model, CopyCache) {
+    let opts = LoadOptions { repack: true, cache: Some((dir.to_path_buf(), 0)), copies_in_memory: in_memory };
     let m = Model::load_opts(GgufFile::open(path).unwrap(), &opts).unwrap();
     let c = m.wait_copy_cache();
     (m, c)
@@ -40,7 +46,7 @@ fn logits(m: &Model) -> Vec<Vec<u32>> {
 
 fn cache_file(c: &CopyCache) -> PathBuf {
     match c {
-        CopyCache::Wrote(p, _) | CopyCache::Read(p) => p.clone(),
+        CopyCache::Wrote(p, _) | CopyCache::Read(p) | CopyCache::ReadIntoMemory(p) => p.clone(),
         other => panic!("expected a cache file, got {other:?}"),
     }
 }
@@ -64,6 +70,15 @@ fn second_load_maps_the_saved_copies_with_the_same_results() {
     assert_eq!(c2, CopyCache::Read(file.clone()), "second load");
     assert_eq!(second.repacked_bytes(), reference.repacked_bytes());
     assert_eq!(logits(&second), want, "copies mapped from the cache");
+
+    // Read into memory instead of mapped (as where the page cache holds the file in small
+    // pages), and as the load decides by itself: the same results.
+    let (third, c3) = load_how(&path, dir.path(), Some(true));
+    assert_eq!(c3, CopyCache::ReadIntoMemory(file.clone()), "third load");
+    assert_eq!(logits(&third), want, "copies read from the cache into memory");
+    let (fourth, c4) = load_how(&path, dir.path(), None);
+    assert!(matches!(&c4, CopyCache::Read(p) | CopyCache::ReadIntoMemory(p) if *p == file), "{c4:?}");
+    assert_eq!(logits(&fourth), want, "copies from the cache, mapped or read as the load chose");
 
     // Nothing else is left in the directory (the temporary file was renamed).
     let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
@@ -166,7 +181,11 @@ fn abandoned_temporary_files_are_removed_and_small_copies_not_cached() {
     let dir = tempfile::tempdir().unwrap();
     let path = model_path();
     // Copies under the threshold: no file.
-    let opts = LoadOptions { repack: true, cache: Some((dir.path().to_path_buf(), usize::MAX)) };
+    let opts = LoadOptions {
+        repack: true,
+        cache: Some((dir.path().to_path_buf(), usize::MAX)),
+        copies_in_memory: None,
+    };
     let m = Model::load_opts(GgufFile::open(&path).unwrap(), &opts).unwrap();
     assert_eq!(m.wait_copy_cache(), CopyCache::Unused);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);

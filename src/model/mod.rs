@@ -146,11 +146,15 @@ pub struct LoadOptions {
     /// The directory of the copy cache (`None`: no cache), and the least bytes of copies
     /// worth caching.
     pub cache: Option<(std::path::PathBuf, usize)>,
+    /// Copies found in the cache: read into memory of our own (`Some(true)`), mapped
+    /// (`Some(false)`), or mapped unless the page cache holds them in small pages (`None`).
+    pub copies_in_memory: Option<bool>,
 }
 
 impl LoadOptions {
     /// What `Model::load` does: `set_repack`, `set_copy_cache` and the environment
-    /// (`FERRITE_NO_REPACK`, `FERRITE_NO_COPY_CACHE`, `FERRITE_CACHE_DIR`).
+    /// (`FERRITE_NO_REPACK`, `FERRITE_NO_COPY_CACHE`, `FERRITE_CACHE_DIR`,
+    /// `FERRITE_COPIES_IN_MEMORY=1|0`).
     pub fn from_env() -> LoadOptions {
         use std::sync::atomic::Ordering::Relaxed;
         let repack = REPACK.load(Relaxed) && std::env::var_os("FERRITE_NO_REPACK").is_none();
@@ -158,7 +162,12 @@ impl LoadOptions {
             .then(copies::default_dir)
             .flatten()
             .map(|d| (d, copies::DEFAULT_MIN_BYTES));
-        LoadOptions { repack, cache }
+        let copies_in_memory = match std::env::var("FERRITE_COPIES_IN_MEMORY").as_deref() {
+            Ok("1") => Some(true),
+            Ok("0") => Some(false),
+            _ => None,
+        };
+        LoadOptions { repack, cache, copies_in_memory }
     }
 }
 
@@ -173,7 +182,7 @@ impl Model {
     /// The model of a file; `repack`: make the repacked copies (see `set_repack`), without
     /// the cache.
     pub fn load_with(file: GgufFile, repack: bool) -> Result<Model> {
-        Model::load_opts(file, &LoadOptions { repack, cache: None })
+        Model::load_opts(file, &LoadOptions { repack, cache: None, copies_in_memory: None })
     }
 
     pub fn load_opts(file: GgufFile, opts: &LoadOptions) -> Result<Model> {
@@ -223,7 +232,7 @@ impl Model {
             copy_cache: Default::default(),
         };
         if opts.repack {
-            m.repack(opts.cache.as_ref().map(|(d, min)| (d.as_path(), *min)));
+            m.repack(opts.cache.as_ref().map(|(d, min)| (d.as_path(), *min)), opts.copies_in_memory);
         }
         Ok(m)
     }
@@ -233,7 +242,7 @@ impl Model {
     /// least bytes worth caching), and save them there when made. The copies replace the
     /// file's bytes for compute, and the file's pages of those matrices are released, so
     /// resident memory stays about the file size.
-    fn repack(&mut self, cache: Option<(&std::path::Path, usize)>) {
+    fn repack(&mut self, cache: Option<(&std::path::Path, usize)>, in_memory: Option<bool>) {
         use rayon::prelude::*;
         let k = self.kernels;
         let ws: Vec<&mut WeightRef> = self
@@ -265,7 +274,9 @@ impl Model {
         let key = cache
             .filter(|&(_, min)| total >= min && total > 0)
             .and_then(|(dir, _)| copies::Key::new(dir, file, &wants));
-        if let Some((key, copies)) = key.as_ref().and_then(|key| Some((key, key.read(file, &wants)?))) {
+        if let Some((key, (copies, copied))) =
+            key.as_ref().and_then(|key| Some((key, key.read(file, &wants, in_memory)?)))
+        {
             for ((w, c), want) in ws.into_iter().zip(copies).zip(&wants) {
                 // The check read the first rows of each matrix from the file.
                 if (w.start, w.len) != embd {
@@ -273,7 +284,9 @@ impl Model {
                 }
                 w.packed = Some(c);
             }
-            self.set_copy_cache(CopyCache::Read(key.path.clone()), None);
+            let path = key.path.clone();
+            let how = if copied { CopyCache::ReadIntoMemory(path) } else { CopyCache::Read(path) };
+            self.set_copy_cache(how, None);
             return;
         }
         let mut outs: Vec<Option<Store>> = wants.iter().map(|w| Store::zeroed(w.len)).collect();
