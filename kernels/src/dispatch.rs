@@ -221,13 +221,18 @@ impl<'a> ActIn<'a> {
             ActIn::Ready(x) => x,
             ActIn::Prep(x, f, row0) => {
                 let (p, n) = (SharedMut(x.as_mut_ptr()), x.len() / cols.max(1));
-                let run = |i: usize| {
-                    // SAFETY: row i (i < n, inside x) belongs to this task alone, and `x`
-                    // outlives the parallel section.
-                    f(row0 + i, unsafe { std::slice::from_raw_parts_mut(p.ptr().add(i * cols), cols) })
+                // Runs of rows, about four per thread (a task per row is a claim per row).
+                let pool = crate::pool::global();
+                let per = n.div_ceil(4 * pool.threads()).max(1);
+                let run = |t: usize| {
+                    for i in t * per..n.min((t + 1) * per) {
+                        // SAFETY: row i (i < n, inside x) belongs to this task alone, and `x`
+                        // outlives the parallel section.
+                        f(row0 + i, unsafe { std::slice::from_raw_parts_mut(p.ptr().add(i * cols), cols) })
+                    }
                 };
                 match n >= 2 {
-                    true => crate::pool::global().run(n, &run),
+                    true => pool.run(n.div_ceil(per), &run),
                     false => (0..n).for_each(run),
                 }
                 x
