@@ -21,7 +21,7 @@ pub mod types;
 pub mod x86_64;
 
 pub use dispatch::{ActBuf, ActIn, ActRef, ActType, Kernels, Level, Prep};
-pub use matmul::{matmul, matmul_multi, matmul_multi_prep, matvec, Matrix};
+pub use matmul::{matmul, matmul_multi, matmul_multi_in, matvec, Matrix};
 pub use scalar::quantize::{can_quantize, quantize};
 pub use types::GgmlType;
 

@@ -7,8 +7,8 @@
 
 use crate::dispatch::{
     ActBuf, ActIn, ActRef, ActTile, ActTileK, ActTileS, ActTiles, ActType, Dot16x4Fn, Dot16x8Fn, Dot4Fn,
-    Dot4x2Fn, Dot4x4Fn, Dot8Fn, Dot8x4Fn, DotFn, Kernels, Line64, Panel16Fns, PanelEightFn, Prep,
-    RowsDecodeFn, RowsUnpackFn, Tile16Fns,
+    Dot4x2Fn, Dot4x4Fn, Dot8Fn, Dot8x4Fn, DotFn, Kernels, Line64, Panel16Fns, PanelEightFn, RowsDecodeFn,
+    RowsUnpackFn, Tile16Fns,
 };
 use crate::pool::SharedMut;
 use std::cell::RefCell;
@@ -269,26 +269,14 @@ pub fn matmul_multi(
     ys: &mut [&mut [f32]],
     scratch: &mut ActBuf,
 ) -> Result<(), KernelError> {
-    matmul_in(k, ws, ActIn::Ready(x), n, ys, scratch)
+    matmul_multi_in(k, ws, ActIn::Ready(x), n, ys, scratch)
 }
 
-/// `matmul_multi` whose input rows are made by `prep` (`prep(i, row)` makes row i of `x` in
-/// place, once) where they are quantized: a norm or SwiGLU and the quantization of its
-/// output in one parallel section. `x` holds the rows made afterwards. The same results as
-/// running `prep` over the rows, then `matmul_multi`.
-pub fn matmul_multi_prep(
-    k: &Kernels,
-    ws: &[Matrix],
-    x: &mut [f32],
-    prep: Prep,
-    n: usize,
-    ys: &mut [&mut [f32]],
-    scratch: &mut ActBuf,
-) -> Result<(), KernelError> {
-    matmul_in(k, ws, ActIn::Prep(x, prep, 0), n, ys, scratch)
-}
-
-fn matmul_in(
+/// `matmul_multi` on input rows that are ready (`ActIn::Ready`) or made by a `Prep` where
+/// they are quantized (`ActIn::Prep`: `prep(i, row)` makes row i in place, once; a norm or
+/// SwiGLU and the quantization of its output in one parallel section). The rows made are
+/// left in place; the results are those of making the rows first, then `matmul_multi`.
+pub fn matmul_multi_in(
     k: &Kernels,
     ws: &[Matrix],
     mut x: ActIn,
@@ -379,7 +367,7 @@ fn matmul_in(
             for (j, (y, w)) in ys.iter_mut().zip(ws).enumerate() {
                 parts[j] = &mut y[i0 * w.rows..(i0 + m) * w.rows];
             }
-            matmul_in(k, ws, x.rows(i0, i0 + m, cols), m, &mut parts[..ws.len()], scratch)?;
+            matmul_multi_in(k, ws, x.rows(i0, i0 + m, cols), m, &mut parts[..ws.len()], scratch)?;
             i0 += m;
         }
         return Ok(());

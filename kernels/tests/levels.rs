@@ -818,7 +818,7 @@ fn amx_tiles_match_scalar() {
     eprintln!("{checked} AMX comparisons");
 }
 
-/// `matmul_multi_prep` (rows made by a `Prep` where they are quantized) gives the bits of
+/// `matmul_multi_in` with `ActIn::Prep` (rows made where they are quantized) gives the bits of
 /// making the rows first and then `matmul_multi`, makes every row exactly once and leaves
 /// the made rows in `x`: at every level, for a 32-value type, a K type, Q4_1 (Q8_1
 /// activations) and F16 (f32 activations), repacked and in rows, for batches of 1 row
@@ -828,7 +828,7 @@ fn amx_tiles_match_scalar() {
 fn prep_matmul_equals_prep_then_matmul() {
     use ferrite_kernels::matmul::{AMX_MIN_ROWS, AMX_TILES_L2};
     use ferrite_kernels::repack::repack;
-    use ferrite_kernels::{matmul_multi, matmul_multi_prep};
+    use ferrite_kernels::{matmul_multi, matmul_multi_in, ActIn};
     use std::sync::atomic::{AtomicUsize, Ordering};
     let mut rng = Rng(0x9e3d_0005);
     // Row i scaled by a factor of its own and squashed: a row made with another row's
@@ -868,7 +868,8 @@ fn prep_matmul_equals_prep_then_matmul() {
                         // (No kernel for this layout at this level: both refuse.)
                         let mut xp = x.clone();
                         let outs = &mut [&mut a0[..], &mut a1[..]];
-                        assert!(matmul_multi_prep(k, &ms, &mut xp, &make, n, outs, &mut buf).is_err());
+                        assert!(matmul_multi_in(k, &ms, ActIn::Prep(&mut xp, &make, 0), n, outs, &mut buf)
+                            .is_err());
                         continue;
                     }
                     let counts: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
@@ -878,8 +879,8 @@ fn prep_matmul_equals_prep_then_matmul() {
                     };
                     let (mut b0, mut b1) = (vec![0f32; n * rows], vec![0f32; n * rows]);
                     let mut xp = x.clone();
-                    matmul_multi_prep(k, &ms, &mut xp, &prep, n, &mut [&mut b0[..], &mut b1[..]], &mut buf)
-                        .unwrap();
+                    let outs = &mut [&mut b0[..], &mut b1[..]];
+                    matmul_multi_in(k, &ms, ActIn::Prep(&mut xp, &prep, 0), n, outs, &mut buf).unwrap();
                     let what = format!("{} {ty} repacked {repacked} n {n}", k.name);
                     assert!(counts.iter().all(|c| c.load(Ordering::Relaxed) == 1), "{what}: rows made once");
                     let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();

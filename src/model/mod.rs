@@ -24,9 +24,7 @@ use std::sync::Arc;
 use ferrite_kernels::attention::KvRows;
 use ferrite_kernels::pool::SharedMut;
 use ferrite_kernels::repack::{self, Layout};
-use ferrite_kernels::{
-    matmul, matmul_multi, matmul_multi_prep, ActBuf, ActIn, GgmlType, Kernels, Matrix, Prep,
-};
+use ferrite_kernels::{matmul, matmul_multi_in, ActBuf, ActIn, GgmlType, Kernels, Matrix};
 pub use profile::{Op, Profile, Tap};
 
 use crate::error::{Error, Result};
@@ -548,45 +546,21 @@ fn prefill_batch(level: ferrite_kernels::Level, width: usize) -> usize {
 }
 
 /// Matrices sharing one input: one parallel section when their activation formats agree
-/// (the usual case), one call each otherwise (e.g. a Q4_0 file with a Q6_K attn_v).
+/// (the usual case), one call each otherwise (e.g. a Q4_0 file with a Q6_K attn_v), where
+/// rows still to be made (`ActIn::Prep`) are made first.
 fn matmul_shared(
     k: &Kernels,
     ws: &[Matrix],
-    x: &[f32],
+    x: ActIn,
     n: usize,
     ys: &mut [&mut [f32]],
     act: &mut ActBuf,
 ) -> Result<()> {
     let same = ws.iter().all(|w| w.act_type_for(k, n) == ws[0].act_type_for(k, n));
     if same {
-        matmul_multi(k, ws, x, n, ys, act)?;
+        matmul_multi_in(k, ws, x, n, ys, act)?;
     } else {
-        for (w, y) in ws.iter().zip(ys.iter_mut()) {
-            matmul(k, w, x, n, y, act)?;
-        }
-    }
-    Ok(())
-}
-
-/// `matmul_shared` whose input rows are made by `prep` as they are quantized
-/// (`matmul_multi_prep`: the norm or SwiGLU before a matmul and its quantization in one
-/// parallel section). Where the matrices cannot share one quantization, the rows are made
-/// first.
-#[allow(clippy::too_many_arguments)]
-fn matmul_shared_prep(
-    k: &Kernels,
-    ws: &[Matrix],
-    x: &mut [f32],
-    prep: Prep,
-    n: usize,
-    ys: &mut [&mut [f32]],
-    act: &mut ActBuf,
-) -> Result<()> {
-    let same = ws.iter().all(|w| w.act_type_for(k, n) == ws[0].act_type_for(k, n));
-    if same {
-        matmul_multi_prep(k, ws, x, prep, n, ys, act)?;
-    } else {
-        let x = ActIn::Prep(x, prep, 0).ready(ws[0].cols);
+        let x = x.ready(ws[0].cols);
         for (w, y) in ws.iter().zip(ys.iter_mut()) {
             matmul(k, w, x, n, y, act)?;
         }
@@ -676,7 +650,7 @@ impl Model {
         // A layer's FFN residual add is left to the next layer's norm pass (`residual_norm`),
         // unless activations are being tapped (they are saved between the two).
         let defer_residual = tap.is_none();
-        // Norms and SwiGLU made inside the next matmul's quantization (`matmul_shared_prep`),
+        // Norms and SwiGLU made inside the next matmul's quantization (`ActIn::Prep`),
         // unless activations are tapped (saved between the two) or ops timed (each its own).
         let fuse = tap.is_none() && prof.is_none();
         // The residual add of `s.xb` into `s.x` and the norm of the sum into `s.xb`, in one
@@ -719,7 +693,7 @@ impl Model {
                 };
                 let outs: &mut [&mut [f32]] =
                     &mut [&mut s.q[..n * qd], &mut s.k[..n * kvd], &mut s.v[..n * kvd]];
-                matmul_shared_prep(k, &qkv, &mut s.xb[..n * dim], &prep, n, outs, &mut s.act)?;
+                matmul_shared(k, &qkv, ActIn::Prep(&mut s.xb[..n * dim], &prep, 0), n, outs, &mut s.act)?;
             } else {
                 if l > 0 && defer_residual {
                     // The previous layer's FFN residual and this layer's norm.
@@ -736,7 +710,7 @@ impl Model {
                 let xb = &s.xb[..n * dim];
                 let outs: &mut [&mut [f32]] =
                     &mut [&mut s.q[..n * qd], &mut s.k[..n * kvd], &mut s.v[..n * kvd]];
-                matmul_shared(k, &qkv, xb, n, outs, &mut s.act)?;
+                matmul_shared(k, &qkv, ActIn::Ready(xb), n, outs, &mut s.act)?;
                 if let (Some(p), Some(t0)) = (prof.as_mut(), t0) {
                     let (q, kk, v) = (mm(&layer.wq), mm(&layer.wk), mm(&layer.wv));
                     p.add_split(
@@ -829,7 +803,7 @@ impl Model {
                     ops::rmsnorm(xb, x, &layer.ffn_norm, c.rms_eps);
                 };
                 let outs: &mut [&mut [f32]] = &mut [&mut s.hb[..n * ffn], &mut s.hb2[..n * ffn]];
-                matmul_shared_prep(k, &gate_up, &mut s.xb[..n * dim], &prep, n, outs, &mut s.act)?;
+                matmul_shared(k, &gate_up, ActIn::Prep(&mut s.xb[..n * dim], &prep, 0), n, outs, &mut s.act)?;
             } else {
                 // The attention's residual and the FFN's norm (one parallel section fewer;
                 // the same arithmetic).
@@ -837,7 +811,7 @@ impl Model {
                 let t0 = profile::start(&prof);
                 let xb = &s.xb[..n * dim];
                 let outs: &mut [&mut [f32]] = &mut [&mut s.hb[..n * ffn], &mut s.hb2[..n * ffn]];
-                matmul_shared(k, &gate_up, xb, n, outs, &mut s.act)?;
+                matmul_shared(k, &gate_up, ActIn::Ready(xb), n, outs, &mut s.act)?;
                 if let (Some(p), Some(t0)) = (prof.as_mut(), t0) {
                     let (g, u) = (mm(&layer.w_gate), mm(&layer.w_up));
                     p.add_split(&[(Op::FfnGate, g.0, g.1), (Op::FfnUp, u.0, u.1)], t0.elapsed());
@@ -856,7 +830,7 @@ impl Model {
                 let up = &s.hb2;
                 let prep = |i: usize, g: &mut [f32]| ops::swiglu(g, &up[i * ffn..(i + 1) * ffn]);
                 let outs: &mut [&mut [f32]] = &mut [&mut s.xb[..n * dim]];
-                matmul_shared_prep(k, &[down], &mut s.hb[..n * ffn], &prep, n, outs, &mut s.act)?;
+                matmul_shared(k, &[down], ActIn::Prep(&mut s.hb[..n * ffn], &prep, 0), n, outs, &mut s.act)?;
             } else {
                 timed!(Op::SwiGlu, 0, 6 * (n * ffn) as u64, {
                     let up = &s.hb2;
