@@ -334,7 +334,7 @@ impl Key {
             return Some((copies, false));
         }
         let Some(Store::Anon(mut mem)) = Store::zeroed(map.len()) else { return Some((copies, false)) };
-        copy_parallel(map, &mut mem);
+        copy_out(map, &mut mem);
         let store = Arc::new(Store::Anon(mem));
         let copies = copies.into_iter().map(|c| PackedCopy { store: store.clone(), ..c }).collect();
         Some((copies, true))
@@ -440,9 +440,11 @@ const MIN_HUGE_SHARE: f64 = 0.9;
 /// whatever the map's advice: decode then takes a TLB miss per 4 KiB and the hardware
 /// prefetcher stops at every page's end. Measured here: 1B Q4_0 decode 30.5-31.2 tokens/s
 /// with 16% of its copies in small pages, 33.6-34.7 from memory of our own; 8B Q4_K_M 3.8-4.0
-/// with 27%, 4.5-4.6 from memory. Every eighth 2 MiB of the map is faulted in
-/// (`MADV_POPULATE_READ`), and the share of those mapped by 2 MiB pages read from
-/// /proc/self/smaps.
+/// with 27%, 4.5-4.6 from memory. The whole map is faulted in (`MADV_POPULATE_READ`: a file
+/// not in the page cache is read now, in 2 MiB folios where memory allows, rather than by
+/// the first tokens), then its share mapped by 2 MiB pages is read from /proc/self/smaps. (A
+/// sample of every eighth 2 MiB read 96% where the whole map was 73%: the sample's own reads
+/// came in 2 MiB folios, the rest by readahead in small ones.)
 fn in_small_pages(map: &memmap2::Mmap) -> bool {
     #[cfg(target_os = "linux")]
     {
@@ -450,14 +452,8 @@ fn in_small_pages(map: &memmap2::Mmap) -> bool {
         if thp.is_empty() || thp.contains("[never]") {
             return false;
         }
-        const HUGE: usize = 2 << 20;
-        // The map starts at a 2 MiB boundary where the kernel could place it so (it aligns
-        // large file maps for huge pages); samples from the first boundary.
-        let skip = (map.as_ptr() as usize).next_multiple_of(HUGE) - map.as_ptr() as usize;
-        for at in (skip..map.len().saturating_sub(HUGE)).step_by(8 * HUGE) {
-            if map.advise_range(memmap2::Advice::PopulateRead, at, HUGE).is_err() {
-                return false;
-            }
+        if map.advise(memmap2::Advice::PopulateRead).is_err() {
+            return false;
         }
         let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();
         huge_share(&smaps, map.as_ptr() as usize).is_some_and(|share| share < MIN_HUGE_SHARE)
@@ -488,12 +484,26 @@ fn huge_share(smaps: &str, start: usize) -> Option<f64> {
     (rss > 0.0).then(|| pmd / rss)
 }
 
-/// `dst` = `src`, in 2 MiB pieces on rayon's threads (faulting and zeroing `dst`'s pages is
-/// most of the cost, and it parallelises).
-fn copy_parallel(src: &[u8], dst: &mut [u8]) {
+/// `dst` = the map's bytes, in 2 MiB pieces on rayon's threads (faulting and zeroing `dst`'s
+/// pages is most of the cost, and it parallelises), each piece of the map let go once copied
+/// (it stays in the page cache), so that resident memory does not hold the copies twice.
+fn copy_out(map: &memmap2::Mmap, dst: &mut [u8]) {
     use rayon::prelude::*;
     const PIECE: usize = 2 << 20;
-    dst.par_chunks_mut(PIECE).zip(src.par_chunks(PIECE)).for_each(|(d, s)| d.copy_from_slice(s));
+    let release = |at: usize, len: usize| {
+        // SAFETY: DONTNEED on a read-only shared map of a file only drops this process's page
+        // table entries; a later read faults the same bytes in again from the page cache.
+        #[cfg(unix)]
+        let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, at, len) };
+        #[cfg(not(unix))]
+        let _ = (at, len);
+    };
+    release(0, map.len());
+    dst.par_chunks_mut(PIECE).enumerate().for_each(|(i, d)| {
+        let at = i * PIECE;
+        d.copy_from_slice(&map[at..at + d.len()]);
+        release(at, d.len());
+    });
 }
 
 /// Bytes per write of the cache file: whole 2 MiB pieces at 2 MiB offsets, so that the page
