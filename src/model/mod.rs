@@ -429,20 +429,6 @@ impl Model {
     }
 }
 
-/// x += d, then d = rmsnorm(x) x w, row by row in one parallel section: a residual add and
-/// the next norm, which read and write the same rows.
-fn residual_norm(x: &mut [f32], d: &mut [f32], dim: usize, w: &[f32], eps: f32) {
-    let dp = SharedMut(d.as_mut_ptr());
-    assert_eq!(x.len(), d.len());
-    ops::par_chunks(x, dim, &|i, xr| {
-        // SAFETY: row i of `d` (i * dim .. + xr.len(), inside `d`: the same length as `x`,
-        // asserted) belongs to this task alone, and `d` outlives the parallel section.
-        let dr = unsafe { std::slice::from_raw_parts_mut(dp.ptr().add(i * dim), xr.len()) };
-        ops::add_in_place(xr, dr);
-        ops::rmsnorm(dr, xr, w, eps);
-    });
-}
-
 /// A fused residual + norm's time, shared between the two ops by their flops (1 and 4 per
 /// value).
 fn add_fused(p: &mut Profile, t: std::time::Duration, norm: Op, values: usize) {
@@ -647,21 +633,25 @@ impl Model {
             ops::rope_table(pos0 + i, &self.inv_freq[..half], cs);
         }
 
-        // A layer's FFN residual add is left to the next layer's norm pass (`residual_norm`),
+        // A layer's FFN residual add is left to the next layer's norm pass (`attn_in`),
         // unless activations are being tapped (they are saved between the two).
         let defer_residual = tap.is_none();
         // Norms and SwiGLU made inside the next matmul's quantization (`ActIn::Prep`),
         // unless activations are tapped (saved between the two) or ops timed (each its own).
         let fuse = tap.is_none() && prof.is_none();
-        // The residual add of `s.xb` into `s.x` and the norm of the sum into `s.xb`, in one
-        // pass; its time shared between the two ops.
-        macro_rules! residual_then_norm {
-            ($w:expr, $op:expr) => {{
+        // A norm's rows made in a section of their own (not fused), timed as the norm (and,
+        // with the residual add before it, shared between the two ops).
+        macro_rules! made_norm {
+            ($x:expr, $prep:expr, $op:expr, $residual:expr) => {{
                 let t0 = profile::start(&prof);
-                residual_norm(&mut s.x[..n * dim], &mut s.xb[..n * dim], dim, $w, c.rms_eps);
+                let x = ActIn::Prep($x, $prep, 0).ready(dim);
                 if let (Some(p), Some(t0)) = (prof.as_mut(), t0) {
-                    add_fused(p, t0.elapsed(), $op, n * dim);
+                    match $residual {
+                        true => add_fused(p, t0.elapsed(), $op, n * dim),
+                        false => p.add($op, t0.elapsed(), 0, 4 * (n * dim) as u64),
+                    }
                 }
+                x
             }};
         }
         let embd = self.file_matrix(&self.token_embd);
@@ -677,39 +667,25 @@ impl Model {
                 let t = tap.as_mut().expect("tapping");
                 t.save(Some(l), "attn_norm.in", &last(&s.x, dim))?;
             }
-            let qkv = [self.matrix(&layer.wq), self.matrix(&layer.wk), self.matrix(&layer.wv)];
-            if fuse {
-                // The norm (and the previous layer's FFN residual) made row by row where the
-                // Q/K/V input is quantized.
-                let (xp, residual) = (SharedMut(s.x.as_mut_ptr()), l > 0);
-                let prep = |i: usize, xb: &mut [f32]| {
-                    // SAFETY: row i of `s.x` (inside it: n x dim) is touched only by the task
-                    // making row i, and `s.x` outlives the matmul.
-                    let x = unsafe { std::slice::from_raw_parts_mut(xp.ptr().add(i * dim), dim) };
-                    if residual {
-                        ops::add_in_place(x, xb);
-                    }
-                    ops::rmsnorm(xb, x, &layer.attn_norm, c.rms_eps);
-                };
-                let outs: &mut [&mut [f32]] =
-                    &mut [&mut s.q[..n * qd], &mut s.k[..n * kvd], &mut s.v[..n * kvd]];
-                matmul_shared(k, &qkv, ActIn::Prep(&mut s.xb[..n * dim], &prep, 0), n, outs, &mut s.act)?;
-            } else {
-                if l > 0 && defer_residual {
-                    // The previous layer's FFN residual and this layer's norm.
-                    residual_then_norm!(&layer.attn_norm, Op::AttnNorm);
-                } else {
-                    timed!(Op::AttnNorm, 0, 4 * (n * dim) as u64, {
-                        let x = &s.x;
-                        ops::par_chunks(&mut s.xb[..n * dim], dim, &|i, o| {
-                            ops::rmsnorm(o, &x[i * dim..(i + 1) * dim], &layer.attn_norm, c.rms_eps)
-                        });
-                    });
+            // The norm's rows (with the previous layer's FFN residual added first, where it
+            // was left to this pass), made where the Q/K/V input is quantized when fusing.
+            let (xp, residual) = (SharedMut(s.x.as_mut_ptr()), l > 0 && defer_residual);
+            let attn_in = |i: usize, xb: &mut [f32]| {
+                // SAFETY: row i of `s.x` (inside it: n x dim) is touched only by the task
+                // making row i, and `s.x` outlives the matmul.
+                let x = unsafe { std::slice::from_raw_parts_mut(xp.ptr().add(i * dim), dim) };
+                if residual {
+                    ops::add_in_place(x, xb);
                 }
+                ops::rmsnorm(xb, x, &layer.attn_norm, c.rms_eps);
+            };
+            let qkv = [self.matrix(&layer.wq), self.matrix(&layer.wk), self.matrix(&layer.wv)];
+            let outs: &mut [&mut [f32]] = &mut [&mut s.q[..n * qd], &mut s.k[..n * kvd], &mut s.v[..n * kvd]];
+            if fuse {
+                matmul_shared(k, &qkv, ActIn::Prep(&mut s.xb[..n * dim], &attn_in, 0), n, outs, &mut s.act)?;
+            } else {
+                let xb = made_norm!(&mut s.xb[..n * dim], &attn_in, Op::AttnNorm, residual);
                 let t0 = profile::start(&prof);
-                let xb = &s.xb[..n * dim];
-                let outs: &mut [&mut [f32]] =
-                    &mut [&mut s.q[..n * qd], &mut s.k[..n * kvd], &mut s.v[..n * kvd]];
                 matmul_shared(k, &qkv, ActIn::Ready(xb), n, outs, &mut s.act)?;
                 if let (Some(p), Some(t0)) = (prof.as_mut(), t0) {
                     let (q, kk, v) = (mm(&layer.wq), mm(&layer.wk), mm(&layer.wv));
@@ -789,28 +765,29 @@ impl Model {
             if tapping {
                 tap.as_mut().expect("tapping").save(Some(l), "attn_output.out", &last(&s.xb, dim))?;
             }
-            // The attention's residual and the FFN's norm (one parallel section fewer; the
-            // same arithmetic).
+            // The attention's residual and the FFN's norm, in one pass over each row, made
+            // where the gate/up input is quantized when fusing.
+            let xp = SharedMut(s.x.as_mut_ptr());
+            let ffn_in = |i: usize, xb: &mut [f32]| {
+                // SAFETY: as for the attention's norm above.
+                let x = unsafe { std::slice::from_raw_parts_mut(xp.ptr().add(i * dim), dim) };
+                ops::add_in_place(x, xb);
+                ops::rmsnorm(xb, x, &layer.ffn_norm, c.rms_eps);
+            };
             let gate_up = [self.matrix(&layer.w_gate), self.matrix(&layer.w_up)];
+            let outs: &mut [&mut [f32]] = &mut [&mut s.hb[..n * ffn], &mut s.hb2[..n * ffn]];
             if fuse {
-                // The attention's residual and the FFN's norm made row by row where the
-                // gate/up input is quantized.
-                let xp = SharedMut(s.x.as_mut_ptr());
-                let prep = |i: usize, xb: &mut [f32]| {
-                    // SAFETY: as for the attention's norm above.
-                    let x = unsafe { std::slice::from_raw_parts_mut(xp.ptr().add(i * dim), dim) };
-                    ops::add_in_place(x, xb);
-                    ops::rmsnorm(xb, x, &layer.ffn_norm, c.rms_eps);
-                };
-                let outs: &mut [&mut [f32]] = &mut [&mut s.hb[..n * ffn], &mut s.hb2[..n * ffn]];
-                matmul_shared(k, &gate_up, ActIn::Prep(&mut s.xb[..n * dim], &prep, 0), n, outs, &mut s.act)?;
+                matmul_shared(
+                    k,
+                    &gate_up,
+                    ActIn::Prep(&mut s.xb[..n * dim], &ffn_in, 0),
+                    n,
+                    outs,
+                    &mut s.act,
+                )?;
             } else {
-                // The attention's residual and the FFN's norm (one parallel section fewer;
-                // the same arithmetic).
-                residual_then_norm!(&layer.ffn_norm, Op::FfnNorm);
+                let xb = made_norm!(&mut s.xb[..n * dim], &ffn_in, Op::FfnNorm, true);
                 let t0 = profile::start(&prof);
-                let xb = &s.xb[..n * dim];
-                let outs: &mut [&mut [f32]] = &mut [&mut s.hb[..n * ffn], &mut s.hb2[..n * ffn]];
                 matmul_shared(k, &gate_up, ActIn::Ready(xb), n, outs, &mut s.act)?;
                 if let (Some(p), Some(t0)) = (prof.as_mut(), t0) {
                     let (g, u) = (mm(&layer.w_gate), mm(&layer.w_up));
@@ -824,30 +801,29 @@ impl Model {
                 t.save(Some(l), "ffn_gate.out", &last(&s.hb, ffn))?;
                 t.save(Some(l), "ffn_up.out", &last(&s.hb2, ffn))?;
             }
+            // SwiGLU, made where the down projection's input is quantized when fusing.
             let down = self.matrix(&layer.w_down);
+            let up = &s.hb2;
+            let swiglu = |i: usize, g: &mut [f32]| ops::swiglu(g, &up[i * ffn..(i + 1) * ffn]);
             if fuse {
-                // SwiGLU made row by row where the down projection's input is quantized.
-                let up = &s.hb2;
-                let prep = |i: usize, g: &mut [f32]| ops::swiglu(g, &up[i * ffn..(i + 1) * ffn]);
                 let outs: &mut [&mut [f32]] = &mut [&mut s.xb[..n * dim]];
-                matmul_shared(k, &[down], ActIn::Prep(&mut s.hb[..n * ffn], &prep, 0), n, outs, &mut s.act)?;
+                matmul_shared(
+                    k,
+                    &[down],
+                    ActIn::Prep(&mut s.hb[..n * ffn], &swiglu, 0),
+                    n,
+                    outs,
+                    &mut s.act,
+                )?;
             } else {
-                timed!(Op::SwiGlu, 0, 6 * (n * ffn) as u64, {
-                    let up = &s.hb2;
-                    ops::par_chunks(&mut s.hb[..n * ffn], ffn, &|i, g| {
-                        ops::swiglu(g, &up[i * ffn..(i + 1) * ffn])
-                    })
+                let g = timed!(Op::SwiGlu, 0, 6 * (n * ffn) as u64, {
+                    ActIn::Prep(&mut s.hb[..n * ffn], &swiglu, 0).ready(ffn)
                 });
                 if tapping {
-                    tap.as_mut().expect("tapping").save(Some(l), "swiglu.out", &last(&s.hb, ffn))?;
+                    tap.as_mut().expect("tapping").save(Some(l), "swiglu.out", &last(g, ffn))?;
                 }
                 let (b, f) = mm(&layer.w_down);
-                timed!(
-                    Op::FfnDown,
-                    b,
-                    f,
-                    matmul(k, &down, &s.hb[..n * ffn], n, &mut s.xb[..n * dim], &mut s.act)?
-                );
+                timed!(Op::FfnDown, b, f, matmul(k, &down, g, n, &mut s.xb[..n * dim], &mut s.act)?);
             }
             // (Otherwise the next layer's norm pass adds it.)
             if !defer_residual || l + 1 == self.layers.len() {
