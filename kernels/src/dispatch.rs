@@ -643,21 +643,45 @@ pub type Panel16Fns = (fn(&[u8], &[u8], &mut Vec<Line64>) -> bool, PanelEightFn)
 /// types, the two groups given as they are stored, unpacked a super-block at a time into
 /// the panel buffer as it goes: `wrap_amx_fused`) against every
 /// chunk of 16 activation rows (tiles from `tile_activations`, `tile_activations_q8_1` or
-/// `tile_activations_sb`, as the layout's activations are), handing chunk c's 16 rows of 16
-/// outputs to the callback as `(c, outputs)`, and meanwhile asks L2 for the bytes given
-/// (the next pair's weights); false if the tiles are of another type or too few.
+/// `tile_activations_sb`, as the layout's activations are), storing chunk c's 16 rows of 16
+/// outputs through `Out16`, and meanwhile asks L2 for the bytes given (the next pair's
+/// weights); false if the tiles are of another type or too few.
 pub type Tile16Fns = (
     fn(&[u8], &[u8], &mut Vec<Line64>) -> bool,
-    fn(
-        &mut [Line64],
-        (&[u8], &[u8]),
-        ActTiles,
-        usize,
-        usize,
-        &[u8],
-        &mut dyn FnMut(usize, &[[f32; 16]; 16]),
-    ) -> bool,
+    fn(&mut [Line64], (&[u8], &[u8]), ActTiles, usize, usize, &[u8], Out16) -> bool,
 );
+
+/// Where a tile kernel stores its results: activation row i's 16 outputs (16 weight rows)
+/// at `ptr + i * stride`, for the first `rows` activation rows (the tiles' padding rows
+/// beyond are not stored). The kernel stores them straight from its registers: handed over
+/// as arrays to a copying callback instead, the copy was 4% of a small model's prompt.
+#[derive(Clone, Copy)]
+pub struct Out16 {
+    ptr: *mut f32,
+    stride: usize,
+    rows: usize,
+}
+
+impl Out16 {
+    /// # Safety
+    /// For every i < rows, the 16 f32 at `ptr + i * stride` are writable, and nothing else
+    /// reads or writes them while a kernel holds this.
+    pub unsafe fn new(ptr: *mut f32, stride: usize, rows: usize) -> Out16 {
+        Out16 { ptr, stride, rows }
+    }
+
+    /// Activation rows stored of chunk `c` (16 rows each): 0 to 16.
+    #[inline(always)]
+    pub(crate) fn rows_of(&self, c: usize) -> usize {
+        self.rows.saturating_sub(16 * c).min(16)
+    }
+
+    /// Where row `i` of chunk `c` goes (i < `rows_of(c)`).
+    #[inline(always)]
+    pub(crate) fn row_ptr(&self, c: usize, i: usize) -> *mut f32 {
+        self.ptr.wrapping_add((16 * c + i) * self.stride)
+    }
+}
 
 /// Unpacks 16 rows of a matrix in the file's layout (their bytes) straight into the panel
 /// that `Panel16Fns::0` (or with AMX, `Tile16Fns::0`) makes from two interleaved groups;
@@ -882,7 +906,7 @@ macro_rules! wrap_amx {
             nb: usize,
             chunks: usize,
             next: &[u8],
-            out: &mut dyn FnMut(usize, &[[f32; 16]; 16]),
+            out: Out16,
         ) -> bool {
             let ActTiles::$act(y) = y else { return false };
             let Some(y) = y.get(..chunks * nb * $per) else { return false };
@@ -925,7 +949,7 @@ macro_rules! wrap_amx_fused {
             nb: usize,
             chunks: usize,
             next: &[u8],
-            out: &mut dyn FnMut(usize, &[[f32; 16]; 16]),
+            out: Out16,
         ) -> bool {
             let ActTiles::Q8K(y) = y else { return false };
             let (Some(xa), Some(xb)) = (as_blocks::<$w>(xa), as_blocks::<$w>(xb)) else { return false };

@@ -7,8 +7,8 @@
 
 use crate::dispatch::{
     ActBuf, ActIn, ActRef, ActTile, ActTileK, ActTileS, ActTiles, ActType, Dot16x4Fn, Dot16x8Fn, Dot4Fn,
-    Dot4x2Fn, Dot4x4Fn, Dot8Fn, Dot8x4Fn, DotFn, Kernels, Line64, Panel16Fns, PanelEightFn, RowsDecodeFn,
-    RowsUnpackFn, Tile16Fns,
+    Dot4x2Fn, Dot4x4Fn, Dot8Fn, Dot8x4Fn, DotFn, Kernels, Line64, Out16, Panel16Fns, PanelEightFn,
+    RowsDecodeFn, RowsUnpackFn, Tile16Fns,
 };
 use crate::pool::SharedMut;
 use std::cell::RefCell;
@@ -406,6 +406,13 @@ pub fn matmul_multi_in(
             // task's own.
             unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), out.ptr().add(i * w.rows + r), 16) };
         };
+        // The tile kernels' outputs for weight rows r..r + 16, every activation row.
+        let out16 = |r: usize| {
+            debug_assert!(r + 16 <= w.rows);
+            // SAFETY: as `write16`, for each activation row i < n: r is the first row of two
+            // whole groups of this task.
+            unsafe { Out16::new(out.ptr().add(r), w.rows, n) }
+        };
         // Interleaved layout: groups of 8 rows (r0 and r1 are multiples of 8: the chunk
         // is, and so are the rows of a repacked matrix); four activation rows at a time.
         if let Some((one, four)) = x8[j] {
@@ -477,11 +484,6 @@ pub fn matmul_multi_in(
                                 return false;
                             }
                             if let Some((_, tile)) = amx[j] {
-                                let mut put = |c: usize, v: &[[f32; 16]; 16]| {
-                                    for (r, vr) in v.iter().take(n - 16 * c).enumerate() {
-                                        write16(16 * c + r, g * GROUP, vr);
-                                    }
-                                };
                                 return tile(
                                     p,
                                     (&[], &[]),
@@ -489,7 +491,7 @@ pub fn matmul_multi_in(
                                     cols / w.ty.block_size(),
                                     n.div_ceil(16),
                                     next,
-                                    &mut put,
+                                    out16(g * GROUP),
                                 );
                             }
                             let Some(eight) = panel.map(|p| p.1).or(rows_eight[j]) else { return false };
@@ -527,13 +529,8 @@ pub fn matmul_multi_in(
                     if let Some((unpack, tile)) = amx[j] {
                         PANEL.with_borrow_mut(|p| {
                             let nb = cols / w.ty.block_size();
-                            let mut put = |c: usize, v: &[[f32; 16]; 16]| {
-                                for (r, vr) in v.iter().take(n - 16 * c).enumerate() {
-                                    write16(16 * c + r, g * GROUP, vr);
-                                }
-                            };
                             if unpack(xa, xb, p)
-                                && tile(p, (xa, xb), act_tiles, nb, n.div_ceil(16), next, &mut put)
+                                && tile(p, (xa, xb), act_tiles, nb, n.div_ceil(16), next, out16(g * GROUP))
                             {
                                 i = n;
                             }

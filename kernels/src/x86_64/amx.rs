@@ -18,11 +18,10 @@
 
 use super::avx512::{
     dpwssd, f16x16_pair, five_bit_x16, i8x16_pair, join32, magic_scaled, neg_magic, nibbles_x16,
-    prefetch_lines, prefetch_pair, storen, u8x16_pair, unpack_nibbles_x16, Group16x16, Panel32, Panel32M,
-    MAGIC,
+    prefetch_lines, prefetch_pair, u8x16_pair, unpack_nibbles_x16, Group16x16, Panel32, Panel32M, MAGIC,
 };
 use crate::blocks::{BlockIQ4XSx8, BlockQ4_0x8, BlockQ5_0x8, BlockQ8_0x8, KBlockX8, KVALUES_IQ4NL};
-use crate::dispatch::{ActTile, ActTileK, ActTileS};
+use crate::dispatch::{ActTile, ActTileK, ActTileS, Out16};
 // The next call's weights (`next`, what the next pair's unpacking reads) go to L2 a share
 // per step while the tiles run, instead of all at once when the unpacker reaches them (or
 // in a burst that stalls the core).
@@ -245,6 +244,24 @@ unsafe fn scaled_sums(r: &[i32; 16], d: __m512, neg_cd: __m512) -> __m512 {
     magic_scaled(_mm512_load_si512(r.as_ptr().cast()), d, neg_cd)
 }
 
+/// Chunk `c`'s 16 rows of 16 outputs, from the accumulators, stored where `out` says.
+///
+/// # Safety
+/// As `Out16::new` (what its maker promised).
+#[inline(always)]
+unsafe fn store_out(out: &Out16, c: usize, acc: &[__m512; 16]) {
+    let rows = out.rows_of(c);
+    if rows == 16 {
+        for (i, v) in acc.iter().enumerate() {
+            _mm512_storeu_ps(out.row_ptr(c, i), *v);
+        }
+    } else {
+        for (i, v) in acc.iter().enumerate().take(rows) {
+            _mm512_storeu_ps(out.row_ptr(c, i), *v);
+        }
+    }
+}
+
 /// The loop of the tile kernels, inside one `target_feature` function: for each of `chunks`
 /// chunks of 16 activation rows, `nb` 32-value blocks whose A tile (16 rows of 32 bytes) is
 /// at `$a(chunk, j)` and B tile (8 rows of 64 bytes) at `$b(j)`; `$scale(chunk, j, sums, acc)`
@@ -283,7 +300,7 @@ macro_rules! tile_loop {
             }
             // SAFETY: as above, by the last step's store.
             $scale(chunk, nb - 1, &*c.add((nb - 1) % 2), &mut acc);
-            $out(chunk, &storen(&acc));
+            store_out(&$out, chunk, &acc);
         }
         release();
     }};
@@ -298,12 +315,7 @@ macro_rules! tile_loop {
 /// The CPU must have AMX-TILE, AMX-INT8 and the avx512 level's features, and the tile
 /// permission granted (`available()`; reached only through dispatch).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn vec_dot_panel32x16_q8_0(
-    p: &[Panel32],
-    ys: &[ActTile],
-    next: &[u8],
-    out: &mut dyn FnMut(usize, &[[f32; 16]; 16]),
-) {
+pub unsafe fn vec_dot_panel32x16_q8_0(p: &[Panel32], ys: &[ActTile], next: &[u8], out: Out16) {
     let nb = p.len();
     if nb == 0 || !ys.len().is_multiple_of(nb) {
         return;
@@ -335,12 +347,7 @@ pub unsafe fn vec_dot_panel32x16_q8_0(
 /// # Safety
 /// As `vec_dot_panel32x16_q8_0`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn vec_dot_panel32m_x16(
-    p: &[Panel32M],
-    ys: &[ActTileK],
-    next: &[u8],
-    out: &mut dyn FnMut(usize, &[[f32; 16]; 16]),
-) {
+pub unsafe fn vec_dot_panel32m_x16(p: &[Panel32M], ys: &[ActTileK], next: &[u8], out: Out16) {
     let nb = p.len();
     if nb == 0 || !ys.len().is_multiple_of(nb) {
         return;
@@ -763,7 +770,7 @@ pub unsafe fn vec_dot_sb_x16_fused<B, const MINS: bool>(
     scratch: &mut PanelSB,
     ys: &[ActTileS],
     next: &[u8],
-    out: &mut dyn FnMut(usize, &[[f32; 16]; 16]),
+    out: Out16,
 ) {
     let nb = xa.len();
     if nb == 0 || xb.len() != nb || !ys.len().is_multiple_of(nb) {
@@ -845,7 +852,7 @@ pub unsafe fn vec_dot_sb_x16_fused<B, const MINS: bool>(
         }
         release();
         for (chunk, acc) in accs[..chunks].iter().enumerate() {
-            out(chunk, acc);
+            store_out(&out, chunk, &std::array::from_fn(|i| _mm512_loadu_ps(acc[i].as_ptr())));
         }
     });
 }
