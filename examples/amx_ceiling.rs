@@ -20,7 +20,7 @@ fn main() -> anyhow::Result<()> {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use ferrite::kernels::dispatch::ActTile;
+    use ferrite::kernels::dispatch::{ActTile, Out16};
     use ferrite::kernels::x86_64::amx::{available, vec_dot_panel32x16_q8_0};
     use ferrite::kernels::x86_64::avx512::Panel32;
     use std::arch::asm;
@@ -218,10 +218,13 @@ mod x86 {
         let panels: Vec<Panel32> =
             (0..18).map(|_| unsafe { std::mem::MaybeUninit::<Panel32>::zeroed().assume_init() }).collect();
         let tiles: Vec<ActTile> = (0..72).map(|_| ActTile { qs: [[1; 32]; 16], d: [0.5; 16] }).collect();
-        // SAFETY: AMX and the avx512 level are available (checked above).
+        let mut outs = vec![0f32; 64 * 16];
+        // SAFETY: AMX and the avx512 level are available (checked above); `outs` holds 64
+        // rows of 16 outputs.
         time("vec_dot_panel32x16_q8_0 (4 chunks x 18 blocks)", 72, || unsafe {
-            vec_dot_panel32x16_q8_0(&panels, &tiles, &[], &mut |_, v| sink += v[0][0]);
+            vec_dot_panel32x16_q8_0(&panels, &tiles, &[], Out16::new(outs.as_mut_ptr(), 16, 64));
         });
+        sink += outs[0];
         std::hint::black_box((sink, &mut o));
         Ok(())
     }

@@ -262,6 +262,15 @@ unsafe fn store_out(out: &Out16, c: usize, acc: &[__m512; 16]) {
     }
 }
 
+/// Asks for rows `rows` of chunk `c`'s output lines, for writing, while the chunk computes.
+#[inline(always)]
+fn prefetch_out(out: &Out16, c: usize, rows: std::ops::Range<usize>) {
+    for i in rows {
+        // SAFETY: a prefetch only hints; it reads nothing and faults on no address.
+        unsafe { asm!("prefetchw [{}]", in(reg) out.row_ptr(c, i), options(nostack, preserves_flags)) };
+    }
+}
+
 /// The loop of the tile kernels, inside one `target_feature` function: for each of `chunks`
 /// chunks of 16 activation rows, `nb` 32-value blocks whose A tile (16 rows of 32 bytes) is
 /// at `$a(chunk, j)` and B tile (8 rows of 64 bytes) at `$b(j)`; `$scale(chunk, j, sums, acc)`
@@ -278,6 +287,7 @@ macro_rules! tile_loop {
         let mut c = std::mem::MaybeUninit::<[Sums; 2]>::uninit();
         let c = c.as_mut_ptr() as *mut Sums;
         for chunk in 0..chunks {
+            let (rows, per) = ($out.rows_of(chunk), $out.rows_of(chunk).div_ceil(nb));
             let mut acc = [_mm512_setzero_ps(); 16];
             let start = |j: usize| product(j % 4, $a(chunk, j), $b(j));
             // Two blocks ahead: while blocks j + 1 and j + 2 multiply, block j's sums are
@@ -292,6 +302,7 @@ macro_rules! tile_loop {
                     start(j + 2);
                 }
                 next.fetch(chunk * nb + j);
+                prefetch_out(&$out, chunk, (j * per).min(rows)..((j + 1) * per).min(rows));
                 store(j % 4, c.add(j % 2).cast());
                 if j > 0 {
                     // SAFETY: written whole by step j - 1's store.
@@ -811,6 +822,7 @@ pub unsafe fn vec_dot_sb_x16_fused<B, const MINS: bool>(
         // Written whole by `store_sb` before each read (not zeroed: 4 KiB a call).
         let mut c = std::mem::MaybeUninit::<[SumsSB; 2]>::uninit();
         let c = c.as_mut_ptr() as *mut SumsSB;
+        // (The last super-block's sums go straight to the outputs.)
         let scale_into = |j: usize, chunk: usize, w: &PanelSB, c: &SumsSB, acc: &mut [[f32; 16]; 16]| {
             let mut v: [__m512; 16] = if j == 0 {
                 [_mm512_setzero_ps(); 16]
@@ -818,6 +830,10 @@ pub unsafe fn vec_dot_sb_x16_fused<B, const MINS: bool>(
                 std::array::from_fn(|i| _mm512_loadu_ps(acc[i].as_ptr()))
             };
             scale(chunk, j, w, c, &mut v);
+            if j + 1 == nb {
+                store_out(&out, chunk, &v);
+                return;
+            }
             for (a, v) in acc.iter_mut().zip(v) {
                 _mm512_storeu_ps(a.as_mut_ptr(), v);
             }
@@ -832,6 +848,13 @@ pub unsafe fn vec_dot_sb_x16_fused<B, const MINS: bool>(
             let mut chunk = 0;
             while chunk < chunks {
                 let two = chunk + 1 < chunks;
+                if j + 1 == nb {
+                    // The outputs of these chunks are stored at the end of this step.
+                    prefetch_out(&out, chunk, 0..out.rows_of(chunk));
+                    if two {
+                        prefetch_out(&out, chunk + 1, 0..out.rows_of(chunk + 1));
+                    }
+                }
                 match two {
                     true => {
                         product_sb2(y(chunk, j).qs.as_ptr().cast(), y(chunk + 1, j).qs.as_ptr().cast(), wp)
@@ -851,8 +874,5 @@ pub unsafe fn vec_dot_sb_x16_fused<B, const MINS: bool>(
             }
         }
         release();
-        for (chunk, acc) in accs[..chunks].iter().enumerate() {
-            store_out(&out, chunk, &std::array::from_fn(|i| _mm512_loadu_ps(acc[i].as_ptr())));
-        }
     });
 }
