@@ -120,6 +120,25 @@ impl<'a> L2Shares<'a> {
     }
 }
 
+/// Asks for the cache line at `p` for writing (an output line about to be stored: its
+/// read-for-ownership then overlaps the computing of it). A prefetch never faults.
+#[inline(always)]
+pub(crate) fn prefetch_write(p: *const f32) {
+    // SAFETY: a prefetch has no architectural effect (on x86 CPUs without PREFETCHW it is a
+    // no-op); it reads nothing and faults on no address.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        std::arch::asm!("prefetchw [{}]", in(reg) p, options(nostack, preserves_flags))
+    };
+    // SAFETY: as above.
+    #[cfg(target_arch = "aarch64")]
+    unsafe {
+        std::arch::asm!("prfm pstl1keep, [{}]", in(reg) p, options(nostack, preserves_flags))
+    };
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let _ = p;
+}
+
 /// A weight matrix: type, shape and bytes (zero-copy from the file, or repacked at load).
 #[derive(Clone, Copy, Debug)]
 pub struct Matrix<'a> {
@@ -406,6 +425,8 @@ pub fn matmul_multi_in(
             // task's own.
             unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), out.ptr().add(i * w.rows + r), 16) };
         };
+        // Asks for activation row i's output line at weight row r for writing.
+        let ahead_out = |i: usize, r: usize| prefetch_write(out.ptr().wrapping_add(i * w.rows + r));
         // The tile kernels' outputs for weight rows r..r + 16, every activation row.
         let out16 = |r: usize| {
             debug_assert!(r + 16 <= w.rows);
@@ -449,6 +470,7 @@ pub fn matmul_multi_in(
                     let rows = std::array::from_fn(|c| a.row(i + c, cols));
                     let mut h = g;
                     while h + 1 < g1 {
+                        (i..i + 8).for_each(|r| ahead_out(r, h * GROUP));
                         let v = k8(w.group(h), w.group(h + 1), &rows);
                         for (c, vc) in v.iter().enumerate() {
                             write16(i + c, h * GROUP, vc);
@@ -500,6 +522,7 @@ pub fn matmul_multi_in(
                             let mut i = 0;
                             while i < n {
                                 let i0 = i.min(n - 8);
+                                (i0..i0 + 8).for_each(|r| ahead_out(r, g * GROUP));
                                 let v = eight(
                                     p,
                                     std::array::from_fn(|c| a.row(i0 + c, cols)),
@@ -542,6 +565,7 @@ pub fn matmul_multi_in(
                         PANEL.with_borrow_mut(|p| {
                             if unpack(xa, xb, p) {
                                 while i + 8 <= n {
+                                    (i..i + 8).for_each(|r| ahead_out(r, g * GROUP));
                                     let v = eight(
                                         p,
                                         std::array::from_fn(|c| a.row(i + c, cols)),
@@ -558,6 +582,7 @@ pub fn matmul_multi_in(
                     if let Some(k8) = x16x8[j] {
                         while i + 8 <= n {
                             ahead8.fetch(i / 8);
+                            (i..i + 8).for_each(|r| ahead_out(r, g * GROUP));
                             let v = k8(xa, xb, &std::array::from_fn(|c| a.row(i + c, cols)));
                             for (c, vc) in v.iter().enumerate() {
                                 write16(i + c, g * GROUP, vc);

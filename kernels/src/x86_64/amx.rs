@@ -25,7 +25,7 @@ use crate::dispatch::{ActTile, ActTileK, ActTileS, Out16};
 // The next call's weights (`next`, what the next pair's unpacking reads) go to L2 a share
 // per step while the tiles run, instead of all at once when the unpacker reaches them (or
 // in a burst that stalls the core).
-use crate::matmul::L2Shares;
+use crate::matmul::{prefetch_write, L2Shares};
 use std::arch::asm;
 use std::arch::x86_64::*;
 
@@ -266,8 +266,7 @@ unsafe fn store_out(out: &Out16, c: usize, acc: &[__m512; 16]) {
 #[inline(always)]
 fn prefetch_out(out: &Out16, c: usize, rows: std::ops::Range<usize>) {
     for i in rows {
-        // SAFETY: a prefetch only hints; it reads nothing and faults on no address.
-        unsafe { asm!("prefetchw [{}]", in(reg) out.row_ptr(c, i), options(nostack, preserves_flags)) };
+        prefetch_write(out.row_ptr(c, i));
     }
 }
 
