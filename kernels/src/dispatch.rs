@@ -656,6 +656,7 @@ pub type Tile16Fns = (
 /// beyond are not stored). The kernel stores them straight from its registers: handed over
 /// as arrays to a copying callback instead, the copy was 4% of a small model's prompt.
 #[derive(Clone, Copy)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub struct Out16 {
     ptr: *mut f32,
     stride: usize,
@@ -672,12 +673,14 @@ impl Out16 {
 
     /// Activation rows stored of chunk `c` (16 rows each): 0 to 16.
     #[inline(always)]
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) fn rows_of(&self, c: usize) -> usize {
         self.rows.saturating_sub(16 * c).min(16)
     }
 
     /// Where row `i` of chunk `c` goes (i < `rows_of(c)`).
     #[inline(always)]
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) fn row_ptr(&self, c: usize, i: usize) -> *mut f32 {
         self.ptr.wrapping_add((16 * c + i) * self.stride)
     }
