@@ -273,9 +273,10 @@ fn prefetch_out(out: &Out16, c: usize, rows: std::ops::Range<usize>) {
 /// The loop of the tile kernels, inside one `target_feature` function: for each of `chunks`
 /// chunks of 16 activation rows, `nb` 32-value blocks whose A tile (16 rows of 32 bytes) is
 /// at `$a(chunk, j)` and B tile (8 rows of 64 bytes) at `$b(j)`; `$scale(chunk, j, sums, acc)`
-/// adds block j's sums into the 16 accumulators, and `$out(chunk, &outputs)` takes the
-/// chunk's 16 rows of 16 outputs. The tiles are configured once for all chunks; `$next`
-/// (the next call's weights) goes to L2 a share per block.
+/// adds block j's sums into the 16 accumulators, and the chunk's 16 rows of 16 outputs are
+/// stored through `$out` (an `Out16`), whose lines are asked for, one or two per block step,
+/// while the chunk computes. The tiles are configured once for all chunks; `$next` (the next
+/// call's weights) goes to L2 a share per block.
 macro_rules! tile_loop {
     ($chunks:expr, $nb:expr, $a:expr, $b:expr, $scale:expr, $out:expr, $next:expr) => {{
         let (chunks, nb): (usize, usize) = ($chunks, $nb);
@@ -318,8 +319,8 @@ macro_rules! tile_loop {
 
 /// 16 weight rows (a `Panel32` per block, values as signed bytes) against every chunk of 16
 /// activation rows (`ActTile`s, chunk c's block j at `c * nb + j`, `nb` = the panels' count):
-/// `out(c, v)` receives chunk c's products, `v[i][r]` = weight row r . activation row
-/// 16c + i.
+/// output r of activation row 16c + i (stored through `out`, rows past its count not) =
+/// weight row r . activation row 16c + i.
 ///
 /// # Safety
 /// The CPU must have AMX-TILE, AMX-INT8 and the avx512 level's features, and the tile
@@ -762,8 +763,8 @@ unsafe fn store_sb(pair: usize, out: *mut SumsSB) {
 /// chunk of 16 activation rows (`ActTileS`s, chunk c's super-block j at `c * nb + j`, `nb`
 /// = the groups' blocks): per super-block, (lo + 256 hi) x d x the activation's scale,
 /// minus (`MINS`) dmin x the activation's scale x the sum of the mins times the sub-blocks'
-/// activation sums. `out(c, v)` receives chunk c's products, `v[i][r]` = weight row r .
-/// activation row 16c + i.
+/// activation sums. Output r of activation row 16c + i (stored through `out`) = weight row
+/// r . activation row 16c + i.
 ///
 /// Each super-block is unpacked by `unpack` into `scratch` (a `PanelSB`) right before its
 /// products, so that its 8 KiB of planes are read by the tiles from L1, where the whole
