@@ -160,7 +160,11 @@ fn worker(s: &Shared, k: usize) {
                 std::hint::spin_loop();
             } else {
                 // Park; `run` unparks parked workers after publishing. Re-check after
-                // raising the flag so a job published in between is not missed.
+                // raising the flag so a job published in between is not missed. (The
+                // AMX tiles released first: a parked thread's switches then need not
+                // save them.)
+                #[cfg(target_arch = "x86_64")]
+                crate::x86_64::amx::release_tiles();
                 s.parked[k].store(true, SeqCst);
                 if unpack(s.word.load(SeqCst)).0 == seen && !s.stop.load(Relaxed) {
                     thread::park_timeout(std::time::Duration::from_millis(50));

@@ -767,7 +767,8 @@ fn amx_batch_parts_match_whole_batches() {
 /// Q4_K, Q5_K, IQ4_XS, Q6_K and Q3_K against
 /// the scalar reference on the row layout, for 16..=40 activation rows (whole tiles and
 /// every tail of 1..15 rows) and 1, 2, 3, 11 and 64 blocks (the two tile sets alternate block
-/// by block: odd and even counts end differently), on random and edge-case weights.
+/// by block: odd and even counts end differently), on random and edge-case weights; then
+/// kernels of both kinds in turn and a call after the thread's tiles were released.
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn amx_tiles_match_scalar() {
@@ -813,6 +814,23 @@ fn amx_tiles_match_scalar() {
                 checked += check_repacked(k, &plain, &m, n, case, &mut rng);
             }
         }
+    }
+    // The tiles stay configured between calls (reloaded where the kind of kernel changes,
+    // released when a thread parks): the 32-value and the K types' configurations in turn,
+    // and a call after this thread's tiles were released.
+    for (step, ty) in [GgmlType::Q4_K, GgmlType::Q4_0, GgmlType::Q6_K, GgmlType::Q8_0, GgmlType::Q4_1]
+        .into_iter()
+        .enumerate()
+    {
+        if step == 3 {
+            ferrite_kernels::x86_64::amx::release_tiles();
+        }
+        let (rows, cols, nb) = (32, ty.block_size() * 3, 3);
+        let w = weights(ty, rows * nb, Case::Random, &mut rng);
+        let (layout, packed) = repack(ty, rows, cols, &w).expect("repackable");
+        let plain = Matrix::new(ty, rows, cols, &w).unwrap();
+        let m = Matrix::with_layout(ty, rows, cols, layout, &packed).unwrap();
+        checked += check_repacked(k, &plain, &m, 17, Case::Random, &mut rng);
     }
     assert!(checked > 0, "no AMX product compared");
     eprintln!("{checked} AMX comparisons");

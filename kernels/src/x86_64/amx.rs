@@ -9,8 +9,10 @@
 //! "K types" below).
 //!
 //! Stable Rust has no AMX intrinsics, so the tile instructions are `asm!`. The tiles live
-//! outside the compiler's view: each kernel call loads its configuration, uses tiles 0-7,
-//! and releases them before returning (nothing else in the process uses AMX).
+//! outside the compiler's view: each kernel call uses tiles 0-7 after loading its
+//! configuration where the thread's tiles do not hold it already (`configure`); they stay
+//! configured until the thread's next kernel of another kind, or until it parks
+//! (`release_tiles`). Nothing else in the process uses AMX.
 //!
 //! The activations are laid out once per batch as tiles (`ActTile`: one block of 16 rows in
 //! 512 contiguous bytes, their scales beside; `ActTileK` and `ActTileS` likewise for Q8_1 and
@@ -117,26 +119,43 @@ const fn tiles8(colsb: [u16; 8], rows: [u8; 8]) -> TileConfig {
 }
 
 #[cfg_attr(ferrite_amx_emulate, allow(dead_code))]
-const CONFIG: TileConfig = tiles8([64, 64, 64, 64, 32, 32, 64, 64], [16, 16, 16, 16, 16, 16, 8, 8]);
+static CONFIG: TileConfig = tiles8([64, 64, 64, 64, 32, 32, 64, 64], [16, 16, 16, 16, 16, 16, 8, 8]);
 
-/// Loads the tile configuration.
+thread_local! {
+    /// The configuration this thread's tiles hold (null: none, the tiles released).
+    static LOADED: std::cell::Cell<*const TileConfig> = const { std::cell::Cell::new(std::ptr::null()) };
+}
+
+/// Loads a tile configuration, unless this thread's tiles hold it already: the tiles stay
+/// configured from one kernel call to the next (`ldtilecfg` and `tilerelease` around each
+/// 16-row pair's call cost 2-10% of a prompt's matmuls, most with short rows: 64 x 576 x 192
+/// Q4_0 ran at 227-233 GMAC/s that way, 252-259 without). Nothing else in the process uses
+/// the tiles (`examples/amx_ceiling.rs` runs its own loops before any kernel call).
 ///
 /// # Safety
 /// The CPU has AMX and the permission was granted (`available()`).
 #[cfg(not(ferrite_amx_emulate))]
 #[inline(always)]
-unsafe fn configure(config: &TileConfig) {
-    asm!("ldtilecfg [{}]", in(reg) config, options(nostack, readonly));
+unsafe fn configure(config: &'static TileConfig) {
+    let config = config as *const TileConfig;
+    if LOADED.get() != config {
+        asm!("ldtilecfg [{}]", in(reg) config, options(nostack, readonly));
+        LOADED.set(config);
+    }
 }
 
-/// Returns the tiles to their initial state (the OS then need not save them).
-///
-/// # Safety
-/// As `configure`.
-#[cfg(not(ferrite_amx_emulate))]
-#[inline(always)]
-unsafe fn release() {
-    asm!("tilerelease", options(nostack, nomem));
+/// Returns this thread's tiles to their initial state, if it configured them, so that the
+/// OS need not save their 8 KiB at each switch: the pool's workers call it before they park.
+pub fn release_tiles() {
+    if !LOADED.get().is_null() {
+        // SAFETY: the tiles were configured on this thread, so the CPU has AMX and the
+        // permission was granted.
+        #[cfg(not(ferrite_amx_emulate))]
+        unsafe {
+            asm!("tilerelease", options(nostack, nomem))
+        };
+        LOADED.set(std::ptr::null());
+    }
 }
 
 /// Loads activation block `a` (16 rows of 32 signed bytes, back to back) and weight block
@@ -198,7 +217,6 @@ mod emulated {
         pub(super) static SUMS: RefCell<[[[i32; 16]; 16]; 4]> = const { RefCell::new([[[0; 16]; 16]; 4]) };
     }
     pub unsafe fn configure(_: &super::TileConfig) {}
-    pub unsafe fn release() {}
     pub unsafe fn product(c: usize, a: *const u8, b: *const u8) {
         SUMS.with_borrow_mut(|sums| {
             for i in 0..16 {
@@ -223,7 +241,7 @@ mod emulated {
     }
 }
 #[cfg(ferrite_amx_emulate)]
-use emulated::{configure, product, release, store};
+use emulated::{configure, product, store};
 
 /// A tile kernel's 16x16 sums of one block, as stored from a tile.
 #[repr(C, align(64))]
@@ -313,7 +331,6 @@ macro_rules! tile_loop {
             $scale(chunk, nb - 1, &*c.add((nb - 1) % 2), &mut acc);
             store_out(&$out, chunk, &acc);
         }
-        release();
     }};
 }
 
@@ -452,7 +469,7 @@ pub unsafe fn unpack_q5_0x16(xa: &[BlockQ5_0x8], xb: &[BlockQ5_0x8], out: &mut [
 /// Tiles 0-3: the (lo, hi) sums of two steps (super-block, chunk); 4-5: activation steps
 /// (alternating); 6-7: the lo and hi weight planes of a step.
 #[cfg_attr(ferrite_amx_emulate, allow(dead_code))]
-const CONFIG_SB: TileConfig = tiles8([64; 8], [16; 8]);
+static CONFIG_SB: TileConfig = tiles8([64; 8], [16; 8]);
 
 /// One super-block's products into sums tiles `2 x pair` (lo) and `2 x pair + 1` (hi), zeroed
 /// first: 4 steps of 64 values, activation step s at `a + 1024 s` (16 rows of 64 bytes), the
@@ -873,6 +890,5 @@ pub unsafe fn vec_dot_sb_x16_fused<B, const MINS: bool>(
                 s += 1;
             }
         }
-        release();
     });
 }
