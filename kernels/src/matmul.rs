@@ -412,10 +412,13 @@ pub fn matmul_multi_in(
         let Some(dot) = dots[j] else { return };
         let r0 = (t - starts[j]) * chunk[j];
         let r1 = (r0 + chunk[j]).min(w.rows);
+        // Where the output of activation row i and weight row r goes (inside ys[j] for i < n
+        // and r < w.rows, its length checked to be n * w.rows).
+        let at = |i: usize, r: usize| out.ptr().wrapping_add(i * w.rows + r);
         let write = |i: usize, r: usize, v: f32| {
-            // SAFETY: callers pass i < n and r < w.rows, so the index is inside ys[j] (length
-            // checked to be n * w.rows); only this task writes rows r0..r1 of matrix j.
-            unsafe { *out.ptr().add(i * w.rows + r) = v };
+            // SAFETY: callers pass i < n and r < w.rows, so the element is inside ys[j]; only
+            // this task writes rows r0..r1 of matrix j.
+            unsafe { *at(i, r) = v };
         };
         // The 16 outputs of a two-group tile for activation row i, rows r..r + 16.
         let write16 = |i: usize, r: usize, v: &[f32; 16]| {
@@ -423,16 +426,26 @@ pub fn matmul_multi_in(
             // SAFETY: as `write`: i < n and r + 16 <= w.rows (r is the first row of two
             // whole groups of this task), so the 16 elements are inside ys[j] and this
             // task's own.
-            unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), out.ptr().add(i * w.rows + r), 16) };
+            unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), at(i, r), 16) };
         };
-        // Asks for activation row i's output line at weight row r for writing.
-        let ahead_out = |i: usize, r: usize| prefetch_write(out.ptr().wrapping_add(i * w.rows + r));
+        // A 16-row kernel's eight activation rows from i, weight rows r..r + 16: their output
+        // lines asked for (for writing) before the kernel runs, so that the stores need not
+        // wait on them, then its results written.
+        macro_rules! eight_rows {
+            ($i:expr, $r:expr, $kernel:expr) => {{
+                let (i, r): (usize, usize) = ($i, $r);
+                (i..i + 8).for_each(|i| prefetch_write(at(i, r)));
+                for (c, vc) in $kernel.iter().enumerate() {
+                    write16(i + c, r, vc);
+                }
+            }};
+        }
         // The tile kernels' outputs for weight rows r..r + 16, every activation row.
         let out16 = |r: usize| {
             debug_assert!(r + 16 <= w.rows);
             // SAFETY: as `write16`, for each activation row i < n: r is the first row of two
             // whole groups of this task.
-            unsafe { Out16::new(out.ptr().add(r), w.rows, n) }
+            unsafe { Out16::new(at(0, r), w.rows, n) }
         };
         // Interleaved layout: groups of 8 rows (r0 and r1 are multiples of 8: the chunk
         // is, and so are the rows of a repacked matrix); four activation rows at a time.
@@ -470,11 +483,7 @@ pub fn matmul_multi_in(
                     let rows = std::array::from_fn(|c| a.row(i + c, cols));
                     let mut h = g;
                     while h + 1 < g1 {
-                        (i..i + 8).for_each(|r| ahead_out(r, h * GROUP));
-                        let v = k8(w.group(h), w.group(h + 1), &rows);
-                        for (c, vc) in v.iter().enumerate() {
-                            write16(i + c, h * GROUP, vc);
-                        }
+                        eight_rows!(i, h * GROUP, k8(w.group(h), w.group(h + 1), &rows));
                         h += 2;
                     }
                 }
@@ -522,15 +531,13 @@ pub fn matmul_multi_in(
                             let mut i = 0;
                             while i < n {
                                 let i0 = i.min(n - 8);
-                                (i0..i0 + 8).for_each(|r| ahead_out(r, g * GROUP));
-                                let v = eight(
-                                    p,
-                                    std::array::from_fn(|c| a.row(i0 + c, cols)),
-                                    ahead8.share(i / 8),
-                                );
-                                for (c, vc) in v.iter().enumerate() {
-                                    write16(i0 + c, g * GROUP, vc);
-                                }
+                                eight_rows!(i0, g * GROUP, {
+                                    eight(
+                                        p,
+                                        std::array::from_fn(|c| a.row(i0 + c, cols)),
+                                        ahead8.share(i / 8),
+                                    )
+                                });
                                 i += 8;
                             }
                             true
@@ -565,15 +572,13 @@ pub fn matmul_multi_in(
                         PANEL.with_borrow_mut(|p| {
                             if unpack(xa, xb, p) {
                                 while i + 8 <= n {
-                                    (i..i + 8).for_each(|r| ahead_out(r, g * GROUP));
-                                    let v = eight(
-                                        p,
-                                        std::array::from_fn(|c| a.row(i + c, cols)),
-                                        ahead8.share(i / 8),
-                                    );
-                                    for (c, vc) in v.iter().enumerate() {
-                                        write16(i + c, g * GROUP, vc);
-                                    }
+                                    eight_rows!(i, g * GROUP, {
+                                        eight(
+                                            p,
+                                            std::array::from_fn(|c| a.row(i + c, cols)),
+                                            ahead8.share(i / 8),
+                                        )
+                                    });
                                     i += 8;
                                 }
                             }
@@ -582,11 +587,9 @@ pub fn matmul_multi_in(
                     if let Some(k8) = x16x8[j] {
                         while i + 8 <= n {
                             ahead8.fetch(i / 8);
-                            (i..i + 8).for_each(|r| ahead_out(r, g * GROUP));
-                            let v = k8(xa, xb, &std::array::from_fn(|c| a.row(i + c, cols)));
-                            for (c, vc) in v.iter().enumerate() {
-                                write16(i + c, g * GROUP, vc);
-                            }
+                            eight_rows!(i, g * GROUP, {
+                                k8(xa, xb, &std::array::from_fn(|c| a.row(i + c, cols)))
+                            });
                             i += 8;
                         }
                     }
