@@ -192,18 +192,11 @@ impl std::fmt::Display for Memory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
         write!(f, "load {:.0} ms; file {:.2} GiB; ", self.load_ms, gib(self.file_bytes))?;
-        match (self.repacked_bytes, &self.copy_cache) {
+        let source = self.copy_cache.source();
+        match (self.repacked_bytes, &source) {
             (0, _) => write!(f, "no repacked copies (weights read from the mapped file)")?,
-            (b, CopyCache::Read(p)) => {
-                write!(f, "repacked copies {:.2} GiB (mapped from the cache {})", gib(b), p.display())?
-            }
-            (b, CopyCache::ReadIntoMemory(p)) => write!(
-                f,
-                "repacked copies {:.2} GiB (read from the cache {} into memory)",
-                gib(b),
-                p.display()
-            )?,
-            (b, _) => write!(f, "repacked copies {:.2} GiB (their file pages released)", gib(b))?,
+            (b, Some(s)) => write!(f, "repacked copies {:.2} GiB ({s})", gib(b))?,
+            (b, None) => write!(f, "repacked copies {:.2} GiB (their file pages released)", gib(b))?,
         }
         if let Some(p) = self.peak_rss_bytes {
             write!(f, "; peak resident {:.2} GiB", gib(p))?;
@@ -211,7 +204,7 @@ impl std::fmt::Display for Memory {
         if let Some(h) = self.huge_page_bytes {
             write!(f, "; mapped by 2 MiB pages {:.2} GiB", gib(h))?;
         }
-        if !matches!(self.copy_cache, CopyCache::Unused | CopyCache::Read(_) | CopyCache::ReadIntoMemory(_)) {
+        if source.is_none() && self.copy_cache != CopyCache::Unused {
             write!(f, "; {}", self.copy_cache)?;
         }
         Ok(())

@@ -124,14 +124,25 @@ pub enum CopyCache {
     Failed(String),
 }
 
+impl CopyCache {
+    /// How copies found in the cache came in ("mapped from the cache FILE", "read from the
+    /// cache FILE into memory"); None where they were not found there.
+    pub fn source(&self) -> Option<String> {
+        match self {
+            CopyCache::Read(p) => Some(format!("mapped from the cache {}", p.display())),
+            CopyCache::ReadIntoMemory(p) => Some(format!("read from the cache {} into memory", p.display())),
+            _ => None,
+        }
+    }
+}
+
 impl std::fmt::Display for CopyCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(s) = self.source() {
+            return write!(f, "repacked copies {s}");
+        }
         match self {
-            CopyCache::Unused => Ok(()),
-            CopyCache::Read(p) => write!(f, "repacked copies mapped from the cache {}", p.display()),
-            CopyCache::ReadIntoMemory(p) => {
-                write!(f, "repacked copies read from the cache {} into memory", p.display())
-            }
+            CopyCache::Unused | CopyCache::Read(_) | CopyCache::ReadIntoMemory(_) => Ok(()),
             CopyCache::Writing(p) => write!(f, "saving the repacked copies to {}", p.display()),
             CopyCache::Wrote(p, t) => write!(
                 f,
