@@ -656,8 +656,16 @@ impl Model {
         }
         let embd = self.file_matrix(&self.token_embd);
         timed!(Op::Embed, (embd.row_bytes() * n) as u64, 0, {
-            for (i, &t) in tokens.iter().enumerate() {
-                ferrite_kernels::dequantize(embd.ty, embd.row(t as usize), &mut s.x[i * dim..(i + 1) * dim])?;
+            // A row per token, in parallel: each reads a row of the file that is seldom in
+            // cache (1B pp64: 1.7% of the prompt when one thread did them all).
+            let failed = std::sync::Mutex::new(None);
+            ops::par_chunks(&mut s.x[..n * dim], dim, &|i, x| {
+                if let Err(e) = ferrite_kernels::dequantize(embd.ty, embd.row(tokens[i] as usize), x) {
+                    *failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                }
+            });
+            if let Some(e) = failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
+                return Err(e.into());
             }
         });
 

@@ -228,8 +228,19 @@ pub fn q6_k_value(b: &BlockQ6K, i: usize) -> i32 {
 pub fn dequantize_q6_k(x: &[BlockQ6K], y: &mut [f32]) {
     for (b, y) in x.iter().zip(y.chunks_exact_mut(QK_K)) {
         let d = f16_le(b.d);
-        for (i, v) in y.iter_mut().enumerate() {
-            *v = d * b.scales[i / 16] as f32 * q6_k_value(b, i) as f32;
+        // As `q6_k_value`, a quarter of a half at a time (loops the compiler vectorizes:
+        // the per-value form took ~20 ns a value, 1.7% of a 1B prompt's embedding lookup).
+        for (half, y) in y.chunks_exact_mut(128).enumerate() {
+            let (ql, qh) = (&b.ql[half * 64..half * 64 + 64], &b.qh[half * 32..half * 32 + 32]);
+            for (quarter, y) in y.chunks_exact_mut(32).enumerate() {
+                let ql = &ql[32 * (quarter % 2)..32 * (quarter % 2) + 32];
+                let shift = if quarter < 2 { 0 } else { 4 };
+                for (l, v) in y.iter_mut().enumerate() {
+                    let q = ((ql[l] >> shift) & 15) | (((qh[l] >> (2 * quarter)) & 3) << 4);
+                    let sc = b.scales[half * 8 + quarter * 2 + l / 16];
+                    *v = d * sc as f32 * (q as i32 - 32) as f32;
+                }
+            }
         }
     }
 }
