@@ -271,20 +271,20 @@ impl ActBuf {
         let nb = x.len() / kind.block();
         match kind {
             ActType::Q8_0S => {
-                self.q8_0s.resize(nb, BlockQ8_0S::default());
+                let y = grown(&mut self.q8_0s, nb);
                 let zero = ActTile { qs: [[0; 32]; 16], d: [0.0; 16] };
                 let f = act_quant::quantize_q8_0s_act;
-                quantize_lay_out(x, &mut self.q8_0s, 32, n, f, zero, t0, |t, r, b| {
+                quantize_lay_out(x, y, 32, n, f, zero, t0, |t, r, b| {
                     t.qs[r] = b.qs;
                     t.d[r] = b.d;
                 });
-                (ActRef::Q8_0S(&self.q8_0s), ActTiles::Q8_0(t0))
+                (ActRef::Q8_0S(&self.q8_0s[..nb]), ActTiles::Q8_0(t0))
             }
             ActType::Q8K => {
-                self.q8k.resize(nb, BlockQ8K::default());
+                let y = grown(&mut self.q8k, nb);
                 let zero = ActTileS { qs: [[[0; 64]; 16]; 4], d: [0.0; 16], bsums: [[0; 4]; 16] };
                 let f = act_quant::quantize_q8_k;
-                quantize_lay_out(x, &mut self.q8k, QK_K, n, f, zero, t2, |t, r, b| {
+                quantize_lay_out(x, y, QK_K, n, f, zero, t2, |t, r, b| {
                     for (s, q) in t.qs.iter_mut().enumerate() {
                         q[r].copy_from_slice(&b.qs[64 * s..64 * s + 64]);
                     }
@@ -297,18 +297,18 @@ impl ActBuf {
                         *pair = (sub(2 * k) | sub(2 * k + 1) << 16) as i32;
                     }
                 });
-                (ActRef::Q8K(&self.q8k), ActTiles::Q8K(t2))
+                (ActRef::Q8K(&self.q8k[..nb]), ActTiles::Q8K(t2))
             }
             ActType::Q8_1 => {
-                self.q8_1.resize(nb, BlockQ8_1::default());
+                let y = grown(&mut self.q8_1, nb);
                 let zero = ActTileK { qs: [[0; 32]; 16], d: [0.0; 16], dsum: [0.0; 16] };
                 let f = act_quant::quantize_q8_1_act;
-                quantize_lay_out(x, &mut self.q8_1, 32, n, f, zero, t1, |t, r, b| {
+                quantize_lay_out(x, y, 32, n, f, zero, t1, |t, r, b| {
                     t.qs[r] = b.qs;
                     t.d[r] = f16_le(b.d);
                     t.dsum[r] = f16_le(b.s);
                 });
-                (ActRef::Q8_1(&self.q8_1), ActTiles::Q8_1(t1))
+                (ActRef::Q8_1(&self.q8_1[..nb]), ActTiles::Q8_1(t1))
             }
             _ => {
                 let cols = x.len() / n.max(1);
@@ -323,24 +323,20 @@ impl ActBuf {
         let nb = x.len() / kind.block();
         match kind {
             ActType::Q8_0 => {
-                self.q8_0.resize(nb, BlockQ8_0::default());
-                par_quantize(x, &mut self.q8_0, 32, act_quant::quantize_q8_0_act);
-                ActRef::Q8_0(&self.q8_0)
+                par_quantize(x, grown(&mut self.q8_0, nb), 32, act_quant::quantize_q8_0_act);
+                ActRef::Q8_0(&self.q8_0[..nb])
             }
             ActType::Q8_0S => {
-                self.q8_0s.resize(nb, BlockQ8_0S::default());
-                par_quantize(x, &mut self.q8_0s, 32, act_quant::quantize_q8_0s_act);
-                ActRef::Q8_0S(&self.q8_0s)
+                par_quantize(x, grown(&mut self.q8_0s, nb), 32, act_quant::quantize_q8_0s_act);
+                ActRef::Q8_0S(&self.q8_0s[..nb])
             }
             ActType::Q8_1 => {
-                self.q8_1.resize(nb, BlockQ8_1::default());
-                par_quantize(x, &mut self.q8_1, 32, act_quant::quantize_q8_1_act);
-                ActRef::Q8_1(&self.q8_1)
+                par_quantize(x, grown(&mut self.q8_1, nb), 32, act_quant::quantize_q8_1_act);
+                ActRef::Q8_1(&self.q8_1[..nb])
             }
             ActType::Q8K => {
-                self.q8k.resize(nb, BlockQ8K::default());
-                par_quantize(x, &mut self.q8k, QK_K, act_quant::quantize_q8_k);
-                ActRef::Q8K(&self.q8k)
+                par_quantize(x, grown(&mut self.q8k, nb), QK_K, act_quant::quantize_q8_k);
+                ActRef::Q8K(&self.q8k[..nb])
             }
             ActType::F32 => {
                 self.f32.clear();
@@ -349,6 +345,16 @@ impl ActBuf {
             }
         }
     }
+}
+
+/// The first `n` blocks of a buffer that only grows: a batch's inputs of different widths
+/// (576 and 1536 values in a small model) resized it down and up at every matmul, filling
+/// the regrown blocks with defaults on one thread while the others waited.
+fn grown<B: Default + Clone>(v: &mut Vec<B>, n: usize) -> &mut [B] {
+    if v.len() < n {
+        v.resize(n, B::default());
+    }
+    &mut v[..n]
 }
 
 /// Sixteen activation rows of one Q8_0 block, as an AMX tile loads them (16 rows of 32 bytes
