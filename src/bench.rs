@@ -180,6 +180,7 @@ impl Memory {
                 CopyCache::Unused => serde_json::Value::Null,
                 CopyCache::Read(p) => json!({ "read": p }),
                 CopyCache::ReadIntoMemory(p) => json!({ "read": p, "into_memory": true }),
+                CopyCache::Making(p) => json!({ "making": p }),
                 CopyCache::Writing(p) => json!({ "writing": p }),
                 CopyCache::Wrote(p, t) => json!({ "wrote": p, "write_s": t.as_secs_f64() }),
                 CopyCache::Failed(e) => json!({ "failed": e }),

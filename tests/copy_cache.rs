@@ -23,7 +23,12 @@ fn load(path: &Path, dir: &Path) -> (Model, CopyCache) {
 
 /// `load`, copies found in the cache read into memory or mapped as `in_memory` says.
 fn load_how(path: &Path, dir: &Path, in_memory: Option<bool>) -> (Model, CopyCache) {
-    let opts = LoadOptions { repack: true, cache: Some((dir.to_path_buf(), 0)), copies_in_memory: in_memory };
+    let opts = LoadOptions {
+        repack: true,
+        cache: Some((dir.to_path_buf(), 0)),
+        copies_in_memory: in_memory,
+        background: Default::default(),
+    };
     let m = Model::load_opts(GgufFile::open(path).unwrap(), &opts).unwrap();
     let c = m.wait_copy_cache();
     (m, c)
@@ -185,6 +190,7 @@ fn abandoned_temporary_files_are_removed_and_small_copies_not_cached() {
         repack: true,
         cache: Some((dir.path().to_path_buf(), usize::MAX)),
         copies_in_memory: None,
+        background: Default::default(),
     };
     let m = Model::load_opts(GgufFile::open(&path).unwrap(), &opts).unwrap();
     assert_eq!(m.wait_copy_cache(), CopyCache::Unused);

@@ -147,6 +147,11 @@ pub struct Matrix<'a> {
     pub cols: usize,
     pub layout: Layout,
     pub data: &'a [u8],
+    /// In the row layout while its repacked copy is being made: computed as the copy will be,
+    /// at every batch size (the rows repacked on the fly, as `FLY_MIN_ROWS` does for long
+    /// batches), so that the results are the same to the bit before and after the copy
+    /// arrives (`Matrix::as_copy`).
+    pub as_copy: bool,
 }
 
 impl<'a> Matrix<'a> {
@@ -156,7 +161,7 @@ impl<'a> Matrix<'a> {
         if row_bytes.checked_mul(rows) != Some(data.len()) {
             return Err(bad);
         }
-        Ok(Matrix { ty, rows, cols, layout: Layout::Rows, data })
+        Ok(Matrix { ty, rows, cols, layout: Layout::Rows, data, as_copy: false })
     }
 
     /// A matrix in an interleaved layout made by `repack::repack` (rows a multiple of the
@@ -178,7 +183,17 @@ impl<'a> Matrix<'a> {
         if data.len() != bytes {
             return Err(KernelError::BadLength { ty, bytes: data.len(), elems: rows * cols });
         }
-        Ok(Matrix { ty, rows, cols, layout, data })
+        Ok(Matrix { ty, rows, cols, layout, data, as_copy: false })
+    }
+
+    /// This matrix (in the row layout) computed as its interleaved copy would be, where the
+    /// level has one for it: every batch size through the interleaved kernels, each task
+    /// repacking its rows on the fly. A model whose copies are made in the background uses
+    /// this until each copy is ready, so that what it computes does not depend on when.
+    pub fn as_copy(self, k: &Kernels) -> Matrix<'a> {
+        let pending =
+            self.layout == Layout::Rows && k.preferred_layout(self.ty, self.rows, self.cols).is_some();
+        Matrix { as_copy: pending, ..self }
     }
 
     /// The bytes of group `g` (rows 8g..8g+8) of an interleaved layout.
@@ -235,7 +250,9 @@ fn act_type(ty: GgmlType, layout: Layout) -> Option<ActType> {
 /// prefers for its type (repacked on the fly).
 fn kernel_layout(k: &Kernels, w: &Matrix, n: usize) -> Layout {
     match w.layout {
-        Layout::Rows if n >= FLY_MIN_ROWS => k.preferred_layout(w.ty, w.rows, w.cols).unwrap_or(Layout::Rows),
+        Layout::Rows if n >= FLY_MIN_ROWS || w.as_copy => {
+            k.preferred_layout(w.ty, w.rows, w.cols).unwrap_or(Layout::Rows)
+        }
         l => l,
     }
 }
@@ -353,7 +370,9 @@ pub fn matmul_multi_in(
             x16x8[j] = k.repacked16x8(layout);
             panels[j] = k.panel16(layout);
             amx[j] = k.amx16(layout).filter(|_| n >= AMX_MIN_ROWS);
-            if fly[j] {
+            // (Unpacked from rows only for a long batch: a shorter one, of a matrix computed
+            // as its copy, runs through the copy's kernels on rows repacked on the fly.)
+            if fly[j] && n >= FLY_MIN_ROWS {
                 rows_eight[j] = k.rows_panel_kernel(w.ty).filter(|_| panels[j].is_none());
                 if amx[j].is_some() || panels[j].is_some() || rows_eight[j].is_some() {
                     direct[j] = k.rows_unpack16(w.ty, amx[j].is_some());

@@ -649,6 +649,63 @@ fn repacked_matmul_matches_rows() {
     eprintln!("{checked} repacked comparisons");
 }
 
+/// A matrix in the row layout computed as its copy (`Matrix::as_copy`, while a model's copies
+/// are made in the background) gives the copy's results to the bit, at every batch size and
+/// every level with interleaved kernels: the model's output then does not depend on when
+/// each copy arrives.
+#[test]
+fn rows_as_copy_match_the_copy_to_the_bit() {
+    use ferrite_kernels::repack::repack;
+    let mut rng = Rng(0xa5c0_b1e5);
+    let mut buf = ActBuf::new();
+    let mut checked = 0;
+    for ty in [
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::Q8_0,
+        GgmlType::IQ4_NL,
+        GgmlType::Q2_K,
+        GgmlType::Q3_K,
+        GgmlType::Q4_K,
+        GgmlType::Q5_K,
+        GgmlType::Q6_K,
+        GgmlType::IQ4_XS,
+    ] {
+        // Three groups: a pair and a lone group in one task.
+        let (rows, cols) = (24, ty.block_size() * if ty.block_size() == 32 { 11 } else { 3 });
+        let w = weights(ty, rows * cols / ty.block_size(), Case::Random, &mut rng);
+        let (layout, packed) = repack(ty, rows, cols, &w).expect("repackable");
+        let copy = Matrix::with_layout(ty, rows, cols, layout, &packed).unwrap();
+        for k in levels().into_iter().filter(|k| k.repacked(layout).is_some()) {
+            let pending = Matrix::new(ty, rows, cols, &w).unwrap().as_copy(k);
+            assert!(pending.as_copy, "{} {ty}", k.name);
+            for n in [1usize, 2, 3, 4, 5, 7, 8, 9, 13, 15, 16, 17, 21, 24, 33, 64, 133] {
+                let x = activation(n * cols, &mut rng);
+                let (mut want, mut got) = (vec![0f32; n * rows], vec![0f32; n * rows]);
+                matmul(k, &copy, &x, n, &mut want, &mut buf).unwrap();
+                matmul(k, &pending, &x, n, &mut got, &mut buf).unwrap();
+                for (i, (g, c)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        g.to_bits() == c.to_bits(),
+                        "{} {ty} n={n}: output {i} (act row {}, weight row {}): {g} from rows, {c} from the copy",
+                        k.name,
+                        i / rows,
+                        i % rows
+                    );
+                }
+                checked += n * rows;
+            }
+        }
+    }
+    // A level without interleaved kernels leaves the matrix as it is.
+    let scalar = Kernels::for_level(Level::Scalar).unwrap();
+    let w = weights(GgmlType::Q4_0, 8, Case::Random, &mut rng);
+    assert!(!Matrix::new(GgmlType::Q4_0, 8, 32, &w).unwrap().as_copy(scalar).as_copy);
+    eprintln!("{checked} outputs compared");
+}
+
 /// A long prompt through the 16x8 kernels that unpack as they go: eight activation rows at a
 /// time, each against every pair of groups of the task before the next eight. Tasks here hold two pairs
 /// (the row count follows the pool's threads) and the last task a lone group, so a pair

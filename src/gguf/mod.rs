@@ -9,61 +9,22 @@ pub use value::{Array, Value, ValueType};
 pub use writer::GgufWriter;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 
-/// The bytes behind a parsed file: a read-only memory map (empty files, which cannot be
-/// mapped, are held as an empty vector).
-enum Storage {
-    Map(memmap2::Mmap),
-    Empty,
-}
+/// The bytes behind a parsed file: a read-only memory map (an empty file, which cannot be
+/// mapped, has none). Cloning shares the map, so a thread that outlives a borrow of the file
+/// (the model's background repack) can read it.
+#[derive(Clone, Default)]
+pub struct FileMap(Option<Arc<memmap2::Mmap>>);
 
-/// A GGUF file opened for reading: the map and its validated header. Tensor data are
-/// zero-copy views into the map.
-pub struct GgufFile {
-    pub path: PathBuf,
-    storage: Storage,
-    pub gguf: Gguf,
-}
-
-impl GgufFile {
-    pub fn open(path: impl AsRef<Path>) -> Result<GgufFile> {
-        let path = path.as_ref().to_path_buf();
-        let io = |source| Error::Io { path: path.clone(), source };
-        let file = std::fs::File::open(&path).map_err(io)?;
-        let meta = file.metadata().map_err(io)?;
-        if meta.is_dir() {
-            return Err(io(std::io::Error::other("is a directory")));
-        }
-        let storage = if meta.len() == 0 {
-            Storage::Empty
-        } else {
-            // SAFETY: the map is read-only. Another process truncating or rewriting the file
-            // while it is mapped is outside what we can guard against (as for every mmap
-            // reader); within this process nothing writes to it.
-            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-            // Where the file system caches files in large folios (ext4, xfs on recent
-            // kernels), a map advised for huge pages reads a cold file in 2 MiB folios and
-            // maps them whole: decode straight from the map then walks one TLB entry per
-            // 2 MiB instead of per 4 KiB. Best effort.
-            #[cfg(target_os = "linux")]
-            let _ = map.advise(memmap2::Advice::HugePage);
-            Storage::Map(map)
-        };
-        let bytes: &[u8] = match &storage {
-            Storage::Map(m) => m,
-            Storage::Empty => &[],
-        };
-        let gguf = Gguf::parse(bytes)?;
-        Ok(GgufFile { path, storage, gguf })
-    }
-
+impl FileMap {
     /// The whole file.
     pub fn bytes(&self) -> &[u8] {
-        match &self.storage {
-            Storage::Map(m) => m,
-            Storage::Empty => &[],
+        match &self.0 {
+            Some(m) => m,
+            None => &[],
         }
     }
 
@@ -71,7 +32,7 @@ impl GgufFile {
     /// as it is read (a repack reads every byte once). Best effort: without it the reads fault.
     pub fn populate(&self, start: usize, len: usize) {
         #[cfg(target_os = "linux")]
-        if let Storage::Map(m) = &self.storage {
+        if let Some(m) = &self.0 {
             let page = 4096;
             let a = start / page * page;
             let b = (start + len).min(m.len());
@@ -88,7 +49,7 @@ impl GgufFile {
     /// Best effort; a later read of the range faults the same bytes back in.
     pub fn release(&self, start: usize, len: usize) {
         #[cfg(unix)]
-        if let Storage::Map(m) = &self.storage {
+        if let Some(m) = &self.0 {
             // Whole pages inside the range only, so nothing outside it is dropped.
             let page = 4096;
             let (a, b) = (start.div_ceil(page) * page, (start + len) / page * page);
@@ -101,6 +62,63 @@ impl GgufFile {
         }
         #[cfg(not(unix))]
         let _ = (start, len);
+    }
+}
+
+/// A GGUF file opened for reading: the map and its validated header. Tensor data are
+/// zero-copy views into the map.
+pub struct GgufFile {
+    pub path: PathBuf,
+    map: FileMap,
+    pub gguf: Gguf,
+}
+
+impl GgufFile {
+    pub fn open(path: impl AsRef<Path>) -> Result<GgufFile> {
+        let path = path.as_ref().to_path_buf();
+        let io = |source| Error::Io { path: path.clone(), source };
+        let file = std::fs::File::open(&path).map_err(io)?;
+        let meta = file.metadata().map_err(io)?;
+        if meta.is_dir() {
+            return Err(io(std::io::Error::other("is a directory")));
+        }
+        let map = if meta.len() == 0 {
+            FileMap(None)
+        } else {
+            // SAFETY: the map is read-only. Another process truncating or rewriting the file
+            // while it is mapped is outside what we can guard against (as for every mmap
+            // reader); within this process nothing writes to it.
+            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+            // Where the file system caches files in large folios (ext4, xfs on recent
+            // kernels), a map advised for huge pages reads a cold file in 2 MiB folios and
+            // maps them whole: decode straight from the map then walks one TLB entry per
+            // 2 MiB instead of per 4 KiB. Best effort.
+            #[cfg(target_os = "linux")]
+            let _ = map.advise(memmap2::Advice::HugePage);
+            FileMap(Some(Arc::new(map)))
+        };
+        let gguf = Gguf::parse(map.bytes())?;
+        Ok(GgufFile { path, map, gguf })
+    }
+
+    /// The whole file.
+    pub fn bytes(&self) -> &[u8] {
+        self.map.bytes()
+    }
+
+    /// The map, shared (see `FileMap`).
+    pub fn map(&self) -> FileMap {
+        self.map.clone()
+    }
+
+    /// See `FileMap::populate`.
+    pub fn populate(&self, start: usize, len: usize) {
+        self.map.populate(start, len)
+    }
+
+    /// See `FileMap::release`.
+    pub fn release(&self, start: usize, len: usize) {
+        self.map.release(start, len)
     }
 
     /// A tensor's data, zero-copy.

@@ -112,6 +112,8 @@ pub enum CopyCache {
     /// No cache: off, no copies, or copies too small to be worth one.
     #[default]
     Unused,
+    /// Being made in the background, then saved to this cache file (if any).
+    Making(Option<PathBuf>),
     /// Made at this load; being saved to this cache file.
     Writing(PathBuf),
     /// Mapped from this cache file.
@@ -143,6 +145,10 @@ impl std::fmt::Display for CopyCache {
         }
         match self {
             CopyCache::Unused | CopyCache::Read(_) | CopyCache::ReadIntoMemory(_) => Ok(()),
+            CopyCache::Making(None) => write!(f, "making the repacked copies in the background"),
+            CopyCache::Making(Some(p)) => {
+                write!(f, "making the repacked copies in the background, to save them to {}", p.display())
+            }
             CopyCache::Writing(p) => write!(f, "saving the repacked copies to {}", p.display()),
             CopyCache::Wrote(p, t) => write!(
                 f,

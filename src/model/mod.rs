@@ -9,7 +9,9 @@ pub mod config;
 mod copies;
 pub mod profile;
 
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use half::f16;
 
@@ -44,8 +46,12 @@ pub struct WeightRef {
     pub cols: usize,
     start: usize,
     len: usize,
-    /// The rows rearranged at load for the kernel level (see `ferrite_kernels::repack`).
-    packed: Option<PackedCopy>,
+    /// The rows rearranged for the kernel level (see `ferrite_kernels::repack`): set at load,
+    /// or by the background thread making the copies (`pending` until then).
+    packed: Arc<OnceLock<PackedCopy>>,
+    /// A copy is on its way (made in the background): until it is there, the matrix is
+    /// computed as its copy will be (`Matrix::as_copy`), so the results do not depend on when.
+    pending: bool,
 }
 
 pub struct Layer {
@@ -71,15 +77,21 @@ pub struct Model {
     /// base^(-2i/rope_dims) * freq_scale / freq_factor_i.
     pub inv_freq: Vec<f32>,
     pub kernels: &'static Kernels,
-    /// Where the repacked copies came from, or the thread saving them to the cache.
+    /// Where the repacked copies came from, or the thread making them or saving them to the
+    /// cache.
     copy_cache: std::sync::Mutex<(CopyCache, Option<std::thread::JoinHandle<CopyCache>>)>,
+    /// Tells the thread making the copies in the background to stop.
+    cancel: Arc<AtomicBool>,
+    /// How long after the load began the copies made in the background were all there.
+    copies_ready: Arc<OnceLock<Duration>>,
 }
 
 impl Drop for Model {
     /// A load that made the copies saves them to the cache in the background; the process
-    /// waits for that to end (an abandoned temporary file would take gigabytes).
+    /// waits for that to end (an abandoned temporary file would take gigabytes). Copies made
+    /// in the background for nothing else are abandoned.
     fn drop(&mut self) {
-        self.wait_copy_cache();
+        self.settle_copies();
     }
 }
 
@@ -103,7 +115,16 @@ fn weight(file: &GgufFile, name: &str, cols: usize, rows: usize) -> Result<Weigh
         )));
     }
     let start = (file.gguf.data_offset + t.offset) as usize;
-    Ok(WeightRef { name: name.into(), ty: t.ty, rows, cols, start, len: t.size as usize, packed: None })
+    Ok(WeightRef {
+        name: name.into(),
+        ty: t.ty,
+        rows,
+        cols,
+        start,
+        len: t.size as usize,
+        packed: Default::default(),
+        pending: false,
+    })
 }
 
 fn vector(file: &GgufFile, name: &str, n: usize) -> Result<Vec<f32>> {
@@ -147,12 +168,35 @@ pub struct LoadOptions {
     /// Copies found in the cache: read into memory of our own (`Some(true)`), mapped
     /// (`Some(false)`), or mapped unless the page cache holds them in small pages (`None`).
     pub copies_in_memory: Option<bool>,
+    /// Whether copies not found in the cache are made in the background.
+    pub background: Background,
 }
+
+/// When `Model::load_opts` makes the repacked copies it did not find in the cache.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Background {
+    /// In the background where they come to `BACKGROUND_MIN_BYTES` or more (an 8B model's
+    /// copies took 1.5-13 s to make, most of it the kernel zeroing fresh memory), before the
+    /// load returns where they are smaller.
+    #[default]
+    Auto,
+    /// Before the load returns.
+    Off,
+    /// Always in the background.
+    On,
+    /// Never: every matrix that would have a copy is computed as the copy would be, from
+    /// the file's rows, as while the copies are on their way (for tests and measurements).
+    Hold,
+}
+
+/// Least bytes of copies made in the background (`Background::Auto`): SmolLM2's 100 MB take
+/// about 50 ms.
+pub const BACKGROUND_MIN_BYTES: usize = 256 << 20;
 
 impl LoadOptions {
     /// What `Model::load` does: `set_repack`, `set_copy_cache` and the environment
     /// (`FERRITE_NO_REPACK`, `FERRITE_NO_COPY_CACHE`, `FERRITE_CACHE_DIR`,
-    /// `FERRITE_COPIES_IN_MEMORY=1|0`).
+    /// `FERRITE_COPIES_IN_MEMORY=1|0`, `FERRITE_BACKGROUND_COPIES=1|0|hold`).
     pub fn from_env() -> LoadOptions {
         use std::sync::atomic::Ordering::Relaxed;
         let repack = REPACK.load(Relaxed) && std::env::var_os("FERRITE_NO_REPACK").is_none();
@@ -165,7 +209,13 @@ impl LoadOptions {
             Ok("0") => Some(false),
             _ => None,
         };
-        LoadOptions { repack, cache, copies_in_memory }
+        let background = match std::env::var("FERRITE_BACKGROUND_COPIES").as_deref() {
+            Ok("1") => Background::On,
+            Ok("0") => Background::Off,
+            Ok("hold") => Background::Hold,
+            _ => Background::Auto,
+        };
+        LoadOptions { repack, cache, copies_in_memory, background }
     }
 }
 
@@ -180,16 +230,19 @@ impl Model {
     /// The model of a file; `repack`: make the repacked copies (see `set_repack`), without
     /// the cache.
     pub fn load_with(file: GgufFile, repack: bool) -> Result<Model> {
-        Model::load_opts(file, &LoadOptions { repack, cache: None, copies_in_memory: None })
+        let opts = LoadOptions { repack, cache: None, copies_in_memory: None, background: Background::Off };
+        Model::load_opts(file, &opts)
     }
 
     pub fn load_opts(file: GgufFile, opts: &LoadOptions) -> Result<Model> {
+        let t_load = Instant::now();
         let c = LlamaConfig::from_metadata(&file.gguf)?;
         let (dim, q, kv, ffn) = (c.dim, c.q_dim(), c.kv_dim(), c.ffn_dim);
         let token_embd = weight(&file, "token_embd.weight", dim, c.vocab_size)?;
         let output = match file.gguf.tensor("output.weight") {
             Some(_) => weight(&file, "output.weight", dim, c.vocab_size)?,
-            None => token_embd.clone(),
+            // (A slot of its own for the output's copy.)
+            None => WeightRef { packed: Default::default(), ..token_embd.clone() },
         };
         let mut layers = Vec::with_capacity(c.n_layers);
         for l in 0..c.n_layers {
@@ -228,9 +281,12 @@ impl Model {
             inv_freq,
             kernels: Kernels::best(),
             copy_cache: Default::default(),
+            cancel: Default::default(),
+            copies_ready: Default::default(),
         };
         if opts.repack {
-            m.repack(opts.cache.as_ref().map(|(d, min)| (d.as_path(), *min)), opts.copies_in_memory);
+            let cache = opts.cache.as_ref().map(|(d, min)| (d.as_path(), *min));
+            m.repack(cache, opts.copies_in_memory, opts.background, t_load);
         }
         Ok(m)
     }
@@ -240,7 +296,13 @@ impl Model {
     /// least bytes worth caching), and save them there when made. The copies replace the
     /// file's bytes for compute, and the file's pages of those matrices are released, so
     /// resident memory stays about the file size.
-    fn repack(&mut self, cache: Option<(&std::path::Path, usize)>, in_memory: Option<bool>) {
+    fn repack(
+        &mut self,
+        cache: Option<(&std::path::Path, usize)>,
+        in_memory: Option<bool>,
+        background: Background,
+        t_load: Instant,
+    ) {
         use rayon::prelude::*;
         let k = self.kernels;
         let ws: Vec<&mut WeightRef> = self
@@ -280,11 +342,39 @@ impl Model {
                 if (w.start, w.len) != embd {
                     file.release(want.src.start, want.src.len() / want.rows * repack::GROUP);
                 }
-                w.packed = Some(c);
+                let _ = w.packed.set(c);
             }
             let path = key.path.clone();
             let how = if copied { CopyCache::ReadIntoMemory(path) } else { CopyCache::Read(path) };
             self.set_copy_cache(how, None);
+            return;
+        }
+        let in_background = match background {
+            Background::Auto => total >= BACKGROUND_MIN_BYTES,
+            Background::Off => false,
+            Background::On | Background::Hold => true,
+        };
+        if in_background {
+            let jobs: Vec<_> = ws
+                .into_iter()
+                .zip(wants)
+                .map(|(w, want)| {
+                    w.pending = true;
+                    (w.packed.clone(), want)
+                })
+                .collect();
+            if background == Background::Hold {
+                return;
+            }
+            let (map, cancel, ready) = (file.map(), self.cancel.clone(), self.copies_ready.clone());
+            let saving = key.as_ref().map(|k| k.path.clone());
+            let make = move || make_copies(map, jobs, embd, key, &cancel, &ready, t_load);
+            match std::thread::Builder::new().name("ferrite-copies".into()).spawn(make) {
+                Ok(h) => self.set_copy_cache(CopyCache::Making(saving), Some(h)),
+                // Without the thread the copies stay on their way: every matrix is computed
+                // as its copy would be, the same results, slower.
+                Err(e) => self.set_copy_cache(CopyCache::Failed(e.to_string()), None),
+            }
             return;
         }
         let mut outs: Vec<Option<Store>> = wants.iter().map(|w| Store::zeroed(w.len)).collect();
@@ -338,7 +428,7 @@ impl Model {
             match (out, failed.contains(&m)) {
                 (Some(out), false) => {
                     let c = PackedCopy { layout: want.layout, store: Arc::new(out), range: 0..want.len };
-                    w.packed = Some(c.clone());
+                    let _ = w.packed.set(c.clone());
                     made.push(c);
                 }
                 _ => complete = false,
@@ -369,14 +459,30 @@ impl Model {
         self.copy_cache.lock().unwrap_or_else(|e| e.into_inner()).0.clone()
     }
 
-    /// Wait until the copies are saved to the cache, if they are being saved; then as
-    /// `copy_cache`.
+    /// Wait until the copies are made and saved to the cache, if they are being made in the
+    /// background or saved; then as `copy_cache`.
     pub fn wait_copy_cache(&self) -> CopyCache {
         let mut g = self.copy_cache.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(h) = g.1.take() {
-            g.0 = h.join().unwrap_or_else(|_| CopyCache::Failed("the saving thread panicked".into()));
+            g.0 = h.join().unwrap_or_else(|_| CopyCache::Failed("the copying thread panicked".into()));
         }
         g.0.clone()
+    }
+
+    /// As `wait_copy_cache`, but copies made in the background that are not to be saved to
+    /// the cache are abandoned rather than finished (what the model computes is the same
+    /// without them). For the end of a run.
+    pub fn settle_copies(&self) -> CopyCache {
+        if self.copy_cache() == CopyCache::Making(None) {
+            self.cancel.store(true, Relaxed);
+        }
+        self.wait_copy_cache()
+    }
+
+    /// How long after the load began the copies made in the background were all there
+    /// (`None`: not made in the background, or not all there yet).
+    pub fn copies_ready_after(&self) -> Option<Duration> {
+        self.copies_ready.get().copied()
     }
 
     /// Bytes of weights held in repacked copies.
@@ -384,10 +490,10 @@ impl Model {
         let mut n = 0;
         for l in &self.layers {
             for w in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down] {
-                n += w.packed.as_ref().map_or(0, |p| p.range.len());
+                n += w.packed.get().map_or(0, |p| p.range.len());
             }
         }
-        n + self.output.packed.as_ref().map_or(0, |p| p.range.len())
+        n + self.output.packed.get().map_or(0, |p| p.range.len())
     }
 
     pub fn open(path: impl AsRef<std::path::Path>) -> Result<Model> {
@@ -403,10 +509,19 @@ impl Model {
         self.file.populate(self.token_embd.start, self.token_embd.len);
     }
 
-    /// The matrix for compute: the repacked copy where there is one.
+    /// The matrix for compute: the repacked copy where there is one; the file's rows
+    /// computed as the copy would be where it is on its way.
     pub fn matrix<'a>(&'a self, w: &'a WeightRef) -> Matrix<'a> {
-        match &w.packed {
-            Some(c) => Matrix { ty: w.ty, rows: w.rows, cols: w.cols, layout: c.layout, data: c.bytes() },
+        match w.packed.get() {
+            Some(c) => Matrix {
+                ty: w.ty,
+                rows: w.rows,
+                cols: w.cols,
+                layout: c.layout,
+                data: c.bytes(),
+                as_copy: false,
+            },
+            None if w.pending => self.file_matrix(w).as_copy(self.kernels),
             None => self.file_matrix(w),
         }
     }
@@ -414,7 +529,7 @@ impl Model {
     /// The matrix as stored in the file, row after row (for row lookups and inspection).
     pub fn file_matrix(&self, w: &WeightRef) -> Matrix<'_> {
         let data = &self.file.bytes()[w.start..w.start + w.len];
-        Matrix { ty: w.ty, rows: w.rows, cols: w.cols, layout: Layout::Rows, data }
+        Matrix { ty: w.ty, rows: w.rows, cols: w.cols, layout: Layout::Rows, data, as_copy: false }
     }
 
     /// Bytes of weights one decode step reads (every matrix, one embedding row, the norms).
@@ -426,6 +541,65 @@ impl Model {
             }
         }
         n + self.output.len as u64 + (self.token_embd.len / self.token_embd.rows) as u64
+    }
+}
+
+/// The background thread of `Model::repack`: each matrix's copy made piece by piece (about
+/// 4 MiB of whole row groups at a time), then handed to the model, whose matrix is computed
+/// from it from then on (the same results: `Matrix::as_copy`), and the file's pages of that
+/// matrix released; when all are made, saved to the cache (`key`). Stops early, saving
+/// nothing, when `cancel` is set.
+fn make_copies(
+    map: crate::gguf::FileMap,
+    jobs: Vec<(Arc<OnceLock<PackedCopy>>, Want)>,
+    embd: (usize, usize),
+    key: Option<copies::Key>,
+    cancel: &AtomicBool,
+    ready: &OnceLock<Duration>,
+    t_load: Instant,
+) -> CopyCache {
+    let bytes = map.bytes();
+    let mut made = Vec::with_capacity(jobs.len());
+    for (slot, want) in &jobs {
+        let Some(Store::Anon(mut out)) = Store::zeroed(want.len) else {
+            return CopyCache::Failed(format!("no memory for the copy of {}", want.name));
+        };
+        let row_bytes = want.src.len() / want.rows.max(1);
+        let packed_row = want.len / want.rows.max(1);
+        let step = ((4 << 20) / row_bytes.max(1)).max(1).div_ceil(repack::GROUP) * repack::GROUP;
+        for r0 in (0..want.rows).step_by(step) {
+            if cancel.load(Relaxed) {
+                return CopyCache::Unused;
+            }
+            let rows = step.min(want.rows - r0);
+            let start = want.src.start + r0 * row_bytes;
+            map.populate(start, rows * row_bytes);
+            let (src, dst) = (
+                &bytes[start..start + rows * row_bytes],
+                &mut out[r0 * packed_row..(r0 + rows) * packed_row],
+            );
+            if repack::repack_into(want.ty, rows, want.cols, src, dst, repack::Stores::Cached).is_none() {
+                // (Cannot happen: the type and shape were found repackable.) The matrix stays
+                // computed from the file's rows, as its copy would be.
+                return CopyCache::Failed(format!("could not repack {}", want.name));
+            }
+        }
+        let c = PackedCopy { layout: want.layout, store: Arc::new(Store::Anon(out)), range: 0..want.len };
+        let _ = slot.set(c.clone());
+        // (A forward pass that took the file's rows just before reads them back from the page
+        // cache.)
+        if (want.src.start, want.src.len()) != embd {
+            map.release(want.src.start, want.src.len());
+        }
+        made.push(c);
+    }
+    let _ = ready.set(t_load.elapsed());
+    match key {
+        Some(key) => match key.write(&made) {
+            Ok(t) => CopyCache::Wrote(key.path, t),
+            Err(e) => CopyCache::Failed(format!("{}: {e}", key.path.display())),
+        },
+        None => CopyCache::Unused,
     }
 }
 
