@@ -155,6 +155,9 @@ pub struct Memory {
     pub huge_page_bytes: Option<u64>,
     /// Whether the copies were mapped from the copy cache, or saved to it.
     pub copy_cache: crate::model::CopyCache,
+    /// Where the copies were made in the background: how long after the load began they
+    /// were all there (the load itself returned after `load_ms`).
+    pub copies_ready_ms: Option<f64>,
 }
 
 impl Memory {
@@ -166,12 +169,14 @@ impl Memory {
             peak_rss_bytes: peak_rss(),
             huge_page_bytes: huge_pages(),
             copy_cache: model.copy_cache(),
+            copies_ready_ms: model.copies_ready_after().map(|t| t.as_secs_f64() * 1e3),
         }
     }
 
     pub fn to_json(&self) -> serde_json::Value {
         json!({
             "load_ms": self.load_ms,
+            "copies_ready_ms": self.copies_ready_ms,
             "file_bytes": self.file_bytes,
             "repacked_bytes": self.repacked_bytes,
             "peak_rss_bytes": self.peak_rss_bytes,
@@ -198,6 +203,9 @@ impl std::fmt::Display for Memory {
             (0, _) => write!(f, "no repacked copies (weights read from the mapped file)")?,
             (b, Some(s)) => write!(f, "repacked copies {:.2} GiB ({s})", gib(b))?,
             (b, None) => write!(f, "repacked copies {:.2} GiB (their file pages released)", gib(b))?,
+        }
+        if let Some(t) = self.copies_ready_ms {
+            write!(f, ", made in the background, all there {:.1} s after the load began", t / 1e3)?;
         }
         if let Some(p) = self.peak_rss_bytes {
             write!(f, "; peak resident {:.2} GiB", gib(p))?;

@@ -453,7 +453,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let t0 = std::time::Instant::now();
             let m = Model::open(&model)?;
             let load = t0.elapsed();
-            // A first load saves its copies to the cache: not while the runs are timed.
+            // A first load makes its copies in the background and saves them to the cache:
+            // not while the runs are timed.
             m.wait_copy_cache();
             let (results, profiles) = ferrite::bench::run_with(&m, &n_prompt, &n_gen, reps, profile)?;
             if let Some((pp, tg)) = profiles {
@@ -737,8 +738,9 @@ fn run_generation(path: &std::path::Path, prompt: &str, o: RunOptions) -> anyhow
         load.as_secs_f64() * 1e3,
         model.kernels.level.name()
     );
-    // (Written while the tokens ran; a first load waits here for the rest.)
-    let cache = model.wait_copy_cache();
+    // (Made and written while the tokens ran; a first load waits here for the rest of a save;
+    // copies not to be saved are abandoned.)
+    let cache = model.settle_copies();
     if cache != ferrite::model::CopyCache::Unused {
         eprintln!("                   {cache}");
     }

@@ -593,6 +593,13 @@ fn make_copies(
         }
         made.push(c);
     }
+    // Again: a forward pass that took a matrix's rows just before its copy was handed over
+    // read them back (and they stay mapped, resident, until released).
+    for (_, want) in &jobs {
+        if (want.src.start, want.src.len()) != embd {
+            map.release(want.src.start, want.src.len());
+        }
+    }
     let _ = ready.set(t_load.elapsed());
     match key {
         Some(key) => match key.write(&made) {
