@@ -349,11 +349,12 @@ impl Model {
             self.set_copy_cache(how, None);
             return;
         }
-        let in_background = match background {
-            Background::Auto => total >= BACKGROUND_MIN_BYTES,
-            Background::Off => false,
-            Background::On | Background::Hold => true,
-        };
+        let in_background = !wants.is_empty()
+            && match background {
+                Background::Auto => total >= BACKGROUND_MIN_BYTES,
+                Background::Off => false,
+                Background::On | Background::Hold => true,
+            };
         if in_background {
             let jobs: Vec<_> = ws
                 .into_iter()
