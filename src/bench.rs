@@ -186,6 +186,7 @@ impl Memory {
                 CopyCache::Read(p) => json!({ "read": p }),
                 CopyCache::ReadIntoMemory(p) => json!({ "read": p, "into_memory": true }),
                 CopyCache::Making(p) => json!({ "making": p }),
+                CopyCache::Reading(p) => json!({ "reading": p }),
                 CopyCache::Writing(p) => json!({ "writing": p }),
                 CopyCache::Wrote(p, t) => json!({ "wrote": p, "write_s": t.as_secs_f64() }),
                 CopyCache::Failed(e) => json!({ "failed": e }),
@@ -205,7 +206,8 @@ impl std::fmt::Display for Memory {
             (b, None) => write!(f, "repacked copies {:.2} GiB (their file pages released)", gib(b))?,
         }
         if let Some(t) = self.copies_ready_ms {
-            write!(f, ", made in the background, all there {:.1} s after the load began", t / 1e3)?;
+            let how = if matches!(self.copy_cache, CopyCache::ReadIntoMemory(_)) { "read" } else { "made" };
+            write!(f, ", {how} in the background, all there {:.1} s after the load began", t / 1e3)?;
         }
         if let Some(p) = self.peak_rss_bytes {
             write!(f, "; peak resident {:.2} GiB", gib(p))?;

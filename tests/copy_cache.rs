@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use ferrite::gguf::GgufFile;
-use ferrite::model::{CopyCache, KvCache, LoadOptions, Model, State};
+use ferrite::model::{Background, CopyCache, KvCache, LoadOptions, Model, State};
 
 fn model_path() -> PathBuf {
     let p = common::root().join("models/SmolLM2-135M-Instruct.Q4_0.gguf");
@@ -84,6 +84,26 @@ fn second_load_maps_the_saved_copies_with_the_same_results() {
     let (fourth, c4) = load_how(&path, dir.path(), None);
     assert!(matches!(&c4, CopyCache::Read(p) | CopyCache::ReadIntoMemory(p) if *p == file), "{c4:?}");
     assert_eq!(logits(&fourth), want, "copies from the cache, mapped or read as the load chose");
+
+    // Made in the background and saved, the logits computed while they are made; then read
+    // into memory in the background, the logits computed from the map meanwhile.
+    let dir2 = tempfile::tempdir().unwrap();
+    let opts = |background, copies_in_memory| LoadOptions {
+        repack: true,
+        cache: Some((dir2.path().to_path_buf(), 0)),
+        copies_in_memory,
+        background,
+    };
+    let m = Model::load_opts(GgufFile::open(&path).unwrap(), &opts(Background::On, None)).unwrap();
+    let racing = logits(&m);
+    assert!(matches!(m.wait_copy_cache(), CopyCache::Wrote(..)), "made in the background");
+    assert_eq!(racing, want, "while the copies were made");
+    let m = Model::load_opts(GgufFile::open(&path).unwrap(), &opts(Background::Auto, Some(true))).unwrap();
+    let racing = logits(&m);
+    assert!(matches!(m.wait_copy_cache(), CopyCache::ReadIntoMemory(..)), "read in the background");
+    assert_eq!(m.repacked_bytes(), reference.repacked_bytes());
+    assert_eq!(racing, want, "while the copies were read into memory");
+    assert_eq!(logits(&m), want, "after");
 
     // Nothing else is left in the directory (the temporary file was renamed).
     let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).collect();

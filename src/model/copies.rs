@@ -6,8 +6,9 @@
 //! 1-10 s depending on how recently the machine used that memory). A load that finds the
 //! copies in the cache maps them like the model file itself: nothing is zeroed or copied,
 //! and the pages come from the page cache (or the disk) as the first tokens read them;
-//! unless the page cache holds the file in small pages, where they are read into memory of
-//! our own instead (`in_small_pages`).
+//! where the page cache holds the file in small pages (`in_small_pages`), a thread then reads
+//! them into memory of our own, copy by copy, while the model runs from the map (the same
+//! bytes).
 //!
 //! Cache file: `FERRCOPY`, u64 header length, a JSON header (format, the source file's
 //! identity, and every copy's name, layout, offset and length), then the copies, each at a
@@ -68,6 +69,32 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
+    /// Whether copies mapped from this cache file are to be read into memory of our own: as
+    /// `in_memory` says, or (`None`) where the page cache holds the file in small pages
+    /// (`in_small_pages`). Never for anonymous memory.
+    pub(super) fn wants_memory(&self, in_memory: Option<bool>) -> bool {
+        match self {
+            Store::File(map) => in_memory.unwrap_or_else(|| in_small_pages(map)),
+            Store::Anon(_) => false,
+        }
+    }
+
+    /// Let the pages of a range of a cache file's map go (they stay in the page cache; a
+    /// later read faults them back in). Nothing for anonymous memory.
+    pub(super) fn release(&self, range: Range<usize>) {
+        #[cfg(unix)]
+        if let (Store::File(map), true) = (self, range.end <= self.len()) {
+            // SAFETY: DONTNEED on a read-only shared map of a file only drops this process's
+            // page table entries; a later read faults the same bytes in again from the page
+            // cache, so no reference into the map observes different contents.
+            let _ = unsafe {
+                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, range.start, range.len())
+            };
+        }
+        #[cfg(not(unix))]
+        let _ = range;
+    }
+
     /// Zeroed anonymous memory of `len` bytes (`None` if the system refuses the mapping),
     /// asking for transparent huge pages: an 8B model's copies are 4-8 GB, and faulting them
     /// in 4 KiB at a time was most of its load time.
@@ -92,6 +119,18 @@ impl PackedCopy {
     pub fn bytes(&self) -> &[u8] {
         &self.store[self.range.clone()]
     }
+
+    /// The copy read into anonymous memory of its own, in 2 MiB pages where the system gives
+    /// them (`None` if it refuses the memory).
+    pub fn in_memory(&self) -> Option<PackedCopy> {
+        let Some(Store::Anon(mut mem)) = Store::zeroed(self.range.len()) else { return None };
+        mem[..self.range.len()].copy_from_slice(self.bytes());
+        Some(PackedCopy {
+            layout: self.layout,
+            store: Arc::new(Store::Anon(mem)),
+            range: 0..self.range.len(),
+        })
+    }
 }
 
 /// A matrix that wants a copy: where its rows are in the model file.
@@ -114,6 +153,9 @@ pub enum CopyCache {
     Unused,
     /// Being made in the background, then saved to this cache file (if any).
     Making(Option<PathBuf>),
+    /// Mapped from this cache file, and being read into memory in the background where the
+    /// page cache holds it in small pages.
+    Reading(PathBuf),
     /// Made at this load; being saved to this cache file.
     Writing(PathBuf),
     /// Mapped from this cache file.
@@ -149,6 +191,7 @@ impl std::fmt::Display for CopyCache {
             CopyCache::Making(Some(p)) => {
                 write!(f, "making the repacked copies in the background, to save them to {}", p.display())
             }
+            CopyCache::Reading(p) => write!(f, "reading the repacked copies from the cache {}", p.display()),
             CopyCache::Writing(p) => write!(f, "saving the repacked copies to {}", p.display()),
             CopyCache::Wrote(p, t) => write!(
                 f,
@@ -297,15 +340,9 @@ impl Key {
         Some(Key { path, header, offsets, total: at })
     }
 
-    /// The copies from the cache file, if it is there and matches (see the module's doc), and
-    /// whether they were read into memory of our own rather than mapped: as `in_memory` says,
-    /// or (`None`) where the page cache holds the file in small pages (`in_small_pages`).
-    pub fn read(
-        &self,
-        file: &GgufFile,
-        wants: &[Want],
-        in_memory: Option<bool>,
-    ) -> Option<(Vec<PackedCopy>, bool)> {
+    /// The copies from the cache file, mapped, if it is there and matches (see the module's
+    /// doc). All of them share one `Store::File`.
+    pub fn read(&self, file: &GgufFile, wants: &[Want]) -> Option<Vec<PackedCopy>> {
         let f = std::fs::File::open(&self.path).ok()?;
         if f.metadata().ok()?.len() != self.total as u64 {
             return None;
@@ -344,17 +381,7 @@ impl Key {
                 return None;
             }
         }
-        // Where the page cache holds the file in small folios, the copies are read into memory
-        // of our own, in 2 MiB pages, instead (see `in_small_pages`).
-        let Store::File(map) = &*store else { return Some((copies, false)) };
-        if !in_memory.unwrap_or_else(|| in_small_pages(map)) {
-            return Some((copies, false));
-        }
-        let Some(Store::Anon(mut mem)) = Store::zeroed(map.len()) else { return Some((copies, false)) };
-        copy_out(map, &mut mem);
-        let store = Arc::new(Store::Anon(mem));
-        let copies = copies.into_iter().map(|c| PackedCopy { store: store.clone(), ..c }).collect();
-        Some((copies, true))
+        Some(copies)
     }
 
     /// Write the copies to the cache file (a temporary name, renamed when whole).
@@ -499,28 +526,6 @@ fn huge_share(smaps: &str, start: usize) -> Option<f64> {
     }
     let (rss, pmd) = (rss?, pmd?);
     (rss > 0.0).then(|| pmd / rss)
-}
-
-/// `dst` = the map's bytes, in 2 MiB pieces on rayon's threads (faulting and zeroing `dst`'s
-/// pages is most of the cost, and it parallelises), each piece of the map let go once copied
-/// (it stays in the page cache), so that resident memory does not hold the copies twice.
-fn copy_out(map: &memmap2::Mmap, dst: &mut [u8]) {
-    use rayon::prelude::*;
-    const PIECE: usize = 2 << 20;
-    let release = |at: usize, len: usize| {
-        // SAFETY: DONTNEED on a read-only shared map of a file only drops this process's page
-        // table entries; a later read faults the same bytes in again from the page cache.
-        #[cfg(unix)]
-        let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, at, len) };
-        #[cfg(not(unix))]
-        let _ = (at, len);
-    };
-    release(0, map.len());
-    dst.par_chunks_mut(PIECE).enumerate().for_each(|(i, d)| {
-        let at = i * PIECE;
-        d.copy_from_slice(&map[at..at + d.len()]);
-        release(at, d.len());
-    });
 }
 
 /// Bytes per write of the cache file: whole 2 MiB pieces at 2 MiB offsets, so that the page

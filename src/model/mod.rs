@@ -52,6 +52,17 @@ pub struct WeightRef {
     /// A copy is on its way (made in the background): until it is there, the matrix is
     /// computed as its copy will be (`Matrix::as_copy`), so the results do not depend on when.
     pending: bool,
+    /// The copy mapped from the cache file, used until `packed` holds the same bytes read
+    /// into memory of our own (where the page cache holds the file in small pages).
+    mapped: Option<PackedCopy>,
+}
+
+impl WeightRef {
+    /// The copy to compute from: the one made or read into memory, else the one mapped from
+    /// the cache file.
+    fn copy(&self) -> Option<&PackedCopy> {
+        self.packed.get().or(self.mapped.as_ref())
+    }
 }
 
 pub struct Layer {
@@ -124,6 +135,7 @@ fn weight(file: &GgufFile, name: &str, cols: usize, rows: usize) -> Result<Weigh
         len: t.size as usize,
         packed: Default::default(),
         pending: false,
+        mapped: None,
     })
 }
 
@@ -334,19 +346,33 @@ impl Model {
         let key = cache
             .filter(|&(_, min)| total >= min && total > 0)
             .and_then(|(dir, _)| copies::Key::new(dir, file, &wants));
-        if let Some((key, (copies, copied))) =
-            key.as_ref().and_then(|key| Some((key, key.read(file, &wants, in_memory)?)))
-        {
+        if let Some((key, copies)) = key.as_ref().and_then(|key| Some((key, key.read(file, &wants)?))) {
+            let mut jobs = Vec::with_capacity(copies.len());
             for ((w, c), want) in ws.into_iter().zip(copies).zip(&wants) {
                 // The check read the first rows of each matrix from the file.
                 if (w.start, w.len) != embd {
                     file.release(want.src.start, want.src.len() / want.rows * repack::GROUP);
                 }
-                let _ = w.packed.set(c);
+                jobs.push((w.packed.clone(), c.clone()));
+                w.mapped = Some(c);
             }
+            // Where the page cache holds the cache file in small pages, the copies are read
+            // into memory of our own by a thread of their own, while the model runs from the
+            // map (the same bytes, so the same results). Finding out means faulting the whole
+            // map in (`in_small_pages`), which reads it from disk if the page cache does not
+            // hold it: on that thread too.
             let path = key.path.clone();
-            let how = if copied { CopyCache::ReadIntoMemory(path) } else { CopyCache::Read(path) };
-            self.set_copy_cache(how, None);
+            if in_memory == Some(false) {
+                self.set_copy_cache(CopyCache::Read(path), None);
+                return;
+            }
+            let (cancel, ready) = (self.cancel.clone(), self.copies_ready.clone());
+            let (p, t) = (path.clone(), t_load);
+            let read = move || read_copies(jobs, in_memory, p, &cancel, &ready, t);
+            match std::thread::Builder::new().name("ferrite-copies".into()).spawn(read) {
+                Ok(h) => self.set_copy_cache(CopyCache::Reading(path), Some(h)),
+                Err(_) => self.set_copy_cache(CopyCache::Read(path), None),
+            }
             return;
         }
         let in_background = !wants.is_empty()
@@ -474,7 +500,7 @@ impl Model {
     /// the cache are abandoned rather than finished (what the model computes is the same
     /// without them). For the end of a run.
     pub fn settle_copies(&self) -> CopyCache {
-        if self.copy_cache() == CopyCache::Making(None) {
+        if matches!(self.copy_cache(), CopyCache::Making(None) | CopyCache::Reading(_)) {
             self.cancel.store(true, Relaxed);
         }
         self.wait_copy_cache()
@@ -491,10 +517,10 @@ impl Model {
         let mut n = 0;
         for l in &self.layers {
             for w in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down] {
-                n += w.packed.get().map_or(0, |p| p.range.len());
+                n += w.copy().map_or(0, |p| p.range.len());
             }
         }
-        n + self.output.packed.get().map_or(0, |p| p.range.len())
+        n + self.output.copy().map_or(0, |p| p.range.len())
     }
 
     pub fn open(path: impl AsRef<std::path::Path>) -> Result<Model> {
@@ -513,7 +539,7 @@ impl Model {
     /// The matrix for compute: the repacked copy where there is one; the file's rows
     /// computed as the copy would be where it is on its way.
     pub fn matrix<'a>(&'a self, w: &'a WeightRef) -> Matrix<'a> {
-        match w.packed.get() {
+        match w.copy() {
             Some(c) => Matrix {
                 ty: w.ty,
                 rows: w.rows,
@@ -543,6 +569,38 @@ impl Model {
         }
         n + self.output.len as u64 + (self.token_embd.len / self.token_embd.rows) as u64
     }
+}
+
+/// The background thread of a load that mapped the copies from the cache file: where they
+/// are to be read into memory (`Store::wants_memory`), each copy read and handed to the model
+/// in turn, and its pages of the map released.
+fn read_copies(
+    jobs: Vec<(Arc<OnceLock<PackedCopy>>, PackedCopy)>,
+    in_memory: Option<bool>,
+    path: std::path::PathBuf,
+    cancel: &AtomicBool,
+    ready: &OnceLock<Duration>,
+    t_load: Instant,
+) -> CopyCache {
+    let Some(store) = jobs.first().map(|(_, c)| c.store.clone()) else { return CopyCache::Read(path) };
+    if !store.wants_memory(in_memory) {
+        return CopyCache::Read(path);
+    }
+    // (Finding out faulted the whole map in.)
+    store.release(0..store.len());
+    for (slot, c) in &jobs {
+        if cancel.load(Relaxed) {
+            return CopyCache::Read(path);
+        }
+        let Some(m) = c.in_memory() else { return CopyCache::Read(path) };
+        let _ = slot.set(m);
+        store.release(c.range.clone());
+    }
+    // Again: a forward pass that took a mapped copy just before its replacement was handed
+    // over read some of it back.
+    store.release(0..store.len());
+    let _ = ready.set(t_load.elapsed());
+    CopyCache::ReadIntoMemory(path)
 }
 
 /// The background thread of `Model::repack`: each matrix's copy made piece by piece (about
