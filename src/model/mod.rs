@@ -642,6 +642,12 @@ fn make_copies(
                 // computed from the file's rows, as its copy would be.
                 return CopyCache::Failed(format!("could not repack {}", want.name));
             }
+            // Released as the copy grows, so that resident memory does not hold a big matrix
+            // (an 8B output: 0.3 GB) twice (a forward pass still reading the file's rows reads
+            // them back until the copy is handed over).
+            if (want.src.start, want.src.len()) != embd {
+                map.release(start, rows * row_bytes);
+            }
         }
         let c = PackedCopy { layout: want.layout, store: Arc::new(Store::Anon(out)), range: 0..want.len };
         let _ = slot.set(c.clone());
