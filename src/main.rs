@@ -740,6 +740,10 @@ fn run_generation(path: &std::path::Path, prompt: &str, o: RunOptions) -> anyhow
     );
     // (Made and written while the tokens ran; a first load waits here for the rest of a save;
     // copies not to be saved are abandoned.)
+    let making = model.copy_cache();
+    if let ferrite::model::CopyCache::Making(Some(_)) = making {
+        eprintln!("                   {making}: waiting for them (once; --no-copy-cache: not)");
+    }
     let cache = model.settle_copies();
     if cache != ferrite::model::CopyCache::Unused {
         eprintln!("                   {cache}");
