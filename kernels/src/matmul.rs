@@ -370,9 +370,11 @@ pub fn matmul_multi_in(
             x16x8[j] = k.repacked16x8(layout);
             panels[j] = k.panel16(layout);
             amx[j] = k.amx16(layout).filter(|_| n >= AMX_MIN_ROWS);
-            // (Unpacked from rows only for a long batch: a shorter one, of a matrix computed
-            // as its copy, runs through the copy's kernels on rows repacked on the fly.)
-            if fly[j] && n >= FLY_MIN_ROWS {
+            // (Not for a matrix computed as its copy: it runs through the copy's own kernels
+            // on rows repacked on the fly, at every batch size and level, so that its results
+            // are the copy's by construction; the unpackers feed other kernels for some types,
+            // Q4_0 rows the Q5_0 panels at avx512.)
+            if fly[j] && n >= FLY_MIN_ROWS && !w.as_copy {
                 rows_eight[j] = k.rows_panel_kernel(w.ty).filter(|_| panels[j].is_none());
                 if amx[j].is_some() || panels[j].is_some() || rows_eight[j].is_some() {
                     direct[j] = k.rows_unpack16(w.ty, amx[j].is_some());

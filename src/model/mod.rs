@@ -307,7 +307,9 @@ impl Model {
     /// levels), in parallel; or map the copies from the cache (`cache`: its directory and the
     /// least bytes worth caching), and save them there when made. The copies replace the
     /// file's bytes for compute, and the file's pages of those matrices are released, so
-    /// resident memory stays about the file size.
+    /// resident memory stays about the file size. Copies not found in the cache are made by a
+    /// thread of their own as `background` says (`make_copies`); copies found there that are
+    /// to be read into memory, likewise (`read_copies`).
     fn repack(
         &mut self,
         cache: Option<(&std::path::Path, usize)>,
