@@ -659,20 +659,8 @@ fn rows_as_copy_match_the_copy_to_the_bit() {
     let mut rng = Rng(0xa5c0_b1e5);
     let mut buf = ActBuf::new();
     let mut checked = 0;
-    for ty in [
-        GgmlType::Q4_0,
-        GgmlType::Q4_1,
-        GgmlType::Q5_0,
-        GgmlType::Q5_1,
-        GgmlType::Q8_0,
-        GgmlType::IQ4_NL,
-        GgmlType::Q2_K,
-        GgmlType::Q3_K,
-        GgmlType::Q4_K,
-        GgmlType::Q5_K,
-        GgmlType::Q6_K,
-        GgmlType::IQ4_XS,
-    ] {
+    // Every quantized type (each has an interleaved layout).
+    for ty in TYPES.into_iter().filter(|t| ferrite_kernels::repack::Layout::for_type(*t).is_some()) {
         // Three groups: a pair and a lone group in one task.
         let (rows, cols) = (24, ty.block_size() * if ty.block_size() == 32 { 11 } else { 3 });
         let w = weights(ty, rows * cols / ty.block_size(), Case::Random, &mut rng);
