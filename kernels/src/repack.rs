@@ -450,14 +450,52 @@ fn interleave_nibbles<S: Block>(
     fields: impl Fn(&S) -> (&[u8; 2], &[u8; 16]),
 ) {
     interleave(blocks, rows, nb, out, stores, |src, o: &mut BlockQ4_0x8| {
-        for (r, b) in src.iter().enumerate() {
-            let (d, qs) = fields(b);
-            o.d[2 * r..2 * r + 2].copy_from_slice(d);
-            for c in 0..4 {
-                o.qs[32 * c + 4 * r..32 * c + 4 * r + 4].copy_from_slice(&qs[4 * c..4 * c + 4]);
+        let parts: [(&[u8; 2], &[u8; 16]); GROUP] = std::array::from_fn(|r| fields(src[r]));
+        for (r, (d, _)) in parts.iter().enumerate() {
+            o.d[2 * r..2 * r + 2].copy_from_slice(*d);
+        }
+        interleave_words(parts.map(|(_, qs)| qs), &mut o.qs);
+    })
+}
+
+/// `out[32c + 4r..32c + 4r + 4]` = `qs[r][4c..4c + 4]`: the 4-byte words of 8 rows' 16 bytes,
+/// transposed (an 8x4 transpose of 32-bit words). Most of a Q4_0 repack's time, which is
+/// most of decode's while a matrix waits for its copy (`Matrix::as_copy`).
+#[inline]
+fn interleave_words(qs: [&[u8; 16]; GROUP], out: &mut [u8; 128]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        // SAFETY: SSE2 is part of x86_64; every load reads the 16 bytes of a `[u8; 16]` and
+        // every store writes 16 bytes at 16-byte steps inside the 128 of `out`.
+        unsafe {
+            for half in 0..2 {
+                let q: [__m128i; 4] =
+                    std::array::from_fn(|i| _mm_loadu_si128(qs[4 * half + i].as_ptr() as *const __m128i));
+                // Words (row, c): t0 = (0,0) (1,0) (0,1) (1,1), t1 the same of rows 2 and 3, ...
+                let t0 = _mm_unpacklo_epi32(q[0], q[1]);
+                let t1 = _mm_unpacklo_epi32(q[2], q[3]);
+                let t2 = _mm_unpackhi_epi32(q[0], q[1]);
+                let t3 = _mm_unpackhi_epi32(q[2], q[3]);
+                // Column c of these four rows: (0,c) (1,c) (2,c) (3,c).
+                let cols = [
+                    _mm_unpacklo_epi64(t0, t1),
+                    _mm_unpackhi_epi64(t0, t1),
+                    _mm_unpacklo_epi64(t2, t3),
+                    _mm_unpackhi_epi64(t2, t3),
+                ];
+                for (c, v) in cols.into_iter().enumerate() {
+                    _mm_storeu_si128(out.as_mut_ptr().add(32 * c + 16 * half) as *mut __m128i, v);
+                }
             }
         }
-    })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    for (r, q) in qs.iter().enumerate() {
+        for c in 0..4 {
+            out[32 * c + 4 * r..32 * c + 4 * r + 4].copy_from_slice(&q[4 * c..4 * c + 4]);
+        }
+    }
 }
 
 /// Row r of a Q4_0x8 block column back as a Q4_0 block (the inverse of `repack`).
