@@ -244,6 +244,16 @@ pub fn as_blocks<B: Block>(bytes: &[u8]) -> Option<&[B]> {
     Some(unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const B, bytes.len() / B::BYTES) })
 }
 
+/// View bytes as mutable blocks (None unless the length is a whole number of blocks).
+pub fn as_blocks_mut<B: Block>(bytes: &mut [u8]) -> Option<&mut [B]> {
+    if !bytes.len().is_multiple_of(B::BYTES) {
+        return None;
+    }
+    // SAFETY: as `as_blocks`: alignment 1, size BYTES, every bit pattern valid; the borrow of
+    // the bytes is handed on, so nothing else reads or writes them meanwhile.
+    Some(unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr() as *mut B, bytes.len() / B::BYTES) })
+}
+
 /// View blocks as bytes.
 pub fn as_bytes<B: Block>(blocks: &[B]) -> &[u8] {
     // SAFETY: B is plain bytes without padding (trait contract).

@@ -21,9 +21,9 @@
 //! `Q5_1x8`: Q5_0x8's qh and qs with Q4_1x8's d and m (same size).
 
 use crate::blocks::{
-    as_blocks, as_bytes, Block, BlockIQ4NL, BlockIQ4XS, BlockIQ4XSx8, BlockQ2K, BlockQ2Kx8, BlockQ3K,
-    BlockQ3Kx8, BlockQ4K, BlockQ4Kx8, BlockQ4_0, BlockQ4_0x8, BlockQ4_1, BlockQ4_1x8, BlockQ5K, BlockQ5Kx8,
-    BlockQ5_0, BlockQ5_0x8, BlockQ5_1, BlockQ5_1x8, BlockQ6K, BlockQ6Kx8, BlockQ8_0, BlockQ8_0x8,
+    as_blocks, as_blocks_mut, as_bytes, Block, BlockIQ4NL, BlockIQ4XS, BlockIQ4XSx8, BlockQ2K, BlockQ2Kx8,
+    BlockQ3K, BlockQ3Kx8, BlockQ4K, BlockQ4Kx8, BlockQ4_0, BlockQ4_0x8, BlockQ4_1, BlockQ4_1x8, BlockQ5K,
+    BlockQ5Kx8, BlockQ5_0, BlockQ5_0x8, BlockQ5_1, BlockQ5_1x8, BlockQ6K, BlockQ6Kx8, BlockQ8_0, BlockQ8_0x8,
 };
 use crate::types::GgmlType;
 
@@ -177,8 +177,8 @@ pub fn repack_into(
 }
 
 /// Builds the interleaved matrix: for each group of 8 rows and block column j, `f` fills
-/// one destination block from the 8 rows' blocks at column j. Each block is assembled on the
-/// stack and copied out whole (repacking an 8B model's 4-8 GB is part of its load time).
+/// one destination block from the 8 rows' blocks at column j, every byte of it (in place, or
+/// for streaming stores assembled on the stack and stored whole).
 fn interleave<S: Block, D: Block + Default>(
     blocks: &[S],
     rows: usize,
@@ -201,6 +201,16 @@ fn interleave<S: Block, D: Block + Default>(
             false => &[][..],
         };
         let next = crate::matmul::L2Shares::new(next, nb);
+        // Ordinary stores: each block filled in place (every builder writes all its bytes:
+        // `repack_writes_every_byte`), where assembling it on the stack, zeroed, and copying
+        // it out took a fifth of a K type's repack.
+        if let (Stores::Cached, Some(blocks_out)) = (stores, as_blocks_mut::<D>(dst)) {
+            for (j, o) in blocks_out.iter_mut().enumerate() {
+                next.fetch(j);
+                f(std::array::from_fn(|r| &rows_g[r][j]), o);
+            }
+            continue;
+        }
         for (j, chunk) in dst.chunks_exact_mut(D::BYTES).enumerate() {
             next.fetch(j);
             let src: [&S; GROUP] = std::array::from_fn(|r| &rows_g[r][j]);
@@ -246,45 +256,31 @@ fn store_streaming(dst: &mut [u8], src: &[u8]) {
 fn repack_q4_k(blocks: &[BlockQ4K], rows: usize, nb: usize, out: &mut [u8], stores: Stores) {
     interleave(blocks, rows, nb, out, stores, |src, o: &mut BlockQ4Kx8| {
         for (r, b) in src.iter().enumerate() {
-            interleave_k_row(
-                r,
-                (&b.d, &b.dmin, &b.scales, &b.qs),
-                (&mut o.d, &mut o.dmin, &mut o.scales, &mut o.mins, &mut o.qs),
-            );
+            k_row_scales(r, (&b.d, &b.dmin, &b.scales), (&mut o.d, &mut o.dmin, &mut o.scales, &mut o.mins));
         }
+        interleave_run(src.map(|b| &b.qs[..]), &mut o.qs);
     })
 }
 
 fn repack_q5_k(blocks: &[BlockQ5K], rows: usize, nb: usize, out: &mut [u8], stores: Stores) {
     interleave(blocks, rows, nb, out, stores, |src, o: &mut BlockQ5Kx8| {
+        // Q4_K's fields in Q4_Kx8's order, plus the fifth bits interleaved as the nibbles.
         for (r, b) in src.iter().enumerate() {
-            // Q4_K's fields in Q4_Kx8's order, plus the fifth bits interleaved as the nibbles.
-            interleave_k_row(
-                r,
-                (&b.d, &b.dmin, &b.scales, &b.qs),
-                (&mut o.d, &mut o.dmin, &mut o.scales, &mut o.mins, &mut o.qs),
-            );
-            for c in 0..8 {
-                o.qh[32 * c + 4 * r..32 * c + 4 * r + 4].copy_from_slice(&b.qh[4 * c..4 * c + 4]);
-            }
+            k_row_scales(r, (&b.d, &b.dmin, &b.scales), (&mut o.d, &mut o.dmin, &mut o.scales, &mut o.mins));
         }
+        interleave_run(src.map(|b| &b.qs[..]), &mut o.qs);
+        interleave_run(src.map(|b| &b.qh[..]), &mut o.qh);
     })
 }
 
-/// Row r of a Q4_K or Q5_K block into the shared fields of Q4_Kx8 / Q5_Kx8: d and dmin,
-/// the scales and mins unpacked to bytes (group-major, row-minor), and the nibbles, 4 bytes
-/// per row in turn.
+/// Row r of a Q4_K or Q5_K block into the shared scalar fields of Q4_Kx8 / Q5_Kx8: d and
+/// dmin, the scales and mins unpacked to bytes (group-major, row-minor). (The nibbles go 4
+/// bytes per row in turn: `interleave_run`.)
 #[allow(clippy::type_complexity)]
-fn interleave_k_row(
+fn k_row_scales(
     r: usize,
-    (d, dmin, scales, qs): (&[u8; 2], &[u8; 2], &[u8; 12], &[u8; 128]),
-    (od, odmin, osc, omin, oqs): (
-        &mut [u8; 16],
-        &mut [u8; 16],
-        &mut [u8; 64],
-        &mut [u8; 64],
-        &mut [u8; 1024],
-    ),
+    (d, dmin, scales): (&[u8; 2], &[u8; 2], &[u8; 12]),
+    (od, odmin, osc, omin): (&mut [u8; 16], &mut [u8; 16], &mut [u8; 64], &mut [u8; 64]),
 ) {
     od[2 * r..2 * r + 2].copy_from_slice(d);
     odmin[2 * r..2 * r + 2].copy_from_slice(dmin);
@@ -293,11 +289,19 @@ fn interleave_k_row(
         osc[8 * grp + r] = (sc >> (8 * grp)) as u8;
         omin[8 * grp + r] = (m >> (8 * grp)) as u8;
     }
-    let (o4, q4) = (oqs.as_chunks_mut::<4>().0, qs.as_chunks::<4>().0);
-    for p in 0..4 {
-        for c in 0..8 {
-            o4[64 * p + 8 * c + r] = q4[8 * p + c];
-        }
+}
+
+/// `out[32w + 4r..32w + 4r + 4]` = `rows[r][4w..4w + 4]` for every 4-byte word w: the
+/// interleaving of the quant bytes of every type but Q2_K and Q3_K, 16 bytes of each row at
+/// a time (`interleave_words`). Every row has the same length, a multiple of 16, and `out`
+/// 8 times that.
+#[inline(always)]
+fn interleave_run(rows: [&[u8]; GROUP], out: &mut [u8]) {
+    debug_assert!(rows.iter().all(|r| r.len() * GROUP == out.len() && r.len() % 16 == 0));
+    for (m, o) in out.chunks_exact_mut(128).enumerate() {
+        let piece: [&[u8; 16]; GROUP] =
+            std::array::from_fn(|r| rows[r][16 * m..16 * m + 16].try_into().expect("16 bytes"));
+        interleave_words(piece, o.try_into().expect("128 bytes"));
     }
 }
 
@@ -310,12 +314,9 @@ fn bytemuck_i8(q: &[i8; 32]) -> &[u8; 32] {
 
 fn repack_q8_0(blocks: &[BlockQ8_0], rows: usize, nb: usize, out: &mut [u8], stores: Stores) {
     interleave(blocks, rows, nb, out, stores, |src, o: &mut BlockQ8_0x8| {
+        interleave_run(src.map(|b| &bytemuck_i8(&b.qs)[..]), &mut o.qs);
         for (r, b) in src.iter().enumerate() {
             o.d[2 * r..2 * r + 2].copy_from_slice(&b.d);
-            let qs: &[u8; 32] = bytemuck_i8(&b.qs);
-            for k in 0..8 {
-                o.qs[32 * k + 4 * r..32 * k + 4 * r + 4].copy_from_slice(&qs[4 * k..4 * k + 4]);
-            }
         }
     })
 }
@@ -325,10 +326,8 @@ fn repack_q4_1(blocks: &[BlockQ4_1], rows: usize, nb: usize, out: &mut [u8], sto
         for (r, b) in src.iter().enumerate() {
             o.d[2 * r..2 * r + 2].copy_from_slice(&b.d);
             o.m[2 * r..2 * r + 2].copy_from_slice(&b.m);
-            for c in 0..4 {
-                o.qs[32 * c + 4 * r..32 * c + 4 * r + 4].copy_from_slice(&b.qs[4 * c..4 * c + 4]);
-            }
         }
+        interleave_run(src.map(|b| &b.qs[..]), &mut o.qs);
     })
 }
 
@@ -337,10 +336,8 @@ fn repack_q5_0(blocks: &[BlockQ5_0], rows: usize, nb: usize, out: &mut [u8], sto
         for (r, b) in src.iter().enumerate() {
             o.d[2 * r..2 * r + 2].copy_from_slice(&b.d);
             o.qh[4 * r..4 * r + 4].copy_from_slice(&b.qh);
-            for c in 0..4 {
-                o.qs[32 * c + 4 * r..32 * c + 4 * r + 4].copy_from_slice(&b.qs[4 * c..4 * c + 4]);
-            }
         }
+        interleave_run(src.map(|b| &b.qs[..]), &mut o.qs);
     })
 }
 
@@ -350,10 +347,8 @@ fn repack_q5_1(blocks: &[BlockQ5_1], rows: usize, nb: usize, out: &mut [u8], sto
             o.d[2 * r..2 * r + 2].copy_from_slice(&b.d);
             o.m[2 * r..2 * r + 2].copy_from_slice(&b.m);
             o.qh[4 * r..4 * r + 4].copy_from_slice(&b.qh);
-            for c in 0..4 {
-                o.qs[32 * c + 4 * r..32 * c + 4 * r + 4].copy_from_slice(&b.qs[4 * c..4 * c + 4]);
-            }
         }
+        interleave_run(src.map(|b| &b.qs[..]), &mut o.qs);
     })
 }
 
@@ -364,20 +359,10 @@ fn repack_q6_k(blocks: &[BlockQ6K], rows: usize, nb: usize, out: &mut [u8], stor
             for grp in 0..16 {
                 o.scales[8 * grp + r] = b.scales[grp] as u8;
             }
-            // ql: runs (h, s) of 32 bytes, 4 bytes per row in turn; qh: runs h of 32.
-            for h in 0..2 {
-                for sub in 0..2 {
-                    for c in 0..8 {
-                        let (from, at) = (64 * h + 32 * sub + 4 * c, ((2 * h + sub) * 8 + c) * 32 + 4 * r);
-                        o.ql[at..at + 4].copy_from_slice(&b.ql[from..from + 4]);
-                    }
-                }
-                for c in 0..8 {
-                    let (from, at) = (32 * h + 4 * c, (8 * h + c) * 32 + 4 * r);
-                    o.qh[at..at + 4].copy_from_slice(&b.qh[from..from + 4]);
-                }
-            }
         }
+        // ql and qh: 4 bytes per row in turn.
+        interleave_run(src.map(|b| &b.ql[..]), &mut o.ql);
+        interleave_run(src.map(|b| &b.qh[..]), &mut o.qh);
     })
 }
 
@@ -461,7 +446,7 @@ fn interleave_nibbles<S: Block>(
 /// `out[32c + 4r..32c + 4r + 4]` = `qs[r][4c..4c + 4]`: the 4-byte words of 8 rows' 16 bytes,
 /// transposed (an 8x4 transpose of 32-bit words). Most of a Q4_0 repack's time, which is
 /// most of decode's while a matrix waits for its copy (`Matrix::as_copy`).
-#[inline]
+#[inline(always)]
 fn interleave_words(qs: [&[u8; 16]; GROUP], out: &mut [u8; 128]) {
     #[cfg(target_arch = "x86_64")]
     {

@@ -649,6 +649,26 @@ fn repacked_matmul_matches_rows() {
     eprintln!("{checked} repacked comparisons");
 }
 
+/// Every repack writes every byte of its output (the blocks are filled in place, in memory
+/// that may hold anything: a per-thread buffer reused across matrices): into a buffer full
+/// of 0xA5 it gives what it gives into zeros, for every type, with both kinds of stores.
+#[test]
+fn repack_writes_every_byte() {
+    use ferrite_kernels::repack::{repack_into, repacked_len, Layout, Stores};
+    let mut rng = Rng(0xb17e_5a11);
+    for ty in TYPES.into_iter().filter(|t| Layout::for_type(*t).is_some()) {
+        let (rows, cols) = (16, ty.block_size() * if ty.block_size() == 32 { 7 } else { 2 });
+        let w = weights(ty, rows * cols / ty.block_size(), Case::Random, &mut rng);
+        let len = repacked_len(ty, rows, cols).unwrap();
+        for stores in [Stores::Cached, Stores::Streaming] {
+            let (mut zeros, mut filled) = (vec![0u8; len], vec![0xA5u8; len]);
+            assert!(repack_into(ty, rows, cols, &w, &mut zeros, stores).is_some());
+            assert!(repack_into(ty, rows, cols, &w, &mut filled, stores).is_some());
+            assert!(zeros == filled, "{ty} {stores:?}: some output bytes are not written");
+        }
+    }
+}
+
 /// A matrix in the row layout computed as its copy (`Matrix::as_copy`, while a model's copies
 /// are made in the background) gives the copy's results to the bit, at every batch size and
 /// every level with interleaved kernels: the model's output then does not depend on when
