@@ -44,6 +44,23 @@ impl FileMap {
         let _ = (start, len);
     }
 
+    /// Ask the kernel to read a range of the map in the background (`MADV_WILLNEED`), so that
+    /// reads of several ranges spread over the file wait for the disk once, not once each.
+    /// Best effort.
+    pub fn will_need(&self, start: usize, len: usize) {
+        #[cfg(unix)]
+        if let Some(m) = &self.0 {
+            let page = 4096;
+            let a = start / page * page;
+            let b = (start + len).min(m.len());
+            if b > a {
+                let _ = m.advise_range(memmap2::Advice::WillNeed, a, b - a);
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = (start, len);
+    }
+
     /// Tell the kernel this process no longer needs a range of the map (its contents were
     /// copied, e.g. repacked): the pages leave our resident set and stay in the page cache.
     /// Best effort; a later read of the range faults the same bytes back in.
@@ -114,6 +131,11 @@ impl GgufFile {
     /// See `FileMap::populate`.
     pub fn populate(&self, start: usize, len: usize) {
         self.map.populate(start, len)
+    }
+
+    /// See `FileMap::will_need`.
+    pub fn will_need(&self, start: usize, len: usize) {
+        self.map.will_need(start, len)
     }
 
     /// See `FileMap::release`.

@@ -95,6 +95,16 @@ impl Store {
         let _ = range;
     }
 
+    /// Ask for a range of a cache file's map to be read in the background (best effort).
+    pub(super) fn will_need(&self, range: Range<usize>) {
+        #[cfg(unix)]
+        if let (Store::File(map), true) = (self, range.end <= self.len() && !range.is_empty()) {
+            let _ = map.advise_range(memmap2::Advice::WillNeed, range.start, range.len());
+        }
+        #[cfg(not(unix))]
+        let _ = range;
+    }
+
     /// Zeroed anonymous memory of `len` bytes (`None` if the system refuses the mapping),
     /// asking for transparent huge pages: an 8B model's copies are 4-8 GB, and faulting them
     /// in 4 KiB at a time was most of its load time.
@@ -370,6 +380,15 @@ impl Key {
             .collect();
         // The first row group of every copy, repacked from the model file now, must be
         // what the cache holds (a stale or damaged file, or a changed layout, fails here).
+        // Every range the check reads asked for first, so that where the files have left the
+        // page cache the disk reads them all at once rather than one after another (a load
+        // waited 2.6-3.3 s for them one by one).
+        for (w, c) in wants.iter().zip(&copies) {
+            let row_bytes = (w.src.end - w.src.start) / w.rows.max(1);
+            file.will_need(w.src.start, GROUP * row_bytes);
+            let head = repack::repacked_len(w.ty, GROUP, w.cols).unwrap_or(0);
+            store.will_need(c.range.start..c.range.start + head);
+        }
         let mut scratch = Vec::new();
         for (w, c) in wants.iter().zip(&copies) {
             let row_bytes = (w.src.end - w.src.start) / w.rows;
