@@ -32,14 +32,7 @@ impl FileMap {
     /// as it is read (a repack reads every byte once). Best effort: without it the reads fault.
     pub fn populate(&self, start: usize, len: usize) {
         #[cfg(target_os = "linux")]
-        if let Some(m) = &self.0 {
-            let page = 4096;
-            let a = start / page * page;
-            let b = (start + len).min(m.len());
-            if b > a {
-                let _ = m.advise_range(memmap2::Advice::PopulateRead, a, b - a);
-            }
-        }
+        self.advise_covering(memmap2::Advice::PopulateRead, start, len);
         #[cfg(not(target_os = "linux"))]
         let _ = (start, len);
     }
@@ -49,16 +42,22 @@ impl FileMap {
     /// Best effort.
     pub fn will_need(&self, start: usize, len: usize) {
         #[cfg(unix)]
+        self.advise_covering(memmap2::Advice::WillNeed, start, len);
+        #[cfg(not(unix))]
+        let _ = (start, len);
+    }
+
+    /// `advice` for the whole pages that cover a range (clipped to the map). Best effort.
+    #[cfg(unix)]
+    fn advise_covering(&self, advice: memmap2::Advice, start: usize, len: usize) {
         if let Some(m) = &self.0 {
             let page = 4096;
             let a = start / page * page;
             let b = (start + len).min(m.len());
             if b > a {
-                let _ = m.advise_range(memmap2::Advice::WillNeed, a, b - a);
+                let _ = m.advise_range(advice, a, b - a);
             }
         }
-        #[cfg(not(unix))]
-        let _ = (start, len);
     }
 
     /// Tell the kernel this process no longer needs a range of the map (its contents were
