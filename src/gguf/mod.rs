@@ -20,6 +20,11 @@ use crate::error::{Error, Result};
 pub struct FileMap(Option<Arc<memmap2::Mmap>>);
 
 impl FileMap {
+    /// A map to share.
+    pub fn new(map: memmap2::Mmap) -> FileMap {
+        FileMap(Some(Arc::new(map)))
+    }
+
     /// The whole file.
     pub fn bytes(&self) -> &[u8] {
         match &self.0 {
@@ -29,12 +34,16 @@ impl FileMap {
     }
 
     /// Ask the kernel to map a range's pages now, in one call, rather than fault by fault
-    /// as it is read (a repack reads every byte once). Best effort: without it the reads fault.
-    pub fn populate(&self, start: usize, len: usize) {
+    /// as it is read (a repack reads every byte once). Best effort (whether the kernel did):
+    /// without it the reads fault.
+    pub fn populate(&self, start: usize, len: usize) -> bool {
         #[cfg(target_os = "linux")]
-        self.advise_covering(memmap2::Advice::PopulateRead, start, len);
+        return self.advise_covering(memmap2::Advice::PopulateRead, start, len);
         #[cfg(not(target_os = "linux"))]
-        let _ = (start, len);
+        {
+            let _ = (start, len);
+            false
+        }
     }
 
     /// Ask the kernel to read a range of the map in the background (`MADV_WILLNEED`), so that
@@ -47,17 +56,15 @@ impl FileMap {
         let _ = (start, len);
     }
 
-    /// `advice` for the whole pages that cover a range (clipped to the map). Best effort.
+    /// `advice` for the whole pages that cover a range (clipped to the map); whether the
+    /// kernel took it.
     #[cfg(unix)]
-    fn advise_covering(&self, advice: memmap2::Advice, start: usize, len: usize) {
-        if let Some(m) = &self.0 {
-            let page = 4096;
-            let a = start / page * page;
-            let b = (start + len).min(m.len());
-            if b > a {
-                let _ = m.advise_range(advice, a, b - a);
-            }
-        }
+    fn advise_covering(&self, advice: memmap2::Advice, start: usize, len: usize) -> bool {
+        let Some(m) = &self.0 else { return false };
+        let page = 4096;
+        let a = start / page * page;
+        let b = (start + len).min(m.len());
+        b > a && m.advise_range(advice, a, b - a).is_ok()
     }
 
     /// Tell the kernel this process no longer needs a range of the map (its contents were
@@ -111,7 +118,7 @@ impl GgufFile {
             // 2 MiB instead of per 4 KiB. Best effort.
             #[cfg(target_os = "linux")]
             let _ = map.advise(memmap2::Advice::HugePage);
-            FileMap(Some(Arc::new(map)))
+            FileMap::new(map)
         };
         let gguf = Gguf::parse(map.bytes())?;
         Ok(GgufFile { path, map, gguf })
@@ -128,7 +135,7 @@ impl GgufFile {
     }
 
     /// See `FileMap::populate`.
-    pub fn populate(&self, start: usize, len: usize) {
+    pub fn populate(&self, start: usize, len: usize) -> bool {
         self.map.populate(start, len)
     }
 

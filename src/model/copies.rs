@@ -28,7 +28,7 @@ use ferrite_kernels::repack::{self, Layout, Stores, GROUP};
 use ferrite_kernels::GgmlType;
 use serde_json::{json, Value};
 
-use crate::gguf::GgufFile;
+use crate::gguf::{FileMap, GgufFile};
 
 const MAGIC: &[u8; 8] = b"FERRCOPY";
 /// Bump when a repacked layout changes (the first-group check would also catch it).
@@ -46,7 +46,7 @@ pub(super) enum Store {
     /// Made at this load.
     Anon(memmap2::MmapMut),
     /// Mapped from the cache file.
-    File(memmap2::Mmap),
+    File(FileMap),
 }
 
 impl std::ops::Deref for Store {
@@ -54,7 +54,7 @@ impl std::ops::Deref for Store {
     fn deref(&self) -> &[u8] {
         match self {
             Store::Anon(m) => m,
-            Store::File(m) => m,
+            Store::File(m) => m.bytes(),
         }
     }
 }
@@ -63,7 +63,7 @@ impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Store::Anon(m) => write!(f, "Anon({} bytes)", m.len()),
-            Store::File(m) => write!(f, "File({} bytes)", m.len()),
+            Store::File(m) => write!(f, "File({} bytes)", m.bytes().len()),
         }
     }
 }
@@ -79,30 +79,12 @@ impl Store {
         }
     }
 
-    /// Let the pages of a range of a cache file's map go (they stay in the page cache; a
-    /// later read faults them back in). Nothing for anonymous memory.
+    /// Let the pages of a range of a cache file's map go (`FileMap::release`). Nothing for
+    /// anonymous memory.
     pub(super) fn release(&self, range: Range<usize>) {
-        #[cfg(unix)]
-        if let (Store::File(map), true) = (self, range.end <= self.len()) {
-            // SAFETY: DONTNEED on a read-only shared map of a file only drops this process's
-            // page table entries; a later read faults the same bytes in again from the page
-            // cache, so no reference into the map observes different contents.
-            let _ = unsafe {
-                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, range.start, range.len())
-            };
+        if let Store::File(map) = self {
+            map.release(range.start, range.len());
         }
-        #[cfg(not(unix))]
-        let _ = range;
-    }
-
-    /// Ask for a range of a cache file's map to be read in the background (best effort).
-    pub(super) fn will_need(&self, range: Range<usize>) {
-        #[cfg(unix)]
-        if let (Store::File(map), true) = (self, range.end <= self.len() && !range.is_empty()) {
-            let _ = map.advise_range(memmap2::Advice::WillNeed, range.start, range.len());
-        }
-        #[cfg(not(unix))]
-        let _ = range;
     }
 
     /// Zeroed anonymous memory of `len` bytes (`None` if the system refuses the mapping),
@@ -153,6 +135,44 @@ pub(super) struct Want {
     /// Byte range in the model file.
     pub src: Range<usize>,
     pub len: usize,
+    /// The file's pages stay mapped once copied: the tied output shares the token
+    /// embedding's bytes, which are read by row.
+    pub keep_pages: bool,
+}
+
+impl Want {
+    /// Rows of about 4 MiB of whole row groups: a copy is made in pieces (contiguous in the
+    /// file and in the copy), so that one big matrix does not leave a thread idle and the
+    /// file's pages can go as the copy grows.
+    pub fn piece_rows(&self) -> usize {
+        let row_bytes = self.src.len() / self.rows.max(1);
+        ((4 << 20) / row_bytes.max(1)).max(1).div_ceil(GROUP) * GROUP
+    }
+
+    /// Rows `rows` repacked into `dst`, their place in the copy: the file's pages populated
+    /// first and (unless `keep_pages`) released after, so that resident memory stays near the
+    /// file size while the copies are made. False if the repack fails.
+    pub fn repack_piece(&self, map: &FileMap, rows: Range<usize>, dst: &mut [u8]) -> bool {
+        let row_bytes = self.src.len() / self.rows.max(1);
+        let (start, len) = (self.src.start + rows.start * row_bytes, rows.len() * row_bytes);
+        map.populate(start, len);
+        // Ordinary stores: the kernel has just zeroed each huge page of the copy on its first
+        // touch, so its lines are in cache, and non-temporal stores only pushed them out again
+        // (8B loads, alternated: 0.2 s less CPU, 5-12% faster).
+        let src = &map.bytes()[start..start + len];
+        let ok = repack::repack_into(self.ty, rows.len(), self.cols, src, dst, Stores::Cached).is_some();
+        if ok {
+            self.release(map, start..start + len);
+        }
+        ok
+    }
+
+    /// Let the file's pages of `range` go, unless `keep_pages`.
+    pub fn release(&self, map: &FileMap, range: Range<usize>) {
+        if !self.keep_pages {
+            map.release(range.start, range.len());
+        }
+    }
 }
 
 /// Where a load's copies came from, for the load line of `run`, `bench` and the others.
@@ -360,47 +380,60 @@ impl Key {
         // SAFETY: read-only map of a file this program only ever creates under a temporary
         // name and renames whole; another process rewriting it in place is outside what we
         // can guard against, as for the model file's own map.
-        let map = unsafe { memmap2::Mmap::map(&f) }.ok()?;
+        let mmap = unsafe { memmap2::Mmap::map(&f) }.ok()?;
         // Before the first read: a cold file's first megabytes were read ahead in small
         // folios by the header's read, and stayed mapped by 4 KiB pages (as were 16% of a 1B
         // file's copies, from a page cache filled when memory was fragmented: its decode
         // read them 10% slower than from 2 MiB pages).
         #[cfg(target_os = "linux")]
-        let _ = map.advise(memmap2::Advice::HugePage);
-        let hlen = header_len(map.get(..16)?, map.len() as u64)?;
-        let header: Value = serde_json::from_slice(&map[16..16 + hlen]).ok()?;
+        let _ = mmap.advise(memmap2::Advice::HugePage);
+        let map = FileMap::new(mmap);
+        let bytes = map.bytes();
+        let hlen = header_len(bytes.get(..16)?, bytes.len() as u64)?;
+        let header: Value = serde_json::from_slice(&bytes[16..16 + hlen]).ok()?;
         if header != self.header {
             return None;
         }
-        let store = Arc::new(Store::File(map));
-        let copies: Vec<PackedCopy> = wants
-            .iter()
-            .zip(&self.offsets)
-            .map(|(w, &at)| PackedCopy { layout: w.layout, store: store.clone(), range: at..at + w.len })
-            .collect();
         // The first row group of every copy, repacked from the model file now, must be
         // what the cache holds (a stale or damaged file, or a changed layout, fails here).
-        // Every range the check reads asked for first, so that where the files have left the
-        // page cache the disk reads them all at once rather than one after another (a load
-        // waited 2.6-3.3 s for them one by one).
-        for (w, c) in wants.iter().zip(&copies) {
-            let row_bytes = (w.src.end - w.src.start) / w.rows.max(1);
-            file.will_need(w.src.start, GROUP * row_bytes);
-            let head = repack::repacked_len(w.ty, GROUP, w.cols).unwrap_or(0);
-            store.will_need(c.range.start..c.range.start + head);
-        }
+        // Every range the check reads is asked for first, so that where the files have left
+        // the page cache the disk reads them all at once rather than one after another (a
+        // load waited 1.0-3.3 s for them one by one).
+        let heads: Vec<(Range<usize>, usize)> = wants
+            .iter()
+            .zip(&self.offsets)
+            .map(|(w, &at)| {
+                let head = repack::repacked_len(w.ty, GROUP, w.cols)?;
+                let src = w.src.start..w.src.start + w.src.len() / w.rows.max(1) * GROUP;
+                file.will_need(src.start, src.len());
+                map.will_need(at, head);
+                Some((src, head))
+            })
+            .collect::<Option<_>>()?;
         let mut scratch = Vec::new();
-        for (w, c) in wants.iter().zip(&copies) {
-            let row_bytes = (w.src.end - w.src.start) / w.rows;
-            let head = repack::repacked_len(w.ty, GROUP, w.cols)?;
+        for ((w, (src, head)), &at) in wants.iter().zip(heads).zip(&self.offsets) {
             scratch.resize(head, 0);
-            let src = &file.bytes()[w.src.start..w.src.start + GROUP * row_bytes];
-            repack::repack_into(w.ty, GROUP, w.cols, src, &mut scratch, Stores::Cached)?;
-            if c.bytes()[..head] != scratch[..] {
+            repack::repack_into(w.ty, GROUP, w.cols, &file.bytes()[src], &mut scratch, Stores::Cached)?;
+            if bytes.get(at..at + head)? != &scratch[..] {
                 return None;
             }
         }
-        Some(copies)
+        let store = Arc::new(Store::File(map.clone()));
+        Some(
+            wants
+                .iter()
+                .zip(&self.offsets)
+                .map(|(w, &at)| PackedCopy { layout: w.layout, store: store.clone(), range: at..at + w.len })
+                .collect(),
+        )
+    }
+
+    /// `write`, as the load line tells it.
+    pub fn save(self, copies: &[PackedCopy]) -> CopyCache {
+        match self.write(copies) {
+            Ok(t) => CopyCache::Wrote(self.path, t),
+            Err(e) => CopyCache::Failed(format!("{}: {e}", self.path.display())),
+        }
     }
 
     /// Write the copies to the cache file (a temporary name, renamed when whole).
@@ -508,18 +541,18 @@ const MIN_HUGE_SHARE: f64 = 0.9;
 /// the first tokens), then its share mapped by 2 MiB pages is read from /proc/self/smaps. (A
 /// sample of every eighth 2 MiB read 96% where the whole map was 73%: the sample's own reads
 /// came in 2 MiB folios, the rest by readahead in small ones.)
-fn in_small_pages(map: &memmap2::Mmap) -> bool {
+fn in_small_pages(map: &FileMap) -> bool {
     #[cfg(target_os = "linux")]
     {
         let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
         if thp.is_empty() || thp.contains("[never]") {
             return false;
         }
-        if map.advise(memmap2::Advice::PopulateRead).is_err() {
+        if !map.populate(0, map.bytes().len()) {
             return false;
         }
         let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();
-        huge_share(&smaps, map.as_ptr() as usize).is_some_and(|share| share < MIN_HUGE_SHARE)
+        huge_share(&smaps, map.bytes().as_ptr() as usize).is_some_and(|share| share < MIN_HUGE_SHARE)
     }
     #[cfg(not(target_os = "linux"))]
     {

@@ -329,6 +329,8 @@ impl Model {
             .filter(|w| k.preferred_layout(w.ty, w.rows, w.cols).is_some())
             .filter(|w| repack::repacked_len(w.ty, w.rows, w.cols).is_some())
             .collect();
+        // The token embedding is read by row: when the output shares it, keep its pages.
+        let embd = (self.token_embd.start, self.token_embd.len);
         let wants: Vec<Want> = ws
             .iter()
             .map(|w| Want {
@@ -339,10 +341,9 @@ impl Model {
                 layout: Layout::for_type(w.ty).expect("repackable type"),
                 src: w.start..w.start + w.len,
                 len: repack::repacked_len(w.ty, w.rows, w.cols).unwrap_or(0),
+                keep_pages: (w.start, w.len) == embd,
             })
             .collect();
-        // The token embedding is read by row: when the output shares it, keep its pages.
-        let embd = (self.token_embd.start, self.token_embd.len);
         let file = &self.file;
         let total: usize = wants.iter().map(|w| w.len).sum();
         let key = cache
@@ -352,9 +353,10 @@ impl Model {
             let mut jobs = Vec::with_capacity(copies.len());
             for ((w, c), want) in ws.into_iter().zip(copies).zip(&wants) {
                 // The check read the first rows of each matrix from the file.
-                if (w.start, w.len) != embd {
-                    file.release(want.src.start, want.src.len() / want.rows * repack::GROUP);
-                }
+                want.release(
+                    &file.map(),
+                    want.src.start..want.src.start + want.src.len() / want.rows * repack::GROUP,
+                );
                 jobs.push((w.packed.clone(), c.clone()));
                 w.mapped = Some(c);
             }
@@ -397,7 +399,7 @@ impl Model {
             }
             let (map, cancel, ready) = (file.map(), self.cancel.clone(), self.copies_ready.clone());
             let saving = key.as_ref().map(|k| k.path.clone());
-            let make = move || make_copies(map, jobs, embd, key, &cancel, &ready, t_load);
+            let make = move || make_copies(map, jobs, key, &cancel, &ready, t_load);
             match std::thread::Builder::new().name("ferrite-copies".into()).spawn(make) {
                 Ok(h) => self.set_copy_cache(CopyCache::Making(saving), Some(h)),
                 // Without the thread the copies stay on their way: every matrix is computed
@@ -407,49 +409,23 @@ impl Model {
             return;
         }
         let mut outs: Vec<Option<Store>> = wants.iter().map(|w| Store::zeroed(w.len)).collect();
-        // Pieces of about 4 MiB of whole row groups (they are contiguous in the file and in the
-        // copy), so that one big matrix such as the output does not leave a thread idle.
-        struct Piece<'a> {
-            m: usize,
-            start: usize,
-            rows: usize,
-            src: &'a [u8],
-            dst: &'a mut [u8],
-        }
-        let bytes = file.bytes();
+        // Every matrix in pieces (`Want::piece_rows`), all across the pool.
+        let map = file.map();
         let mut pieces = Vec::new();
-        for (m, (w, out)) in ws.iter().zip(outs.iter_mut()).enumerate() {
-            let (Some(Store::Anon(out)), Some(row_bytes)) = (out.as_mut(), w.ty.row_bytes(w.cols)) else {
-                continue;
-            };
-            let step = ((4 << 20) / row_bytes.max(1)).max(1).div_ceil(repack::GROUP) * repack::GROUP;
-            let packed_row = wants[m].len / w.rows;
-            let mut dst: &mut [u8] = &mut out[..wants[m].len];
-            for r0 in (0..w.rows).step_by(step) {
-                let rows = step.min(w.rows - r0);
-                let (d, rest) = std::mem::take(&mut dst).split_at_mut(rows * packed_row);
+        for (m, (want, out)) in wants.iter().zip(outs.iter_mut()).enumerate() {
+            let Some(Store::Anon(out)) = out.as_mut() else { continue };
+            let (step, packed_row) = (want.piece_rows(), want.len / want.rows);
+            let mut dst: &mut [u8] = &mut out[..want.len];
+            for r0 in (0..want.rows).step_by(step) {
+                let r1 = (r0 + step).min(want.rows);
+                let (d, rest) = std::mem::take(&mut dst).split_at_mut((r1 - r0) * packed_row);
                 dst = rest;
-                let start = w.start + r0 * row_bytes;
-                pieces.push(Piece { m, start, rows, src: &bytes[start..start + rows * row_bytes], dst: d });
+                pieces.push((m, r0..r1, d));
             }
         }
         let failed: Vec<usize> = pieces
             .into_par_iter()
-            .filter_map(|p| {
-                let w = &ws[p.m];
-                file.populate(p.start, p.src.len());
-                // Ordinary stores: the kernel has just zeroed each huge page of the copy on
-                // its first touch, so its lines are in cache, and non-temporal stores only
-                // pushed them out again (8B loads, alternated: 0.2 s less CPU, 5-12% faster).
-                let ok =
-                    repack::repack_into(w.ty, p.rows, w.cols, p.src, p.dst, repack::Stores::Cached).is_some();
-                // Released right away, so resident memory stays near the file size while
-                // the copies are made.
-                if ok && (w.start, w.len) != embd {
-                    file.release(p.start, p.src.len());
-                }
-                (!ok).then_some(p.m)
-            })
+            .filter_map(|(m, rows, dst)| (!wants[m].repack_piece(&map, rows, dst)).then_some(m))
             .collect();
         let mut made = Vec::with_capacity(ws.len());
         let mut complete = true;
@@ -468,10 +444,7 @@ impl Model {
         // in memory are used either way).
         if let (Some(key), true) = (key, complete) {
             let path = key.path.clone();
-            let save = move || match key.write(&made) {
-                Ok(t) => CopyCache::Wrote(key.path, t),
-                Err(e) => CopyCache::Failed(format!("{}: {e}", key.path.display())),
-            };
+            let save = move || key.save(&made);
             match std::thread::Builder::new().name("ferrite-copy-cache".into()).spawn(save) {
                 Ok(h) => self.set_copy_cache(CopyCache::Writing(path), Some(h)),
                 Err(e) => self.set_copy_cache(CopyCache::Failed(e.to_string()), None),
@@ -605,76 +578,49 @@ fn read_copies(
     CopyCache::ReadIntoMemory(path)
 }
 
-/// The background thread of `Model::repack`: each matrix's copy made piece by piece (about
-/// 4 MiB of whole row groups at a time), then handed to the model, whose matrix is computed
-/// from it from then on (the same results: `Matrix::as_copy`), and the file's pages of that
-/// matrix released; when all are made, saved to the cache (`key`). Stops early, saving
+/// The background thread of `Model::repack`: each matrix's copy made piece by piece
+/// (`Want::repack_piece`, the file's pages released as it grows), then handed to the model,
+/// whose matrix is computed from it from then on (the same results: `Matrix::as_copy`); when
+/// all are made, saved to the cache (`key`). Stops early, saving
 /// nothing, when `cancel` is set.
 fn make_copies(
     map: crate::gguf::FileMap,
     jobs: Vec<(Arc<OnceLock<PackedCopy>>, Want)>,
-    embd: (usize, usize),
     key: Option<copies::Key>,
     cancel: &AtomicBool,
     ready: &OnceLock<Duration>,
     t_load: Instant,
 ) -> CopyCache {
-    let bytes = map.bytes();
     let mut made = Vec::with_capacity(jobs.len());
     for (slot, want) in &jobs {
         let Some(Store::Anon(mut out)) = Store::zeroed(want.len) else {
             return CopyCache::Failed(format!("no memory for the copy of {}", want.name));
         };
-        let row_bytes = want.src.len() / want.rows.max(1);
-        let packed_row = want.len / want.rows.max(1);
-        let step = ((4 << 20) / row_bytes.max(1)).max(1).div_ceil(repack::GROUP) * repack::GROUP;
+        let (step, packed_row) = (want.piece_rows(), want.len / want.rows.max(1));
         for r0 in (0..want.rows).step_by(step) {
             if cancel.load(Relaxed) {
                 return CopyCache::Unused;
             }
-            let rows = step.min(want.rows - r0);
-            let start = want.src.start + r0 * row_bytes;
-            map.populate(start, rows * row_bytes);
-            let (src, dst) = (
-                &bytes[start..start + rows * row_bytes],
-                &mut out[r0 * packed_row..(r0 + rows) * packed_row],
-            );
-            if repack::repack_into(want.ty, rows, want.cols, src, dst, repack::Stores::Cached).is_none() {
+            let r1 = (r0 + step).min(want.rows);
+            // (The pages go as the copy grows, so that resident memory does not hold a big
+            // matrix, an 8B output's 0.3 GB, twice.)
+            if !want.repack_piece(&map, r0..r1, &mut out[r0 * packed_row..r1 * packed_row]) {
                 // (Cannot happen: the type and shape were found repackable.) The matrix stays
                 // computed from the file's rows, as its copy would be.
                 return CopyCache::Failed(format!("could not repack {}", want.name));
             }
-            // Released as the copy grows, so that resident memory does not hold a big matrix
-            // (an 8B output: 0.3 GB) twice (a forward pass still reading the file's rows reads
-            // them back until the copy is handed over).
-            if (want.src.start, want.src.len()) != embd {
-                map.release(start, rows * row_bytes);
-            }
         }
         let c = PackedCopy { layout: want.layout, store: Arc::new(Store::Anon(out)), range: 0..want.len };
         let _ = slot.set(c.clone());
-        // (A forward pass that took the file's rows just before reads them back from the page
-        // cache.)
-        if (want.src.start, want.src.len()) != embd {
-            map.release(want.src.start, want.src.len());
-        }
         made.push(c);
     }
-    // Again: a forward pass that took a matrix's rows just before its copy was handed over
-    // read them back (and they stay mapped, resident, until released).
+    // Again, every matrix: a forward pass that took a matrix's rows just before its copy was
+    // handed over read some back (and they stay mapped, resident, until released).
     for (_, want) in &jobs {
-        if (want.src.start, want.src.len()) != embd {
-            map.release(want.src.start, want.src.len());
-        }
+        want.release(&map, want.src.clone());
     }
     let _ = ready.set(t_load.elapsed());
-    match key {
-        Some(key) => match key.write(&made) {
-            Ok(t) => CopyCache::Wrote(key.path, t),
-            Err(e) => CopyCache::Failed(format!("{}: {e}", key.path.display())),
-        },
-        None => CopyCache::Unused,
-    }
+    key.map_or(CopyCache::Unused, |key| key.save(&made))
 }
 
 /// A fused residual + norm's time, shared between the two ops by their flops (1 and 4 per
