@@ -3,7 +3,7 @@
 # `FERRITE_KERNELS=avx2|avxvnni` rows can be compared with what llama.cpp does on a CPU that
 # has only those instructions (its reference build uses AVX-512 wherever the CPU has it), and
 # for lower levels (avx: no AVX2/FMA/F16C; scalar: no SIMD flags) to measure how far llama.cpp's
-# logits move with the instruction set (scripts/goldens/tiny_models.py spread).
+# logits move with the instruction set (scripts/goldens/llama_spread.py).
 # Reuses the source tree of ../shared/tools/llama-cpp.sh and builds only libggml-cpu and
 # libggml-base (build-LEVEL/, 1-3 minutes); prints a directory of libraries to put first in
 # LD_LIBRARY_PATH when running the reference build's llama-bench.

@@ -8,11 +8,6 @@ tests/fixtures/tiny/README.md.
   tiny_models.py goldens BIN LOGITS OUTDIR  quantize, run llama-logits, write manifest.json
   tiny_models.py noise [N]                  the noise-floor experiment of the README: emulate
                                             llama.cpp's forward on tiny-Q8_0.gguf and perturb it
-  tiny_models.py spread LOGITS [LIBDIR]     llama.cpp against its own goldens: run LOGITS (a
-                                            llama-logits binary) on every file and prompt, with
-                                            LIBDIR first in LD_LIBRARY_PATH (another build of
-                                            libggml-cpu: scripts/llama-cpp-level.sh), and print
-                                            max |d| in % of the goldens' range
 """
 import hashlib
 import json
@@ -300,33 +295,6 @@ def noise(n_seeds):
                       + f"; largest move {d.max():.4f}%", flush=True)
 
 
-# --- llama.cpp against itself (tests/fixtures/tiny/README.md, "Tolerances") -------------
-
-def spread(logits_bin, libdir=None):
-    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../tests/fixtures/tiny")
-    env = dict(os.environ)
-    if libdir:
-        env["LD_LIBRARY_PATH"] = libdir + (":" + env["LD_LIBRARY_PATH"] if env.get("LD_LIBRARY_PATH") else "")
-    manifest = json.load(open(os.path.join(here, "manifest.json")))
-    rows = {}
-    for e in manifest["entries"]:
-        r = subprocess.run([logits_bin, os.path.join(here, e["file"]), e["prompt"], "1", "2"],
-                           capture_output=True, check=True, env=env)
-        got = np.frombuffer(r.stdout, dtype="<f4")
-        ref = np.fromfile(os.path.join(here, e["logits"]), "<f4")
-        assert [int(x) for x in r.stderr.decode().split()] == e["tokens"], e["logits"]
-        d = float(100 * np.abs(got - ref).max() / (ref.max() - ref.min()))
-        rows.setdefault(e["type"], []).append(d)
-        if int(got.argmax()) != e["top1"]:
-            print(f"{e['logits']}: top-1 {int(got.argmax())}, the golden's {e['top1']}")
-    print("type     max |d| per prompt, % of the range")
-    for t, ds in rows.items():
-        print(f"{t:8} " + " ".join(f"{d:6.3f}" for d in ds))
-    q = [d for t, ds in rows.items() if t != "F16" for d in ds]
-    print(f"quantized: {sum(d <= 0.02 for d in q)} of {len(q)} within 0.02%, {sum(d > 0.5 for d in q)}"
-          f" over 0.5%, largest {max(q):.3f}%; F16 largest {max(rows.get('F16', [0])):.3f}%")
-
-
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "write":
         write_model(sys.argv[2])
@@ -334,7 +302,5 @@ if __name__ == "__main__":
         goldens(*sys.argv[2:])
     elif len(sys.argv) in (2, 3) and sys.argv[1] == "noise":
         noise(int(sys.argv[2]) if len(sys.argv) == 3 else 20)
-    elif len(sys.argv) in (3, 4) and sys.argv[1] == "spread":
-        spread(*sys.argv[2:])
     else:
         sys.exit(__doc__)
