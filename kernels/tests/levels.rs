@@ -649,6 +649,64 @@ fn repacked_matmul_matches_rows() {
     eprintln!("{checked} repacked comparisons");
 }
 
+/// The 256-bit levels' 4-bit panels (Q4_0, Q4_1: nibbles unpacked once per pair of groups)
+/// give what their 8-row tiles give, to the bit: the same integer sums, then the same float
+/// steps. So a batch's results do not depend on which of the two its size picks, and a
+/// matrix computed as its copy (`Matrix::as_copy`) matches the copy at every size.
+#[test]
+fn nibble_panels_match_the_tiles_to_the_bit() {
+    use ferrite_kernels::dispatch::Line64;
+    use ferrite_kernels::repack::repack;
+    let mut rng = Rng(0x9a4e_1b17);
+    let mut buf = ActBuf::new();
+    let mut checked = 0;
+    for (ty, act) in [(GgmlType::Q4_0, ActType::Q8_0S), (GgmlType::Q4_1, ActType::Q8_1)] {
+        for case in CASES {
+            let (rows, cols) = (16, 32 * 9);
+            let w = weights(ty, rows * cols / 32, case, &mut rng);
+            let (layout, packed) = repack(ty, rows, cols, &w).expect("repackable");
+            let x = match case {
+                Case::AllOnes => vec![1.0; 8 * cols],
+                _ => activation(8 * cols, &mut rng),
+            };
+            let a = buf.quantize(act, &x);
+            let (ga, gb) = packed.split_at(packed.len() / 2);
+            for k in levels() {
+                let (Some((unpack, eight)), Some((_, four))) = (k.panel16(layout), k.repacked(layout)) else {
+                    continue;
+                };
+                let mut panels: Vec<Line64> = Vec::new();
+                assert!(unpack(ga, gb, &mut panels), "{} {ty}: unpack", k.name);
+                let got = eight(&panels, std::array::from_fn(|c| a.row(c, cols)), &[]);
+                for c0 in [0, 4] {
+                    let cols4 = std::array::from_fn(|c| a.row(c0 + c, cols));
+                    for (half, g) in [ga, gb].into_iter().enumerate() {
+                        let want = four(g, cols4);
+                        for c in 0..4 {
+                            for r in 0..8 {
+                                let (p, t) = (got[c0 + c][8 * half + r], want[c][r]);
+                                assert!(
+                                    p.to_bits() == t.to_bits(),
+                                    "{} {ty} {case:?}: act row {} weight row {}: panel {p} vs tile {t}",
+                                    k.name,
+                                    c0 + c,
+                                    8 * half + r
+                                );
+                                checked += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("{checked} panel products compared with the tiles'");
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        assert!(checked > 0, "no level has a 4-bit panel");
+    }
+}
+
 /// Every repack writes every byte of its output (the blocks are filled in place, in memory
 /// that may hold anything: a per-thread buffer reused across matrices): into a buffer full
 /// of 0xA5 it gives what it gives into zeros, for every type, with both kinds of stores.

@@ -843,6 +843,20 @@ macro_rules! x86_repacked_kernels {
         pub type PanelQ4K2x8 = Pair8<PanelQ4K8>;
         pub type PanelQ6K2x8 = Pair8<PanelQ6K8>;
 
+        /// A 32-value block of 8 interleaved rows of a 4-bit legacy type (Q4_0x8, Q4_1x8) with
+        /// its nibbles unpacked: register k as `nibble_x8_tile!` pairs it with the activations
+        /// (k < 4 the low nibbles of run k, k >= 4 the high nibbles of run k - 4), the 8 rows'
+        /// scales, and Q4_1's mins (zero for Q4_0), as f32.
+        #[repr(C, align(32))]
+        #[derive(Clone, Copy)]
+        pub struct PanelNib8 {
+            q: [[u8; 32]; 8],
+            d: [f32; 8],
+            m: [f32; 8],
+        }
+
+        pub type PanelNib2x8 = Pair8<PanelNib8>;
+
         /// A block type of 8 interleaved rows with a panel form.
         pub trait Unpack8 {
             type Panel;
@@ -871,6 +885,125 @@ macro_rules! x86_repacked_kernels {
         unpack8!(BlockQ6Kx8, PanelQ6K8, unpack_g16_one);
         unpack8!(BlockQ2Kx8, PanelQ6K8, unpack_g16_one);
         unpack8!(BlockQ3Kx8, PanelQ6K8, unpack_g16_one);
+        unpack8!(BlockQ4_0x8, PanelNib8, unpack_q4_0x8_one);
+        unpack8!(BlockQ4_1x8, PanelNib8, unpack_q4_1x8_one);
+
+        /// The nibbles of a 4-bit block of 8 rows into a panel's 8 registers.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn unpack_nibbles8(qs: &[u8; 128], p: &mut PanelNib8) {
+            let m4 = _mm256_set1_epi8(15);
+            for c in 0..4 {
+                let v = _mm256_loadu_si256(qs.as_ptr().add(32 * c) as *const __m256i);
+                _mm256_storeu_si256(p.q[c].as_mut_ptr() as *mut __m256i, _mm256_and_si256(v, m4));
+                let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                _mm256_storeu_si256(p.q[4 + c].as_mut_ptr() as *mut __m256i, hi);
+            }
+        }
+
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn unpack_q4_0x8_one(b: &BlockQ4_0x8, p: &mut PanelNib8) {
+            unpack_nibbles8(&b.qs, p);
+            _mm256_storeu_ps(p.d.as_mut_ptr(), _mm256_cvtph_ps(_mm_loadu_si128(b.d.as_ptr() as *const __m128i)));
+            p.m = [0.0; 8];
+        }
+
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn unpack_q4_1x8_one(b: &BlockQ4_1x8, p: &mut PanelNib8) {
+            unpack_nibbles8(&b.qs, p);
+            _mm256_storeu_ps(p.d.as_mut_ptr(), _mm256_cvtph_ps(_mm_loadu_si128(b.d.as_ptr() as *const __m128i)));
+            _mm256_storeu_ps(p.m.as_mut_ptr(), _mm256_cvtph_ps(_mm_loadu_si128(b.m.as_ptr() as *const __m128i)));
+        }
+
+        /// One group's 4-bit panels (`hi`: the second of each pair) against 4 activation rows
+        /// `$y` of type `$A`: the integer sums of `nibble_x8_tile!` (exact, in any order) and
+        /// then its update, `$update` of the panel `$b`, the activation block `$a`, the 8 row
+        /// sums `$s` and the accumulator `$acc`, as the tile's: the same results to the bit,
+        /// without unpacking the nibbles again for every four activation rows.
+        macro_rules! nib_panel8x4 {
+            ($p:expr, $hi:expr, $y:expr, $A:ty, |$b:ident, $a:ident, $s:ident, $acc:ident| $update:expr) => {{
+                let (p, hi, y): (&[PanelNib2x8], bool, [&[$A]; 4]) = ($p, $hi, $y);
+                let mut acc = [_mm256_setzero_ps(); 4];
+                for (j, pair) in p.iter().enumerate() {
+                    let $b = pair.half(hi);
+                    let mut s = [_mm256_setzero_si256(); 4];
+                    for k in 0..8 {
+                        let q = _mm256_loadu_si256($b.q[k].as_ptr() as *const __m256i);
+                        for col in 0..4 {
+                            // SAFETY: the caller checked that every y row has p.len() blocks.
+                            let at = unsafe { y[col].get_unchecked(j).qs.as_ptr().add(4 * k) };
+                            let ya = _mm256_set1_epi32((at as *const i32).read_unaligned());
+                            // (Without VNNI: 8 pair sums of at most 2 x 15 x 128 fit i16.)
+                            s[col] = if VNNI {
+                                mul_sum(s[col], q, ya)
+                            } else {
+                                _mm256_add_epi16(s[col], _mm256_maddubs_epi16(q, ya))
+                            };
+                        }
+                    }
+                    for col in 0..4 {
+                        // SAFETY: as above.
+                        let $a = unsafe { y[col].get_unchecked(j) };
+                        let $s = if VNNI { s[col] } else { _mm256_madd_epi16(s[col], _mm256_set1_epi16(1)) };
+                        let $acc = acc[col];
+                        acc[col] = $update;
+                    }
+                }
+                store8(&acc)
+            }};
+        }
+
+        /// Q4_0 panels against 4 activation rows (`q4_0x8_tile!`'s update).
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn q4_0_panel8x4(p: &[PanelNib2x8], hi: bool, y: [&[BlockQ8_0S]; 4]) -> [[f32; 8]; 4] {
+            nib_panel8x4!(p, hi, y, BlockQ8_0S, |b, a, s, acc| {
+                let s = _mm256_sub_epi32(s, _mm256_set1_epi32(8 * a.sum));
+                let d = _mm256_loadu_ps(b.d.as_ptr());
+                _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(a.d)), _mm256_cvtepi32_ps(s), acc)
+            })
+        }
+
+        /// Q4_1 panels against 4 activation rows (`q4_1x8_tile!`'s update).
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn q4_1_panel8x4(p: &[PanelNib2x8], hi: bool, y: [&[BlockQ8_1]; 4]) -> [[f32; 8]; 4] {
+            nib_panel8x4!(p, hi, y, BlockQ8_1, |b, a, s, acc| {
+                let d = _mm256_loadu_ps(b.d.as_ptr());
+                let v = _mm256_fmadd_ps(_mm256_mul_ps(d, h2f8(a.d)), _mm256_cvtepi32_ps(s), acc);
+                _mm256_fmadd_ps(_mm256_loadu_ps(b.m.as_ptr()), h2f8(a.s), v)
+            })
+        }
+
+        /// Q4_0 panel pairs (`unpack_pairs`) against 8 activation rows: 16 rows x 8.
+        ///
+        /// # Safety
+        /// The CPU must have this level's target features (reached only through dispatch).
+        #[target_feature(enable = $feat)]
+        pub unsafe fn vec_dot_q4_0panel8x2x8_q8_0(
+            p: &[PanelNib2x8],
+            y: [&[BlockQ8_0S]; 8],
+            next: &[u8],
+        ) -> [[f32; 16]; 8] {
+            // SAFETY: this function's target features are q4_0_panel8x4's.
+            panel16x8(p, y, next, |p, hi, c| unsafe { q4_0_panel8x4(p, hi, c) })
+        }
+
+        /// Q4_1 panel pairs (`unpack_pairs`) against 8 activation rows: 16 rows x 8.
+        ///
+        /// # Safety
+        /// The CPU must have this level's target features (reached only through dispatch).
+        #[target_feature(enable = $feat)]
+        pub unsafe fn vec_dot_q4_1panel8x2x8_q8_1(
+            p: &[PanelNib2x8],
+            y: [&[BlockQ8_1]; 8],
+            next: &[u8],
+        ) -> [[f32; 16]; 8] {
+            // SAFETY: this function's target features are q4_1_panel8x4's.
+            panel16x8(p, y, next, |p, hi, c| unsafe { q4_1_panel8x4(p, hi, c) })
+        }
 
         /// Both groups' blocks into panel pairs, the next blocks prefetched (`matmul`'s panel
         /// unpacker for every 256-bit panel type, through `Panel16Fns`).
@@ -896,11 +1029,11 @@ macro_rules! x86_repacked_kernels {
         /// one group against 4 rows: each group's 8 lanes, each half of the columns.
         #[inline]
         #[target_feature(enable = $feat)]
-        unsafe fn panel16x8<P>(
+        unsafe fn panel16x8<P, A>(
             p: &[Pair8<P>],
-            y: [&[BlockQ8K]; 8],
+            y: [&[A]; 8],
             next: &[u8],
-            four: impl Fn(&[Pair8<P>], bool, [&[BlockQ8K]; 4]) -> [[f32; 8]; 4],
+            four: impl Fn(&[Pair8<P>], bool, [&[A]; 4]) -> [[f32; 8]; 4],
         ) -> [[f32; 16]; 8] {
             if y.iter().any(|c| c.len() != p.len()) {
                 return [[f32::NAN; 16]; 8];
