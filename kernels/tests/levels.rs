@@ -649,18 +649,23 @@ fn repacked_matmul_matches_rows() {
     eprintln!("{checked} repacked comparisons");
 }
 
-/// The 256-bit levels' 4-bit panels (Q4_0, Q4_1: nibbles unpacked once per pair of groups)
-/// give what their 8-row tiles give, to the bit: the same integer sums, then the same float
-/// steps. So a batch's results do not depend on which of the two its size picks, and a
-/// matrix computed as its copy (`Matrix::as_copy`) matches the copy at every size.
+/// The 256-bit levels' 4- and 5-bit panels (Q4_0, Q4_1, Q5_0, Q5_1: values unpacked once per
+/// pair of groups) give what their 8-row tiles give, to the bit: the same integer sums, then
+/// the same float steps. So a batch's results do not depend on which of the two its size
+/// picks, and a matrix computed as its copy (`Matrix::as_copy`) matches the copy at every size.
 #[test]
-fn nibble_panels_match_the_tiles_to_the_bit() {
+fn legacy_panels_match_the_tiles_to_the_bit() {
     use ferrite_kernels::dispatch::Line64;
     use ferrite_kernels::repack::repack;
     let mut rng = Rng(0x9a4e_1b17);
     let mut buf = ActBuf::new();
     let mut checked = 0;
-    for (ty, act) in [(GgmlType::Q4_0, ActType::Q8_0S), (GgmlType::Q4_1, ActType::Q8_1)] {
+    for (ty, act) in [
+        (GgmlType::Q4_0, ActType::Q8_0S),
+        (GgmlType::Q4_1, ActType::Q8_1),
+        (GgmlType::Q5_0, ActType::Q8_0S),
+        (GgmlType::Q5_1, ActType::Q8_1),
+    ] {
         for case in CASES {
             let (rows, cols) = (16, 32 * 9);
             let w = weights(ty, rows * cols / 32, case, &mut rng);
@@ -703,7 +708,7 @@ fn nibble_panels_match_the_tiles_to_the_bit() {
     eprintln!("{checked} panel products compared with the tiles'");
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        assert!(checked > 0, "no level has a 4-bit panel");
+        assert!(checked >= 4 * 6 * 128, "a level without the 4- and 5-bit panels");
     }
 }
 

@@ -843,10 +843,11 @@ macro_rules! x86_repacked_kernels {
         pub type PanelQ4K2x8 = Pair8<PanelQ4K8>;
         pub type PanelQ6K2x8 = Pair8<PanelQ6K8>;
 
-        /// A 32-value block of 8 interleaved rows of a 4-bit legacy type (Q4_0x8, Q4_1x8) with
-        /// its nibbles unpacked: register k as `nibble_x8_tile!` pairs it with the activations
-        /// (k < 4 the low nibbles of run k, k >= 4 the high nibbles of run k - 4), the 8 rows'
-        /// scales, and Q4_1's mins (zero for Q4_0), as f32.
+        /// A 32-value block of 8 interleaved rows of a 4- or 5-bit legacy type (Q4_0x8, Q4_1x8,
+        /// Q5_0x8, Q5_1x8) with its values unpacked: register k as `nibble_x8_tile!` and
+        /// `q5_x8_tile!` pair it with the activations (k < 4 the low nibbles of run k, k >= 4
+        /// the high nibbles of run k - 4, plus the fifth bits), the 8 rows' scales, and the
+        /// mins of Q4_1 and Q5_1 (zero for the others), as f32.
         #[repr(C, align(32))]
         #[derive(Clone, Copy)]
         pub struct PanelNib8 {
@@ -887,6 +888,8 @@ macro_rules! x86_repacked_kernels {
         unpack8!(BlockQ3Kx8, PanelQ6K8, unpack_g16_one);
         unpack8!(BlockQ4_0x8, PanelNib8, unpack_q4_0x8_one);
         unpack8!(BlockQ4_1x8, PanelNib8, unpack_q4_1x8_one);
+        unpack8!(BlockQ5_0x8, PanelNib8, unpack_q5_0x8_one);
+        unpack8!(BlockQ5_1x8, PanelNib8, unpack_q5_1x8_one);
 
         /// The nibbles of a 4-bit block of 8 rows into a panel's 8 registers.
         #[inline]
@@ -917,36 +920,84 @@ macro_rules! x86_repacked_kernels {
             _mm256_storeu_ps(p.m.as_mut_ptr(), _mm256_cvtph_ps(_mm_loadu_si128(b.m.as_ptr() as *const __m128i)));
         }
 
-        /// One group's 4-bit panels (`hi`: the second of each pair) against 4 activation rows
-        /// `$y` of type `$A`: the integer sums of `nibble_x8_tile!` (exact, in any order) and
-        /// then its update, `$update` of the panel `$b`, the activation block `$a`, the 8 row
-        /// sums `$s` and the accumulator `$acc`, as the tile's: the same results to the bit,
-        /// without unpacking the nibbles again for every four activation rows.
+        /// The values of a 5-bit block of 8 rows (its nibbles and fifth bits, as `q5_x8_tile!`
+        /// puts them together) into a panel's 8 registers.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn unpack_q5_values8(qs: &[u8; 128], qh: &[u8; 32], p: &mut PanelNib8) {
+            let m4 = _mm256_set1_epi8(15);
+            let dword_base = _mm256_add_epi8(
+                _mm256_set1_epi64x(0x0404_0404_0000_0000),
+                _mm256_setr_epi64x(0, 0x0808_0808_0808_0808, 0, 0x0808_0808_0808_0808),
+            );
+            let qh = _mm256_loadu_si256(qh.as_ptr() as *const __m256i);
+            for c in 0..4 {
+                let v = _mm256_loadu_si256(qs.as_ptr().add(32 * c) as *const __m256i);
+                let lo = _mm256_and_si256(v, m4);
+                let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                for (k, nib) in [(c, lo), (4 + c, hi)] {
+                    let rep = _mm256_shuffle_epi8(qh, _mm256_add_epi8(dword_base, _mm256_set1_epi8((k / 2) as i8)));
+                    let bit = _mm256_set1_epi32((0x0804_0201u32 << (4 * (k % 2))) as i32);
+                    let set = _mm256_cmpeq_epi8(_mm256_and_si256(rep, bit), bit);
+                    let q = _mm256_or_si256(nib, _mm256_and_si256(set, _mm256_set1_epi8(16)));
+                    _mm256_storeu_si256(p.q[k].as_mut_ptr() as *mut __m256i, q);
+                }
+            }
+        }
+
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn unpack_q5_0x8_one(b: &BlockQ5_0x8, p: &mut PanelNib8) {
+            unpack_q5_values8(&b.qs, &b.qh, p);
+            _mm256_storeu_ps(p.d.as_mut_ptr(), _mm256_cvtph_ps(_mm_loadu_si128(b.d.as_ptr() as *const __m128i)));
+            p.m = [0.0; 8];
+        }
+
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn unpack_q5_1x8_one(b: &BlockQ5_1x8, p: &mut PanelNib8) {
+            unpack_q5_values8(&b.qs, &b.qh, p);
+            _mm256_storeu_ps(p.d.as_mut_ptr(), _mm256_cvtph_ps(_mm_loadu_si128(b.d.as_ptr() as *const __m128i)));
+            _mm256_storeu_ps(p.m.as_mut_ptr(), _mm256_cvtph_ps(_mm_loadu_si128(b.m.as_ptr() as *const __m128i)));
+        }
+
+        /// One group's 4- or 5-bit panels (`hi`: the second of each pair) against 4 activation
+        /// rows `$y` of type `$A`: the integer sums of `nibble_x8_tile!` / `q5_x8_tile!`
+        /// (exact, in any order) and then their update, `$update` of the panel `$b`, the
+        /// activation block `$a`, the 8 row sums `$s` and the accumulator `$acc`, as the
+        /// tile's: the same results to the bit, without unpacking the values again for every
+        /// four activation rows. Without VNNI the pair sums add up in i16 `$steps` steps at a
+        /// time (8 for values 0..15: 8 x 2 x 15 x 128 < 2^15; 4 for 0..31) and then widen.
         macro_rules! nib_panel8x4 {
-            ($p:expr, $hi:expr, $y:expr, $A:ty, |$b:ident, $a:ident, $s:ident, $acc:ident| $update:expr) => {{
+            ($p:expr, $hi:expr, $y:expr, $A:ty, $steps:expr, |$b:ident, $a:ident, $s:ident, $acc:ident| $update:expr) => {{
                 let (p, hi, y): (&[PanelNib2x8], bool, [&[$A]; 4]) = ($p, $hi, $y);
                 let mut acc = [_mm256_setzero_ps(); 4];
                 for (j, pair) in p.iter().enumerate() {
                     let $b = pair.half(hi);
-                    let mut s = [_mm256_setzero_si256(); 4];
+                    let (mut s, mut s16) = ([_mm256_setzero_si256(); 4], [_mm256_setzero_si256(); 4]);
                     for k in 0..8 {
                         let q = _mm256_loadu_si256($b.q[k].as_ptr() as *const __m256i);
                         for col in 0..4 {
                             // SAFETY: the caller checked that every y row has p.len() blocks.
                             let at = unsafe { y[col].get_unchecked(j).qs.as_ptr().add(4 * k) };
                             let ya = _mm256_set1_epi32((at as *const i32).read_unaligned());
-                            // (Without VNNI: 8 pair sums of at most 2 x 15 x 128 fit i16.)
-                            s[col] = if VNNI {
-                                mul_sum(s[col], q, ya)
+                            if VNNI {
+                                s[col] = mul_sum(s[col], q, ya);
                             } else {
-                                _mm256_add_epi16(s[col], _mm256_maddubs_epi16(q, ya))
-                            };
+                                s16[col] = _mm256_add_epi16(s16[col], _mm256_maddubs_epi16(q, ya));
+                            }
+                        }
+                        if !VNNI && (k + 1) % $steps == 0 {
+                            for col in 0..4 {
+                                s[col] = _mm256_add_epi32(s[col], _mm256_madd_epi16(s16[col], _mm256_set1_epi16(1)));
+                                s16[col] = _mm256_setzero_si256();
+                            }
                         }
                     }
                     for col in 0..4 {
                         // SAFETY: as above.
                         let $a = unsafe { y[col].get_unchecked(j) };
-                        let $s = if VNNI { s[col] } else { _mm256_madd_epi16(s[col], _mm256_set1_epi16(1)) };
+                        let $s = s[col];
                         let $acc = acc[col];
                         acc[col] = $update;
                     }
@@ -959,18 +1010,34 @@ macro_rules! x86_repacked_kernels {
         #[inline]
         #[target_feature(enable = $feat)]
         unsafe fn q4_0_panel8x4(p: &[PanelNib2x8], hi: bool, y: [&[BlockQ8_0S]; 4]) -> [[f32; 8]; 4] {
-            nib_panel8x4!(p, hi, y, BlockQ8_0S, |b, a, s, acc| {
+            nib_panel8x4!(p, hi, y, BlockQ8_0S, 8, |b, a, s, acc| {
                 let s = _mm256_sub_epi32(s, _mm256_set1_epi32(8 * a.sum));
                 let d = _mm256_loadu_ps(b.d.as_ptr());
                 _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(a.d)), _mm256_cvtepi32_ps(s), acc)
             })
         }
 
-        /// Q4_1 panels against 4 activation rows (`q4_1x8_tile!`'s update).
+        /// Q5_0 panels against 4 activation rows (`q5_0x8_tile!`'s update).
         #[inline]
         #[target_feature(enable = $feat)]
-        unsafe fn q4_1_panel8x4(p: &[PanelNib2x8], hi: bool, y: [&[BlockQ8_1]; 4]) -> [[f32; 8]; 4] {
-            nib_panel8x4!(p, hi, y, BlockQ8_1, |b, a, s, acc| {
+        unsafe fn q5_0_panel8x4(p: &[PanelNib2x8], hi: bool, y: [&[BlockQ8_0S]; 4]) -> [[f32; 8]; 4] {
+            nib_panel8x4!(p, hi, y, BlockQ8_0S, 4, |b, a, s, acc| {
+                let s = _mm256_sub_epi32(s, _mm256_set1_epi32(16 * a.sum));
+                let d = _mm256_loadu_ps(b.d.as_ptr());
+                _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(a.d)), _mm256_cvtepi32_ps(s), acc)
+            })
+        }
+
+        /// Q4_1 (`STEPS` 8) or Q5_1 (4) panels against 4 activation rows (the update of
+        /// `q4_1x8_tile!` and `q5_1x8_tile!`).
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn q4_1_panel8x4<const STEPS: usize>(
+            p: &[PanelNib2x8],
+            hi: bool,
+            y: [&[BlockQ8_1]; 4],
+        ) -> [[f32; 8]; 4] {
+            nib_panel8x4!(p, hi, y, BlockQ8_1, STEPS, |b, a, s, acc| {
                 let d = _mm256_loadu_ps(b.d.as_ptr());
                 let v = _mm256_fmadd_ps(_mm256_mul_ps(d, h2f8(a.d)), _mm256_cvtepi32_ps(s), acc);
                 _mm256_fmadd_ps(_mm256_loadu_ps(b.m.as_ptr()), h2f8(a.s), v)
@@ -1002,7 +1069,35 @@ macro_rules! x86_repacked_kernels {
             next: &[u8],
         ) -> [[f32; 16]; 8] {
             // SAFETY: this function's target features are q4_1_panel8x4's.
-            panel16x8(p, y, next, |p, hi, c| unsafe { q4_1_panel8x4(p, hi, c) })
+            panel16x8(p, y, next, |p, hi, c| unsafe { q4_1_panel8x4::<8>(p, hi, c) })
+        }
+
+        /// Q5_0 panel pairs (`unpack_pairs`) against 8 activation rows: 16 rows x 8.
+        ///
+        /// # Safety
+        /// The CPU must have this level's target features (reached only through dispatch).
+        #[target_feature(enable = $feat)]
+        pub unsafe fn vec_dot_q5_0panel8x2x8_q8_0(
+            p: &[PanelNib2x8],
+            y: [&[BlockQ8_0S]; 8],
+            next: &[u8],
+        ) -> [[f32; 16]; 8] {
+            // SAFETY: this function's target features are q5_0_panel8x4's.
+            panel16x8(p, y, next, |p, hi, c| unsafe { q5_0_panel8x4(p, hi, c) })
+        }
+
+        /// Q5_1 panel pairs (`unpack_pairs`) against 8 activation rows: 16 rows x 8.
+        ///
+        /// # Safety
+        /// The CPU must have this level's target features (reached only through dispatch).
+        #[target_feature(enable = $feat)]
+        pub unsafe fn vec_dot_q5_1panel8x2x8_q8_1(
+            p: &[PanelNib2x8],
+            y: [&[BlockQ8_1]; 8],
+            next: &[u8],
+        ) -> [[f32; 16]; 8] {
+            // SAFETY: this function's target features are q4_1_panel8x4's.
+            panel16x8(p, y, next, |p, hi, c| unsafe { q4_1_panel8x4::<4>(p, hi, c) })
         }
 
         /// Both groups' blocks into panel pairs, the next blocks prefetched (`matmul`'s panel
