@@ -1040,6 +1040,31 @@ panel_eight!(
     spread crate::x86_64::avx512::vec_dot_panel32x16x8_q8_0::<8>
 );
 
+/// The Q4_0 and Q5_1 panels of a 256-bit level (`PanelNib8`, from the shared body of
+/// `x86_repacked_kernels!`; its Q4_1 and Q5_0 panels are in `x86_k_panels!`).
+#[cfg(target_arch = "x86_64")]
+macro_rules! x86_nib_panels {
+    ($m:path) => {{
+        use $m as k;
+        (
+            wrap_panel!(
+                BlockQ4_0x8,
+                Q8_0S,
+                k::PanelNib2x8,
+                k::unpack_pairs::<BlockQ4_0x8>,
+                spread k::vec_dot_q4_0panel8x2x8_q8_0
+            ),
+            wrap_panel!(
+                BlockQ5_1x8,
+                Q8_1,
+                k::PanelNib2x8,
+                k::unpack_pairs::<BlockQ5_1x8>,
+                spread k::vec_dot_q5_1panel8x2x8_q8_1
+            ),
+        )
+    }};
+}
+
 /// The panel table entries (Q5_0, Q8_0, Q4_1, Q4_K, Q5_K, Q6_K, IQ4_XS, Q3_K, Q2_K, IQ4_NL)
 /// of a 256-bit level: its Q5_0, Q4_1 and K-type panels from the shared body of
 /// `x86_repacked_kernels!` (IQ4_XS's where `$vnni`: its values overflow the i16 pair sums of
@@ -1699,63 +1724,23 @@ fn build(level: Level) -> Kernels {
     // Q4_0 at the 256-bit levels, which have no 16-row tile for it: its nibbles unpacked
     // once per pair of groups instead of once per four activation rows. On a Zen 3 at avx2,
     // `matmul/q4_0` 131 -> 158 Gelem/s, 1B Q4_0 pp512 121-124 -> 144-153 t/s (the same
-    // results: `nibble_panels_match_the_tiles_to_the_bit`).
-    let q4_0_panel = match level {
-        #[cfg(target_arch = "x86_64")]
-        Level::Avx2 => {
-            use crate::x86_64::avx2 as k;
-            wrap_panel!(
-                BlockQ4_0x8,
-                Q8_0S,
-                k::PanelNib2x8,
-                k::unpack_pairs::<BlockQ4_0x8>,
-                spread k::vec_dot_q4_0panel8x2x8_q8_0
-            )
-        }
-        #[cfg(target_arch = "x86_64")]
-        Level::AvxVnni => {
-            use crate::x86_64::avxvnni as k;
-            wrap_panel!(
-                BlockQ4_0x8,
-                Q8_0S,
-                k::PanelNib2x8,
-                k::unpack_pairs::<BlockQ4_0x8>,
-                spread k::vec_dot_q4_0panel8x2x8_q8_0
-            )
-        }
-        _ => None,
-    };
-    // Q5_1: Q4_1's panel kernel over 5-bit values. (At avx2 on a Zen 3, 1B Q5_0 pp128
-    // 109-111 -> 145-150 t/s and Q5_1 106-108 -> 137-138 with their panels.)
-    let q5_1_panel = match level {
+    // results: `legacy_panels_match_the_tiles_to_the_bit`). Q5_1: Q4_1's panel kernel over
+    // 5-bit values (at avx2 on a Zen 3, 1B Q5_0 pp128 109-111 -> 145-150 t/s and Q5_1
+    // 106-108 -> 137-138 with their panels).
+    let (q4_0_panel, q5_1_panel) = match level {
         #[cfg(target_arch = "x86_64")]
         Level::Avx512 => {
             use crate::x86_64::avx512 as k;
-            wrap_panel!(BlockQ5_1x8, Q8_1, k::Panel32M, k::unpack_q5_1x16, spread k::vec_dot_q4_1panel16x8_q8_1)
-        }
-        #[cfg(target_arch = "x86_64")]
-        Level::Avx2 => {
-            use crate::x86_64::avx2 as k;
-            wrap_panel!(
-                BlockQ5_1x8,
-                Q8_1,
-                k::PanelNib2x8,
-                k::unpack_pairs::<BlockQ5_1x8>,
-                spread k::vec_dot_q5_1panel8x2x8_q8_1
+            (
+                None,
+                wrap_panel!(BlockQ5_1x8, Q8_1, k::Panel32M, k::unpack_q5_1x16, spread k::vec_dot_q4_1panel16x8_q8_1),
             )
         }
         #[cfg(target_arch = "x86_64")]
-        Level::AvxVnni => {
-            use crate::x86_64::avxvnni as k;
-            wrap_panel!(
-                BlockQ5_1x8,
-                Q8_1,
-                k::PanelNib2x8,
-                k::unpack_pairs::<BlockQ5_1x8>,
-                spread k::vec_dot_q5_1panel8x2x8_q8_1
-            )
-        }
-        _ => None,
+        Level::Avx2 => x86_nib_panels!(crate::x86_64::avx2),
+        #[cfg(target_arch = "x86_64")]
+        Level::AvxVnni => x86_nib_panels!(crate::x86_64::avxvnni),
+        _ => (None, None),
     };
     Kernels {
         level,

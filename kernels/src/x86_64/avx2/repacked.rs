@@ -608,6 +608,29 @@ macro_rules! x86_repacked_kernels {
             };
         }
 
+        /// Byte 4i of each dword, for `q5_register`'s byte copies.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn q5_dword_base() -> __m256i {
+            _mm256_add_epi8(
+                _mm256_set1_epi64x(0x0404_0404_0000_0000),
+                _mm256_setr_epi64x(0, 0x0808_0808_0808_0808, 0, 0x0808_0808_0808_0808),
+            )
+        }
+
+        /// Weight register k of a 5-bit block of 8 rows: its nibbles `nib` with the fifth bits
+        /// at bit 4. qh holds row r's 32 high bits in lane r; for weights 4k..4k+4, byte k/2 of
+        /// the lane is copied to its 4 bytes (`dword_base`: `q5_dword_base()`) and each byte
+        /// tests its own bit.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn q5_register(nib: __m256i, qh: __m256i, dword_base: __m256i, k: usize) -> __m256i {
+            let rep = _mm256_shuffle_epi8(qh, _mm256_add_epi8(dword_base, _mm256_set1_epi8((k / 2) as i8)));
+            let bit = _mm256_set1_epi32((0x0804_0201u32 << (4 * (k % 2))) as i32);
+            let set = _mm256_cmpeq_epi8(_mm256_and_si256(rep, bit), bit);
+            _mm256_or_si256(nib, _mm256_and_si256(set, _mm256_set1_epi8(16)))
+        }
+
         /// Tile of the 5-bit interleaved types (Q5_0x8, Q5_1x8): as `nibble_x8_tile!` with the
         /// fifth bits: qh holds row r's 32 high bits in lane r; for weights 4k..4k+4, byte k/2
         /// of the lane is copied to its 4 bytes and each byte tests its own bit. q in 0..32
@@ -621,12 +644,7 @@ macro_rules! x86_repacked_kernels {
                     break 'tile [[f32::NAN; 8]; $C];
                 }
                 let m4 = _mm256_set1_epi8(15);
-                // Byte 4i of each dword, for the byte copies.
-                let dword_base = _mm256_set1_epi64x(0x0404_0404_0000_0000);
-                let dword_base = _mm256_add_epi8(
-                    dword_base,
-                    _mm256_setr_epi64x(0, 0x0808_0808_0808_0808, 0, 0x0808_0808_0808_0808),
-                );
+                let dword_base = q5_dword_base();
                 let mut acc = [_mm256_setzero_ps(); $C];
                 for j in 0..n {
                     let ahead = x.as_ptr().wrapping_add(j + pf_blocks::<$W>()) as *const i8;
@@ -647,10 +665,7 @@ macro_rules! x86_repacked_kernels {
                         let lo = _mm256_and_si256(v, m4);
                         let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
                         for (k, nib) in [(c, lo), (4 + c, hi)] {
-                            let rep = _mm256_shuffle_epi8(qh, _mm256_add_epi8(dword_base, _mm256_set1_epi8((k / 2) as i8)));
-                            let bit = _mm256_set1_epi32((0x0804_0201u32 << (4 * (k % 2))) as i32);
-                            let set = _mm256_cmpeq_epi8(_mm256_and_si256(rep, bit), bit);
-                            let q = _mm256_or_si256(nib, _mm256_and_si256(set, _mm256_set1_epi8(16)));
+                            let q = q5_register(nib, qh, dword_base, k);
                             for col in 0..$C {
                                 // SAFETY: as above.
                                 let p = unsafe { y[col].get_unchecked(j).qs.as_ptr().add(4 * k) };
@@ -925,22 +940,14 @@ macro_rules! x86_repacked_kernels {
         #[inline]
         #[target_feature(enable = $feat)]
         unsafe fn unpack_q5_values8(qs: &[u8; 128], qh: &[u8; 32], p: &mut PanelNib8) {
-            let m4 = _mm256_set1_epi8(15);
-            let dword_base = _mm256_add_epi8(
-                _mm256_set1_epi64x(0x0404_0404_0000_0000),
-                _mm256_setr_epi64x(0, 0x0808_0808_0808_0808, 0, 0x0808_0808_0808_0808),
-            );
+            let (m4, dword_base) = (_mm256_set1_epi8(15), q5_dword_base());
             let qh = _mm256_loadu_si256(qh.as_ptr() as *const __m256i);
             for c in 0..4 {
                 let v = _mm256_loadu_si256(qs.as_ptr().add(32 * c) as *const __m256i);
                 let lo = _mm256_and_si256(v, m4);
                 let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
                 for (k, nib) in [(c, lo), (4 + c, hi)] {
-                    let rep = _mm256_shuffle_epi8(qh, _mm256_add_epi8(dword_base, _mm256_set1_epi8((k / 2) as i8)));
-                    let bit = _mm256_set1_epi32((0x0804_0201u32 << (4 * (k % 2))) as i32);
-                    let set = _mm256_cmpeq_epi8(_mm256_and_si256(rep, bit), bit);
-                    let q = _mm256_or_si256(nib, _mm256_and_si256(set, _mm256_set1_epi8(16)));
-                    _mm256_storeu_si256(p.q[k].as_mut_ptr() as *mut __m256i, q);
+                    _mm256_storeu_si256(p.q[k].as_mut_ptr() as *mut __m256i, q5_register(nib, qh, dword_base, k));
                 }
             }
         }
@@ -1006,23 +1013,17 @@ macro_rules! x86_repacked_kernels {
             }};
         }
 
-        /// Q4_0 panels against 4 activation rows (`q4_0x8_tile!`'s update).
+        /// Q4_0 (`OFFSET` 8, `STEPS` 8) or Q5_0 (16, 4) panels against 4 activation rows (the
+        /// update of `q4_0x8_tile!` and `q5_0x8_tile!`: OFFSET x the activations' sum off).
         #[inline]
         #[target_feature(enable = $feat)]
-        unsafe fn q4_0_panel8x4(p: &[PanelNib2x8], hi: bool, y: [&[BlockQ8_0S]; 4]) -> [[f32; 8]; 4] {
-            nib_panel8x4!(p, hi, y, BlockQ8_0S, 8, |b, a, s, acc| {
-                let s = _mm256_sub_epi32(s, _mm256_set1_epi32(8 * a.sum));
-                let d = _mm256_loadu_ps(b.d.as_ptr());
-                _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(a.d)), _mm256_cvtepi32_ps(s), acc)
-            })
-        }
-
-        /// Q5_0 panels against 4 activation rows (`q5_0x8_tile!`'s update).
-        #[inline]
-        #[target_feature(enable = $feat)]
-        unsafe fn q5_0_panel8x4(p: &[PanelNib2x8], hi: bool, y: [&[BlockQ8_0S]; 4]) -> [[f32; 8]; 4] {
-            nib_panel8x4!(p, hi, y, BlockQ8_0S, 4, |b, a, s, acc| {
-                let s = _mm256_sub_epi32(s, _mm256_set1_epi32(16 * a.sum));
+        unsafe fn q4_0_panel8x4<const OFFSET: i32, const STEPS: usize>(
+            p: &[PanelNib2x8],
+            hi: bool,
+            y: [&[BlockQ8_0S]; 4],
+        ) -> [[f32; 8]; 4] {
+            nib_panel8x4!(p, hi, y, BlockQ8_0S, STEPS, |b, a, s, acc| {
+                let s = _mm256_sub_epi32(s, _mm256_set1_epi32(OFFSET * a.sum));
                 let d = _mm256_loadu_ps(b.d.as_ptr());
                 _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(a.d)), _mm256_cvtepi32_ps(s), acc)
             })
@@ -1044,61 +1045,23 @@ macro_rules! x86_repacked_kernels {
             })
         }
 
-        /// Q4_0 panel pairs (`unpack_pairs`) against 8 activation rows: 16 rows x 8.
-        ///
-        /// # Safety
-        /// The CPU must have this level's target features (reached only through dispatch).
-        #[target_feature(enable = $feat)]
-        pub unsafe fn vec_dot_q4_0panel8x2x8_q8_0(
-            p: &[PanelNib2x8],
-            y: [&[BlockQ8_0S]; 8],
-            next: &[u8],
-        ) -> [[f32; 16]; 8] {
-            // SAFETY: this function's target features are q4_0_panel8x4's.
-            panel16x8(p, y, next, |p, hi, c| unsafe { q4_0_panel8x4(p, hi, c) })
+        /// The 16x8 entry (`Panel16Fns::1`) of a 4- or 5-bit panel: panel pairs
+        /// (`unpack_pairs`) against 8 activation rows of `$A`, through the 4-row pass `$four`.
+        macro_rules! nib_panel16x8 {
+            ($name:ident, $A:ty, $four:expr) => {
+                /// # Safety
+                /// The CPU must have this level's target features (reached only through dispatch).
+                #[target_feature(enable = $feat)]
+                pub unsafe fn $name(p: &[PanelNib2x8], y: [&[$A]; 8], next: &[u8]) -> [[f32; 16]; 8] {
+                    // SAFETY: this function's target features are the 4-row pass's.
+                    panel16x8(p, y, next, |p, hi, c| unsafe { $four(p, hi, c) })
+                }
+            };
         }
-
-        /// Q4_1 panel pairs (`unpack_pairs`) against 8 activation rows: 16 rows x 8.
-        ///
-        /// # Safety
-        /// The CPU must have this level's target features (reached only through dispatch).
-        #[target_feature(enable = $feat)]
-        pub unsafe fn vec_dot_q4_1panel8x2x8_q8_1(
-            p: &[PanelNib2x8],
-            y: [&[BlockQ8_1]; 8],
-            next: &[u8],
-        ) -> [[f32; 16]; 8] {
-            // SAFETY: this function's target features are q4_1_panel8x4's.
-            panel16x8(p, y, next, |p, hi, c| unsafe { q4_1_panel8x4::<8>(p, hi, c) })
-        }
-
-        /// Q5_0 panel pairs (`unpack_pairs`) against 8 activation rows: 16 rows x 8.
-        ///
-        /// # Safety
-        /// The CPU must have this level's target features (reached only through dispatch).
-        #[target_feature(enable = $feat)]
-        pub unsafe fn vec_dot_q5_0panel8x2x8_q8_0(
-            p: &[PanelNib2x8],
-            y: [&[BlockQ8_0S]; 8],
-            next: &[u8],
-        ) -> [[f32; 16]; 8] {
-            // SAFETY: this function's target features are q5_0_panel8x4's.
-            panel16x8(p, y, next, |p, hi, c| unsafe { q5_0_panel8x4(p, hi, c) })
-        }
-
-        /// Q5_1 panel pairs (`unpack_pairs`) against 8 activation rows: 16 rows x 8.
-        ///
-        /// # Safety
-        /// The CPU must have this level's target features (reached only through dispatch).
-        #[target_feature(enable = $feat)]
-        pub unsafe fn vec_dot_q5_1panel8x2x8_q8_1(
-            p: &[PanelNib2x8],
-            y: [&[BlockQ8_1]; 8],
-            next: &[u8],
-        ) -> [[f32; 16]; 8] {
-            // SAFETY: this function's target features are q4_1_panel8x4's.
-            panel16x8(p, y, next, |p, hi, c| unsafe { q4_1_panel8x4::<4>(p, hi, c) })
-        }
+        nib_panel16x8!(vec_dot_q4_0panel8x2x8_q8_0, BlockQ8_0S, q4_0_panel8x4::<8, 8>);
+        nib_panel16x8!(vec_dot_q5_0panel8x2x8_q8_0, BlockQ8_0S, q4_0_panel8x4::<16, 4>);
+        nib_panel16x8!(vec_dot_q4_1panel8x2x8_q8_1, BlockQ8_1, q4_1_panel8x4::<8>);
+        nib_panel16x8!(vec_dot_q5_1panel8x2x8_q8_1, BlockQ8_1, q4_1_panel8x4::<4>);
 
         /// Both groups' blocks into panel pairs, the next blocks prefetched (`matmul`'s panel
         /// unpacker for every 256-bit panel type, through `Panel16Fns`).
