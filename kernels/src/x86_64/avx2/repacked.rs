@@ -585,25 +585,38 @@ macro_rules! x86_repacked_kernels {
             }
         }
 
-        /// Q4_0: sum((q - 8) * y) = sum(q * y) - 8 * sum(y), the activation block's sum
-        /// (shared by the 8 rows, carried by the block) taken off once.
+        /// The float step of the legacy types with an offset (Q4_0: 8, Q5_0: 16), for their
+        /// tiles and panels alike: sum((q - OFFSET) * y) = sum(q * y) - OFFSET * sum(y), the
+        /// activation block's sum (shared by the 8 rows, carried by the block) taken off once;
+        /// then acc + d * dy * that, for the 8 rows' scales `d` and their sums `s`.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn offset_update<const OFFSET: i32>(d: __m256, a: &BlockQ8_0S, s: __m256i, acc: __m256) -> __m256 {
+            let s = _mm256_sub_epi32(s, _mm256_set1_epi32(OFFSET * a.sum));
+            _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(a.d)), _mm256_cvtepi32_ps(s), acc)
+        }
+
+        /// The float step of the legacy types with mins (Q4_1, Q5_1), for their tiles and
+        /// panels alike: x = d * q + m, so the block adds d * dy * sum(q * y) + m * s, where the
+        /// activation block carries s = dy * sum(y).
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn mins_update(d: __m256, m: __m256, a: &BlockQ8_1, s: __m256i, acc: __m256) -> __m256 {
+            let v = _mm256_fmadd_ps(_mm256_mul_ps(d, h2f8(a.d)), _mm256_cvtepi32_ps(s), acc);
+            _mm256_fmadd_ps(m, h2f8(a.s), v)
+        }
+
         macro_rules! q4_0x8_tile {
             ($C:literal, $x:expr, $y:expr) => {
-                nibble_x8_tile!($C, $x, $y, BlockQ4_0x8, BlockQ8_0S, |b, a, s, d, acc| {
-                    let s = _mm256_sub_epi32(s, _mm256_set1_epi32(8 * a.sum));
-                    _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(a.d)), _mm256_cvtepi32_ps(s), acc)
-                })
+                nibble_x8_tile!($C, $x, $y, BlockQ4_0x8, BlockQ8_0S, |_b, a, s, d, acc| offset_update::<8>(d, a, s, acc))
             };
         }
 
-        /// Q4_1: x = d * q + m, so the block adds d * dy * sum(q * y) + m * s, where the
-        /// activation block carries s = dy * sum(y).
         macro_rules! q4_1x8_tile {
             ($C:literal, $x:expr, $y:expr) => {
                 nibble_x8_tile!($C, $x, $y, BlockQ4_1x8, BlockQ8_1, |b, a, s, d, acc| {
-                    let v = _mm256_fmadd_ps(_mm256_mul_ps(d, h2f8(a.d)), _mm256_cvtepi32_ps(s), acc);
                     let m = _mm256_cvtph_ps(_mm_loadu_si128(b.m.as_ptr() as *const __m128i));
-                    _mm256_fmadd_ps(m, h2f8(a.s), v)
+                    mins_update(d, m, a, s, acc)
                 })
             };
         }
@@ -698,10 +711,7 @@ macro_rules! x86_repacked_kernels {
 
         macro_rules! q5_0x8_tile {
             ($C:literal, $x:expr, $y:expr) => {
-                q5_x8_tile!($C, $x, $y, BlockQ5_0x8, BlockQ8_0S, |b, a, s, d, acc| {
-                    let s = _mm256_sub_epi32(s, _mm256_set1_epi32(16 * a.sum));
-                    _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(a.d)), _mm256_cvtepi32_ps(s), acc)
-                })
+                q5_x8_tile!($C, $x, $y, BlockQ5_0x8, BlockQ8_0S, |_b, a, s, d, acc| offset_update::<16>(d, a, s, acc))
             };
         }
 
@@ -709,9 +719,8 @@ macro_rules! x86_repacked_kernels {
         macro_rules! q5_1x8_tile {
             ($C:literal, $x:expr, $y:expr) => {
                 q5_x8_tile!($C, $x, $y, BlockQ5_1x8, BlockQ8_1, |b, a, s, d, acc| {
-                    let v = _mm256_fmadd_ps(_mm256_mul_ps(d, h2f8(a.d)), _mm256_cvtepi32_ps(s), acc);
                     let m = _mm256_cvtph_ps(_mm_loadu_si128(b.m.as_ptr() as *const __m128i));
-                    _mm256_fmadd_ps(m, h2f8(a.s), v)
+                    mins_update(d, m, a, s, acc)
                 })
             };
         }
@@ -919,20 +928,30 @@ macro_rules! x86_repacked_kernels {
             }
         }
 
+        /// A panel's 8 scales and 8 mins (zero where the type has none) from f16.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn nib_scales8(d: &[u8; 16], m: Option<&[u8; 16]>, p: &mut PanelNib8) {
+            _mm256_storeu_ps(p.d.as_mut_ptr(), _mm256_cvtph_ps(_mm_loadu_si128(d.as_ptr() as *const __m128i)));
+            let m = match m {
+                Some(m) => _mm256_cvtph_ps(_mm_loadu_si128(m.as_ptr() as *const __m128i)),
+                None => _mm256_setzero_ps(),
+            };
+            _mm256_storeu_ps(p.m.as_mut_ptr(), m);
+        }
+
         #[inline]
         #[target_feature(enable = $feat)]
         unsafe fn unpack_q4_0x8_one(b: &BlockQ4_0x8, p: &mut PanelNib8) {
             unpack_nibbles8(&b.qs, p);
-            _mm256_storeu_ps(p.d.as_mut_ptr(), _mm256_cvtph_ps(_mm_loadu_si128(b.d.as_ptr() as *const __m128i)));
-            p.m = [0.0; 8];
+            nib_scales8(&b.d, None, p);
         }
 
         #[inline]
         #[target_feature(enable = $feat)]
         unsafe fn unpack_q4_1x8_one(b: &BlockQ4_1x8, p: &mut PanelNib8) {
             unpack_nibbles8(&b.qs, p);
-            _mm256_storeu_ps(p.d.as_mut_ptr(), _mm256_cvtph_ps(_mm_loadu_si128(b.d.as_ptr() as *const __m128i)));
-            _mm256_storeu_ps(p.m.as_mut_ptr(), _mm256_cvtph_ps(_mm_loadu_si128(b.m.as_ptr() as *const __m128i)));
+            nib_scales8(&b.d, Some(&b.m), p);
         }
 
         /// The values of a 5-bit block of 8 rows (its nibbles and fifth bits, as `q5_x8_tile!`
@@ -956,16 +975,14 @@ macro_rules! x86_repacked_kernels {
         #[target_feature(enable = $feat)]
         unsafe fn unpack_q5_0x8_one(b: &BlockQ5_0x8, p: &mut PanelNib8) {
             unpack_q5_values8(&b.qs, &b.qh, p);
-            _mm256_storeu_ps(p.d.as_mut_ptr(), _mm256_cvtph_ps(_mm_loadu_si128(b.d.as_ptr() as *const __m128i)));
-            p.m = [0.0; 8];
+            nib_scales8(&b.d, None, p);
         }
 
         #[inline]
         #[target_feature(enable = $feat)]
         unsafe fn unpack_q5_1x8_one(b: &BlockQ5_1x8, p: &mut PanelNib8) {
             unpack_q5_values8(&b.qs, &b.qh, p);
-            _mm256_storeu_ps(p.d.as_mut_ptr(), _mm256_cvtph_ps(_mm_loadu_si128(b.d.as_ptr() as *const __m128i)));
-            _mm256_storeu_ps(p.m.as_mut_ptr(), _mm256_cvtph_ps(_mm_loadu_si128(b.m.as_ptr() as *const __m128i)));
+            nib_scales8(&b.d, Some(&b.m), p);
         }
 
         /// One group's 4- or 5-bit panels (`hi`: the second of each pair) against 4 activation
@@ -1013,8 +1030,8 @@ macro_rules! x86_repacked_kernels {
             }};
         }
 
-        /// Q4_0 (`OFFSET` 8, `STEPS` 8) or Q5_0 (16, 4) panels against 4 activation rows (the
-        /// update of `q4_0x8_tile!` and `q5_0x8_tile!`: OFFSET x the activations' sum off).
+        /// Q4_0 (`OFFSET` 8, `STEPS` 8) or Q5_0 (16, 4) panels against 4 activation rows (their
+        /// tiles' `offset_update`).
         #[inline]
         #[target_feature(enable = $feat)]
         unsafe fn q4_0_panel8x4<const OFFSET: i32, const STEPS: usize>(
@@ -1023,14 +1040,12 @@ macro_rules! x86_repacked_kernels {
             y: [&[BlockQ8_0S]; 4],
         ) -> [[f32; 8]; 4] {
             nib_panel8x4!(p, hi, y, BlockQ8_0S, STEPS, |b, a, s, acc| {
-                let s = _mm256_sub_epi32(s, _mm256_set1_epi32(OFFSET * a.sum));
-                let d = _mm256_loadu_ps(b.d.as_ptr());
-                _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(a.d)), _mm256_cvtepi32_ps(s), acc)
+                offset_update::<OFFSET>(_mm256_loadu_ps(b.d.as_ptr()), a, s, acc)
             })
         }
 
-        /// Q4_1 (`STEPS` 8) or Q5_1 (4) panels against 4 activation rows (the update of
-        /// `q4_1x8_tile!` and `q5_1x8_tile!`).
+        /// Q4_1 (`STEPS` 8) or Q5_1 (4) panels against 4 activation rows (their tiles'
+        /// `mins_update`).
         #[inline]
         #[target_feature(enable = $feat)]
         unsafe fn q4_1_panel8x4<const STEPS: usize>(
@@ -1039,9 +1054,7 @@ macro_rules! x86_repacked_kernels {
             y: [&[BlockQ8_1]; 4],
         ) -> [[f32; 8]; 4] {
             nib_panel8x4!(p, hi, y, BlockQ8_1, STEPS, |b, a, s, acc| {
-                let d = _mm256_loadu_ps(b.d.as_ptr());
-                let v = _mm256_fmadd_ps(_mm256_mul_ps(d, h2f8(a.d)), _mm256_cvtepi32_ps(s), acc);
-                _mm256_fmadd_ps(_mm256_loadu_ps(b.m.as_ptr()), h2f8(a.s), v)
+                mins_update(_mm256_loadu_ps(b.d.as_ptr()), _mm256_loadu_ps(b.m.as_ptr()), a, s, acc)
             })
         }
 
